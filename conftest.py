@@ -1,0 +1,55 @@
+"""Shared pytest set-up for tests/ and bench/: a real Kafka broker started by the test session.
+
+The broker is a local KRaft node from `kstrade.broker` (jars from Maven Central, no Docker) on
+free ports in a temporary directory, stopped when the session ends. Set KSTRADE_TEST_BOOTSTRAP
+to run against a cluster you already have instead.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kstrade.broker import Cluster, cluster
+
+
+def _free_port_pair() -> int:
+    """An even port p with p and p + 1 free (client and controller listener)."""
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(20000, 60000, 2)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair on 127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("KSTRADE_TEST_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    directory: Path = tmp_path_factory.mktemp("kafka")
+    local: Cluster = cluster(directory, nodes=1, base_port=_free_port_pair())
+    local.start(timeout=120)
+    try:
+        yield local.bootstrap
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix, so tests never share topics or groups on the broker."""
+    return uuid.uuid4().hex[:10]

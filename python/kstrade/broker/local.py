@@ -1,0 +1,322 @@
+"""A real Apache Kafka (KRaft) cluster on 127.0.0.1 for developers and tests, without Docker.
+
+The broker jars come from Maven Central through `mvn dependency:copy-dependencies` (see
+`pom.xml` beside this file) into a cache directory; each node is a `java kafka.Kafka` process
+that is both broker and controller. A cluster directory holds the node configs, data, logs and
+a `cluster.json` with the pids, so `status` and `stop` work from any later process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+KAFKA_VERSION = "4.1.0"
+DEFAULT_BASE_PORT = 9092
+HOST = "127.0.0.1"
+
+
+class BrokerError(RuntimeError):
+    """The local cluster could not be fetched, started, or reached."""
+
+
+def cache_dir() -> Path:
+    """Where the broker jars are kept: $KSTRADE_CACHE or ~/.cache/kstrade."""
+    root = os.environ.get("KSTRADE_CACHE") or os.path.join(Path.home(), ".cache", "kstrade")
+    return Path(root)
+
+
+def default_cluster_dir() -> Path:
+    return cache_dir() / "cluster"
+
+
+def fetch_jars(version: str = KAFKA_VERSION) -> Path:
+    """Resolve the broker and its runtime dependencies from Maven Central (once per version)."""
+    libs = cache_dir() / f"kafka-{version}" / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise BrokerError("mvn not found: install Maven (apt-get install maven) to fetch the broker")
+    if shutil.which("java") is None:
+        raise BrokerError("java not found: install a JDK >= 17 (apt-get install openjdk-17-jre-headless)")
+    libs.mkdir(parents=True, exist_ok=True)
+    pom = resources.files("kstrade.broker").joinpath("pom.xml")
+    with resources.as_file(pom) as pom_path:
+        cmd = [
+            "mvn", "-q", "-B", "-f", str(pom_path),
+            f"-Dkafka.version={version}",
+            "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BrokerError(f"mvn could not resolve kafka {version}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    if not any(libs.glob("kafka_2.13-*.jar")):
+        raise BrokerError(f"mvn finished but no kafka_2.13 jar is in {libs}")
+    marker.write_text(version)
+    return libs
+
+
+@dataclass
+class Node:
+    node_id: int
+    port: int
+    controller_port: int
+    pid: int | None = None
+
+
+@dataclass
+class Cluster:
+    """One local cluster: its directory, nodes and the jars it runs."""
+
+    directory: Path
+    nodes: list[Node] = field(default_factory=list)
+    version: str = KAFKA_VERSION
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"{HOST}:{n.port}" for n in self.nodes)
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self) -> None:
+        state = {"version": self.version, "nodes": [asdict(n) for n in self.nodes]}
+        (self.directory / "cluster.json").write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> Cluster | None:
+        path = directory / "cluster.json"
+        if not path.exists():
+            return None
+        state = json.loads(path.read_text())
+        return cls(directory, [Node(**n) for n in state["nodes"]], state["version"])
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, timeout: float = 90.0) -> None:
+        libs = fetch_jars(self.version)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        voters = ",".join(f"{n.node_id}@{HOST}:{n.controller_port}" for n in self.nodes)
+        cluster_id_file = self.directory / "cluster.id"
+        if not cluster_id_file.exists():
+            cluster_id_file.write_text(_random_cluster_id())
+        cluster_id = cluster_id_file.read_text().strip()
+        log4j = self.directory / "log4j2.properties"
+        log4j.write_text(_LOG4J2)
+        classpath = f"{libs}/*"
+        for node in self.nodes:
+            if node.pid is not None and _alive(node.pid):
+                continue
+            node_dir = self.directory / f"node-{node.node_id}"
+            data = node_dir / "data"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            props = node_dir / "server.properties"
+            props.write_text(self._server_properties(node, voters, data))
+            if not (data / "meta.properties").exists():
+                fmt = subprocess.run(
+                    ["java", "-cp", classpath, "kafka.tools.StorageTool", "format",
+                     "-t", cluster_id, "-c", str(props), "--ignore-formatted"],
+                    capture_output=True, text=True,
+                )
+                if fmt.returncode != 0:
+                    raise BrokerError(f"formatting node {node.node_id} failed:\n{fmt.stdout}{fmt.stderr}")
+            log = open(node_dir / "server.log", "ab")
+            proc = subprocess.Popen(
+                ["java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                 f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={node_dir}",
+                 "-cp", classpath, "kafka.Kafka", str(props)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C in the caller's terminal must not kill it
+            )
+            node.pid = proc.pid
+        self.save()
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until every node answers a Metadata request that lists all the brokers."""
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if node.pid is not None and not _alive(node.pid):
+                    tail = _tail(self.directory / f"node-{node.node_id}" / "server.log")
+                    raise BrokerError(f"kafka node {node.node_id} exited during start-up:\n{tail}")
+            try:
+                counts = [metadata_broker_count(HOST, n.port) for n in self.nodes]
+                if all(c == len(self.nodes) for c in counts):
+                    return
+                last = f"brokers registered per node: {counts}"
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.3)
+        raise BrokerError(f"kafka cluster not ready after {timeout:.0f}s ({last})")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every node (a controlled shutdown), then SIGKILL what is left."""
+        for node in self.nodes:
+            if node.pid is not None and _alive(node.pid):
+                os.kill(node.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            while node.pid is not None and _alive(node.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if node.pid is not None and _alive(node.pid):
+                os.kill(node.pid, signal.SIGKILL)
+            node.pid = None
+        self.save()
+
+    def kill_node(self, node_id: int) -> None:
+        """SIGKILL one node, as a crash would (fault-injection tests)."""
+        node = next(n for n in self.nodes if n.node_id == node_id)
+        if node.pid is not None and _alive(node.pid):
+            os.kill(node.pid, signal.SIGKILL)
+            _reap(node.pid)
+        node.pid = None
+        self.save()
+
+    def status(self) -> list[tuple[Node, bool]]:
+        return [(n, n.pid is not None and _alive(n.pid)) for n in self.nodes]
+
+    def _server_properties(self, node: Node, voters: str, data: Path) -> str:
+        n = len(self.nodes)
+        rf = min(3, n)
+        min_isr = min(2, n)
+        return "\n".join([
+            "process.roles=broker,controller",
+            f"node.id={node.node_id}",
+            f"controller.quorum.voters={voters}",
+            f"listeners=PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
+            f"advertised.listeners=PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={data}",
+            f"offsets.topic.replication.factor={rf}",
+            "offsets.topic.num.partitions=10",
+            f"transaction.state.log.replication.factor={rf}",
+            f"transaction.state.log.min.isr={min_isr}",
+            f"share.coordinator.state.topic.replication.factor={rf}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
+            f"default.replication.factor={rf}",
+            "num.partitions=3",
+            "auto.create.topics.enable=false",
+            "group.initial.rebalance.delay.ms=0",
+            # Let tests see a consumer that died without leaving within seconds, not 45 s.
+            "group.consumer.min.session.timeout.ms=1000",
+            "group.min.session.timeout.ms=1000",
+            "",
+        ])
+
+
+def cluster(directory: Path | None = None, nodes: int = 1, base_port: int = DEFAULT_BASE_PORT,
+            version: str = KAFKA_VERSION) -> Cluster:
+    """The cluster in `directory`, as last saved, or a new description of one."""
+    directory = Path(directory) if directory is not None else default_cluster_dir()
+    existing = Cluster.load(directory)
+    if existing is not None and len(existing.nodes) == nodes:
+        return existing
+    if existing is not None and any(alive for _, alive in existing.status()):
+        raise BrokerError(f"a {len(existing.nodes)}-node cluster is running in {directory}; stop it first")
+    if existing is not None:
+        shutil.rmtree(directory)
+    made = [Node(i + 1, base_port + 2 * i, base_port + 2 * i + 1) for i in range(nodes)]
+    return Cluster(directory, made, version)
+
+
+def metadata_broker_count(host: str, port: int, timeout: float = 2.0) -> int:
+    """Send a Metadata v4 request (all topics) and return the number of brokers it lists.
+
+    Raw Kafka protocol so readiness needs neither librdkafka nor a JVM client: request header v1
+    (api_key, api_version, correlation_id, client_id), Metadata v4 body (topics = null,
+    allow_auto_topic_creation = false); response header v0, then throttle_time_ms and the
+    brokers array length.
+    """
+    client_id = b"kstrade-ready"
+    body = struct.pack(">hhih", 3, 4, 7, len(client_id)) + client_id + struct.pack(">ib", -1, 0)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(body)) + body)
+        head = _recv_exact(sock, 4)
+        (size,) = struct.unpack(">i", head)
+        payload = _recv_exact(sock, size)
+    correlation, _throttle, brokers = struct.unpack(">iii", payload[:12])
+    if correlation != 7:
+        raise OSError(f"unexpected correlation id {correlation}")
+    return int(brokers)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise OSError("connection closed by broker")
+        buf += chunk
+    return bytes(buf)
+
+
+def _random_cluster_id() -> str:
+    # KRaft cluster ids are 16 random bytes, URL-safe base64 without padding.
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: fall back to signal 0
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers signal 0; /proc tells the truth on Linux.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        for _ in range(100):
+            if not _alive(pid):
+                return
+            time.sleep(0.05)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+_LOG4J2 = """\
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = out
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.controller.name = org.apache.kafka.controller
+logger.controller.level = WARN
+"""

@@ -1,0 +1,167 @@
+"""`Bus`: one transport (memory or kafka) and the producers, consumers and admin clients on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+from kstrade import _native
+from kstrade._native import Admin, BusError, Producer, Record
+
+__all__ = ["Admin", "Bus", "BusError", "Consumer", "Producer", "Record", "RebalanceListener"]
+
+Transport = Literal["memory", "kafka"]
+ConfigValue = str | int | float | bool
+Partitions = list[tuple[str, int]]
+RebalanceListener = Callable[[Partitions], None]
+
+
+def _props(*layers: Mapping[str, ConfigValue] | None) -> dict[str, str]:
+    """librdkafka wants every property as a string; booleans as true/false."""
+    out: dict[str, str] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            out[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out
+
+
+class Bus:
+    """A transport and its settings. Stages ask it for clients and never know which it is."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        properties: Mapping[str, ConfigValue] | None = None,
+        broker: _native.MemoryBroker | None = None,
+    ) -> None:
+        if transport not in ("memory", "kafka"):
+            raise ValueError(f"unknown bus transport {transport!r}: use 'memory' or 'kafka'")
+        if transport == "kafka" and not (properties or {}).get("bootstrap.servers"):
+            raise ValueError("the kafka bus needs bootstrap.servers (e.g. 127.0.0.1:9092)")
+        self.transport: Transport = transport
+        self.properties = _props(properties)
+        self._broker = broker if broker is not None else (_native.MemoryBroker() if transport == "memory" else None)
+
+    @classmethod
+    def memory(cls) -> Bus:
+        """A fresh in-process cluster: topics, groups and offsets live as long as this object."""
+        return cls("memory")
+
+    @classmethod
+    def kafka(cls, bootstrap: str, properties: Mapping[str, ConfigValue] | None = None) -> Bus:
+        """A real Kafka cluster. `properties` are librdkafka properties applied to every
+        client, e.g. `{"security.protocol": "SASL_SSL"}`."""
+        return cls("kafka", properties={**(properties or {}), "bootstrap.servers": bootstrap})
+
+    @property
+    def bootstrap(self) -> str | None:
+        return self.properties.get("bootstrap.servers")
+
+    def producer(self, config: Mapping[str, ConfigValue] | None = None) -> Producer:
+        props = _props(self.properties, config)
+        if self._broker is not None:
+            return Producer.memory(self._broker, props)
+        return Producer.kafka(props)
+
+    def consumer(
+        self,
+        group_id: str,
+        config: Mapping[str, ConfigValue] | None = None,
+        *,
+        on_assign: RebalanceListener | None = None,
+        on_revoke: RebalanceListener | None = None,
+    ) -> Consumer:
+        props = _props(self.properties, {"auto.offset.reset": "earliest"}, config, {"group.id": group_id})
+        native = (
+            _native.Consumer.memory(self._broker, props)
+            if self._broker is not None
+            else _native.Consumer.kafka(props)
+        )
+        return Consumer(native, on_assign=on_assign, on_revoke=on_revoke)
+
+    def admin(self) -> Admin:
+        if self._broker is not None:
+            return Admin.memory(self._broker)
+        return Admin.kafka(_props(self.properties))
+
+    def __repr__(self) -> str:
+        where = f" {self.bootstrap}" if self.bootstrap else ""
+        return f"Bus({self.transport}{where})"
+
+
+class Consumer:
+    """A group member. Rebalance listeners run in the polling thread after `poll` returns,
+    with the GIL held: librdkafka never calls into Python from its own threads."""
+
+    def __init__(
+        self,
+        native: _native.Consumer,
+        *,
+        on_assign: RebalanceListener | None = None,
+        on_revoke: RebalanceListener | None = None,
+    ) -> None:
+        self._native = native
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+
+    @property
+    def transport(self) -> str:
+        return self._native.transport
+
+    def subscribe(self, topics: list[str]) -> None:
+        self._native.subscribe(topics)
+
+    def subscribe_pattern(self, pattern: str) -> None:
+        """Follow every topic matching a regular expression, e.g. `^market\\.candles\\..*`."""
+        self._native.subscribe_pattern(pattern)
+
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        records = self._native.poll(max_records, timeout)
+        if self._on_assign is not None or self._on_revoke is not None:
+            self._dispatch_rebalance()
+        return records
+
+    def _dispatch_rebalance(self) -> None:
+        for kind, partitions in self._native.rebalance_events():
+            if kind == "assigned" and self._on_assign is not None:
+                self._on_assign(partitions)
+            elif kind in ("revoked", "lost") and self._on_revoke is not None:
+                self._on_revoke(partitions)
+
+    def commit(self, offsets: list[tuple[str, int, int]] | None = None) -> None:
+        """Commit next-offsets, or everything polled so far. Call after processing."""
+        self._native.commit(offsets)
+
+    def committed(self, partitions: Partitions, timeout: float = 10.0) -> list[tuple[str, int, int | None]]:
+        return self._native.committed(partitions, timeout)
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        self._native.seek(topic, partition, offset)
+
+    def pause(self, partitions: Partitions) -> None:
+        self._native.pause(partitions)
+
+    def resume(self, partitions: Partitions) -> None:
+        self._native.resume(partitions)
+
+    def assignment(self) -> Partitions:
+        return self._native.assignment()
+
+    def position(self) -> list[tuple[str, int, int]]:
+        return self._native.position()
+
+    def lag(self, timeout: float = 10.0) -> dict[tuple[str, int], int]:
+        return self._native.lag(timeout)
+
+    def rebalance_events(self) -> list[tuple[str, Partitions]]:
+        return self._native.rebalance_events()
+
+    def close(self) -> None:
+        self._native.close()
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

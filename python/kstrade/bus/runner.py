@@ -1,0 +1,106 @@
+"""`StageRunner`: the consume -> process -> produce -> commit loop every stage runs.
+
+Per batch: poll, hand each record to the stage's handler, send its outputs, send what failed
+to the dead-letter topic, flush (every output and dead letter acknowledged), and only then
+commit. A crash anywhere before the commit redelivers the batch (at-least-once); a bad record
+never stops the loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from kstrade.bus.core import BusError, Consumer, Producer, Record
+from kstrade.bus.dlq import DeadLetters
+
+
+class MessageError(Exception):
+    """Bad input: raised by a handler with a stable code; the record goes to the DLQ."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record a handler wants produced."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+
+
+Handler = Callable[[Record], Iterable[Output]]
+
+
+@dataclass(slots=True)
+class BatchResult:
+    polled: int = 0
+    processed: int = 0
+    dead_lettered: int = 0
+    produced: int = 0
+
+
+class StageRunner:
+    """Runs `handler` over the records of `consumer`, at least once, with dead letters."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        handler: Handler,
+        *,
+        stage: str,
+        max_message_bytes: int = 256 * 1024,
+        max_records: int = 500,
+        poll_timeout: float = 0.1,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.handler = handler
+        self.dead_letters = DeadLetters(producer, stage)
+        self.max_message_bytes = max_message_bytes
+        self.max_records = max_records
+        self.poll_timeout = poll_timeout
+
+    def run_once(self, timeout: float | None = None) -> BatchResult:
+        records = self.consumer.poll(self.max_records, self.poll_timeout if timeout is None else timeout)
+        result = BatchResult(polled=len(records))
+        if not records:
+            return result
+        for record in records:
+            try:
+                size = len(record.value or b"")
+                if size > self.max_message_bytes:
+                    raise MessageError(
+                        "MESSAGE_TOO_LARGE", f"{size} bytes exceeds this stage's limit of {self.max_message_bytes}"
+                    )
+                outputs = list(self.handler(record))
+            except MessageError as exc:
+                self.dead_letters.send(record, exc.code, exc.message)
+                result.dead_lettered += 1
+                continue
+            except Exception as exc:  # a handler bug must not stop the pipeline
+                self.dead_letters.send(record, "HANDLER_ERROR", f"{type(exc).__name__}: {exc}")
+                result.dead_lettered += 1
+                continue
+            for out in outputs:
+                self.producer.send(out.topic, out.value, key=out.key, headers=out.headers)
+            result.processed += 1
+            result.produced += len(outputs)
+        self.producer.flush()  # outputs and dead letters are durable before the commit
+        self.consumer.commit()
+        return result
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except BusError as exc:
+                if exc.code != "COMMIT_FAILED":  # a rebalance fenced the commit: redelivered
+                    raise

@@ -1,0 +1,269 @@
+//! Kafka consumer: poll-driven (`BaseConsumer`), explicit commits, rebalance events queued for
+//! the caller instead of calling back into foreign code from inside librdkafka.
+
+use std::collections::{BTreeMap, HashMap};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::config::{client_config, CONSUMER_DEFAULTS};
+use crate::error::{BusError, BusResult};
+use crate::record::{RebalanceEvent, Record, TopicPartition};
+use crate::traits::{Consumer, Subscription};
+
+/// Commits that hit a rebalance in progress are retried this many times.
+const COMMIT_ATTEMPTS: u32 = 3;
+
+#[derive(Default)]
+struct RebalanceLog {
+    events: Mutex<Vec<RebalanceEvent>>,
+}
+
+fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements().iter().map(|e| TopicPartition::new(e.topic(), e.partition())).collect()
+}
+
+impl ClientContext for RebalanceLog {}
+
+impl ConsumerContext for RebalanceLog {
+    // Runs inside poll(), on the polling thread, with the GIL released: record only.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts = tpl_to_vec(tpl);
+            let event = if consumer.assignment_lost() { RebalanceEvent::Lost(parts) } else { RebalanceEvent::Revoked(parts) };
+            self.events.lock().push(event);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            if tpl.count() > 0 {
+                self.events.lock().push(RebalanceEvent::Assigned(tpl_to_vec(tpl)));
+            }
+        }
+    }
+}
+
+pub struct KafkaConsumer {
+    inner: Option<BaseConsumer<RebalanceLog>>,
+    /// Next offset after the last record handed out, per partition still owned.
+    positions: HashMap<TopicPartition, i64>,
+    events: Vec<RebalanceEvent>,
+    /// The last non-fatal client error seen while polling (broker down, ...), for diagnostics.
+    pub last_error: Option<String>,
+}
+
+impl KafkaConsumer {
+    pub fn new(config: &HashMap<String, String>) -> BusResult<Self> {
+        if config.get("group.id").map_or(true, String::is_empty) {
+            return Err(BusError::Config("group.id is required for a consumer".into()));
+        }
+        let inner: BaseConsumer<RebalanceLog> = client_config(CONSUMER_DEFAULTS, config)
+            .create_with_context(RebalanceLog::default())
+            .map_err(|e| BusError::Config(e.to_string()))?;
+        Ok(Self { inner: Some(inner), positions: HashMap::new(), events: Vec::new(), last_error: None })
+    }
+
+    fn client(&self) -> BusResult<&BaseConsumer<RebalanceLog>> {
+        self.inner.as_ref().ok_or(BusError::Closed)
+    }
+
+    /// Move rebalance events from the context to the caller's queue and forget positions of
+    /// partitions this consumer no longer owns (their progress belongs to the new owner).
+    fn absorb_rebalance_events(&mut self) {
+        let Some(inner) = self.inner.as_ref() else { return };
+        let drained: Vec<RebalanceEvent> = std::mem::take(&mut *inner.context().events.lock());
+        for event in &drained {
+            if let RebalanceEvent::Revoked(parts) | RebalanceEvent::Lost(parts) = event {
+                for tp in parts {
+                    self.positions.remove(tp);
+                }
+            }
+        }
+        self.events.extend(drained);
+    }
+
+    fn to_tpl(offsets: &[(TopicPartition, i64)]) -> BusResult<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for (tp, off) in offsets {
+            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*off))?;
+        }
+        Ok(tpl)
+    }
+}
+
+fn is_fatal(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::Authentication
+        )
+    )
+}
+
+impl Consumer for KafkaConsumer {
+    fn subscribe(&mut self, subscription: Subscription) -> BusResult<()> {
+        let topics = match subscription {
+            Subscription::Topics(list) => list,
+            Subscription::Pattern(p) if p.starts_with('^') => vec![p],
+            // librdkafka treats a subscription as a regex only when it starts with '^'.
+            Subscription::Pattern(p) => vec![format!("^{p}")],
+        };
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        self.client()?.subscribe(&refs)?;
+        Ok(())
+    }
+
+    fn poll(&mut self, max: usize, timeout: Duration) -> BusResult<Vec<Record>> {
+        let max = max.max(1);
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        loop {
+            // Wait for the first record up to the deadline; then drain what is already fetched.
+            let wait = if out.is_empty() { deadline.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
+            let got = match self.client()?.poll(wait) {
+                None => false,
+                Some(Ok(msg)) => {
+                    let headers = msg.headers().map_or_else(Vec::new, |h| {
+                        h.iter().map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec))).collect()
+                    });
+                    let record = Record {
+                        topic: msg.topic().to_string(),
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                        key: msg.key().map(<[u8]>::to_vec),
+                        value: msg.payload().map(<[u8]>::to_vec),
+                        headers,
+                        timestamp_ms: msg.timestamp().to_millis().unwrap_or(-1),
+                    };
+                    self.positions.insert(TopicPartition::new(&record.topic, record.partition), record.offset + 1);
+                    out.push(record);
+                    true
+                }
+                Some(Err(err)) if is_fatal(&err) => return Err(err.into()),
+                Some(Err(err)) => {
+                    self.last_error = Some(err.to_string());
+                    false
+                }
+            };
+            self.absorb_rebalance_events();
+            // A rebalance or a transient error can wake poll early: keep waiting until the
+            // deadline while nothing has arrived.
+            if out.len() >= max || (!got && (!out.is_empty() || Instant::now() >= deadline)) {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn commit(&mut self, offsets: Option<Vec<(TopicPartition, i64)>>) -> BusResult<()> {
+        self.absorb_rebalance_events();
+        let offsets = offsets.unwrap_or_else(|| self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect());
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let tpl = Self::to_tpl(&offsets)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.client()?.commit(&tpl, CommitMode::Sync) {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if attempt < COMMIT_ATTEMPTS
+                        && matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::RebalanceInProgress)) =>
+                {
+                    thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(BusError::Commit(e.to_string())),
+            }
+        }
+    }
+
+    fn committed(&mut self, partitions: &[TopicPartition], timeout: Duration) -> BusResult<Vec<(TopicPartition, Option<i64>)>> {
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for tp in partitions {
+            tpl.add_partition(&tp.topic, tp.partition);
+        }
+        let got = self.client()?.committed_offsets(tpl, timeout)?;
+        Ok(got
+            .elements()
+            .iter()
+            .map(|e| {
+                let off = match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                };
+                (TopicPartition::new(e.topic(), e.partition()), off)
+            })
+            .collect())
+    }
+
+    fn seek(&mut self, tp: &TopicPartition, offset: i64) -> BusResult<()> {
+        self.client()?.seek(&tp.topic, tp.partition, Offset::Offset(offset), Duration::from_secs(10))?;
+        self.positions.insert(tp.clone(), offset);
+        Ok(())
+    }
+
+    fn pause(&mut self, partitions: &[TopicPartition]) -> BusResult<()> {
+        let tpl = Self::to_tpl(&partitions.iter().map(|tp| (tp.clone(), 0)).collect::<Vec<_>>())?;
+        Ok(self.client()?.pause(&tpl)?)
+    }
+
+    fn resume(&mut self, partitions: &[TopicPartition]) -> BusResult<()> {
+        let tpl = Self::to_tpl(&partitions.iter().map(|tp| (tp.clone(), 0)).collect::<Vec<_>>())?;
+        Ok(self.client()?.resume(&tpl)?)
+    }
+
+    fn assignment(&mut self) -> BusResult<Vec<TopicPartition>> {
+        let mut parts = tpl_to_vec(&self.client()?.assignment()?);
+        parts.sort();
+        Ok(parts)
+    }
+
+    fn position(&mut self) -> BusResult<Vec<(TopicPartition, i64)>> {
+        let mut out: Vec<_> = self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn lag(&mut self, timeout: Duration) -> BusResult<BTreeMap<TopicPartition, i64>> {
+        let owned = self.assignment()?;
+        let committed: HashMap<TopicPartition, Option<i64>> = self.committed(&owned, timeout)?.into_iter().collect();
+        let client = self.client()?;
+        let mut lag = BTreeMap::new();
+        for tp in owned {
+            let (low, high) = client.fetch_watermarks(&tp.topic, tp.partition, timeout)?;
+            let position = self
+                .positions
+                .get(&tp)
+                .copied()
+                .or_else(|| committed.get(&tp).copied().flatten())
+                .unwrap_or(low);
+            lag.insert(tp, (high - position).max(0));
+        }
+        Ok(lag)
+    }
+
+    fn take_rebalance_events(&mut self) -> Vec<RebalanceEvent> {
+        self.absorb_rebalance_events();
+        std::mem::take(&mut self.events)
+    }
+
+    fn close(&mut self) -> BusResult<()> {
+        if let Some(inner) = self.inner.take() {
+            inner.unsubscribe();
+            drop(inner); // rd_kafka_consumer_close: leaves the group at once
+        }
+        self.positions.clear();
+        Ok(())
+    }
+}

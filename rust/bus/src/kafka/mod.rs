@@ -1,0 +1,30 @@
+//! The Kafka transport: librdkafka (compiled from rdkafka-sys's bundled source) behind the bus
+//! traits. Every librdkafka property passes through; [`config`] holds the defaults we change
+//! and why.
+
+pub mod config;
+mod admin;
+mod consumer;
+mod producer;
+
+pub use admin::KafkaAdmin;
+pub use consumer::KafkaConsumer;
+pub use producer::KafkaProducer;
+
+use rdkafka::error::KafkaError;
+
+use crate::error::BusError;
+
+impl From<KafkaError> for BusError {
+    fn from(e: KafkaError) -> Self {
+        let code = e
+            .rdkafka_error_code()
+            .map_or_else(|| "Unknown".to_string(), |c| format!("{c:?}"));
+        BusError::Kafka { code, message: e.to_string() }
+    }
+}
+
+/// The librdkafka version linked into this build, e.g. "2.12.1".
+pub fn librdkafka_version() -> String {
+    rdkafka::util::get_rdkafka_version().1
+}

@@ -1,0 +1,119 @@
+//! Kafka producer with delivery reports that are never dropped: each failure is kept until the
+//! next flush, which returns it as an error.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header as RdHeader, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use super::config::{client_config, PRODUCER_DEFAULTS};
+use crate::error::{BusError, BusResult};
+use crate::record::{OutRecord, Record};
+use crate::traits::Producer;
+
+/// How long `send` keeps retrying while librdkafka's local queue is full.
+const QUEUE_FULL_PATIENCE: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct DeliveryTracker {
+    in_flight: AtomicUsize,
+    failures: Mutex<Vec<String>>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((err, msg)) = result {
+            let failure = format!("{}[{}]: {err}", msg.topic(), msg.partition());
+            self.failures.lock().push(failure);
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub struct KafkaProducer {
+    inner: ThreadedProducer<DeliveryTracker>,
+    max_message_bytes: usize,
+}
+
+impl KafkaProducer {
+    pub fn new(config: &HashMap<String, String>) -> BusResult<Self> {
+        let max_message_bytes = match config.get("message.max.bytes") {
+            Some(v) => v.parse().map_err(|_| BusError::Config(format!("message.max.bytes={v:?}")))?,
+            None => crate::memory::DEFAULT_MAX_MESSAGE_BYTES,
+        };
+        let inner = client_config(PRODUCER_DEFAULTS, config)
+            .create_with_context(DeliveryTracker::default())
+            .map_err(|e| BusError::Config(e.to_string()))?;
+        Ok(Self { inner, max_message_bytes })
+    }
+}
+
+impl Producer for KafkaProducer {
+    fn send(&self, record: OutRecord) -> BusResult<()> {
+        let size = Record::payload_size(&record.key, &record.value, &record.headers);
+        if size > self.max_message_bytes {
+            return Err(BusError::MessageTooLarge { topic: record.topic, size, max: self.max_message_bytes });
+        }
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in &record.headers {
+            headers = headers.insert(RdHeader { key, value: value.as_deref() });
+        }
+        let mut base: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&record.topic).headers(headers);
+        if let Some(key) = record.key.as_deref() {
+            base = base.key(key);
+        }
+        if let Some(value) = record.value.as_deref() {
+            base = base.payload(value);
+        }
+        if let Some(p) = record.partition {
+            base = base.partition(p);
+        }
+        if let Some(ts) = record.timestamp_ms {
+            base = base.timestamp(ts);
+        }
+        let deadline = Instant::now() + QUEUE_FULL_PATIENCE;
+        let tracker = self.inner.context();
+        tracker.in_flight.fetch_add(1, Ordering::AcqRel);
+        loop {
+            match self.inner.send(base) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if Instant::now() < deadline => {
+                    base = back;
+                    thread::sleep(Duration::from_micros(200));
+                }
+                Err((err, _)) => {
+                    tracker.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    return Err(match err {
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) => {
+                            BusError::MessageTooLarge { topic: record.topic.clone(), size, max: self.max_message_bytes }
+                        }
+                        other => other.into(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn flush(&self, timeout: Duration) -> BusResult<()> {
+        let flushed = self.inner.flush(timeout);
+        let failures = std::mem::take(&mut *self.inner.context().failures.lock());
+        if let Some(first) = failures.first() {
+            return Err(BusError::Delivery { failed: failures.len(), first: first.clone() });
+        }
+        flushed.map_err(|_| BusError::Timeout(timeout.as_millis() as u64))
+    }
+
+    fn in_flight(&self) -> usize {
+        self.inner.context().in_flight.load(Ordering::Acquire)
+    }
+}

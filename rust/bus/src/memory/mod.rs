@@ -1,0 +1,634 @@
+//! The embedded transport: an in-process, append-only log per partition with Kafka's semantics.
+//!
+//! One [`MemoryBroker`] plays the cluster. Producers append under a lock and wake waiting
+//! consumers; consumer groups keep committed offsets and split partitions among their members
+//! (round-robin over the sorted partitions, recomputed when a member joins or leaves or a
+//! topic appears), so stages written for Kafka run unchanged in one process and backtests
+//! replay through exactly the live code.
+//!
+//! What it does not model: replication, retention and session time-outs (a member leaves when
+//! it is closed or dropped). Offsets, keys, headers and the partitioner are Kafka's.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex};
+use regex::Regex;
+
+use crate::error::{BusError, BusResult};
+use crate::partitioner::partition_for_key;
+use crate::record::{OutRecord, RebalanceEvent, Record, TopicDescription, TopicPartition, TopicSpec};
+use crate::traits::{Admin, Consumer, Producer, Subscription};
+
+/// librdkafka's default `message.max.bytes`, so an oversized message fails alike on both buses.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+struct Stored {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    timestamp_ms: i64,
+}
+
+struct TopicLog {
+    spec: TopicSpec,
+    partitions: Vec<Vec<Stored>>,
+}
+
+enum Matcher {
+    Topics(HashSet<String>),
+    Pattern(Regex),
+}
+
+impl Matcher {
+    fn matches(&self, topic: &str) -> bool {
+        match self {
+            Matcher::Topics(set) => set.contains(topic),
+            // Kafka never hands internal topics to a pattern subscription.
+            Matcher::Pattern(re) => !topic.starts_with("__") && re.is_match(topic),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Group {
+    members: BTreeMap<u64, Matcher>,
+    generation: u64,
+    assignment: HashMap<u64, Vec<TopicPartition>>,
+    committed: HashMap<TopicPartition, i64>,
+}
+
+impl Group {
+    /// Deal the subscribed partitions out round-robin over the members that want them.
+    fn rebalance(&mut self, topics: &BTreeMap<String, TopicLog>) {
+        self.generation += 1;
+        let mut assignment: HashMap<u64, Vec<TopicPartition>> =
+            self.members.keys().map(|m| (*m, Vec::new())).collect();
+        let mut turn = 0usize;
+        for (name, log) in topics {
+            let wanting: Vec<u64> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.matches(name))
+                .map(|(id, _)| *id)
+                .collect();
+            if wanting.is_empty() {
+                continue;
+            }
+            for p in 0..log.partitions.len() as i32 {
+                let member = wanting[turn % wanting.len()];
+                turn += 1;
+                assignment.entry(member).or_default().push(TopicPartition::new(name.clone(), p));
+            }
+        }
+        self.assignment = assignment;
+    }
+}
+
+#[derive(Default)]
+struct State {
+    topics: BTreeMap<String, TopicLog>,
+    groups: HashMap<String, Group>,
+    next_member: u64,
+    round_robin: u64,
+}
+
+impl State {
+    fn rebalance_all(&mut self) {
+        let topics = &self.topics;
+        for group in self.groups.values_mut() {
+            group.rebalance(topics);
+        }
+    }
+}
+
+/// The in-process cluster. Clone the `Arc` to share it between producers, consumers and admin.
+#[derive(Default)]
+pub struct MemoryBroker {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl MemoryBroker {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn config_usize(config: &HashMap<String, String>, key: &str, default: usize) -> BusResult<usize> {
+    match config.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| BusError::Config(format!("{key}={v:?} is not a non-negative integer"))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Producer
+
+pub struct MemoryProducer {
+    broker: Arc<MemoryBroker>,
+    max_message_bytes: usize,
+}
+
+impl MemoryProducer {
+    pub fn new(broker: Arc<MemoryBroker>, config: &HashMap<String, String>) -> BusResult<Self> {
+        let max_message_bytes = config_usize(config, "message.max.bytes", DEFAULT_MAX_MESSAGE_BYTES)?;
+        Ok(Self { broker, max_message_bytes })
+    }
+}
+
+impl Producer for MemoryProducer {
+    fn send(&self, record: OutRecord) -> BusResult<()> {
+        let size = Record::payload_size(&record.key, &record.value, &record.headers);
+        if size > self.max_message_bytes {
+            return Err(BusError::MessageTooLarge { topic: record.topic, size, max: self.max_message_bytes });
+        }
+        let mut state = self.broker.state.lock();
+        let rr = state.round_robin;
+        let log = state
+            .topics
+            .get_mut(&record.topic)
+            .ok_or_else(|| BusError::UnknownTopic(record.topic.clone()))?;
+        let count = log.partitions.len() as i32;
+        let partition = match (record.partition, &record.key) {
+            (Some(p), _) if (0..count).contains(&p) => p,
+            (Some(p), _) => return Err(BusError::InvalidPartition { topic: record.topic, partition: p, count }),
+            (None, Some(key)) => partition_for_key(key, count),
+            (None, None) => (rr % count as u64) as i32,
+        };
+        log.partitions[partition as usize].push(Stored {
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+            timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
+        });
+        state.round_robin = rr.wrapping_add(1);
+        drop(state);
+        self.broker.changed.notify_all();
+        Ok(())
+    }
+
+    fn flush(&self, _timeout: Duration) -> BusResult<()> {
+        Ok(()) // appends are synchronous: nothing is ever in flight
+    }
+
+    fn in_flight(&self) -> usize {
+        0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumer
+
+#[derive(Clone, Copy, PartialEq)]
+enum OffsetReset {
+    Earliest,
+    Latest,
+}
+
+pub struct MemoryConsumer {
+    broker: Arc<MemoryBroker>,
+    group_id: String,
+    member: Option<u64>,
+    generation: u64,
+    owned: BTreeSet<TopicPartition>,
+    positions: HashMap<TopicPartition, i64>,
+    paused: HashSet<TopicPartition>,
+    events: Vec<RebalanceEvent>,
+    reset: OffsetReset,
+    closed: bool,
+}
+
+impl MemoryConsumer {
+    pub fn new(broker: Arc<MemoryBroker>, config: &HashMap<String, String>) -> BusResult<Self> {
+        let group_id = config
+            .get("group.id")
+            .filter(|g| !g.is_empty())
+            .ok_or_else(|| BusError::Config("group.id is required for a consumer".into()))?
+            .clone();
+        let reset = match config.get("auto.offset.reset").map(String::as_str) {
+            None | Some("latest" | "end" | "largest") => OffsetReset::Latest,
+            Some("earliest" | "beginning" | "smallest") => OffsetReset::Earliest,
+            Some(other) => {
+                return Err(BusError::Config(format!("auto.offset.reset={other:?}: use earliest or latest")))
+            }
+        };
+        Ok(Self {
+            broker,
+            group_id,
+            member: None,
+            generation: 0,
+            owned: BTreeSet::new(),
+            positions: HashMap::new(),
+            paused: HashSet::new(),
+            events: Vec::new(),
+            reset,
+            closed: false,
+        })
+    }
+
+    /// Catch up with the group's current generation: revoke what was lost, position what is new.
+    fn sync_assignment(&mut self, state: &State) {
+        let Some(member) = self.member else { return };
+        let Some(group) = state.groups.get(&self.group_id) else { return };
+        if group.generation == self.generation {
+            return;
+        }
+        self.generation = group.generation;
+        let now: BTreeSet<TopicPartition> =
+            group.assignment.get(&member).map(|v| v.iter().cloned().collect()).unwrap_or_default();
+        let revoked: Vec<TopicPartition> = self.owned.difference(&now).cloned().collect();
+        let assigned: Vec<TopicPartition> = now.difference(&self.owned).cloned().collect();
+        for tp in &revoked {
+            self.positions.remove(tp);
+            self.paused.remove(tp);
+        }
+        for tp in &assigned {
+            let end = state.topics.get(&tp.topic).map_or(0, |t| t.partitions[tp.partition as usize].len() as i64);
+            let start = match (group.committed.get(tp), self.reset) {
+                (Some(off), _) => *off,
+                (None, OffsetReset::Earliest) => 0,
+                (None, OffsetReset::Latest) => end,
+            };
+            self.positions.insert(tp.clone(), start);
+        }
+        if !revoked.is_empty() {
+            self.events.push(RebalanceEvent::Revoked(revoked));
+        }
+        if !assigned.is_empty() {
+            self.events.push(RebalanceEvent::Assigned(assigned));
+        }
+        self.owned = now;
+    }
+
+    fn fetch(&mut self, state: &State, max: usize, out: &mut Vec<Record>) {
+        for tp in &self.owned {
+            if out.len() >= max {
+                break;
+            }
+            if self.paused.contains(tp) {
+                continue;
+            }
+            let Some(log) = state.topics.get(&tp.topic) else { continue };
+            let part = &log.partitions[tp.partition as usize];
+            let pos = self.positions.entry(tp.clone()).or_insert(0);
+            let start = (*pos).clamp(0, part.len() as i64) as usize;
+            let take = (max - out.len()).min(part.len() - start);
+            for (i, s) in part[start..start + take].iter().enumerate() {
+                out.push(Record {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset: (start + i) as i64,
+                    key: s.key.clone(),
+                    value: s.value.clone(),
+                    headers: s.headers.clone(),
+                    timestamp_ms: s.timestamp_ms,
+                });
+            }
+            *pos = (start + take) as i64;
+        }
+    }
+
+    fn check_open(&self) -> BusResult<()> {
+        if self.closed {
+            Err(BusError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn leave(&mut self) {
+        if let Some(member) = self.member.take() {
+            let mut state = self.broker.state.lock();
+            let State { topics, groups, .. } = &mut *state;
+            if let Some(group) = groups.get_mut(&self.group_id) {
+                group.members.remove(&member);
+                group.rebalance(topics);
+            }
+            drop(state);
+            self.broker.changed.notify_all();
+        }
+    }
+}
+
+impl Consumer for MemoryConsumer {
+    fn subscribe(&mut self, subscription: Subscription) -> BusResult<()> {
+        self.check_open()?;
+        let matcher = match subscription {
+            Subscription::Topics(list) => Matcher::Topics(list.into_iter().collect()),
+            Subscription::Pattern(p) => {
+                Matcher::Pattern(Regex::new(&p).map_err(|e| BusError::Pattern(format!("{p}: {e}")))?)
+            }
+        };
+        let broker = Arc::clone(&self.broker);
+        let mut state = broker.state.lock();
+        let member = *self.member.get_or_insert_with(|| {
+            state.next_member += 1;
+            state.next_member
+        });
+        let State { topics, groups, .. } = &mut *state;
+        let group = groups.entry(self.group_id.clone()).or_default();
+        group.members.insert(member, matcher);
+        group.rebalance(topics);
+        self.sync_assignment(&state);
+        drop(state);
+        broker.changed.notify_all();
+        Ok(())
+    }
+
+    fn poll(&mut self, max: usize, timeout: Duration) -> BusResult<Vec<Record>> {
+        self.check_open()?;
+        let deadline = Instant::now() + timeout;
+        let broker = Arc::clone(&self.broker);
+        let mut state = broker.state.lock();
+        let mut out = Vec::new();
+        loop {
+            self.sync_assignment(&state);
+            self.fetch(&state, max.max(1), &mut out);
+            if !out.is_empty() || !self.events.is_empty() {
+                return Ok(out);
+            }
+            if broker.changed.wait_until(&mut state, deadline).timed_out() {
+                self.sync_assignment(&state);
+                self.fetch(&state, max.max(1), &mut out);
+                return Ok(out);
+            }
+        }
+    }
+
+    fn commit(&mut self, offsets: Option<Vec<(TopicPartition, i64)>>) -> BusResult<()> {
+        self.check_open()?;
+        let member = self.member.ok_or_else(|| BusError::Commit("not subscribed to a group".into()))?;
+        let offsets = offsets.unwrap_or_else(|| self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect());
+        let mut state = self.broker.state.lock();
+        let group = state
+            .groups
+            .get_mut(&self.group_id)
+            .ok_or_else(|| BusError::Commit(format!("group '{}' is gone", self.group_id)))?;
+        let owned = group.assignment.get(&member).cloned().unwrap_or_default();
+        // Like Kafka's generation check: a member may only commit partitions it owns now, so a
+        // consumer that lost a partition cannot move the new owner's offset.
+        if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !owned.contains(tp)) {
+            return Err(BusError::NotAssigned { topic: tp.topic.clone(), partition: tp.partition });
+        }
+        for (tp, off) in offsets {
+            group.committed.insert(tp, off);
+        }
+        Ok(())
+    }
+
+    fn committed(&mut self, partitions: &[TopicPartition], _timeout: Duration) -> BusResult<Vec<(TopicPartition, Option<i64>)>> {
+        let state = self.broker.state.lock();
+        let group = state.groups.get(&self.group_id);
+        Ok(partitions
+            .iter()
+            .map(|tp| (tp.clone(), group.and_then(|g| g.committed.get(tp).copied())))
+            .collect())
+    }
+
+    fn seek(&mut self, tp: &TopicPartition, offset: i64) -> BusResult<()> {
+        self.check_open()?;
+        if !self.owned.contains(tp) {
+            return Err(BusError::NotAssigned { topic: tp.topic.clone(), partition: tp.partition });
+        }
+        self.positions.insert(tp.clone(), offset.max(0));
+        Ok(())
+    }
+
+    fn pause(&mut self, partitions: &[TopicPartition]) -> BusResult<()> {
+        self.paused.extend(partitions.iter().cloned());
+        Ok(())
+    }
+
+    fn resume(&mut self, partitions: &[TopicPartition]) -> BusResult<()> {
+        for tp in partitions {
+            self.paused.remove(tp);
+        }
+        Ok(())
+    }
+
+    fn assignment(&mut self) -> BusResult<Vec<TopicPartition>> {
+        let broker = Arc::clone(&self.broker);
+        let state = broker.state.lock();
+        self.sync_assignment(&state);
+        Ok(self.owned.iter().cloned().collect())
+    }
+
+    fn position(&mut self) -> BusResult<Vec<(TopicPartition, i64)>> {
+        Ok(self.owned.iter().map(|tp| (tp.clone(), self.positions.get(tp).copied().unwrap_or(0))).collect())
+    }
+
+    fn lag(&mut self, _timeout: Duration) -> BusResult<BTreeMap<TopicPartition, i64>> {
+        let state = self.broker.state.lock();
+        Ok(self
+            .owned
+            .iter()
+            .map(|tp| {
+                let end = state.topics.get(&tp.topic).map_or(0, |t| t.partitions[tp.partition as usize].len() as i64);
+                (tp.clone(), (end - self.positions.get(tp).copied().unwrap_or(0)).max(0))
+            })
+            .collect())
+    }
+
+    fn take_rebalance_events(&mut self) -> Vec<RebalanceEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn close(&mut self) -> BusResult<()> {
+        self.leave();
+        self.closed = true;
+        Ok(())
+    }
+}
+
+impl Drop for MemoryConsumer {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin
+
+pub struct MemoryAdmin {
+    broker: Arc<MemoryBroker>,
+}
+
+impl MemoryAdmin {
+    pub fn new(broker: Arc<MemoryBroker>) -> Self {
+        Self { broker }
+    }
+}
+
+impl Admin for MemoryAdmin {
+    fn create_topics(&self, specs: &[TopicSpec], _timeout: Duration) -> BusResult<Vec<(String, bool)>> {
+        for spec in specs {
+            if spec.partitions < 1 {
+                return Err(BusError::Config(format!("topic '{}': partitions must be >= 1", spec.name)));
+            }
+            if spec.name.is_empty() || spec.name.len() > 249 || !spec.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                return Err(BusError::Config(format!(
+                    "invalid topic name {:?}: use 1-249 characters from [a-zA-Z0-9._-]",
+                    spec.name
+                )));
+            }
+        }
+        let mut state = self.broker.state.lock();
+        let mut results = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let created = !state.topics.contains_key(&spec.name);
+            if created {
+                let partitions = (0..spec.partitions).map(|_| Vec::new()).collect();
+                state.topics.insert(spec.name.clone(), TopicLog { spec: spec.clone(), partitions });
+            }
+            results.push((spec.name.clone(), created));
+        }
+        if results.iter().any(|(_, created)| *created) {
+            state.rebalance_all(); // a new topic may match a pattern subscription
+        }
+        drop(state);
+        self.broker.changed.notify_all();
+        Ok(results)
+    }
+
+    fn delete_topics(&self, names: &[String], _timeout: Duration) -> BusResult<()> {
+        let mut state = self.broker.state.lock();
+        for name in names {
+            if state.topics.remove(name).is_none() {
+                return Err(BusError::UnknownTopic(name.clone()));
+            }
+            for group in state.groups.values_mut() {
+                group.committed.retain(|tp, _| &tp.topic != name);
+            }
+        }
+        state.rebalance_all();
+        drop(state);
+        self.broker.changed.notify_all();
+        Ok(())
+    }
+
+    fn describe_topics(&self, names: &[String], _timeout: Duration) -> BusResult<Vec<TopicDescription>> {
+        let state = self.broker.state.lock();
+        names
+            .iter()
+            .map(|name| {
+                let log = state.topics.get(name).ok_or_else(|| BusError::UnknownTopic(name.clone()))?;
+                Ok(TopicDescription {
+                    name: name.clone(),
+                    partitions: log.partitions.len() as i32,
+                    replication_factor: log.spec.replication_factor,
+                    configs: log.spec.configs.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn list_topics(&self, _timeout: Duration) -> BusResult<Vec<String>> {
+        Ok(self.broker.state.lock().topics.keys().cloned().collect())
+    }
+
+    fn end_offsets(&self, topic: &str, _timeout: Duration) -> BusResult<Vec<i64>> {
+        let state = self.broker.state.lock();
+        let log = state.topics.get(topic).ok_or_else(|| BusError::UnknownTopic(topic.to_string()))?;
+        Ok(log.partitions.iter().map(|p| p.len() as i64).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(partitions: i32) -> (Arc<MemoryBroker>, MemoryProducer, MemoryAdmin) {
+        let broker = MemoryBroker::new();
+        let admin = MemoryAdmin::new(Arc::clone(&broker));
+        let spec = TopicSpec { name: "t".into(), partitions, replication_factor: 1, configs: BTreeMap::new() };
+        admin.create_topics(&[spec], Duration::ZERO).unwrap();
+        let producer = MemoryProducer::new(Arc::clone(&broker), &HashMap::new()).unwrap();
+        (broker, producer, admin)
+    }
+
+    fn consumer(broker: &Arc<MemoryBroker>, group: &str) -> MemoryConsumer {
+        let config: HashMap<String, String> =
+            [("group.id", group), ("auto.offset.reset", "earliest")].map(|(k, v)| (k.to_string(), v.to_string())).into();
+        let mut c = MemoryConsumer::new(Arc::clone(broker), &config).unwrap();
+        c.subscribe(Subscription::Topics(vec!["t".into()])).unwrap();
+        c
+    }
+
+    fn send(p: &MemoryProducer, key: &str, value: &str) {
+        let rec = OutRecord {
+            topic: "t".into(),
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(value.as_bytes().to_vec()),
+            ..Default::default()
+        };
+        p.send(rec).unwrap();
+    }
+
+    #[test]
+    fn keyed_records_keep_order_within_their_partition() {
+        let (broker, p, _) = setup(3);
+        for i in 0..30 {
+            send(&p, &format!("k{}", i % 4), &i.to_string());
+        }
+        let mut c = consumer(&broker, "g");
+        let recs = c.poll(100, Duration::from_millis(10)).unwrap();
+        assert_eq!(recs.len(), 30);
+        for r in &recs {
+            assert_eq!(r.partition, partition_for_key(r.key.as_ref().unwrap(), 3));
+        }
+        let mut last: HashMap<i32, i64> = HashMap::new();
+        for r in &recs {
+            let prev = last.insert(r.partition, r.offset);
+            assert!(prev.map_or(true, |o| o + 1 == r.offset));
+        }
+    }
+
+    #[test]
+    fn members_split_partitions_and_take_over_on_leave() {
+        let (broker, _, _) = setup(3);
+        let mut a = consumer(&broker, "g");
+        let mut b = consumer(&broker, "g");
+        let (aa, bb) = (a.assignment().unwrap(), b.assignment().unwrap());
+        assert_eq!(aa.len() + bb.len(), 3);
+        assert!(!aa.is_empty() && !bb.is_empty());
+        b.close().unwrap();
+        assert_eq!(a.assignment().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn commit_survives_restart_and_is_fenced_after_revocation() {
+        let (broker, p, _) = setup(1);
+        for i in 0..5 {
+            send(&p, "k", &i.to_string());
+        }
+        let mut a = consumer(&broker, "g");
+        assert_eq!(a.poll(3, Duration::ZERO).unwrap().len(), 3);
+        a.commit(None).unwrap();
+        drop(a);
+        let mut b = consumer(&broker, "g");
+        let recs = b.poll(10, Duration::ZERO).unwrap();
+        assert_eq!(recs.first().map(|r| r.offset), Some(3));
+        // A second member takes nothing (one partition), but the first one stays the owner.
+        let mut c = consumer(&broker, "g");
+        let tp = TopicPartition::new("t", 0);
+        assert!(c.assignment().unwrap().is_empty());
+        assert!(matches!(c.commit(Some(vec![(tp, 0)])), Err(BusError::NotAssigned { .. })));
+    }
+
+    #[test]
+    fn oversized_and_unknown_are_errors() {
+        let (_, p, _) = setup(1);
+        let big = OutRecord { topic: "t".into(), value: Some(vec![0; DEFAULT_MAX_MESSAGE_BYTES + 1]), ..Default::default() };
+        assert_eq!(p.send(big).unwrap_err().code(), "MESSAGE_TOO_LARGE");
+        let unknown = OutRecord { topic: "nope".into(), ..Default::default() };
+        assert_eq!(p.send(unknown).unwrap_err().code(), "UNKNOWN_TOPIC");
+    }
+}

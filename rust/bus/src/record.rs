@@ -1,0 +1,81 @@
+//! The values that cross the bus: records in and out, topic specs and rebalance events.
+
+use std::collections::BTreeMap;
+
+/// A Kafka header. Kafka allows a null value, distinct from an empty one.
+pub type Header = (String, Option<Vec<u8>>);
+
+/// A record to produce. `partition = None` lets the partitioner choose (murmur2 of the key,
+/// as Kafka's Java client does, so a key lands on the same partition on every transport).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutRecord {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+    pub partition: Option<i32>,
+    /// Milliseconds since the epoch; `None` means "now" (CreateTime).
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A consumed record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+    pub timestamp_ms: i64,
+}
+
+impl Record {
+    /// Size as Kafka counts it against `message.max.bytes`, near enough: key + value + headers.
+    pub fn payload_size(key: &Option<Vec<u8>>, value: &Option<Vec<u8>>, headers: &[Header]) -> usize {
+        let h: usize = headers
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum();
+        key.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len) + h
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        Self { topic: topic.into(), partition }
+    }
+}
+
+/// What to create: name, partitions, replication factor and topic configs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// What a topic is: partitions with their leaders and replicas, and its effective configs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicDescription {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A change of the partitions a consumer owns, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RebalanceEvent {
+    Assigned(Vec<TopicPartition>),
+    Revoked(Vec<TopicPartition>),
+    /// The partitions were taken away without a chance to commit (session lost).
+    Lost(Vec<TopicPartition>),
+}

@@ -1,0 +1,57 @@
+//! The interface every stage is written against. Both transports implement it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::error::BusResult;
+use crate::record::{OutRecord, RebalanceEvent, Record, TopicDescription, TopicPartition, TopicSpec};
+
+/// Topics to follow: an explicit list or a regular expression over topic names (Kafka's `^...`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Subscription {
+    Topics(Vec<String>),
+    Pattern(String),
+}
+
+pub trait Producer: Send + Sync {
+    /// Enqueue one record. Errors that are known at once (unknown topic, too large, bad
+    /// partition) are returned here; delivery failures are returned by [`Producer::flush`].
+    fn send(&self, record: OutRecord) -> BusResult<()>;
+    /// Wait until every enqueued record is acknowledged. Fails if any delivery since the last
+    /// flush failed, naming the first failure: nothing is dropped silently.
+    fn flush(&self, timeout: Duration) -> BusResult<()>;
+    /// Records enqueued and not yet acknowledged (or failed).
+    fn in_flight(&self) -> usize;
+}
+
+pub trait Consumer: Send {
+    fn subscribe(&mut self, subscription: Subscription) -> BusResult<()>;
+    /// Up to `max` records, waiting at most `timeout` for the first one.
+    fn poll(&mut self, max: usize, timeout: Duration) -> BusResult<Vec<Record>>;
+    /// Commit the given next-offsets, or, with `None`, the position after every record polled
+    /// so far on the partitions still owned. Synchronous: returns once the commit is durable.
+    fn commit(&mut self, offsets: Option<Vec<(TopicPartition, i64)>>) -> BusResult<()>;
+    fn committed(&mut self, partitions: &[TopicPartition], timeout: Duration) -> BusResult<Vec<(TopicPartition, Option<i64>)>>;
+    fn seek(&mut self, tp: &TopicPartition, offset: i64) -> BusResult<()>;
+    fn pause(&mut self, partitions: &[TopicPartition]) -> BusResult<()>;
+    fn resume(&mut self, partitions: &[TopicPartition]) -> BusResult<()>;
+    fn assignment(&mut self) -> BusResult<Vec<TopicPartition>>;
+    /// Next offset to read on each owned partition (after the last polled record).
+    fn position(&mut self) -> BusResult<Vec<(TopicPartition, i64)>>;
+    /// Messages behind the end of log on each owned partition: high watermark - position.
+    fn lag(&mut self, timeout: Duration) -> BusResult<BTreeMap<TopicPartition, i64>>;
+    /// Rebalance events since the last call, oldest first.
+    fn take_rebalance_events(&mut self) -> Vec<RebalanceEvent>;
+    /// Leave the group. Uncommitted progress is not committed: callers commit first.
+    fn close(&mut self) -> BusResult<()>;
+}
+
+pub trait Admin: Send + Sync {
+    /// Create topics. Returns, per spec, `true` if created and `false` if it already existed.
+    fn create_topics(&self, specs: &[TopicSpec], timeout: Duration) -> BusResult<Vec<(String, bool)>>;
+    fn delete_topics(&self, names: &[String], timeout: Duration) -> BusResult<()>;
+    fn describe_topics(&self, names: &[String], timeout: Duration) -> BusResult<Vec<TopicDescription>>;
+    fn list_topics(&self, timeout: Duration) -> BusResult<Vec<String>>;
+    /// High watermark (next offset to be written) of each partition of a topic.
+    fn end_offsets(&self, topic: &str, timeout: Duration) -> BusResult<Vec<i64>>;
+}

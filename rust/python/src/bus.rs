@@ -1,0 +1,388 @@
+//! Bindings for `kstrade-bus`: `MemoryBroker`, `Producer`, `Consumer`, `Admin`, `Record`.
+//! Every method that can wait (poll, flush, commit, admin calls) runs with the GIL released.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use kstrade_bus::kafka::{self, KafkaAdmin, KafkaConsumer, KafkaProducer};
+use kstrade_bus::memory::{self, MemoryAdmin, MemoryConsumer, MemoryProducer};
+use kstrade_bus::partitioner;
+use kstrade_bus::{
+    BusError as RsBusError, OutRecord, RebalanceEvent, Record as RsRecord,
+    Subscription, TopicPartition, TopicSpec,
+};
+
+create_exception!(kstrade._native, BusError, PyException, "A bus operation failed; `.code` is a stable error code.");
+
+fn err(py: Python<'_>, e: RsBusError) -> PyErr {
+    let pyerr = BusError::new_err(e.to_string());
+    // Attach the stable code; if that fails the message still says what went wrong.
+    let _ = pyerr.value(py).setattr("code", e.code());
+    pyerr
+}
+
+fn duration(seconds: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(seconds.max(0.0))
+        .map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("invalid timeout {seconds}")))
+}
+
+fn tps(list: Vec<(String, i32)>) -> Vec<TopicPartition> {
+    list.into_iter().map(|(t, p)| TopicPartition::new(t, p)).collect()
+}
+
+fn tp_tuples(list: Vec<TopicPartition>) -> Vec<(String, i32)> {
+    list.into_iter().map(|tp| (tp.topic, tp.partition)).collect()
+}
+
+/// The in-process cluster behind the `memory` transport.
+#[pyclass(module = "kstrade._native", name = "MemoryBroker", frozen)]
+pub struct PyMemoryBroker {
+    inner: Arc<memory::MemoryBroker>,
+}
+
+#[pymethods]
+impl PyMemoryBroker {
+    #[new]
+    fn new() -> Self {
+        Self { inner: memory::MemoryBroker::new() }
+    }
+}
+
+/// A consumed record. `key` and `value` are bytes or None; headers are (name, bytes | None).
+#[pyclass(module = "kstrade._native", name = "Record", frozen)]
+pub struct PyRecord {
+    #[pyo3(get)]
+    topic: String,
+    #[pyo3(get)]
+    partition: i32,
+    #[pyo3(get)]
+    offset: i64,
+    #[pyo3(get)]
+    key: Option<Py<PyBytes>>,
+    #[pyo3(get)]
+    value: Option<Py<PyBytes>>,
+    #[pyo3(get)]
+    timestamp_ms: i64,
+    raw_headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl PyRecord {
+    fn from_rs(py: Python<'_>, r: RsRecord) -> Self {
+        Self {
+            key: r.key.map(|k| PyBytes::new(py, &k).unbind()),
+            value: r.value.map(|v| PyBytes::new(py, &v).unbind()),
+            topic: r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            timestamp_ms: r.timestamp_ms,
+            raw_headers: r.headers,
+        }
+    }
+}
+
+#[pymethods]
+impl PyRecord {
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items: Vec<Bound<'py, PyTuple>> = self
+            .raw_headers
+            .iter()
+            .map(|(k, v)| {
+                let value: Option<Bound<'py, PyBytes>> = v.as_ref().map(|v| PyBytes::new(py, v));
+                (k.as_str(), value).into_pyobject(py)
+            })
+            .collect::<PyResult<_>>()?;
+        PyList::new(py, items)
+    }
+
+    /// The first header with this name, or None.
+    fn header<'py>(&self, py: Python<'py>, name: &str) -> Option<Bound<'py, PyBytes>> {
+        self.raw_headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_ref().map(|v| PyBytes::new(py, v)))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Record(topic={:?}, partition={}, offset={})", self.topic, self.partition, self.offset)
+    }
+}
+
+/// Produces to either transport. `flush` raises `BusError` if any delivery failed.
+#[pyclass(module = "kstrade._native", name = "Producer", frozen)]
+pub struct PyProducer {
+    inner: Box<dyn kstrade_bus::Producer>,
+    transport: &'static str,
+}
+
+#[pymethods]
+impl PyProducer {
+    #[staticmethod]
+    fn memory(py: Python<'_>, broker: &PyMemoryBroker, config: HashMap<String, String>) -> PyResult<Self> {
+        let p = MemoryProducer::new(Arc::clone(&broker.inner), &config).map_err(|e| err(py, e))?;
+        Ok(Self { inner: Box::new(p), transport: "memory" })
+    }
+
+    #[staticmethod]
+    fn kafka(py: Python<'_>, config: HashMap<String, String>) -> PyResult<Self> {
+        let p = py.detach(|| KafkaProducer::new(&config)).map_err(|e| err(py, e))?;
+        Ok(Self { inner: Box::new(p), transport: "kafka" })
+    }
+
+    #[getter]
+    fn transport(&self) -> &'static str {
+        self.transport
+    }
+
+    #[pyo3(signature = (topic, value, key=None, headers=None, partition=None, timestamp_ms=None))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        topic: String,
+        value: Option<Vec<u8>>,
+        key: Option<Vec<u8>>,
+        headers: Option<Vec<(String, Option<Vec<u8>>)>>,
+        partition: Option<i32>,
+        timestamp_ms: Option<i64>,
+    ) -> PyResult<()> {
+        let record = OutRecord { topic, key, value, headers: headers.unwrap_or_default(), partition, timestamp_ms };
+        // send can wait while librdkafka's queue is full, so it runs without the GIL.
+        py.detach(|| self.inner.send(record)).map_err(|e| err(py, e))
+    }
+
+    #[pyo3(signature = (timeout=30.0))]
+    fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        let t = duration(timeout)?;
+        py.detach(|| self.inner.flush(t)).map_err(|e| err(py, e))
+    }
+
+    #[getter]
+    fn in_flight(&self) -> usize {
+        self.inner.in_flight()
+    }
+}
+
+/// Consumes from either transport in a consumer group, with explicit commits.
+#[pyclass(module = "kstrade._native", name = "Consumer", frozen)]
+pub struct PyConsumer {
+    inner: Mutex<Box<dyn kstrade_bus::Consumer>>,
+    transport: &'static str,
+}
+
+impl PyConsumer {
+    /// Lock the consumer with the GIL released, so a thread blocked in `poll` never holds the
+    /// GIL while another waits for the lock.
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut dyn kstrade_bus::Consumer) -> Result<T, RsBusError> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| f(self.inner.lock().as_mut())).map_err(|e| err(py, e))
+    }
+}
+
+#[pymethods]
+impl PyConsumer {
+    #[staticmethod]
+    fn memory(py: Python<'_>, broker: &PyMemoryBroker, config: HashMap<String, String>) -> PyResult<Self> {
+        let c = MemoryConsumer::new(Arc::clone(&broker.inner), &config).map_err(|e| err(py, e))?;
+        Ok(Self { inner: Mutex::new(Box::new(c)), transport: "memory" })
+    }
+
+    #[staticmethod]
+    fn kafka(py: Python<'_>, config: HashMap<String, String>) -> PyResult<Self> {
+        let c = py.detach(|| KafkaConsumer::new(&config)).map_err(|e| err(py, e))?;
+        Ok(Self { inner: Mutex::new(Box::new(c)), transport: "kafka" })
+    }
+
+    #[getter]
+    fn transport(&self) -> &'static str {
+        self.transport
+    }
+
+    fn subscribe(&self, py: Python<'_>, topics: Vec<String>) -> PyResult<()> {
+        self.with(py, |c| c.subscribe(Subscription::Topics(topics)))
+    }
+
+    /// Subscribe to every topic matching a regular expression (anchored with '^').
+    fn subscribe_pattern(&self, py: Python<'_>, pattern: String) -> PyResult<()> {
+        self.with(py, |c| c.subscribe(Subscription::Pattern(pattern)))
+    }
+
+    #[pyo3(signature = (max_records=500, timeout=1.0))]
+    fn poll(&self, py: Python<'_>, max_records: usize, timeout: f64) -> PyResult<Vec<PyRecord>> {
+        let t = duration(timeout)?;
+        let records = self.with(py, |c| c.poll(max_records, t))?;
+        Ok(records.into_iter().map(|r| PyRecord::from_rs(py, r)).collect())
+    }
+
+    /// Commit `[(topic, partition, next_offset), ...]`, or with no argument the position after
+    /// every record polled so far. Synchronous.
+    #[pyo3(signature = (offsets=None))]
+    fn commit(&self, py: Python<'_>, offsets: Option<Vec<(String, i32, i64)>>) -> PyResult<()> {
+        let offsets = offsets.map(|v| v.into_iter().map(|(t, p, o)| (TopicPartition::new(t, p), o)).collect());
+        self.with(py, |c| c.commit(offsets))
+    }
+
+    #[pyo3(signature = (partitions, timeout=10.0))]
+    fn committed(&self, py: Python<'_>, partitions: Vec<(String, i32)>, timeout: f64) -> PyResult<Vec<(String, i32, Option<i64>)>> {
+        let t = duration(timeout)?;
+        let got = self.with(py, |c| c.committed(&tps(partitions), t))?;
+        Ok(got.into_iter().map(|(tp, o)| (tp.topic, tp.partition, o)).collect())
+    }
+
+    fn seek(&self, py: Python<'_>, topic: String, partition: i32, offset: i64) -> PyResult<()> {
+        self.with(py, |c| c.seek(&TopicPartition::new(topic, partition), offset))
+    }
+
+    fn pause(&self, py: Python<'_>, partitions: Vec<(String, i32)>) -> PyResult<()> {
+        self.with(py, |c| c.pause(&tps(partitions)))
+    }
+
+    fn resume(&self, py: Python<'_>, partitions: Vec<(String, i32)>) -> PyResult<()> {
+        self.with(py, |c| c.resume(&tps(partitions)))
+    }
+
+    fn assignment(&self, py: Python<'_>) -> PyResult<Vec<(String, i32)>> {
+        Ok(tp_tuples(self.with(py, |c| c.assignment())?))
+    }
+
+    fn position(&self, py: Python<'_>) -> PyResult<Vec<(String, i32, i64)>> {
+        let got = self.with(py, |c| c.position())?;
+        Ok(got.into_iter().map(|(tp, o)| (tp.topic, tp.partition, o)).collect())
+    }
+
+    #[pyo3(signature = (timeout=10.0))]
+    fn lag(&self, py: Python<'_>, timeout: f64) -> PyResult<BTreeMap<(String, i32), i64>> {
+        let t = duration(timeout)?;
+        let got = self.with(py, |c| c.lag(t))?;
+        Ok(got.into_iter().map(|(tp, l)| ((tp.topic, tp.partition), l)).collect())
+    }
+
+    /// Rebalance events since the last call: `[("assigned" | "revoked" | "lost", [(topic, partition)])]`.
+    fn rebalance_events(&self, py: Python<'_>) -> PyResult<Vec<(&'static str, Vec<(String, i32)>)>> {
+        let events = self.with(py, |c| Ok(c.take_rebalance_events()))?;
+        Ok(events
+            .into_iter()
+            .map(|e| match e {
+                RebalanceEvent::Assigned(p) => ("assigned", tp_tuples(p)),
+                RebalanceEvent::Revoked(p) => ("revoked", tp_tuples(p)),
+                RebalanceEvent::Lost(p) => ("lost", tp_tuples(p)),
+            })
+            .collect())
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |c| c.close())
+    }
+}
+
+/// Topic administration on either transport.
+#[pyclass(module = "kstrade._native", name = "Admin", frozen)]
+pub struct PyAdmin {
+    inner: Box<dyn kstrade_bus::Admin>,
+}
+
+#[pymethods]
+impl PyAdmin {
+    #[staticmethod]
+    fn memory(broker: &PyMemoryBroker) -> Self {
+        Self { inner: Box::new(MemoryAdmin::new(Arc::clone(&broker.inner))) }
+    }
+
+    #[staticmethod]
+    fn kafka(py: Python<'_>, config: HashMap<String, String>) -> PyResult<Self> {
+        let a = py.detach(|| KafkaAdmin::new(&config)).map_err(|e| err(py, e))?;
+        Ok(Self { inner: Box::new(a) })
+    }
+
+    /// `specs`: `[(name, partitions, replication_factor, {config: value})]`. Returns
+    /// `[(name, created)]`; `created` is False where the topic already existed.
+    #[pyo3(signature = (specs, timeout=30.0))]
+    fn create_topics(
+        &self,
+        py: Python<'_>,
+        specs: Vec<(String, i32, i32, BTreeMap<String, String>)>,
+        timeout: f64,
+    ) -> PyResult<Vec<(String, bool)>> {
+        let t = duration(timeout)?;
+        let specs: Vec<TopicSpec> = specs
+            .into_iter()
+            .map(|(name, partitions, replication_factor, configs)| TopicSpec { name, partitions, replication_factor, configs })
+            .collect();
+        py.detach(|| self.inner.create_topics(&specs, t)).map_err(|e| err(py, e))
+    }
+
+    #[pyo3(signature = (names, timeout=30.0))]
+    fn delete_topics(&self, py: Python<'_>, names: Vec<String>, timeout: f64) -> PyResult<()> {
+        let t = duration(timeout)?;
+        py.detach(|| self.inner.delete_topics(&names, t)).map_err(|e| err(py, e))
+    }
+
+    /// `[{"name", "partitions", "replication_factor", "configs"}]` as the cluster reports them.
+    #[pyo3(signature = (names, timeout=30.0))]
+    fn describe_topics<'py>(&self, py: Python<'py>, names: Vec<String>, timeout: f64) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let t = duration(timeout)?;
+        let described = py.detach(|| self.inner.describe_topics(&names, t)).map_err(|e| err(py, e))?;
+        described
+            .into_iter()
+            .map(|d| {
+                let dict = PyDict::new(py);
+                dict.set_item("name", d.name)?;
+                dict.set_item("partitions", d.partitions)?;
+                dict.set_item("replication_factor", d.replication_factor)?;
+                dict.set_item("configs", d.configs)?;
+                Ok(dict)
+            })
+            .collect()
+    }
+
+    #[pyo3(signature = (timeout=30.0))]
+    fn list_topics(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<String>> {
+        let t = duration(timeout)?;
+        py.detach(|| self.inner.list_topics(t)).map_err(|e| err(py, e))
+    }
+
+    #[pyo3(signature = (topic, timeout=30.0))]
+    fn end_offsets(&self, py: Python<'_>, topic: String, timeout: f64) -> PyResult<Vec<i64>> {
+        let t = duration(timeout)?;
+        py.detach(|| self.inner.end_offsets(&topic, t)).map_err(|e| err(py, e))
+    }
+}
+
+/// Kafka's murmur2 hash of `key` (Java client compatible).
+#[pyfunction]
+fn murmur2(key: &[u8]) -> i32 {
+    partitioner::murmur2(key)
+}
+
+/// The partition Kafka's default partitioner picks for `key` among `partitions`.
+#[pyfunction]
+fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
+    partitioner::partition_for_key(key, partitions)
+}
+
+#[pyfunction]
+fn librdkafka_version() -> String {
+    kafka::librdkafka_version()
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("BusError", m.py().get_type::<BusError>())?;
+    m.add_class::<PyMemoryBroker>()?;
+    m.add_class::<PyRecord>()?;
+    m.add_class::<PyProducer>()?;
+    m.add_class::<PyConsumer>()?;
+    m.add_class::<PyAdmin>()?;
+    m.add_function(wrap_pyfunction!(murmur2, m)?)?;
+    m.add_function(wrap_pyfunction!(partition_for_key, m)?)?;
+    m.add_function(wrap_pyfunction!(librdkafka_version, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! `kstrade._native`: the Python face of the Rust core. This crate only converts types and
+//! releases the GIL around every call that can block; the logic lives in the concern crates
+//! (`kstrade-bus`, ...). Panics in Rust surface as Python exceptions (PyO3's PanicException).
+
+mod bus;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    bus::register(m)?;
+    Ok(())
+}
