@@ -8,8 +8,6 @@ to run against a cluster you already have instead.
 from __future__ import annotations
 
 import os
-import random
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,21 +15,7 @@ from pathlib import Path
 import pytest
 
 from kstrade.broker import Cluster, cluster
-
-
-def _free_port_pair() -> int:
-    """An even port p with p and p + 1 free (client and controller listener)."""
-    rng = random.Random()
-    for _ in range(500):
-        port = rng.randrange(20000, 60000, 2)
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair on 127.0.0.1")
+from kstrade.broker.local import free_port_block
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +25,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield external
         return
     directory: Path = tmp_path_factory.mktemp("kafka")
-    local: Cluster = cluster(directory, nodes=1, base_port=_free_port_pair())
+    local: Cluster = cluster(directory, nodes=1, base_port=free_port_block(1))
     local.start(timeout=120)
     try:
         yield local.bootstrap

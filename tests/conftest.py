@@ -10,7 +10,11 @@ import pytest
 from kstrade.bus import Bus, Consumer, Record
 
 #: Kafka settings for tests: fast group take-over and fast discovery of new topics.
-FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "topic.metadata.refresh.interval.ms": 1000}
+FAST_GROUP = {
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 500,
+    "topic.metadata.refresh.interval.ms": 1000,
+}
 
 
 @pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])

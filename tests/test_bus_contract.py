@@ -141,13 +141,23 @@ def test_committed_offsets_survive_a_restart(bus: Bus, unique: str) -> None:
 CRASHING_CONSUMER = Path(__file__).with_name("crashing_consumer.py")
 
 
-def _crash_after_processing(bus: Bus, topic: str, group: str, commit_first: int, then: int) -> tuple[set[str], set[str]]:
+def _crash_after_processing(
+    bus: Bus, topic: str, group: str, commit_first: int, then: int
+) -> tuple[set[str], set[str]]:
     """A consumer reads and commits `commit_first` records, reads `then` more, and dies before
     committing those. Kafka: a separate process killed with SIGKILL. Memory (one process by
     design): the consumer is abandoned without a commit or a close."""
     if bus.transport == "kafka":
         proc = subprocess.Popen(
-            [sys.executable, str(CRASHING_CONSUMER), bus.bootstrap or "", topic, group, str(commit_first), str(then)],
+            [
+                sys.executable,
+                str(CRASHING_CONSUMER),
+                bus.bootstrap or "",
+                topic,
+                group,
+                str(commit_first),
+                str(then),
+            ],
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -233,8 +243,9 @@ def test_rebalance_listeners_run_in_the_polling_thread(bus: Bus, unique: str) ->
 
 
 def test_delivery_failures_are_raised_not_dropped(bus: Bus, unique: str) -> None:
-    producer = bus.producer({"topic.metadata.propagation.max.ms": 1000, "message.timeout.ms": 5000}
-                            if bus.transport == "kafka" else None)
+    producer = bus.producer(
+        {"topic.metadata.propagation.max.ms": 1000, "message.timeout.ms": 5000} if bus.transport == "kafka" else None
+    )
     with pytest.raises(BusError) as err:
         producer.send(f"missing-{unique}", b"lost?")
         producer.flush(timeout=20)

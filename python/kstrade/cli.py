@@ -1,9 +1,9 @@
 """The `python -m kstrade` command line.
 
-    python -m kstrade broker start [--nodes 3]    a local Kafka cluster on 127.0.0.1 (no Docker)
-    python -m kstrade broker status | stop
-    python -m kstrade topics create [--bootstrap HOST:PORT] [--symbols ...] [--replication-factor N]
-    python -m kstrade topics list | describe NAME...
+python -m kstrade broker start [--nodes 3]    a local Kafka cluster on 127.0.0.1 (no Docker)
+python -m kstrade broker status | stop
+python -m kstrade topics create [--bootstrap HOST:PORT] [--symbols ...] [--replication-factor N]
+python -m kstrade topics list | describe NAME...
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def _cmd_topics(args: argparse.Namespace) -> int:
         if args.action == "create":
             symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
             specs = catalogue(
-                symbols, replication_factor=args.replication_factor, min_insync_replicas=args.min_insync_replicas
+                symbols,
+                replication_factor=args.replication_factor,
+                min_insync_replicas=args.min_insync_replicas,
             )
             results = create_all(admin, specs)
             made = sum(1 for _, created in results if created)
@@ -86,12 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     broker.set_defaults(func=_cmd_broker)
 
     topics = sub.add_parser("topics", help="create and inspect the pipeline's topics")
-    topics.add_argument("action", choices=["create", "list", "describe"])
-    topics.add_argument("names", nargs="*", help="topics to describe")
-    topics.add_argument("--bootstrap", help=f"Kafka bootstrap servers (default $KSTRADE_BOOTSTRAP or {DEFAULT_BOOTSTRAP})")
-    topics.add_argument("--symbols", default="BTC-USD,ETH-USD,SOL-USD")
-    topics.add_argument("--replication-factor", type=int, default=1)
-    topics.add_argument("--min-insync-replicas", type=int, default=None)
+    on_kafka = argparse.ArgumentParser(add_help=False)
+    on_kafka.add_argument(
+        "--bootstrap", help=f"Kafka bootstrap servers (default $KSTRADE_BOOTSTRAP or {DEFAULT_BOOTSTRAP})"
+    )
+    actions = topics.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", parents=[on_kafka], help="create every topic of the catalogue")
+    create.add_argument("--symbols", default="BTC-USD,ETH-USD,SOL-USD", help="comma-separated")
+    create.add_argument("--replication-factor", type=int, default=1)
+    create.add_argument("--min-insync-replicas", type=int, default=None)
+    actions.add_parser("list", parents=[on_kafka], help="list the cluster's topics")
+    describe = actions.add_parser("describe", parents=[on_kafka], help="partitions, replication and settings")
+    describe.add_argument("names", nargs="+")
     topics.set_defaults(func=_cmd_topics)
     return parser
 

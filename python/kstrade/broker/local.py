@@ -54,9 +54,15 @@ def fetch_jars(version: str = KAFKA_VERSION) -> Path:
     pom = resources.files("kstrade.broker").joinpath("pom.xml")
     with resources.as_file(pom) as pom_path:
         cmd = [
-            "mvn", "-q", "-B", "-f", str(pom_path),
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(pom_path),
             f"-Dkafka.version={version}",
-            "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={libs}",
         ]
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -122,18 +128,41 @@ class Cluster:
             props.write_text(self._server_properties(node, voters, data))
             if not (data / "meta.properties").exists():
                 fmt = subprocess.run(
-                    ["java", "-cp", classpath, "kafka.tools.StorageTool", "format",
-                     "-t", cluster_id, "-c", str(props), "--ignore-formatted"],
-                    capture_output=True, text=True,
+                    [
+                        "java",
+                        "-cp",
+                        classpath,
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "-t",
+                        cluster_id,
+                        "-c",
+                        str(props),
+                        "--ignore-formatted",
+                    ],
+                    capture_output=True,
+                    text=True,
                 )
                 if fmt.returncode != 0:
                     raise BrokerError(f"formatting node {node.node_id} failed:\n{fmt.stdout}{fmt.stderr}")
             log = open(node_dir / "server.log", "ab")
             proc = subprocess.Popen(
-                ["java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                 f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={node_dir}",
-                 "-cp", classpath, "kafka.Kafka", str(props)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    "java",
+                    "-Xms256m",
+                    "-Xmx768m",
+                    "-XX:+UseG1GC",
+                    "-Djava.awt.headless=true",
+                    f"-Dlog4j2.configurationFile={log4j}",
+                    f"-Dkafka.logs.dir={node_dir}",
+                    "-cp",
+                    classpath,
+                    "kafka.Kafka",
+                    str(props),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C in the caller's terminal must not kill it
             )
             node.pid = proc.pid
@@ -189,35 +218,41 @@ class Cluster:
         n = len(self.nodes)
         rf = min(3, n)
         min_isr = min(2, n)
-        return "\n".join([
-            "process.roles=broker,controller",
-            f"node.id={node.node_id}",
-            f"controller.quorum.voters={voters}",
-            f"listeners=PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            f"log.dirs={data}",
-            f"offsets.topic.replication.factor={rf}",
-            "offsets.topic.num.partitions=10",
-            f"transaction.state.log.replication.factor={rf}",
-            f"transaction.state.log.min.isr={min_isr}",
-            f"share.coordinator.state.topic.replication.factor={rf}",
-            f"share.coordinator.state.topic.min.isr={min_isr}",
-            f"default.replication.factor={rf}",
-            "num.partitions=3",
-            "auto.create.topics.enable=false",
-            "group.initial.rebalance.delay.ms=0",
-            # Let tests see a consumer that died without leaving within seconds, not 45 s.
-            "group.consumer.min.session.timeout.ms=1000",
-            "group.min.session.timeout.ms=1000",
-            "",
-        ])
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                f"node.id={node.node_id}",
+                f"controller.quorum.voters={voters}",
+                f"listeners=PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
+                f"advertised.listeners=PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={data}",
+                f"offsets.topic.replication.factor={rf}",
+                "offsets.topic.num.partitions=10",
+                f"transaction.state.log.replication.factor={rf}",
+                f"transaction.state.log.min.isr={min_isr}",
+                f"share.coordinator.state.topic.replication.factor={rf}",
+                f"share.coordinator.state.topic.min.isr={min_isr}",
+                f"default.replication.factor={rf}",
+                "num.partitions=3",
+                "auto.create.topics.enable=false",
+                "group.initial.rebalance.delay.ms=0",
+                # Let tests see a consumer that died without leaving within seconds, not 45 s.
+                "group.consumer.min.session.timeout.ms=1000",
+                "group.min.session.timeout.ms=1000",
+                "",
+            ]
+        )
 
 
-def cluster(directory: Path | None = None, nodes: int = 1, base_port: int = DEFAULT_BASE_PORT,
-            version: str = KAFKA_VERSION) -> Cluster:
+def cluster(
+    directory: Path | None = None,
+    nodes: int = 1,
+    base_port: int = DEFAULT_BASE_PORT,
+    version: str = KAFKA_VERSION,
+) -> Cluster:
     """The cluster in `directory`, as last saved, or a new description of one."""
     directory = Path(directory) if directory is not None else default_cluster_dir()
     existing = Cluster.load(directory)
@@ -229,6 +264,29 @@ def cluster(directory: Path | None = None, nodes: int = 1, base_port: int = DEFA
         shutil.rmtree(directory)
     made = [Node(i + 1, base_port + 2 * i, base_port + 2 * i + 1) for i in range(nodes)]
     return Cluster(directory, made, version)
+
+
+def free_port_block(nodes: int = 1) -> int:
+    """A base port p (even) with p .. p + 2*nodes - 1 all free on 127.0.0.1: node i takes
+    p + 2i for clients and p + 2i + 1 for its controller."""
+    import random
+
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(20000, 60000, 2)
+        socks = []
+        try:
+            for port in range(base, base + 2 * nodes):
+                s = socket.socket()
+                socks.append(s)
+                s.bind((HOST, port))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise BrokerError("no block of free ports on 127.0.0.1")
 
 
 def metadata_broker_count(host: str, port: int, timeout: float = 2.0) -> int:

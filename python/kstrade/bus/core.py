@@ -8,7 +8,7 @@ from typing import Literal
 from kstrade import _native
 from kstrade._native import Admin, BusError, Producer, Record
 
-__all__ = ["Admin", "Bus", "BusError", "Consumer", "Producer", "Record", "RebalanceListener"]
+__all__ = ["Admin", "Bus", "BusError", "Consumer", "Producer", "RebalanceListener", "Record"]
 
 Transport = Literal["memory", "kafka"]
 ConfigValue = str | int | float | bool
@@ -74,9 +74,7 @@ class Bus:
     ) -> Consumer:
         props = _props(self.properties, {"auto.offset.reset": "earliest"}, config, {"group.id": group_id})
         native = (
-            _native.Consumer.memory(self._broker, props)
-            if self._broker is not None
-            else _native.Consumer.kafka(props)
+            _native.Consumer.memory(self._broker, props) if self._broker is not None else _native.Consumer.kafka(props)
         )
         return Consumer(native, on_assign=on_assign, on_revoke=on_revoke)
 

@@ -78,7 +78,8 @@ class StageRunner:
                 size = len(record.value or b"")
                 if size > self.max_message_bytes:
                     raise MessageError(
-                        "MESSAGE_TOO_LARGE", f"{size} bytes exceeds this stage's limit of {self.max_message_bytes}"
+                        "MESSAGE_TOO_LARGE",
+                        f"{size} bytes exceeds this stage's limit of {self.max_message_bytes}",
                     )
                 outputs = list(self.handler(record))
             except MessageError as exc:

@@ -11,9 +11,17 @@ pub enum BusError {
     #[error("unknown topic or partition: {0}")]
     UnknownTopic(String),
     #[error("message of {size} bytes to '{topic}' exceeds the limit of {max} bytes")]
-    MessageTooLarge { topic: String, size: usize, max: usize },
+    MessageTooLarge {
+        topic: String,
+        size: usize,
+        max: usize,
+    },
     #[error("invalid partition {partition} for topic '{topic}' with {count} partitions")]
-    InvalidPartition { topic: String, partition: i32, count: i32 },
+    InvalidPartition {
+        topic: String,
+        partition: i32,
+        count: i32,
+    },
     #[error("delivery failed for {failed} message(s); first: {first}")]
     Delivery { failed: usize, first: String },
     #[error("commit failed: {0}")]

@@ -32,7 +32,11 @@ pub struct Record {
 
 impl Record {
     /// Size as Kafka counts it against `message.max.bytes`, near enough: key + value + headers.
-    pub fn payload_size(key: &Option<Vec<u8>>, value: &Option<Vec<u8>>, headers: &[Header]) -> usize {
+    pub fn payload_size(
+        key: &Option<Vec<u8>>,
+        value: &Option<Vec<u8>>,
+        headers: &[Header],
+    ) -> usize {
         let h: usize = headers
             .iter()
             .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
@@ -49,7 +53,10 @@ pub struct TopicPartition {
 
 impl TopicPartition {
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        Self { topic: topic.into(), partition }
+        Self {
+            topic: topic.into(),
+            partition,
+        }
     }
 }
 

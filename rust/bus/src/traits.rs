@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::BusResult;
-use crate::record::{OutRecord, RebalanceEvent, Record, TopicDescription, TopicPartition, TopicSpec};
+use crate::record::{
+    OutRecord, RebalanceEvent, Record, TopicDescription, TopicPartition, TopicSpec,
+};
 
 /// Topics to follow: an explicit list or a regular expression over topic names (Kafka's `^...`).
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +33,11 @@ pub trait Consumer: Send {
     /// Commit the given next-offsets, or, with `None`, the position after every record polled
     /// so far on the partitions still owned. Synchronous: returns once the commit is durable.
     fn commit(&mut self, offsets: Option<Vec<(TopicPartition, i64)>>) -> BusResult<()>;
-    fn committed(&mut self, partitions: &[TopicPartition], timeout: Duration) -> BusResult<Vec<(TopicPartition, Option<i64>)>>;
+    fn committed(
+        &mut self,
+        partitions: &[TopicPartition],
+        timeout: Duration,
+    ) -> BusResult<Vec<(TopicPartition, Option<i64>)>>;
     fn seek(&mut self, tp: &TopicPartition, offset: i64) -> BusResult<()>;
     fn pause(&mut self, partitions: &[TopicPartition]) -> BusResult<()>;
     fn resume(&mut self, partitions: &[TopicPartition]) -> BusResult<()>;
@@ -48,9 +54,17 @@ pub trait Consumer: Send {
 
 pub trait Admin: Send + Sync {
     /// Create topics. Returns, per spec, `true` if created and `false` if it already existed.
-    fn create_topics(&self, specs: &[TopicSpec], timeout: Duration) -> BusResult<Vec<(String, bool)>>;
+    fn create_topics(
+        &self,
+        specs: &[TopicSpec],
+        timeout: Duration,
+    ) -> BusResult<Vec<(String, bool)>>;
     fn delete_topics(&self, names: &[String], timeout: Duration) -> BusResult<()>;
-    fn describe_topics(&self, names: &[String], timeout: Duration) -> BusResult<Vec<TopicDescription>>;
+    fn describe_topics(
+        &self,
+        names: &[String],
+        timeout: Duration,
+    ) -> BusResult<Vec<TopicDescription>>;
     fn list_topics(&self, timeout: Duration) -> BusResult<Vec<String>>;
     /// High watermark (next offset to be written) of each partition of a topic.
     fn end_offsets(&self, topic: &str, timeout: Duration) -> BusResult<Vec<i64>>;

@@ -15,11 +15,16 @@ use kstrade_bus::kafka::{self, KafkaAdmin, KafkaConsumer, KafkaProducer};
 use kstrade_bus::memory::{self, MemoryAdmin, MemoryConsumer, MemoryProducer};
 use kstrade_bus::partitioner;
 use kstrade_bus::{
-    BusError as RsBusError, OutRecord, RebalanceEvent, Record as RsRecord,
-    Subscription, TopicPartition, TopicSpec,
+    BusError as RsBusError, OutRecord, RebalanceEvent, Record as RsRecord, Subscription,
+    TopicPartition, TopicSpec,
 };
 
-create_exception!(kstrade._native, BusError, PyException, "A bus operation failed; `.code` is a stable error code.");
+create_exception!(
+    kstrade._native,
+    BusError,
+    PyException,
+    "A bus operation failed; `.code` is a stable error code."
+);
 
 fn err(py: Python<'_>, e: RsBusError) -> PyErr {
     let pyerr = BusError::new_err(e.to_string());
@@ -33,12 +38,18 @@ fn duration(seconds: f64) -> PyResult<Duration> {
         .map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("invalid timeout {seconds}")))
 }
 
+type Partitions = Vec<(String, i32)>;
+
 fn tps(list: Vec<(String, i32)>) -> Vec<TopicPartition> {
-    list.into_iter().map(|(t, p)| TopicPartition::new(t, p)).collect()
+    list.into_iter()
+        .map(|(t, p)| TopicPartition::new(t, p))
+        .collect()
 }
 
 fn tp_tuples(list: Vec<TopicPartition>) -> Vec<(String, i32)> {
-    list.into_iter().map(|tp| (tp.topic, tp.partition)).collect()
+    list.into_iter()
+        .map(|tp| (tp.topic, tp.partition))
+        .collect()
 }
 
 /// The in-process cluster behind the `memory` transport.
@@ -51,7 +62,9 @@ pub struct PyMemoryBroker {
 impl PyMemoryBroker {
     #[new]
     fn new() -> Self {
-        Self { inner: memory::MemoryBroker::new() }
+        Self {
+            inner: memory::MemoryBroker::new(),
+        }
     }
 }
 
@@ -111,7 +124,10 @@ impl PyRecord {
     }
 
     fn __repr__(&self) -> String {
-        format!("Record(topic={:?}, partition={}, offset={})", self.topic, self.partition, self.offset)
+        format!(
+            "Record(topic={:?}, partition={}, offset={})",
+            self.topic, self.partition, self.offset
+        )
     }
 }
 
@@ -125,15 +141,27 @@ pub struct PyProducer {
 #[pymethods]
 impl PyProducer {
     #[staticmethod]
-    fn memory(py: Python<'_>, broker: &PyMemoryBroker, config: HashMap<String, String>) -> PyResult<Self> {
+    fn memory(
+        py: Python<'_>,
+        broker: &PyMemoryBroker,
+        config: HashMap<String, String>,
+    ) -> PyResult<Self> {
         let p = MemoryProducer::new(Arc::clone(&broker.inner), &config).map_err(|e| err(py, e))?;
-        Ok(Self { inner: Box::new(p), transport: "memory" })
+        Ok(Self {
+            inner: Box::new(p),
+            transport: "memory",
+        })
     }
 
     #[staticmethod]
     fn kafka(py: Python<'_>, config: HashMap<String, String>) -> PyResult<Self> {
-        let p = py.detach(|| KafkaProducer::new(&config)).map_err(|e| err(py, e))?;
-        Ok(Self { inner: Box::new(p), transport: "kafka" })
+        let p = py
+            .detach(|| KafkaProducer::new(&config))
+            .map_err(|e| err(py, e))?;
+        Ok(Self {
+            inner: Box::new(p),
+            transport: "kafka",
+        })
     }
 
     #[getter]
@@ -141,20 +169,37 @@ impl PyProducer {
         self.transport
     }
 
+    // Mirrors the Python signature one to one: keyword arguments, not a struct.
+    #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (topic, value, key=None, headers=None, partition=None, timestamp_ms=None))]
     fn send(
         &self,
         py: Python<'_>,
         topic: String,
-        value: Option<Vec<u8>>,
-        key: Option<Vec<u8>>,
-        headers: Option<Vec<(String, Option<Vec<u8>>)>>,
+        value: Option<&[u8]>,
+        key: Option<&[u8]>,
+        headers: Option<Vec<(String, Option<Bound<'_, PyBytes>>)>>,
         partition: Option<i32>,
         timestamp_ms: Option<i64>,
     ) -> PyResult<()> {
-        let record = OutRecord { topic, key, value, headers: headers.unwrap_or_default(), partition, timestamp_ms };
+        // `&[u8]` borrows the bytes object's buffer: one memcpy into the record, instead of
+        // PyO3 extracting a Vec<u8> element by element.
+        let headers = headers
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.map(|b| b.as_bytes().to_vec())))
+            .collect();
+        let record = OutRecord {
+            topic,
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
+            headers,
+            partition,
+            timestamp_ms,
+        };
         // send can wait while librdkafka's queue is full, so it runs without the GIL.
-        py.detach(|| self.inner.send(record)).map_err(|e| err(py, e))
+        py.detach(|| self.inner.send(record))
+            .map_err(|e| err(py, e))
     }
 
     #[pyo3(signature = (timeout=30.0))]
@@ -184,22 +229,35 @@ impl PyConsumer {
         py: Python<'_>,
         f: impl FnOnce(&mut dyn kstrade_bus::Consumer) -> Result<T, RsBusError> + Send,
     ) -> PyResult<T> {
-        py.detach(|| f(self.inner.lock().as_mut())).map_err(|e| err(py, e))
+        py.detach(|| f(self.inner.lock().as_mut()))
+            .map_err(|e| err(py, e))
     }
 }
 
 #[pymethods]
 impl PyConsumer {
     #[staticmethod]
-    fn memory(py: Python<'_>, broker: &PyMemoryBroker, config: HashMap<String, String>) -> PyResult<Self> {
+    fn memory(
+        py: Python<'_>,
+        broker: &PyMemoryBroker,
+        config: HashMap<String, String>,
+    ) -> PyResult<Self> {
         let c = MemoryConsumer::new(Arc::clone(&broker.inner), &config).map_err(|e| err(py, e))?;
-        Ok(Self { inner: Mutex::new(Box::new(c)), transport: "memory" })
+        Ok(Self {
+            inner: Mutex::new(Box::new(c)),
+            transport: "memory",
+        })
     }
 
     #[staticmethod]
     fn kafka(py: Python<'_>, config: HashMap<String, String>) -> PyResult<Self> {
-        let c = py.detach(|| KafkaConsumer::new(&config)).map_err(|e| err(py, e))?;
-        Ok(Self { inner: Mutex::new(Box::new(c)), transport: "kafka" })
+        let c = py
+            .detach(|| KafkaConsumer::new(&config))
+            .map_err(|e| err(py, e))?;
+        Ok(Self {
+            inner: Mutex::new(Box::new(c)),
+            transport: "kafka",
+        })
     }
 
     #[getter]
@@ -220,26 +278,43 @@ impl PyConsumer {
     fn poll(&self, py: Python<'_>, max_records: usize, timeout: f64) -> PyResult<Vec<PyRecord>> {
         let t = duration(timeout)?;
         let records = self.with(py, |c| c.poll(max_records, t))?;
-        Ok(records.into_iter().map(|r| PyRecord::from_rs(py, r)).collect())
+        Ok(records
+            .into_iter()
+            .map(|r| PyRecord::from_rs(py, r))
+            .collect())
     }
 
     /// Commit `[(topic, partition, next_offset), ...]`, or with no argument the position after
     /// every record polled so far. Synchronous.
     #[pyo3(signature = (offsets=None))]
     fn commit(&self, py: Python<'_>, offsets: Option<Vec<(String, i32, i64)>>) -> PyResult<()> {
-        let offsets = offsets.map(|v| v.into_iter().map(|(t, p, o)| (TopicPartition::new(t, p), o)).collect());
+        let offsets = offsets.map(|v| {
+            v.into_iter()
+                .map(|(t, p, o)| (TopicPartition::new(t, p), o))
+                .collect()
+        });
         self.with(py, |c| c.commit(offsets))
     }
 
     #[pyo3(signature = (partitions, timeout=10.0))]
-    fn committed(&self, py: Python<'_>, partitions: Vec<(String, i32)>, timeout: f64) -> PyResult<Vec<(String, i32, Option<i64>)>> {
+    fn committed(
+        &self,
+        py: Python<'_>,
+        partitions: Vec<(String, i32)>,
+        timeout: f64,
+    ) -> PyResult<Vec<(String, i32, Option<i64>)>> {
         let t = duration(timeout)?;
         let got = self.with(py, |c| c.committed(&tps(partitions), t))?;
-        Ok(got.into_iter().map(|(tp, o)| (tp.topic, tp.partition, o)).collect())
+        Ok(got
+            .into_iter()
+            .map(|(tp, o)| (tp.topic, tp.partition, o))
+            .collect())
     }
 
     fn seek(&self, py: Python<'_>, topic: String, partition: i32, offset: i64) -> PyResult<()> {
-        self.with(py, |c| c.seek(&TopicPartition::new(topic, partition), offset))
+        self.with(py, |c| {
+            c.seek(&TopicPartition::new(topic, partition), offset)
+        })
     }
 
     fn pause(&self, py: Python<'_>, partitions: Vec<(String, i32)>) -> PyResult<()> {
@@ -256,18 +331,24 @@ impl PyConsumer {
 
     fn position(&self, py: Python<'_>) -> PyResult<Vec<(String, i32, i64)>> {
         let got = self.with(py, |c| c.position())?;
-        Ok(got.into_iter().map(|(tp, o)| (tp.topic, tp.partition, o)).collect())
+        Ok(got
+            .into_iter()
+            .map(|(tp, o)| (tp.topic, tp.partition, o))
+            .collect())
     }
 
     #[pyo3(signature = (timeout=10.0))]
     fn lag(&self, py: Python<'_>, timeout: f64) -> PyResult<BTreeMap<(String, i32), i64>> {
         let t = duration(timeout)?;
         let got = self.with(py, |c| c.lag(t))?;
-        Ok(got.into_iter().map(|(tp, l)| ((tp.topic, tp.partition), l)).collect())
+        Ok(got
+            .into_iter()
+            .map(|(tp, l)| ((tp.topic, tp.partition), l))
+            .collect())
     }
 
     /// Rebalance events since the last call: `[("assigned" | "revoked" | "lost", [(topic, partition)])]`.
-    fn rebalance_events(&self, py: Python<'_>) -> PyResult<Vec<(&'static str, Vec<(String, i32)>)>> {
+    fn rebalance_events(&self, py: Python<'_>) -> PyResult<Vec<(&'static str, Partitions)>> {
         let events = self.with(py, |c| Ok(c.take_rebalance_events()))?;
         Ok(events
             .into_iter()
@@ -294,12 +375,16 @@ pub struct PyAdmin {
 impl PyAdmin {
     #[staticmethod]
     fn memory(broker: &PyMemoryBroker) -> Self {
-        Self { inner: Box::new(MemoryAdmin::new(Arc::clone(&broker.inner))) }
+        Self {
+            inner: Box::new(MemoryAdmin::new(Arc::clone(&broker.inner))),
+        }
     }
 
     #[staticmethod]
     fn kafka(py: Python<'_>, config: HashMap<String, String>) -> PyResult<Self> {
-        let a = py.detach(|| KafkaAdmin::new(&config)).map_err(|e| err(py, e))?;
+        let a = py
+            .detach(|| KafkaAdmin::new(&config))
+            .map_err(|e| err(py, e))?;
         Ok(Self { inner: Box::new(a) })
     }
 
@@ -315,22 +400,38 @@ impl PyAdmin {
         let t = duration(timeout)?;
         let specs: Vec<TopicSpec> = specs
             .into_iter()
-            .map(|(name, partitions, replication_factor, configs)| TopicSpec { name, partitions, replication_factor, configs })
+            .map(
+                |(name, partitions, replication_factor, configs)| TopicSpec {
+                    name,
+                    partitions,
+                    replication_factor,
+                    configs,
+                },
+            )
             .collect();
-        py.detach(|| self.inner.create_topics(&specs, t)).map_err(|e| err(py, e))
+        py.detach(|| self.inner.create_topics(&specs, t))
+            .map_err(|e| err(py, e))
     }
 
     #[pyo3(signature = (names, timeout=30.0))]
     fn delete_topics(&self, py: Python<'_>, names: Vec<String>, timeout: f64) -> PyResult<()> {
         let t = duration(timeout)?;
-        py.detach(|| self.inner.delete_topics(&names, t)).map_err(|e| err(py, e))
+        py.detach(|| self.inner.delete_topics(&names, t))
+            .map_err(|e| err(py, e))
     }
 
     /// `[{"name", "partitions", "replication_factor", "configs"}]` as the cluster reports them.
     #[pyo3(signature = (names, timeout=30.0))]
-    fn describe_topics<'py>(&self, py: Python<'py>, names: Vec<String>, timeout: f64) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    fn describe_topics<'py>(
+        &self,
+        py: Python<'py>,
+        names: Vec<String>,
+        timeout: f64,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let t = duration(timeout)?;
-        let described = py.detach(|| self.inner.describe_topics(&names, t)).map_err(|e| err(py, e))?;
+        let described = py
+            .detach(|| self.inner.describe_topics(&names, t))
+            .map_err(|e| err(py, e))?;
         described
             .into_iter()
             .map(|d| {
@@ -347,13 +448,15 @@ impl PyAdmin {
     #[pyo3(signature = (timeout=30.0))]
     fn list_topics(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<String>> {
         let t = duration(timeout)?;
-        py.detach(|| self.inner.list_topics(t)).map_err(|e| err(py, e))
+        py.detach(|| self.inner.list_topics(t))
+            .map_err(|e| err(py, e))
     }
 
     #[pyo3(signature = (topic, timeout=30.0))]
     fn end_offsets(&self, py: Python<'_>, topic: String, timeout: f64) -> PyResult<Vec<i64>> {
         let t = duration(timeout)?;
-        py.detach(|| self.inner.end_offsets(&topic, t)).map_err(|e| err(py, e))
+        py.detach(|| self.inner.end_offsets(&topic, t))
+            .map_err(|e| err(py, e))
     }
 }
 

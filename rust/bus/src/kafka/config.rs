@@ -35,7 +35,10 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
 ];
 
 /// Build a librdkafka config: our defaults first, then every caller property verbatim.
-pub fn client_config(defaults: &[(&str, &str)], overrides: &HashMap<String, String>) -> ClientConfig {
+pub fn client_config(
+    defaults: &[(&str, &str)],
+    overrides: &HashMap<String, String>,
+) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     for (k, v) in defaults {
         cfg.set(*k, *v);

@@ -25,7 +25,10 @@ struct RebalanceLog {
 }
 
 fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
-    tpl.elements().iter().map(|e| TopicPartition::new(e.topic(), e.partition())).collect()
+    tpl.elements()
+        .iter()
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect()
 }
 
 impl ClientContext for RebalanceLog {}
@@ -35,7 +38,11 @@ impl ConsumerContext for RebalanceLog {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts = tpl_to_vec(tpl);
-            let event = if consumer.assignment_lost() { RebalanceEvent::Lost(parts) } else { RebalanceEvent::Revoked(parts) };
+            let event = if consumer.assignment_lost() {
+                RebalanceEvent::Lost(parts)
+            } else {
+                RebalanceEvent::Revoked(parts)
+            };
             self.events.lock().push(event);
         }
     }
@@ -43,7 +50,9 @@ impl ConsumerContext for RebalanceLog {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             if tpl.count() > 0 {
-                self.events.lock().push(RebalanceEvent::Assigned(tpl_to_vec(tpl)));
+                self.events
+                    .lock()
+                    .push(RebalanceEvent::Assigned(tpl_to_vec(tpl)));
             }
         }
     }
@@ -60,13 +69,20 @@ pub struct KafkaConsumer {
 
 impl KafkaConsumer {
     pub fn new(config: &HashMap<String, String>) -> BusResult<Self> {
-        if config.get("group.id").map_or(true, String::is_empty) {
-            return Err(BusError::Config("group.id is required for a consumer".into()));
+        if config.get("group.id").is_none_or(String::is_empty) {
+            return Err(BusError::Config(
+                "group.id is required for a consumer".into(),
+            ));
         }
         let inner: BaseConsumer<RebalanceLog> = client_config(CONSUMER_DEFAULTS, config)
             .create_with_context(RebalanceLog::default())
             .map_err(|e| BusError::Config(e.to_string()))?;
-        Ok(Self { inner: Some(inner), positions: HashMap::new(), events: Vec::new(), last_error: None })
+        Ok(Self {
+            inner: Some(inner),
+            positions: HashMap::new(),
+            events: Vec::new(),
+            last_error: None,
+        })
     }
 
     fn client(&self) -> BusResult<&BaseConsumer<RebalanceLog>> {
@@ -76,7 +92,9 @@ impl KafkaConsumer {
     /// Move rebalance events from the context to the caller's queue and forget positions of
     /// partitions this consumer no longer owns (their progress belongs to the new owner).
     fn absorb_rebalance_events(&mut self) {
-        let Some(inner) = self.inner.as_ref() else { return };
+        let Some(inner) = self.inner.as_ref() else {
+            return;
+        };
         let drained: Vec<RebalanceEvent> = std::mem::take(&mut *inner.context().events.lock());
         for event in &drained {
             if let RebalanceEvent::Revoked(parts) | RebalanceEvent::Lost(parts) = event {
@@ -130,12 +148,18 @@ impl Consumer for KafkaConsumer {
         let mut out = Vec::new();
         loop {
             // Wait for the first record up to the deadline; then drain what is already fetched.
-            let wait = if out.is_empty() { deadline.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
+            let wait = if out.is_empty() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
             let got = match self.client()?.poll(wait) {
                 None => false,
                 Some(Ok(msg)) => {
                     let headers = msg.headers().map_or_else(Vec::new, |h| {
-                        h.iter().map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec))).collect()
+                        h.iter()
+                            .map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec)))
+                            .collect()
                     });
                     let record = Record {
                         topic: msg.topic().to_string(),
@@ -146,7 +170,10 @@ impl Consumer for KafkaConsumer {
                         headers,
                         timestamp_ms: msg.timestamp().to_millis().unwrap_or(-1),
                     };
-                    self.positions.insert(TopicPartition::new(&record.topic, record.partition), record.offset + 1);
+                    self.positions.insert(
+                        TopicPartition::new(&record.topic, record.partition),
+                        record.offset + 1,
+                    );
                     out.push(record);
                     true
                 }
@@ -167,7 +194,12 @@ impl Consumer for KafkaConsumer {
 
     fn commit(&mut self, offsets: Option<Vec<(TopicPartition, i64)>>) -> BusResult<()> {
         self.absorb_rebalance_events();
-        let offsets = offsets.unwrap_or_else(|| self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect());
+        let offsets = offsets.unwrap_or_else(|| {
+            self.positions
+                .iter()
+                .map(|(tp, o)| (tp.clone(), *o))
+                .collect()
+        });
         if offsets.is_empty() {
             return Ok(());
         }
@@ -179,7 +211,10 @@ impl Consumer for KafkaConsumer {
                 Ok(()) => return Ok(()),
                 Err(e)
                     if attempt < COMMIT_ATTEMPTS
-                        && matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::RebalanceInProgress)) =>
+                        && matches!(
+                            e.rdkafka_error_code(),
+                            Some(RDKafkaErrorCode::RebalanceInProgress)
+                        ) =>
                 {
                     thread::sleep(Duration::from_millis(100));
                 }
@@ -188,7 +223,11 @@ impl Consumer for KafkaConsumer {
         }
     }
 
-    fn committed(&mut self, partitions: &[TopicPartition], timeout: Duration) -> BusResult<Vec<(TopicPartition, Option<i64>)>> {
+    fn committed(
+        &mut self,
+        partitions: &[TopicPartition],
+        timeout: Duration,
+    ) -> BusResult<Vec<(TopicPartition, Option<i64>)>> {
         let mut tpl = TopicPartitionList::with_capacity(partitions.len());
         for tp in partitions {
             tpl.add_partition(&tp.topic, tp.partition);
@@ -208,18 +247,33 @@ impl Consumer for KafkaConsumer {
     }
 
     fn seek(&mut self, tp: &TopicPartition, offset: i64) -> BusResult<()> {
-        self.client()?.seek(&tp.topic, tp.partition, Offset::Offset(offset), Duration::from_secs(10))?;
+        self.client()?.seek(
+            &tp.topic,
+            tp.partition,
+            Offset::Offset(offset),
+            Duration::from_secs(10),
+        )?;
         self.positions.insert(tp.clone(), offset);
         Ok(())
     }
 
     fn pause(&mut self, partitions: &[TopicPartition]) -> BusResult<()> {
-        let tpl = Self::to_tpl(&partitions.iter().map(|tp| (tp.clone(), 0)).collect::<Vec<_>>())?;
+        let tpl = Self::to_tpl(
+            &partitions
+                .iter()
+                .map(|tp| (tp.clone(), 0))
+                .collect::<Vec<_>>(),
+        )?;
         Ok(self.client()?.pause(&tpl)?)
     }
 
     fn resume(&mut self, partitions: &[TopicPartition]) -> BusResult<()> {
-        let tpl = Self::to_tpl(&partitions.iter().map(|tp| (tp.clone(), 0)).collect::<Vec<_>>())?;
+        let tpl = Self::to_tpl(
+            &partitions
+                .iter()
+                .map(|tp| (tp.clone(), 0))
+                .collect::<Vec<_>>(),
+        )?;
         Ok(self.client()?.resume(&tpl)?)
     }
 
@@ -230,14 +284,19 @@ impl Consumer for KafkaConsumer {
     }
 
     fn position(&mut self) -> BusResult<Vec<(TopicPartition, i64)>> {
-        let mut out: Vec<_> = self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+        let mut out: Vec<_> = self
+            .positions
+            .iter()
+            .map(|(tp, o)| (tp.clone(), *o))
+            .collect();
         out.sort();
         Ok(out)
     }
 
     fn lag(&mut self, timeout: Duration) -> BusResult<BTreeMap<TopicPartition, i64>> {
         let owned = self.assignment()?;
-        let committed: HashMap<TopicPartition, Option<i64>> = self.committed(&owned, timeout)?.into_iter().collect();
+        let committed: HashMap<TopicPartition, Option<i64>> =
+            self.committed(&owned, timeout)?.into_iter().collect();
         let client = self.client()?;
         let mut lag = BTreeMap::new();
         for tp in owned {

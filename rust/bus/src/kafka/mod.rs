@@ -2,8 +2,8 @@
 //! traits. Every librdkafka property passes through; [`config`] holds the defaults we change
 //! and why.
 
-pub mod config;
 mod admin;
+pub mod config;
 mod consumer;
 mod producer;
 
@@ -20,7 +20,10 @@ impl From<KafkaError> for BusError {
         let code = e
             .rdkafka_error_code()
             .map_or_else(|| "Unknown".to_string(), |c| format!("{c:?}"));
-        BusError::Kafka { code, message: e.to_string() }
+        BusError::Kafka {
+            code,
+            message: e.to_string(),
+        }
     }
 }
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header as RdHeader, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use rdkafka::ClientContext;
 
 use super::config::{client_config, PRODUCER_DEFAULTS};
@@ -48,13 +50,18 @@ pub struct KafkaProducer {
 impl KafkaProducer {
     pub fn new(config: &HashMap<String, String>) -> BusResult<Self> {
         let max_message_bytes = match config.get("message.max.bytes") {
-            Some(v) => v.parse().map_err(|_| BusError::Config(format!("message.max.bytes={v:?}")))?,
+            Some(v) => v
+                .parse()
+                .map_err(|_| BusError::Config(format!("message.max.bytes={v:?}")))?,
             None => crate::memory::DEFAULT_MAX_MESSAGE_BYTES,
         };
         let inner = client_config(PRODUCER_DEFAULTS, config)
             .create_with_context(DeliveryTracker::default())
             .map_err(|e| BusError::Config(e.to_string()))?;
-        Ok(Self { inner, max_message_bytes })
+        Ok(Self {
+            inner,
+            max_message_bytes,
+        })
     }
 }
 
@@ -62,11 +69,18 @@ impl Producer for KafkaProducer {
     fn send(&self, record: OutRecord) -> BusResult<()> {
         let size = Record::payload_size(&record.key, &record.value, &record.headers);
         if size > self.max_message_bytes {
-            return Err(BusError::MessageTooLarge { topic: record.topic, size, max: self.max_message_bytes });
+            return Err(BusError::MessageTooLarge {
+                topic: record.topic,
+                size,
+                max: self.max_message_bytes,
+            });
         }
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in &record.headers {
-            headers = headers.insert(RdHeader { key, value: value.as_deref() });
+            headers = headers.insert(RdHeader {
+                key,
+                value: value.as_deref(),
+            });
         }
         let mut base: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&record.topic).headers(headers);
         if let Some(key) = record.key.as_deref() {
@@ -87,7 +101,9 @@ impl Producer for KafkaProducer {
         loop {
             match self.inner.send(base) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if Instant::now() < deadline => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
                     base = back;
                     thread::sleep(Duration::from_micros(200));
                 }
@@ -95,7 +111,11 @@ impl Producer for KafkaProducer {
                     tracker.in_flight.fetch_sub(1, Ordering::AcqRel);
                     return Err(match err {
                         KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) => {
-                            BusError::MessageTooLarge { topic: record.topic.clone(), size, max: self.max_message_bytes }
+                            BusError::MessageTooLarge {
+                                topic: record.topic.clone(),
+                                size,
+                                max: self.max_message_bytes,
+                            }
                         }
                         other => other.into(),
                     });
@@ -108,7 +128,10 @@ impl Producer for KafkaProducer {
         let flushed = self.inner.flush(timeout);
         let failures = std::mem::take(&mut *self.inner.context().failures.lock());
         if let Some(first) = failures.first() {
-            return Err(BusError::Delivery { failed: failures.len(), first: first.clone() });
+            return Err(BusError::Delivery {
+                failed: failures.len(),
+                first: first.clone(),
+            });
         }
         flushed.map_err(|_| BusError::Timeout(timeout.as_millis() as u64))
     }

@@ -18,7 +18,9 @@ use regex::Regex;
 
 use crate::error::{BusError, BusResult};
 use crate::partitioner::partition_for_key;
-use crate::record::{OutRecord, RebalanceEvent, Record, TopicDescription, TopicPartition, TopicSpec};
+use crate::record::{
+    OutRecord, RebalanceEvent, Record, TopicDescription, TopicPartition, TopicSpec,
+};
 use crate::traits::{Admin, Consumer, Producer, Subscription};
 
 /// librdkafka's default `message.max.bytes`, so an oversized message fails alike on both buses.
@@ -79,7 +81,10 @@ impl Group {
             for p in 0..log.partitions.len() as i32 {
                 let member = wanting[turn % wanting.len()];
                 turn += 1;
-                assignment.entry(member).or_default().push(TopicPartition::new(name.clone(), p));
+                assignment
+                    .entry(member)
+                    .or_default()
+                    .push(TopicPartition::new(name.clone(), p));
             }
         }
         self.assignment = assignment;
@@ -117,7 +122,9 @@ impl MemoryBroker {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn config_usize(config: &HashMap<String, String>, key: &str, default: usize) -> BusResult<usize> {
@@ -139,8 +146,12 @@ pub struct MemoryProducer {
 
 impl MemoryProducer {
     pub fn new(broker: Arc<MemoryBroker>, config: &HashMap<String, String>) -> BusResult<Self> {
-        let max_message_bytes = config_usize(config, "message.max.bytes", DEFAULT_MAX_MESSAGE_BYTES)?;
-        Ok(Self { broker, max_message_bytes })
+        let max_message_bytes =
+            config_usize(config, "message.max.bytes", DEFAULT_MAX_MESSAGE_BYTES)?;
+        Ok(Self {
+            broker,
+            max_message_bytes,
+        })
     }
 }
 
@@ -148,7 +159,11 @@ impl Producer for MemoryProducer {
     fn send(&self, record: OutRecord) -> BusResult<()> {
         let size = Record::payload_size(&record.key, &record.value, &record.headers);
         if size > self.max_message_bytes {
-            return Err(BusError::MessageTooLarge { topic: record.topic, size, max: self.max_message_bytes });
+            return Err(BusError::MessageTooLarge {
+                topic: record.topic,
+                size,
+                max: self.max_message_bytes,
+            });
         }
         let mut state = self.broker.state.lock();
         let rr = state.round_robin;
@@ -159,7 +174,13 @@ impl Producer for MemoryProducer {
         let count = log.partitions.len() as i32;
         let partition = match (record.partition, &record.key) {
             (Some(p), _) if (0..count).contains(&p) => p,
-            (Some(p), _) => return Err(BusError::InvalidPartition { topic: record.topic, partition: p, count }),
+            (Some(p), _) => {
+                return Err(BusError::InvalidPartition {
+                    topic: record.topic,
+                    partition: p,
+                    count,
+                })
+            }
             (None, Some(key)) => partition_for_key(key, count),
             (None, None) => (rr % count as u64) as i32,
         };
@@ -217,7 +238,9 @@ impl MemoryConsumer {
             None | Some("latest" | "end" | "largest") => OffsetReset::Latest,
             Some("earliest" | "beginning" | "smallest") => OffsetReset::Earliest,
             Some(other) => {
-                return Err(BusError::Config(format!("auto.offset.reset={other:?}: use earliest or latest")))
+                return Err(BusError::Config(format!(
+                    "auto.offset.reset={other:?}: use earliest or latest"
+                )))
             }
         };
         Ok(Self {
@@ -237,13 +260,18 @@ impl MemoryConsumer {
     /// Catch up with the group's current generation: revoke what was lost, position what is new.
     fn sync_assignment(&mut self, state: &State) {
         let Some(member) = self.member else { return };
-        let Some(group) = state.groups.get(&self.group_id) else { return };
+        let Some(group) = state.groups.get(&self.group_id) else {
+            return;
+        };
         if group.generation == self.generation {
             return;
         }
         self.generation = group.generation;
-        let now: BTreeSet<TopicPartition> =
-            group.assignment.get(&member).map(|v| v.iter().cloned().collect()).unwrap_or_default();
+        let now: BTreeSet<TopicPartition> = group
+            .assignment
+            .get(&member)
+            .map(|v| v.iter().cloned().collect())
+            .unwrap_or_default();
         let revoked: Vec<TopicPartition> = self.owned.difference(&now).cloned().collect();
         let assigned: Vec<TopicPartition> = now.difference(&self.owned).cloned().collect();
         for tp in &revoked {
@@ -251,7 +279,10 @@ impl MemoryConsumer {
             self.paused.remove(tp);
         }
         for tp in &assigned {
-            let end = state.topics.get(&tp.topic).map_or(0, |t| t.partitions[tp.partition as usize].len() as i64);
+            let end = state
+                .topics
+                .get(&tp.topic)
+                .map_or(0, |t| t.partitions[tp.partition as usize].len() as i64);
             let start = match (group.committed.get(tp), self.reset) {
                 (Some(off), _) => *off,
                 (None, OffsetReset::Earliest) => 0,
@@ -276,7 +307,9 @@ impl MemoryConsumer {
             if self.paused.contains(tp) {
                 continue;
             }
-            let Some(log) = state.topics.get(&tp.topic) else { continue };
+            let Some(log) = state.topics.get(&tp.topic) else {
+                continue;
+            };
             let part = &log.partitions[tp.partition as usize];
             let pos = self.positions.entry(tp.clone()).or_insert(0);
             let start = (*pos).clamp(0, part.len() as i64) as usize;
@@ -323,9 +356,9 @@ impl Consumer for MemoryConsumer {
         self.check_open()?;
         let matcher = match subscription {
             Subscription::Topics(list) => Matcher::Topics(list.into_iter().collect()),
-            Subscription::Pattern(p) => {
-                Matcher::Pattern(Regex::new(&p).map_err(|e| BusError::Pattern(format!("{p}: {e}")))?)
-            }
+            Subscription::Pattern(p) => Matcher::Pattern(
+                Regex::new(&p).map_err(|e| BusError::Pattern(format!("{p}: {e}")))?,
+            ),
         };
         let broker = Arc::clone(&self.broker);
         let mut state = broker.state.lock();
@@ -365,8 +398,15 @@ impl Consumer for MemoryConsumer {
 
     fn commit(&mut self, offsets: Option<Vec<(TopicPartition, i64)>>) -> BusResult<()> {
         self.check_open()?;
-        let member = self.member.ok_or_else(|| BusError::Commit("not subscribed to a group".into()))?;
-        let offsets = offsets.unwrap_or_else(|| self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect());
+        let member = self
+            .member
+            .ok_or_else(|| BusError::Commit("not subscribed to a group".into()))?;
+        let offsets = offsets.unwrap_or_else(|| {
+            self.positions
+                .iter()
+                .map(|(tp, o)| (tp.clone(), *o))
+                .collect()
+        });
         let mut state = self.broker.state.lock();
         let group = state
             .groups
@@ -376,7 +416,10 @@ impl Consumer for MemoryConsumer {
         // Like Kafka's generation check: a member may only commit partitions it owns now, so a
         // consumer that lost a partition cannot move the new owner's offset.
         if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !owned.contains(tp)) {
-            return Err(BusError::NotAssigned { topic: tp.topic.clone(), partition: tp.partition });
+            return Err(BusError::NotAssigned {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+            });
         }
         for (tp, off) in offsets {
             group.committed.insert(tp, off);
@@ -384,7 +427,11 @@ impl Consumer for MemoryConsumer {
         Ok(())
     }
 
-    fn committed(&mut self, partitions: &[TopicPartition], _timeout: Duration) -> BusResult<Vec<(TopicPartition, Option<i64>)>> {
+    fn committed(
+        &mut self,
+        partitions: &[TopicPartition],
+        _timeout: Duration,
+    ) -> BusResult<Vec<(TopicPartition, Option<i64>)>> {
         let state = self.broker.state.lock();
         let group = state.groups.get(&self.group_id);
         Ok(partitions
@@ -396,7 +443,10 @@ impl Consumer for MemoryConsumer {
     fn seek(&mut self, tp: &TopicPartition, offset: i64) -> BusResult<()> {
         self.check_open()?;
         if !self.owned.contains(tp) {
-            return Err(BusError::NotAssigned { topic: tp.topic.clone(), partition: tp.partition });
+            return Err(BusError::NotAssigned {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+            });
         }
         self.positions.insert(tp.clone(), offset.max(0));
         Ok(())
@@ -422,7 +472,11 @@ impl Consumer for MemoryConsumer {
     }
 
     fn position(&mut self) -> BusResult<Vec<(TopicPartition, i64)>> {
-        Ok(self.owned.iter().map(|tp| (tp.clone(), self.positions.get(tp).copied().unwrap_or(0))).collect())
+        Ok(self
+            .owned
+            .iter()
+            .map(|tp| (tp.clone(), self.positions.get(tp).copied().unwrap_or(0)))
+            .collect())
     }
 
     fn lag(&mut self, _timeout: Duration) -> BusResult<BTreeMap<TopicPartition, i64>> {
@@ -431,8 +485,14 @@ impl Consumer for MemoryConsumer {
             .owned
             .iter()
             .map(|tp| {
-                let end = state.topics.get(&tp.topic).map_or(0, |t| t.partitions[tp.partition as usize].len() as i64);
-                (tp.clone(), (end - self.positions.get(tp).copied().unwrap_or(0)).max(0))
+                let end = state
+                    .topics
+                    .get(&tp.topic)
+                    .map_or(0, |t| t.partitions[tp.partition as usize].len() as i64);
+                (
+                    tp.clone(),
+                    (end - self.positions.get(tp).copied().unwrap_or(0)).max(0),
+                )
             })
             .collect())
     }
@@ -468,12 +528,25 @@ impl MemoryAdmin {
 }
 
 impl Admin for MemoryAdmin {
-    fn create_topics(&self, specs: &[TopicSpec], _timeout: Duration) -> BusResult<Vec<(String, bool)>> {
+    fn create_topics(
+        &self,
+        specs: &[TopicSpec],
+        _timeout: Duration,
+    ) -> BusResult<Vec<(String, bool)>> {
         for spec in specs {
             if spec.partitions < 1 {
-                return Err(BusError::Config(format!("topic '{}': partitions must be >= 1", spec.name)));
+                return Err(BusError::Config(format!(
+                    "topic '{}': partitions must be >= 1",
+                    spec.name
+                )));
             }
-            if spec.name.is_empty() || spec.name.len() > 249 || !spec.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            if spec.name.is_empty()
+                || spec.name.len() > 249
+                || !spec
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
                 return Err(BusError::Config(format!(
                     "invalid topic name {:?}: use 1-249 characters from [a-zA-Z0-9._-]",
                     spec.name
@@ -486,7 +559,13 @@ impl Admin for MemoryAdmin {
             let created = !state.topics.contains_key(&spec.name);
             if created {
                 let partitions = (0..spec.partitions).map(|_| Vec::new()).collect();
-                state.topics.insert(spec.name.clone(), TopicLog { spec: spec.clone(), partitions });
+                state.topics.insert(
+                    spec.name.clone(),
+                    TopicLog {
+                        spec: spec.clone(),
+                        partitions,
+                    },
+                );
             }
             results.push((spec.name.clone(), created));
         }
@@ -514,12 +593,19 @@ impl Admin for MemoryAdmin {
         Ok(())
     }
 
-    fn describe_topics(&self, names: &[String], _timeout: Duration) -> BusResult<Vec<TopicDescription>> {
+    fn describe_topics(
+        &self,
+        names: &[String],
+        _timeout: Duration,
+    ) -> BusResult<Vec<TopicDescription>> {
         let state = self.broker.state.lock();
         names
             .iter()
             .map(|name| {
-                let log = state.topics.get(name).ok_or_else(|| BusError::UnknownTopic(name.clone()))?;
+                let log = state
+                    .topics
+                    .get(name)
+                    .ok_or_else(|| BusError::UnknownTopic(name.clone()))?;
                 Ok(TopicDescription {
                     name: name.clone(),
                     partitions: log.partitions.len() as i32,
@@ -536,7 +622,10 @@ impl Admin for MemoryAdmin {
 
     fn end_offsets(&self, topic: &str, _timeout: Duration) -> BusResult<Vec<i64>> {
         let state = self.broker.state.lock();
-        let log = state.topics.get(topic).ok_or_else(|| BusError::UnknownTopic(topic.to_string()))?;
+        let log = state
+            .topics
+            .get(topic)
+            .ok_or_else(|| BusError::UnknownTopic(topic.to_string()))?;
         Ok(log.partitions.iter().map(|p| p.len() as i64).collect())
     }
 }
@@ -548,7 +637,12 @@ mod tests {
     fn setup(partitions: i32) -> (Arc<MemoryBroker>, MemoryProducer, MemoryAdmin) {
         let broker = MemoryBroker::new();
         let admin = MemoryAdmin::new(Arc::clone(&broker));
-        let spec = TopicSpec { name: "t".into(), partitions, replication_factor: 1, configs: BTreeMap::new() };
+        let spec = TopicSpec {
+            name: "t".into(),
+            partitions,
+            replication_factor: 1,
+            configs: BTreeMap::new(),
+        };
         admin.create_topics(&[spec], Duration::ZERO).unwrap();
         let producer = MemoryProducer::new(Arc::clone(&broker), &HashMap::new()).unwrap();
         (broker, producer, admin)
@@ -556,7 +650,9 @@ mod tests {
 
     fn consumer(broker: &Arc<MemoryBroker>, group: &str) -> MemoryConsumer {
         let config: HashMap<String, String> =
-            [("group.id", group), ("auto.offset.reset", "earliest")].map(|(k, v)| (k.to_string(), v.to_string())).into();
+            [("group.id", group), ("auto.offset.reset", "earliest")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into();
         let mut c = MemoryConsumer::new(Arc::clone(broker), &config).unwrap();
         c.subscribe(Subscription::Topics(vec!["t".into()])).unwrap();
         c
@@ -587,7 +683,7 @@ mod tests {
         let mut last: HashMap<i32, i64> = HashMap::new();
         for r in &recs {
             let prev = last.insert(r.partition, r.offset);
-            assert!(prev.map_or(true, |o| o + 1 == r.offset));
+            assert!(prev.is_none_or(|o| o + 1 == r.offset));
         }
     }
 
@@ -620,15 +716,25 @@ mod tests {
         let mut c = consumer(&broker, "g");
         let tp = TopicPartition::new("t", 0);
         assert!(c.assignment().unwrap().is_empty());
-        assert!(matches!(c.commit(Some(vec![(tp, 0)])), Err(BusError::NotAssigned { .. })));
+        assert!(matches!(
+            c.commit(Some(vec![(tp, 0)])),
+            Err(BusError::NotAssigned { .. })
+        ));
     }
 
     #[test]
     fn oversized_and_unknown_are_errors() {
         let (_, p, _) = setup(1);
-        let big = OutRecord { topic: "t".into(), value: Some(vec![0; DEFAULT_MAX_MESSAGE_BYTES + 1]), ..Default::default() };
+        let big = OutRecord {
+            topic: "t".into(),
+            value: Some(vec![0; DEFAULT_MAX_MESSAGE_BYTES + 1]),
+            ..Default::default()
+        };
         assert_eq!(p.send(big).unwrap_err().code(), "MESSAGE_TOO_LARGE");
-        let unknown = OutRecord { topic: "nope".into(), ..Default::default() };
+        let unknown = OutRecord {
+            topic: "nope".into(),
+            ..Default::default()
+        };
         assert_eq!(p.send(unknown).unwrap_err().code(), "UNKNOWN_TOPIC");
     }
 }
