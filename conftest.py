@@ -13,9 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from kstrade.broker import Cluster, cluster
 from kstrade.broker.local import free_port_block
+
+# Property tests: no per-example deadline (CI machines are shared and noisy); in CI the examples
+# are derandomized so a red run can be replayed exactly.
+hypothesis_settings.register_profile("kstrade", deadline=None)
+hypothesis_settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "kstrade")
 
 
 @pytest.fixture(scope="session")

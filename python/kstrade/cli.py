@@ -76,6 +76,20 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    import json
+
+    from kstrade.config import ConfigError, load, redacted
+
+    try:
+        settings = load(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(redacted(settings), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kstrade", description="kstrade: real-time ML trading on Kafka")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     describe = actions.add_parser("describe", parents=[on_kafka], help="partitions, replication and settings")
     describe.add_argument("names", nargs="+")
     topics.set_defaults(func=_cmd_topics)
+
+    config = sub.add_parser("config", help="the effective configuration")
+    config.add_argument("action", choices=["show"])
+    config.add_argument("--config", help="TOML file (then KSTRADE_* variables override it)")
+    config.set_defaults(func=_cmd_config)
     return parser
 
 

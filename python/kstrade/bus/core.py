@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from kstrade import _native
 from kstrade._native import Admin, BusError, Producer, Record
+
+if TYPE_CHECKING:
+    from kstrade.config import BusSettings
 
 __all__ = ["Admin", "Bus", "BusError", "Consumer", "Producer", "RebalanceListener", "Record"]
 
@@ -53,6 +56,13 @@ class Bus:
         """A real Kafka cluster. `properties` are librdkafka properties applied to every
         client, e.g. `{"security.protocol": "SASL_SSL"}`."""
         return cls("kafka", properties={**(properties or {}), "bootstrap.servers": bootstrap})
+
+    @classmethod
+    def from_settings(cls, settings: BusSettings) -> Bus:
+        """The bus a config describes (`[bus]` section)."""
+        if settings.transport == "memory":
+            return cls.memory()
+        return cls("kafka", properties=settings.client_properties())
 
     @property
     def bootstrap(self) -> str | None:

@@ -1,0 +1,154 @@
+"""The one config loader: a TOML file, then `KSTRADE_*` environment variables, then CLI flags.
+
+Every section rejects unknown keys and all fields are validated at once, so a broken config
+fails at start-up with one message that names every bad key. Secrets (e.g. the Kafka SASL
+password) come only from the environment or from a file named by `*_file`, never from the TOML
+file, and are redacted whenever the config is printed.
+
+    KSTRADE_BUS__TRANSPORT=kafka KSTRADE_BUS__BOOTSTRAP=10.0.0.5:9092 python -m kstrade config show
+"""
+
+from __future__ import annotations
+
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from kstrade.bus.topics import DEFAULT_SYMBOLS, candles
+
+#: The TOML file `load` is reading, for the settings source that sits under the environment.
+_TOML_FILE: ContextVar[Path | None] = ContextVar("kstrade_toml_file", default=None)
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names each bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BusSettings(_Section):
+    """Which transport the stages talk through, and how to reach Kafka."""
+
+    transport: Literal["memory", "kafka"] = "memory"
+    bootstrap: str = "127.0.0.1:9092"
+    replication_factor: int = Field(1, ge=1)
+    min_insync_replicas: int | None = Field(None, ge=1)
+    #: Any librdkafka property, applied to every client (e.g. "security.protocol").
+    properties: dict[str, str] = Field(default_factory=dict)
+    sasl_username: str | None = None
+    #: Only from KSTRADE_BUS__SASL_PASSWORD or the file named by sasl_password_file.
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _checks(self) -> BusSettings:
+        if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
+            raise ValueError("min_insync_replicas cannot exceed replication_factor")
+        for key in self.properties:
+            if "password" in key or "secret" in key:
+                raise ValueError(f"properties.{key}: secrets go in the environment or a file, not in properties")
+        return self
+
+    def password(self) -> str | None:
+        if self.sasl_password is not None:
+            return self.sasl_password.get_secret_value()
+        if self.sasl_password_file is not None:
+            try:
+                return self.sasl_password_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"bus.sasl_password_file: cannot read {self.sasl_password_file}: {exc}") from exc
+        return None
+
+    def client_properties(self) -> dict[str, str]:
+        """librdkafka properties for this cluster, credentials included."""
+        props = {**self.properties, "bootstrap.servers": self.bootstrap}
+        if self.sasl_username is not None:
+            secret = self.password()
+            if secret is None:
+                raise ConfigError(
+                    "bus.sasl_password: sasl_username is set but no password: set KSTRADE_BUS__SASL_PASSWORD "
+                    "or bus.sasl_password_file"
+                )
+            props["sasl.username"] = self.sasl_username
+            props["sasl.password"] = secret
+        return props
+
+
+class Settings(BaseSettings):
+    """Everything configurable, one section per concern; stages add their sections here."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KSTRADE_", env_nested_delimiter="__", extra="forbid", frozen=True, validate_default=True
+    )
+
+    symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    bus: BusSettings = Field(default_factory=lambda: BusSettings())
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one symbol is needed")
+        for s in value:
+            candles(s, "1m")  # the topic-name rules are the symbol rules
+        if len(set(value)) != len(value):
+            raise ValueError("symbols repeat")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # CLI flags (init) win over the environment, which wins over the TOML file.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _TOML_FILE.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def load(path: Path | str | None = None, **flags: Any) -> Settings:
+    """Load and validate. `flags` are CLI values as nested dicts (None values are ignored)."""
+    if path is not None:
+        try:
+            from_file = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        if "sasl_password" in from_file.get("bus", {}):
+            raise ConfigError("bus.sasl_password: secrets are not read from config files; use the environment")
+    clean_flags = {k: v for k, v in flags.items() if v is not None}
+    token = _TOML_FILE.set(Path(path) if path is not None else None)
+    try:
+        return Settings(**clean_flags)
+    except ValidationError as exc:
+        lines = []
+        for e in exc.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "(root)"
+            lines.append(f"  {key}: {e['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+    finally:
+        _TOML_FILE.reset(token)
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective config as plain data, with every secret shown as '**********'."""
+    data: dict[str, Any] = settings.model_dump(mode="json")  # SecretStr dumps as '**********'
+    return data
