@@ -90,6 +90,22 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from kstrade.ingest import synthetic
+
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    try:
+        start = datetime.strptime(args.start, "%Y-%m-%d").replace(tzinfo=UTC)
+        path = synthetic.write(symbols, start, args.days, args.seed, Path(args.out))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote SYNTHETIC 1m candles for {', '.join(symbols)} ({args.days} days, seed {args.seed}): {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kstrade", description="kstrade: real-time ML trading on Kafka")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     describe = actions.add_parser("describe", parents=[on_kafka], help="partitions, replication and settings")
     describe.add_argument("names", nargs="+")
     topics.set_defaults(func=_cmd_topics)
+
+    data = sub.add_parser("data", help="bundled and synthetic market data")
+    data.add_argument("action", choices=["synth"])
+    data.add_argument("--symbols", default="BTC-USD,ETH-USD,SOL-USD")
+    data.add_argument("--start", default="2026-01-05", help="first UTC day, YYYY-MM-DD")
+    data.add_argument("--days", type=int, default=30)
+    data.add_argument("--seed", type=int, default=7)
+    data.add_argument("--out", default="data", help="directory for the Parquet file")
+    data.set_defaults(func=_cmd_data)
 
     config = sub.add_parser("config", help="the effective configuration")
     config.add_argument("action", choices=["show"])

@@ -1,0 +1,1 @@
+"""Ingest: market data into `market.candles.*` from Coinbase, a file replay, or synthetic data."""
