@@ -228,6 +228,25 @@ def locate_failure(schema: Any, data: bytes) -> tuple[str, str]:
             if shift >= 70:
                 raise _Stop("MALFORMED", field)
 
+    def min_size(s: Any) -> int:
+        """The fewest bytes a value of this type takes (0 for null)."""
+        if isinstance(s, str) and s in named:
+            s = named[s]
+        if isinstance(s, list):
+            return 1
+        t = s if isinstance(s, str) else s["type"]
+        if isinstance(t, (dict, list)):
+            return min_size(t)
+        if t == "null":
+            return 0
+        if t in ("float", "double"):
+            return 4 if t == "float" else 8
+        if t == "fixed":
+            return int(s["size"])
+        if t == "record":
+            return sum(min_size(f["type"]) for f in s["fields"])
+        return 1
+
     def walk(s: Any, field: str) -> None:
         nonlocal pos
         if isinstance(s, str) and s in named:
@@ -278,6 +297,11 @@ def locate_failure(schema: Any, data: bytes) -> tuple[str, str]:
                 if count < 0:
                     count = -count
                     long(field)
+                # As the native codec: a count the rest of the body cannot hold is a truncation
+                # of the array itself (and never a reason to loop 2**40 times).
+                item = min_size(s["values"] if t == "map" else s["items"]) + (1 if t == "map" else 0)
+                if count * max(item, 1) > len(data) - pos:
+                    raise _Stop("TRUNCATED", field)
                 for i in range(count):
                     if t == "map":
                         walk("string", field)
@@ -397,7 +421,13 @@ class Codec:
         self.schema_name = full_name(self.schema)
         self.version: int = int(self.schema["version"])
         self._parsed = _parsed(name)
-        self.native = engine != "fastavro" and name in _NATIVE
+        # The native layout is written for one schema version; a bumped .avsc without a new
+        # layout must not be encoded natively (the Rust tests fail on that drift too).
+        native_ok = name in _NATIVE and _native.NATIVE_SCHEMA_VERSIONS.get(self.schema_name) == self.version
+        if engine == "native" and not native_ok:
+            raise ValueError(f"the native codec implements {self.schema_name} "
+                             f"v{_native.NATIVE_SCHEMA_VERSIONS.get(self.schema_name)}, not v{self.version}")
+        self.native = engine != "fastavro" and native_ok
         self._enc1, self._dec1, self._encn, self._decn = _NATIVE.get(name, (None, None, None, None))
         self._schema_id: int | None = None
         self._lock = threading.Lock()
