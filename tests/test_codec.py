@@ -11,7 +11,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from uuid import uuid4
 
 import fastavro
@@ -24,7 +24,13 @@ from kstrade import _native
 from kstrade.bus import Bus
 from kstrade.schemas import Candle, Codec, CodecError, FeatureVector, MessageHeaders, Prediction, Signal
 from kstrade.schemas.codec import HOT_TYPES, from_micros, locate_failure, schema_dir, to_micros
-from kstrade.schemas.models import ModelType, PredictedDirection, PredictionOutput, SignalDirection, SignalStage
+from kstrade.schemas.models import (
+    ModelType,
+    PredictedDirection,
+    PredictionOutput,
+    SignalDirection,
+    SignalStage,
+)
 from kstrade.schemas.registry import CONTENT_TYPE, SchemaRegistry
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -141,17 +147,38 @@ def test_every_truncation_of_a_non_hot_message_names_a_field() -> None:
 
 
 def candle(**kw: Any) -> Candle:
-    base = dict(timestamp=T0, symbol="BTC-USD", interval="1m", open=89234.5, high=89456.2, low=89123.1,
-                close=89345.8, volume=123.456, source="coinbase")
+    base = dict(
+        timestamp=T0,
+        symbol="BTC-USD",
+        interval="1m",
+        open=89234.5,
+        high=89456.2,
+        low=89123.1,
+        close=89345.8,
+        volume=123.456,
+        source="coinbase",
+    )
     return Candle(**{**base, **kw})
 
 
 def signal(**kw: Any) -> Signal:
-    base: dict[str, Any] = dict(timestamp=T0, symbol="BTC-USD", signal_id=uuid4(), stage=SignalStage.FINAL,
-                                direction=SignalDirection.LONG, confidence=0.68, tier="A", entry_price=89345.8,
-                                stop_loss=88900.0, take_profit=89900.0, position_size=0.05,
-                                features_snapshot={"rsi_14": 67.3}, ensemble_weights={"lstm": 0.35},
-                                boosters_applied=["tf_alignment"], ttl_seconds=300)
+    base: dict[str, Any] = dict(
+        timestamp=T0,
+        symbol="BTC-USD",
+        signal_id=uuid4(),
+        stage=SignalStage.FINAL,
+        direction=SignalDirection.LONG,
+        confidence=0.68,
+        tier="A",
+        entry_price=89345.8,
+        stop_loss=88900.0,
+        take_profit=89900.0,
+        position_size=0.05,
+        features_snapshot={"rsi_14": 67.3},
+        ensemble_weights={"lstm": 0.35},
+        boosters_applied=["tf_alignment"],
+        ttl_seconds=300,
+    )
     return Signal(**{**base, **kw})
 
 
@@ -170,27 +197,45 @@ def test_unknown_schema_version_is_refused_with_context() -> None:
         with pytest.raises(CodecError) as info:
             codec.decode(codec.encode(candle()), version=7, topic="market.candles.BTC-USD.1m", offset=3)
         e = info.value
-        assert (e.code, e.field, e.topic, e.offset) == ("UNKNOWN_SCHEMA_VERSION", "schema_version",
-                                                        "market.candles.BTC-USD.1m", 3)
+        assert (e.code, e.field, e.topic, e.offset) == (
+            "UNKNOWN_SCHEMA_VERSION",
+            "schema_version",
+            "market.candles.BTC-USD.1m",
+            3,
+        )
     with pytest.raises(CodecError) as info:
         _native.decode_candle(codec.encode(candle()), version=2, topic="t", offset=1)
     assert info.value.code == "UNKNOWN_SCHEMA_VERSION"
 
 
 def test_json_uses_the_design_document_shapes() -> None:
-    fv = FeatureVector(timestamp=T0, symbol="BTC-USD", version="v2.1", names=["5m_close", "rsi_14"],
-                       values=[89345.8, 67.3])
+    fv = FeatureVector(
+        timestamp=T0, symbol="BTC-USD", version="v2.1", names=["5m_close", "rsi_14"], values=[89345.8, 67.3]
+    )
     out = json.loads(Codec("feature_vector", format="json").encode(fv))
-    assert out == {"timestamp": "2025-11-10T16:30:00Z", "symbol": "BTC-USD",
-                   "features": {"5m_close": 89345.8, "rsi_14": 67.3}, "version": "v2.1"}
-    p = Prediction(timestamp=T0, symbol="BTC-USD", model_type=ModelType.LSTM, model_version="a7aff5c4",
-                   prediction=PredictionOutput(direction=PredictedDirection.DOWN, probability=0.73, confidence=0.68),
-                   inference_time_ms=12)
+    assert out == {
+        "timestamp": "2025-11-10T16:30:00Z",
+        "symbol": "BTC-USD",
+        "features": {"5m_close": 89345.8, "rsi_14": 67.3},
+        "version": "v2.1",
+    }
+    p = Prediction(
+        timestamp=T0,
+        symbol="BTC-USD",
+        model_type=ModelType.LSTM,
+        model_version="a7aff5c4",
+        prediction=PredictionOutput(direction=PredictedDirection.DOWN, probability=0.73, confidence=0.68),
+        inference_time_ms=12,
+    )
     out = json.loads(Codec("prediction", format="json").encode(p))
     assert out["prediction"] == {"direction": -1, "probability": 0.73, "confidence": 0.68}
     assert out["model_type"] == "lstm"
-    for codec, rec in ((Codec("feature_vector", format="json"), fv), (Codec("prediction", format="json"), p),
-                       (Codec("signal", format="json"), signal()), (Codec("candle", format="json"), candle())):
+    for codec, rec in (
+        (Codec("feature_vector", format="json"), fv),
+        (Codec("prediction", format="json"), p),
+        (Codec("signal", format="json"), signal()),
+        (Codec("candle", format="json"), candle()),
+    ):
         assert codec.decode(codec.encode(rec)) == rec
 
 
@@ -208,15 +253,25 @@ def test_json_errors_name_the_field() -> None:
 
 @given(
     ts=st.integers(min_value=-(2**50), max_value=2**50),
-    prices=st.lists(st.floats(allow_nan=False, allow_infinity=False, min_value=0, max_value=1e12), min_size=5,
-                    max_size=5),
+    prices=st.lists(
+        st.floats(allow_nan=False, allow_infinity=False, min_value=0, max_value=1e12), min_size=5, max_size=5
+    ),
     symbol=st.text(min_size=1, max_size=20),
 )
 @settings(max_examples=200, deadline=None)
 def test_native_and_fastavro_agree_on_any_candle(ts: int, prices: list[float], symbol: str) -> None:
     lo, a, b, hi = sorted(prices[:4])
-    c = Candle(timestamp=from_micros(ts), symbol=symbol, interval="5m", open=a, high=hi, low=lo, close=b,
-               volume=prices[4], source="replay")
+    c = Candle(
+        timestamp=from_micros(ts),
+        symbol=symbol,
+        interval="5m",
+        open=a,
+        high=hi,
+        low=lo,
+        close=b,
+        volume=prices[4],
+        source="replay",
+    )
     native, python = Codec("candle", engine="native"), Codec("candle", engine="fastavro")
     data = native.encode(c)
     assert data == python.encode(c)
@@ -228,7 +283,10 @@ def test_native_and_fastavro_agree_on_any_candle(ts: int, prices: list[float], s
 
 def test_candle_batch_decodes_to_numpy_columns() -> None:
     codec = Codec("candle")
-    records = [candle(timestamp=T0 + timedelta(minutes=i), close=89000 + i, low=88000, high=90000) for i in range(100)]
+    records = [
+        candle(timestamp=T0 + timedelta(minutes=i), close=89000 + i, low=88000, high=90000)
+        for i in range(100)
+    ]
     values = codec.encode_batch(records)
     assert values == [Codec("candle", engine="fastavro").encode(r) for r in records]
     cols = codec.decode_batch(values, topic="market.candles.BTC-USD.1m", offsets=list(range(100)))
@@ -253,8 +311,12 @@ def test_batch_skips_bad_messages_and_reports_them() -> None:
 
 def test_feature_vector_batch_is_a_matrix_when_the_feature_list_is_shared() -> None:
     codec = Codec("feature_vector")
-    fvs = [FeatureVector(timestamp=T0, symbol="BTC-USD", version="v1", names=["a", "b", "c"],
-                         values=[i, i + 0.5, -i]) for i in range(4)]
+    fvs = [
+        FeatureVector(
+            timestamp=T0, symbol="BTC-USD", version="v1", names=["a", "b", "c"], values=[i, i + 0.5, -i]
+        )
+        for i in range(4)
+    ]
     cols = codec.decode_batch(codec.encode_batch(fvs))
     assert cols["names"] == ["a", "b", "c"]
     assert cols["values"].shape == (4, 3)
@@ -267,9 +329,17 @@ def test_feature_vector_batch_is_a_matrix_when_the_feature_list_is_shared() -> N
 
 def test_prediction_batch_gives_the_design_direction_numbers() -> None:
     codec = Codec("prediction")
-    preds = [Prediction(timestamp=T0, symbol="BTC-USD", model_type=ModelType.TRANSFORMER, model_version="x",
-                        prediction=PredictionOutput(direction=d, probability=0.5, confidence=0.5),
-                        inference_time_ms=1.0) for d in PredictedDirection]
+    preds = [
+        Prediction(
+            timestamp=T0,
+            symbol="BTC-USD",
+            model_type=ModelType.TRANSFORMER,
+            model_version="x",
+            prediction=PredictionOutput(direction=d, probability=0.5, confidence=0.5),
+            inference_time_ms=1.0,
+        )
+        for d in PredictedDirection
+    ]
     cols = codec.decode_batch(codec.encode_batch(preds))
     assert list(cols["direction"]) == [-1, 0, 1]
     assert cols["model_type"] == ["transformer"] * 3
@@ -284,7 +354,9 @@ def test_headers_travel_with_the_message_and_are_checked() -> None:
     codec = Codec("candle")
     origin = 1_762_792_260_000_000_123
     producer = bus.producer()
-    producer.send("market.candles.BTC-USD.1m", codec.encode(candle()), headers=codec.headers(origin, "ingest"))
+    producer.send(
+        "market.candles.BTC-USD.1m", codec.encode(candle()), headers=codec.headers(origin, "ingest")
+    )
     producer.send("market.candles.BTC-USD.1m", b"\x01\x02", headers=codec.headers(origin, "ingest"))
     producer.flush(10.0)
     consumer = bus.consumer("g")
@@ -296,7 +368,12 @@ def test_headers_travel_with_the_message_and_are_checked() -> None:
             break
     h = MessageHeaders.from_kafka(records[0].headers)
     assert (h.schema, h.schema_version, h.origin_ns, h.stage, h.encoding) == (
-        "kstrade.Candle", 1, origin, "ingest", "avro")
+        "kstrade.Candle",
+        1,
+        origin,
+        "ingest",
+        "avro",
+    )
     assert codec.decode_record(records[0]) == candle()
     with pytest.raises(CodecError) as info:
         codec.decode_record(records[1])
@@ -320,9 +397,11 @@ def test_missing_or_bad_headers_are_errors() -> None:
 
 
 class _Registry(BaseHTTPRequestHandler):
-    subjects: dict[str, list[int]] = {}
-    schemas: dict[int, str] = {}
-    requests: list[tuple[str, str]] = []
+    """The Confluent Schema Registry REST API v1, for the two endpoints the client uses."""
+
+    subjects: ClassVar[dict[str, list[int]]] = {}
+    schemas: ClassVar[dict[int, str]] = {}
+    requests: ClassVar[list[tuple[str, str]]] = []
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -345,12 +424,9 @@ class _Registry(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         text = body["schema"]
         fastavro.parse_schema(json.loads(text))  # the real registry rejects invalid schemas (422)
-        for sid, existing in self.schemas.items():
-            if existing == text:
-                break
-        else:
-            sid = len(self.schemas) + 1
-            self.schemas[sid] = text
+        # The same schema text gets the same id, under any subject.
+        sid = next((i for i, existing in self.schemas.items() if existing == text), len(self.schemas) + 1)
+        self.schemas[sid] = text
         self.subjects.setdefault(parts[1], []).append(sid)
         self._reply(200, {"id": sid})
 
@@ -387,7 +463,9 @@ def test_confluent_wire_format_registers_once_and_reads_back(registry: str) -> N
     other = SchemaRegistry(registry)
     assert other.schema_by_id(schema_id)["name"] == "Candle"
     assert codec.decode(data) == candle()
-    assert dict(MessageHeaders.from_kafka(codec.headers(1, "ingest")).__dict__)["encoding"] == "avro-confluent"
+    assert (
+        dict(MessageHeaders.from_kafka(codec.headers(1, "ingest")).__dict__)["encoding"] == "avro-confluent"
+    )
 
 
 def test_confluent_errors(registry: str) -> None:
@@ -402,3 +480,17 @@ def test_confluent_errors(registry: str) -> None:
     with pytest.raises(CodecError) as info:
         codec.decode(sig)
     assert info.value.code == "SCHEMA_MISMATCH"
+
+
+@given(data=st.binary(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_random_bytes_give_records_or_codec_errors_never_a_panic(data: bytes) -> None:
+    # PanicException derives from BaseException: `except CodecError` would not hide one.
+    for decode in (_native.decode_candle, _native.decode_feature_vector, _native.decode_prediction):
+        try:
+            decode(data, topic="fuzz", offset=0)
+        except CodecError as e:
+            assert e.topic == "fuzz" and e.code
+    for name in HOT_TYPES:
+        cols = Codec(name).decode_batch([data, data], errors="skip")
+        assert cols["count"] + len(cols["failed"]) == 2

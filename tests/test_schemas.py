@@ -33,9 +33,24 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def test_one_schema_per_message_type_of_the_design() -> None:
-    assert set(NAMES) == set(MODELS) == {
-        "candle", "feature_vector", "prediction", "signal", "order", "execution", "pnl_event",
-        "performance_metrics", "model_drift", "latency", "alert", "dead_letter"}
+    assert (
+        set(NAMES)
+        == set(MODELS)
+        == {
+            "candle",
+            "feature_vector",
+            "prediction",
+            "signal",
+            "order",
+            "execution",
+            "pnl_event",
+            "performance_metrics",
+            "model_drift",
+            "latency",
+            "alert",
+            "dead_letter",
+        }
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -69,32 +84,104 @@ def test_model_mirrors_the_schema(name: str) -> None:
 def samples() -> dict[str, Any]:
     sid = uuid4()
     return {
-        "candle": dict(symbol="ETH-USD", interval="15m", open=3000.5, high=3010, low=2990, close=3001,
-                       volume=12.5, source="replay"),
-        "feature_vector": dict(symbol="ETH-USD", version="v2.1", names=["rsi_14", "macd_signal"],
-                               values=[55.5, -0.25]),
-        "prediction": dict(symbol="ETH-USD", model_type="ensemble", model_version="abc",
-                           prediction=PredictionOutput(direction="UP", probability=0.61, confidence=0.55),
-                           inference_time_ms=3.25),
-        "signal": dict(symbol="ETH-USD", signal_id=sid, stage="raw", direction="SHORT", confidence=0.6,
-                       entry_price=3000, stop_loss=3050, take_profit=2900, ttl_seconds=300),
-        "order": dict(signal_id=sid, order_id="mt5-12345", symbol="ETH-USD", side="SELL", order_type="MARKET",
-                      quantity=0.5, price=3000, stop_loss=3050, status="PENDING", session="ny"),
-        "execution": dict(signal_id=sid, order_id="mt5-12345", execution_id="d-1", symbol="ETH-USD", side="SELL",
-                          order_type="MARKET", quantity=0.5, price=3000, status="FILLED", fill_price=2999.7,
-                          slippage_bps=1.0, commission=0.5, latency_ms=87, session="ny"),
-        "pnl_event": dict(signal_id=sid, order_id="mt5-12345", symbol="ETH-USD", side="SELL", quantity=0.5,
-                          entry_price=2999.7, exit_price=2900, realized_pnl=49.35, commission=0.5,
-                          currency="USD", balance=100049.35),
-        "performance_metrics": dict(window_seconds=3600, trades=12, win_rate=0.58, sharpe=1.7, max_drawdown=0.02,
-                                    realized_pnl=512.0),
-        "model_drift": dict(model_type="lstm", model_version="a7aff5c4", metric="live_accuracy", value=0.48,
-                            threshold=0.52, drifted=True),
-        "latency": dict(stage="signals", topic="signals.final", count=1000, p50_ms=2.1, p99_ms=7.9, max_ms=12.0),
+        "candle": dict(
+            symbol="ETH-USD",
+            interval="15m",
+            open=3000.5,
+            high=3010,
+            low=2990,
+            close=3001,
+            volume=12.5,
+            source="replay",
+        ),
+        "feature_vector": dict(
+            symbol="ETH-USD", version="v2.1", names=["rsi_14", "macd_signal"], values=[55.5, -0.25]
+        ),
+        "prediction": dict(
+            symbol="ETH-USD",
+            model_type="ensemble",
+            model_version="abc",
+            prediction=PredictionOutput(direction="UP", probability=0.61, confidence=0.55),
+            inference_time_ms=3.25,
+        ),
+        "signal": dict(
+            symbol="ETH-USD",
+            signal_id=sid,
+            stage="raw",
+            direction="SHORT",
+            confidence=0.6,
+            entry_price=3000,
+            stop_loss=3050,
+            take_profit=2900,
+            ttl_seconds=300,
+        ),
+        "order": dict(
+            signal_id=sid,
+            order_id="mt5-12345",
+            symbol="ETH-USD",
+            side="SELL",
+            order_type="MARKET",
+            quantity=0.5,
+            price=3000,
+            stop_loss=3050,
+            status="PENDING",
+            session="ny",
+        ),
+        "execution": dict(
+            signal_id=sid,
+            order_id="mt5-12345",
+            execution_id="d-1",
+            symbol="ETH-USD",
+            side="SELL",
+            order_type="MARKET",
+            quantity=0.5,
+            price=3000,
+            status="FILLED",
+            fill_price=2999.7,
+            slippage_bps=1.0,
+            commission=0.5,
+            latency_ms=87,
+            session="ny",
+        ),
+        "pnl_event": dict(
+            signal_id=sid,
+            order_id="mt5-12345",
+            symbol="ETH-USD",
+            side="SELL",
+            quantity=0.5,
+            entry_price=2999.7,
+            exit_price=2900,
+            realized_pnl=49.35,
+            commission=0.5,
+            currency="USD",
+            balance=100049.35,
+        ),
+        "performance_metrics": dict(
+            window_seconds=3600, trades=12, win_rate=0.58, sharpe=1.7, max_drawdown=0.02, realized_pnl=512.0
+        ),
+        "model_drift": dict(
+            model_type="lstm",
+            model_version="a7aff5c4",
+            metric="live_accuracy",
+            value=0.48,
+            threshold=0.52,
+            drifted=True,
+        ),
+        "latency": dict(
+            stage="signals", topic="signals.final", count=1000, p50_ms=2.1, p99_ms=7.9, max_ms=12.0
+        ),
         "alert": dict(severity="CRITICAL", source="execution", code="DAILY_LOSS_NEAR", message="4.5% of 5%"),
-        "dead_letter": dict(source_topic="market.candles.BTC-USD.1m", source_partition=2, source_offset=99,
-                            stage="features", error_code="TRUNCATED", error_message="...", key=b"BTC-USD",
-                            value=b"\xff\x00", headers=[DeadLetterHeader(name="stage", value=b"ingest")]),
+        "dead_letter": dict(
+            source_topic="market.candles.BTC-USD.1m",
+            source_partition=2,
+            source_offset=99,
+            stage="features",
+            error_code="TRUNCATED",
+            error_message="...",
+            key=b"BTC-USD",
+            value=b"\xff\x00",
+            headers=[DeadLetterHeader(name="stage", value=b"ingest")],
+        ),
     }
 
 
@@ -120,11 +207,13 @@ def test_signal_stage_names_the_topic_it_was_written_for() -> None:
 
 def test_dead_letter_envelope_from_the_bus_dead_letters() -> None:
     bus = Bus.memory()
-    bus.admin().create_topics([("market.candles.BTC-USD.1m", 1, 1, {}),
-                               ("dlq.market.candles.BTC-USD.1m", 1, 1, {})], 10.0)
+    bus.admin().create_topics(
+        [("market.candles.BTC-USD.1m", 1, 1, {}), ("dlq.market.candles.BTC-USD.1m", 1, 1, {})], 10.0
+    )
     producer = bus.producer()
-    producer.send("market.candles.BTC-USD.1m", b"\x01", key=b"BTC-USD",
-                  headers=Codec("candle").headers(7, "ingest"))
+    producer.send(
+        "market.candles.BTC-USD.1m", b"\x01", key=b"BTC-USD", headers=Codec("candle").headers(7, "ingest")
+    )
     producer.flush(10.0)
     consumer = bus.consumer("features")
     consumer.subscribe(["market.candles.BTC-USD.1m"])
@@ -139,7 +228,11 @@ def test_dead_letter_envelope_from_the_bus_dead_letters() -> None:
     [dead] = [r for _ in range(50) for r in dlq.poll(max_records=1, timeout=0.1)][:1]
     envelope = DeadLetter.from_dead_letter_record(dead)
     assert (envelope.source_topic, envelope.source_offset, envelope.stage, envelope.error_code) == (
-        "market.candles.BTC-USD.1m", 0, "features", "TRUNCATED")
+        "market.candles.BTC-USD.1m",
+        0,
+        "features",
+        "TRUNCATED",
+    )
     assert envelope.value == b"\x01" and envelope.key == b"BTC-USD"
     assert ("origin_ns", b"7") in [(h.name, h.value) for h in envelope.headers]
     codec = Codec("dead_letter")
@@ -165,7 +258,8 @@ def test_current_schema_is_released_or_a_compatible_next_version(name: str) -> N
     assert sorted(versions) == list(range(1, latest + 1)), f"{name}: released versions must be 1..N"
     if current["version"] == latest:
         assert current == versions[latest], (
-            f"{name} v{latest} is released and frozen: bump `version` to change it")
+            f"{name} v{latest} is released and frozen: bump `version` to change it"
+        )
     else:
         assert current["version"] == latest + 1, f"{name}: the next version is {latest + 1}"
         assert incompatibilities(versions[latest], current) == []
@@ -238,8 +332,9 @@ def schemas_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
 
 
 def test_old_writer_versions_are_read_through_schema_resolution(schemas_v2: Path) -> None:
-    v1_bytes = bytes.fromhex(json.loads((Path(__file__).parent / "vectors" / "candle.json").read_text())
-                             ["valid"][0]["hex"])
+    v1_bytes = bytes.fromhex(
+        json.loads((Path(__file__).parent / "vectors" / "candle.json").read_text())["valid"][0]["hex"]
+    )
     # the v2 schema is not the native layout: auto falls back to fastavro, native refuses
     with pytest.raises(ValueError):
         Codec("candle", engine="native")

@@ -110,7 +110,11 @@ class MessageHeaders:
 
     @classmethod
     def from_kafka(
-        cls, headers: Iterable[tuple[str, bytes | None]], *, topic: str | None = None, offset: int | None = None
+        cls,
+        headers: Iterable[tuple[str, bytes | None]],
+        *,
+        topic: str | None = None,
+        offset: int | None = None,
     ) -> MessageHeaders:
         """Reads the headers of a consumed record; the first occurrence of each name wins."""
         found: dict[str, str] = {}
@@ -120,25 +124,49 @@ class MessageHeaders:
             try:
                 found[name] = value.decode("ascii")
             except UnicodeDecodeError:
-                raise codec_error("BAD_HEADER", "not ASCII text", schema="headers", field=name, topic=topic,
-                                  offset=offset) from None
+                raise codec_error(
+                    "BAD_HEADER", "not ASCII text", schema="headers", field=name, topic=topic, offset=offset
+                ) from None
         for name in (HEADER_SCHEMA, HEADER_SCHEMA_VERSION, HEADER_ORIGIN_NS, HEADER_STAGE):
             if name not in found:
-                raise codec_error("MISSING_HEADER", "required on every message", schema="headers", field=name,
-                                  topic=topic, offset=offset)
+                raise codec_error(
+                    "MISSING_HEADER",
+                    "required on every message",
+                    schema="headers",
+                    field=name,
+                    topic=topic,
+                    offset=offset,
+                )
         encoding = found.get(HEADER_ENCODING, "avro")
         if encoding not in ENCODINGS:
-            raise codec_error("BAD_HEADER", f"unknown encoding {encoding!r}", schema="headers",
-                              field=HEADER_ENCODING, topic=topic, offset=offset)
+            raise codec_error(
+                "BAD_HEADER",
+                f"unknown encoding {encoding!r}",
+                schema="headers",
+                field=HEADER_ENCODING,
+                topic=topic,
+                offset=offset,
+            )
         ints = {}
         for name in (HEADER_SCHEMA_VERSION, HEADER_ORIGIN_NS):
             try:
                 ints[name] = int(found[name])
             except ValueError:
-                raise codec_error("BAD_HEADER", f"{found[name]!r} is not an integer", schema="headers",
-                                  field=name, topic=topic, offset=offset) from None
-        return cls(found[HEADER_SCHEMA], ints[HEADER_SCHEMA_VERSION], ints[HEADER_ORIGIN_NS], found[HEADER_STAGE],
-                   encoding)
+                raise codec_error(
+                    "BAD_HEADER",
+                    f"{found[name]!r} is not an integer",
+                    schema="headers",
+                    field=name,
+                    topic=topic,
+                    offset=offset,
+                ) from None
+        return cls(
+            found[HEADER_SCHEMA],
+            ints[HEADER_SCHEMA_VERSION],
+            ints[HEADER_ORIGIN_NS],
+            found[HEADER_STAGE],
+            encoding,
+        )
 
 
 # --- schemas ------------------------------------------------------------------------------------
@@ -340,8 +368,12 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 def _json_out(name: str, d: dict[str, Any]) -> dict[str, Any]:
     if name == "feature_vector":
         # The design's {"timestamp", "symbol", "features": {name: value}, "version"}.
-        return {"timestamp": d["timestamp"], "symbol": d["symbol"],
-                "features": dict(zip(d["names"], d["values"], strict=True)), "version": d["version"]}
+        return {
+            "timestamp": d["timestamp"],
+            "symbol": d["symbol"],
+            "features": dict(zip(d["names"], d["values"], strict=True)),
+            "version": d["version"],
+        }
     if name == "prediction":
         p = d["prediction"]
         return {**d, "prediction": {**p, "direction": PredictedDirection(p["direction"]).sign}}
@@ -369,10 +401,18 @@ def _json_in(name: str, d: Any) -> Any:
 
 _NATIVE: dict[str, tuple[Any, Any, Any, Any]] = {
     "candle": (_native.encode_candle, _native.decode_candle, _native.encode_candles, _native.decode_candles),
-    "feature_vector": (_native.encode_feature_vector, _native.decode_feature_vector,
-                       _native.encode_feature_vectors, _native.decode_feature_vectors),
-    "prediction": (_native.encode_prediction, _native.decode_prediction, _native.encode_predictions,
-                   _native.decode_predictions),
+    "feature_vector": (
+        _native.encode_feature_vector,
+        _native.decode_feature_vector,
+        _native.encode_feature_vectors,
+        _native.decode_feature_vectors,
+    ),
+    "prediction": (
+        _native.encode_prediction,
+        _native.decode_prediction,
+        _native.encode_predictions,
+        _native.decode_predictions,
+    ),
 }
 #: Message types with a hand-written native codec (the hot path).
 HOT_TYPES = tuple(_NATIVE)
@@ -425,8 +465,10 @@ class Codec:
         # layout must not be encoded natively (the Rust tests fail on that drift too).
         native_ok = name in _NATIVE and _native.NATIVE_SCHEMA_VERSIONS.get(self.schema_name) == self.version
         if engine == "native" and not native_ok:
-            raise ValueError(f"the native codec implements {self.schema_name} "
-                             f"v{_native.NATIVE_SCHEMA_VERSIONS.get(self.schema_name)}, not v{self.version}")
+            raise ValueError(
+                f"the native codec implements {self.schema_name} "
+                f"v{_native.NATIVE_SCHEMA_VERSIONS.get(self.schema_name)}, not v{self.version}"
+            )
         self.native = engine != "fastavro" and native_ok
         self._enc1, self._dec1, self._encn, self._decn = _NATIVE.get(name, (None, None, None, None))
         self._schema_id: int | None = None
@@ -450,8 +492,9 @@ class Codec:
 
     # errors
 
-    def _err(self, code: str, reason: str, field: str = "", topic: str | None = None,
-             offset: int | None = None) -> Exception:
+    def _err(
+        self, code: str, reason: str, field: str = "", topic: str | None = None, offset: int | None = None
+    ) -> Exception:
         return codec_error(code, reason, schema=self.schema_name, field=field, topic=topic, offset=offset)
 
     def _invalid(self, e: ValidationError, topic: str | None, offset: int | None) -> Exception:
@@ -466,8 +509,13 @@ class Codec:
         if version in released_versions(self.name) and version < self.version:
             return version
         known = sorted({*released_versions(self.name), self.version})
-        raise self._err("UNKNOWN_SCHEMA_VERSION", f"version {version} is not one of {known}",
-                        HEADER_SCHEMA_VERSION, topic, offset)
+        raise self._err(
+            "UNKNOWN_SCHEMA_VERSION",
+            f"version {version} is not one of {known}",
+            HEADER_SCHEMA_VERSION,
+            topic,
+            offset,
+        )
 
     # Avro values (dicts shaped like fastavro's, timestamps as epoch microseconds)
 
@@ -486,8 +534,9 @@ class Codec:
             body = buf.getvalue()
         return self._frame(body)
 
-    def decode_value(self, data: bytes, *, version: int | None = None, topic: str | None = None,
-                     offset: int | None = None) -> dict[str, Any]:
+    def decode_value(
+        self, data: bytes, *, version: int | None = None, topic: str | None = None, offset: int | None = None
+    ) -> dict[str, Any]:
         """Decodes to an Avro value (timestamps as epoch microseconds); no model validation."""
         if self.format == "json":
             try:
@@ -505,18 +554,23 @@ class Codec:
             value["timestamp"] = to_micros(ts)
         return value
 
-    def _fastavro_decode(self, data: bytes, writer: Any, topic: str | None, offset: int | None) -> dict[str, Any]:
+    def _fastavro_decode(
+        self, data: bytes, writer: Any, topic: str | None, offset: int | None
+    ) -> dict[str, Any]:
         writer_schema = self._parsed if writer is None else writer
         buf = io.BytesIO(data)
         try:
-            value: dict[str, Any] = fastavro.schemaless_reader(
-                buf, writer_schema, None if writer is None else self._parsed)
+            raw = fastavro.schemaless_reader(buf, writer_schema, None if writer is None else self._parsed)
         except Exception as e:  # fastavro raises EOFError, IndexError, UnicodeDecodeError, ...
             code, field = locate_failure(writer_schema, data)
             raise self._err(code, f"{type(e).__name__}: {e}", field, topic, offset) from None
+        if not isinstance(raw, dict):
+            raise self._err("MALFORMED", "the body is not a record", "", topic, offset)
+        value: dict[str, Any] = raw
         if buf.tell() != len(data):
-            raise self._err("TRAILING_BYTES", f"{len(data) - buf.tell()} byte(s) after the record", "", topic,
-                            offset)
+            raise self._err(
+                "TRAILING_BYTES", f"{len(data) - buf.tell()} byte(s) after the record", "", topic, offset
+            )
         return value
 
     # framing: bare body or Confluent wire format
@@ -534,14 +588,21 @@ class Codec:
             return body
         return _CONFLUENT.pack(0, self.schema_id()) + body
 
-    def _unframe(self, data: bytes, version: int | None, topic: str | None, offset: int | None) -> tuple[bytes, Any]:
+    def _unframe(
+        self, data: bytes, version: int | None, topic: str | None, offset: int | None
+    ) -> tuple[bytes, Any]:
         """The Avro body and the writer schema to resolve from (None: the current schema)."""
         if self.wire == "bare":
             old = self._check_version(version, topic, offset)
             return data, (None if old is None else _parsed(self.name, old))
         if len(data) < _CONFLUENT.size or data[0] != 0:
-            raise self._err("MALFORMED", "not in Confluent wire format (magic byte 0 + 4-byte schema id)",
-                            "<wire header>", topic, offset)
+            raise self._err(
+                "MALFORMED",
+                "not in Confluent wire format (magic byte 0 + 4-byte schema id)",
+                "<wire header>",
+                topic,
+                offset,
+            )
         _, schema_id = _CONFLUENT.unpack_from(data)
         body = data[_CONFLUENT.size :]
         if schema_id == self.schema_id():
@@ -552,8 +613,13 @@ class Codec:
         except LookupError as e:
             raise self._err("UNKNOWN_SCHEMA_ID", str(e), "<wire header>", topic, offset) from None
         if full_name(writer) != self.schema_name:
-            raise self._err("SCHEMA_MISMATCH", f"schema id {schema_id} is {full_name(writer)}", "<wire header>",
-                            topic, offset)
+            raise self._err(
+                "SCHEMA_MISMATCH",
+                f"schema id {schema_id} is {full_name(writer)}",
+                "<wire header>",
+                topic,
+                offset,
+            )
         return body, fastavro.parse_schema(writer)
 
     # models
@@ -564,13 +630,24 @@ class Codec:
             raise TypeError(f"{self!r} encodes {self.model.__name__}, not {type(record).__name__}")
         if self.format == "json":
             return orjson.dumps(_json_out(self.name, record.model_dump(mode="json")))
-        value = record.model_dump()
         if self.native:
-            value["timestamp"] = to_micros(record.timestamp)
+            value = self._native_value(record)
+        else:
+            value = record.model_dump()
         return self.encode_value(value)
 
-    def decode(self, data: bytes, *, version: int | None = None, topic: str | None = None,
-               offset: int | None = None) -> Message:
+    def _native_value(self, record: Message) -> dict[str, Any]:
+        # A validated model's fields are already Avro values (StrEnums are str); only the
+        # timestamp and the nested prediction need converting. Cheaper than model_dump().
+        value = dict(record.__dict__)
+        value["timestamp"] = to_micros(record.timestamp)
+        if self.name == "prediction":
+            value["prediction"] = dict(value["prediction"].__dict__)
+        return value
+
+    def decode(
+        self, data: bytes, *, version: int | None = None, topic: str | None = None, offset: int | None = None
+    ) -> Message:
         """Decodes and validates one message; `version` is the `schema_version` header if known."""
         if self.format == "json":
             self._check_version(version, topic, offset)
@@ -595,11 +672,21 @@ class Codec:
         """Decodes a consumed bus record, checking its headers against this codec."""
         h = MessageHeaders.from_kafka(record.headers, topic=record.topic, offset=record.offset)
         if h.schema != self.schema_name:
-            raise self._err("SCHEMA_MISMATCH", f"the record carries {h.schema}", HEADER_SCHEMA, record.topic,
-                            record.offset)
+            raise self._err(
+                "SCHEMA_MISMATCH",
+                f"the record carries {h.schema}",
+                HEADER_SCHEMA,
+                record.topic,
+                record.offset,
+            )
         if h.encoding != self.encoding:
-            raise self._err("FORMAT_MISMATCH", f"the record is {h.encoding}, this codec reads {self.encoding}",
-                            HEADER_ENCODING, record.topic, record.offset)
+            raise self._err(
+                "FORMAT_MISMATCH",
+                f"the record is {h.encoding}, this codec reads {self.encoding}",
+                HEADER_ENCODING,
+                record.topic,
+                record.offset,
+            )
         if record.value is None:
             raise self._err("MALFORMED", "the record has no value", "", record.topic, record.offset)
         return self.decode(record.value, version=h.schema_version, topic=record.topic, offset=record.offset)
@@ -608,17 +695,19 @@ class Codec:
 
     def encode_batch(self, records: Sequence[Message]) -> list[bytes]:
         if self.native and self.format == "avro" and self.wire == "bare":
-            values = []
-            for r in records:
-                v = r.model_dump()
-                v["timestamp"] = to_micros(r.timestamp)
-                values.append(v)
-            out: list[bytes] = self._encn(values)
+            out: list[bytes] = self._encn([self._native_value(r) for r in records])
             return out
         return [self.encode(r) for r in records]
 
-    def decode_batch(self, values: Sequence[bytes], *, version: int | None = None, topic: str | None = None,
-                     offsets: Sequence[int] | None = None, errors: Literal["raise", "skip"] = "raise") -> Any:
+    def decode_batch(
+        self,
+        values: Sequence[bytes],
+        *,
+        version: int | None = None,
+        topic: str | None = None,
+        offsets: Sequence[int] | None = None,
+        errors: Literal["raise", "skip"] = "raise",
+    ) -> Any:
         """Decodes many messages at once.
 
         Hot types (native, bare Avro) come back as a `dict` of numpy columns, decoded with the GIL
@@ -628,10 +717,19 @@ class Codec:
         `values` as an (n, k) matrix when all rows share one feature list (`names`), else flat
         with `lengths`, `feature_sets` and `feature_set`. Other types give a list of models.
         """
-        if self.native and self.format == "avro" and self.wire == "bare" \
-                and self._check_version(version, topic, None) is None:
-            cols = self._decn(list(values), version=self.version, topic=topic,
-                              offsets=None if offsets is None else list(offsets), errors=errors)
+        if (
+            self.native
+            and self.format == "avro"
+            and self.wire == "bare"
+            and self._check_version(version, topic, None) is None
+        ):
+            cols = self._decn(
+                list(values),
+                version=self.version,
+                topic=topic,
+                offsets=None if offsets is None else list(offsets),
+                errors=errors,
+            )
             return _columns(self.name, cols)
         out: list[Message] = []
         for i, v in enumerate(values):

@@ -15,8 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 _PROMOTIONS = {
-    ("int", "long"), ("int", "float"), ("int", "double"), ("long", "float"), ("long", "double"),
-    ("float", "double"), ("string", "bytes"), ("bytes", "string"),
+    ("int", "long"),
+    ("int", "float"),
+    ("int", "double"),
+    ("long", "float"),
+    ("long", "double"),
+    ("float", "double"),
+    ("string", "bytes"),
+    ("bytes", "string"),
 }
 _NAMED = ("record", "enum", "fixed")
 
@@ -75,8 +81,15 @@ def can_read(reader: Any, writer: Any) -> list[str]:
     return problems
 
 
-def _check(r: Any, w: Any, rn: dict[str, Any], wn: dict[str, Any], path: str, out: list[str],
-           seen: set[tuple[int, int]]) -> None:
+def _check(
+    r: Any,
+    w: Any,
+    rn: dict[str, Any],
+    wn: dict[str, Any],
+    path: str,
+    out: list[str],
+    seen: set[tuple[int, int]],
+) -> None:
     r, w = _resolve(r, rn), _resolve(w, wn)
     key = (id(r), id(w))
     if key in seen:  # recursive types
@@ -110,7 +123,9 @@ def _check(r: Any, w: Any, rn: dict[str, Any], wn: dict[str, Any], path: str, ou
                 wfields.setdefault(alias, f)
         for f in r["fields"]:
             sub = f"{path}.{f['name']}" if path else f["name"]
-            match = wfields.get(f["name"]) or next((wfields[a] for a in f.get("aliases", []) if a in wfields), None)
+            match = wfields.get(f["name"]) or next(
+                (wfields[a] for a in f.get("aliases", []) if a in wfields), None
+            )
             if match is None:
                 if "default" not in f:
                     out.append(f"{sub}: field missing on one side and has no default")

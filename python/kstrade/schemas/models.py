@@ -184,8 +184,11 @@ class Signal(Message):
     def _stops_on_the_right_side(self) -> Signal:
         # A stop on the wrong side of the entry would be hit at once: refuse it at the edge.
         long = self.direction is SignalDirection.LONG
-        ok = (self.stop_loss < self.entry_price < self.take_profit) if long else (
-            self.take_profit < self.entry_price < self.stop_loss)
+        ok = (
+            (self.stop_loss < self.entry_price < self.take_profit)
+            if long
+            else (self.take_profit < self.entry_price < self.stop_loss)
+        )
         if not ok:
             raise ValueError(f"{self.direction.value}: stop_loss / entry_price / take_profit out of order")
         return self
@@ -324,6 +327,18 @@ class DeadLetter(Message):
 #: Every message model by schema file stem.
 MODELS: dict[str, type[Message]] = {
     m.schema_file: m
-    for m in (Candle, FeatureVector, Prediction, Signal, Order, Execution, PnlEvent, PerformanceMetrics,
-              ModelDrift, Latency, Alert, DeadLetter)
+    for m in (
+        Candle,
+        FeatureVector,
+        Prediction,
+        Signal,
+        Order,
+        Execution,
+        PnlEvent,
+        PerformanceMetrics,
+        ModelDrift,
+        Latency,
+        Alert,
+        DeadLetter,
+    )
 }

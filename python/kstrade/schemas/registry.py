@@ -68,8 +68,9 @@ class SchemaRegistry:
         with self._lock:
             if key in self._ids:
                 return self._ids[key]
-        reply = self._request("POST", f"/subjects/{urllib.parse.quote(subject, safe='')}/versions",
-                              {"schema": text})
+        reply = self._request(
+            "POST", f"/subjects/{urllib.parse.quote(subject, safe='')}/versions", {"schema": text}
+        )
         schema_id = int(reply["id"])
         with self._lock:
             self._ids[key] = schema_id

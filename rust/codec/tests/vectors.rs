@@ -138,3 +138,27 @@ fn layouts_follow_the_schema_files() {
     same::<FeatureVector>("feature_vector");
     same::<Prediction>("prediction");
 }
+
+/// Hostile bytes never panic: every single-byte mutation and every prefix of every vector
+/// decodes to a record or to an error.
+#[test]
+fn mutations_of_the_vectors_never_panic() {
+    fn mutate<T: AvroRecord>(name: &str) -> usize {
+        let mut errors = 0;
+        for case in load(name)["valid"].as_array().unwrap() {
+            let good = hex(case["hex"].as_str().unwrap());
+            for n in 0..good.len() {
+                errors += usize::from(decode::<T>(&good[..n], None, &Context::default()).is_err());
+                for b in [0x00u8, 0x01, 0x7f, 0x80, 0xfe, 0xff] {
+                    let mut bad = good.clone();
+                    bad[n] = b;
+                    errors += usize::from(decode::<T>(&bad, None, &Context::default()).is_err());
+                }
+            }
+        }
+        errors
+    }
+    assert!(mutate::<Candle>("candle") > 0);
+    assert!(mutate::<FeatureVector>("feature_vector") > 0);
+    assert!(mutate::<Prediction>("prediction") > 0);
+}

@@ -10,7 +10,8 @@
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::intern;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use kstrade_codec::{
     self as codec, AvroRecord, Candle, CodecError as RsCodecError, Context, Direction, FeatureVector, ModelType,
@@ -42,17 +43,30 @@ fn invalid(py: Python<'_>, schema: &'static str, field: &str, reason: String) ->
 }
 
 /// Reads one field of an input dict, turning a missing key or a wrong type into `CodecError`.
-fn get<'py, T>(d: &Bound<'py, PyDict>, schema: &'static str, field: &str) -> PyResult<T>
+/// Keys are interned once (`get!`), so a lookup allocates no Python string.
+fn get<'py, T>(d: &Bound<'py, PyDict>, schema: &'static str, key: &Bound<'py, PyString>, field: &str) -> PyResult<T>
 where
     T: for<'a> FromPyObject<'a, 'py>,
 {
     let py = d.py();
-    match d.get_item(field)? {
+    match d.get_item(key)? {
         None => Err(invalid(py, schema, field, "missing".into())),
         Some(v) => v
             .extract::<T>()
             .map_err(|_| invalid(py, schema, field, format!("wrong type {}", v.get_type().name().map(|n| n.to_string()).unwrap_or_default()))),
     }
+}
+
+macro_rules! get {
+    ($d:expr, $schema:expr, $field:literal) => {
+        get($d, $schema, intern!($d.py(), $field), $field)
+    };
+}
+
+macro_rules! set {
+    ($d:expr, $key:literal, $value:expr) => {
+        $d.set_item(intern!($d.py(), $key), $value)
+    };
 }
 
 fn le_f64(py: Python<'_>, v: impl Iterator<Item = f64>) -> Bound<'_, PyBytes> {
@@ -76,42 +90,42 @@ impl PyConvert for Candle {
     fn from_dict(d: &Bound<'_, PyDict>) -> PyResult<Self> {
         let s = Self::SCHEMA;
         Ok(Self {
-            timestamp_us: get(d, s, "timestamp")?,
-            symbol: get(d, s, "symbol")?,
-            interval: get(d, s, "interval")?,
-            open: get(d, s, "open")?,
-            high: get(d, s, "high")?,
-            low: get(d, s, "low")?,
-            close: get(d, s, "close")?,
-            volume: get(d, s, "volume")?,
-            source: get(d, s, "source")?,
+            timestamp_us: get!(d, s, "timestamp")?,
+            symbol: get!(d, s, "symbol")?,
+            interval: get!(d, s, "interval")?,
+            open: get!(d, s, "open")?,
+            high: get!(d, s, "high")?,
+            low: get!(d, s, "low")?,
+            close: get!(d, s, "close")?,
+            volume: get!(d, s, "volume")?,
+            source: get!(d, s, "source")?,
         })
     }
 
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        d.set_item("timestamp", self.timestamp_us)?;
-        d.set_item("symbol", &self.symbol)?;
-        d.set_item("interval", &self.interval)?;
-        d.set_item("open", self.open)?;
-        d.set_item("high", self.high)?;
-        d.set_item("low", self.low)?;
-        d.set_item("close", self.close)?;
-        d.set_item("volume", self.volume)?;
-        d.set_item("source", &self.source)?;
+        set!(d, "timestamp", self.timestamp_us)?;
+        set!(d, "symbol", &self.symbol)?;
+        set!(d, "interval", &self.interval)?;
+        set!(d, "open", self.open)?;
+        set!(d, "high", self.high)?;
+        set!(d, "low", self.low)?;
+        set!(d, "close", self.close)?;
+        set!(d, "volume", self.volume)?;
+        set!(d, "source", &self.source)?;
         Ok(d)
     }
 
     fn columns<'py>(py: Python<'py>, recs: &[Self], out: &Bound<'py, PyDict>) -> PyResult<()> {
-        out.set_item("timestamp", le_i64(py, recs.iter().map(|r| r.timestamp_us)))?;
-        out.set_item("symbol", PyList::new(py, recs.iter().map(|r| r.symbol.as_str()))?)?;
-        out.set_item("interval", PyList::new(py, recs.iter().map(|r| r.interval.as_str()))?)?;
-        out.set_item("open", le_f64(py, recs.iter().map(|r| r.open)))?;
-        out.set_item("high", le_f64(py, recs.iter().map(|r| r.high)))?;
-        out.set_item("low", le_f64(py, recs.iter().map(|r| r.low)))?;
-        out.set_item("close", le_f64(py, recs.iter().map(|r| r.close)))?;
-        out.set_item("volume", le_f64(py, recs.iter().map(|r| r.volume)))?;
-        out.set_item("source", PyList::new(py, recs.iter().map(|r| r.source.as_str()))?)?;
+        set!(out, "timestamp", le_i64(py, recs.iter().map(|r| r.timestamp_us)))?;
+        set!(out, "symbol", PyList::new(py, recs.iter().map(|r| r.symbol.as_str()))?)?;
+        set!(out, "interval", PyList::new(py, recs.iter().map(|r| r.interval.as_str()))?)?;
+        set!(out, "open", le_f64(py, recs.iter().map(|r| r.open)))?;
+        set!(out, "high", le_f64(py, recs.iter().map(|r| r.high)))?;
+        set!(out, "low", le_f64(py, recs.iter().map(|r| r.low)))?;
+        set!(out, "close", le_f64(py, recs.iter().map(|r| r.close)))?;
+        set!(out, "volume", le_f64(py, recs.iter().map(|r| r.volume)))?;
+        set!(out, "source", PyList::new(py, recs.iter().map(|r| r.source.as_str()))?)?;
         Ok(())
     }
 }
@@ -120,21 +134,21 @@ impl PyConvert for FeatureVector {
     fn from_dict(d: &Bound<'_, PyDict>) -> PyResult<Self> {
         let s = Self::SCHEMA;
         Ok(Self {
-            timestamp_us: get(d, s, "timestamp")?,
-            symbol: get(d, s, "symbol")?,
-            version: get(d, s, "version")?,
-            names: get(d, s, "names")?,
-            values: get(d, s, "values")?,
+            timestamp_us: get!(d, s, "timestamp")?,
+            symbol: get!(d, s, "symbol")?,
+            version: get!(d, s, "version")?,
+            names: get!(d, s, "names")?,
+            values: get!(d, s, "values")?,
         })
     }
 
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        d.set_item("timestamp", self.timestamp_us)?;
-        d.set_item("symbol", &self.symbol)?;
-        d.set_item("version", &self.version)?;
-        d.set_item("names", &self.names)?;
-        d.set_item("values", &self.values)?;
+        set!(d, "timestamp", self.timestamp_us)?;
+        set!(d, "symbol", &self.symbol)?;
+        set!(d, "version", &self.version)?;
+        set!(d, "names", &self.names)?;
+        set!(d, "values", &self.values)?;
         Ok(d)
     }
 
@@ -154,13 +168,13 @@ impl PyConvert for FeatureVector {
             };
             set_of.push(i as i64);
         }
-        out.set_item("timestamp", le_i64(py, recs.iter().map(|r| r.timestamp_us)))?;
-        out.set_item("symbol", PyList::new(py, recs.iter().map(|r| r.symbol.as_str()))?)?;
-        out.set_item("version", PyList::new(py, recs.iter().map(|r| r.version.as_str()))?)?;
-        out.set_item("feature_sets", PyList::new(py, sets.iter().map(|s| s.to_vec()))?)?;
-        out.set_item("feature_set", le_i64(py, set_of.into_iter()))?;
-        out.set_item("lengths", le_i64(py, recs.iter().map(|r| r.values.len() as i64)))?;
-        out.set_item("values", le_f64(py, recs.iter().flat_map(|r| r.values.iter().copied())))?;
+        set!(out, "timestamp", le_i64(py, recs.iter().map(|r| r.timestamp_us)))?;
+        set!(out, "symbol", PyList::new(py, recs.iter().map(|r| r.symbol.as_str()))?)?;
+        set!(out, "version", PyList::new(py, recs.iter().map(|r| r.version.as_str()))?)?;
+        set!(out, "feature_sets", PyList::new(py, sets.iter().map(|s| s.to_vec()))?)?;
+        set!(out, "feature_set", le_i64(py, set_of.into_iter()))?;
+        set!(out, "lengths", le_i64(py, recs.iter().map(|r| r.values.len() as i64)))?;
+        set!(out, "values", le_f64(py, recs.iter().flat_map(|r| r.values.iter().copied())))?;
         Ok(())
     }
 }
@@ -169,51 +183,50 @@ impl PyConvert for Prediction {
     fn from_dict(d: &Bound<'_, PyDict>) -> PyResult<Self> {
         let s = Self::SCHEMA;
         let py = d.py();
-        let model_type: String = get(d, s, "model_type")?;
+        let model_type: String = get!(d, s, "model_type")?;
         let model_type = ModelType::from_symbol(&model_type)
             .ok_or_else(|| invalid(py, s, "model_type", format!("unknown symbol '{model_type}'")))?;
-        let p: Bound<'_, PyDict> = get(d, s, "prediction")?;
-        let direction: String = get(&p, s, "prediction.direction")
-            .or_else(|_| get(&p, s, "direction"))?;
+        let p: Bound<'_, PyDict> = get!(d, s, "prediction")?;
+        let direction: String = get(&p, s, intern!(py, "direction"), "prediction.direction")?;
         let direction = Direction::from_symbol(&direction)
             .ok_or_else(|| invalid(py, s, "prediction.direction", format!("unknown symbol '{direction}'")))?;
         Ok(Self {
-            timestamp_us: get(d, s, "timestamp")?,
-            symbol: get(d, s, "symbol")?,
+            timestamp_us: get!(d, s, "timestamp")?,
+            symbol: get!(d, s, "symbol")?,
             model_type,
-            model_version: get(d, s, "model_version")?,
+            model_version: get!(d, s, "model_version")?,
             direction,
-            probability: get(&p, s, "probability")?,
-            confidence: get(&p, s, "confidence")?,
-            inference_time_ms: get(d, s, "inference_time_ms")?,
+            probability: get(&p, s, intern!(py, "probability"), "prediction.probability")?,
+            confidence: get(&p, s, intern!(py, "confidence"), "prediction.confidence")?,
+            inference_time_ms: get!(d, s, "inference_time_ms")?,
         })
     }
 
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let p = PyDict::new(py);
-        p.set_item("direction", self.direction.symbol())?;
-        p.set_item("probability", self.probability)?;
-        p.set_item("confidence", self.confidence)?;
+        set!(p, "direction", self.direction.symbol())?;
+        set!(p, "probability", self.probability)?;
+        set!(p, "confidence", self.confidence)?;
         let d = PyDict::new(py);
-        d.set_item("timestamp", self.timestamp_us)?;
-        d.set_item("symbol", &self.symbol)?;
-        d.set_item("model_type", self.model_type.symbol())?;
-        d.set_item("model_version", &self.model_version)?;
-        d.set_item("prediction", p)?;
-        d.set_item("inference_time_ms", self.inference_time_ms)?;
+        set!(d, "timestamp", self.timestamp_us)?;
+        set!(d, "symbol", &self.symbol)?;
+        set!(d, "model_type", self.model_type.symbol())?;
+        set!(d, "model_version", &self.model_version)?;
+        set!(d, "prediction", p)?;
+        set!(d, "inference_time_ms", self.inference_time_ms)?;
         Ok(d)
     }
 
     fn columns<'py>(py: Python<'py>, recs: &[Self], out: &Bound<'py, PyDict>) -> PyResult<()> {
-        out.set_item("timestamp", le_i64(py, recs.iter().map(|r| r.timestamp_us)))?;
-        out.set_item("symbol", PyList::new(py, recs.iter().map(|r| r.symbol.as_str()))?)?;
-        out.set_item("model_type", PyList::new(py, recs.iter().map(|r| r.model_type.symbol()))?)?;
-        out.set_item("model_version", PyList::new(py, recs.iter().map(|r| r.model_version.as_str()))?)?;
+        set!(out, "timestamp", le_i64(py, recs.iter().map(|r| r.timestamp_us)))?;
+        set!(out, "symbol", PyList::new(py, recs.iter().map(|r| r.symbol.as_str()))?)?;
+        set!(out, "model_type", PyList::new(py, recs.iter().map(|r| r.model_type.symbol()))?)?;
+        set!(out, "model_version", PyList::new(py, recs.iter().map(|r| r.model_version.as_str()))?)?;
         // The design's -1 / 0 / 1, ready for arithmetic.
-        out.set_item("direction", le_i64(py, recs.iter().map(|r| i64::from(r.direction.sign()))))?;
-        out.set_item("probability", le_f64(py, recs.iter().map(|r| r.probability)))?;
-        out.set_item("confidence", le_f64(py, recs.iter().map(|r| r.confidence)))?;
-        out.set_item("inference_time_ms", le_f64(py, recs.iter().map(|r| r.inference_time_ms)))?;
+        set!(out, "direction", le_i64(py, recs.iter().map(|r| i64::from(r.direction.sign()))))?;
+        set!(out, "probability", le_f64(py, recs.iter().map(|r| r.probability)))?;
+        set!(out, "confidence", le_f64(py, recs.iter().map(|r| r.confidence)))?;
+        set!(out, "inference_time_ms", le_f64(py, recs.iter().map(|r| r.inference_time_ms)))?;
         Ok(())
     }
 }
@@ -301,9 +314,9 @@ fn decode_many<'py, T: PyConvert>(
         }
     }
     let out = PyDict::new(py);
-    out.set_item("count", good.len())?;
-    out.set_item("rows", le_i64(py, rows.into_iter()))?;
-    out.set_item("failed", failed)?;
+    set!(out, "count", good.len())?;
+    set!(out, "rows", le_i64(py, rows.into_iter()))?;
+    set!(out, "failed", failed)?;
     T::columns(py, &good, &out)?;
     Ok(out)
 }
