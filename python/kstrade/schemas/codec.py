@@ -661,8 +661,12 @@ class Codec:
                 if e.errors()[0]["type"] == "json_invalid":
                     raise self._err("MALFORMED", e.errors()[0]["msg"], "", topic, offset) from None
                 raise self._invalid(e, topic, offset) from None
-        value = self.decode_value(data, version=version, topic=topic, offset=offset)
-        value["timestamp"] = from_micros(value["timestamp"])
+        data, writer = self._unframe(data, version, topic, offset)
+        if self.native and writer is None:
+            value = self._dec1(data, version=self.version, topic=topic, offset=offset)
+            value["timestamp"] = from_micros(value["timestamp"])
+        else:
+            value = self._fastavro_decode(data, writer, topic, offset)  # timestamps already datetimes
         try:
             return self.model.model_validate(value)
         except ValidationError as e:

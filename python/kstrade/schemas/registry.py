@@ -11,6 +11,7 @@ Off by default: `Codec(..., wire="confluent", registry=SchemaRegistry(url))` tur
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import urllib.error
@@ -48,8 +49,6 @@ class SchemaRegistry:
         if data is not None:
             req.add_header("Content-Type", CONTENT_TYPE)
         if self._auth is not None:
-            import base64
-
             token = base64.b64encode(f"{self._auth[0]}:{self._auth[1]}".encode()).decode()
             req.add_header("Authorization", f"Basic {token}")
         try:

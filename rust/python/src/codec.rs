@@ -235,6 +235,18 @@ fn ctx(topic: Option<String>, offset: Option<i64>) -> Context {
     Context { topic, offset }
 }
 
+/// The codec is panic-free by construction (and fuzzed for it); should a bug ever panic on
+/// hostile bytes anyway, the message still becomes a `CodecError` for the dead-letter path
+/// instead of a `PanicException` that would take the stage down.
+fn guarded_decode<T: AvroRecord>(data: &[u8], version: Option<u32>, c: &Context) -> Result<T, RsCodecError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec::decode::<T>(data, version, c))).unwrap_or_else(|_| {
+        Err(RsCodecError::Malformed {
+            at: codec::Location { schema: T::SCHEMA, field: String::new(), topic: c.topic.clone(), offset: c.offset },
+            reason: "internal decoder error (a bug: please report it with the message bytes)".into(),
+        })
+    })
+}
+
 fn encode_one<T: PyConvert>(py: Python<'_>, record: &Bound<'_, PyDict>) -> PyResult<Py<PyBytes>> {
     let r = T::from_dict(record)?;
     let bytes = codec::encode(&r).map_err(|e| err(py, e))?;
@@ -248,7 +260,7 @@ fn decode_one<'py, T: PyConvert>(
     topic: Option<String>,
     offset: Option<i64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let r: T = codec::decode(data, version, &ctx(topic, offset)).map_err(|e| err(py, e))?;
+    let r: T = guarded_decode(data, version, &ctx(topic, offset)).map_err(|e| err(py, e))?;
     r.to_dict(py)
 }
 
@@ -291,7 +303,7 @@ fn decode_many<'py, T: PyConvert>(
         let mut out = Vec::with_capacity(slices.len());
         for (i, s) in slices.iter().enumerate() {
             let c = ctx(topic.clone(), offsets.as_ref().map(|o| o[i]));
-            let r = codec::decode::<T>(s, version, &c);
+            let r = guarded_decode::<T>(s, version, &c);
             let bad = r.is_err();
             out.push(r);
             if bad && !skip {
