@@ -459,10 +459,13 @@ def test_confluent_wire_format_registers_once_and_reads_back(registry: str) -> N
     assert data[5:] == Codec("candle", engine="fastavro").encode(candle())
     codec.encode(candle())
     assert _Registry.requests == [("POST", "/subjects/kstrade.Candle/versions")]  # cached
-    # A second client, knowing nothing, resolves the id through GET /schemas/ids/{id}.
-    other = SchemaRegistry(registry)
-    assert other.schema_by_id(schema_id)["name"] == "Candle"
+    # A consumer, knowing nothing, resolves the id through GET /schemas/ids/{id}, once.
+    consumer = Codec("candle", wire="confluent", registry=SchemaRegistry(registry))
+    assert consumer.decode(data) == candle()
+    assert consumer.decode(data) == candle()
+    assert _Registry.requests[1:] == [("GET", f"/schemas/ids/{schema_id}")]
     assert codec.decode(data) == candle()
+    assert len(_Registry.requests) == 2
     assert (
         dict(MessageHeaders.from_kafka(codec.headers(1, "ingest")).__dict__)["encoding"] == "avro-confluent"
     )
@@ -494,3 +497,19 @@ def test_random_bytes_give_records_or_codec_errors_never_a_panic(data: bytes) ->
     for name in HOT_TYPES:
         cols = Codec(name).decode_batch([data, data], errors="skip")
         assert cols["count"] + len(cols["failed"]) == 2
+
+
+def test_confluent_reads_an_evolved_writer_schema_by_resolution(registry: str) -> None:
+    client = SchemaRegistry(registry)
+    newer = json.loads((schema_dir() / "candle.avsc").read_text())
+    newer["version"] = 2
+    newer["fields"].append({"name": "trades", "type": ["null", "long"], "default": None})
+    newer_id = client.register("kstrade.Candle", newer)
+    value = {**vectors("candle")["valid"][0]["record"], "trades": 17}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(newer), value)
+    data = struct.pack(">bI", 0, newer_id) + buf.getvalue()
+    got = Codec("candle", wire="confluent", registry=SchemaRegistry(registry)).decode(
+        data, topic="t", offset=1
+    )
+    assert to_micros(got.timestamp) == value["timestamp"] and got.close == value["close"]

@@ -472,6 +472,7 @@ class Codec:
         self.native = engine != "fastavro" and native_ok
         self._enc1, self._dec1, self._encn, self._decn = _NATIVE.get(name, (None, None, None, None))
         self._schema_id: int | None = None
+        self._current_ids: set[int] = set()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -605,7 +606,8 @@ class Codec:
             )
         _, schema_id = _CONFLUENT.unpack_from(data)
         body = data[_CONFLUENT.size :]
-        if schema_id == self.schema_id():
+        # A consumer only looks ids up (GET); it never registers anything.
+        if schema_id == self._schema_id or schema_id in self._current_ids:
             return body, None
         assert self.registry is not None
         try:
@@ -620,6 +622,9 @@ class Codec:
                 topic,
                 offset,
             )
+        if writer == self.schema:
+            self._current_ids.add(schema_id)
+            return body, None
         return body, fastavro.parse_schema(writer)
 
     # models
