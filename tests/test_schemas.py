@@ -4,6 +4,7 @@ round-trips in every format, and each schema stays FULL compatible with its rele
 from __future__ import annotations
 
 import copy
+import io
 import json
 import shutil
 from collections.abc import Iterator
@@ -345,3 +346,19 @@ def test_old_writer_versions_are_read_through_schema_resolution(schemas_v2: Path
     with pytest.raises(CodecError) as info:
         codec.decode_value(v1_bytes, version=3, topic="t", offset=0)
     assert info.value.code == "UNKNOWN_SCHEMA_VERSION"
+
+
+def test_nan_inside_a_map_is_refused_by_the_fastavro_path_with_its_field() -> None:
+    codec = Codec("signal")
+    good = MODELS["signal"](timestamp=T0, **samples()["signal"]).model_dump()
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(
+        buf, fastavro.parse_schema(codec.schema), {**good, "features_snapshot": {"rsi_14": float("nan")}}
+    )
+    with pytest.raises(CodecError) as info:
+        codec.decode(buf.getvalue(), topic="signals.raw", offset=8)
+    assert (info.value.code, info.value.field, info.value.offset) == (
+        "NON_FINITE",
+        "features_snapshot.rsi_14",
+        8,
+    )

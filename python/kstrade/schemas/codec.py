@@ -185,6 +185,10 @@ def schema_json(name: str, version: int | None = None) -> dict[str, Any]:
     """The schema `name` (file stem) as JSON: the current one, or a released `version`."""
     base = schema_dir()
     path = base / f"{name}.avsc" if version is None else base / "released" / f"{name}.v{version}.avsc"
+    if not base.is_dir():
+        raise FileNotFoundError(
+            f"the message schemas are not at {base}: set KSTRADE_SCHEMAS_DIR to the schemas/ folder"
+        )
     result: dict[str, Any] = json.loads(path.read_text())
     return result
 
