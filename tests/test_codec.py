@@ -278,6 +278,49 @@ def test_native_and_fastavro_agree_on_any_candle(ts: int, prices: list[float], s
     assert native.decode(data) == python.decode(data) == c
 
 
+@given(
+    values=st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=150),
+    version=st.text(min_size=1, max_size=8),
+)
+@settings(max_examples=150, deadline=None)
+def test_native_and_fastavro_agree_on_any_feature_vector(values: list[float], version: str) -> None:
+    fv = FeatureVector(
+        timestamp=T0,
+        symbol="SOL-USD",
+        version=version,
+        names=[f"f{i}" for i in range(len(values))],
+        values=values,
+    )
+    native, python = Codec("feature_vector", engine="native"), Codec("feature_vector", engine="fastavro")
+    data = native.encode(fv)
+    assert data == python.encode(fv)
+    assert native.decode(data) == python.decode(data) == fv
+
+
+@given(
+    probability=st.floats(min_value=0, max_value=1),
+    confidence=st.floats(min_value=0, max_value=1),
+    direction=st.sampled_from(list(PredictedDirection)),
+    model_type=st.sampled_from(list(ModelType)),
+)
+@settings(max_examples=150, deadline=None)
+def test_native_and_fastavro_agree_on_any_prediction(
+    probability: float, confidence: float, direction: PredictedDirection, model_type: ModelType
+) -> None:
+    p = Prediction(
+        timestamp=T0,
+        symbol="BTC-USD",
+        model_type=model_type,
+        model_version="a7aff5c4",
+        prediction=PredictionOutput(direction=direction, probability=probability, confidence=confidence),
+        inference_time_ms=0.5,
+    )
+    native, python = Codec("prediction", engine="native"), Codec("prediction", engine="fastavro")
+    data = native.encode(p)
+    assert data == python.encode(p)
+    assert native.decode(data) == python.decode(data) == p
+
+
 # --- batches ---------------------------------------------------------------------------------------
 
 
