@@ -1,0 +1,806 @@
+"""The one way to turn a message into bytes and back: Avro (bare or Confluent wire format) or
+JSON, with the headers every message carries. No stage hand-rolls serialization.
+
+    codec = Codec("candle")                      # Avro, native engine for the hot types
+    value = codec.encode(candle)                 # bytes for the bus
+    headers = codec.headers(origin_ns=..., stage="ingest")
+    candle = codec.decode(value, topic=record.topic, offset=record.offset)
+    columns = codec.decode_batch(values, topic=..., offsets=...)   # numpy columns, GIL released
+
+Candles, feature vectors and predictions encode natively (`kstrade._native`, hand-written for
+these schemas); every type also encodes with fastavro from the same `.avsc` files, and both
+agree byte for byte (tests/vectors). Failures raise `CodecError` whose `.code` is stable and
+whose message names the schema, field, topic and offset.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import fastavro
+import numpy as np
+import orjson
+from pydantic import ValidationError
+
+from kstrade import _native
+from kstrade.schemas.models import MODELS, FeatureVector, Message, PredictedDirection, Prediction
+
+if TYPE_CHECKING:
+    from kstrade.schemas.registry import SchemaRegistry
+
+CodecError = _native.CodecError
+
+Format = Literal["avro", "json"]
+Engine = Literal["auto", "native", "fastavro"]
+Wire = Literal["bare", "confluent"]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+# --- headers ------------------------------------------------------------------------------------
+
+HEADER_SCHEMA = "schema"
+HEADER_SCHEMA_VERSION = "schema_version"
+HEADER_ORIGIN_NS = "origin_ns"
+HEADER_STAGE = "stage"
+HEADER_ENCODING = "encoding"
+#: `encoding` header values: bare Avro body, Confluent wire format, or JSON.
+ENCODINGS = ("avro", "avro-confluent", "json")
+
+
+def codec_error(
+    code: str,
+    reason: str,
+    *,
+    schema: str = "",
+    field: str = "",
+    topic: str | None = None,
+    offset: int | None = None,
+) -> Exception:
+    """A `CodecError` shaped like the native ones: same attributes, same message layout."""
+    where = f"field '{field}' of {schema}" if field else schema
+    if topic is not None and offset is not None:
+        where += f" (topic '{topic}', offset {offset})"
+    elif topic is not None:
+        where += f" (topic '{topic}')"
+    elif offset is not None:
+        where += f" (offset {offset})"
+    e = CodecError(f"{code.lower().replace('_', ' ')} at {where}: {reason}")
+    e.code, e.schema, e.field, e.topic, e.offset = code, schema, field, topic, offset
+    return e
+
+
+@dataclass(frozen=True)
+class MessageHeaders:
+    """The headers on every message. Values are ASCII text, like the bus's `dlq.*` headers.
+
+    - `schema`: full Avro name of the value, e.g. `kstrade.Candle`
+    - `schema_version`: the `version` of that schema the value was written with, e.g. `1`
+    - `origin_ns`: epoch nanoseconds of the market event that caused this message (the candle
+      close that started the chain); every stage copies it from its input, so any consumer can
+      measure end-to-end latency as `now - origin_ns`
+    - `stage`: the stage that produced the message (ingest, features, inference, ...)
+    - `encoding`: `avro` (bare body), `avro-confluent` (magic byte + schema id + body) or `json`
+    """
+
+    schema: str
+    schema_version: int
+    origin_ns: int
+    stage: str
+    encoding: str = "avro"
+
+    def to_kafka(self) -> list[tuple[str, bytes]]:
+        return [
+            (HEADER_SCHEMA, self.schema.encode()),
+            (HEADER_SCHEMA_VERSION, str(self.schema_version).encode()),
+            (HEADER_ORIGIN_NS, str(self.origin_ns).encode()),
+            (HEADER_STAGE, self.stage.encode()),
+            (HEADER_ENCODING, self.encoding.encode()),
+        ]
+
+    @classmethod
+    def from_kafka(
+        cls,
+        headers: Iterable[tuple[str, bytes | None]],
+        *,
+        topic: str | None = None,
+        offset: int | None = None,
+    ) -> MessageHeaders:
+        """Reads the headers of a consumed record; the first occurrence of each name wins."""
+        found: dict[str, str] = {}
+        for name, value in headers:
+            if name in found or value is None:
+                continue
+            try:
+                found[name] = value.decode("ascii")
+            except UnicodeDecodeError:
+                raise codec_error(
+                    "BAD_HEADER", "not ASCII text", schema="headers", field=name, topic=topic, offset=offset
+                ) from None
+        for name in (HEADER_SCHEMA, HEADER_SCHEMA_VERSION, HEADER_ORIGIN_NS, HEADER_STAGE):
+            if name not in found:
+                raise codec_error(
+                    "MISSING_HEADER",
+                    "required on every message",
+                    schema="headers",
+                    field=name,
+                    topic=topic,
+                    offset=offset,
+                )
+        encoding = found.get(HEADER_ENCODING, "avro")
+        if encoding not in ENCODINGS:
+            raise codec_error(
+                "BAD_HEADER",
+                f"unknown encoding {encoding!r}",
+                schema="headers",
+                field=HEADER_ENCODING,
+                topic=topic,
+                offset=offset,
+            )
+        ints = {}
+        for name in (HEADER_SCHEMA_VERSION, HEADER_ORIGIN_NS):
+            try:
+                ints[name] = int(found[name])
+            except ValueError:
+                raise codec_error(
+                    "BAD_HEADER",
+                    f"{found[name]!r} is not an integer",
+                    schema="headers",
+                    field=name,
+                    topic=topic,
+                    offset=offset,
+                ) from None
+        return cls(
+            found[HEADER_SCHEMA],
+            ints[HEADER_SCHEMA_VERSION],
+            ints[HEADER_ORIGIN_NS],
+            found[HEADER_STAGE],
+            encoding,
+        )
+
+
+# --- schemas ------------------------------------------------------------------------------------
+
+
+def schema_dir() -> Path | None:
+    """`$KSTRADE_SCHEMAS_DIR`, else the repository's `schemas/` when running from a checkout, else
+    None: an installed wheel reads the copies embedded in the native module at build time."""
+    env = os.environ.get("KSTRADE_SCHEMAS_DIR")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[3] / "schemas"
+    return repo if repo.is_dir() else None
+
+
+def _schema_text(relative: str) -> str:
+    base = schema_dir()
+    if base is None:
+        try:
+            return _native.SCHEMA_FILES[relative]
+        except KeyError:
+            raise FileNotFoundError(f"no schema {relative} in this build of kstrade") from None
+    if not base.is_dir():
+        raise FileNotFoundError(
+            f"the message schemas are not at {base}: set KSTRADE_SCHEMAS_DIR to the schemas/ folder"
+        )
+    return (base / relative).read_text()
+
+
+@cache
+def schema_json(name: str, version: int | None = None) -> dict[str, Any]:
+    """The schema `name` (file stem) as JSON: the current one, or a released `version`."""
+    relative = f"{name}.avsc" if version is None else f"released/{name}.v{version}.avsc"
+    result: dict[str, Any] = json.loads(_schema_text(relative))
+    return result
+
+
+@cache
+def released_versions(name: str) -> tuple[int, ...]:
+    base = schema_dir()
+    names = (
+        [p.name for p in (base / "released").glob(f"{name}.v*.avsc")]
+        if base is not None
+        else [k.removeprefix("released/") for k in _native.SCHEMA_FILES if k.startswith(f"released/{name}.v")]
+    )
+    out = []
+    for file in names:
+        suffix = file[len(name) + 2 : -len(".avsc")]
+        if suffix.isdigit():
+            out.append(int(suffix))
+    return tuple(sorted(out))
+
+
+@cache
+def _parsed(name: str, version: int | None = None) -> Any:
+    return fastavro.parse_schema(schema_json(name, version))
+
+
+def full_name(schema: dict[str, Any]) -> str:
+    ns = schema.get("namespace")
+    return f"{ns}.{schema['name']}" if ns else str(schema["name"])
+
+
+# --- time ---------------------------------------------------------------------------------------
+
+
+def to_micros(t: datetime) -> int:
+    return (t - EPOCH) // _US
+
+
+def from_micros(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+# --- where a bad Avro body broke ----------------------------------------------------------------
+
+
+class _Stop(Exception):
+    def __init__(self, code: str, field: str) -> None:
+        self.code, self.field = code, field
+
+
+def locate_failure(schema: Any, data: bytes) -> tuple[str, str]:
+    """Walks `data` against a parsed schema and returns (code, field path) of the first problem.
+
+    fastavro says *that* a body is bad, not *where*; this runs only on that error path.
+    """
+    named: dict[str, Any] = {}
+    pos = 0
+
+    def need(n: int, field: str) -> None:
+        if n < 0:
+            raise _Stop("MALFORMED", field)
+        if pos + n > len(data):
+            raise _Stop("TRUNCATED", field)
+
+    def long(field: str) -> int:
+        nonlocal pos
+        z, shift = 0, 0
+        while True:
+            need(1, field)
+            b = data[pos]
+            pos += 1
+            z |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return (z >> 1) ^ -(z & 1)
+            if shift >= 70:
+                raise _Stop("MALFORMED", field)
+
+    def min_size(s: Any) -> int:
+        """The fewest bytes a value of this type takes (0 for null)."""
+        if isinstance(s, str) and s in named:
+            s = named[s]
+        if isinstance(s, list):
+            return 1
+        t = s if isinstance(s, str) else s["type"]
+        if isinstance(t, (dict, list)):
+            return min_size(t)
+        if t == "null":
+            return 0
+        if t in ("float", "double"):
+            return 4 if t == "float" else 8
+        if t == "fixed":
+            return int(s["size"])
+        if t == "record":
+            return sum(min_size(f["type"]) for f in s["fields"])
+        return 1
+
+    def walk(s: Any, field: str) -> None:
+        nonlocal pos
+        if isinstance(s, str) and s in named:
+            s = named[s]
+        if isinstance(s, list):
+            i = long(field)
+            if not 0 <= i < len(s):
+                raise _Stop("MALFORMED", field)
+            walk(s[i], field)
+            return
+        t = s if isinstance(s, str) else s["type"]
+        if isinstance(s, dict) and "name" in s and t in ("record", "enum", "fixed"):
+            named[s["name"]] = s
+        if t == "null":
+            return
+        if t == "boolean":
+            need(1, field)
+            if data[pos] > 1:
+                raise _Stop("MALFORMED", field)
+            pos += 1
+        elif t in ("int", "long"):
+            long(field)
+        elif t in ("float", "double"):
+            n = 4 if t == "float" else 8
+            need(n, field)
+            pos += n
+        elif t in ("bytes", "string"):
+            n = long(field)
+            need(n, field)
+            if t == "string":
+                try:
+                    data[pos : pos + n].decode()
+                except UnicodeDecodeError:
+                    raise _Stop("MALFORMED", field) from None
+            pos += n
+        elif t == "fixed":
+            need(s["size"], field)
+            pos += s["size"]
+        elif t == "enum":
+            i = long(field)
+            if not 0 <= i < len(s["symbols"]):
+                raise _Stop("MALFORMED", field)
+        elif t in ("array", "map"):
+            while True:
+                count = long(field)
+                if count == 0:
+                    break
+                if count < 0:
+                    count = -count
+                    long(field)
+                # As the native codec: a count the rest of the body cannot hold is a truncation
+                # of the array itself (and never a reason to loop 2**40 times).
+                item = min_size(s["values"] if t == "map" else s["items"]) + (1 if t == "map" else 0)
+                if count * max(item, 1) > len(data) - pos:
+                    raise _Stop("TRUNCATED", field)
+                for i in range(count):
+                    if t == "map":
+                        walk("string", field)
+                        walk(s["values"], f"{field}[{i}]")
+                    else:
+                        walk(s["items"], f"{field}[{i}]")
+        elif t == "record":
+            for f in s["fields"]:
+                walk(f["type"], f"{field}.{f['name']}" if field else f["name"])
+        elif isinstance(t, (dict, list)):
+            walk(t, field)
+        else:
+            walk(named.get(t, t), field)
+
+    try:
+        walk(schema, "")
+    except _Stop as stop:
+        return stop.code, stop.field
+    except RecursionError:
+        return "MALFORMED", ""
+    if pos != len(data):
+        return "TRAILING_BYTES", ""
+    return "MALFORMED", ""
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# --- JSON shapes of the design document -----------------------------------------------------------
+
+
+def _json_out(name: str, d: dict[str, Any]) -> dict[str, Any]:
+    if name == "feature_vector":
+        # The design's {"timestamp", "symbol", "features": {name: value}, "version"}.
+        return {
+            "timestamp": d["timestamp"],
+            "symbol": d["symbol"],
+            "features": dict(zip(d["names"], d["values"], strict=True)),
+            "version": d["version"],
+        }
+    if name == "prediction":
+        p = d["prediction"]
+        return {**d, "prediction": {**p, "direction": PredictedDirection(p["direction"]).sign}}
+    return d
+
+
+def _json_in(name: str, d: Any) -> Any:
+    if not isinstance(d, dict):
+        return d
+    if name == "feature_vector" and isinstance(d.get("features"), dict):
+        f = d.pop("features")
+        return {**d, "names": list(f), "values": list(f.values())}
+    if name == "prediction" and isinstance(d.get("prediction"), dict):
+        p = d["prediction"]
+        if isinstance(p.get("direction"), int) and not isinstance(p["direction"], bool):
+            try:
+                direction = PredictedDirection.from_sign(p["direction"]).value
+            except ValueError:
+                return d  # the model reports the bad value with its field
+            return {**d, "prediction": {**p, "direction": direction}}
+    return d
+
+
+# --- the codec ----------------------------------------------------------------------------------
+
+_NATIVE: dict[str, tuple[Any, Any, Any, Any]] = {
+    "candle": (_native.encode_candle, _native.decode_candle, _native.encode_candles, _native.decode_candles),
+    "feature_vector": (
+        _native.encode_feature_vector,
+        _native.decode_feature_vector,
+        _native.encode_feature_vectors,
+        _native.decode_feature_vectors,
+    ),
+    "prediction": (
+        _native.encode_prediction,
+        _native.decode_prediction,
+        _native.encode_predictions,
+        _native.decode_predictions,
+    ),
+}
+#: Message types with a hand-written native codec (the hot path).
+HOT_TYPES = tuple(_NATIVE)
+
+_CONFLUENT = struct.Struct(">bI")
+
+
+class Codec:
+    """Encodes and decodes one message type.
+
+    `format`: `avro` (default) or `json` (the design document's shapes, for debugging).
+    `engine`: for Avro, `native` (the Rust codec, hot types only), `fastavro`, or `auto` (native
+    where there is one). `wire`: `bare` Avro body (default) or `confluent` (magic byte 0, 4-byte
+    big-endian schema id, body), which needs a `registry`; the subject is the full record name
+    (RecordNameStrategy), because one schema serves several topics (e.g. `signals.*`).
+    """
+
+    def __init__(
+        self,
+        schema: str | type[Message],
+        format: Format = "avro",
+        *,
+        engine: Engine = "auto",
+        wire: Wire = "bare",
+        registry: SchemaRegistry | None = None,
+    ) -> None:
+        name = schema if isinstance(schema, str) else schema.schema_file
+        if name not in MODELS:
+            raise ValueError(f"unknown message type {name!r}: use one of {', '.join(sorted(MODELS))}")
+        if format not in ("avro", "json"):
+            raise ValueError(f"format must be 'avro' or 'json', not {format!r}")
+        if engine not in ("auto", "native", "fastavro"):
+            raise ValueError(f"engine must be 'auto', 'native' or 'fastavro', not {engine!r}")
+        if engine == "native" and name not in _NATIVE:
+            raise ValueError(f"no native codec for {name!r}: native types are {', '.join(HOT_TYPES)}")
+        if wire not in ("bare", "confluent"):
+            raise ValueError(f"wire must be 'bare' or 'confluent', not {wire!r}")
+        if wire == "confluent" and registry is None:
+            raise ValueError("the confluent wire format needs a schema registry")
+        self.name = name
+        self.model: type[Message] = MODELS[name]
+        self.format: Format = format
+        self.wire: Wire = wire
+        self.registry = registry
+        self.schema: dict[str, Any] = schema_json(name)
+        self.schema_name = full_name(self.schema)
+        self.version: int = int(self.schema["version"])
+        self._parsed = _parsed(name)
+        # The native layout is written for one schema version; a bumped .avsc without a new
+        # layout must not be encoded natively (the Rust tests fail on that drift too).
+        native_ok = name in _NATIVE and _native.NATIVE_SCHEMA_VERSIONS.get(self.schema_name) == self.version
+        if engine == "native" and not native_ok:
+            raise ValueError(
+                f"the native codec implements {self.schema_name} "
+                f"v{_native.NATIVE_SCHEMA_VERSIONS.get(self.schema_name)}, not v{self.version}"
+            )
+        self.native = engine != "fastavro" and native_ok
+        self._enc1, self._dec1, self._encn, self._decn = _NATIVE.get(name, (None, None, None, None))
+        self._schema_id: int | None = None
+        self._current_ids: set[int] = set()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        engine = "native" if self.native else "fastavro"
+        return f"Codec({self.name!r}, format={self.format!r}, engine={engine!r}, wire={self.wire!r})"
+
+    @property
+    def encoding(self) -> str:
+        if self.format == "json":
+            return "json"
+        return "avro-confluent" if self.wire == "confluent" else "avro"
+
+    # headers
+
+    def headers(self, origin_ns: int, stage: str) -> list[tuple[str, bytes]]:
+        """The headers for a message this codec encoded."""
+        return MessageHeaders(self.schema_name, self.version, origin_ns, stage, self.encoding).to_kafka()
+
+    # errors
+
+    def _err(
+        self, code: str, reason: str, field: str = "", topic: str | None = None, offset: int | None = None
+    ) -> Exception:
+        return codec_error(code, reason, schema=self.schema_name, field=field, topic=topic, offset=offset)
+
+    def _invalid(self, e: ValidationError, topic: str | None, offset: int | None) -> Exception:
+        first = e.errors()[0]
+        code = "NON_FINITE" if first["type"] == "finite_number" else "INVALID"
+        return self._err(code, first["msg"], _field_path(first["loc"]), topic, offset)
+
+    def _check_version(self, version: int | None, topic: str | None, offset: int | None) -> int | None:
+        """None for the current version, else an older released version to resolve from."""
+        if version is None or version == self.version:
+            return None
+        if version in released_versions(self.name) and version < self.version:
+            return version
+        known = sorted({*released_versions(self.name), self.version})
+        raise self._err(
+            "UNKNOWN_SCHEMA_VERSION",
+            f"version {version} is not one of {known}",
+            HEADER_SCHEMA_VERSION,
+            topic,
+            offset,
+        )
+
+    # Avro values (dicts shaped like fastavro's, timestamps as epoch microseconds)
+
+    def encode_value(self, value: dict[str, Any]) -> bytes:
+        """Encodes an Avro value without model validation (the codec still refuses NaN natively)."""
+        if self.format == "json":
+            return orjson.dumps(value)
+        if self.native:
+            body: bytes = self._enc1(value)
+        else:
+            buf = io.BytesIO()
+            try:
+                fastavro.schemaless_writer(buf, self._parsed, value)
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                raise self._err("INVALID", str(e)) from None
+            body = buf.getvalue()
+        return self._frame(body)
+
+    def decode_value(
+        self, data: bytes, *, version: int | None = None, topic: str | None = None, offset: int | None = None
+    ) -> dict[str, Any]:
+        """Decodes to an Avro value (timestamps as epoch microseconds); no model validation."""
+        if self.format == "json":
+            try:
+                result: dict[str, Any] = orjson.loads(data)
+            except orjson.JSONDecodeError as e:
+                raise self._err("MALFORMED", f"invalid JSON: {e}", "", topic, offset) from None
+            return result
+        data, writer = self._unframe(data, version, topic, offset)
+        if self.native and writer is None:
+            value: dict[str, Any] = self._dec1(data, version=self.version, topic=topic, offset=offset)
+            return value
+        value = self._fastavro_decode(data, writer, topic, offset)
+        ts = value.get("timestamp")
+        if isinstance(ts, datetime):
+            value["timestamp"] = to_micros(ts)
+        return value
+
+    def _fastavro_decode(self, data: bytes, writer: Any, topic: str | None, offset: int | None) -> dict[str, Any]:
+        writer_schema = self._parsed if writer is None else writer
+        buf = io.BytesIO(data)
+        try:
+            raw = fastavro.schemaless_reader(buf, writer_schema, None if writer is None else self._parsed)
+        except Exception as e:  # fastavro raises EOFError, IndexError, UnicodeDecodeError, ...
+            code, field = locate_failure(writer_schema, data)
+            raise self._err(code, f"{type(e).__name__}: {e}", field, topic, offset) from None
+        if not isinstance(raw, dict):
+            raise self._err("MALFORMED", "the body is not a record", "", topic, offset)
+        value: dict[str, Any] = raw
+        if buf.tell() != len(data):
+            raise self._err("TRAILING_BYTES", f"{len(data) - buf.tell()} byte(s) after the record", "", topic, offset)
+        return value
+
+    # framing: bare body or Confluent wire format
+
+    def schema_id(self) -> int:
+        """The registry id of the current schema (registered on first use, then cached)."""
+        assert self.registry is not None
+        with self._lock:
+            if self._schema_id is None:
+                self._schema_id = self.registry.register(self.schema_name, self.schema)
+            return self._schema_id
+
+    def _frame(self, body: bytes) -> bytes:
+        if self.wire == "bare":
+            return body
+        return _CONFLUENT.pack(0, self.schema_id()) + body
+
+    def _unframe(self, data: bytes, version: int | None, topic: str | None, offset: int | None) -> tuple[bytes, Any]:
+        """The Avro body and the writer schema to resolve from (None: the current schema)."""
+        if self.wire == "bare":
+            old = self._check_version(version, topic, offset)
+            return data, (None if old is None else _parsed(self.name, old))
+        if len(data) < _CONFLUENT.size or data[0] != 0:
+            raise self._err(
+                "MALFORMED",
+                "not in Confluent wire format (magic byte 0 + 4-byte schema id)",
+                "<wire header>",
+                topic,
+                offset,
+            )
+        _, schema_id = _CONFLUENT.unpack_from(data)
+        body = data[_CONFLUENT.size :]
+        # A consumer only looks ids up (GET); it never registers anything.
+        if schema_id == self._schema_id or schema_id in self._current_ids:
+            return body, None
+        assert self.registry is not None
+        try:
+            writer = self.registry.schema_by_id(schema_id)
+        except LookupError as e:
+            raise self._err("UNKNOWN_SCHEMA_ID", str(e), "<wire header>", topic, offset) from None
+        if full_name(writer) != self.schema_name:
+            raise self._err(
+                "SCHEMA_MISMATCH",
+                f"schema id {schema_id} is {full_name(writer)}",
+                "<wire header>",
+                topic,
+                offset,
+            )
+        if writer == self.schema:
+            self._current_ids.add(schema_id)
+            return body, None
+        return body, fastavro.parse_schema(writer)
+
+    # models
+
+    def encode(self, record: Message) -> bytes:
+        """Encodes a validated message."""
+        if not isinstance(record, self.model):
+            raise TypeError(f"{self!r} encodes {self.model.__name__}, not {type(record).__name__}")
+        if self.format == "json":
+            return orjson.dumps(_json_out(self.name, record.model_dump(mode="json")))
+        if self.native:
+            value = self._native_value(record)
+        else:
+            value = record.model_dump()
+        return self.encode_value(value)
+
+    def _native_value(self, record: Message) -> dict[str, Any]:
+        # A validated model's fields are already Avro values (StrEnums are str); only the
+        # timestamp and the nested prediction need converting. Cheaper than model_dump().
+        value = dict(record.__dict__)
+        value["timestamp"] = to_micros(record.timestamp)
+        if self.name == "prediction":
+            value["prediction"] = dict(value["prediction"].__dict__)
+        return value
+
+    def decode(
+        self, data: bytes, *, version: int | None = None, topic: str | None = None, offset: int | None = None
+    ) -> Message:
+        """Decodes and validates one message; `version` is the `schema_version` header if known."""
+        if self.format == "json":
+            self._check_version(version, topic, offset)
+            try:
+                if self.name in ("feature_vector", "prediction"):
+                    return self.model.model_validate(_json_in(self.name, orjson.loads(data)))
+                return self.model.model_validate_json(data)
+            except orjson.JSONDecodeError as e:
+                raise self._err("MALFORMED", f"invalid JSON: {e}", "", topic, offset) from None
+            except ValidationError as e:
+                if e.errors()[0]["type"] == "json_invalid":
+                    raise self._err("MALFORMED", e.errors()[0]["msg"], "", topic, offset) from None
+                raise self._invalid(e, topic, offset) from None
+        data, writer = self._unframe(data, version, topic, offset)
+        if self.native and writer is None:
+            value = self._dec1(data, version=self.version, topic=topic, offset=offset)
+            value["timestamp"] = from_micros(value["timestamp"])
+        else:
+            value = self._fastavro_decode(data, writer, topic, offset)  # timestamps already datetimes
+        try:
+            return self.model.model_validate(value)
+        except ValidationError as e:
+            raise self._invalid(e, topic, offset) from None
+
+    def decode_record(self, record: Any) -> Message:
+        """Decodes a consumed bus record, checking its headers against this codec."""
+        h = MessageHeaders.from_kafka(record.headers, topic=record.topic, offset=record.offset)
+        if h.schema != self.schema_name:
+            raise self._err(
+                "SCHEMA_MISMATCH",
+                f"the record carries {h.schema}",
+                HEADER_SCHEMA,
+                record.topic,
+                record.offset,
+            )
+        if h.encoding != self.encoding:
+            raise self._err(
+                "FORMAT_MISMATCH",
+                f"the record is {h.encoding}, this codec reads {self.encoding}",
+                HEADER_ENCODING,
+                record.topic,
+                record.offset,
+            )
+        if record.value is None:
+            raise self._err("MALFORMED", "the record has no value", "", record.topic, record.offset)
+        return self.decode(record.value, version=h.schema_version, topic=record.topic, offset=record.offset)
+
+    # batches
+
+    def encode_batch(self, records: Sequence[Message]) -> list[bytes]:
+        if self.native and self.format == "avro" and self.wire == "bare":
+            out: list[bytes] = self._encn([self._native_value(r) for r in records])
+            return out
+        return [self.encode(r) for r in records]
+
+    def decode_batch(
+        self,
+        values: Sequence[bytes],
+        *,
+        version: int | None = None,
+        topic: str | None = None,
+        offsets: Sequence[int] | None = None,
+        errors: Literal["raise", "skip"] = "raise",
+    ) -> Any:
+        """Decodes many messages at once.
+
+        Hot types (native, bare Avro) come back as a `dict` of numpy columns, decoded with the GIL
+        released: `timestamp` (datetime64[us]), the numeric fields (float64; prediction
+        `direction` as int64 -1/0/1), strings as lists, `rows` (input positions decoded) and
+        `failed` [(position, CodecError)] when `errors="skip"`. A feature vector batch has
+        `values` as an (n, k) matrix when all rows share one feature list (`names`), else flat
+        with `lengths`, `feature_sets` and `feature_set`. Other types give a list of models.
+        """
+        if (
+            self.native
+            and self.format == "avro"
+            and self.wire == "bare"
+            and self._check_version(version, topic, None) is None
+        ):
+            cols = self._decn(
+                list(values),
+                version=self.version,
+                topic=topic,
+                offsets=None if offsets is None else list(offsets),
+                errors=errors,
+            )
+            return _columns(self.name, cols)
+        out: list[Message] = []
+        for i, v in enumerate(values):
+            off = None if offsets is None else offsets[i]
+            out.append(self.decode(v, version=version, topic=topic, offset=off))
+        return out
+
+
+def _columns(name: str, raw: dict[str, Any]) -> dict[str, Any]:
+    cols: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, bytes):
+            dtype = "<i8" if key in ("timestamp", "rows", "lengths", "feature_set", "direction") else "<f8"
+            arr = np.frombuffer(value, dtype=dtype)
+            cols[key] = arr.view("datetime64[us]") if key == "timestamp" else arr
+        else:
+            cols[key] = value
+    if name == "feature_vector":
+        n = raw["count"]
+        sets = raw["feature_sets"]
+        if len(sets) == 1:
+            cols["names"] = sets[0]
+            cols["values"] = cols["values"].reshape(n, len(sets[0]))
+        elif n == 0:
+            cols["names"] = []
+            cols["values"] = cols["values"].reshape(0, 0)
+    return cols
+
+
+__all__ = [
+    "ENCODINGS",
+    "HEADER_ENCODING",
+    "HEADER_ORIGIN_NS",
+    "HEADER_SCHEMA",
+    "HEADER_SCHEMA_VERSION",
+    "HEADER_STAGE",
+    "HOT_TYPES",
+    "Codec",
+    "CodecError",
+    "FeatureVector",
+    "MessageHeaders",
+    "Prediction",
+    "codec_error",
+    "from_micros",
+    "locate_failure",
+    "released_versions",
+    "schema_dir",
+    "schema_json",
+    "to_micros",
+]
