@@ -1,5 +1,6 @@
 # Type stubs for the compiled core `kstrade._native` (rust/python). Sections by concern.
 
+from collections.abc import Sequence
 from typing import Any, Literal, TypedDict
 
 __version__: str
@@ -51,7 +52,7 @@ class Producer:
         topic: str,
         value: bytes | None,
         key: bytes | None = None,
-        headers: list[tuple[str, bytes | None]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
     ) -> None: ...

@@ -9,7 +9,7 @@ never stops the loop.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from kstrade.bus.core import BusError, Consumer, Producer, Record
@@ -32,7 +32,7 @@ class Output:
     topic: str
     value: bytes | None
     key: bytes | None = None
-    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+    headers: Sequence[tuple[str, bytes | None]] = field(default_factory=list)
 
 
 Handler = Callable[[Record], Iterable[Output]]
@@ -87,7 +87,12 @@ class StageRunner:
                 result.dead_lettered += 1
                 continue
             except Exception as exc:  # a handler bug must not stop the pipeline
-                self.dead_letters.send(record, "HANDLER_ERROR", f"{type(exc).__name__}: {exc}")
+                # Errors that carry a stable code (CodecError, ...) keep it; others are bugs.
+                code = getattr(exc, "code", None)
+                if isinstance(code, str) and code:
+                    self.dead_letters.send(record, code, str(exc))
+                else:
+                    self.dead_letters.send(record, "HANDLER_ERROR", f"{type(exc).__name__}: {exc}")
                 result.dead_lettered += 1
                 continue
             for out in outputs:

@@ -1,0 +1,116 @@
+"""Stages and the in-process pipeline: headers carried, bad input dead-lettered, time-driven
+work on the event clock, deterministic output."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from kstrade.bus import Bus, MessageError, Output, Record
+from kstrade.bus.topics import dlq_topic
+from kstrade.clock import EventClock
+from kstrade.schemas import Candle, MessageHeaders
+from kstrade.stage import Pipeline, Source, Stage
+
+from .conftest import drain
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def candle(i: int, close: float) -> Candle:
+    return Candle(
+        timestamp=T0 + timedelta(minutes=i), symbol="BTC-USD", interval="1m",
+        open=close, high=close, low=close, close=close, volume=1.0, source="test",
+    )  # fmt: skip
+
+
+class Prices(Source):
+    name = "prices"
+
+    def __init__(self, closes: list[float]) -> None:
+        super().__init__()
+        self.closes = closes
+        self.i = 0
+
+    def next_batch(self) -> list[Output] | None:
+        if self.i >= len(self.closes):
+            return None
+        c = candle(self.i, self.closes[self.i])
+        origin = int((c.timestamp + timedelta(minutes=1)).timestamp() * 1e9)
+        assert isinstance(self.clock, EventClock)
+        self.clock.advance_to(origin)
+        self.i += 1
+        return [self.emit("in", c, key=b"BTC-USD", origin_ns=origin)]
+
+
+class Doubler(Stage):
+    name = "doubler"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timer_calls: list[int] = []
+
+    def inputs(self) -> list[str]:
+        return ["in"]
+
+    def handle(self, record: Record) -> Iterable[Output]:
+        price = self.decode(record, Candle)
+        if price.close < 0:
+            raise MessageError("NEGATIVE_PRICE", f"close {price.close} < 0")
+        doubled = price.model_copy(update={"close": 2 * price.close, "high": 2 * price.close})
+        yield self.emit("out", doubled, key=record.key, origin_ns=self.origin_ns(record))
+
+    def on_time(self, now_ns: int) -> Iterable[Output]:
+        if not self.timer_calls or self.timer_calls[-1] != now_ns:
+            self.timer_calls.append(now_ns)
+        return ()
+
+
+def _run(closes: list[float]) -> tuple[list[Record], list[Record], Doubler]:
+    bus = Bus.memory()
+    bus.admin().create_topics([(t, 1, 1, {}) for t in ("in", "out", dlq_topic("in"))])
+    doubler = Doubler()
+    pipeline = Pipeline(bus, [doubler])
+    assert pipeline.run(Prices(closes)) == len(closes)
+    check = bus.consumer("check")
+    check.subscribe(["out", dlq_topic("in")])
+    got = drain(check, len(closes))
+    return [r for r in got if r.topic == "out"], [r for r in got if r.topic != "out"], doubler
+
+
+def test_outputs_carry_origin_time_and_stage_and_bad_input_is_dead_lettered() -> None:
+    out, dead, doubler = _run([1.0, 2.0, -5.0, 3.0])
+    codec = Doubler().codec(Candle)
+    assert [codec.decode_record(r).close for r in out] == [2.0, 4.0, 6.0]  # type: ignore[attr-defined]
+    headers = [MessageHeaders.from_kafka(r.headers) for r in out]
+    assert [h.stage for h in headers] == ["doubler"] * 3
+    assert [h.origin_ns for h in headers] == [int((T0 + timedelta(minutes=m)).timestamp() * 1e9) for m in (1, 2, 4)]
+    assert len(dead) == 1 and dead[0].header("dlq.error.code") == b"NEGATIVE_PRICE"
+    # on_time saw the event clock walk minute by minute, not the wall clock
+    assert doubler.timer_calls == [int((T0 + timedelta(minutes=m)).timestamp() * 1e9) for m in range(1, 5)]
+
+
+def test_a_malformed_value_is_dead_lettered_with_the_codec_error_code() -> None:
+    bus = Bus.memory()
+    bus.admin().create_topics([(t, 1, 1, {}) for t in ("in", "out", dlq_topic("in"))])
+    pipeline = Pipeline(bus, [Doubler()])
+    codec = Doubler().codec(Candle)
+    producer = bus.producer()
+    producer.send("in", b"\x02garbage", key=b"BTC-USD", headers=codec.headers(1, "test"))
+    producer.send("in", codec.encode(candle(0, 1.0)), key=b"BTC-USD")  # no headers at all
+    pipeline.drain()
+    check = bus.consumer("check")
+    check.subscribe([dlq_topic("in")])
+    dead = drain(check, 2)
+    assert [r.header("dlq.error.code") for r in dead] == [b"MALFORMED", b"MISSING_HEADER"]
+    assert b"topic 'in', offset 0" in (dead[0].header("dlq.error.message") or b"")
+    assert pipeline.stats.dead_lettered["doubler"] == 2
+
+
+def test_same_input_gives_byte_identical_outputs() -> None:
+    closes = [float(i % 7) for i in range(50)]
+    a, _, _ = _run(closes)
+    b, _, _ = _run(closes)
+    assert [(r.value, r.headers, r.partition, r.offset) for r in a] == [
+        (r.value, r.headers, r.partition, r.offset) for r in b
+    ]
