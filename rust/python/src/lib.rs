@@ -3,6 +3,7 @@
 //! (`kstrade-bus`, ...). Panics in Rust surface as Python exceptions (PyO3's PanicException).
 
 mod bus;
+mod market;
 
 use pyo3::prelude::*;
 
@@ -10,5 +11,6 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     bus::register(m)?;
+    market::register(m)?;
     Ok(())
 }
