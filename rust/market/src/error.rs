@@ -21,6 +21,8 @@ pub enum MarketError {
     NegativeVolume(f64),
     #[error("open time {open_time_ms} ms is not aligned to the {interval} boundary")]
     Misaligned { open_time_ms: i64, interval: &'static str },
+    #[error("open time {0} ms is outside the supported range (+/- 2^53 ms around 1970)")]
+    TimeOutOfRange(i64),
     #[error("expected a {expected} candle, got {got}")]
     WrongInterval { expected: &'static str, got: &'static str },
     #[error(
@@ -49,6 +51,7 @@ impl MarketError {
             MarketError::LowAboveBody { .. } => "LOW_ABOVE_BODY",
             MarketError::NegativeVolume(_) => "NEGATIVE_VOLUME",
             MarketError::Misaligned { .. } => "MISALIGNED_TIME",
+            MarketError::TimeOutOfRange(_) => "TIME_OUT_OF_RANGE",
             MarketError::WrongInterval { .. } => "WRONG_INTERVAL",
             MarketError::LateCandle { .. } => "LATE_CANDLE",
             MarketError::ConflictingDuplicate { .. } => "CONFLICTING_DUPLICATE",

@@ -103,7 +103,7 @@ impl CandleAggregator {
                 }
                 return Err(self.late(t, last.open_time_ms));
             }
-            missing_before = ((t - last.open_time_ms) / MINUTE_MS - 1) as u32;
+            missing_before = ((t - last.open_time_ms) / MINUTE_MS - 1).min(i64::from(u32::MAX)) as u32;
             if Timeframe::H1.bucket(t) != hour {
                 self.seen_in_hour = 0;
             }

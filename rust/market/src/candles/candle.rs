@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{MarketError, MarketResult};
 
 pub const MINUTE_MS: i64 = 60_000;
+const MAX_TIME_MS: u64 = 1 << 53;
 
 /// The timeframes of the pipeline (`market.candles.{symbol}.{1m,5m,15m,1h}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -115,6 +116,10 @@ impl Candle {
         if self.volume < 0.0 {
             return Err(MarketError::NegativeVolume(self.volume));
         }
+        // Keeps time arithmetic (bar ends, gaps) far from i64 overflow.
+        if self.open_time_ms.unsigned_abs() > MAX_TIME_MS {
+            return Err(MarketError::TimeOutOfRange(self.open_time_ms));
+        }
         if self.open_time_ms.rem_euclid(interval.millis()) != 0 {
             return Err(MarketError::Misaligned { open_time_ms: self.open_time_ms, interval: interval.as_str() });
         }
@@ -146,6 +151,7 @@ mod tests {
         assert_eq!(code(Candle::new(m, 0, 1.0, f64::INFINITY, 0.5, 1.5, 1.0)), "NON_FINITE");
         assert_eq!(code(Candle::new(m, 0, 1.0, 2.0, -0.5, 1.5, 1.0)), "NON_POSITIVE_PRICE");
         assert_eq!(code(Candle::new(m, 1, 1.0, 2.0, 0.5, 1.5, 1.0)), "MISALIGNED_TIME");
+        assert_eq!(code(Candle::new(m, i64::MAX - 7, 1.0, 2.0, 0.5, 1.5, 1.0)), "TIME_OUT_OF_RANGE");
         assert_eq!(Timeframe::parse("2m").unwrap_err().code(), "UNKNOWN_INTERVAL");
     }
 }
