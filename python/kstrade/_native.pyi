@@ -173,6 +173,9 @@ class FeatureVector:
 class FeatureEngine:
     def __init__(self) -> None: ...
     def update(self, candle: Candle) -> FeatureVector | None: ...
+    def update_ohlcv(
+        self, open_time_ms: int, open: float, high: float, low: float, close: float, volume: float
+    ) -> FeatureVector | None: ...
     def update_batch(
         self,
         open_time_ms: Buffer,

@@ -51,11 +51,14 @@ class FeatureEngine(_native.FeatureEngine):
             error = MarketError(f"{len(rejected)} candle(s) rejected; first at row {index}: {message}")
             error.code = code
             raise error
-        values = np.frombuffer(raw, dtype=np.float64).reshape(len(open_times), len(FEATURE_NAMES))
-        frame = pl.DataFrame(values, schema=list(FEATURE_NAMES), orient="row")
-        return frame.insert_column(0, pl.Series("ready", ready, dtype=pl.Boolean)).insert_column(
-            0, pl.Series("open_time_ms", open_times, dtype=pl.Int64)
-        )
+        # Feature-major from the engine: each feature's column is one contiguous slice.
+        values = np.frombuffer(raw, dtype=np.float64).reshape(len(FEATURE_NAMES), len(open_times))
+        columns: dict[str, object] = {
+            "open_time_ms": pl.Series("open_time_ms", open_times, dtype=pl.Int64),
+            "ready": pl.Series("ready", ready, dtype=pl.Boolean),
+        }
+        columns.update(zip(FEATURE_NAMES, values, strict=True))
+        return pl.DataFrame(columns)
 
 
 def features_from_frame(candles: pl.DataFrame, *, strict: bool = True) -> pl.DataFrame:

@@ -601,6 +601,17 @@ pub struct PyFeatureEngine {
     inner: RsEngine,
 }
 
+impl PyFeatureEngine {
+    fn push(&mut self, py: Python<'_>, candle: RsCandle) -> PyResult<Option<PyFeatureVector>> {
+        Ok(market!(py, self.inner.update(candle))?.map(|v| PyFeatureVector {
+            open_time_ms: v.open_time_ms,
+            ready: v.ready,
+            values: v.values,
+            closed: v.closed,
+        }))
+    }
+}
+
 #[pymethods]
 impl PyFeatureEngine {
     #[new]
@@ -611,16 +622,27 @@ impl PyFeatureEngine {
     /// Push a closed 1m `Candle`; None for an ignored duplicate.
     fn update(&mut self, py: Python<'_>, candle: &PyCandle) -> PyResult<Option<PyFeatureVector>> {
         let c = m1(py, candle)?;
-        Ok(market!(py, self.inner.update(c))?.map(|v| PyFeatureVector {
-            open_time_ms: v.open_time_ms,
-            ready: v.ready,
-            values: v.values,
-            closed: v.closed,
-        }))
+        self.push(py, c)
+    }
+
+    /// `update` without building a `Candle` first (the ingest hot path); same validation.
+    #[allow(clippy::too_many_arguments)]
+    fn update_ohlcv(
+        &mut self,
+        py: Python<'_>,
+        open_time_ms: i64,
+        open: f64,
+        high: f64,
+        low: f64,
+        close: f64,
+        volume: f64,
+    ) -> PyResult<Option<PyFeatureVector>> {
+        self.push(py, RsCandle { open_time_ms, open, high, low, close, volume })
     }
 
     /// Batch path over columns: returns `(values_bytes, open_time_ms, ready, rejected)` where
-    /// values are row-major float64 for accepted candles and rejected is `[(index, code, message)]`.
+    /// values are float64, feature-major (`FEATURE_COUNT` columns of one value per accepted
+    /// candle) and rejected is `[(index, code, message)]`.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn update_batch(
         &mut self,
@@ -638,7 +660,7 @@ impl PyFeatureEngine {
             return Err(err(py, RsMarketError::LengthMismatch("FeatureEngine.update_batch".into())));
         }
         let engine = &mut self.inner;
-        let (bytes, out) = py.detach(move || {
+        let (columns, out) = py.detach(move || {
             let candles: Vec<RsCandle> = (0..t.len())
                 .map(|i| RsCandle {
                     open_time_ms: t[i],
@@ -649,12 +671,18 @@ impl PyFeatureEngine {
                     volume: cols[4][i],
                 })
                 .collect();
-            let out = engine.update_batch(&candles);
-            let bytes: Vec<u8> = out.values.iter().flat_map(|v| v.to_ne_bytes()).collect();
-            (bytes, out)
+            let mut out = engine.update_batch(&candles);
+            let columns = std::mem::take(&mut out.columns);
+            (columns, out)
         });
+        let bytes = PyBytes::new_with(py, columns.len() * 8, |buf| {
+            for (chunk, v) in buf.chunks_exact_mut(8).zip(&columns) {
+                chunk.copy_from_slice(&v.to_ne_bytes());
+            }
+            Ok(())
+        })?;
         let rejected = out.rejected.iter().map(|(i, e)| (*i, e.code(), e.to_string())).collect();
-        Ok((PyBytes::new(py, &bytes).unbind(), out.open_time_ms, out.ready, rejected))
+        Ok((bytes.unbind(), out.open_time_ms, out.ready, rejected))
     }
 
     fn snapshot(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {

@@ -151,23 +151,58 @@ impl FeatureEngine {
     }
 
     /// Run [`update`](Self::update) over many candles: the training-data path. Returns the
-    /// row-major values of accepted candles, their open times and ready flags, and, for each
-    /// candle that was not accepted, its index and the error (duplicates are not errors and
-    /// produce no row).
+    /// values of accepted candles feature by feature (each feature's rows contiguous, the
+    /// layout of a columnar table), their open times and ready flags, and, for each candle
+    /// that was not accepted, its index and the error (duplicates are not errors and produce
+    /// no row).
     pub fn update_batch(&mut self, candles: &[Candle]) -> BatchOutput {
-        let mut out = BatchOutput::default();
-        out.values.reserve(candles.len() * FEATURE_COUNT);
+        // Rows go through a small row-major block that is then written out column by column:
+        // both stay in cache, and the large output is written once, sequentially.
+        const BLOCK: usize = 256;
+        let capacity = candles.len();
+        let mut out = BatchOutput { columns: vec![0.0; capacity * FEATURE_COUNT], ..BatchOutput::default() };
+        let mut block: Vec<f64> = Vec::with_capacity(BLOCK * FEATURE_COUNT);
+        let mut flushed = 0;
+        let flush = |block: &mut Vec<f64>, columns: &mut [f64], flushed: &mut usize| {
+            let rows = block.len() / FEATURE_COUNT;
+            for j in 0..FEATURE_COUNT {
+                let column = &mut columns[j * capacity + *flushed..j * capacity + *flushed + rows];
+                for (i, slot) in column.iter_mut().enumerate() {
+                    *slot = block[i * FEATURE_COUNT + j];
+                }
+            }
+            *flushed += rows;
+            block.clear();
+        };
         for (i, &candle) in candles.iter().enumerate() {
-            match self.update_into(candle, &mut out.values) {
+            match self.update_into(candle, &mut block) {
                 Ok(Some((ready, _))) => {
                     out.open_time_ms.push(candle.open_time_ms);
                     out.ready.push(ready);
+                    if block.len() == BLOCK * FEATURE_COUNT {
+                        flush(&mut block, &mut out.columns, &mut flushed);
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => out.rejected.push((i, e)),
             }
         }
+        flush(&mut block, &mut out.columns, &mut flushed);
+        let rows = out.open_time_ms.len();
+        if rows < capacity {
+            // Some candles gave no row: close the gaps between the columns.
+            for j in 1..FEATURE_COUNT {
+                out.columns.copy_within(j * capacity..j * capacity + rows, j * rows);
+            }
+            out.columns.truncate(rows * FEATURE_COUNT);
+        }
         out
+    }
+
+    /// The feature vectors of a batch, one `Vec` per accepted candle (for tests and tools).
+    pub fn rows(out: &BatchOutput) -> Vec<Vec<f64>> {
+        let rows = out.open_time_ms.len();
+        (0..rows).map(|i| (0..FEATURE_COUNT).map(|j| out.columns[j * rows + i]).collect()).collect()
     }
 
     /// The whole state as bytes (self-describing, versioned).
@@ -196,7 +231,8 @@ impl Default for FeatureEngine {
 
 #[derive(Debug, Default)]
 pub struct BatchOutput {
-    pub values: Vec<f64>,
+    /// Feature-major: `FEATURE_COUNT` columns of one value per accepted candle.
+    pub columns: Vec<f64>,
     pub open_time_ms: Vec<i64>,
     pub ready: Vec<bool>,
     pub rejected: Vec<(usize, MarketError)>,
@@ -233,6 +269,25 @@ mod tests {
     }
 
     #[test]
+    fn batch_skips_rejected_and_duplicate_rows() {
+        let mut data = candles(600);
+        data.insert(300, data[299]); // duplicate
+        data[100].low = -1.0; // invalid
+        let out = FeatureEngine::new().update_batch(&data);
+        assert_eq!(out.open_time_ms.len(), 599);
+        assert_eq!(out.columns.len(), 599 * FEATURE_COUNT);
+        assert_eq!(out.rejected.len(), 1);
+        assert_eq!(out.rejected[0].0, 100);
+        let mut streamed = FeatureEngine::new();
+        let want: Vec<Vec<f64>> =
+            data.iter().filter_map(|&x| streamed.update(x).ok().flatten()).map(|v| v.values).collect();
+        let got = FeatureEngine::rows(&out);
+        for (x, y) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
+        }
+    }
+
+    #[test]
     fn warms_up_then_is_ready_and_finite() {
         let mut engine = FeatureEngine::new();
         let mut last = None;
@@ -248,15 +303,21 @@ mod tests {
     fn snapshot_restore_continues_bit_for_bit() {
         let data = candles(2500);
         let mut whole = FeatureEngine::new();
-        let a = whole.update_batch(&data);
+        let a = FeatureEngine::rows(&whole.update_batch(&data));
         let mut first = FeatureEngine::new();
         first.update_batch(&data[..1234]);
         let mut second = FeatureEngine::restore(&first.snapshot().unwrap()).unwrap();
-        let b = second.update_batch(&data[1234..]);
-        let tail = &a.values[1234 * FEATURE_COUNT..];
-        assert_eq!(tail.len(), b.values.len());
-        for (x, y) in tail.iter().zip(&b.values) {
-            assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
+        let b = FeatureEngine::rows(&second.update_batch(&data[1234..]));
+        let mut streamed = FeatureEngine::new();
+        let c: Vec<Vec<f64>> = data.iter().map(|&x| streamed.update(x).unwrap().unwrap().values).collect();
+        let same = |x: &f64, y: &f64| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
+        assert_eq!(a.len(), c.len());
+        for (x, y) in a.iter().flatten().zip(c.iter().flatten()) {
+            assert!(same(x, y), "batch != stream");
+        }
+        assert_eq!(a[1234..].len(), b.len());
+        for (x, y) in a[1234..].iter().flatten().zip(b.iter().flatten()) {
+            assert!(same(x, y), "restored != uninterrupted");
         }
     }
 }
