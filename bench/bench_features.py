@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-import talib
 from talib import stream as ts
 from talipp import indicators as tp
 from talipp.ohlcv import OHLCV
@@ -54,7 +53,14 @@ def synthetic(n: int, seed: int = 42) -> pl.DataFrame:
     low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.0005, n)))
     volume = rng.gamma(2.0, 5.0, n)
     return pl.DataFrame(
-        {"open_time_ms": T0 + np.arange(n, dtype=np.int64) * MINUTE, "open": open_, "high": high, "low": low, "close": close, "volume": volume}
+        {
+            "open_time_ms": T0 + np.arange(n, dtype=np.int64) * MINUTE,
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+        }
     )
 
 
@@ -67,7 +73,14 @@ def higher_bars(df: pl.DataFrame, minutes: int) -> pl.DataFrame:
     return (
         df.with_row_index("row")
         .group_by((pl.col("open_time_ms") // width).alias("bucket"), maintain_order=True)
-        .agg(pl.col("open").first(), pl.col("high").max(), pl.col("low").min(), pl.col("close").last(), pl.col("volume").sum(), pl.col("row").last())
+        .agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
+            pl.col("row").last(),
+        )
         .sort("bucket")
     )
 
@@ -124,7 +137,9 @@ def test_kstrade_feature_vector_with_values_per_candle(benchmark: Any) -> None:
         return time.perf_counter() - start
 
     benchmark.pedantic(run, rounds=3, iterations=1)
-    benchmark.extra_info["us_per_candle"] = per_candle("kstrade update + values as numpy", best_of(3, run), N_FAST)
+    benchmark.extra_info["us_per_candle"] = per_candle(
+        "kstrade update + values as numpy", best_of(3, run), N_FAST
+    )
 
 
 # ------------------------------------------------------------------------ TA-Lib stream
@@ -133,7 +148,7 @@ def test_kstrade_feature_vector_with_values_per_candle(benchmark: Any) -> None:
 class TalibSet:
     """The kstrade indicator set on TA-Lib stream handles for one timeframe."""
 
-    def __init__(self, h: np.ndarray, l: np.ndarray, c: np.ndarray, v: np.ndarray) -> None:
+    def __init__(self, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray) -> None:
         r = np.log(c[1:] / c[:-1])
         self.prev_close = float(c[-1])
         self.handles = (
@@ -143,25 +158,25 @@ class TalibSet:
             ts.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0),
         )
         self.hlc = (
-            ts.ATR(h, l, c, timeperiod=14),
-            ts.STOCH(h, l, c),
-            ts.ADX(h, l, c, timeperiod=14),
-            ts.PLUS_DI(h, l, c, timeperiod=14),
-            ts.MINUS_DI(h, l, c, timeperiod=14),
+            ts.ATR(h, lo, c, timeperiod=14),
+            ts.STOCH(h, lo, c),
+            ts.ADX(h, lo, c, timeperiod=14),
+            ts.PLUS_DI(h, lo, c, timeperiod=14),
+            ts.MINUS_DI(h, lo, c, timeperiod=14),
         )
         self.obv = ts.OBV(c, v)
-        self.vwap = ts.VWAP(h, l, c, v)
+        self.vwap = ts.VWAP(h, lo, c, v)
         self.vol = ts.STDDEV(r, timeperiod=20)
         self.vsma = ts.SMA(v, timeperiod=20)
         self.vstd = ts.STDDEV(v, timeperiod=20)
 
-    def update(self, h: float, l: float, c: float, v: float) -> None:
+    def update(self, h: float, lo: float, c: float, v: float) -> None:
         for handle in self.handles:
             handle.update(c)
         for handle in self.hlc:
-            handle.update(h, l, c)
+            handle.update(h, lo, c)
         self.obv.update(c, v)
-        self.vwap.update(h, l, c, v)
+        self.vwap.update(h, lo, c, v)
         self.vol.update(math.log(c / self.prev_close))
         self.prev_close = c
         self.vsma.update(v)
@@ -177,8 +192,8 @@ def talib_run() -> float:
     one = sets[0]
     start = time.perf_counter()
     for i in range(WARMUP, WARMUP + N_FAST):
-        _, _o, h, l, c, v = ROWS[i]
-        one.update(h, l, c, v)
+        _, _o, h, lo, c, v = ROWS[i]
+        one.update(h, lo, c, v)
         for k, bar in CLOSES[i]:
             sets[k].update(*bar)
     return time.perf_counter() - start
@@ -186,7 +201,9 @@ def talib_run() -> float:
 
 def test_talib_stream_set_per_candle(benchmark: Any) -> None:
     benchmark.pedantic(talib_run, rounds=3, iterations=1)
-    benchmark.extra_info["us_per_candle"] = per_candle("TA-Lib stream handles (same set)", best_of(3, talib_run), N_FAST)
+    benchmark.extra_info["us_per_candle"] = per_candle(
+        "TA-Lib stream handles (same set)", best_of(3, talib_run), N_FAST
+    )
 
 
 # ------------------------------------------------------------------------------- talipp
@@ -202,10 +219,10 @@ class TalippSet:
         self.vstd = tp.StdDev(20)
         self.prev_close: float | None = None
 
-    def update(self, o: float, h: float, l: float, c: float, v: float) -> None:
+    def update(self, o: float, h: float, lo: float, c: float, v: float) -> None:
         for ind in self.close_inds:
             ind.add(c)
-        bar = OHLCV(o, h, l, c, v)
+        bar = OHLCV(o, h, lo, c, v)
         for ind in self.bar_inds:
             ind.add(bar)
         k = self.bar_inds[1][-1]
@@ -222,13 +239,13 @@ def talipp_run() -> float:
     sets = [TalippSet() for _ in range(4)]
     for i in range(WARMUP):
         sets[0].update(*ROWS[i][1:])
-        for k, (h, l, c, v) in CLOSES[i]:
-            sets[k].update(c, h, l, c, v)
+        for k, (h, lo, c, v) in CLOSES[i]:
+            sets[k].update(c, h, lo, c, v)
     start = time.perf_counter()
     for i in range(WARMUP, WARMUP + N_TALIPP):
         sets[0].update(*ROWS[i][1:])
-        for k, (h, l, c, v) in CLOSES[i]:
-            sets[k].update(c, h, l, c, v)
+        for k, (h, lo, c, v) in CLOSES[i]:
+            sets[k].update(c, h, lo, c, v)
     return time.perf_counter() - start
 
 

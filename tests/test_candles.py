@@ -7,6 +7,7 @@ volume = sum (added in time order, as the engine does, so equality is exact).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -48,7 +49,11 @@ def minute_candles(draw: st.DrawFn) -> list[Candle]:
     """Sorted distinct minutes with gaps (some of several hours), valid OHLCV, 2^k scales."""
     n = draw(st.integers(1, 400))
     start_minute = draw(st.integers(0, 60 * 24 * 3)) + 28_000_000  # around 2023
-    gaps = draw(st.lists(st.one_of(st.just(1), st.just(1), st.integers(1, 7), st.integers(1, 200)), min_size=n, max_size=n))
+    gaps = draw(
+        st.lists(
+            st.one_of(st.just(1), st.just(1), st.integers(1, 7), st.integers(1, 200)), min_size=n, max_size=n
+        )
+    )
     minutes = start_minute + np.cumsum(gaps)
     scale = 2.0 ** draw(st.integers(-20, 20))
     candles = []
@@ -57,9 +62,9 @@ def minute_candles(draw: st.DrawFn) -> list[Candle]:
         o = price
         c = max(1.0, o + draw(st.integers(-10, 10)))
         h = max(o, c) + draw(st.integers(0, 5))
-        l = max(0.5, min(o, c) - draw(st.integers(0, 5)))
+        lo = max(0.5, min(o, c) - draw(st.integers(0, 5)))
         v = float(draw(st.integers(0, 1000)))
-        candles.append(Candle(int(m) * MINUTE, o * scale, h * scale, l * scale, c * scale, v))
+        candles.append(Candle(int(m) * MINUTE, o * scale, h * scale, lo * scale, c * scale, v))
         price = c
     return candles
 
@@ -77,7 +82,9 @@ def aggregate(candles: list[Candle]) -> tuple[list[tuple[int, Bar]], list[int]]:
         for b in bars:
             c = b.candle
             assert c.interval == b.interval
-            closed.append((i, Bar(b.interval, c.open_time_ms, c.open, c.high, c.low, c.close, c.volume, b.minutes)))
+            closed.append(
+                (i, Bar(b.interval, c.open_time_ms, c.open, c.high, c.low, c.close, c.volume, b.minutes))
+            )
             assert b.expected == FRAMES[b.interval]
             assert b.complete == (b.minutes == b.expected)
     return closed, missing
@@ -126,7 +133,7 @@ def check_aggregation(candles: list[Candle]) -> None:
         assert candles[i].open_time_ms + MINUTE >= end
         assert i == 0 or candles[i - 1].open_time_ms < end
     expected_missing = [0] + [
-        (b.open_time_ms - a.open_time_ms) // MINUTE - 1 for a, b in zip(candles, candles[1:], strict=False)
+        (b.open_time_ms - a.open_time_ms) // MINUTE - 1 for a, b in itertools.pairwise(candles)
     ]
     assert missing == expected_missing
 

@@ -52,7 +52,10 @@ def synthetic_minutes(n: int, seed: int, gaps: bool = True) -> pl.DataFrame:
 
 
 def candles_of(df: pl.DataFrame) -> list[Candle]:
-    return [Candle(*row) for row in df.select("open_time_ms", "open", "high", "low", "close", "volume").iter_rows()]
+    return [
+        Candle(*row)
+        for row in df.select("open_time_ms", "open", "high", "low", "close", "volume").iter_rows()
+    ]
 
 
 def stream(engine: FeatureEngine, candles: list[Candle]) -> np.ndarray:
@@ -81,7 +84,14 @@ def test_names_are_stable_unique_and_versioned() -> None:
     assert FEATURE_NAMES[:3] == ("1m_log_return", "1m_close_sma20", "1m_macd")
     for tf in FRAMES:
         assert f"{tf}_rsi14" in FEATURE_NAMES and f"ready_{tf}" in FEATURE_NAMES
-    for name in ("mtf_alignment", "vol_regime_low", "vol_regime_medium", "vol_regime_high", "hour_sin", "dow_cos"):
+    for name in (
+        "mtf_alignment",
+        "vol_regime_low",
+        "vol_regime_medium",
+        "vol_regime_high",
+        "hour_sin",
+        "dow_cos",
+    ):
         assert name in FEATURE_NAMES
     assert FeatureEngine.names == FEATURE_NAMES and FeatureEngine.version == FEATURE_VERSION
 
@@ -100,7 +110,9 @@ def test_warm_up_is_flagged_never_silent() -> None:
     # The 1h MACD needs 34 closed hours; after 3 days every value is finite.
     last = values[-1]
     assert np.isfinite(last).all()
-    assert engine.update(Candle(int(df["open_time_ms"][-1]) + MINUTE, 30_000.0, 30_001.0, 29_999.0, 30_000.0, 1.0)).ready
+    assert engine.update(
+        Candle(int(df["open_time_ms"][-1]) + MINUTE, 30_000.0, 30_001.0, 29_999.0, 30_000.0, 1.0)
+    ).ready
 
 
 def closed_bars(df: pl.DataFrame, minutes: int) -> pl.DataFrame:
@@ -122,7 +134,9 @@ def closed_bars(df: pl.DataFrame, minutes: int) -> pl.DataFrame:
     )
     # A bar closes on its last minute, or (last minute missing) on the next 1m candle.
     complete = bars["last_minute"] + MINUTE == bars["bucket"] + width
-    close_row = pl.Series(np.where(complete.to_numpy(), bars["last_row"].to_numpy(), bars["last_row"].to_numpy() + 1))
+    close_row = pl.Series(
+        np.where(complete.to_numpy(), bars["last_row"].to_numpy(), bars["last_row"].to_numpy() + 1)
+    )
     return bars.with_columns(close_row.alias("close_row")).filter(pl.col("close_row") < len(df))
 
 
@@ -131,11 +145,15 @@ def test_each_timeframe_equals_talib_on_its_closed_bars_only(tf: str) -> None:
     df = synthetic_minutes(4 * 24 * 60, seed=7)
     values = FeatureEngine().update_frame(df)
     assert values.height == df.height
-    bars = df.with_columns(pl.int_range(pl.len()).alias("close_row")) if tf == "1m" else closed_bars(df, FRAMES[tf])
-    h, l, c, v = (bars[k].to_numpy() for k in ("high", "low", "close", "volume"))
+    bars = (
+        df.with_columns(pl.int_range(pl.len()).alias("close_row"))
+        if tf == "1m"
+        else closed_bars(df, FRAMES[tf])
+    )
+    h, lo, c, v = (bars[k].to_numpy() for k in ("high", "low", "close", "volume"))
     macd, signal, hist = talib.MACD(c)
     upper, middle, lower = talib.BBANDS(c, 20, 2, 2, 0)
-    slowk, slowd = talib.STOCH(h, l, c)
+    slowk, slowd = talib.STOCH(h, lo, c)
     width = upper - lower
     with np.errstate(divide="ignore", invalid="ignore"):
         pctb = np.where(width > 0, (c - lower) / width, 0.5)  # flat bands: documented 0.5
@@ -148,14 +166,14 @@ def test_each_timeframe_equals_talib_on_its_closed_bars_only(tf: str) -> None:
         "macd_hist": hist / c,
         "bb_pctb": pctb,
         "bb_width": (upper - lower) / middle,
-        "atr14": talib.ATR(h, l, c, 14) / c,
+        "atr14": talib.ATR(h, lo, c, 14) / c,
         "stoch_k": slowk / 100,
         "stoch_d": slowd / 100,
-        "adx14": talib.ADX(h, l, c, 14) / 100,
-        "plus_di14": talib.PLUS_DI(h, l, c, 14) / 100,
-        "minus_di14": talib.MINUS_DI(h, l, c, 14) / 100,
+        "adx14": talib.ADX(h, lo, c, 14) / 100,
+        "plus_di14": talib.PLUS_DI(h, lo, c, 14) / 100,
+        "minus_di14": talib.MINUS_DI(h, lo, c, 14) / 100,
         "obv_ratio": talib.OBV(c, v) / np.cumsum(v),
-        "vwap_dev": c / talib.VWAP(h, l, c, v) - 1,
+        "vwap_dev": c / talib.VWAP(h, lo, c, v) - 1,
         "log_return": np.concatenate([[np.nan], np.log(c[1:] / c[:-1])]),
         "realized_vol20": talib.STDDEV(np.concatenate([[np.nan], np.log(c[1:] / c[:-1])])[1:], 20, 1),
     }
@@ -266,7 +284,10 @@ def test_rejected_candles_leave_the_engine_unchanged() -> None:
 def test_batch_reports_rejected_rows() -> None:
     df = synthetic_minutes(50, seed=5, gaps=False)
     broken = df.with_columns(
-        pl.when(pl.int_range(pl.len()) == 20).then(pl.col("low") * 0.0 - 1.0).otherwise(pl.col("low")).alias("low")
+        pl.when(pl.int_range(pl.len()) == 20)
+        .then(pl.col("low") * 0.0 - 1.0)
+        .otherwise(pl.col("low"))
+        .alias("low")
     )
     with pytest.raises(MarketError) as info:
         FeatureEngine().update_frame(broken)
@@ -275,7 +296,9 @@ def test_batch_reports_rejected_rows() -> None:
     out = engine.update_frame(broken, strict=False)
     assert out.height == 49
     assert [(i, code) for i, code, _ in engine.rejected] == [(20, "NON_POSITIVE_PRICE")]
-    datetimes = df.with_columns(pl.from_epoch("open_time_ms", time_unit="ms").alias("open_time")).drop("open_time_ms")
+    datetimes = df.with_columns(pl.from_epoch("open_time_ms", time_unit="ms").alias("open_time")).drop(
+        "open_time_ms"
+    )
     assert same(
         FeatureEngine().update_frame(datetimes).select(FEATURE_NAMES).to_numpy(),
         FeatureEngine().update_frame(df).select(FEATURE_NAMES).to_numpy(),
@@ -287,7 +310,9 @@ def test_clock_regime_and_alignment_features() -> None:
     out = FeatureEngine().update_frame(df)
     t = df["open_time_ms"].to_numpy()
     minute_of_day = (t % 86_400_000) / 60_000
-    np.testing.assert_allclose(out["hour_sin"].to_numpy(), np.sin(2 * math.pi * minute_of_day / 1440), atol=1e-12)
+    np.testing.assert_allclose(
+        out["hour_sin"].to_numpy(), np.sin(2 * math.pi * minute_of_day / 1440), atol=1e-12
+    )
     dow = ((t // 86_400_000) + 3) % 7  # Monday = 0
     assert dow[0] == 2  # 2023-11-15 is a Wednesday
     np.testing.assert_allclose(out["dow_cos"].to_numpy(), np.cos(2 * math.pi * dow / 7), atol=1e-12)

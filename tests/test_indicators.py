@@ -68,8 +68,8 @@ PROPERTY = settings(
 class Series:
     """One OHLCV series as float64 arrays."""
 
-    def __init__(self, o: np.ndarray, h: np.ndarray, l: np.ndarray, c: np.ndarray, v: np.ndarray) -> None:
-        self.open, self.high, self.low, self.close, self.volume = o, h, l, c, v
+    def __init__(self, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray) -> None:
+        self.open, self.high, self.low, self.close, self.volume = o, h, lo, c, v
 
     def __len__(self) -> int:
         return len(self.close)
@@ -101,12 +101,12 @@ def ohlcv(draw: st.DrawFn, min_size: int = 0, max_size: int = 260) -> Series:
     c = ticks.astype(np.float64)
     o = np.concatenate([c[:1], c[:-1]]) if n else c
     h = np.maximum(o, c) + up
-    l = np.maximum(np.minimum(o, c) - down, 1.0)
-    return Series(o * scale, h * scale, l * scale, c * scale, vol.astype(np.float64) * volume_scale)
+    lo = np.maximum(np.minimum(o, c) - down, 1.0)
+    return Series(o * scale, h * scale, lo * scale, c * scale, vol.astype(np.float64) * volume_scale)
 
 
-def run(make: Callable[[], Any], *columns: np.ndarray) -> list[Any]:
-    indicator = make()
+def run(indicator: Any, *columns: np.ndarray) -> list[Any]:
+    """Stream the columns through one fresh indicator, bar by bar."""
     return [indicator.update(*(float(col[i]) for col in columns)) for i in range(len(columns[0]))]
 
 
@@ -129,36 +129,40 @@ def assert_matches(name: str, ours: np.ndarray, ref: np.ndarray, scale: float = 
     err = np.abs(ours[ok] - ref[ok])
     if not np.all(err <= bound):
         i = int(np.flatnonzero(ok)[np.argmax(err - bound)])
-        pytest.fail(f"{name}: bar {i}: ours {ours[i]!r} vs TA-Lib {ref[i]!r} (bound {RTOL} x max(|ref|, {scale}))")
+        pytest.fail(
+            f"{name}: bar {i}: ours {ours[i]!r} vs TA-Lib {ref[i]!r} (bound {RTOL} x max(|ref|, {scale}))"
+        )
 
 
 def check_all(s: Series) -> None:
     """Every indicator, streamed bar by bar, against TA-Lib and against our batch path."""
-    o, h, l, c, v = s.open, s.high, s.low, s.close, s.volume
+    h, lo, c, v = s.high, s.low, s.close, s.volume
     level = s.level
 
-    def single(name: str, make: Callable[[], Any], ref: np.ndarray, ours_batch: np.ndarray, scale: float = 0.0) -> None:
-        streamed = column(run(make, c))
+    def single(
+        name: str, indicator: Any, ref: np.ndarray, ours_batch: np.ndarray, scale: float = 0.0
+    ) -> None:
+        streamed = column(run(indicator, c))
         assert_matches(name, streamed, ref, scale)
         np.testing.assert_array_equal(streamed, ours_batch, err_msg=f"{name}: stream != batch")
 
     for period in (2, 5, 20):
-        single(f"SMA({period})", lambda: SMA(timeperiod=period), talib.SMA(c, period), batch.SMA(c, period))
-        single(f"EMA({period})", lambda: EMA(timeperiod=period), talib.EMA(c, period), batch.EMA(c, period))
+        single(f"SMA({period})", SMA(timeperiod=period), talib.SMA(c, period), batch.SMA(c, period))
+        single(f"EMA({period})", EMA(timeperiod=period), talib.EMA(c, period), batch.EMA(c, period))
     for period in (2, 14):
-        single(f"RSI({period})", lambda: RSI(timeperiod=period), talib.RSI(c, period), batch.RSI(c, period), 100.0)
-    single("ROCP(1)", lambda: ROCP(timeperiod=1), talib.ROCP(c, 1), batch.ROCP(c, 1))
+        single(f"RSI({period})", RSI(timeperiod=period), talib.RSI(c, period), batch.RSI(c, period), 100.0)
+    single("ROCP(1)", ROCP(timeperiod=1), talib.ROCP(c, 1), batch.ROCP(c, 1))
     for period, nbdev in ((5, 1.0), (20, 2.0)):
         single(
             f"STDDEV({period},{nbdev})",
-            lambda: STDDEV(timeperiod=period, nbdev=nbdev),
+            STDDEV(timeperiod=period, nbdev=nbdev),
             talib.STDDEV(c, period, nbdev),
             batch.STDDEV(c, period, nbdev),
             1e-6 * level,
         )
 
     for fast, slow, sig in ((12, 26, 9), (5, 3, 4)):
-        streamed = run(lambda: MACD(fastperiod=fast, slowperiod=slow, signalperiod=sig), c)
+        streamed = run(MACD(fastperiod=fast, slowperiod=slow, signalperiod=sig), c)
         ref = talib.MACD(c, fast, slow, sig)
         ours_batch = batch.MACD(c, fast, slow, sig)
         for k, part in enumerate(("macd", "signal", "hist")):
@@ -166,20 +170,20 @@ def check_all(s: Series) -> None:
             np.testing.assert_array_equal(column(streamed, k), ours_batch[k])
 
     for period, up, dn in ((20, 2.0, 2.0), (5, 1.0, 1.0), (10, 1.5, 2.5)):
-        streamed = run(lambda: BBANDS(timeperiod=period, nbdevup=up, nbdevdn=dn), c)
+        streamed = run(BBANDS(timeperiod=period, nbdevup=up, nbdevdn=dn), c)
         ref = talib.BBANDS(c, period, up, dn, 0)
         ours_batch = batch.BBANDS(c, period, up, dn)
         for k, part in enumerate(("upper", "middle", "lower")):
             assert_matches(f"BBANDS({period},{up},{dn}).{part}", column(streamed, k), ref[k], 1e-6 * level)
             np.testing.assert_array_equal(column(streamed, k), ours_batch[k])
 
-    streamed = column(run(lambda: ATR(timeperiod=14), h, l, c))
-    assert_matches("ATR(14)", streamed, talib.ATR(h, l, c, 14))
-    np.testing.assert_array_equal(streamed, batch.ATR(h, l, c, 14))
+    streamed = column(run(ATR(timeperiod=14), h, lo, c))
+    assert_matches("ATR(14)", streamed, talib.ATR(h, lo, c, 14))
+    np.testing.assert_array_equal(streamed, batch.ATR(h, lo, c, 14))
 
-    streamed = run(lambda: STOCH(), h, l, c)
-    ref = talib.STOCH(h, l, c, 5, 3, 0, 3, 0)
-    ours_batch = batch.STOCH(h, l, c)
+    streamed = run(STOCH(), h, lo, c)
+    ref = talib.STOCH(h, lo, c, 5, 3, 0, 3, 0)
+    ours_batch = batch.STOCH(h, lo, c)
     for k, part in enumerate(("slowk", "slowd")):
         assert_matches(f"STOCH.{part}", column(streamed, k), ref[k], 100.0)
         np.testing.assert_array_equal(column(streamed, k), ours_batch[k])
@@ -190,17 +194,17 @@ def check_all(s: Series) -> None:
             ("PLUS_DI", PLUS_DI, talib.PLUS_DI, batch.PLUS_DI),
             ("MINUS_DI", MINUS_DI, talib.MINUS_DI, batch.MINUS_DI),
         ):
-            streamed = column(run(lambda: cls(timeperiod=period), h, l, c))
-            assert_matches(f"{name}({period})", streamed, fn(h, l, c, period), 100.0)
-            np.testing.assert_array_equal(streamed, bfn(h, l, c, period))
+            streamed = column(run(cls(timeperiod=period), h, lo, c))
+            assert_matches(f"{name}({period})", streamed, fn(h, lo, c, period), 100.0)
+            np.testing.assert_array_equal(streamed, bfn(h, lo, c, period))
 
-    streamed = column(run(OBV, c, v))
+    streamed = column(run(OBV(), c, v))
     assert_matches("OBV", streamed, talib.OBV(c, v), float(np.sum(v)))
     np.testing.assert_array_equal(streamed, batch.OBV(c, v))
 
-    streamed = column(run(VWAP, h, l, c, v))
-    assert_matches("VWAP", streamed, talib.VWAP(h, l, c, v))
-    np.testing.assert_array_equal(streamed, batch.VWAP(h, l, c, v))
+    streamed = column(run(VWAP(), h, lo, c, v))
+    assert_matches("VWAP", streamed, talib.VWAP(h, lo, c, v))
+    np.testing.assert_array_equal(streamed, batch.VWAP(h, lo, c, v))
 
 
 @PROPERTY
@@ -232,9 +236,7 @@ def test_session_vwap_equals_talib_vwap_run_per_session(s: Series) -> None:
         idx = sessions == key
         expected[idx] = talib.VWAP(s.high[idx], s.low[idx], s.close[idx], s.volume[idx])
     assert_matches("SessionVWAP", streamed, expected)
-    np.testing.assert_array_equal(
-        streamed, batch.SESSION_VWAP(sessions, s.high, s.low, s.close, s.volume)
-    )
+    np.testing.assert_array_equal(streamed, batch.SESSION_VWAP(sessions, s.high, s.low, s.close, s.volume))
 
 
 @PROPERTY
@@ -245,7 +247,7 @@ def test_volume_zscore_and_log_return_follow_talib_parts(s: Series) -> None:
     with np.errstate(divide="ignore", invalid="ignore"):
         expected = np.where(dev > 0, (v - mean) / dev, 0.0)
     expected[np.isnan(mean)] = np.nan
-    streamed = column(run(lambda: VolumeZScore(timeperiod=20), v))
+    streamed = column(run(VolumeZScore(timeperiod=20), v))
     # (v - mean) / dev: where dev is tiny against the volume level, dev carries TA-Lib-vs-ours
     # rounding (see STDDEV above); compare the numerators' scale instead.
     ok = ~np.isnan(expected)

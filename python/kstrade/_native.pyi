@@ -1,8 +1,13 @@
 # Type stubs for the compiled module `kstrade._native`.
 
-from typing_extensions import Buffer
+from typing import Any, TypeAlias
+
+import numpy.typing as npt
 
 # --- market engine ---
+
+# Anything with the buffer protocol of the right item type (float64, or int64 for times).
+_Buffer: TypeAlias = npt.NDArray[Any] | bytes | bytearray | memoryview
 
 FEATURE_VERSION: str
 FEATURE_COUNT: int
@@ -127,33 +132,33 @@ class SessionVWAP:
     def __init__(self) -> None: ...
     def update(self, session: int, high: float, low: float, close: float, volume: float) -> float: ...
 
-def batch_single(kind: str, real: Buffer, out: Buffer, timeperiod: int) -> None: ...
-def batch_stddev(real: Buffer, out: Buffer, timeperiod: int, nbdev: float) -> None: ...
-def batch_log_return(real: Buffer, out: Buffer) -> None: ...
+def batch_single(kind: str, real: _Buffer, out: _Buffer, timeperiod: int) -> None: ...
+def batch_stddev(real: _Buffer, out: _Buffer, timeperiod: int, nbdev: float) -> None: ...
+def batch_log_return(real: _Buffer, out: _Buffer) -> None: ...
 def batch_macd(
-    real: Buffer, macd: Buffer, signal: Buffer, hist: Buffer, fastperiod: int, slowperiod: int, signalperiod: int
+    real: _Buffer, macd: _Buffer, signal: _Buffer, hist: _Buffer, fastperiod: int, slowperiod: int, signalperiod: int
 ) -> None: ...
 def batch_bbands(
-    real: Buffer, upper: Buffer, middle: Buffer, lower: Buffer, timeperiod: int, nbdevup: float, nbdevdn: float
+    real: _Buffer, upper: _Buffer, middle: _Buffer, lower: _Buffer, timeperiod: int, nbdevup: float, nbdevdn: float
 ) -> None: ...
-def batch_atr(high: Buffer, low: Buffer, close: Buffer, out: Buffer, timeperiod: int) -> None: ...
+def batch_atr(high: _Buffer, low: _Buffer, close: _Buffer, out: _Buffer, timeperiod: int) -> None: ...
 def batch_stoch(
-    high: Buffer,
-    low: Buffer,
-    close: Buffer,
-    slowk: Buffer,
-    slowd: Buffer,
+    high: _Buffer,
+    low: _Buffer,
+    close: _Buffer,
+    slowk: _Buffer,
+    slowd: _Buffer,
     fastk_period: int,
     slowk_period: int,
     slowd_period: int,
 ) -> None: ...
 def batch_directional(
-    high: Buffer, low: Buffer, close: Buffer, plus_di: Buffer, minus_di: Buffer, adx: Buffer, timeperiod: int
+    high: _Buffer, low: _Buffer, close: _Buffer, plus_di: _Buffer, minus_di: _Buffer, adx: _Buffer, timeperiod: int
 ) -> None: ...
-def batch_obv(real: Buffer, volume: Buffer, out: Buffer) -> None: ...
-def batch_vwap(high: Buffer, low: Buffer, close: Buffer, volume: Buffer, out: Buffer) -> None: ...
+def batch_obv(real: _Buffer, volume: _Buffer, out: _Buffer) -> None: ...
+def batch_vwap(high: _Buffer, low: _Buffer, close: _Buffer, volume: _Buffer, out: _Buffer) -> None: ...
 def batch_session_vwap(
-    session: Buffer, high: Buffer, low: Buffer, close: Buffer, volume: Buffer, out: Buffer
+    session: _Buffer, high: _Buffer, low: _Buffer, close: _Buffer, volume: _Buffer, out: _Buffer
 ) -> None: ...
 
 class FeatureVector:
@@ -178,12 +183,12 @@ class FeatureEngine:
     ) -> FeatureVector | None: ...
     def update_batch(
         self,
-        open_time_ms: Buffer,
-        open: Buffer,
-        high: Buffer,
-        low: Buffer,
-        close: Buffer,
-        volume: Buffer,
+        open_time_ms: _Buffer,
+        open: _Buffer,
+        high: _Buffer,
+        low: _Buffer,
+        close: _Buffer,
+        volume: _Buffer,
     ) -> tuple[bytes, list[int], list[bool], list[tuple[int, str, str]]]: ...
     def snapshot(self) -> bytes: ...
     def restore(self, snapshot: bytes) -> None: ...

@@ -43,8 +43,8 @@ class FeatureEngine(_native.FeatureEngine):
         them either way).
         """
         times = np.ascontiguousarray(_open_time_ms(candles), dtype=np.int64)
-        columns = [np.ascontiguousarray(candles[c].cast(pl.Float64).to_numpy()) for c in _PRICE_COLUMNS]
-        raw, open_times, ready, rejected = self.update_batch(times, *columns)
+        prices = [np.ascontiguousarray(candles[c].cast(pl.Float64).to_numpy()) for c in _PRICE_COLUMNS]
+        raw, open_times, ready, rejected = self.update_batch(times, *prices)
         self.rejected = list(rejected)
         if strict and rejected:
             index, code, message = rejected[0]

@@ -88,9 +88,9 @@ def BBANDS(
 
 
 def ATR(high: npt.ArrayLike, low: npt.ArrayLike, close: npt.ArrayLike, timeperiod: int = 14) -> Array:
-    h, l, c = _f64(high), _f64(low), _f64(close)
+    h, lo, c = _f64(high), _f64(low), _f64(close)
     (out,) = _out(len(c))
-    _native.batch_atr(h, l, c, out, timeperiod)
+    _native.batch_atr(h, lo, c, out, timeperiod)
     return out
 
 
@@ -106,18 +106,18 @@ def STOCH(
 ) -> tuple[Array, Array]:
     if slowk_matype != 0 or slowd_matype != 0:
         _native.STOCH(fastk_period, slowk_period, slowk_matype, slowd_period, slowd_matype)
-    h, l, c = _f64(high), _f64(low), _f64(close)
+    h, lo, c = _f64(high), _f64(low), _f64(close)
     slowk, slowd = _out(len(c), 2)
-    _native.batch_stoch(h, l, c, slowk, slowd, fastk_period, slowk_period, slowd_period)
+    _native.batch_stoch(h, lo, c, slowk, slowd, fastk_period, slowk_period, slowd_period)
     return slowk, slowd
 
 
 def _directional(
     high: npt.ArrayLike, low: npt.ArrayLike, close: npt.ArrayLike, timeperiod: int
 ) -> tuple[Array, Array, Array]:
-    h, l, c = _f64(high), _f64(low), _f64(close)
+    h, lo, c = _f64(high), _f64(low), _f64(close)
     plus_di, minus_di, adx = _out(len(c), 3)
-    _native.batch_directional(h, l, c, plus_di, minus_di, adx, timeperiod)
+    _native.batch_directional(h, lo, c, plus_di, minus_di, adx, timeperiod)
     return plus_di, minus_di, adx
 
 
@@ -141,9 +141,9 @@ def OBV(real: npt.ArrayLike, volume: npt.ArrayLike) -> Array:
 
 
 def VWAP(high: npt.ArrayLike, low: npt.ArrayLike, close: npt.ArrayLike, volume: npt.ArrayLike) -> Array:
-    h, l, c, v = _f64(high), _f64(low), _f64(close), _f64(volume)
+    h, lo, c, v = _f64(high), _f64(low), _f64(close), _f64(volume)
     (out,) = _out(len(c))
-    _native.batch_vwap(h, l, c, v, out)
+    _native.batch_vwap(h, lo, c, v, out)
     return out
 
 
@@ -156,9 +156,9 @@ def SESSION_VWAP(
 ) -> Array:
     """VWAP restarted whenever `session` (an integer key, e.g. the UTC day) changes."""
     s = np.ascontiguousarray(session, dtype=np.int64)
-    h, l, c, v = _f64(high), _f64(low), _f64(close), _f64(volume)
+    h, lo, c, v = _f64(high), _f64(low), _f64(close), _f64(volume)
     (out,) = _out(len(c))
-    _native.batch_session_vwap(s, h, l, c, v, out)
+    _native.batch_session_vwap(s, h, lo, c, v, out)
     return out
 
 
