@@ -136,10 +136,22 @@ def batch_single(kind: str, real: _Buffer, out: _Buffer, timeperiod: int) -> Non
 def batch_stddev(real: _Buffer, out: _Buffer, timeperiod: int, nbdev: float) -> None: ...
 def batch_log_return(real: _Buffer, out: _Buffer) -> None: ...
 def batch_macd(
-    real: _Buffer, macd: _Buffer, signal: _Buffer, hist: _Buffer, fastperiod: int, slowperiod: int, signalperiod: int
+    real: _Buffer,
+    macd: _Buffer,
+    signal: _Buffer,
+    hist: _Buffer,
+    fastperiod: int,
+    slowperiod: int,
+    signalperiod: int,
 ) -> None: ...
 def batch_bbands(
-    real: _Buffer, upper: _Buffer, middle: _Buffer, lower: _Buffer, timeperiod: int, nbdevup: float, nbdevdn: float
+    real: _Buffer,
+    upper: _Buffer,
+    middle: _Buffer,
+    lower: _Buffer,
+    timeperiod: int,
+    nbdevup: float,
+    nbdevdn: float,
 ) -> None: ...
 def batch_atr(high: _Buffer, low: _Buffer, close: _Buffer, out: _Buffer, timeperiod: int) -> None: ...
 def batch_stoch(
@@ -153,7 +165,13 @@ def batch_stoch(
     slowd_period: int,
 ) -> None: ...
 def batch_directional(
-    high: _Buffer, low: _Buffer, close: _Buffer, plus_di: _Buffer, minus_di: _Buffer, adx: _Buffer, timeperiod: int
+    high: _Buffer,
+    low: _Buffer,
+    close: _Buffer,
+    plus_di: _Buffer,
+    minus_di: _Buffer,
+    adx: _Buffer,
+    timeperiod: int,
 ) -> None: ...
 def batch_obv(real: _Buffer, volume: _Buffer, out: _Buffer) -> None: ...
 def batch_vwap(high: _Buffer, low: _Buffer, close: _Buffer, volume: _Buffer, out: _Buffer) -> None: ...
