@@ -325,3 +325,43 @@ def test_clock_regime_and_alignment_features() -> None:
     signs = np.sign(ready.select(f"{tf}_close_sma20" for tf in FRAMES).to_numpy())
     np.testing.assert_array_equal(ready["mtf_alignment"].to_numpy(), signs.sum(axis=1) / 4)
     assert out["gap_minutes"].sum() == 0
+
+
+@st.composite
+def messy_minutes(draw: st.DrawFn) -> pl.DataFrame:
+    """SYNTHETIC minutes with repeats, corrections, late and invalid candles mixed in."""
+    clean = synthetic_minutes(draw(st.integers(50, 700)), seed=draw(st.integers(0, 1000)))
+    rows = [list(r) for r in clean.iter_rows()]
+    for _ in range(draw(st.integers(0, 12))):
+        i = draw(st.integers(1, len(rows) - 1))
+        kind = draw(st.sampled_from(["repeat", "correction", "late", "invalid"]))
+        row = list(rows[i - 1])
+        if kind == "correction":
+            row[4] = row[3]  # close moved to the low: same minute, different values
+        elif kind == "late":
+            row = list(rows[max(0, i - draw(st.integers(2, 40)))])
+        elif kind == "invalid":
+            row[2] = row[1] * 0.5  # high below the body
+        rows.insert(i, row)
+    return pl.DataFrame(rows, schema=clean.schema, orient="row")
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(messy_minutes())
+def test_streaming_equals_batch_on_messy_input(df: pl.DataFrame) -> None:
+    engine = FeatureEngine()
+    rows, outcomes = [], []
+    for i, candle_row in enumerate(df.iter_rows()):
+        try:
+            candle = Candle(*candle_row)
+            vector = engine.update(candle)
+        except MarketError as e:
+            outcomes.append((i, e.code))
+            continue
+        if vector is not None:
+            rows.append(vector.values)
+    batch_engine = FeatureEngine()
+    out = batch_engine.update_frame(df, strict=False)
+    assert [(i, code) for i, code, _ in batch_engine.rejected] == outcomes
+    assert same(np.array(rows).reshape(-1, FEATURE_COUNT), out.select(FEATURE_NAMES).to_numpy())
+    assert engine.snapshot() == batch_engine.snapshot()

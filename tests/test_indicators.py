@@ -177,16 +177,18 @@ def check_all(s: Series) -> None:
             assert_matches(f"BBANDS({period},{up},{dn}).{part}", column(streamed, k), ref[k], 1e-6 * level)
             np.testing.assert_array_equal(column(streamed, k), ours_batch[k])
 
-    streamed = column(run(ATR(timeperiod=14), h, lo, c))
-    assert_matches("ATR(14)", streamed, talib.ATR(h, lo, c, 14))
-    np.testing.assert_array_equal(streamed, batch.ATR(h, lo, c, 14))
+    for period in (1, 5, 14):
+        streamed = column(run(ATR(timeperiod=period), h, lo, c))
+        assert_matches(f"ATR({period})", streamed, talib.ATR(h, lo, c, period))
+        np.testing.assert_array_equal(streamed, batch.ATR(h, lo, c, period))
 
-    streamed = run(STOCH(), h, lo, c)
-    ref = talib.STOCH(h, lo, c, 5, 3, 0, 3, 0)
-    ours_batch = batch.STOCH(h, lo, c)
-    for k, part in enumerate(("slowk", "slowd")):
-        assert_matches(f"STOCH.{part}", column(streamed, k), ref[k], 100.0)
-        np.testing.assert_array_equal(column(streamed, k), ours_batch[k])
+    for fastk, slowk, slowd in ((5, 3, 3), (14, 1, 4)):
+        streamed = run(STOCH(fastk_period=fastk, slowk_period=slowk, slowd_period=slowd), h, lo, c)
+        ref = talib.STOCH(h, lo, c, fastk, slowk, 0, slowd, 0)
+        ours_batch = batch.STOCH(h, lo, c, fastk, slowk, 0, slowd, 0)
+        for k, part in enumerate(("slowk", "slowd")):
+            assert_matches(f"STOCH({fastk},{slowk},{slowd}).{part}", column(streamed, k), ref[k], 100.0)
+            np.testing.assert_array_equal(column(streamed, k), ours_batch[k])
 
     for period in (14, 5):
         for name, cls, fn, bfn in (
