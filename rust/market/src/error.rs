@@ -20,17 +20,29 @@ pub enum MarketError {
     #[error("volume {0} is negative")]
     NegativeVolume(f64),
     #[error("open time {open_time_ms} ms is not aligned to the {interval} boundary")]
-    Misaligned { open_time_ms: i64, interval: &'static str },
+    Misaligned {
+        open_time_ms: i64,
+        interval: &'static str,
+    },
     #[error("open time {0} ms is outside the supported range (+/- 2^53 ms around 1970)")]
     TimeOutOfRange(i64),
     #[error("expected a {expected} candle, got {got}")]
-    WrongInterval { expected: &'static str, got: &'static str },
+    WrongInterval {
+        expected: &'static str,
+        got: &'static str,
+    },
     #[error(
         "late 1m candle at {open_time_ms} ms: the engine is already at {last_open_time_ms} ms \
          and these bars are closed: {closed}"
     )]
-    LateCandle { open_time_ms: i64, last_open_time_ms: i64, closed: String },
-    #[error("1m candle at {open_time_ms} ms repeats a minute already accepted, with different values")]
+    LateCandle {
+        open_time_ms: i64,
+        last_open_time_ms: i64,
+        closed: String,
+    },
+    #[error(
+        "1m candle at {open_time_ms} ms repeats a minute already accepted, with different values"
+    )]
     ConflictingDuplicate { open_time_ms: i64 },
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),

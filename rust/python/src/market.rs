@@ -63,8 +63,14 @@ impl PyCandle {
         interval: &str,
     ) -> PyResult<Self> {
         let tf = market!(py, Timeframe::parse(interval))?;
-        let inner = market!(py, RsCandle::new(tf, open_time_ms, open, high, low, close, volume))?;
-        Ok(Self { inner, interval: tf })
+        let inner = market!(
+            py,
+            RsCandle::new(tf, open_time_ms, open, high, low, close, volume)
+        )?;
+        Ok(Self {
+            inner,
+            interval: tf,
+        })
     }
 
     #[getter]
@@ -100,7 +106,13 @@ impl PyCandle {
         let c = &self.inner;
         format!(
             "Candle(open_time_ms={}, open={}, high={}, low={}, close={}, volume={}, interval='{}')",
-            c.open_time_ms, c.open, c.high, c.low, c.close, c.volume, self.interval.as_str()
+            c.open_time_ms,
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
+            self.interval.as_str()
         )
     }
 }
@@ -123,7 +135,13 @@ pub struct PyClosedBar {
 impl PyClosedBar {
     fn from_rs(py: Python<'_>, bar: &ClosedBar) -> PyResult<Self> {
         Ok(Self {
-            candle: Py::new(py, PyCandle { inner: bar.candle, interval: bar.timeframe })?,
+            candle: Py::new(
+                py,
+                PyCandle {
+                    inner: bar.candle,
+                    interval: bar.timeframe,
+                },
+            )?,
             interval: bar.timeframe.as_str(),
             minutes: bar.minutes,
             expected: bar.expected(),
@@ -135,13 +153,22 @@ impl PyClosedBar {
 #[pymethods]
 impl PyClosedBar {
     fn __repr__(&self) -> String {
-        format!("ClosedBar(interval='{}', minutes={}/{})", self.interval, self.minutes, self.expected)
+        format!(
+            "ClosedBar(interval='{}', minutes={}/{})",
+            self.interval, self.minutes, self.expected
+        )
     }
 }
 
 fn m1(py: Python<'_>, candle: &PyCandle) -> PyResult<RsCandle> {
     if candle.interval != Timeframe::M1 {
-        return Err(err(py, RsMarketError::WrongInterval { expected: "1m", got: candle.interval.as_str() }));
+        return Err(err(
+            py,
+            RsMarketError::WrongInterval {
+                expected: "1m",
+                got: candle.interval.as_str(),
+            },
+        ));
     }
     Ok(candle.inner)
 }
@@ -156,15 +183,25 @@ pub struct PyCandleAggregator {
 impl PyCandleAggregator {
     #[new]
     fn new() -> Self {
-        Self { inner: RsAggregator::new() }
+        Self {
+            inner: RsAggregator::new(),
+        }
     }
 
     /// Returns None for an ignored duplicate, else `(missing_before, [ClosedBar, ...])`.
-    fn push(&mut self, py: Python<'_>, candle: &PyCandle) -> PyResult<Option<(u32, Vec<PyClosedBar>)>> {
+    fn push(
+        &mut self,
+        py: Python<'_>,
+        candle: &PyCandle,
+    ) -> PyResult<Option<(u32, Vec<PyClosedBar>)>> {
         match market!(py, self.inner.push(m1(py, candle)?))? {
             PushOutcome::Duplicate => Ok(None),
             PushOutcome::Accepted(a) => {
-                let bars = a.closed.iter().map(|b| PyClosedBar::from_rs(py, b)).collect::<PyResult<_>>()?;
+                let bars = a
+                    .closed
+                    .iter()
+                    .map(|b| PyClosedBar::from_rs(py, b))
+                    .collect::<PyResult<_>>()?;
                 Ok(Some((a.missing_before, bars)))
             }
         }
@@ -205,7 +242,10 @@ single_input!(PyVolumeZScore, "VolumeZScore", ind::VolumeZScore, "(V - SMA(V, n)
 
 fn check_matype(py: Python<'_>, name: &str, matype: i32) -> PyResult<()> {
     if matype != 0 {
-        return Err(err(py, RsMarketError::InvalidParameter(format!("{name}={matype}: only 0 (SMA) is supported"))));
+        return Err(err(
+            py,
+            RsMarketError::InvalidParameter(format!("{name}={matype}: only 0 (SMA) is supported")),
+        ));
     }
     Ok(())
 }
@@ -220,8 +260,15 @@ pub struct PyMacd {
 impl PyMacd {
     #[new]
     #[pyo3(signature = (fastperiod=12, slowperiod=26, signalperiod=9))]
-    fn new(py: Python<'_>, fastperiod: usize, slowperiod: usize, signalperiod: usize) -> PyResult<Self> {
-        Ok(Self { inner: market!(py, ind::Macd::new(fastperiod, slowperiod, signalperiod))? })
+    fn new(
+        py: Python<'_>,
+        fastperiod: usize,
+        slowperiod: usize,
+        signalperiod: usize,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            inner: market!(py, ind::Macd::new(fastperiod, slowperiod, signalperiod))?,
+        })
     }
 
     fn update(&mut self, real: f64) -> Option<(f64, f64, f64)> {
@@ -239,13 +286,23 @@ pub struct PyBbands {
 impl PyBbands {
     #[new]
     #[pyo3(signature = (timeperiod=5, nbdevup=2.0, nbdevdn=2.0, matype=0))]
-    fn new(py: Python<'_>, timeperiod: usize, nbdevup: f64, nbdevdn: f64, matype: i32) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        timeperiod: usize,
+        nbdevup: f64,
+        nbdevdn: f64,
+        matype: i32,
+    ) -> PyResult<Self> {
         check_matype(py, "matype", matype)?;
-        Ok(Self { inner: market!(py, ind::BollingerBands::new(timeperiod, nbdevup, nbdevdn))? })
+        Ok(Self {
+            inner: market!(py, ind::BollingerBands::new(timeperiod, nbdevup, nbdevdn))?,
+        })
     }
 
     fn update(&mut self, real: f64) -> Option<(f64, f64, f64)> {
-        self.inner.update(real).map(|b| (b.upper, b.middle, b.lower))
+        self.inner
+            .update(real)
+            .map(|b| (b.upper, b.middle, b.lower))
     }
 }
 
@@ -260,7 +317,9 @@ impl PyAtr {
     #[new]
     #[pyo3(signature = (timeperiod=14))]
     fn new(py: Python<'_>, timeperiod: usize) -> PyResult<Self> {
-        Ok(Self { inner: market!(py, ind::Atr::new(timeperiod))? })
+        Ok(Self {
+            inner: market!(py, ind::Atr::new(timeperiod))?,
+        })
     }
 
     fn update(&mut self, high: f64, low: f64, close: f64) -> Option<f64> {
@@ -288,11 +347,18 @@ impl PyStoch {
     ) -> PyResult<Self> {
         check_matype(py, "slowk_matype", slowk_matype)?;
         check_matype(py, "slowd_matype", slowd_matype)?;
-        Ok(Self { inner: market!(py, ind::Stochastic::new(fastk_period, slowk_period, slowd_period))? })
+        Ok(Self {
+            inner: market!(
+                py,
+                ind::Stochastic::new(fastk_period, slowk_period, slowd_period)
+            )?,
+        })
     }
 
     fn update(&mut self, high: f64, low: f64, close: f64) -> Option<(f64, f64)> {
-        self.inner.update(high, low, close).map(|s| (s.slowk, s.slowd))
+        self.inner
+            .update(high, low, close)
+            .map(|s| (s.slowk, s.slowd))
     }
 }
 
@@ -309,7 +375,9 @@ macro_rules! directional {
             #[new]
             #[pyo3(signature = (timeperiod=14))]
             fn new(py: Python<'_>, timeperiod: usize) -> PyResult<Self> {
-                Ok(Self { inner: market!(py, ind::DirectionalMovement::new(timeperiod))? })
+                Ok(Self {
+                    inner: market!(py, ind::DirectionalMovement::new(timeperiod))?,
+                })
             }
 
             fn update(&mut self, high: f64, low: f64, close: f64) -> Option<f64> {
@@ -333,7 +401,9 @@ pub struct PyObv {
 impl PyObv {
     #[new]
     fn new() -> Self {
-        Self { inner: ind::Obv::new() }
+        Self {
+            inner: ind::Obv::new(),
+        }
     }
 
     fn update(&mut self, real: f64, volume: f64) -> f64 {
@@ -351,7 +421,9 @@ pub struct PyVwap {
 impl PyVwap {
     #[new]
     fn new() -> Self {
-        Self { inner: ind::Vwap::new() }
+        Self {
+            inner: ind::Vwap::new(),
+        }
     }
 
     fn update(&mut self, high: f64, low: f64, close: f64, volume: f64) -> f64 {
@@ -369,7 +441,9 @@ pub struct PySessionVwap {
 impl PySessionVwap {
     #[new]
     fn new() -> Self {
-        Self { inner: ind::SessionVwap::new() }
+        Self {
+            inner: ind::SessionVwap::new(),
+        }
     }
 
     fn update(&mut self, session: i64, high: f64, low: f64, close: f64, volume: f64) -> f64 {
@@ -393,7 +467,13 @@ fn write(py: Python<'_>, outs: &[&PyBuffer<f64>], values: &[Vec<f64>]) -> PyResu
 
 /// `batch_ma(kind, real, out, timeperiod)`: kind is SMA, EMA, RSI, ROCP, VolumeZScore.
 #[pyfunction]
-fn batch_single(py: Python<'_>, kind: &str, real: PyBuffer<f64>, out: PyBuffer<f64>, timeperiod: usize) -> PyResult<()> {
+fn batch_single(
+    py: Python<'_>,
+    kind: &str,
+    real: PyBuffer<f64>,
+    out: PyBuffer<f64>,
+    timeperiod: usize,
+) -> PyResult<()> {
     let x = read(py, &real)?;
     let kind = kind.to_string();
     let result = py.detach(move || match kind.as_str() {
@@ -402,13 +482,21 @@ fn batch_single(py: Python<'_>, kind: &str, real: PyBuffer<f64>, out: PyBuffer<f
         "RSI" => batch::rsi(&x, timeperiod),
         "ROCP" => batch::rocp(&x, timeperiod),
         "VolumeZScore" => batch::volume_zscore(&x, timeperiod),
-        other => Err(RsMarketError::InvalidParameter(format!("unknown indicator {other}"))),
+        other => Err(RsMarketError::InvalidParameter(format!(
+            "unknown indicator {other}"
+        ))),
     });
     write(py, &[&out], &[market!(py, result)?])
 }
 
 #[pyfunction]
-fn batch_stddev(py: Python<'_>, real: PyBuffer<f64>, out: PyBuffer<f64>, timeperiod: usize, nbdev: f64) -> PyResult<()> {
+fn batch_stddev(
+    py: Python<'_>,
+    real: PyBuffer<f64>,
+    out: PyBuffer<f64>,
+    timeperiod: usize,
+    nbdev: f64,
+) -> PyResult<()> {
     let x = read(py, &real)?;
     let result = py.detach(move || batch::stddev(&x, timeperiod, nbdev));
     write(py, &[&out], &[market!(py, result)?])
@@ -434,7 +522,10 @@ fn batch_macd(
     signalperiod: usize,
 ) -> PyResult<()> {
     let x = read(py, &real)?;
-    let result = market!(py, py.detach(move || batch::macd(&x, fastperiod, slowperiod, signalperiod)))?;
+    let result = market!(
+        py,
+        py.detach(move || batch::macd(&x, fastperiod, slowperiod, signalperiod))
+    )?;
     write(py, &[&macd, &signal, &hist], &result)
 }
 
@@ -451,7 +542,10 @@ fn batch_bbands(
     nbdevdn: f64,
 ) -> PyResult<()> {
     let x = read(py, &real)?;
-    let result = market!(py, py.detach(move || batch::bbands(&x, timeperiod, nbdevup, nbdevdn)))?;
+    let result = market!(
+        py,
+        py.detach(move || batch::bbands(&x, timeperiod, nbdevup, nbdevdn))
+    )?;
     write(py, &[&upper, &middle, &lower], &result)
 }
 
@@ -483,7 +577,10 @@ fn batch_stoch(
     slowd_period: usize,
 ) -> PyResult<()> {
     let (h, l, c) = (read(py, &high)?, read(py, &low)?, read(py, &close)?);
-    let result = market!(py, py.detach(move || batch::stoch(&h, &l, &c, fastk_period, slowk_period, slowd_period)))?;
+    let result = market!(
+        py,
+        py.detach(move || batch::stoch(&h, &l, &c, fastk_period, slowk_period, slowd_period))
+    )?;
     write(py, &[&slowk, &slowd], &result)
 }
 
@@ -501,12 +598,20 @@ fn batch_directional(
     timeperiod: usize,
 ) -> PyResult<()> {
     let (h, l, c) = (read(py, &high)?, read(py, &low)?, read(py, &close)?);
-    let result = market!(py, py.detach(move || batch::directional(&h, &l, &c, timeperiod)))?;
+    let result = market!(
+        py,
+        py.detach(move || batch::directional(&h, &l, &c, timeperiod))
+    )?;
     write(py, &[&plus_di, &minus_di, &adx], &result)
 }
 
 #[pyfunction]
-fn batch_obv(py: Python<'_>, real: PyBuffer<f64>, volume: PyBuffer<f64>, out: PyBuffer<f64>) -> PyResult<()> {
+fn batch_obv(
+    py: Python<'_>,
+    real: PyBuffer<f64>,
+    volume: PyBuffer<f64>,
+    out: PyBuffer<f64>,
+) -> PyResult<()> {
     let (c, v) = (read(py, &real)?, read(py, &volume)?);
     let result = market!(py, py.detach(move || batch::obv(&c, &v)))?;
     write(py, &[&out], &[result])
@@ -521,7 +626,12 @@ fn batch_vwap(
     volume: PyBuffer<f64>,
     out: PyBuffer<f64>,
 ) -> PyResult<()> {
-    let (h, l, c, v) = (read(py, &high)?, read(py, &low)?, read(py, &close)?, read(py, &volume)?);
+    let (h, l, c, v) = (
+        read(py, &high)?,
+        read(py, &low)?,
+        read(py, &close)?,
+        read(py, &volume)?,
+    );
     let result = market!(py, py.detach(move || batch::vwap(&h, &l, &c, &v)))?;
     write(py, &[&out], &[result])
 }
@@ -537,8 +647,16 @@ fn batch_session_vwap(
     out: PyBuffer<f64>,
 ) -> PyResult<()> {
     let s = session.to_vec(py)?;
-    let (h, l, c, v) = (read(py, &high)?, read(py, &low)?, read(py, &close)?, read(py, &volume)?);
-    let result = market!(py, py.detach(move || batch::session_vwap(&s, &h, &l, &c, &v)))?;
+    let (h, l, c, v) = (
+        read(py, &high)?,
+        read(py, &low)?,
+        read(py, &close)?,
+        read(py, &volume)?,
+    );
+    let result = market!(
+        py,
+        py.detach(move || batch::session_vwap(&s, &h, &l, &c, &v))
+    )?;
     write(py, &[&out], &[result])
 }
 
@@ -547,7 +665,8 @@ fn batch_session_vwap(
 static NAMES: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
 
 fn names_tuple(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
-    let names = NAMES.get_or_try_init(py, || PyTuple::new(py, feature_names()).map(Bound::unbind))?;
+    let names =
+        NAMES.get_or_try_init(py, || PyTuple::new(py, feature_names()).map(Bound::unbind))?;
     Ok(names.bind(py))
 }
 
@@ -583,7 +702,10 @@ impl PyFeatureVector {
     /// Higher-timeframe bars that closed with this candle.
     #[getter]
     fn closed(&self, py: Python<'_>) -> PyResult<Vec<PyClosedBar>> {
-        self.closed.iter().map(|b| PyClosedBar::from_rs(py, b)).collect()
+        self.closed
+            .iter()
+            .map(|b| PyClosedBar::from_rs(py, b))
+            .collect()
     }
 
     fn __len__(&self) -> usize {
@@ -591,7 +713,12 @@ impl PyFeatureVector {
     }
 
     fn __repr__(&self) -> String {
-        format!("FeatureVector(open_time_ms={}, ready={}, n={})", self.open_time_ms, self.ready, self.values.len())
+        format!(
+            "FeatureVector(open_time_ms={}, ready={}, n={})",
+            self.open_time_ms,
+            self.ready,
+            self.values.len()
+        )
     }
 }
 
@@ -603,12 +730,14 @@ pub struct PyFeatureEngine {
 
 impl PyFeatureEngine {
     fn push(&mut self, py: Python<'_>, candle: RsCandle) -> PyResult<Option<PyFeatureVector>> {
-        Ok(market!(py, self.inner.update(candle))?.map(|v| PyFeatureVector {
-            open_time_ms: v.open_time_ms,
-            ready: v.ready,
-            values: v.values,
-            closed: v.closed,
-        }))
+        Ok(
+            market!(py, self.inner.update(candle))?.map(|v| PyFeatureVector {
+                open_time_ms: v.open_time_ms,
+                ready: v.ready,
+                values: v.values,
+                closed: v.closed,
+            }),
+        )
     }
 }
 
@@ -616,7 +745,9 @@ impl PyFeatureEngine {
 impl PyFeatureEngine {
     #[new]
     fn new() -> Self {
-        Self { inner: RsEngine::new() }
+        Self {
+            inner: RsEngine::new(),
+        }
     }
 
     /// Push a closed 1m `Candle`; None for an ignored duplicate.
@@ -637,7 +768,17 @@ impl PyFeatureEngine {
         close: f64,
         volume: f64,
     ) -> PyResult<Option<PyFeatureVector>> {
-        self.push(py, RsCandle { open_time_ms, open, high, low, close, volume })
+        self.push(
+            py,
+            RsCandle {
+                open_time_ms,
+                open,
+                high,
+                low,
+                close,
+                volume,
+            },
+        )
     }
 
     /// Batch path over columns: returns `(values_bytes, open_time_ms, ready, rejected)` where
@@ -653,11 +794,25 @@ impl PyFeatureEngine {
         low: PyBuffer<f64>,
         close: PyBuffer<f64>,
         volume: PyBuffer<f64>,
-    ) -> PyResult<(Py<PyBytes>, Vec<i64>, Vec<bool>, Vec<(usize, &'static str, String)>)> {
+    ) -> PyResult<(
+        Py<PyBytes>,
+        Vec<i64>,
+        Vec<bool>,
+        Vec<(usize, &'static str, String)>,
+    )> {
         let t = open_time_ms.to_vec(py)?;
-        let cols = [read(py, &open)?, read(py, &high)?, read(py, &low)?, read(py, &close)?, read(py, &volume)?];
+        let cols = [
+            read(py, &open)?,
+            read(py, &high)?,
+            read(py, &low)?,
+            read(py, &close)?,
+            read(py, &volume)?,
+        ];
         if cols.iter().any(|c| c.len() != t.len()) {
-            return Err(err(py, RsMarketError::LengthMismatch("FeatureEngine.update_batch".into())));
+            return Err(err(
+                py,
+                RsMarketError::LengthMismatch("FeatureEngine.update_batch".into()),
+            ));
         }
         let engine = &mut self.inner;
         let (columns, out) = py.detach(move || {
@@ -681,7 +836,11 @@ impl PyFeatureEngine {
             }
             Ok(())
         })?;
-        let rejected = out.rejected.iter().map(|(i, e)| (*i, e.code(), e.to_string())).collect();
+        let rejected = out
+            .rejected
+            .iter()
+            .map(|(i, e)| (*i, e.code(), e.to_string()))
+            .collect();
         Ok((bytes.unbind(), out.open_time_ms, out.ready, rejected))
     }
 

@@ -103,7 +103,8 @@ impl CandleAggregator {
                 }
                 return Err(self.late(t, last.open_time_ms));
             }
-            missing_before = ((t - last.open_time_ms) / MINUTE_MS - 1).min(i64::from(u32::MAX)) as u32;
+            missing_before =
+                ((t - last.open_time_ms) / MINUTE_MS - 1).min(i64::from(u32::MAX)) as u32;
             if Timeframe::H1.bucket(t) != hour {
                 self.seen_in_hour = 0;
             }
@@ -116,10 +117,17 @@ impl CandleAggregator {
             let bucket = tf.bucket(t);
             if let Some(bar) = slot.take_if(|bar| bar.candle.open_time_ms != bucket) {
                 // Its last minute never came: close it now, incomplete.
-                closed.push(ClosedBar { timeframe: tf, candle: bar.candle, minutes: bar.minutes });
+                closed.push(ClosedBar {
+                    timeframe: tf,
+                    candle: bar.candle,
+                    minutes: bar.minutes,
+                });
             }
             let bar = slot.get_or_insert(OpenBar {
-                candle: Candle { open_time_ms: bucket, ..candle },
+                candle: Candle {
+                    open_time_ms: bucket,
+                    ..candle
+                },
                 minutes: 0,
             });
             if bar.minutes > 0 {
@@ -131,22 +139,36 @@ impl CandleAggregator {
             bar.minutes += 1;
             if t + MINUTE_MS == bucket + tf.millis() {
                 let bar = slot.take().expect("bar inserted above");
-                closed.push(ClosedBar { timeframe: tf, candle: bar.candle, minutes: bar.minutes });
+                closed.push(ClosedBar {
+                    timeframe: tf,
+                    candle: bar.candle,
+                    minutes: bar.minutes,
+                });
             }
         }
         closed.sort_by_key(|b| (b.timeframe, b.candle.open_time_ms));
-        Ok(PushOutcome::Accepted(Accepted { candle, missing_before, closed }))
+        Ok(PushOutcome::Accepted(Accepted {
+            candle,
+            missing_before,
+            closed,
+        }))
     }
 
     fn late(&self, t: i64, last_t: i64) -> MarketError {
         let mut closed = vec!["1m".to_string()];
         for (slot, tf) in self.open.iter().zip(Timeframe::HIGHER) {
-            let still_open = slot.as_ref().is_some_and(|b| b.candle.open_time_ms == tf.bucket(t));
+            let still_open = slot
+                .as_ref()
+                .is_some_and(|b| b.candle.open_time_ms == tf.bucket(t));
             if !still_open {
                 closed.push(format!("{}@{}", tf.as_str(), tf.bucket(t)));
             }
         }
-        MarketError::LateCandle { open_time_ms: t, last_open_time_ms: last_t, closed: closed.join(",") }
+        MarketError::LateCandle {
+            open_time_ms: t,
+            last_open_time_ms: last_t,
+            closed: closed.join(","),
+        }
     }
 }
 
@@ -180,13 +202,23 @@ mod tests {
     fn five_minute_bar_closes_on_its_last_minute() {
         let mut agg = CandleAggregator::new();
         for m in 0..4 {
-            assert!(accepted(agg.push(c(m, 10.0 + m as f64)).unwrap()).closed.is_empty());
+            assert!(accepted(agg.push(c(m, 10.0 + m as f64)).unwrap())
+                .closed
+                .is_empty());
         }
         let a = accepted(agg.push(c(4, 9.0)).unwrap());
         assert_eq!(a.closed.len(), 1);
         let bar = a.closed[0];
         assert_eq!(bar.timeframe, Timeframe::M5);
-        assert_eq!((bar.candle.open, bar.candle.high, bar.candle.low, bar.candle.close), (10.0, 14.0, 8.0, 9.0));
+        assert_eq!(
+            (
+                bar.candle.open,
+                bar.candle.high,
+                bar.candle.low,
+                bar.candle.close
+            ),
+            (10.0, 14.0, 8.0, 9.0)
+        );
         assert_eq!(bar.candle.volume, 5.0);
         assert!(bar.complete());
     }
@@ -198,7 +230,10 @@ mod tests {
         agg.push(c(1, 11.0)).unwrap();
         assert_eq!(agg.push(c(1, 11.0)).unwrap(), PushOutcome::Duplicate);
         assert_eq!(agg.push(c(0, 10.0)).unwrap(), PushOutcome::Duplicate);
-        assert_eq!(agg.push(c(1, 12.0)).unwrap_err().code(), "CONFLICTING_DUPLICATE");
+        assert_eq!(
+            agg.push(c(1, 12.0)).unwrap_err().code(),
+            "CONFLICTING_DUPLICATE"
+        );
         // Jump to minute 7: minutes 2..6 are missing, the 0..5 bar closes incomplete.
         let a = accepted(agg.push(c(7, 12.0)).unwrap());
         assert_eq!(a.missing_before, 5);

@@ -83,7 +83,14 @@ impl Candle {
         close: f64,
         volume: f64,
     ) -> MarketResult<Self> {
-        let candle = Self { open_time_ms, open, high, low, close, volume };
+        let candle = Self {
+            open_time_ms,
+            open,
+            high,
+            low,
+            close,
+            volume,
+        };
         candle.validate(interval)?;
         Ok(candle)
     }
@@ -100,18 +107,29 @@ impl Candle {
                 return Err(MarketError::NonFinite { field });
             }
         }
-        for (field, value) in [("open", self.open), ("high", self.high), ("low", self.low), ("close", self.close)] {
+        for (field, value) in [
+            ("open", self.open),
+            ("high", self.high),
+            ("low", self.low),
+            ("close", self.close),
+        ] {
             if value <= 0.0 {
                 return Err(MarketError::NonPositivePrice { field, value });
             }
         }
         let body_top = self.open.max(self.close);
         if self.high < body_top {
-            return Err(MarketError::HighBelowBody { high: self.high, body_top });
+            return Err(MarketError::HighBelowBody {
+                high: self.high,
+                body_top,
+            });
         }
         let body_bottom = self.open.min(self.close);
         if self.low > body_bottom {
-            return Err(MarketError::LowAboveBody { low: self.low, body_bottom });
+            return Err(MarketError::LowAboveBody {
+                low: self.low,
+                body_bottom,
+            });
         }
         if self.volume < 0.0 {
             return Err(MarketError::NegativeVolume(self.volume));
@@ -121,7 +139,10 @@ impl Candle {
             return Err(MarketError::TimeOutOfRange(self.open_time_ms));
         }
         if self.open_time_ms.rem_euclid(interval.millis()) != 0 {
-            return Err(MarketError::Misaligned { open_time_ms: self.open_time_ms, interval: interval.as_str() });
+            return Err(MarketError::Misaligned {
+                open_time_ms: self.open_time_ms,
+                interval: interval.as_str(),
+            });
         }
         Ok(())
     }
@@ -144,14 +165,41 @@ mod tests {
     fn rejects_each_kind_of_bad_candle_with_its_code() {
         let m = Timeframe::M1;
         assert!(Candle::new(m, 0, 1.0, 2.0, 0.5, 1.5, 3.0).is_ok());
-        assert_eq!(code(Candle::new(m, 0, 1.0, 1.2, 0.5, 1.5, 3.0)), "HIGH_BELOW_BODY");
-        assert_eq!(code(Candle::new(m, 0, 1.0, 2.0, 1.1, 1.5, 3.0)), "LOW_ABOVE_BODY");
-        assert_eq!(code(Candle::new(m, 0, 1.0, 2.0, 0.5, 1.5, -1.0)), "NEGATIVE_VOLUME");
-        assert_eq!(code(Candle::new(m, 0, f64::NAN, 2.0, 0.5, 1.5, 1.0)), "NON_FINITE");
-        assert_eq!(code(Candle::new(m, 0, 1.0, f64::INFINITY, 0.5, 1.5, 1.0)), "NON_FINITE");
-        assert_eq!(code(Candle::new(m, 0, 1.0, 2.0, -0.5, 1.5, 1.0)), "NON_POSITIVE_PRICE");
-        assert_eq!(code(Candle::new(m, 1, 1.0, 2.0, 0.5, 1.5, 1.0)), "MISALIGNED_TIME");
-        assert_eq!(code(Candle::new(m, i64::MAX - 7, 1.0, 2.0, 0.5, 1.5, 1.0)), "TIME_OUT_OF_RANGE");
-        assert_eq!(Timeframe::parse("2m").unwrap_err().code(), "UNKNOWN_INTERVAL");
+        assert_eq!(
+            code(Candle::new(m, 0, 1.0, 1.2, 0.5, 1.5, 3.0)),
+            "HIGH_BELOW_BODY"
+        );
+        assert_eq!(
+            code(Candle::new(m, 0, 1.0, 2.0, 1.1, 1.5, 3.0)),
+            "LOW_ABOVE_BODY"
+        );
+        assert_eq!(
+            code(Candle::new(m, 0, 1.0, 2.0, 0.5, 1.5, -1.0)),
+            "NEGATIVE_VOLUME"
+        );
+        assert_eq!(
+            code(Candle::new(m, 0, f64::NAN, 2.0, 0.5, 1.5, 1.0)),
+            "NON_FINITE"
+        );
+        assert_eq!(
+            code(Candle::new(m, 0, 1.0, f64::INFINITY, 0.5, 1.5, 1.0)),
+            "NON_FINITE"
+        );
+        assert_eq!(
+            code(Candle::new(m, 0, 1.0, 2.0, -0.5, 1.5, 1.0)),
+            "NON_POSITIVE_PRICE"
+        );
+        assert_eq!(
+            code(Candle::new(m, 1, 1.0, 2.0, 0.5, 1.5, 1.0)),
+            "MISALIGNED_TIME"
+        );
+        assert_eq!(
+            code(Candle::new(m, i64::MAX - 7, 1.0, 2.0, 0.5, 1.5, 1.0)),
+            "TIME_OUT_OF_RANGE"
+        );
+        assert_eq!(
+            Timeframe::parse("2m").unwrap_err().code(),
+            "UNKNOWN_INTERVAL"
+        );
     }
 }

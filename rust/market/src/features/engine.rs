@@ -23,6 +23,26 @@ const VOL_MEAN_ALPHA: f64 = 2.0 / 1441.0;
 const VOL_LOW: f64 = 0.75;
 const VOL_HIGH: f64 = 1.5;
 const SNAPSHOT_FORMAT: u32 = 1;
+const DAY_MS: i64 = 86_400_000;
+
+struct ClockTable {
+    minutes: [(f64, f64); 1440],
+    days: [(f64, f64); 7],
+}
+
+fn clock_table() -> &'static ClockTable {
+    static TABLE: std::sync::OnceLock<ClockTable> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let point = |i: usize, n: usize| {
+            let angle = std::f64::consts::TAU * i as f64 / n as f64;
+            (angle.sin(), angle.cos())
+        };
+        ClockTable {
+            minutes: std::array::from_fn(|i| point(i, 1440)),
+            days: std::array::from_fn(|i| point(i, 7)),
+        }
+    })
+}
 
 /// One feature vector, in the order of [`super::feature_names`].
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +74,12 @@ struct Snapshot {
 impl FeatureEngine {
     pub fn new() -> Self {
         let tf = || TimeframeFeatures::new().expect("fixed periods are valid");
-        Self { aggregator: CandleAggregator::new(), timeframes: [tf(), tf(), tf(), tf()], vol_mean: None, candles: 0 }
+        Self {
+            aggregator: CandleAggregator::new(),
+            timeframes: [tf(), tf(), tf(), tf()],
+            vol_mean: None,
+            candles: 0,
+        }
     }
 
     /// 1m candles accepted so far.
@@ -69,9 +94,12 @@ impl FeatureEngine {
         let mut values = Vec::with_capacity(FEATURE_COUNT);
         match self.update_into(candle, &mut values)? {
             None => Ok(None),
-            Some((ready, closed)) => {
-                Ok(Some(FeatureVector { open_time_ms: candle.open_time_ms, values, ready, closed }))
-            }
+            Some((ready, closed)) => Ok(Some(FeatureVector {
+                open_time_ms: candle.open_time_ms,
+                values,
+                ready,
+                closed,
+            })),
         }
     }
 
@@ -89,7 +117,10 @@ impl FeatureEngine {
         self.candles += 1;
         self.timeframes[0].update(&candle);
         for bar in &accepted.closed {
-            let index = Timeframe::ALL.iter().position(|&tf| tf == bar.timeframe).unwrap_or(0);
+            let index = Timeframe::ALL
+                .iter()
+                .position(|&tf| tf == bar.timeframe)
+                .unwrap_or(0);
             self.timeframes[index].update(&bar.candle);
         }
 
@@ -101,7 +132,11 @@ impl FeatureEngine {
         // Multi-timeframe alignment: do the timeframes agree on the side of their SMA20?
         let close_sma = |tf: &TimeframeFeatures| tf.latest[1];
         let alignment = if self.timeframes.iter().all(|tf| close_sma(tf).is_some()) {
-            let sum: f64 = self.timeframes.iter().map(|tf| sign(close_sma(tf).unwrap_or(0.0))).sum();
+            let sum: f64 = self
+                .timeframes
+                .iter()
+                .map(|tf| sign(close_sma(tf).unwrap_or(0.0)))
+                .sum();
             sum / 4.0
         } else {
             f64::NAN
@@ -117,7 +152,11 @@ impl FeatureEngine {
                     None => vol,
                 };
                 self.vol_mean = Some(mean);
-                if mean > 0.0 { vol / mean } else { 1.0 }
+                if mean > 0.0 {
+                    vol / mean
+                } else {
+                    1.0
+                }
             }
             None => f64::NAN,
         };
@@ -130,15 +169,14 @@ impl FeatureEngine {
             out.push(f64::from(u8::from(ratio > VOL_HIGH)));
         }
 
-        // Clock features (UTC), from the candle's open time.
-        let minute_of_day = candle.open_time_ms.rem_euclid(86_400_000) as f64 / 60_000.0;
-        let day = candle.open_time_ms.div_euclid(86_400_000);
-        let day_of_week = (day + 3).rem_euclid(7) as f64; // 1970-01-01 was a Thursday; Monday = 0
-        let tau = std::f64::consts::TAU;
-        out.push((tau * minute_of_day / 1440.0).sin());
-        out.push((tau * minute_of_day / 1440.0).cos());
-        out.push((tau * day_of_week / 7.0).sin());
-        out.push((tau * day_of_week / 7.0).cos());
+        // Clock features (UTC), from the candle's open time; the unit-circle points of the
+        // 1440 minutes and 7 days are computed once (sin/cos was a fifth of the update).
+        let (minute_sin, minute_cos) =
+            clock_table().minutes[(candle.open_time_ms.rem_euclid(DAY_MS) / 60_000) as usize];
+        // 1970-01-01 was a Thursday; Monday = 0.
+        let (day_sin, day_cos) =
+            clock_table().days[(candle.open_time_ms.div_euclid(DAY_MS) + 3).rem_euclid(7) as usize];
+        out.extend([minute_sin, minute_cos, day_sin, day_cos]);
         for tf in &self.timeframes {
             out.push(tf.ready_fraction());
         }
@@ -160,7 +198,10 @@ impl FeatureEngine {
         // both stay in cache, and the large output is written once, sequentially.
         const BLOCK: usize = 256;
         let capacity = candles.len();
-        let mut out = BatchOutput { columns: vec![0.0; capacity * FEATURE_COUNT], ..BatchOutput::default() };
+        let mut out = BatchOutput {
+            columns: vec![0.0; capacity * FEATURE_COUNT],
+            ..BatchOutput::default()
+        };
         let mut block: Vec<f64> = Vec::with_capacity(BLOCK * FEATURE_COUNT);
         let mut flushed = 0;
         let flush = |block: &mut Vec<f64>, columns: &mut [f64], flushed: &mut usize| {
@@ -192,7 +233,8 @@ impl FeatureEngine {
         if rows < capacity {
             // Some candles gave no row: close the gaps between the columns.
             for j in 1..FEATURE_COUNT {
-                out.columns.copy_within(j * capacity..j * capacity + rows, j * rows);
+                out.columns
+                    .copy_within(j * capacity..j * capacity + rows, j * rows);
             }
             out.columns.truncate(rows * FEATURE_COUNT);
         }
@@ -202,17 +244,28 @@ impl FeatureEngine {
     /// The feature vectors of a batch, one `Vec` per accepted candle (for tests and tools).
     pub fn rows(out: &BatchOutput) -> Vec<Vec<f64>> {
         let rows = out.open_time_ms.len();
-        (0..rows).map(|i| (0..FEATURE_COUNT).map(|j| out.columns[j * rows + i]).collect()).collect()
+        (0..rows)
+            .map(|i| {
+                (0..FEATURE_COUNT)
+                    .map(|j| out.columns[j * rows + i])
+                    .collect()
+            })
+            .collect()
     }
 
     /// The whole state as bytes (self-describing, versioned).
     pub fn snapshot(&self) -> MarketResult<Vec<u8>> {
-        let snap = Snapshot { format: SNAPSHOT_FORMAT, feature_version: FEATURE_VERSION.to_string(), engine: self.clone() };
+        let snap = Snapshot {
+            format: SNAPSHOT_FORMAT,
+            feature_version: FEATURE_VERSION.to_string(),
+            engine: self.clone(),
+        };
         serde_json::to_vec(&snap).map_err(|e| MarketError::Snapshot(e.to_string()))
     }
 
     pub fn restore(bytes: &[u8]) -> MarketResult<Self> {
-        let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| MarketError::Snapshot(e.to_string()))?;
+        let snap: Snapshot =
+            serde_json::from_slice(bytes).map_err(|e| MarketError::Snapshot(e.to_string()))?;
         if snap.format != SNAPSHOT_FORMAT || snap.feature_version != FEATURE_VERSION {
             return Err(MarketError::Snapshot(format!(
                 "snapshot is format {} / {}, this engine is format {} / {}",
@@ -279,8 +332,11 @@ mod tests {
         assert_eq!(out.rejected.len(), 1);
         assert_eq!(out.rejected[0].0, 100);
         let mut streamed = FeatureEngine::new();
-        let want: Vec<Vec<f64>> =
-            data.iter().filter_map(|&x| streamed.update(x).ok().flatten()).map(|v| v.values).collect();
+        let want: Vec<Vec<f64>> = data
+            .iter()
+            .filter_map(|&x| streamed.update(x).ok().flatten())
+            .map(|v| v.values)
+            .collect();
         let got = FeatureEngine::rows(&out);
         for (x, y) in got.iter().flatten().zip(want.iter().flatten()) {
             assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
@@ -309,7 +365,10 @@ mod tests {
         let mut second = FeatureEngine::restore(&first.snapshot().unwrap()).unwrap();
         let b = FeatureEngine::rows(&second.update_batch(&data[1234..]));
         let mut streamed = FeatureEngine::new();
-        let c: Vec<Vec<f64>> = data.iter().map(|&x| streamed.update(x).unwrap().unwrap().values).collect();
+        let c: Vec<Vec<f64>> = data
+            .iter()
+            .map(|&x| streamed.update(x).unwrap().unwrap().values)
+            .collect();
         let same = |x: &f64, y: &f64| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
         assert_eq!(a.len(), c.len());
         for (x, y) in a.iter().flatten().zip(c.iter().flatten()) {

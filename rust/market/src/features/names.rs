@@ -14,19 +14,19 @@ pub const PER_TIMEFRAME: [&str; 19] = [
     "macd_signal",      // signal / C
     "macd_hist",        // histogram / C
     "rsi14",            // RSI(14) / 100
-    "bb_pctb",          // (C - lower) / (upper - lower), BBANDS(20, 2, 2); 0.5 when the bands are flat
-    "bb_width",         // (upper - lower) / middle
-    "atr14",            // ATR(14) / C
-    "stoch_k",          // STOCH(5,3,3) slow %K / 100
-    "stoch_d",          // slow %D / 100
-    "adx14",            // ADX(14) / 100
-    "plus_di14",        // PLUS_DI(14) / 100
-    "minus_di14",       // MINUS_DI(14) / 100
-    "obv_ratio",        // OBV / cumulative volume, in [-1, 1]
-    "vwap_dev",         // C / VWAP(cumulative) - 1
+    "bb_pctb", // (C - lower) / (upper - lower), BBANDS(20, 2, 2); 0.5 when the bands are flat
+    "bb_width", // (upper - lower) / middle
+    "atr14",   // ATR(14) / C
+    "stoch_k", // STOCH(5,3,3) slow %K / 100
+    "stoch_d", // slow %D / 100
+    "adx14",   // ADX(14) / 100
+    "plus_di14", // PLUS_DI(14) / 100
+    "minus_di14", // MINUS_DI(14) / 100
+    "obv_ratio", // OBV / cumulative volume, in [-1, 1]
+    "vwap_dev", // C / VWAP(cumulative) - 1
     "session_vwap_dev", // C / VWAP(UTC day) - 1
-    "realized_vol20",   // STDDEV(20) of log returns
-    "volume_z20",       // (V - SMA(V, 20)) / STDDEV(V, 20)
+    "realized_vol20", // STDDEV(20) of log returns
+    "volume_z20", // (V - SMA(V, 20)) / STDDEV(V, 20)
 ];
 
 /// Features computed across timeframes and from the clock.
@@ -53,7 +53,11 @@ pub const FEATURE_COUNT: usize = PER_TIMEFRAME.len() * 4 + GLOBAL.len();
 pub fn feature_names() -> Vec<String> {
     let mut names = Vec::with_capacity(FEATURE_COUNT);
     for tf in Timeframe::ALL {
-        names.extend(PER_TIMEFRAME.iter().map(|f| format!("{}_{}", tf.as_str(), f)));
+        names.extend(
+            PER_TIMEFRAME
+                .iter()
+                .map(|f| format!("{}_{}", tf.as_str(), f)),
+        );
     }
     names.extend(GLOBAL.iter().map(|s| s.to_string()));
     names

@@ -7,8 +7,8 @@ use super::names::PER_TIMEFRAME;
 use crate::candles::Candle;
 use crate::error::MarketResult;
 use crate::indicators::{
-    Atr, BollingerBands, DirectionalMovement, LogReturn, Macd, Obv, Rsi, SessionVwap, Sma,
-    StdDev, Stochastic, VolumeZScore, Vwap,
+    Atr, BollingerBands, DirectionalMovement, LogReturn, Macd, Obv, Rsi, SessionVwap, Sma, StdDev,
+    Stochastic, VolumeZScore, Vwap,
 };
 
 const DAY_MS: i64 = 86_400_000;
@@ -68,7 +68,9 @@ impl TimeframeFeatures {
         let obv = self.obv.update(c, v);
         self.cumulative_volume += v;
         let vwap = self.vwap.update(h, l, c, v);
-        let session_vwap = self.session_vwap.update(bar.open_time_ms.div_euclid(DAY_MS), h, l, c, v);
+        let session_vwap =
+            self.session_vwap
+                .update(bar.open_time_ms.div_euclid(DAY_MS), h, l, c, v);
         let realized_vol = log_return.and_then(|r| self.realized_vol.update(r));
         let volume_z = self.volume_z.update(v);
 
@@ -82,7 +84,11 @@ impl TimeframeFeatures {
             rsi.map(|r| r / 100.0),
             bb.map(|b| {
                 let width = b.upper - b.lower;
-                if width > 0.0 { (c - b.lower) / width } else { 0.5 }
+                if width > 0.0 {
+                    (c - b.lower) / width
+                } else {
+                    0.5
+                }
             }),
             bb.map(|b| (b.upper - b.lower) / b.middle),
             atr.map(|a| a / c),
@@ -91,10 +97,18 @@ impl TimeframeFeatures {
             dm.adx.map(|a| a / 100.0),
             dm.plus_di.map(|d| d / 100.0),
             dm.minus_di.map(|d| d / 100.0),
-            Some(if self.cumulative_volume > 0.0 { obv / self.cumulative_volume } else { 0.0 }),
+            Some(if self.cumulative_volume > 0.0 {
+                obv / self.cumulative_volume
+            } else {
+                0.0
+            }),
             // 0 until some volume has traded (VWAP is 0 then): no deviation is known yet.
             Some(if vwap > 0.0 { c / vwap - 1.0 } else { 0.0 }),
-            Some(if session_vwap > 0.0 { c / session_vwap - 1.0 } else { 0.0 }),
+            Some(if session_vwap > 0.0 {
+                c / session_vwap - 1.0
+            } else {
+                0.0
+            }),
             realized_vol,
             volume_z,
         ];

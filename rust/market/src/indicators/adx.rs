@@ -94,7 +94,11 @@ impl DirectionalMovement {
         } else if let (Some(prev), Some(dx)) = (self.adx, dx) {
             self.adx = Some(((prev * (n - 1.0)) + dx) / n);
         }
-        DirectionalOutput { plus_di: Some(plus_di), minus_di: Some(minus_di), adx: self.adx }
+        DirectionalOutput {
+            plus_di: Some(plus_di),
+            minus_di: Some(minus_di),
+            adx: self.adx,
+        }
     }
 }
 
@@ -106,7 +110,10 @@ mod tests {
     fn di_at_bar_n_and_adx_at_bar_2n_minus_1() {
         let data = crate::indicators::testutil::series(80);
         let mut dm = DirectionalMovement::new(14).unwrap();
-        let outs: Vec<_> = data.iter().map(|&c| dm.update(c + 1.0, c - 1.0, c)).collect();
+        let outs: Vec<_> = data
+            .iter()
+            .map(|&c| dm.update(c + 1.0, c - 1.0, c))
+            .collect();
         assert_eq!(outs.iter().position(|o| o.plus_di.is_some()), Some(14));
         assert_eq!(outs.iter().position(|o| o.adx.is_some()), Some(27));
     }

@@ -19,7 +19,13 @@ pub struct Atr {
 impl Atr {
     pub fn new(period: usize) -> MarketResult<Self> {
         check_period("timeperiod", period, 1)?;
-        Ok(Self { period, prev_close: None, ranges: 0, sum: 0.0, value: None })
+        Ok(Self {
+            period,
+            prev_close: None,
+            ranges: 0,
+            sum: 0.0,
+            value: None,
+        })
     }
 
     #[inline]

@@ -56,7 +56,11 @@ pub fn volume_zscore(volume: &[f64], period: usize) -> MarketResult<Vec<f64>> {
 
 pub fn macd(real: &[f64], fast: usize, slow: usize, signal: usize) -> MarketResult<[Vec<f64>; 3]> {
     let mut ind = Macd::new(fast, slow, signal)?;
-    let mut out = [vec![f64::NAN; real.len()], vec![f64::NAN; real.len()], vec![f64::NAN; real.len()]];
+    let mut out = [
+        vec![f64::NAN; real.len()],
+        vec![f64::NAN; real.len()],
+        vec![f64::NAN; real.len()],
+    ];
     for (i, &x) in real.iter().enumerate() {
         if let Some(m) = ind.update(x) {
             out[0][i] = m.macd;
@@ -69,7 +73,11 @@ pub fn macd(real: &[f64], fast: usize, slow: usize, signal: usize) -> MarketResu
 
 pub fn bbands(real: &[f64], period: usize, up: f64, down: f64) -> MarketResult<[Vec<f64>; 3]> {
     let mut ind = BollingerBands::new(period, up, down)?;
-    let mut out = [vec![f64::NAN; real.len()], vec![f64::NAN; real.len()], vec![f64::NAN; real.len()]];
+    let mut out = [
+        vec![f64::NAN; real.len()],
+        vec![f64::NAN; real.len()],
+        vec![f64::NAN; real.len()],
+    ];
     for (i, &x) in real.iter().enumerate() {
         if let Some(b) = ind.update(x) {
             out[0][i] = b.upper;
@@ -83,7 +91,9 @@ pub fn bbands(real: &[f64], period: usize, up: f64, down: f64) -> MarketResult<[
 pub fn atr(high: &[f64], low: &[f64], close: &[f64], period: usize) -> MarketResult<Vec<f64>> {
     same_length("ATR", &[high.len(), low.len(), close.len()])?;
     let mut ind = Atr::new(period)?;
-    Ok((0..close.len()).map(|i| ind.update(high[i], low[i], close[i]).unwrap_or(f64::NAN)).collect())
+    Ok((0..close.len())
+        .map(|i| ind.update(high[i], low[i], close[i]).unwrap_or(f64::NAN))
+        .collect())
 }
 
 pub fn stoch(
@@ -107,10 +117,19 @@ pub fn stoch(
 }
 
 /// `[PLUS_DI, MINUS_DI, ADX]` in one pass.
-pub fn directional(high: &[f64], low: &[f64], close: &[f64], period: usize) -> MarketResult<[Vec<f64>; 3]> {
+pub fn directional(
+    high: &[f64],
+    low: &[f64],
+    close: &[f64],
+    period: usize,
+) -> MarketResult<[Vec<f64>; 3]> {
     same_length("ADX", &[high.len(), low.len(), close.len()])?;
     let mut ind = DirectionalMovement::new(period)?;
-    let mut out = [vec![f64::NAN; close.len()], vec![f64::NAN; close.len()], vec![f64::NAN; close.len()]];
+    let mut out = [
+        vec![f64::NAN; close.len()],
+        vec![f64::NAN; close.len()],
+        vec![f64::NAN; close.len()],
+    ];
     for i in 0..close.len() {
         let d = ind.update(high[i], low[i], close[i]);
         out[0][i] = d.plus_di.unwrap_or(f64::NAN);
@@ -123,13 +142,19 @@ pub fn directional(high: &[f64], low: &[f64], close: &[f64], period: usize) -> M
 pub fn obv(close: &[f64], volume: &[f64]) -> MarketResult<Vec<f64>> {
     same_length("OBV", &[close.len(), volume.len()])?;
     let mut ind = Obv::new();
-    Ok(close.iter().zip(volume).map(|(&c, &v)| ind.update(c, v)).collect())
+    Ok(close
+        .iter()
+        .zip(volume)
+        .map(|(&c, &v)| ind.update(c, v))
+        .collect())
 }
 
 pub fn vwap(high: &[f64], low: &[f64], close: &[f64], volume: &[f64]) -> MarketResult<Vec<f64>> {
     same_length("VWAP", &[high.len(), low.len(), close.len(), volume.len()])?;
     let mut ind = Vwap::new();
-    Ok((0..close.len()).map(|i| ind.update(high[i], low[i], close[i], volume[i])).collect())
+    Ok((0..close.len())
+        .map(|i| ind.update(high[i], low[i], close[i], volume[i]))
+        .collect())
 }
 
 pub fn session_vwap(
@@ -139,9 +164,20 @@ pub fn session_vwap(
     close: &[f64],
     volume: &[f64],
 ) -> MarketResult<Vec<f64>> {
-    same_length("SESSION_VWAP", &[session.len(), high.len(), low.len(), close.len(), volume.len()])?;
+    same_length(
+        "SESSION_VWAP",
+        &[
+            session.len(),
+            high.len(),
+            low.len(),
+            close.len(),
+            volume.len(),
+        ],
+    )?;
     let mut ind = SessionVwap::new();
-    Ok((0..close.len()).map(|i| ind.update(session[i], high[i], low[i], close[i], volume[i])).collect())
+    Ok((0..close.len())
+        .map(|i| ind.update(session[i], high[i], low[i], close[i], volume[i]))
+        .collect())
 }
 
 #[cfg(test)]

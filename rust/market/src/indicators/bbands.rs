@@ -49,9 +49,16 @@ impl BollingerBands {
                 (middle + width, middle - width)
             }
         } else {
-            (middle + deviation * self.nbdev_up, middle - deviation * self.nbdev_down)
+            (
+                middle + deviation * self.nbdev_up,
+                middle - deviation * self.nbdev_down,
+            )
         };
-        Some(BollingerOutput { upper, middle, lower })
+        Some(BollingerOutput {
+            upper,
+            middle,
+            lower,
+        })
     }
 }
 

@@ -22,7 +22,13 @@ impl Ema {
     }
 
     pub(crate) fn with_k(period: usize, k: f64) -> Self {
-        Self { period, k, seen: 0, seed_sum: 0.0, value: None }
+        Self {
+            period,
+            k,
+            seen: 0,
+            seed_sum: 0.0,
+            value: None,
+        }
     }
 
     #[inline]

@@ -36,7 +36,11 @@ impl Macd {
         check_period("slowperiod", slow, 2)?;
         check_period("signalperiod", signal, 1)?;
         // TA-Lib swaps the periods when slow < fast.
-        let (fast, slow) = if slow < fast { (slow, fast) } else { (fast, slow) };
+        let (fast, slow) = if slow < fast {
+            (slow, fast)
+        } else {
+            (fast, slow)
+        };
         Ok(Self {
             fast_period: fast,
             slow_period: slow,
@@ -65,14 +69,21 @@ impl Macd {
                 if bar + 1 < self.slow_period {
                     return None;
                 }
-                (self.fast_seed / self.fast_period as f64, self.slow_seed / self.slow_period as f64)
+                (
+                    self.fast_seed / self.fast_period as f64,
+                    self.slow_seed / self.slow_period as f64,
+                )
             }
         };
         self.fast = Some(fast);
         self.slow = Some(slow);
         let macd = fast - slow;
         let signal = self.signal.update(macd)?;
-        Some(MacdOutput { macd, signal, hist: macd - signal })
+        Some(MacdOutput {
+            macd,
+            signal,
+            hist: macd - signal,
+        })
     }
 }
 

@@ -83,7 +83,9 @@ pub(crate) fn check_period(name: &str, value: usize, min: usize) -> MarketResult
 
 pub(crate) fn check_factor(name: &str, value: f64) -> MarketResult<()> {
     if !value.is_finite() {
-        return Err(MarketError::InvalidParameter(format!("{name} must be finite, got {value}")));
+        return Err(MarketError::InvalidParameter(format!(
+            "{name} must be finite, got {value}"
+        )));
     }
     Ok(())
 }

@@ -15,7 +15,9 @@ pub struct Rocp {
 impl Rocp {
     pub fn new(period: usize) -> MarketResult<Self> {
         check_period("timeperiod", period, 1)?;
-        Ok(Self { window: Ring::new(period + 1) })
+        Ok(Self {
+            window: Ring::new(period + 1),
+        })
     }
 
     #[inline]

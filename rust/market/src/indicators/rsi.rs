@@ -19,7 +19,13 @@ pub struct Rsi {
 impl Rsi {
     pub fn new(period: usize) -> MarketResult<Self> {
         check_period("timeperiod", period, 2)?;
-        Ok(Self { period, changes: 0, prev: None, gain: 0.0, loss: 0.0 })
+        Ok(Self {
+            period,
+            changes: 0,
+            prev: None,
+            gain: 0.0,
+            loss: 0.0,
+        })
     }
 
     #[inline]
@@ -51,7 +57,11 @@ impl Rsi {
             self.gain /= n;
         }
         let total = self.gain + self.loss;
-        Some(if ta_is_zero(total) { 0.0 } else { 100.0 * (self.gain / total) })
+        Some(if ta_is_zero(total) {
+            0.0
+        } else {
+            100.0 * (self.gain / total)
+        })
     }
 }
 

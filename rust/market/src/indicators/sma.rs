@@ -17,7 +17,11 @@ pub struct Sma {
 impl Sma {
     pub fn new(period: usize) -> MarketResult<Self> {
         check_period("timeperiod", period, 1)?;
-        Ok(Self { period, window: Ring::new(period), sum: 0.0 })
+        Ok(Self {
+            period,
+            window: Ring::new(period),
+            sum: 0.0,
+        })
     }
 
     #[inline]

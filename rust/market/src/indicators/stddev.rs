@@ -63,7 +63,11 @@ impl RollingVariance {
         let mean_sq = self.sum_sq / n;
         let variance = mean_sq - mean * mean;
         // Relative dead zone: what is left is rounding of the anchor offset, not volatility.
-        Some(if variance < 1e-12 * mean_sq || variance < 0.0 { 0.0 } else { variance })
+        Some(if variance < 1e-12 * mean_sq || variance < 0.0 {
+            0.0
+        } else {
+            variance
+        })
     }
 
     /// Move the anchor to the window mean and recompute the sums from the window.
@@ -94,13 +98,20 @@ impl StdDev {
     pub fn new(period: usize, nbdev: f64) -> MarketResult<Self> {
         check_period("timeperiod", period, 2)?;
         check_factor("nbdev", nbdev)?;
-        Ok(Self { nbdev, variance: RollingVariance::new(period)? })
+        Ok(Self {
+            nbdev,
+            variance: RollingVariance::new(period)?,
+        })
     }
 
     #[inline]
     pub fn update(&mut self, x: f64) -> Option<f64> {
         let deviation = self.variance.update(x)?.sqrt();
-        Some(if self.nbdev != 1.0 { deviation * self.nbdev } else { deviation })
+        Some(if self.nbdev != 1.0 {
+            deviation * self.nbdev
+        } else {
+            deviation
+        })
     }
 }
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_period, Sma, SlidingExtreme};
+use super::{check_period, SlidingExtreme, Sma};
 use crate::error::MarketResult;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,7 +47,11 @@ impl Stochastic {
             return None;
         }
         let diff = (hh - ll) / 100.0;
-        let fastk = if diff != 0.0 { (close - ll) / diff } else { 0.0 };
+        let fastk = if diff != 0.0 {
+            (close - ll) / diff
+        } else {
+            0.0
+        };
         let slowk = self.slowk.update(fastk)?;
         let slowd = self.slowd.update(slowk)?;
         Some(StochasticOutput { slowk, slowd })
@@ -62,7 +66,10 @@ mod tests {
     fn first_output_at_bar_8() {
         let data = crate::indicators::testutil::series(30);
         let mut st = Stochastic::new(5, 3, 3).unwrap();
-        let first = data.iter().position(|&c| st.update(c + 1.0, c - 1.0, c).is_some()).unwrap();
+        let first = data
+            .iter()
+            .position(|&c| st.update(c + 1.0, c - 1.0, c).is_some())
+            .unwrap();
         assert_eq!(first, 8);
     }
 }

@@ -15,7 +15,10 @@ pub struct Ring {
 
 impl Ring {
     pub fn new(capacity: usize) -> Self {
-        Self { values: VecDeque::with_capacity(capacity + 1), capacity }
+        Self {
+            values: VecDeque::with_capacity(capacity + 1),
+            capacity,
+        }
     }
 
     /// Push a value; returns the value that left the window, if any.
@@ -68,17 +71,33 @@ pub struct SlidingExtreme {
 
 impl SlidingExtreme {
     pub fn highest(window: usize) -> Self {
-        Self { deque: VecDeque::with_capacity(window + 1), window: window as u64, highest: true, bar: 0 }
+        Self {
+            deque: VecDeque::with_capacity(window + 1),
+            window: window as u64,
+            highest: true,
+            bar: 0,
+        }
     }
 
     pub fn lowest(window: usize) -> Self {
-        Self { deque: VecDeque::with_capacity(window + 1), window: window as u64, highest: false, bar: 0 }
+        Self {
+            deque: VecDeque::with_capacity(window + 1),
+            window: window as u64,
+            highest: false,
+            bar: 0,
+        }
     }
 
     /// Add the next bar's value and return the extreme over the last `window` bars.
     #[inline]
     pub fn push(&mut self, value: f64) -> f64 {
-        let beats = |kept: f64| if self.highest { value >= kept } else { value <= kept };
+        let beats = |kept: f64| {
+            if self.highest {
+                value >= kept
+            } else {
+                value <= kept
+            }
+        };
         while let Some(&(_, kept)) = self.deque.back() {
             if beats(kept) {
                 self.deque.pop_back();

@@ -14,7 +14,10 @@ pub struct VolumeZScore {
 
 impl VolumeZScore {
     pub fn new(period: usize) -> MarketResult<Self> {
-        Ok(Self { mean: Sma::new(period)?, deviation: StdDev::new(period, 1.0)? })
+        Ok(Self {
+            mean: Sma::new(period)?,
+            deviation: StdDev::new(period, 1.0)?,
+        })
     }
 
     #[inline]
@@ -22,6 +25,10 @@ impl VolumeZScore {
         let mean = self.mean.update(volume);
         let deviation = self.deviation.update(volume);
         let (mean, deviation) = (mean?, deviation?);
-        Some(if deviation > 0.0 { (volume - mean) / deviation } else { 0.0 })
+        Some(if deviation > 0.0 {
+            (volume - mean) / deviation
+        } else {
+            0.0
+        })
     }
 }
