@@ -465,7 +465,7 @@ fn write(py: Python<'_>, outs: &[&PyBuffer<f64>], values: &[Vec<f64>]) -> PyResu
     Ok(())
 }
 
-/// `batch_ma(kind, real, out, timeperiod)`: kind is SMA, EMA, RSI, ROCP, VolumeZScore.
+/// `batch_single(kind, real, out, timeperiod)`: kind is SMA, EMA, RSI, ROCP or VolumeZScore.
 #[pyfunction]
 fn batch_single(
     py: Python<'_>,
