@@ -126,11 +126,11 @@ impl FeatureEngine {
 
         let start = out.len();
         for tf in &self.timeframes {
-            out.extend(tf.latest.iter().map(|v| v.unwrap_or(f64::NAN)));
+            out.extend_from_slice(&tf.latest);
         }
 
         // Multi-timeframe alignment: do the timeframes agree on the side of their SMA20?
-        let close_sma = |tf: &TimeframeFeatures| tf.latest[1];
+        let close_sma = |tf: &TimeframeFeatures| tf.get(1);
         let alignment = if self.timeframes.iter().all(|tf| close_sma(tf).is_some()) {
             let sum: f64 = self
                 .timeframes
@@ -144,7 +144,7 @@ impl FeatureEngine {
         out.push(alignment);
 
         // Volatility regime: 1m realized vol against its slow mean.
-        let realized = self.timeframes[0].latest[N - 2];
+        let realized = self.timeframes[0].get(N - 2);
         let ratio = match realized {
             Some(vol) => {
                 let mean = match self.vol_mean {

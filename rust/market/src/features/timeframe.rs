@@ -30,8 +30,40 @@ pub(crate) struct TimeframeFeatures {
     session_vwap: SessionVwap,
     realized_vol: StdDev,
     volume_z: VolumeZScore,
-    /// Features of the last closed bar; None while warming up.
-    pub(crate) latest: [Option<f64>; N],
+    /// Features of the last closed bar; NaN while warming up (kept as plain f64 so the
+    /// engine copies them out in one go; snapshots write NaN as null).
+    #[serde(with = "nan_as_null")]
+    pub(crate) latest: [f64; N],
+    /// How many of `latest` are warm.
+    ready: usize,
+}
+
+/// JSON has no NaN: write warming-up values as null and read them back as NaN.
+mod nan_as_null {
+    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::N;
+
+    pub fn serialize<S: Serializer>(values: &[f64; N], s: S) -> Result<S::Ok, S::Error> {
+        let options: Vec<Option<f64>> =
+            values.iter().map(|v| (!v.is_nan()).then_some(*v)).collect();
+        options.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[f64; N], D::Error> {
+        let options = Vec::<Option<f64>>::deserialize(d)?;
+        if options.len() != N {
+            return Err(D::Error::invalid_length(
+                options.len(),
+                &"one value per timeframe feature",
+            ));
+        }
+        let mut values = [f64::NAN; N];
+        for (slot, v) in values.iter_mut().zip(options) {
+            *slot = v.unwrap_or(f64::NAN);
+        }
+        Ok(values)
+    }
 }
 
 impl TimeframeFeatures {
@@ -51,7 +83,8 @@ impl TimeframeFeatures {
             session_vwap: SessionVwap::new(),
             realized_vol: StdDev::new(20, 1.0)?,
             volume_z: VolumeZScore::new(20)?,
-            latest: [None; N],
+            latest: [f64::NAN; N],
+            ready: 0,
         })
     }
 
@@ -75,7 +108,7 @@ impl TimeframeFeatures {
         let volume_z = self.volume_z.update(v);
 
         let ratio = |x: f64| (x > 0.0).then(|| c / x - 1.0);
-        self.latest = [
+        let latest: [Option<f64>; N] = [
             log_return,
             sma.and_then(ratio),
             macd.map(|m| m.macd / c),
@@ -112,9 +145,19 @@ impl TimeframeFeatures {
             realized_vol,
             volume_z,
         ];
+        self.ready = latest.iter().filter(|v| v.is_some()).count();
+        for (slot, v) in self.latest.iter_mut().zip(latest) {
+            *slot = v.unwrap_or(f64::NAN);
+        }
     }
 
     pub(crate) fn ready_fraction(&self) -> f64 {
-        self.latest.iter().filter(|v| v.is_some()).count() as f64 / N as f64
+        self.ready as f64 / N as f64
+    }
+
+    /// The value of feature `index`, None while warming up.
+    pub(crate) fn get(&self, index: usize) -> Option<f64> {
+        let v = self.latest[index];
+        (!v.is_nan()).then_some(v)
     }
 }
