@@ -124,6 +124,24 @@ def test_kstrade_feature_vector_per_candle(benchmark: Any) -> None:
     assert seconds is not None
 
 
+def test_kstrade_update_ohlcv_per_candle(benchmark: Any) -> None:
+    """The ingest fast path: same work without building a Candle object first."""
+
+    def run() -> float:
+        engine = FeatureEngine()
+        for row in ROWS[:WARMUP]:
+            engine.update_ohlcv(*row)
+        start = time.perf_counter()
+        for row in ROWS[WARMUP:]:
+            engine.update_ohlcv(*row)
+        return time.perf_counter() - start
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    benchmark.extra_info["us_per_candle"] = per_candle(
+        "kstrade FeatureEngine.update_ohlcv", best_of(3, run), N_FAST
+    )
+
+
 def test_kstrade_feature_vector_with_values_per_candle(benchmark: Any) -> None:
     """Same, plus reading all 90 values into a numpy array each time."""
 

@@ -279,6 +279,13 @@ def test_rejected_candles_leave_the_engine_unchanged() -> None:
     with pytest.raises(MarketError) as wrong:
         engine.update(Candle(0, 1.0, 1.0, 1.0, 1.0, 1.0, interval="5m"))
     assert wrong.value.code == "WRONG_INTERVAL"
+    # The fast path validates the same way and gives the same vectors.
+    fast = FeatureEngine()
+    fast_rows = [fast.update_ohlcv(*row).values for row in df.iter_rows()]  # type: ignore[union-attr]
+    assert same(np.array(fast_rows), clean)
+    with pytest.raises(MarketError) as bad:
+        fast.update_ohlcv(candles[-1].open_time_ms + MINUTE, 1.0, 0.5, 0.9, 1.0, 1.0)
+    assert bad.value.code == "HIGH_BELOW_BODY"
 
 
 def test_batch_reports_rejected_rows() -> None:
