@@ -188,7 +188,7 @@ def test_each_timeframe_equals_talib_on_its_closed_bars_only(tf: str) -> None:
         assert np.array_equal(np.isnan(ours), np.isnan(want)), f"{tf}_{name}: warm-up differs"
         ok = ~np.isnan(want)
         scale = 1.0 if name in ("bb_pctb",) else 1e-6
-        np.testing.assert_allclose(ours[ok], want[ok], rtol=1e-8, atol=1e-9 * scale, err_msg=f"{tf}_{name}")
+        np.testing.assert_allclose(ours[ok], want[ok], rtol=1e-9, atol=1e-9 * scale, err_msg=f"{tf}_{name}")
 
 
 def test_future_candles_never_change_past_vectors() -> None:

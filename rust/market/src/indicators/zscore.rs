@@ -32,3 +32,19 @@ impl VolumeZScore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_volume_is_zero_and_a_spike_is_positive() {
+        let mut z = VolumeZScore::new(3).unwrap();
+        assert_eq!(z.update(5.0), None);
+        assert_eq!(z.update(5.0), None);
+        assert_eq!(z.update(5.0), Some(0.0));
+        // window 5, 5, 11: mean 7, population deviation sqrt(8) -> (11 - 7) / sqrt(8)
+        let spike = z.update(11.0).unwrap();
+        assert!((spike - 4.0 / 8f64.sqrt()).abs() < 1e-12, "{spike}");
+    }
+}
