@@ -293,3 +293,18 @@ def test_batch_length_mismatch_is_rejected() -> None:
     with pytest.raises(MarketError) as info:
         batch.OBV(np.ones(3), np.ones(2))
     assert info.value.code == "LENGTH_MISMATCH"
+
+
+@pytest.mark.parametrize("scale", [2.0**-20, 1.0, 2.0**20])
+def test_deviation_after_a_jump_to_a_nearly_flat_level(scale: float) -> None:
+    """A flat run, a jump, then a flat run with tiny blips: the variance anchor is stale just
+    when the window goes nearly flat; a blip of 1e-7 relative must still show (TA-Lib sees it)."""
+    c = np.concatenate([np.full(30, 100.0), np.full(25, 200.0), [200.00002], np.full(7, 200.0), [199.99998]])
+    c = np.concatenate([c, np.full(30, 200.0)]) * scale
+    for period in (5, 20):
+        streamed = column(run(STDDEV(timeperiod=period), c))
+        ref = talib.STDDEV(c, period, 1)
+        assert_matches(f"STDDEV({period})", streamed, ref, 1e-6 * float(c.max()))
+        blips = ref > 0
+        assert np.array_equal(streamed > 0, blips)
+        np.testing.assert_allclose(streamed[blips], ref[blips], rtol=1e-6)

@@ -58,16 +58,35 @@ impl RollingVariance {
         if self.bars_since_anchor >= self.period {
             self.reanchor();
         }
+        let mut variance = self.variance();
+        // A window that has gone (almost) flat far from a stale anchor: its variance is below
+        // the rounding of the anchor offset. Re-seed at the mean and look again, so a tiny real
+        // deviation is not lost in the dead zone. This happens at most once per `period` bars
+        // (the window must be replaced by new, nearly flat values), so it stays O(1) amortised.
+        let n = self.period as f64;
+        let offset = self.sum / n;
+        let anchor = self.anchor.unwrap_or(0.0);
+        if self.bars_since_anchor > 0
+            && variance < 1e-12 * (self.sum_sq / n)
+            && offset.abs() > 1e-9 * anchor.abs()
+        {
+            self.reanchor();
+            variance = self.variance();
+        }
+        Some(variance)
+    }
+
+    fn variance(&self) -> f64 {
         let n = self.period as f64;
         let mean = self.sum / n;
         let mean_sq = self.sum_sq / n;
         let variance = mean_sq - mean * mean;
         // Relative dead zone: what is left is rounding of the anchor offset, not volatility.
-        Some(if variance < 1e-12 * mean_sq || variance < 0.0 {
+        if variance < 1e-12 * mean_sq || variance < 0.0 {
             0.0
         } else {
             variance
-        })
+        }
     }
 
     /// Move the anchor to the window mean and recompute the sums from the window.
@@ -118,6 +137,26 @@ impl StdDev {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tiny_blip_after_a_jump_is_not_lost_in_the_dead_zone() {
+        // Flat at 100, jump to 200, then flat with one blip of 1e-5: the anchor was seeded
+        // around 150 and is stale when the window is all near 200.
+        let period = 20;
+        let mut values = vec![100.0; 30];
+        values.extend(std::iter::repeat_n(200.0, 25));
+        values.push(200.00001);
+        let mut var = RollingVariance::new(period).unwrap();
+        let mut last = None;
+        for &x in &values {
+            last = var.update(x);
+        }
+        let window = &values[values.len() - period..];
+        let mean = window.iter().sum::<f64>() / period as f64;
+        let exact = window.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / period as f64;
+        let got = last.unwrap();
+        assert!((got - exact).abs() <= 1e-6 * exact, "{got} vs {exact}");
+    }
 
     #[test]
     fn population_deviation() {
