@@ -53,6 +53,7 @@ class SignalAggregator(Stage):
     ) -> None:
         super().__init__()
         self.symbols = list(symbols)
+        self._symbols = set(self.symbols)
         self.settings = settings or SignalSettings()
         # Manifest calibrators from the settings, then any handed in (they win).
         self.calibrators: dict[str, Calibrator] = {
@@ -89,12 +90,12 @@ class SignalAggregator(Stage):
             if candle.interval != "1m":
                 raise MessageError("WRONG_INTERVAL", f"{topic}: a {candle.interval} candle on the 1m topic")
             self.market.add_close(candle.symbol, candle.timestamp, candle.close)
-            return self._if_complete(self.join.waiting_on_market(candle.symbol, candle.timestamp))
+            return self._decide_all(self.join.ready((candle.symbol, candle.timestamp)))
         if topic in self._feature_topics:
             vector = self.decode(record, FeatureVector)
             self._check_symbol(vector.symbol, self._feature_topics[topic], topic)
             self.market.add_features(vector.symbol, vector.timestamp, vector.features)
-            return self._if_complete(self.join.waiting_on_market(vector.symbol, vector.timestamp))
+            return self._decide_all(self.join.ready((vector.symbol, vector.timestamp)))
         if topic == EXECUTIONS:
             fill = self.decode(record, Execution)
             if fill.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
@@ -116,16 +117,16 @@ class SignalAggregator(Stage):
                 )
         elif prediction.model_type.value != "transformer":
             raise MessageError("MODEL_TOPIC_MISMATCH", f"{record.topic}: a {prediction.model_type.value} prediction")
-        elif symbol not in self._candle_topics:
+        elif symbol not in self._symbols:
             raise MessageError("UNKNOWN_SYMBOL", f"{record.topic}: symbol {symbol!r} is not configured")
         out = prediction.prediction
         vote = ModelVote(
             prediction.model_type.value, prediction.model_version, out.direction, out.probability, out.confidence
         )
-        key = self.join.add(
+        keys = self.join.add(
             vote, symbol, prediction.timestamp, now_ns=self.clock.now_ns(), origin_ns=self.origin_ns(record)
         )
-        return self._if_complete(key)
+        return self._decide_all(keys)
 
     @staticmethod
     def _check_symbol(symbol: str, expected: str, topic: str) -> None:
@@ -140,8 +141,12 @@ class SignalAggregator(Stage):
             out += self._decide(key, now_ns)
         return out
 
-    def _if_complete(self, key: Key | None) -> list[Output]:
-        return self._decide(key, self.clock.now_ns()) if key is not None else []
+    def _decide_all(self, keys: list[Key]) -> list[Output]:
+        now_ns = self.clock.now_ns()
+        out: list[Output] = []
+        for key in keys:
+            out += self._decide(key, now_ns)
+        return out
 
     def _decide(self, key: Key, now_ns: int) -> list[Output]:
         context, origin_ns = self.join.take(key)

@@ -84,24 +84,24 @@ class PredictionJoin:
         self.decided_through: dict[str, datetime] = {}
         self.stats = JoinStats()
 
-    def add(self, vote: ModelVote, symbol: str, timestamp: datetime, *, now_ns: int, origin_ns: int) -> Key | None:
-        """Record a prediction. Returns the key if that candle is now complete."""
+    def add(self, vote: ModelVote, symbol: str, timestamp: datetime, *, now_ns: int, origin_ns: int) -> list[Key]:
+        """Record a prediction. Returns the candles to decide now (see `ready`)."""
         if vote.model_type not in self.required:
             self.stats.ignored += 1
-            return None
+            return []
         done = self.decided_through.get(symbol)
         key = (symbol, timestamp)
         if (done is not None and timestamp <= done) and key not in self.pending:
             self.stats.late += 1
-            return None
+            return []
         entry = self.pending.get(key)
         if entry is None:
             entry = self.pending[key] = PendingCandle(now_ns + self.deadline_ns, origin_ns)
         if vote.model_type in entry.votes:
             self.stats.repeated += 1
-            return None
+            return []
         entry.votes[vote.model_type] = vote
-        return key if self.complete(key) else None
+        return self.ready(key)
 
     def complete(self, key: Key) -> bool:
         entry = self.pending.get(key)
@@ -110,10 +110,16 @@ class PredictionJoin:
         symbol, timestamp = key
         return self.market.close(symbol, timestamp) is not None and self.market.features(symbol, timestamp) is not None
 
-    def waiting_on_market(self, symbol: str, timestamp: datetime) -> Key | None:
-        """After a close or a feature vector arrives: the key, if that made its candle complete."""
-        key = (symbol, timestamp)
-        return key if self.complete(key) else None
+    def ready(self, key: Key) -> list[Key]:
+        """If `key`'s candle is complete: the symbol's older pending candles, oldest first, then
+        `key`. A symbol's candles are decided in time order: each model's predictions of a
+        symbol come in order, so once a newer candle is complete the older one's missing
+        models are not coming before its deadline either."""
+        if not self.complete(key):
+            return []
+        symbol, timestamp = key
+        older = sorted(k for k in self.pending if k[0] == symbol and k[1] < timestamp)
+        return [*older, key]
 
     def due(self, now_ns: int) -> list[Key]:
         """Candles whose deadline has passed, oldest first."""
