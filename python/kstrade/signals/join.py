@@ -122,8 +122,14 @@ class PredictionJoin:
         return [*older, key]
 
     def due(self, now_ns: int) -> list[Key]:
-        """Candles whose deadline has passed, oldest first."""
-        return sorted((k for k, e in self.pending.items() if e.deadline_ns <= now_ns), key=lambda k: (k[1], k[0]))
+        """Candles whose deadline has passed, with any older pending candle of the same symbol
+        (decided in time order, as in `ready`), oldest first."""
+        newest: dict[str, datetime] = {}
+        for (symbol, timestamp), entry in self.pending.items():
+            if entry.deadline_ns <= now_ns and (symbol not in newest or timestamp > newest[symbol]):
+                newest[symbol] = timestamp
+        keys = [k for k in self.pending if k[0] in newest and k[1] <= newest[k[0]]]
+        return sorted(keys, key=lambda k: (k[1], k[0]))
 
     def take(self, key: Key) -> tuple[CandleContext, int]:
         """Remove a candle for its decision: its context and origin time."""
