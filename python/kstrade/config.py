@@ -142,6 +142,22 @@ class CalibratorSpec(_Section):
         return self
 
 
+class OutcomeReweighting(_Section):
+    """Ensemble weights re-weighted from realized outcomes (off by default): each model's
+    exponentially weighted log-loss on the realized direction scales its configured weight by
+    exp(-(its loss - the best model's loss)). The label must match the models' (issue 5)."""
+
+    enabled: bool = False
+    #: The realized direction: close `horizon_minutes` later vs the candle's close, FLAT within
+    #: +-dead_band (a fraction of the price).
+    horizon_minutes: int = Field(5, ge=1, le=1440)
+    dead_band: float = Field(0.0005, ge=0, lt=0.1)
+    #: Outcomes after which an outcome's weight in the running loss has halved.
+    half_life: float = Field(500.0, gt=0)
+    #: Outcomes per model before its weight moves at all.
+    min_outcomes: int = Field(100, ge=1)
+
+
 class SignalSettings(_Section):
     """The signal aggregator: ensemble weights, join deadline, calibration, boosters, tiers,
     filters and the levels of the final signal."""
@@ -149,6 +165,7 @@ class SignalSettings(_Section):
     #: Weight per model type. Types absent here (or weighted 0) drop out of the ensemble; the
     #: join waits for every type weighted > 0.
     weights: dict[str, float] = Field(default_factory=lambda: {"lstm": 0.5, "transformer": 0.5})
+    reweighting: OutcomeReweighting = Field(default_factory=lambda: OutcomeReweighting())
     #: How long to wait, from the first prediction of a candle, for the other models.
     join_deadline_ms: int = Field(2000, ge=0, le=60_000)
     #: Calibrators by model version (from the manifests). A version without one uses the

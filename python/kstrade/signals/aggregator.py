@@ -22,8 +22,9 @@ from kstrade.config import SignalSettings
 from kstrade.schemas import Candle, Execution, FeatureVector, PnlEvent, Prediction
 from kstrade.schemas.models import OrderStatus
 from kstrade.signals.calibration import Calibrator, calibrator_from_spec
-from kstrade.signals.decision import Decision, ModelVote, decide, epoch_ns
+from kstrade.signals.decision import Decision, ModelVote, calibrated_vote, decide, epoch_ns
 from kstrade.signals.join import Key, MarketBook, OpenPositions, PredictionJoin
+from kstrade.signals.reweighting import OutcomeWeights
 from kstrade.stage import Stage
 
 #: Header on `signals.filtered` records: the first reason code (see `FilterReason`).
@@ -64,6 +65,7 @@ class SignalAggregator(Stage):
         self.market = MarketBook()
         self.join = PredictionJoin(required, self.settings.join_deadline_ms * 1_000_000, self.market)
         self.positions = OpenPositions()
+        self.outcome_weights = OutcomeWeights(self.settings.weights, self.settings.reweighting)
         self.stats = SignalStats()
         self._lstm_topics = {predictions_lstm(s): s for s in self.symbols}
         self._candle_topics = {candles(s, "1m"): s for s in self.symbols}
@@ -90,6 +92,7 @@ class SignalAggregator(Stage):
             if candle.interval != "1m":
                 raise MessageError("WRONG_INTERVAL", f"{topic}: a {candle.interval} candle on the 1m topic")
             self.market.add_close(candle.symbol, candle.timestamp, candle.close)
+            self.outcome_weights.close(candle.symbol, candle.timestamp, candle.close)
             return self._decide_all(self.join.ready((candle.symbol, candle.timestamp)))
         if topic in self._feature_topics:
             vector = self.decode(record, FeatureVector)
@@ -151,13 +154,18 @@ class SignalAggregator(Stage):
     def _decide(self, key: Key, now_ns: int) -> list[Output]:
         context, origin_ns = self.join.take(key)
         self.stats.decided += 1
+        reweighting = self.settings.reweighting.enabled
         decision = decide(
             context,
             self.settings,
             self.calibrators,
             now_ns=now_ns,
             position_open=self.positions.is_open(context.symbol, now_ns),
+            weights=self.outcome_weights.weights() if reweighting else None,
         )
+        if reweighting and context.close is not None:
+            votes = {m: calibrated_vote(v, self.calibrators) for m, v in context.votes.items()}
+            self.outcome_weights.predicted(context.symbol, context.timestamp, context.close, votes)
         if decision is None:
             self.stats.unpriced += 1
             return []

@@ -154,12 +154,14 @@ def decide(
     *,
     now_ns: int,
     position_open: bool,
+    weights: Mapping[str, float] | None = None,
 ) -> Decision | None:
-    """The candle's signals, or None when there is no price at all to state an entry."""
+    """The candle's signals, or None when there is no price at all to state an entry.
+    `weights` replaces the configured ensemble weights (re-weighting from outcomes)."""
     entry = context.close if context.close is not None else context.last_close
     if entry is None or entry <= 0:
         return None
-    weights = ensemble_weights(settings.weights, set(context.votes))
+    weights = ensemble_weights(settings.weights if weights is None else weights, set(context.votes))
     versions = {m: v.model_version for m, v in context.votes.items() if weights.get(m, 0.0) > 0}
     sid = signal_id(context.symbol, context.timestamp, versions)
 
