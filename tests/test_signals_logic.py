@@ -4,15 +4,33 @@ hand-worked examples and hypothesis properties."""
 from __future__ import annotations
 
 import math
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kstrade.config import BoosterSettings, CalibratorSpec, SignalSettings, TierBands, VolatilityBoosterSettings
+from kstrade.config import (
+    BoosterSettings,
+    CalibratorSpec,
+    ConfigError,
+    SignalSettings,
+    TierBands,
+    VolatilityBoosterSettings,
+    load,
+)
+from kstrade.schemas import Signal
 from kstrade.schemas.models import PredictedDirection, SignalDirection, SignalStage, Tier
-from kstrade.signals import FilterReason, Isotonic, Platt, calibrator_from_manifest, signal_id, tier_of
+from kstrade.signals import (
+    FilterReason,
+    Isotonic,
+    Platt,
+    SignalAggregator,
+    calibrator_from_manifest,
+    signal_id,
+    tier_of,
+)
 from kstrade.signals.decision import CandleContext, ModelVote, decide, epoch_ns, levels
 from kstrade.signals.ensemble import ClassProbabilities, blend, ensemble_weights
 
@@ -96,6 +114,33 @@ def test_levels_are_atr_multiples_on_the_right_sides() -> None:
     assert short is not None and (short.stop_loss, short.take_profit) == pytest.approx((101.5, 97.5))
     assert levels(SignalDirection.LONG, 100.0, 0.0, 1.5, 2.5) is None  # ATR still warming up
     assert levels(SignalDirection.SHORT, 100.0, 0.5, 1.5, 2.5) is None  # take profit below zero
+    assert levels(SignalDirection.LONG, 1e6, 1e-20, 1.5, 2.5) is None  # too small to move the price
+
+
+@given(
+    direction=st.sampled_from(list(SignalDirection)),
+    entry=st.floats(1e-6, 1e9),
+    atr=st.floats(0.0, 10.0),
+    stop=st.floats(0.01, 20.0),
+    take=st.floats(0.01, 40.0),
+)
+def test_levels_are_either_valid_for_a_signal_or_refused(
+    direction: SignalDirection, entry: float, atr: float, stop: float, take: float
+) -> None:
+    got = levels(direction, entry, atr, stop, take)
+    if got is not None:
+        Signal(timestamp=T0, symbol="X", signal_id=uuid.uuid4(), stage=SignalStage.FINAL, direction=direction,
+               confidence=0.5, entry_price=entry, stop_loss=got.stop_loss, take_profit=got.take_profit,
+               ttl_seconds=60)  # fmt: skip
+
+
+def test_signal_settings_load_through_the_one_config_loader() -> None:
+    loaded = load(signals={"tiers": {"a": 0.8, "b": 0.7, "c": 0.6}, "weights": {"lstm": 1.0}})
+    assert loaded.signals.tiers.a == 0.8 and loaded.signals.weights == {"lstm": 1.0}
+    assert SignalAggregator.from_settings(loaded).inputs()[0] == "predictions.lstm.BTC-USD"
+    with pytest.raises(ConfigError, match=r"signals.tiers") as bad:
+        load(signals={"tiers": {"a": 0.5, "b": 0.6, "c": 0.4}, "weights": {"lstm": -1.0}, "typo": 1})
+    assert "signals.weights" in str(bad.value) and "signals.typo" in str(bad.value)  # all at once
 
 
 def test_signal_id_depends_on_symbol_time_and_versions_only() -> None:

@@ -195,17 +195,29 @@ class SignalSettings(_Section):
     risk_per_trade: float | None = Field(None, gt=0)
     tier_size_scale: dict[str, float] = Field(default_factory=lambda: {"A": 1.0, "B": 0.6, "C": 0.3})
 
-    @model_validator(mode="after")
-    def _checks(self) -> SignalSettings:
-        if any(w < 0 for w in self.weights.values()):
+    # Field validators (not one model validator) so every bad key is reported at once.
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(not w >= 0 for w in value.values()):
             raise ValueError("weights must be >= 0")
-        if not any(w > 0 for w in self.weights.values()):
+        if not any(w > 0 for w in value.values()):
             raise ValueError("at least one model type needs a weight > 0")
-        if set(self.regime_features) - {"low", "medium", "high"}:
+        return value
+
+    @field_validator("regime_features")
+    @classmethod
+    def _regimes(cls, value: dict[str, str]) -> dict[str, str]:
+        if set(value) - {"low", "medium", "high"}:
             raise ValueError("regime_features keys are low, medium and high")
-        if set(self.tier_size_scale) - {"A", "B", "C"} or any(v < 0 for v in self.tier_size_scale.values()):
-            raise ValueError("tier_size_scale: keys A, B, C with values >= 0 (D is never traded)")
-        return self
+        return value
+
+    @field_validator("tier_size_scale")
+    @classmethod
+    def _tier_scale(cls, value: dict[str, float]) -> dict[str, float]:
+        if set(value) - {"A", "B", "C"} or any(not v >= 0 for v in value.values()):
+            raise ValueError("keys A, B, C with values >= 0 (D is never traded)")
+        return value
 
 
 class Settings(BaseSettings):

@@ -18,7 +18,7 @@ from kstrade.bus.topics import (
     predictions_lstm,
     signals,
 )
-from kstrade.config import SignalSettings
+from kstrade.config import Settings, SignalSettings
 from kstrade.schemas import Candle, Execution, FeatureVector, PnlEvent, Prediction
 from kstrade.schemas.models import OrderStatus
 from kstrade.signals.calibration import Calibrator, calibrator_from_spec
@@ -70,6 +70,11 @@ class SignalAggregator(Stage):
         self._lstm_topics = {predictions_lstm(s): s for s in self.symbols}
         self._candle_topics = {candles(s, "1m"): s for s in self.symbols}
         self._feature_topics = {features_aggregated(s): s for s in self.symbols}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, calibrators: Mapping[str, Calibrator] | None = None) -> SignalAggregator:
+        """The stage as configured: the settings' symbols and `signals` section."""
+        return cls(settings.symbols, settings.signals, calibrators)
 
     def inputs(self) -> list[str]:
         return [

@@ -136,13 +136,15 @@ def levels(
     direction: SignalDirection, entry: float, atr_fraction: float, stop_atr: float, take_atr: float
 ) -> Levels | None:
     """Stop loss and take profit at ATR multiples from the entry; None if they would not be
-    positive prices on the right sides."""
+    positive prices strictly on the right sides of the entry."""
     atr = atr_fraction * entry
     if not atr > 0:
         return None
     sign = 1.0 if direction is SignalDirection.LONG else -1.0
     sl, tp = entry - sign * stop_atr * atr, entry + sign * take_atr * atr
-    if sl <= 0 or tp <= 0:
+    # Checked on the rounded floats: an ATR too small to move the price leaves sl == entry.
+    ordered = sl < entry < tp if sign > 0 else tp < entry < sl
+    if sl <= 0 or tp <= 0 or not ordered:
         return None
     return Levels(entry, sl, tp, atr)
 
