@@ -92,10 +92,18 @@ class Feed:
         ]
 
     def prediction(
-        self, model: str, symbol: str, t: datetime, direction: PredictedDirection, p: float, *, topic: str | None = None
+        self,
+        model: str,
+        symbol: str,
+        t: datetime,
+        direction: PredictedDirection,
+        p: float,
+        *,
+        topic: str | None = None,
+        version: str | None = None,
     ) -> Output:
         message = Prediction(
-            timestamp=t, symbol=symbol, model_type=ModelType(model), model_version=VERSIONS[model],
+            timestamp=t, symbol=symbol, model_type=ModelType(model), model_version=version or VERSIONS[model],
             prediction=PredictionOutput(direction=direction, probability=p, confidence=p), inference_time_ms=0.3,
         )  # fmt: skip
         if topic is None:
@@ -278,3 +286,26 @@ def test_over_the_real_broker_at_most_one_final_per_candle(kafka_bootstrap: str,
     assert [(s.symbol, s.timestamp) for s in missing] == [(symbols[1], start + timedelta(minutes=3))]
     # The repeats are counted, never used: as repeated if their candle still waited, else late.
     assert stage.join.stats.repeated + stage.join.stats.late == 2
+
+
+def test_a_decision_that_fails_is_counted_and_the_next_candle_is_still_decided() -> None:
+    def broken(probability: float) -> float:
+        raise RuntimeError("a calibrator bug")
+
+    bus = Bus.memory()
+    create_all(bus.admin(), catalogue(["BTC-USD"]))
+    stage = SignalAggregator(["BTC-USD"], SignalSettings(one_position_per_symbol=False), {"lstm-bad": broken})
+    feed = Feed()
+    bad = feed.prediction("lstm", "BTC-USD", minute(0), PredictedDirection.UP, 0.8, version="lstm-bad")
+    batches = [(minute(1), [*feed.market("BTC-USD", minute(0), 100.0, 0.5), bad])]
+    t = minute(1)
+    good = [feed.prediction(m, "BTC-USD", t, PredictedDirection.UP, 0.8) for m in ("lstm", "transformer")]
+    batches.append((minute(2), [*feed.market("BTC-USD", t, 101.0, 0.5), *good]))
+    feed.source = Replay(batches)
+    Pipeline(bus, [stage]).run(feed.source)
+    assert stage.stats.errors == 1  # candle 0, decided when candle 1 completed, failed
+    assert stage.stats.decided == 2
+    check = bus.consumer("check")
+    check.subscribe([signals("final")])
+    finals = decode(check.poll(max_records=10, timeout=0.0), signals("final"))
+    assert [s.timestamp for s, _ in finals] == [minute(1)]

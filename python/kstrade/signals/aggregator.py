@@ -4,6 +4,7 @@ signal either to `signals.final` or, with its reason code, to `signals.filtered`
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from kstrade.signals.join import Key, MarketBook, OpenPositions, PredictionJoin
 from kstrade.signals.reweighting import OutcomeWeights
 from kstrade.stage import Stage
 
+log = logging.getLogger(__name__)
+
 #: Header on `signals.filtered` records: the first reason code (see `FilterReason`).
 REJECT_REASON = "reject_reason"
 #: Header on `signals.filtered` records: every reason that applied, comma-separated.
@@ -41,6 +44,8 @@ class SignalStats:
     #: Candles decided with no price known at all for the symbol: nothing could be written
     #: (the schema needs an entry price); counted here so none vanishes silently.
     unpriced: int = 0
+    #: Candles whose decision raised (a bug, logged with its traceback).
+    errors: int = 0
 
 
 class SignalAggregator(Stage):
@@ -157,6 +162,17 @@ class SignalAggregator(Stage):
         return out
 
     def _decide(self, key: Key, now_ns: int) -> list[Output]:
+        try:
+            return self._decide_candle(key, now_ns)
+        except Exception:
+            # Inputs were validated on the way in, so this is a bug, not bad input: the record
+            # that happened to trigger the decision (or none, from on_time) is not to blame, and
+            # the other candles must still be decided. Logged and counted, never silent.
+            self.stats.errors += 1
+            log.exception("signals: deciding %s at %s failed", key[0], key[1].isoformat())
+            return []
+
+    def _decide_candle(self, key: Key, now_ns: int) -> list[Output]:
         context, origin_ns = self.join.take(key)
         self.stats.decided += 1
         reweighting = self.settings.reweighting.enabled
