@@ -207,7 +207,9 @@ def test_each_filter_rejects_with_its_code(
     d = decide(ctx, SignalSettings.model_validate(cfg), {}, now_ns=now, position_open=open_)
     assert d is not None and d.final is None and d.rejected is not None
     assert d.reasons[0] is reason
-    assert d.rejected.stage is SignalStage.FILTERED
+    assert d.rejected.stage is SignalStage.FILTERED and d.rejected.position_size is None
+    # Levels from a placeholder ATR are never passed off as the market's ATR.
+    assert ("atr" in d.rejected.features_snapshot) == (reason not in (FilterReason.NO_FEATURES, FilterReason.NO_ATR))
 
 
 def test_no_price_at_all_gives_no_decision() -> None:

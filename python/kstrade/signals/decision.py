@@ -206,6 +206,7 @@ def decide(
         level = levels(direction, entry, atr_fraction, settings.stop_loss_atr * scale, settings.take_profit_atr * scale)
         if level is None:
             reasons.append(FilterReason.NO_ATR)
+    placeholder = level is None
     if level is None:  # the record of a rejected signal still needs levels: placeholders
         level = levels(direction, entry, PLACEHOLDER_ATR_FRACTION, settings.stop_loss_atr, settings.take_profit_atr)
         assert level is not None
@@ -244,7 +245,8 @@ def decide(
         for name in (settings.atr_feature, settings.alignment_feature, *sorted(settings.regime_features.values())):
             if name in features:
                 snapshot[name] = features[name]
-    snapshot["atr"] = level.atr
+    if not placeholder:  # a placeholder ATR is not a market fact: leave it out of the audit
+        snapshot["atr"] = level.atr
 
     size = None
     if settings.risk_per_trade is not None and tier is not Tier.D:
