@@ -256,7 +256,7 @@ def test_over_the_real_broker_at_most_one_final_per_candle(kafka_bootstrap: str,
             outs = feed.market(symbol, t, 100.0 + m, 0.5)
             direction = PredictedDirection.FLAT if m == 2 else PredictedDirection.UP
             outs.append(feed.prediction("lstm", symbol, t, direction, 0.8))
-            if not (i == 1 and m == 3):  # one candle misses the transformer: decided at the deadline
+            if not (i == 1 and m == 4):  # the last candle misses the transformer: decided at the deadline
                 outs.append(feed.prediction("transformer", symbol, t, PredictedDirection.UP, 0.7))
             if m == 4:
                 outs.append(feed.prediction("lstm", symbol, t, direction, 0.8))  # a redelivered prediction
@@ -283,7 +283,7 @@ def test_over_the_real_broker_at_most_one_final_per_candle(kafka_bootstrap: str,
     assert set(rejected.values()) == {b"FLAT"}  # minute 2 of each symbol
     assert len(decode(got, signals("raw"))) == len(decode(got, signals("calibrated"))) == expected
     missing = [s for s, _ in final if s.ensemble_weights.get("transformer") == 0.0]
-    assert [(s.symbol, s.timestamp) for s in missing] == [(symbols[1], start + timedelta(minutes=3))]
+    assert [(s.symbol, s.timestamp) for s in missing] == [(symbols[1], start + timedelta(minutes=4))]
     # The repeats are counted, never used: as repeated if their candle still waited, else late.
     assert stage.join.stats.repeated + stage.join.stats.late == 2
 
