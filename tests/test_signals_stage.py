@@ -309,3 +309,28 @@ def test_a_decision_that_fails_is_counted_and_the_next_candle_is_still_decided()
     check.subscribe([signals("final")])
     finals = decode(check.poll(max_records=10, timeout=0.0), signals("final"))
     assert [s.timestamp for s, _ in finals] == [minute(1)]
+
+
+def test_each_kind_of_bad_input_is_dead_lettered_with_its_code() -> None:
+    bus = Bus.memory()
+    create_all(bus.admin(), catalogue(["BTC-USD", "ETH-USD"]))
+    stage = SignalAggregator(["BTC-USD"])  # ETH-USD has topics but is not traded here
+    feed = Feed()
+    t = minute(0)
+    wrong_symbol = feed.market("ETH-USD", t, 50.0, 0.0)[0]
+    five_minute = Candle(timestamp=t, symbol="BTC-USD", interval="5m", open=1.0, high=1.0, low=1.0, close=1.0,
+                         volume=1.0, source="test")  # fmt: skip
+    bad = [
+        Output(candles("BTC-USD", "1m"), wrong_symbol.value, key=b"x", headers=wrong_symbol.headers),
+        feed.source.emit(candles("BTC-USD", "1m"), five_minute, key=b"BTC-USD", origin_ns=1),
+        feed.prediction("transformer", "ETH-USD", t, PredictedDirection.UP, 0.7),
+        Output(features_aggregated("BTC-USD"), b"", key=b"BTC-USD", headers=wrong_symbol.headers),
+    ]
+    feed.source = Replay([(minute(1), bad)])
+    pipeline = Pipeline(bus, [stage])
+    pipeline.run(feed.source)
+    check = bus.consumer("check")
+    check.subscribe_pattern(r"^dlq\.")
+    codes = sorted(r.header("dlq.error.code") or b"" for r in check.poll(max_records=100, timeout=0.0))
+    assert codes == [b"SCHEMA_MISMATCH", b"SYMBOL_TOPIC_MISMATCH", b"UNKNOWN_SYMBOL", b"WRONG_INTERVAL"]
+    assert stage.stats.decided == 0
