@@ -64,6 +64,9 @@ class Stage(_Emitter, ABC):
 
     #: Records larger than this go to the dead-letter topic without reaching `handle`.
     max_message_bytes: ClassVar[int] = 256 * 1024
+    #: Consumer properties this stage needs, e.g. {"partition.assignment.strategy": "range"}
+    #: for a join that must see the same partition number of several co-partitioned topics.
+    consumer_config: ClassVar[dict[str, str]] = {}
 
     @property
     def group(self) -> str:
