@@ -114,3 +114,19 @@ def test_same_input_gives_byte_identical_outputs() -> None:
     assert [(r.value, r.headers, r.partition, r.offset) for r in a] == [
         (r.value, r.headers, r.partition, r.offset) for r in b
     ]
+
+
+def test_a_stage_gets_the_consumer_properties_it_declares() -> None:
+    class Late(Doubler):
+        name = "late-reader"
+        consumer_config = {"auto.offset.reset": "latest"}  # noqa: RUF012
+
+    bus = Bus.memory()
+    bus.admin().create_topics([(t, 1, 1, {}) for t in ("in", "out", dlq_topic("in"))])
+    codec = Doubler().codec(Candle)
+    bus.producer().send("in", codec.encode(candle(0, 1.0)), key=b"BTC-USD", headers=codec.headers(1, "t"))
+    early, late = Pipeline(bus, [Doubler()]), Pipeline(bus, [Late()])
+    early.drain()
+    late.drain()
+    assert early.stats.polled["doubler"] == 1
+    assert late.stats.polled["late-reader"] == 0  # joined after the record: 'latest' skips it

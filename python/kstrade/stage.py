@@ -107,10 +107,8 @@ class Source(_Emitter, ABC):
     def next_batch(self) -> list[Output] | None: ...
 
 
-def _runner(
-    bus: Bus, stage: Stage, *, poll_timeout: float, consumer_config: dict[str, str] | None = None
-) -> StageRunner:
-    consumer = bus.consumer(stage.group, consumer_config)
+def _runner(bus: Bus, stage: Stage, *, poll_timeout: float) -> StageRunner:
+    consumer = bus.consumer(stage.group, stage.consumer_config)
     inputs = stage.inputs()
     if isinstance(inputs, str):
         consumer.subscribe_pattern(inputs)
