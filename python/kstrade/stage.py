@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
@@ -84,6 +84,12 @@ class Stage(_Emitter, ABC):
         """Called after every batch and when idle, with the stage clock's time."""
         return ()
 
+    def retained(self) -> Mapping[tuple[str, int], int]:
+        """Records this stage still holds in memory, as the lowest held offset per (topic,
+        partition). Offsets from there on are not committed, so a crash redelivers them and the
+        stage sees them again (its handle must treat a repeat as a repeat). Default: none."""
+        return {}
+
     # -- helpers for subclasses ------------------------------------------------------------------
     def decode(self, record: Record, model: type[M]) -> M:
         """The record's value as `model`, checked against its headers. A `CodecError` (with a
@@ -121,6 +127,7 @@ def _runner(bus: Bus, stage: Stage, *, poll_timeout: float) -> StageRunner:
         stage=stage.name,
         max_message_bytes=stage.max_message_bytes,
         poll_timeout=poll_timeout,
+        retained=stage.retained,
     )
 
 
@@ -164,6 +171,7 @@ class Pipeline:
                 self._producer.send(out.topic, out.value, key=out.key, headers=out.headers)
             if timed:
                 self._producer.flush()
+                runner.commit_progress()  # what on_time released from `retained` is now done
                 self.stats.produced[stage.name] += len(timed)
                 polled += len(timed)  # new messages: another round is needed
         self.stats.rounds += 1
@@ -203,7 +211,7 @@ def run_service(bus: Bus, stage: Stage, stop: threading.Event, *, poll_timeout: 
             for out in timed:
                 producer.send(out.topic, out.value, key=out.key, headers=out.headers)
             if timed:
-                producer.flush()
+                runner.commit_progress()
     finally:
         producer.flush()
         runner.consumer.close()
