@@ -22,6 +22,7 @@ multiply-adds (FMA) and re-seeds its running sums in ways we do not copy bit for
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,10 +57,12 @@ from kstrade.indicators import (
 RTOL = 1e-9
 
 # CI-friendly: derandomized (same examples every run), bounded, no example database.
+# For a soak run: KSTRADE_SOAK_EXAMPLES=5000 (random examples, not derandomized).
+SOAK = int(os.environ.get("KSTRADE_SOAK_EXAMPLES", "0"))
 PROPERTY = settings(
-    max_examples=150,
+    max_examples=SOAK or 150,
     deadline=None,
-    derandomize=True,
+    derandomize=not SOAK,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
