@@ -259,6 +259,19 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+def _without_none(flags: dict[str, Any]) -> dict[str, Any]:
+    """CLI flags left unset arrive as None, at any depth: they must not override anything."""
+    out: dict[str, Any] = {}
+    for key, value in flags.items():
+        if isinstance(value, dict):
+            value = _without_none(value)
+            if not value:
+                continue
+        if value is not None:
+            out[key] = value
+    return out
+
+
 def load(path: Path | str | None = None, **flags: Any) -> Settings:
     """Load and validate. `flags` are CLI values as nested dicts (None values are ignored)."""
     if path is not None:
@@ -270,7 +283,7 @@ def load(path: Path | str | None = None, **flags: Any) -> Settings:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
         if "sasl_password" in from_file.get("bus", {}):
             raise ConfigError("bus.sasl_password: secrets are not read from config files; use the environment")
-    clean_flags = {k: v for k, v in flags.items() if v is not None}
+    clean_flags = _without_none(flags)
     token = _TOML_FILE.set(Path(path) if path is not None else None)
     try:
         return Settings(**clean_flags)
