@@ -239,7 +239,7 @@ class MetricsCollector(Stage):
         return outputs
 
     def _latency(self, now_ns: int, raised: list[RaisedAlert]) -> list[Output]:
-        outputs, stages = self.latency.take_window()
+        outputs, stages = self.latency.take_window(now_ns)
         self.exporter.set_latency(outputs, stages)
         at = _at(now_ns)
         out = []
