@@ -29,6 +29,7 @@ from kstrade.metrics import alerts as codes
 from kstrade.metrics.alerts import AlertRules, RaisedAlert
 from kstrade.metrics.drift import (
     PSI_SIGNIFICANT,
+    CloseHistory,
     DirectionAccuracy,
     DriftReference,
     PageHinkley,
@@ -102,6 +103,7 @@ class MetricsCollector(Stage):
         self.reference = reference
         self.psi = PsiMonitor(reference, window=s.psi_window, min_samples=s.psi_min_samples) if reference else None
         self.accuracy: dict[tuple[str, str], DirectionAccuracy] = {}
+        self.close_history: dict[str, CloseHistory] = {}
         self.rules = AlertRules(repeat_after_s=s.alert_repeat_s)
         self.lag_probe = LagProbe(bus, list(s.lag_groups)) if bus is not None else None
         self.store = store
@@ -150,11 +152,12 @@ class MetricsCollector(Stage):
         if topic.startswith("market.candles."):
             self._last_candle_ns = self.clock.now_ns()
             match = _CANDLE.match(topic)
-            if match and match["interval"] == self._bar_interval and self.accuracy:
+            if match and match["interval"] == self._bar_interval:
                 candle = self.decode(record, Candle)
+                self._closes(candle.symbol).add(headers.origin_ns, candle.close)
                 for (_, symbol), tracker in self.accuracy.items():
                     if symbol == candle.symbol:
-                        tracker.candle(headers.origin_ns, candle.close)
+                        tracker.score()
         elif topic.startswith("features.aggregated.") and self.psi is not None:
             vector = self.decode(record, FeatureVector)
             self.psi.observe(vector.symbol, vector.names, vector.values)
@@ -195,11 +198,18 @@ class MetricsCollector(Stage):
                 flat_band=s.flat_band_bps / 10_000,
                 window=s.accuracy_window,
                 detector=PageHinkley(delta=s.page_hinkley_delta, threshold=s.page_hinkley_threshold),
+                closes=self._closes(prediction.symbol),
             )
         tracker.prediction(headers.origin_ns, prediction.prediction.direction.sign)
         self._predictions_seen += 1
         if self.store is not None and self._predictions_seen % self.settings.prediction_sample_every == 0:
             self.store.prediction(prediction, topic=record.topic, partition=record.partition, offset=record.offset)
+
+    def _closes(self, symbol: str) -> CloseHistory:
+        history = self.close_history.get(symbol)
+        if history is None:
+            history = self.close_history[symbol] = CloseHistory(self.settings.bar_seconds * 1_000_000_000)
+        return history
 
     # -- on the clock: summaries, alerts, exports -----------------------------------------------------
     def on_time(self, now_ns: int) -> Iterable[Output]:

@@ -169,8 +169,30 @@ class PageHinkley:
         return False
 
 
-#: Bars a prediction waits for its outcome candle beyond the horizon before it is given up.
-_GRACE_BARS = 64
+#: Bars of closes kept, and how long a prediction waits for its outcome candle: a day of 1m bars
+#: covers topics read far apart (a collector catching up) at a few kB per symbol.
+_KEEP_BARS = 1440
+
+
+class CloseHistory:
+    """Recent closes of one symbol by candle close time (the candle's origin_ns), bounded."""
+
+    def __init__(self, bar_ns: int, keep_bars: int = _KEEP_BARS) -> None:
+        self.keep_ns = keep_bars * bar_ns
+        self.latest_ns = 0
+        self._closes: dict[int, float] = {}
+        self._order: deque[int] = deque()
+
+    def add(self, close_ns: int, close: float) -> None:
+        if close_ns not in self._closes:
+            self._order.append(close_ns)
+        self._closes[close_ns] = close
+        self.latest_ns = max(self.latest_ns, close_ns)
+        while self._order and self._order[0] < self.latest_ns - self.keep_ns:
+            self._closes.pop(self._order.popleft(), None)
+
+    def get(self, close_ns: int) -> float | None:
+        return self._closes.get(close_ns)
 
 
 @dataclass(slots=True)
@@ -193,6 +215,7 @@ class DirectionAccuracy:
         window: int = 500,
         max_pending: int = 10_000,
         detector: PageHinkley | None = None,
+        closes: CloseHistory | None = None,
     ) -> None:
         self.bar_ns = bar_ns
         self.horizon_ns = horizon_bars * bar_ns
@@ -201,34 +224,28 @@ class DirectionAccuracy:
         self.detector = detector or PageHinkley()
         self.drift_detected = False
         self.max_pending = max_pending
-        self._closes: dict[int, float] = {}
-        self._close_order: deque[int] = deque()
+        # Shared by every model of the symbol, so candles read before a model's first
+        # prediction still count.
+        self.closes = closes or CloseHistory(bar_ns)
         self._pending: deque[_Pending] = deque()
-        self._latest_ns = 0
 
     def prediction(self, origin_ns: int, direction: int) -> None:
         self._pending.append(_Pending(origin_ns, direction))
         if len(self._pending) > self.max_pending:
             self._pending.popleft()
-        self._score()
+        self.score()
 
     def candle(self, close_ns: int, close: float) -> None:
-        if close_ns not in self._closes:
-            self._close_order.append(close_ns)
-        self._closes[close_ns] = close
-        self._latest_ns = max(self._latest_ns, close_ns)
-        # Keep closes only while a prediction could still need them (late predictions included).
-        horizon = self._latest_ns - self.horizon_ns - _GRACE_BARS * self.bar_ns
-        while self._close_order and self._close_order[0] < horizon:
-            self._closes.pop(self._close_order.popleft(), None)
-        self._score()
+        self.closes.add(close_ns, close)
+        self.score()
 
-    def _score(self) -> None:
+    def score(self) -> None:
+        """Scores the pending predictions whose outcome candle is known."""
         still: deque[_Pending] = deque()
-        give_up = self._latest_ns - _GRACE_BARS * self.bar_ns
+        give_up = self.closes.latest_ns - self.closes.keep_ns
         for p in self._pending:
-            start = self._closes.get(p.origin_ns)
-            end = self._closes.get(p.origin_ns + self.horizon_ns)
+            start = self.closes.get(p.origin_ns)
+            end = self.closes.get(p.origin_ns + self.horizon_ns)
             if start is None or end is None or start <= 0:
                 if p.origin_ns + self.horizon_ns >= give_up:
                     still.append(p)  # its outcome candle may still come; else a gap: unscored
