@@ -5,7 +5,7 @@ once) is written once, thanks to natural primary keys and insert-or-ignore."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    TypeDecorator,
     create_engine,
     insert,
     select,
@@ -27,6 +28,25 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from kstrade.schemas import Alert, Execution, PnlEvent, Prediction, Signal
 
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out on every backend (SQLite keeps no zone: it stores UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 schema = MetaData()
 
 trades = Table(
@@ -34,7 +54,7 @@ trades = Table(
     schema,
     Column("signal_id", String(36), primary_key=True),
     Column("order_id", String(128), primary_key=True),
-    Column("closed_at", DateTime(timezone=True), primary_key=True),
+    Column("closed_at", UtcDateTime(), primary_key=True),
     Column("symbol", String(64), nullable=False, index=True),
     Column("side", String(4), nullable=False),
     Column("quantity", Float, nullable=False),
@@ -52,7 +72,7 @@ executions = Table(
     Column("execution_id", String(128), primary_key=True),
     Column("signal_id", String(36), nullable=False, index=True),
     Column("order_id", String(128), nullable=False),
-    Column("executed_at", DateTime(timezone=True), nullable=False),
+    Column("executed_at", UtcDateTime(), nullable=False),
     Column("symbol", String(64), nullable=False),
     Column("side", String(4), nullable=False),
     Column("status", String(24), nullable=False),
@@ -69,7 +89,7 @@ signals = Table(
     schema,
     Column("signal_id", String(36), primary_key=True),
     Column("stage", String(16), primary_key=True),
-    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("created_at", UtcDateTime(), nullable=False, index=True),
     Column("symbol", String(64), nullable=False),
     Column("direction", String(8), nullable=False),
     Column("confidence", Float, nullable=False),
@@ -86,7 +106,7 @@ predictions = Table(
     Column("topic", String(255), primary_key=True),
     Column("partition", Integer, primary_key=True),
     Column("offset", BigInteger, primary_key=True),
-    Column("predicted_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("predicted_at", UtcDateTime(), nullable=False, index=True),
     Column("symbol", String(64), nullable=False),
     Column("model_type", String(16), nullable=False),
     Column("model_version", String(64), nullable=False),
@@ -101,7 +121,7 @@ metric_samples = Table(
     schema,
     Column("name", String(128), primary_key=True),
     Column("labels", String(512), primary_key=True),  # canonical "k=v,k=v", sorted by key
-    Column("sampled_at", DateTime(timezone=True), primary_key=True),
+    Column("sampled_at", UtcDateTime(), primary_key=True),
     Column("value", Float, nullable=False),
 )
 
@@ -109,7 +129,7 @@ alerts = Table(
     "alerts",
     schema,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("raised_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("raised_at", UtcDateTime(), nullable=False, index=True),
     Column("severity", String(8), nullable=False),
     Column("source", String(64), nullable=False),
     Column("code", String(64), nullable=False),
