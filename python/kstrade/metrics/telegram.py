@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import httpx
 
 log = logging.getLogger(__name__)
+# httpx logs every request URL at INFO, and the Bot API puts the token in the URL: keep it out.
+logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
 
 #: Commands the bot answers; anything else gets the list.
 COMMANDS = ("/status", "/profit", "/balance", "/halt", "/resume")
