@@ -345,8 +345,7 @@ class MetricsCollector(Stage):
     def _measure_lag(self, now_ns: int) -> list[RaisedAlert]:
         assert self.lag_probe is not None
         try:
-            topics = [t for t in self.lag_probe._admin.list_topics(5.0) if not t.startswith(("dlq.", "__"))]
-            self.lag = self.lag_probe.measure(topics)
+            self.lag = self.lag_probe.measure(self.lag_probe.data_topics())
         except BusError as exc:
             log.warning("metrics: consumer lag unavailable: %s", exc)
             return []

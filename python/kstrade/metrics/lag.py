@@ -23,6 +23,10 @@ class LagProbe:
             reader = self._readers[group] = self.bus.consumer(group, {"enable.auto.commit": False})
         return reader
 
+    def data_topics(self) -> list[str]:
+        """Topics whose lag matters: everything but dead letters and Kafka's internal topics."""
+        return [t for t in self._admin.list_topics(self.timeout) if not t.startswith(("dlq.", "__"))]
+
     def measure(self, topics: list[str]) -> dict[tuple[str, str, int], int]:
         """(group, topic, partition) -> messages behind, for partitions the group has committed
         on. A group with no commit on a topic does not read it and is left out."""
