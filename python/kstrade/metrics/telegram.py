@@ -118,14 +118,14 @@ class TelegramNotifier:
         attempts = 0
         while not self._stop.is_set():
             wait = self._limiter.earliest(item.chat_id, time.monotonic()) - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+            if wait > 0 and self._stop.wait(wait):
+                return  # closing: what is still queued is given up (close waited as long as it may)
             try:
                 response = self._post("sendMessage", {"chat_id": item.chat_id, "text": item.text})
             except httpx.HTTPError as exc:
                 attempts += 1
                 log.warning("telegram: send failed (%s), retrying", type(exc).__name__)
-                time.sleep(min(30.0, 0.5 * 2**attempts))
+                self._stop.wait(min(30.0, 0.5 * 2**attempts))
                 continue
             now = time.monotonic()
             self._limiter.sent(item.chat_id, now)
@@ -138,7 +138,7 @@ class TelegramNotifier:
                 return
             if 500 <= response.status_code < 600:
                 attempts += 1
-                time.sleep(min(30.0, 0.5 * 2**attempts))
+                self._stop.wait(min(30.0, 0.5 * 2**attempts))
                 continue
             # 400/403: the chat is wrong or the bot was blocked; retrying cannot help
             self.dropped += 1
@@ -177,9 +177,11 @@ class TelegramNotifier:
             pass
         self._threads[0].join(timeout)
         self._stop.set()
+        self._threads[0].join(1.0)  # a sender waiting on the rate limit wakes at once
         for t in self._threads[1:]:
             t.join(self._poll_timeout + 1.0)
-        self._http.close()
+        if not any(t.is_alive() for t in self._threads):
+            self._http.close()  # else a request is still in flight: its thread closes nothing
 
 
 def _retry_after(response: httpx.Response) -> float:
