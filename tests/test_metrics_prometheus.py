@@ -98,6 +98,8 @@ def test_endpoint_parses_and_carries_every_metric_the_dashboard_uses(tmp_path: P
     now = time.time_ns()
     collector.on_time(now)
     collector.on_time(now + 10 * NS)
+    assert collector.command("/balance") == "balance: 10001.00"  # the bot's answers follow the windows
+    assert collector.command("/profit").startswith("window 86400 s: 1 trades, P&L 1.00, win rate 100.0%")
     server = collector.exporter.serve(0)
     try:
         text = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=10).text

@@ -121,6 +121,8 @@ class MetricsCollector(Stage):
         self._saw_trades = False
         self._operator: deque[RaisedAlert] = deque(maxlen=100)  # from the Telegram thread
         self._lock = threading.Lock()
+        self._replies: dict[str, str] = {}
+        self._refresh_replies(0)
 
     def inputs(self) -> str:
         return INPUTS
@@ -244,6 +246,8 @@ class MetricsCollector(Stage):
                 raised.append(alert)
         for alert in raised:
             outputs.append(self._alert(now_ns, alert))
+        if outputs:
+            self._refresh_replies(now_ns)
         if self.store is not None and (outputs or self.store.pending >= _FLUSH_ROWS):
             self._flush(now_ns)
         return outputs
@@ -396,21 +400,28 @@ class MetricsCollector(Stage):
                 self._operator.append(alert)
 
     # -- operator commands (Telegram thread) -----------------------------------------------------------
+    def _refresh_replies(self, now_ns: int) -> None:
+        """Answers to /status, /profit and /balance, computed on the collector's thread: the
+        Telegram thread only reads these strings, never the windows being written."""
+        snap = self.performance.snapshot(now_ns)
+        firing = ", ".join(f"{c}:{s}" for c, s in self.rules.firing) or "none"
+        replies = {
+            "/status": f"messages seen: {sum(self.counts.values())}; consumer lag: {sum(self.lag.values())}; "
+            f"alerts firing: {firing}",
+            "/profit": f"window {snap.window_seconds} s: {snap.trades} trades, P&L {snap.realized_pnl:.2f}, "
+            f"win rate {snap.win_rate:.1%}, Sharpe {snap.sharpe:.2f}, max drawdown {snap.max_drawdown:.2%}",
+            "/balance": f"balance: {snap.balance:.2f}" if snap.balance is not None else "balance: no closed trade yet",
+        }
+        with self._lock:
+            self._replies = replies
+
     def command(self, text: str) -> str:
-        """The reply to a bot command. /halt and /resume become OPERATOR_* alerts on
-        metrics.alerts, which the execution stage acts on."""
-        snap = self.performance.snapshot(self.clock.now_ns())
-        if text == "/status":
-            firing = ", ".join(f"{c}:{s}" for c, s in self.rules.firing) or "none"
-            behind = sum(self.lag.values())
-            return f"messages seen: {sum(self.counts.values())}; consumer lag: {behind}; alerts firing: {firing}"
-        if text == "/profit":
-            return (
-                f"window {snap.window_seconds} s: {snap.trades} trades, P&L {snap.realized_pnl:.2f}, "
-                f"win rate {snap.win_rate:.1%}, Sharpe {snap.sharpe:.2f}, max drawdown {snap.max_drawdown:.2%}"
-            )
-        if text == "/balance":
-            return f"balance: {snap.balance:.2f}" if snap.balance is not None else "balance: no closed trade yet"
+        """The reply to a bot command (called from the Telegram thread). /halt and /resume
+        become OPERATOR_* alerts on metrics.alerts, which the execution stage acts on."""
+        with self._lock:
+            reply = self._replies.get(text)
+        if reply is not None:
+            return reply
         if text in ("/halt", "/resume"):
             halt = text == "/halt"
             code = "OPERATOR_HALT" if halt else "OPERATOR_RESUME"
