@@ -136,3 +136,41 @@ def test_build_collector_wires_storage_and_exporter_from_settings(tmp_path: Path
     collector = build_collector(settings.metrics, Bus.memory())
     assert collector.store is not None and collector.lag_probe is not None and collector.notifier is None
     collector.close()
+
+
+@pytest.mark.kafka
+def test_the_service_runs_over_kafka_serves_prometheus_and_stops_cleanly_on_sigterm(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "KSTRADE_BUS__TRANSPORT": "kafka", "KSTRADE_BUS__BOOTSTRAP": kafka_bootstrap,
+           "KSTRADE_METRICS__PROMETHEUS_PORT": str(port),
+           "KSTRADE_METRICS__DATABASE_URL": f"sqlite:///{tmp_path / 'service.db'}"}  # fmt: skip
+    service = subprocess.Popen([sys.executable, "-m", "kstrade.metrics"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        body = ""
+        while time.monotonic() < deadline and "kstrade_messages" not in body:
+            try:
+                body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert "kstrade_dead_letters_total" in body
+        service.send_signal(signal.SIGTERM)
+        _, err = service.communicate(timeout=30)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    assert service.returncode == 0, err
+    assert "collector running on kafka" in err
+    assert (tmp_path / "service.db").exists()

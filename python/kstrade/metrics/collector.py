@@ -397,7 +397,8 @@ class MetricsCollector(Stage):
             alert = self.rules.check(now_ns, "STORAGE_FAILED", "database", True, Severity.CRITICAL,
                                      f"metrics database write failed: {type(exc).__name__}")  # fmt: skip
             if alert:
-                self._operator.append(alert)
+                with self._lock:
+                    self._operator.append(alert)  # announced on the next tick
 
     # -- operator commands (Telegram thread) -----------------------------------------------------------
     def _refresh_replies(self, now_ns: int) -> None:
