@@ -174,3 +174,26 @@ def test_the_service_runs_over_kafka_serves_prometheus_and_stops_cleanly_on_sigt
     assert service.returncode == 0, err
     assert "collector running on kafka" in err
     assert (tmp_path / "service.db").exists()
+
+
+def test_a_failing_database_raises_an_alert_keeps_the_rows_and_recovers(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from kstrade.metrics.storage import schema
+
+    store = MetricsStore(f"sqlite:///{tmp_path / 'm.db'}")
+    collector = MetricsCollector(store=store)
+    collector.on_time(0)
+    store.metric("sharpe", {}, datetime(2026, 1, 1, tzinfo=UTC), 1.0)
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE metric_samples"))
+    collector.on_time(10 * NS)  # the write fails: announced on the next tick
+    assert store.pending == 1
+    codes = [Codec(Alert).decode(o.value).code for o in collector.on_time(11 * NS)]  # type: ignore[attr-defined]
+    assert codes == ["STORAGE_FAILED"]
+    schema.create_all(store.engine)
+    collector.on_time(20 * NS)
+    assert store.pending == 0 and [r["name"] for r in store.rows("metric_samples")][:1] == ["sharpe"]
+    codes = [Codec(Alert).decode(o.value).code for o in collector.on_time(21 * NS)]  # type: ignore[attr-defined]
+    assert codes == ["STORAGE_FAILED_RESOLVED"]
+    collector.close()

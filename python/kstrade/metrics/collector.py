@@ -122,6 +122,7 @@ class MetricsCollector(Stage):
         self._operator: deque[RaisedAlert] = deque(maxlen=100)  # from the Telegram thread
         self._lock = threading.Lock()
         self._replies: dict[str, str] = {}
+        self._storage_failing = False
         self._refresh_replies(0)
 
     def inputs(self) -> str:
@@ -226,16 +227,18 @@ class MetricsCollector(Stage):
         ):
             self._last_lag_ns = now_ns
             raised += self._measure_lag(now_ns)
+        tick = False
         if self._last_emit_ns is None:
             self._last_emit_ns = now_ns
         elif now_ns - self._last_emit_ns >= s.emit_interval_s * 1e9:
+            tick = True
             elapsed_s = (now_ns - self._last_emit_ns) / 1e9
             self._last_emit_ns = now_ns
             outputs += self._latency(now_ns, raised)
             outputs += self._performance(now_ns)
             outputs += self._drift(now_ns, raised)
-            for topic, n in self._window_counts.items():
-                self.exporter.messages_per_second.labels(topic).set(n / elapsed_s)
+            for topic in self.counts:  # a topic gone quiet reads 0, not its last rate
+                self.exporter.messages_per_second.labels(topic).set(self._window_counts.get(topic, 0) / elapsed_s)
             self._window_counts = {}
             stalled = self._last_candle_ns is not None and now_ns - self._last_candle_ns > s.ingest_stall_s * 1e9
             alert = self.rules.check(
@@ -248,7 +251,13 @@ class MetricsCollector(Stage):
             outputs.append(self._alert(now_ns, alert))
         if outputs:
             self._refresh_replies(now_ns)
-        if self.store is not None and (outputs or self.store.pending >= _FLUSH_ROWS):
+        # Writes go out once per tick, or sooner when the buffer is large, but a failing database
+        # is retried only once per tick, not on every poll.
+        if (
+            self.store is not None
+            and self.store.pending
+            and (tick or (self.store.pending >= _FLUSH_ROWS and not self._storage_failing))
+        ):
             self._flush(now_ns)
         return outputs
 
@@ -391,10 +400,16 @@ class MetricsCollector(Stage):
         try:
             for table, n in self.store.flush().items():
                 self.exporter.stored_rows.labels(table).inc(n)
+            self._storage_failing = False
+            alert = self.rules.check(now_ns, codes.STORAGE_FAILED, "database", False, Severity.CRITICAL, "")
+            if alert:
+                with self._lock:
+                    self._operator.append(alert)
         except SQLAlchemyError as exc:
+            self._storage_failing = True
             # The rows stay buffered for the next flush; the database may only be restarting.
             log.error("metrics: database write failed: %s", type(exc).__name__)
-            alert = self.rules.check(now_ns, "STORAGE_FAILED", "database", True, Severity.CRITICAL,
+            alert = self.rules.check(now_ns, codes.STORAGE_FAILED, "database", True, Severity.CRITICAL,
                                      f"metrics database write failed: {type(exc).__name__}")  # fmt: skip
             if alert:
                 with self._lock:
