@@ -134,7 +134,7 @@ def test_collector_publishes_performance_from_trades_and_signals() -> None:
     producer.flush()
     consumer = bus.consumer("metrics")
     consumer.subscribe_pattern(r"^(signals|trades)\..*")
-    collector = MetricsCollector(MetricsSettings(emit_interval_s=10, performance_window_s=3600))
+    collector = MetricsCollector(MetricsSettings(emit_interval_s=10, performance_windows_s=[3600]))
     for r in drain(consumer, 8):
         assert list(collector.handle(r)) == []
     now = ns(T0 + timedelta(minutes=10))
@@ -146,6 +146,6 @@ def test_collector_publishes_performance_from_trades_and_signals() -> None:
     assert metrics.max_drawdown == pytest.approx(40 / 10_120)
     assert metrics.sharpe > 0
     scrape = collector.exporter.registry.get_sample_value
-    assert scrape("kstrade_profit_factor") == pytest.approx(180 / 80)
+    assert scrape("kstrade_profit_factor", {"window": "3600"}) == pytest.approx(180 / 80)
     assert scrape("kstrade_tier_hit_rate", {"tier": "B"}) == 0.5
     assert scrape("kstrade_tier_confidence", {"tier": "B"}) == pytest.approx(0.7)

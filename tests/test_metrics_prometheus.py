@@ -99,7 +99,7 @@ def test_endpoint_parses_and_carries_every_metric_the_dashboard_uses(tmp_path: P
     collector.on_time(now)
     collector.on_time(now + 10 * NS)
     assert collector.command("/balance") == "balance: 10001.00"  # the bot's answers follow the windows
-    assert collector.command("/profit").startswith("window 86400 s: 1 trades, P&L 1.00, win rate 100.0%")
+    assert "last 86400 s: 1 trades, P&L 1.00, win rate 100.0%" in collector.command("/profit")
     server = collector.exporter.serve(0)
     try:
         text = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=10).text
@@ -112,7 +112,7 @@ def test_endpoint_parses_and_carries_every_metric_the_dashboard_uses(tmp_path: P
     values = {(s.name, tuple(sorted(s.labels.items()))): s.value
               for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
     assert values[("kstrade_consumer_group_lag", (("group", "kstrade.execution"),))] == 1.0
-    assert values[("kstrade_trades", ())] == 1.0
+    assert values[("kstrade_trades", (("window", "3600"),))] == values[("kstrade_trades", (("window", "86400"),))] == 1
     assert values[("kstrade_tier_hit_rate", (("tier", "A"),))] == 1.0
     assert values[("kstrade_messages_total", (("topic", features_aggregated("BTC-USD")),))] == 20.0
     assert values[("kstrade_dead_letters_total", ())] == 1.0

@@ -134,8 +134,9 @@ class MetricsSettings(_Section):
     )
     #: No closed candle for this long (after the first) means ingest has stalled.
     ingest_stall_s: float = Field(180.0, gt=0)
-    #: Trading performance: sliding window, and the bar the Sharpe ratio is computed on.
-    performance_window_s: int = Field(86_400, gt=0)
+    #: Trading performance: sliding windows (default the last hour and the last day), and the
+    #: bar the Sharpe ratio is computed on.
+    performance_windows_s: list[int] = Field(default_factory=lambda: [3_600, 86_400], min_length=1)
     bar_seconds: int = Field(60, gt=0)
     #: 365 for crypto (trades every day); about 260 for forex (closed at weekends).
     trading_days_per_year: float = Field(365.0, gt=0, le=366)
@@ -158,6 +159,15 @@ class MetricsSettings(_Section):
     #: Store one prediction in this many (they are by far the most numerous).
     prediction_sample_every: int = Field(10, ge=1)
     telegram: TelegramSettings = Field(default_factory=lambda: TelegramSettings())
+
+    @model_validator(mode="after")
+    def _windows(self) -> MetricsSettings:
+        for window in self.performance_windows_s:
+            if window < self.bar_seconds or window % self.bar_seconds:
+                raise ValueError(f"performance_windows_s: {window} is not a whole number of {self.bar_seconds} s bars")
+        if len(set(self.performance_windows_s)) != len(self.performance_windows_s):
+            raise ValueError("performance_windows_s repeat")
+        return self
 
 
 class Settings(BaseSettings):

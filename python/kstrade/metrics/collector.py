@@ -5,6 +5,7 @@ updates Prometheus, writes the database and sends alerts."""
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 from collections import deque
@@ -94,11 +95,12 @@ class MetricsCollector(Stage):
         super().__init__()
         self.settings = s = settings or MetricsSettings()
         self.latency = LatencyTracker()
-        self.performance = PerformanceWindow(
-            window_seconds=s.performance_window_s,
-            bar_seconds=s.bar_seconds,
-            trading_days_per_year=s.trading_days_per_year,
-        )
+        self.performances = {
+            w: PerformanceWindow(
+                window_seconds=w, bar_seconds=s.bar_seconds, trading_days_per_year=s.trading_days_per_year
+            )
+            for w in sorted(s.performance_windows_s)
+        }
         self.tiers = TierCalibration(window_trades=s.tier_window_trades)
         self.reference = reference
         self.psi = PsiMonitor(reference, window=s.psi_window, min_samples=s.psi_min_samples) if reference else None
@@ -176,7 +178,8 @@ class MetricsCollector(Stage):
             event = self.decode(record, PnlEvent)
             self._saw_trades = True
             closed_ns = int(event.timestamp.timestamp() * 1e9)
-            self.performance.record(ClosedTrade(closed_ns, event.realized_pnl, event.balance))
+            for window in self.performances.values():
+                window.record(ClosedTrade(closed_ns, event.realized_pnl, event.balance))
             self.tiers.outcome(event.signal_id, event.realized_pnl)
             if self.store is not None:
                 self.store.trade(event)
@@ -292,20 +295,27 @@ class MetricsCollector(Stage):
     def _performance(self, now_ns: int) -> list[Output]:
         if not self._saw_trades:
             return []
-        snap = self.performance.snapshot(now_ns)
-        tiers = self.tiers.tiers()
-        self.exporter.set_performance(snap, tiers)
         at = _at(now_ns)
+        tiers = self.tiers.tiers()
+        self.exporter.set_tiers(tiers)
+        out = []
+        for window in self.performances.values():
+            snap = window.snapshot(now_ns)
+            self.exporter.set_performance(snap)
+            if self.store is not None:
+                for name in ("trades", "win_rate", "profit_factor", "sharpe", "max_drawdown", "realized_pnl"):
+                    value = float(getattr(snap, name))
+                    if math.isfinite(value):
+                        self.store.metric(name, {"window": str(snap.window_seconds)}, at, value)
+            message = PerformanceMetrics(
+                timestamp=at, window_seconds=snap.window_seconds, trades=snap.trades, win_rate=snap.win_rate,
+                sharpe=snap.sharpe, max_drawdown=snap.max_drawdown, realized_pnl=snap.realized_pnl,
+            )  # fmt: skip
+            out.append(self.emit(METRICS_PERFORMANCE, message, key=str(snap.window_seconds).encode(), origin_ns=now_ns))
         if self.store is not None:
-            for name in ("trades", "win_rate", "sharpe", "max_drawdown", "realized_pnl"):
-                self.store.metric(name, {}, at, float(getattr(snap, name)))
             for tier, record in tiers.items():
                 self.store.metric("tier_hit_rate", {"tier": tier}, at, record.hit_rate)
-        message = PerformanceMetrics(
-            timestamp=at, window_seconds=snap.window_seconds, trades=snap.trades, win_rate=snap.win_rate,
-            sharpe=snap.sharpe, max_drawdown=snap.max_drawdown, realized_pnl=snap.realized_pnl,
-        )  # fmt: skip
-        return [self.emit(METRICS_PERFORMANCE, message, key=None, origin_ns=now_ns)]
+        return out
 
     def _drift(self, now_ns: int, raised: list[RaisedAlert]) -> list[Output]:
         at = _at(now_ns)
@@ -419,14 +429,18 @@ class MetricsCollector(Stage):
     def _refresh_replies(self, now_ns: int) -> None:
         """Answers to /status, /profit and /balance, computed on the collector's thread: the
         Telegram thread only reads these strings, never the windows being written."""
-        snap = self.performance.snapshot(now_ns)
+        snaps = [w.snapshot(now_ns) for w in self.performances.values()]
+        balance = snaps[-1].balance
         firing = ", ".join(f"{c}:{s}" for c, s in self.rules.firing) or "none"
         replies = {
             "/status": f"messages seen: {sum(self.counts.values())}; consumer lag: {sum(self.lag.values())}; "
             f"alerts firing: {firing}",
-            "/profit": f"window {snap.window_seconds} s: {snap.trades} trades, P&L {snap.realized_pnl:.2f}, "
-            f"win rate {snap.win_rate:.1%}, Sharpe {snap.sharpe:.2f}, max drawdown {snap.max_drawdown:.2%}",
-            "/balance": f"balance: {snap.balance:.2f}" if snap.balance is not None else "balance: no closed trade yet",
+            "/profit": "\n".join(
+                f"last {snap.window_seconds} s: {snap.trades} trades, P&L {snap.realized_pnl:.2f}, "
+                f"win rate {snap.win_rate:.1%}, Sharpe {snap.sharpe:.2f}, max drawdown {snap.max_drawdown:.2%}"
+                for snap in snaps
+            ),
+            "/balance": f"balance: {balance:.2f}" if balance is not None else "balance: no closed trade yet",
         }
         with self._lock:
             self._replies = replies

@@ -40,12 +40,18 @@ class MetricsExporter:
         self.lag = Gauge("kstrade_consumer_lag", "Messages behind, per group, topic and partition",
                          ["group", "topic", "partition"], registry=r)  # fmt: skip
         self.group_lag = Gauge("kstrade_consumer_group_lag", "Messages behind, summed per group", ["group"], registry=r)
-        self.trades = Gauge("kstrade_trades", "Closed trades in the performance window", registry=r)
-        self.win_rate = Gauge("kstrade_win_rate", "Share of winning trades in the window", registry=r)
-        self.profit_factor = Gauge("kstrade_profit_factor", "Gross profit / gross loss in the window", registry=r)
-        self.sharpe = Gauge("kstrade_sharpe", "Annualized Sharpe ratio of per-bar returns in the window", registry=r)
-        self.max_drawdown = Gauge("kstrade_max_drawdown", "Largest peak-to-trough fall in the window", registry=r)
-        self.realized_pnl = Gauge("kstrade_realized_pnl", "Net realized P&L in the window", registry=r)
+        self.trades = Gauge("kstrade_trades", "Closed trades in the performance window", ["window"], registry=r)
+        self.win_rate = Gauge("kstrade_win_rate", "Share of winning trades in the window", ["window"], registry=r)
+        self.profit_factor = Gauge(
+            "kstrade_profit_factor", "Gross profit / gross loss in the window", ["window"], registry=r
+        )
+        self.sharpe = Gauge(
+            "kstrade_sharpe", "Annualized Sharpe ratio of per-bar returns in the window", ["window"], registry=r
+        )
+        self.max_drawdown = Gauge(
+            "kstrade_max_drawdown", "Largest peak-to-trough fall in the window", ["window"], registry=r
+        )
+        self.realized_pnl = Gauge("kstrade_realized_pnl", "Net realized P&L in the window", ["window"], registry=r)
         self.balance = Gauge("kstrade_balance", "Account balance after the latest closed trade", registry=r)
         self.tier_hit_rate = Gauge("kstrade_tier_hit_rate", "Realized hit rate per signal tier", ["tier"], registry=r)
         self.tier_confidence = Gauge(
@@ -79,16 +85,19 @@ class MetricsExporter:
             for label, attr in _QUANTILES:
                 self.stage_latency.labels(stage, label).set(getattr(s, attr))
 
-    def set_performance(self, p: PerformanceSnapshot, tiers: dict[str, TierRecord]) -> None:
-        self.trades.set(p.trades)
-        self.win_rate.set(p.win_rate)
+    def set_performance(self, p: PerformanceSnapshot) -> None:
+        window = str(p.window_seconds)
+        self.trades.labels(window).set(p.trades)
+        self.win_rate.labels(window).set(p.win_rate)
         # Prometheus can carry +Inf, but a dashboard stat reads better capped at a large value.
-        self.profit_factor.set(p.profit_factor if math.isfinite(p.profit_factor) else 1e9)
-        self.sharpe.set(p.sharpe)
-        self.max_drawdown.set(p.max_drawdown)
-        self.realized_pnl.set(p.realized_pnl)
+        self.profit_factor.labels(window).set(p.profit_factor if math.isfinite(p.profit_factor) else 1e9)
+        self.sharpe.labels(window).set(p.sharpe)
+        self.max_drawdown.labels(window).set(p.max_drawdown)
+        self.realized_pnl.labels(window).set(p.realized_pnl)
         if p.balance is not None:
             self.balance.set(p.balance)
+
+    def set_tiers(self, tiers: dict[str, TierRecord]) -> None:
         for tier, t in tiers.items():
             self.tier_hit_rate.labels(tier).set(t.hit_rate)
             self.tier_confidence.labels(tier).set(t.mean_confidence)
