@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from kstrade.bus import Bus
 from kstrade.bus.topics import METRICS_ALERTS, METRICS_DRIFT, candles, features_aggregated, predictions_lstm
 from kstrade.config import MetricsSettings
-from kstrade.metrics import DriftReference, FeatureReference, MetricsCollector
+from kstrade.metrics import DriftReference, FeatureReference, MetricsCollector, load_reference
 from kstrade.metrics.drift import DirectionAccuracy, PageHinkley, psi
 from kstrade.schemas import Alert, Candle, Codec, FeatureVector, ModelDrift, Prediction
 from kstrade.schemas.models import ModelType, PredictionOutput
@@ -178,3 +179,11 @@ def test_a_model_gone_stale_raises_an_error_drift_alert() -> None:
     assert [a.code for a in alerts if isinstance(a, Alert)] == ["MODEL_ERROR_DRIFT"]
     drift = {d.metric: d for d in (Codec(ModelDrift).decode(o.value) for o in outs if o.topic == METRICS_DRIFT)}
     assert drift["page_hinkley"].drifted
+
+
+def test_the_documented_reference_file_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "README.md").read_text()
+    example = readme.split("```json\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "ref.json").write_text(example)
+    ref = load_reference(tmp_path / "ref.json")
+    assert ref.model_type == "lstm" and ref.features["rsi_14"].edges == [30.0, 50.0, 70.0]

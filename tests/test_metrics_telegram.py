@@ -144,8 +144,9 @@ def test_a_burst_of_100_alerts_arrives_in_order_within_the_rate_limits(
     notifier.close()
     assert [text for _, _, text in api.sent] == [f"alert {i}" for i in range(100)]
     times = [t for t, _, _ in api.sent]
-    assert max(sum(1 for t in times if s <= t < s + 1.0) for s in times) <= 30
-    assert all(b - a >= 1 / 50 - 0.002 for a, b in itertools.pairwise(times))
+    # measured where the server receives them, so allow a few ms of network and thread jitter
+    assert max(sum(1 for t in times if s <= t < s + 0.98) for s in times) <= 30
+    assert all(b - a >= 1 / 50 - 0.01 for a, b in itertools.pairwise(times))
     assert times[-1] - times[0] >= 3.0  # 100 messages at 30/s
     assert TOKEN not in caplog.text and TOKEN not in repr(notifier)
 
