@@ -77,7 +77,11 @@ def test_a_shifted_feature_raises_a_drift_alert_and_the_reference_does_not() -> 
     outs = list(collector.on_time(10 * NS))
     drift = [Codec(ModelDrift).decode(o.value) for o in outs if o.topic == METRICS_DRIFT]
     by_key = {(d.symbol, d.metric): d for d in drift if isinstance(d, ModelDrift)}
-    assert set(by_key) == {(s, f"psi:{f}") for s in ("BTC-USD", "ETH-USD") for f in ("rsi_14", "ret_1m")}
+    features = ("rsi_14", "ret_1m")
+    symbols = ("BTC-USD", "ETH-USD")
+    assert set(by_key) == {(s, f"{m}:{f}") for s in symbols for f in features for m in ("psi", "ks")}
+    assert by_key[("ETH-USD", "ks:ret_1m")].drifted and not by_key[("BTC-USD", "ks:ret_1m")].drifted
+    assert by_key[("ETH-USD", "ks:ret_1m")].threshold == pytest.approx(1.628 / 500**0.5)
     assert by_key[("ETH-USD", "psi:ret_1m")].drifted and by_key[("ETH-USD", "psi:ret_1m")].value >= 0.2
     for key in (("BTC-USD", "psi:ret_1m"), ("BTC-USD", "psi:rsi_14"), ("ETH-USD", "psi:rsi_14")):
         assert not by_key[key].drifted and by_key[key].value < 0.1, key
@@ -187,3 +191,16 @@ def test_the_documented_reference_file_loads(tmp_path: Path) -> None:
     (tmp_path / "ref.json").write_text(example)
     ref = load_reference(tmp_path / "ref.json")
     assert ref.model_type == "lstm" and ref.features["rsi_14"].edges == [30.0, 50.0, 70.0]
+
+
+def test_ks_distance_at_the_bin_edges() -> None:
+    from kstrade.metrics.drift import FeatureWindow
+
+    ref = FeatureReference(edges=[1.0, 2.0, 3.0], proportions=[0.25, 0.25, 0.25, 0.25])
+    w = FeatureWindow(ref, size=8)
+    for v in (0.5, 1.5, 2.5, 3.5) * 2:
+        w.observe(v)
+    assert w.ks() == 0.0 and w.psi() == 0.0
+    for _ in range(8):
+        w.observe(0.0)  # the window now holds only the lowest bin
+    assert w.ks() == pytest.approx(0.75)  # all of it below the first edge, where the reference has 25 %

@@ -331,6 +331,12 @@ class MetricsCollector(Stage):
                     drifted=f.significant,
                 )  # fmt: skip
                 out.append(self.emit(METRICS_DRIFT, drift, key=f.symbol.encode(), origin_ns=now_ns))
+                # KS at the same edges: a second opinion, published, not alerted on (PSI alerts)
+                ks = drift.model_copy(
+                    update={"metric": f"ks:{f.feature}", "value": f.ks, "threshold": f.ks_critical,
+                            "drifted": f.ks > f.ks_critical}
+                )  # fmt: skip
+                out.append(self.emit(METRICS_DRIFT, ks, key=f.symbol.encode(), origin_ns=now_ns))
                 if self.store is not None:
                     self.store.metric("feature_psi", {"symbol": f.symbol, "feature": f.feature}, at, f.psi)
                 alert = self.rules.check(

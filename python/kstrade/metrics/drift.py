@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 #: PSI bands used across the industry: < 0.1 stable, 0.1-0.2 moderate, >= 0.2 significant.
 PSI_MODERATE = 0.1
 PSI_SIGNIFICANT = 0.2
+#: c(alpha) of the one-sample Kolmogorov-Smirnov test at alpha = 1 %: D > 1.628 / sqrt(n).
+KS_C_ALPHA_1PCT = 1.628
 #: An empty bin would make PSI infinite; it counts as this share instead.
 PSI_FLOOR = 1e-4
 
@@ -91,6 +93,19 @@ class FeatureWindow:
         n = len(self.window)
         return psi(self.reference.proportions, [c / n for c in self.counts]) if n else 0.0
 
+    def ks(self) -> float:
+        """Kolmogorov-Smirnov distance measured at the bin edges: the largest gap between the
+        reference's and the window's cumulative shares (a lower bound of the continuous one)."""
+        n = len(self.window)
+        if not n:
+            return 0.0
+        gap = expected = actual = 0.0
+        for e, c in zip(self.reference.proportions[:-1], self.counts[:-1], strict=True):
+            expected += e
+            actual += c / n
+            gap = max(gap, abs(expected - actual))
+        return gap
+
 
 @dataclass(frozen=True, slots=True)
 class FeatureDrift:
@@ -99,6 +114,12 @@ class FeatureDrift:
     psi: float
     samples: int
     significant: bool
+    ks: float = 0.0
+
+    @property
+    def ks_critical(self) -> float:
+        """The KS distance a sample of this size exceeds by chance 1 % of the time."""
+        return KS_C_ALPHA_1PCT / math.sqrt(self.samples)
 
 
 class PsiMonitor:
@@ -128,7 +149,7 @@ class PsiMonitor:
             n = len(w.window)
             if n >= self.min_samples:
                 value = w.psi()
-                out.append(FeatureDrift(symbol, name, value, n, value >= PSI_SIGNIFICANT))
+                out.append(FeatureDrift(symbol, name, value, n, value >= PSI_SIGNIFICANT, w.ks()))
         return out
 
 
