@@ -68,6 +68,7 @@ def _feed(bus: Bus) -> None:
                  balance=10_001.0)  # fmt: skip
     producer.send(PNL, nc.encode(e), key=b"BTC-USD", headers=nc.headers(origin, "execution"))
     producer.send(dlq_topic(PNL), b"bad", key=None)
+    producer.send(PNL, b"not a pnl event", key=None)  # unreadable: counted and skipped
     producer.flush()
 
 
@@ -92,7 +93,7 @@ def test_endpoint_parses_and_carries_every_metric_the_dashboard_uses(tmp_path: P
     consumer = bus.consumer(collector.group)
     consumer.subscribe_pattern(collector.inputs())
     records = consumer.poll(100, 1.0)
-    assert len(records) == 26
+    assert len(records) == 27
     for r in records:
         collector.handle(r)
     now = time.time_ns()
@@ -116,4 +117,5 @@ def test_endpoint_parses_and_carries_every_metric_the_dashboard_uses(tmp_path: P
     assert values[("kstrade_tier_hit_rate", (("tier", "A"),))] == 1.0
     assert values[("kstrade_messages_total", (("topic", features_aggregated("BTC-USD")),))] == 20.0
     assert values[("kstrade_dead_letters_total", ())] == 1.0
+    assert values[("kstrade_unreadable_records_total", (("topic", PNL),))] == 1.0
     assert values[("kstrade_feature_psi", (("feature", "rsi_14"), ("symbol", "BTC-USD")))] > 0.2  # all in one bin

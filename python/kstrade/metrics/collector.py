@@ -149,6 +149,7 @@ class MetricsCollector(Stage):
             self._content(record, headers)
         except Exception as exc:  # an observer counts what it cannot read
             self.unreadable += 1
+            self.exporter.unreadable.labels(topic).inc()
             log.debug("metrics: unreadable record on %s at offset %d: %s", topic, record.offset, exc)
         return ()
 

@@ -71,7 +71,10 @@ class MetricsExporter:
             ["model_type", "symbol"], registry=r,
         )  # fmt: skip
         self.alerts = Counter("kstrade_alerts", "Alerts raised or relayed", ["code", "severity"], registry=r)
-        self.dead_letters = Counter("kstrade_dead_letters", "Messages the collector could not read", registry=r)
+        self.dead_letters = Counter("kstrade_dead_letters", "Records seen on dead-letter topics", registry=r)
+        self.unreadable = Counter(
+            "kstrade_unreadable_records", "Records the collector could not read (skipped)", ["topic"], registry=r
+        )
         self.stored_rows = Counter("kstrade_stored_rows", "Rows written to the metrics database", ["table"], registry=r)
         self.telegram_dropped = Counter(
             "kstrade_telegram_dropped", "Telegram alerts dropped (queue full or refused)", registry=r
