@@ -181,3 +181,22 @@ def test_a_failed_write_keeps_the_rows_for_the_next_flush(tmp_path: Path) -> Non
     store.flush()
     assert [r["value"] for r in store.rows("metric_samples")] == [1.5]
     store.close()
+
+
+def test_a_long_outage_sheds_sampled_rows_first_and_never_trades(tmp_path: Path) -> None:
+    store = MetricsStore(f"sqlite:///{tmp_path / 'm.db'}", max_buffered=4)
+    for i in range(2):
+        store.trade(PnlEvent(timestamp=T0, signal_id=uuid4(), order_id=f"o{i}", symbol="BTC-USD", side=Side.BUY,
+                             quantity=1.0, entry_price=1.0, exit_price=2.0, realized_pnl=1.0, commission=0.0,
+                             currency="USD", balance=1.0))  # fmt: skip
+    p = Prediction(timestamp=T0, symbol="BTC-USD", model_type=ModelType.LSTM, model_version="1",
+                   prediction=PredictionOutput(direction="UP", probability=0.5, confidence=0.0),
+                   inference_time_ms=1.0)  # fmt: skip
+    for offset in range(5):
+        store.prediction(p, topic="predictions.lstm.BTC-USD", partition=0, offset=offset)
+    store.metric("sharpe", {}, T0, 1.0)
+    store.metric("sharpe", {}, T0 + timedelta(seconds=10), 2.0)
+    store.flush()
+    assert store.shed == {"predictions": 5}
+    assert len(store.rows("trades")) == 2 and len(store.rows("metric_samples")) == 2
+    store.close()

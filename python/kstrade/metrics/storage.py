@@ -138,6 +138,10 @@ alerts = Table(
 )
 
 
+#: Tables whose buffered rows may be dropped when the database is unreachable for long.
+_SHED_ORDER = ("predictions", "metric_samples")
+
+
 def labels_key(labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={labels[k]}" for k in sorted(labels))
 
@@ -145,10 +149,26 @@ def labels_key(labels: Mapping[str, str]) -> str:
 class MetricsStore:
     """A database and a buffer of rows per table; `flush` writes them in one transaction."""
 
-    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+    def __init__(self, url: str, *, engine: Engine | None = None, max_buffered: int = 200_000) -> None:
         self.engine = engine or create_engine(url, future=True, pool_pre_ping=True)
         schema.create_all(self.engine)
         self._rows: dict[str, list[dict[str, Any]]] = {t: [] for t in schema.tables}
+        self.max_buffered = max_buffered
+        self.shed: dict[str, int] = {}
+
+    def _shed(self) -> None:
+        """While the database is away the buffer must stay bounded: the oldest sampled
+        predictions, then metric samples, make room. Trades, executions, signals and alerts
+        are never shed (they are also on their topics for a week)."""
+        for table in _SHED_ORDER:
+            excess = self.pending - self.max_buffered
+            if excess <= 0:
+                return
+            rows = self._rows[table]
+            n = min(excess, len(rows))
+            if n:
+                del rows[:n]
+                self.shed[table] = self.shed.get(table, 0) + n
 
     @property
     def pending(self) -> int:
@@ -208,9 +228,10 @@ class MetricsStore:
         return insert(table).prefix_with("IGNORE") if dialect in ("mysql", "mariadb") else insert(table)
 
     def flush(self) -> dict[str, int]:
-        """Writes every buffered row; returns rows offered per table. On error nothing is lost:
-        the buffer is kept for the next flush."""
+        """Writes every buffered row; returns rows offered per table. On error the buffer is
+        kept for the next flush (bounded by `max_buffered`: see `_shed`)."""
         offered: dict[str, int] = {}
+        self._shed()
         with self.engine.begin() as conn:
             for name, rows in self._rows.items():
                 if rows:
