@@ -129,6 +129,8 @@ def test_settings_come_from_the_one_config_and_the_bot_token_only_from_the_envir
         load(None, metrics={"telegram": {"enabled": True}})
     with pytest.raises(ConfigError, match="lag_threshold"):
         load(None, metrics={"lag_threshold": 0})
+    with pytest.raises(ConfigError, match="candle interval"):
+        load(None, metrics={"bar_seconds": 30})
     with pytest.raises(ConfigError, match="whole number of 60 s bars"):
         load(None, metrics={"performance_windows_s": [90]})
 

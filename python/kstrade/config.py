@@ -162,6 +162,8 @@ class MetricsSettings(_Section):
 
     @model_validator(mode="after")
     def _windows(self) -> MetricsSettings:
+        if self.bar_seconds not in (60, 300, 900, 3600):
+            raise ValueError("bar_seconds must be a candle interval: 60, 300, 900 or 3600")
         for window in self.performance_windows_s:
             if window < self.bar_seconds or window % self.bar_seconds:
                 raise ValueError(f"performance_windows_s: {window} is not a whole number of {self.bar_seconds} s bars")
