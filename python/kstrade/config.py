@@ -220,6 +220,93 @@ class SignalSettings(_Section):
         return value
 
 
+class TelegramSettings(_Section):
+    """Alerts to one Telegram chat over the Bot API; commands accepted only from that chat."""
+
+    enabled: bool = False
+    chat_id: str = ""
+    #: Only from KSTRADE_METRICS__TELEGRAM__BOT_TOKEN or the file named by bot_token_file.
+    bot_token: SecretStr | None = None
+    bot_token_file: Path | None = None
+    api_url: str = "https://api.telegram.org"
+    #: Telegram's limits: about one message a second per chat, thirty a second overall.
+    per_chat_per_second: float = Field(1.0, gt=0)
+    overall_per_second: float = Field(30.0, gt=0)
+    queue_size: int = Field(1000, ge=1)
+    commands: bool = False
+    min_severity: Literal["INFO", "WARNING", "CRITICAL"] = "WARNING"
+
+    @model_validator(mode="after")
+    def _checks(self) -> TelegramSettings:
+        if self.enabled and not self.chat_id:
+            raise ValueError("chat_id is required when telegram is enabled")
+        return self
+
+    def token(self) -> str | None:
+        if self.bot_token is not None:
+            return self.bot_token.get_secret_value()
+        if self.bot_token_file is not None:
+            try:
+                return self.bot_token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"metrics.telegram.bot_token_file: cannot read {self.bot_token_file}: {exc}") from exc
+        return None
+
+
+class MetricsSettings(_Section):
+    """The metrics collector: windows, targets and thresholds for alerts, exporters, storage."""
+
+    #: How often latency, performance and drift are summarised and published.
+    emit_interval_s: float = Field(10.0, gt=0)
+    #: The product's latency target: p99 of market event -> stage output, per stage.
+    latency_p99_target_ms: float = Field(10.0, gt=0)
+    #: Consumer lag (messages, summed over a group's partitions) that raises an alert.
+    lag_threshold: int = Field(1000, ge=1)
+    lag_interval_s: float = Field(10.0, gt=0)
+    #: Groups whose lag is watched; default: every stage of the pipeline.
+    lag_groups: list[str] = Field(
+        default_factory=lambda: [f"kstrade.{s}" for s in ("ingest", "features", "inference", "signals", "execution")]
+    )
+    #: No closed candle for this long (after the first) means ingest has stalled.
+    ingest_stall_s: float = Field(180.0, gt=0)
+    #: Trading performance: sliding windows (default the last hour and the last day), and the
+    #: bar the Sharpe ratio is computed on.
+    performance_windows_s: list[int] = Field(default_factory=lambda: [3_600, 86_400], min_length=1)
+    bar_seconds: int = Field(60, gt=0)
+    #: 365 for crypto (trades every day); about 260 for forex (closed at weekends).
+    trading_days_per_year: float = Field(365.0, gt=0, le=366)
+    tier_window_trades: int = Field(200, ge=1)
+    #: Drift: the training reference (JSON, as in a model manifest), window and detector.
+    drift_reference: Path | None = None
+    psi_window: int = Field(500, ge=10)
+    psi_min_samples: int = Field(200, ge=10)
+    accuracy_window: int = Field(500, ge=10)
+    horizon_bars: int = Field(1, ge=1)
+    flat_band_bps: float = Field(1.0, ge=0)
+    page_hinkley_delta: float = Field(0.01, ge=0)
+    page_hinkley_threshold: float = Field(50.0, gt=0)
+    alert_repeat_s: float = Field(900.0, ge=0)
+    #: Prometheus scrape endpoint; 0 disables it.
+    prometheus_port: int = Field(9464, ge=0, le=65535)
+    prometheus_addr: str = "127.0.0.1"
+    #: Any SQLAlchemy URL; SQLite by default. Empty disables storage.
+    database_url: str = "sqlite:///kstrade-metrics.db"
+    #: Store one prediction in this many (they are by far the most numerous).
+    prediction_sample_every: int = Field(10, ge=1)
+    telegram: TelegramSettings = Field(default_factory=lambda: TelegramSettings())
+
+    @model_validator(mode="after")
+    def _windows(self) -> MetricsSettings:
+        if self.bar_seconds not in (60, 300, 900, 3600):
+            raise ValueError("bar_seconds must be a candle interval: 60, 300, 900 or 3600")
+        for window in self.performance_windows_s:
+            if window < self.bar_seconds or window % self.bar_seconds:
+                raise ValueError(f"performance_windows_s: {window} is not a whole number of {self.bar_seconds} s bars")
+        if len(set(self.performance_windows_s)) != len(self.performance_windows_s):
+            raise ValueError("performance_windows_s repeat")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything configurable, one section per concern; stages add their sections here."""
 
@@ -230,6 +317,7 @@ class Settings(BaseSettings):
     symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
     bus: BusSettings = Field(default_factory=lambda: BusSettings())
     signals: SignalSettings = Field(default_factory=lambda: SignalSettings())
+    metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())
 
     @field_validator("symbols")
     @classmethod
@@ -283,6 +371,8 @@ def load(path: Path | str | None = None, **flags: Any) -> Settings:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
         if "sasl_password" in from_file.get("bus", {}):
             raise ConfigError("bus.sasl_password: secrets are not read from config files; use the environment")
+        if "bot_token" in from_file.get("metrics", {}).get("telegram", {}):
+            raise ConfigError("metrics.telegram.bot_token: secrets are not read from config files; use the environment")
     clean_flags = _without_none(flags)
     token = _TOML_FILE.set(Path(path) if path is not None else None)
     try:

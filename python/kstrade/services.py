@@ -24,31 +24,38 @@ from kstrade.config import Settings
 from kstrade.stage import Stage, run_service
 
 
-def _features(settings: Settings) -> Stage:
+def _features(settings: Settings, bus: Bus) -> Stage:
     from kstrade.features.stage import FeatureStage
 
     return FeatureStage(settings.symbols)
 
 
-def _signals(settings: Settings) -> Stage:
+def _signals(settings: Settings, bus: Bus) -> Stage:
     from kstrade.signals.aggregator import SignalAggregator
 
     return SignalAggregator.from_settings(settings)
 
 
+def _metrics(settings: Settings, bus: Bus) -> Stage:
+    from kstrade.metrics.collector import build_collector
+
+    return build_collector(settings.metrics, bus)
+
+
 #: Every stage that can run as a service, by name.
-STAGES: dict[str, Callable[[Settings], Stage]] = {
+STAGES: dict[str, Callable[[Settings, Bus], Stage]] = {
     "features": _features,
     "signals": _signals,
+    "metrics": _metrics,
 }
 
 
-def build(name: str, settings: Settings) -> Stage:
+def build(name: str, settings: Settings, bus: Bus) -> Stage:
     try:
         factory = STAGES[name]
     except KeyError:
         raise ValueError(f"unknown stage {name!r}: choose from {', '.join(sorted(STAGES))}") from None
-    return factory(settings)
+    return factory(settings, bus)
 
 
 def ensure_topics(bus: Bus, settings: Settings) -> None:
@@ -63,9 +70,11 @@ def ensure_topics(bus: Bus, settings: Settings) -> None:
 
 
 def serve(name: str, settings: Settings) -> int:
-    stage = build(name, settings)
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}: choose from {', '.join(sorted(STAGES))}")
     bus = Bus.from_settings(settings.bus)
     ensure_topics(bus, settings)
+    stage = build(name, settings, bus)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

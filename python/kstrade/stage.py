@@ -84,6 +84,9 @@ class Stage(_Emitter, ABC):
         """Called after every batch and when idle, with the stage clock's time."""
         return ()
 
+    def close(self) -> None:
+        """Release what the stage holds (files, servers, threads); called once when it stops."""
+
     def retained(self) -> Mapping[tuple[str, int], int]:
         """Records this stage still holds in memory, as the lowest held offset per (topic,
         partition). Offsets from there on are not committed, so a crash redelivers them and the
@@ -215,3 +218,4 @@ def run_service(bus: Bus, stage: Stage, stop: threading.Event, *, poll_timeout: 
     finally:
         producer.flush()
         runner.consumer.close()
+        stage.close()

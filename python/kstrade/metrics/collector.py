@@ -1,0 +1,512 @@
+"""The metrics collector stage: reads every topic in its own consumer group, keeps bounded
+windows of latency, trading performance and drift, and on its clock publishes `metrics.*`,
+updates Prometheus, writes the database and sends alerts."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from kstrade.bus import Bus, BusError, Output, Record
+from kstrade.bus.topics import (
+    EXECUTIONS,
+    METRICS_ALERTS,
+    METRICS_DRIFT,
+    METRICS_LATENCY,
+    METRICS_PERFORMANCE,
+    PNL,
+    signals,
+)
+from kstrade.config import MetricsSettings
+from kstrade.metrics import alerts as codes
+from kstrade.metrics.alerts import AlertRules, RaisedAlert
+from kstrade.metrics.drift import (
+    PSI_SIGNIFICANT,
+    CloseHistory,
+    DirectionAccuracy,
+    DriftReference,
+    PageHinkley,
+    PsiMonitor,
+)
+from kstrade.metrics.lag import LagProbe
+from kstrade.metrics.latency import STAGE_TIME, LatencyTracker
+from kstrade.metrics.performance import ClosedTrade, PerformanceWindow, TierCalibration
+from kstrade.metrics.prometheus import MetricsExporter
+from kstrade.metrics.storage import MetricsStore
+from kstrade.metrics.telegram import COMMANDS, TelegramNotifier
+from kstrade.schemas import (
+    Alert,
+    Candle,
+    Execution,
+    FeatureVector,
+    Latency,
+    MessageHeaders,
+    ModelDrift,
+    PerformanceMetrics,
+    PnlEvent,
+    Prediction,
+    Signal,
+)
+from kstrade.schemas.models import ModelType, Severity, SignalStage
+from kstrade.stage import Stage
+
+log = logging.getLogger(__name__)
+
+#: Everything the pipeline writes, the alerts other stages raise, and the dead letters (counted).
+INPUTS = r"^((market|features|predictions|signals|trades|dlq)\..*|metrics\.alerts)$"
+_CANDLE = re.compile(r"^market\.candles\.(?P<symbol>[^.]+)\.(?P<interval>[^.]+)$")
+_INTERVAL_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+#: Buffered database rows beyond which a flush is not left to the next emission.
+_FLUSH_ROWS = 5_000
+
+
+def _at(now_ns: int) -> datetime:
+    return datetime.fromtimestamp(now_ns / 1e9, tz=UTC)
+
+
+class MetricsCollector(Stage):
+    """Observes; never dead-letters. A record it cannot read is counted and skipped: the stage
+    that consumes that topic owns its dead letter, and a collector writing to `dlq.*` (which it
+    also reads) would feed itself."""
+
+    name = "metrics"
+    #: The runner dead-letters records above this size before `handle`: an observer must not.
+    max_message_bytes = 2**31
+
+    def __init__(
+        self,
+        settings: MetricsSettings | None = None,
+        *,
+        reference: DriftReference | None = None,
+        bus: Bus | None = None,
+        store: MetricsStore | None = None,
+        exporter: MetricsExporter | None = None,
+        notifier: TelegramNotifier | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = s = settings or MetricsSettings()
+        self.latency = LatencyTracker()
+        self.performances = {
+            w: PerformanceWindow(
+                window_seconds=w, bar_seconds=s.bar_seconds, trading_days_per_year=s.trading_days_per_year
+            )
+            for w in sorted(s.performance_windows_s)
+        }
+        self.tiers = TierCalibration(window_trades=s.tier_window_trades)
+        self.reference = reference
+        self.psi = PsiMonitor(reference, window=s.psi_window, min_samples=s.psi_min_samples) if reference else None
+        self.accuracy: dict[tuple[str, str], DirectionAccuracy] = {}
+        self.close_history: dict[str, CloseHistory] = {}
+        self.rules = AlertRules(repeat_after_s=s.alert_repeat_s)
+        self.lag_probe = LagProbe(bus, list(s.lag_groups)) if bus is not None else None
+        self.store = store
+        self.exporter = exporter or MetricsExporter()
+        self.notifier = notifier
+        self.counts: dict[str, int] = {}
+        self.unreadable = 0
+        self.lag: dict[tuple[str, str, int], int] = {}
+        self._bar_interval = next((k for k, v in _INTERVAL_SECONDS.items() if v == s.bar_seconds), None)
+        self._window_counts: dict[str, int] = {}
+        self._last_emit_ns: int | None = None
+        self._last_lag_ns: int | None = None
+        self._last_candle_ns: int | None = None
+        self._predictions_seen = 0
+        self._saw_trades = False
+        self._operator: deque[RaisedAlert] = deque(maxlen=100)  # from the Telegram thread
+        self._lock = threading.Lock()
+        self._replies: dict[str, str] = {}
+        self._storage_failing = False
+        self._refresh_replies(0)
+
+    def inputs(self) -> str:
+        return INPUTS
+
+    # -- per record: cheap bookkeeping only ---------------------------------------------------------
+    def handle(self, record: Record) -> Iterable[Output]:
+        topic = record.topic
+        self.exporter.messages.labels(topic).inc()
+        self._window_counts[topic] = self._window_counts.get(topic, 0) + 1
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+        if topic.startswith("dlq."):
+            self.exporter.dead_letters.inc()
+            return ()
+        try:
+            headers = MessageHeaders.from_kafka(record.headers, topic=topic, offset=record.offset)
+            # Kafka create times are whole milliseconds: the middle of the millisecond halves the error.
+            produced_ns = record.timestamp_ms * 1_000_000 + 500_000
+            self.latency.observe(
+                stage=headers.stage, topic=topic, key=record.key, origin_ns=headers.origin_ns, produced_ns=produced_ns
+            )
+            self._content(record, headers)
+        except Exception as exc:  # an observer counts what it cannot read
+            self.unreadable += 1
+            self.exporter.unreadable.labels(topic).inc()
+            log.debug("metrics: unreadable record on %s at offset %d: %s", topic, record.offset, exc)
+        return ()
+
+    def _content(self, record: Record, headers: MessageHeaders) -> None:
+        topic = record.topic
+        if topic.startswith("market.candles."):
+            self._last_candle_ns = self.clock.now_ns()
+            match = _CANDLE.match(topic)
+            if match and match["interval"] == self._bar_interval:
+                candle = self.decode(record, Candle)
+                self._closes(candle.symbol).add(headers.origin_ns, candle.close)
+                for (_, symbol), tracker in self.accuracy.items():
+                    if symbol == candle.symbol:
+                        tracker.score()
+        elif topic.startswith("features.aggregated.") and self.psi is not None:
+            vector = self.decode(record, FeatureVector)
+            self.psi.observe(vector.symbol, vector.names, vector.values)
+        elif topic.startswith("predictions."):
+            self._prediction(record, headers)
+        elif topic.startswith("signals."):
+            signal = self.decode(record, Signal)
+            if signal.stage is SignalStage.FINAL and signal.tier is not None:
+                self.tiers.signal(signal.signal_id, signal.tier.value, signal.confidence)
+            if self.store is not None and topic == signals(signal.stage.value):
+                self.store.signal(signal)
+        elif topic == PNL:
+            event = self.decode(record, PnlEvent)
+            self._saw_trades = True
+            closed_ns = int(event.timestamp.timestamp() * 1e9)
+            for window in self.performances.values():
+                window.record(ClosedTrade(closed_ns, event.realized_pnl, event.balance))
+            self.tiers.outcome(event.signal_id, event.realized_pnl)
+            if self.store is not None:
+                self.store.trade(event)
+        elif topic == EXECUTIONS and self.store is not None:
+            self.store.execution(self.decode(record, Execution))
+        elif topic == METRICS_ALERTS and headers.stage != self.name:
+            alert = self.decode(record, Alert)  # guardrails, circuit breaker: relayed as they are
+            self.exporter.alerts.labels(alert.code, alert.severity.value).inc()
+            if self.store is not None:
+                self.store.alert(alert)
+            self._notify(alert)
+
+    def _prediction(self, record: Record, headers: MessageHeaders) -> None:
+        prediction = self.decode(record, Prediction)
+        key = (prediction.model_type.value, prediction.symbol)
+        tracker = self.accuracy.get(key)
+        if tracker is None:
+            s = self.settings
+            tracker = self.accuracy[key] = DirectionAccuracy(
+                bar_ns=s.bar_seconds * 1_000_000_000,
+                horizon_bars=s.horizon_bars,
+                flat_band=s.flat_band_bps / 10_000,
+                window=s.accuracy_window,
+                detector=PageHinkley(delta=s.page_hinkley_delta, threshold=s.page_hinkley_threshold),
+                closes=self._closes(prediction.symbol),
+            )
+        tracker.prediction(headers.origin_ns, prediction.prediction.direction.sign)
+        self._predictions_seen += 1
+        if self.store is not None and self._predictions_seen % self.settings.prediction_sample_every == 0:
+            self.store.prediction(prediction, topic=record.topic, partition=record.partition, offset=record.offset)
+
+    def _closes(self, symbol: str) -> CloseHistory:
+        history = self.close_history.get(symbol)
+        if history is None:
+            history = self.close_history[symbol] = CloseHistory(self.settings.bar_seconds * 1_000_000_000)
+        return history
+
+    # -- on the clock: summaries, alerts, exports -----------------------------------------------------
+    def on_time(self, now_ns: int) -> Iterable[Output]:
+        s = self.settings
+        outputs: list[Output] = []
+        raised: list[RaisedAlert] = []
+        with self._lock:
+            while self._operator:
+                raised.append(self._operator.popleft())
+        if self.lag_probe is not None and (
+            self._last_lag_ns is None or now_ns - self._last_lag_ns >= s.lag_interval_s * 1e9
+        ):
+            self._last_lag_ns = now_ns
+            raised += self._measure_lag(now_ns)
+        tick = False
+        if self._last_emit_ns is None:
+            self._last_emit_ns = now_ns
+        elif now_ns - self._last_emit_ns >= s.emit_interval_s * 1e9:
+            tick = True
+            elapsed_s = (now_ns - self._last_emit_ns) / 1e9
+            self._last_emit_ns = now_ns
+            outputs += self._latency(now_ns, raised)
+            outputs += self._performance(now_ns)
+            outputs += self._drift(now_ns, raised)
+            for topic in self.counts:  # a topic gone quiet reads 0, not its last rate
+                self.exporter.messages_per_second.labels(topic).set(self._window_counts.get(topic, 0) / elapsed_s)
+            self._window_counts = {}
+            stalled = self._last_candle_ns is not None and now_ns - self._last_candle_ns > s.ingest_stall_s * 1e9
+            alert = self.rules.check(
+                now_ns, codes.INGEST_STALLED, "ingest", stalled, Severity.CRITICAL,
+                f"no closed candle for more than {s.ingest_stall_s:.0f} s",
+            )  # fmt: skip
+            if alert:
+                raised.append(alert)
+        for alert in raised:
+            outputs.append(self._alert(now_ns, alert))
+        if outputs:
+            self._refresh_replies(now_ns)
+        # Writes go out once per tick, or sooner when the buffer is large, but a failing database
+        # is retried only once per tick, not on every poll.
+        if (
+            self.store is not None
+            and self.store.pending
+            and (tick or (self.store.pending >= _FLUSH_ROWS and not self._storage_failing))
+        ):
+            self._flush(now_ns)
+        return outputs
+
+    def _latency(self, now_ns: int, raised: list[RaisedAlert]) -> list[Output]:
+        outputs, stages = self.latency.take_window(now_ns)
+        self.exporter.set_latency(outputs, stages)
+        at = _at(now_ns)
+        out = []
+        target = self.settings.latency_p99_target_ms
+        rows = [((stage, topic), summary) for (stage, topic), summary in outputs.items()]
+        rows += [((stage, STAGE_TIME), summary) for stage, summary in stages.items()]
+        for (stage, topic), summary in rows:
+            message = Latency(
+                timestamp=at, stage=stage, topic=topic, count=summary.count,
+                p50_ms=summary.p50_ms, p99_ms=summary.p99_ms, max_ms=summary.max_ms,
+            )  # fmt: skip
+            out.append(self.emit(METRICS_LATENCY, message, key=stage.encode(), origin_ns=now_ns))
+            if self.store is not None:
+                self.store.metric("latency_p99_ms", {"stage": stage, "topic": topic}, at, summary.p99_ms)
+        worst: dict[str, float] = {}
+        for (stage, _topic), summary in outputs.items():
+            worst[stage] = max(worst.get(stage, 0.0), summary.p99_ms)
+        for stage, p99 in sorted(worst.items()):
+            alert = self.rules.check(
+                now_ns, codes.LATENCY_P99, stage, p99 > target, Severity.WARNING,
+                f"{stage}: p99 latency {p99:.1f} ms over the {target:g} ms target",
+            )  # fmt: skip
+            if alert:
+                raised.append(alert)
+        return out
+
+    def _performance(self, now_ns: int) -> list[Output]:
+        if not self._saw_trades:
+            return []
+        at = _at(now_ns)
+        tiers = self.tiers.tiers()
+        self.exporter.set_tiers(tiers)
+        out = []
+        for window in self.performances.values():
+            snap = window.snapshot(now_ns)
+            self.exporter.set_performance(snap)
+            if self.store is not None:
+                for name in ("trades", "win_rate", "profit_factor", "sharpe", "max_drawdown", "realized_pnl"):
+                    value = float(getattr(snap, name))
+                    if math.isfinite(value):
+                        self.store.metric(name, {"window": str(snap.window_seconds)}, at, value)
+            message = PerformanceMetrics(
+                timestamp=at, window_seconds=snap.window_seconds, trades=snap.trades, win_rate=snap.win_rate,
+                sharpe=snap.sharpe, max_drawdown=snap.max_drawdown, realized_pnl=snap.realized_pnl,
+            )  # fmt: skip
+            out.append(self.emit(METRICS_PERFORMANCE, message, key=str(snap.window_seconds).encode(), origin_ns=now_ns))
+        if self.store is not None:
+            for tier, record in tiers.items():
+                self.store.metric("tier_hit_rate", {"tier": tier}, at, record.hit_rate)
+        return out
+
+    def _drift(self, now_ns: int, raised: list[RaisedAlert]) -> list[Output]:
+        at = _at(now_ns)
+        out = []
+        if self.psi is not None and self.reference is not None:
+            ref = self.reference
+            report = self.psi.report()
+            self.exporter.set_drift(report)
+            for f in report:
+                drift = ModelDrift(
+                    timestamp=at, model_type=ModelType(ref.model_type), model_version=ref.model_version,
+                    symbol=f.symbol, metric=f"psi:{f.feature}", value=f.psi, threshold=PSI_SIGNIFICANT,
+                    drifted=f.significant,
+                )  # fmt: skip
+                out.append(self.emit(METRICS_DRIFT, drift, key=f.symbol.encode(), origin_ns=now_ns))
+                # KS at the same edges: a second opinion, published, not alerted on (PSI alerts)
+                ks = drift.model_copy(
+                    update={"metric": f"ks:{f.feature}", "value": f.ks, "threshold": f.ks_critical,
+                            "drifted": f.ks > f.ks_critical}
+                )  # fmt: skip
+                out.append(self.emit(METRICS_DRIFT, ks, key=f.symbol.encode(), origin_ns=now_ns))
+                if self.store is not None:
+                    self.store.metric("feature_psi", {"symbol": f.symbol, "feature": f.feature}, at, f.psi)
+                alert = self.rules.check(
+                    now_ns, codes.FEATURE_DRIFT, f"{f.symbol}/{f.feature}", f.significant, Severity.WARNING,
+                    f"{f.symbol} {f.feature}: PSI {f.psi:.3f} >= {PSI_SIGNIFICANT} against the training reference",
+                )  # fmt: skip
+                if alert:
+                    raised.append(alert)
+        for (model_type, symbol), tracker in sorted(self.accuracy.items()):
+            accuracy = tracker.accuracy
+            fired = tracker.take_drift()
+            self.exporter.error_drift.labels(model_type, symbol).set(tracker.detector.statistic)
+            if accuracy is None:
+                continue
+            self.exporter.model_accuracy.labels(model_type, symbol).set(accuracy)
+            if self.store is not None:
+                self.store.metric("model_accuracy", {"model_type": model_type, "symbol": symbol}, at, accuracy)
+            version = "live"
+            out.append(self.emit(METRICS_DRIFT, ModelDrift(
+                timestamp=at, model_type=ModelType(model_type), model_version=version, symbol=symbol,
+                metric="accuracy", value=accuracy, threshold=0.5, drifted=accuracy < 0.5,
+            ), key=symbol.encode(), origin_ns=now_ns))  # fmt: skip
+            out.append(self.emit(METRICS_DRIFT, ModelDrift(
+                timestamp=at, model_type=ModelType(model_type), model_version=version, symbol=symbol,
+                metric="page_hinkley", value=tracker.detector.statistic,
+                threshold=tracker.detector.threshold, drifted=fired,
+            ), key=symbol.encode(), origin_ns=now_ns))  # fmt: skip
+            if fired:
+                raised.append(self.rules.event(
+                    codes.ERROR_DRIFT, f"{model_type}/{symbol}", Severity.WARNING,
+                    f"{model_type} {symbol}: the error rate rose (Page-Hinkley); rolling accuracy {accuracy:.1%}",
+                ))  # fmt: skip
+        return out
+
+    def _measure_lag(self, now_ns: int) -> list[RaisedAlert]:
+        assert self.lag_probe is not None
+        try:
+            self.lag = self.lag_probe.measure(self.lag_probe.data_topics())
+        except BusError as exc:
+            log.warning("metrics: consumer lag unavailable: %s", exc)
+            return []
+        per_group = self.exporter.set_lag(self.lag)
+        at = _at(now_ns)
+        raised = []
+        threshold = self.settings.lag_threshold
+        for group in self.settings.lag_groups:
+            behind = per_group.get(group, 0)
+            if self.store is not None and group in per_group:
+                self.store.metric("consumer_lag", {"group": group}, at, behind)
+            alert = self.rules.check(
+                now_ns, codes.CONSUMER_LAG, group, behind > threshold, Severity.WARNING,
+                f"{group}: {behind} messages behind (threshold {threshold})",
+            )  # fmt: skip
+            if alert:
+                raised.append(alert)
+        return raised
+
+    def _alert(self, now_ns: int, raised: RaisedAlert) -> Output:
+        alert = Alert(timestamp=_at(now_ns), severity=raised.severity, source=self.name, code=raised.code,
+                      message=raised.message)  # fmt: skip
+        self.exporter.alerts.labels(alert.code, alert.severity.value).inc()
+        if self.store is not None:
+            self.store.alert(alert, {"subject": raised.subject})
+        self._notify(alert)
+        return self.emit(METRICS_ALERTS, alert, key=raised.code.encode(), origin_ns=now_ns)
+
+    def _notify(self, alert: Alert) -> None:
+        if self.notifier is None:
+            return
+        least = Severity(self.settings.telegram.min_severity)
+        if _SEVERITY_RANK[alert.severity] >= _SEVERITY_RANK[least] or alert.code.endswith(codes.RESOLVED_SUFFIX):
+            if not self.notifier.notify(f"[{alert.severity.value}] {alert.code}\n{alert.message}"):
+                self.exporter.telegram_dropped.inc()
+
+    def _flush(self, now_ns: int) -> None:
+        assert self.store is not None
+        try:
+            for table, n in self.store.flush().items():
+                self.exporter.stored_rows.labels(table).inc(n)
+            self._storage_failing = False
+            alert = self.rules.check(now_ns, codes.STORAGE_FAILED, "database", False, Severity.CRITICAL, "")
+            if alert:
+                with self._lock:
+                    self._operator.append(alert)
+        except SQLAlchemyError as exc:
+            self._storage_failing = True
+            # The rows stay buffered for the next flush; the database may only be restarting.
+            log.error("metrics: database write failed: %s", type(exc).__name__)
+            alert = self.rules.check(now_ns, codes.STORAGE_FAILED, "database", True, Severity.CRITICAL,
+                                     f"metrics database write failed: {type(exc).__name__}")  # fmt: skip
+            if alert:
+                with self._lock:
+                    self._operator.append(alert)  # announced on the next tick
+
+    # -- operator commands (Telegram thread) -----------------------------------------------------------
+    def _refresh_replies(self, now_ns: int) -> None:
+        """Answers to /status, /profit and /balance, computed on the collector's thread: the
+        Telegram thread only reads these strings, never the windows being written."""
+        snaps = [w.snapshot(now_ns) for w in self.performances.values()]
+        balance = snaps[-1].balance
+        firing = ", ".join(f"{c}:{s}" for c, s in self.rules.firing) or "none"
+        replies = {
+            "/status": f"messages seen: {sum(self.counts.values())}; consumer lag: {sum(self.lag.values())}; "
+            f"alerts firing: {firing}",
+            "/profit": "\n".join(
+                f"last {snap.window_seconds} s: {snap.trades} trades, P&L {snap.realized_pnl:.2f}, "
+                f"win rate {snap.win_rate:.1%}, Sharpe {snap.sharpe:.2f}, max drawdown {snap.max_drawdown:.2%}"
+                for snap in snaps
+            ),
+            "/balance": f"balance: {balance:.2f}" if balance is not None else "balance: no closed trade yet",
+        }
+        with self._lock:
+            self._replies = replies
+
+    def command(self, text: str) -> str:
+        """The reply to a bot command (called from the Telegram thread). /halt and /resume
+        become OPERATOR_* alerts on metrics.alerts, which the execution stage acts on."""
+        with self._lock:
+            reply = self._replies.get(text)
+        if reply is not None:
+            return reply
+        if text in ("/halt", "/resume"):
+            halt = text == "/halt"
+            code = "OPERATOR_HALT" if halt else "OPERATOR_RESUME"
+            with self._lock:
+                self._operator.append(RaisedAlert(
+                    Severity.CRITICAL if halt else Severity.INFO, code, "operator",
+                    "trading halt requested from Telegram" if halt else "trading resume requested from Telegram",
+                ))  # fmt: skip
+            return f"{text[1:]} requested: published as {code} on {METRICS_ALERTS}"
+        return "commands: " + " ".join(COMMANDS)
+
+    def close(self) -> None:
+        if self.store is not None:
+            try:
+                self.store.flush()
+            finally:
+                self.store.close()
+        if self.lag_probe is not None:
+            self.lag_probe.close()
+        if self.notifier is not None:
+            self.notifier.close()
+
+
+def load_reference(path: Path) -> DriftReference:
+    """The drift section of a model manifest (JSON): {"model_type", "model_version", "features":
+    {name: {"edges": [...], "proportions": [...]}}}."""
+    return DriftReference.model_validate_json(path.read_text())
+
+
+def build_collector(settings: MetricsSettings, bus: Bus, *, serve: bool = True) -> MetricsCollector:
+    """The collector a config describes: storage, Prometheus endpoint and Telegram as set."""
+    reference = load_reference(settings.drift_reference) if settings.drift_reference else None
+    store = MetricsStore(settings.database_url) if settings.database_url else None
+    exporter = MetricsExporter()
+    if serve and settings.prometheus_port:
+        exporter.serve(settings.prometheus_port, settings.prometheus_addr)
+    collector = MetricsCollector(settings, reference=reference, bus=bus, store=store, exporter=exporter)
+    tg = settings.telegram
+    if tg.enabled:
+        token = tg.token()
+        if not token:
+            raise ValueError("metrics.telegram: enabled but no bot token (KSTRADE_METRICS__TELEGRAM__BOT_TOKEN)")
+        collector.notifier = TelegramNotifier(
+            token=token, chat_id=tg.chat_id, api_url=tg.api_url, per_chat_per_second=tg.per_chat_per_second,
+            overall_per_second=tg.overall_per_second, queue_size=tg.queue_size,
+            commands=collector.command if tg.commands else None,
+        )  # fmt: skip
+    return collector
+
+
+__all__: Sequence[str] = ["INPUTS", "MetricsCollector", "build_collector", "load_reference"]

@@ -1,0 +1,129 @@
+"""The Prometheus view of the collector: one registry holding every metric the Grafana dashboard
+in deploy/grafana/ plots, served over HTTP for scraping."""
+
+from __future__ import annotations
+
+import math
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
+
+from kstrade.metrics.drift import FeatureDrift
+from kstrade.metrics.latency import LatencySummary
+from kstrade.metrics.performance import PerformanceSnapshot, TierRecord
+
+_QUANTILES = (("0.5", "p50_ms"), ("0.95", "p95_ms"), ("0.99", "p99_ms"), ("1", "max_ms"))
+
+
+class MetricsExporter:
+    """Gauges set from the collector's window summaries; counters bumped per message (cheap: a
+    dict lookup and a locked add)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.messages = Counter("kstrade_messages", "Messages seen on each topic", ["topic"], registry=r)
+        self.messages_per_second = Gauge(
+            "kstrade_messages_per_second", "Messages per second over the last window", ["topic"], registry=r
+        )
+        self.latency = Gauge(
+            "kstrade_latency_ms",
+            "Market event (origin_ns) to stage output, per stage and topic, last window",
+            ["stage", "topic", "quantile"],
+            registry=r,
+        )
+        self.stage_latency = Gauge(
+            "kstrade_stage_latency_ms",
+            "Time a stage adds: previous stage's output to this stage's output of the same event",
+            ["stage", "quantile"],
+            registry=r,
+        )
+        self.lag = Gauge("kstrade_consumer_lag", "Messages behind, per group, topic and partition",
+                         ["group", "topic", "partition"], registry=r)  # fmt: skip
+        self.group_lag = Gauge("kstrade_consumer_group_lag", "Messages behind, summed per group", ["group"], registry=r)
+        self.trades = Gauge("kstrade_trades", "Closed trades in the performance window", ["window"], registry=r)
+        self.win_rate = Gauge("kstrade_win_rate", "Share of winning trades in the window", ["window"], registry=r)
+        self.profit_factor = Gauge(
+            "kstrade_profit_factor", "Gross profit / gross loss in the window", ["window"], registry=r
+        )
+        self.sharpe = Gauge(
+            "kstrade_sharpe", "Annualized Sharpe ratio of per-bar returns in the window", ["window"], registry=r
+        )
+        self.max_drawdown = Gauge(
+            "kstrade_max_drawdown", "Largest peak-to-trough fall in the window", ["window"], registry=r
+        )
+        self.realized_pnl = Gauge("kstrade_realized_pnl", "Net realized P&L in the window", ["window"], registry=r)
+        self.balance = Gauge("kstrade_balance", "Account balance after the latest closed trade", registry=r)
+        self.tier_hit_rate = Gauge("kstrade_tier_hit_rate", "Realized hit rate per signal tier", ["tier"], registry=r)
+        self.tier_confidence = Gauge(
+            "kstrade_tier_confidence", "Mean predicted confidence per signal tier", ["tier"], registry=r
+        )
+        self.tier_trades = Gauge("kstrade_tier_trades", "Trades scored per signal tier", ["tier"], registry=r)
+        self.feature_psi = Gauge(
+            "kstrade_feature_psi", "PSI of a live feature against its training reference", ["symbol", "feature"],
+            registry=r,
+        )  # fmt: skip
+        self.model_accuracy = Gauge(
+            "kstrade_model_accuracy", "Rolling directional accuracy against realized moves",
+            ["model_type", "symbol"], registry=r,
+        )  # fmt: skip
+        self.error_drift = Gauge(
+            "kstrade_model_error_drift_statistic", "Page-Hinkley statistic of the error stream",
+            ["model_type", "symbol"], registry=r,
+        )  # fmt: skip
+        self.alerts = Counter("kstrade_alerts", "Alerts raised or relayed", ["code", "severity"], registry=r)
+        self.dead_letters = Counter("kstrade_dead_letters", "Records seen on dead-letter topics", registry=r)
+        self.unreadable = Counter(
+            "kstrade_unreadable_records", "Records the collector could not read (skipped)", ["topic"], registry=r
+        )
+        self.stored_rows = Counter("kstrade_stored_rows", "Rows written to the metrics database", ["table"], registry=r)
+        self.telegram_dropped = Counter(
+            "kstrade_telegram_dropped", "Telegram alerts dropped (queue full or refused)", registry=r
+        )
+
+    def set_latency(self, outputs: dict[tuple[str, str], LatencySummary], stages: dict[str, LatencySummary]) -> None:
+        for (stage, topic), s in outputs.items():
+            for label, attr in _QUANTILES:
+                self.latency.labels(stage, topic, label).set(getattr(s, attr))
+        for stage, s in stages.items():
+            for label, attr in _QUANTILES:
+                self.stage_latency.labels(stage, label).set(getattr(s, attr))
+
+    def set_performance(self, p: PerformanceSnapshot) -> None:
+        window = str(p.window_seconds)
+        self.trades.labels(window).set(p.trades)
+        self.win_rate.labels(window).set(p.win_rate)
+        # Prometheus can carry +Inf, but a dashboard stat reads better capped at a large value.
+        self.profit_factor.labels(window).set(p.profit_factor if math.isfinite(p.profit_factor) else 1e9)
+        self.sharpe.labels(window).set(p.sharpe)
+        self.max_drawdown.labels(window).set(p.max_drawdown)
+        self.realized_pnl.labels(window).set(p.realized_pnl)
+        if p.balance is not None:
+            self.balance.set(p.balance)
+
+    def set_tiers(self, tiers: dict[str, TierRecord]) -> None:
+        for tier, t in tiers.items():
+            self.tier_hit_rate.labels(tier).set(t.hit_rate)
+            self.tier_confidence.labels(tier).set(t.mean_confidence)
+            self.tier_trades.labels(tier).set(t.trades)
+
+    def set_drift(self, features: list[FeatureDrift]) -> None:
+        for f in features:
+            self.feature_psi.labels(f.symbol, f.feature).set(f.psi)
+
+    def set_lag(self, lag: dict[tuple[str, str, int], int]) -> dict[str, int]:
+        per_group: dict[str, int] = {}
+        for (group, topic, partition), behind in lag.items():
+            self.lag.labels(group, topic, str(partition)).set(behind)
+            per_group[group] = per_group.get(group, 0) + behind
+        for group, behind in per_group.items():
+            self.group_lag.labels(group).set(behind)
+        return per_group
+
+    def exposition(self) -> bytes:
+        """The text format a scrape returns."""
+        return generate_latest(self.registry)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> WSGIServer:
+        """Starts the scrape endpoint in a daemon thread; port 0 picks a free one."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server
