@@ -1,6 +1,42 @@
 //! The values that cross the bus: records in and out, topic specs and rebalance events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use crate::error::{BusError, BusResult};
+
+/// librdkafka's default `message.max.bytes`, so an oversized message fails alike on both buses.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// The producer-side size limit (`message.max.bytes`), checked before a record is queued on
+/// either transport, so an oversized message is refused at once with the same error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeLimit(pub usize);
+
+impl SizeLimit {
+    pub fn from_config(config: &HashMap<String, String>) -> BusResult<Self> {
+        match config.get("message.max.bytes") {
+            None => Ok(Self(DEFAULT_MAX_MESSAGE_BYTES)),
+            Some(v) => v.parse().map(Self).map_err(|_| {
+                BusError::Config(format!(
+                    "message.max.bytes={v:?} is not a non-negative integer"
+                ))
+            }),
+        }
+    }
+
+    /// The record's size, or `MessageTooLarge` naming the topic.
+    pub fn check(&self, record: &OutRecord) -> BusResult<usize> {
+        let size = Record::payload_size(&record.key, &record.value, &record.headers);
+        if size > self.0 {
+            return Err(BusError::MessageTooLarge {
+                topic: record.topic.clone(),
+                size,
+                max: self.0,
+            });
+        }
+        Ok(size)
+    }
+}
 
 /// A Kafka header. Kafka allows a null value, distinct from an empty one.
 pub type Header = (String, Option<Vec<u8>>);

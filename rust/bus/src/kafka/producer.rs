@@ -16,7 +16,7 @@ use rdkafka::ClientContext;
 
 use super::config::{client_config, PRODUCER_DEFAULTS};
 use crate::error::{BusError, BusResult};
-use crate::record::{OutRecord, Record};
+use crate::record::{OutRecord, SizeLimit};
 use crate::traits::Producer;
 
 /// How long `send` keeps retrying while librdkafka's local queue is full.
@@ -44,37 +44,22 @@ impl ProducerContext for DeliveryTracker {
 
 pub struct KafkaProducer {
     inner: ThreadedProducer<DeliveryTracker>,
-    max_message_bytes: usize,
+    limit: SizeLimit,
 }
 
 impl KafkaProducer {
     pub fn new(config: &HashMap<String, String>) -> BusResult<Self> {
-        let max_message_bytes = match config.get("message.max.bytes") {
-            Some(v) => v
-                .parse()
-                .map_err(|_| BusError::Config(format!("message.max.bytes={v:?}")))?,
-            None => crate::memory::DEFAULT_MAX_MESSAGE_BYTES,
-        };
+        let limit = SizeLimit::from_config(config)?;
         let inner = client_config(PRODUCER_DEFAULTS, config)
             .create_with_context(DeliveryTracker::default())
             .map_err(|e| BusError::Config(e.to_string()))?;
-        Ok(Self {
-            inner,
-            max_message_bytes,
-        })
+        Ok(Self { inner, limit })
     }
 }
 
 impl Producer for KafkaProducer {
     fn send(&self, record: OutRecord) -> BusResult<()> {
-        let size = Record::payload_size(&record.key, &record.value, &record.headers);
-        if size > self.max_message_bytes {
-            return Err(BusError::MessageTooLarge {
-                topic: record.topic,
-                size,
-                max: self.max_message_bytes,
-            });
-        }
+        let size = self.limit.check(&record)?;
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in &record.headers {
             headers = headers.insert(RdHeader {
@@ -114,7 +99,7 @@ impl Producer for KafkaProducer {
                             BusError::MessageTooLarge {
                                 topic: record.topic.clone(),
                                 size,
-                                max: self.max_message_bytes,
+                                max: self.limit.0,
                             }
                         }
                         other => other.into(),

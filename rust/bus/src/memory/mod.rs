@@ -19,12 +19,11 @@ use regex::Regex;
 use crate::error::{BusError, BusResult};
 use crate::partitioner::partition_for_key;
 use crate::record::{
-    OutRecord, RebalanceEvent, Record, TopicDescription, TopicPartition, TopicSpec,
+    OutRecord, RebalanceEvent, Record, SizeLimit, TopicDescription, TopicPartition, TopicSpec,
 };
 use crate::traits::{Admin, Consumer, Producer, Subscription};
 
-/// librdkafka's default `message.max.bytes`, so an oversized message fails alike on both buses.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+pub use crate::record::DEFAULT_MAX_MESSAGE_BYTES;
 
 struct Stored {
     key: Option<Vec<u8>>,
@@ -127,44 +126,26 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn config_usize(config: &HashMap<String, String>, key: &str, default: usize) -> BusResult<usize> {
-    match config.get(key) {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| BusError::Config(format!("{key}={v:?} is not a non-negative integer"))),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Producer
 
 pub struct MemoryProducer {
     broker: Arc<MemoryBroker>,
-    max_message_bytes: usize,
+    limit: SizeLimit,
 }
 
 impl MemoryProducer {
     pub fn new(broker: Arc<MemoryBroker>, config: &HashMap<String, String>) -> BusResult<Self> {
-        let max_message_bytes =
-            config_usize(config, "message.max.bytes", DEFAULT_MAX_MESSAGE_BYTES)?;
         Ok(Self {
             broker,
-            max_message_bytes,
+            limit: SizeLimit::from_config(config)?,
         })
     }
 }
 
 impl Producer for MemoryProducer {
     fn send(&self, record: OutRecord) -> BusResult<()> {
-        let size = Record::payload_size(&record.key, &record.value, &record.headers);
-        if size > self.max_message_bytes {
-            return Err(BusError::MessageTooLarge {
-                topic: record.topic,
-                size,
-                max: self.max_message_bytes,
-            });
-        }
+        self.limit.check(&record)?;
         let mut state = self.broker.state.lock();
         let rr = state.round_robin;
         let log = state
