@@ -1,0 +1,257 @@
+"""The run directory: what `python -m kstrade run` and `backtest` leave behind.
+
+    report.html         summary table first, then equity, drawdown, tier hit rate vs confidence,
+                        per-stage processing time
+    signals.parquet     the `signals.final` records
+    orders.parquet      `trades.orders.pending` and `trades.orders.confirmed`
+    executions.parquet  `trades.executions`
+    pnl.parquet         `trades.pnl` (realized on close)
+    summary.json        counts per topic, processing-time percentiles per stage, P&L, guardrail events
+
+The Parquet files are sorted and written from the bus's records only, so two backtests of the
+same input give byte-identical files; summary.json and report.html also hold wall-clock
+timings, which differ run to run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from kstrade.bus import Bus
+from kstrade.bus.topics import EXECUTIONS, METRICS_ALERTS, ORDERS_CONFIRMED, ORDERS_PENDING, PNL, signals
+from kstrade.report.svg import bar_chart, histogram, line_chart
+from kstrade.schemas import Alert, Codec, Execution, Message, Order, PnlEvent, Signal
+from kstrade.stage import PipelineStats
+
+
+@dataclass
+class RunOutputs:
+    signals: pl.DataFrame
+    orders: pl.DataFrame
+    executions: pl.DataFrame
+    pnl: pl.DataFrame
+    alerts: pl.DataFrame
+    topic_counts: dict[str, int] = field(default_factory=dict)
+
+
+def _rows(bus: Bus, topic: str, model: type[Message]) -> list[dict[str, Any]]:
+    """Every record of `topic`, decoded, as plain rows (enums as values, ids as text)."""
+    admin = bus.admin()
+    if topic not in admin.list_topics(10.0):
+        return []
+    ends = admin.end_offsets(topic, 10.0)
+    total = sum(ends)
+    if total == 0:
+        return []
+    consumer = bus.consumer("kstrade.report", {"auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    codec = Codec(model)
+    rows: list[dict[str, Any]] = []
+    seen = 0
+    for _ in range(10_000):
+        batch = consumer.poll(5000, 0.5)
+        for record in batch:
+            message = codec.decode_record(record)
+            row = message.model_dump(mode="json")
+            row["timestamp"] = message.timestamp
+            row["_partition"], row["_offset"] = record.partition, record.offset
+            rows.append(row)
+        seen += len(batch)
+        if seen >= total:
+            break
+    consumer.close()
+    return rows
+
+
+def _frame(rows: list[dict[str, Any]], sort: Sequence[str]) -> pl.DataFrame:
+    if not rows:
+        return pl.DataFrame()
+    flat = []
+    for row in rows:
+        flat.append({k: (json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v) for k, v in row.items()})
+    frame = pl.DataFrame(flat, infer_schema_length=None)
+    keys = [c for c in sort if c in frame.columns] + ["_partition", "_offset"]
+    return frame.sort(keys).drop(["_partition", "_offset"])
+
+
+def collect(bus: Bus) -> RunOutputs:
+    admin = bus.admin()
+    counts = {t: sum(admin.end_offsets(t, 10.0)) for t in admin.list_topics(10.0) if not t.startswith("__")}
+    orders = _rows(bus, ORDERS_PENDING, Order) + _rows(bus, ORDERS_CONFIRMED, Order)
+    return RunOutputs(
+        signals=_frame(_rows(bus, signals("final"), Signal), ["timestamp", "symbol", "signal_id"]),
+        orders=_frame(orders, ["timestamp", "symbol", "order_id", "status"]),
+        executions=_frame(_rows(bus, EXECUTIONS, Execution), ["timestamp", "symbol", "execution_id"]),
+        pnl=_frame(_rows(bus, PNL, PnlEvent), ["timestamp", "symbol", "order_id"]),
+        alerts=_frame(_rows(bus, METRICS_ALERTS, Alert), ["timestamp"]),
+        topic_counts={k: v for k, v in sorted(counts.items()) if v},
+    )
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def q(p: float) -> float:
+        return ordered[min(len(ordered) - 1, math.ceil(p * len(ordered)) - 1)]
+
+    return {"p50_us": q(0.50), "p99_us": q(0.99), "max_us": ordered[-1], "samples": float(len(ordered))}
+
+
+def _equity(pnl: pl.DataFrame) -> list[float]:
+    return [] if pnl.is_empty() or "balance" not in pnl.columns else pnl["balance"].to_list()
+
+
+def _drawdown(equity: Sequence[float]) -> list[float]:
+    peak, out = -math.inf, []
+    for e in equity:
+        peak = max(peak, e)
+        out.append((e / peak - 1.0) if peak > 0 else 0.0)
+    return out
+
+
+def _tier_table(outputs: RunOutputs) -> list[dict[str, Any]]:
+    """Per tier: signals, mean predicted confidence, trades closed and their realized hit rate."""
+    s, p = outputs.signals, outputs.pnl
+    if s.is_empty() or "tier" not in s.columns:
+        return []
+    table = []
+    won: dict[str, bool] = {}
+    if not p.is_empty():
+        for sid, realized in zip(p["signal_id"].to_list(), p["realized_pnl"].to_list(), strict=True):
+            won[sid] = realized > 0
+    for tier in ("A", "B", "C", "D"):
+        rows = s.filter(pl.col("tier") == tier)
+        if rows.is_empty():
+            continue
+        closed = [won[sid] for sid in rows["signal_id"].to_list() if sid in won]
+        table.append(
+            {
+                "tier": tier,
+                "signals": rows.height,
+                "mean_confidence": sum(rows["confidence"].to_list()) / rows.height,
+                "closed": len(closed),
+                "hit_rate": (sum(closed) / len(closed)) if closed else None,
+            }
+        )
+    return table
+
+
+def summarize(outputs: RunOutputs, stats: PipelineStats, meta: dict[str, Any]) -> dict[str, Any]:
+    equity = _equity(outputs.pnl)
+    realized = float(sum(outputs.pnl["realized_pnl"].to_list())) if not outputs.pnl.is_empty() else 0.0
+    wins = int((outputs.pnl["realized_pnl"] > 0).sum()) if not outputs.pnl.is_empty() else 0
+    guardrails = (
+        outputs.alerts.filter(pl.col("code").str.contains("GUARDRAIL|CIRCUIT|HALT")).height
+        if not outputs.alerts.is_empty() and "code" in outputs.alerts.columns
+        else 0
+    )
+    return {
+        **meta,
+        "topics": outputs.topic_counts,
+        "stages": {
+            name: {
+                "records": stats.polled.get(name, 0),
+                "produced": stats.produced.get(name, 0),
+                "dead_lettered": stats.dead_lettered.get(name, 0),
+                "processing": _percentiles(stats.processing_us.get(name, [])),
+            }
+            for name in stats.polled
+        },
+        "signals_final": outputs.signals.height,
+        "orders": outputs.orders.height,
+        "executions": outputs.executions.height,
+        "trades_closed": outputs.pnl.height,
+        "wins": wins,
+        "realized_pnl": realized,
+        "final_balance": equity[-1] if equity else None,
+        "max_drawdown": min(_drawdown(equity)) if equity else 0.0,
+        "tiers": _tier_table(outputs),
+        "guardrail_events": guardrails,
+    }
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table>{cells}</table>"
+
+
+def render_html(summary: dict[str, Any], outputs: RunOutputs, stats: PipelineStats) -> str:
+    equity = _equity(outputs.pnl)
+    money = "n/a" if summary["final_balance"] is None else f"{summary['final_balance']:,.2f}"
+    closed = summary["trades_closed"]
+    rows = [
+        ("data", str(summary.get("data", ""))),
+        ("symbols", ", ".join(summary.get("symbols", []))),
+        ("period", f"{summary.get('start', '')} to {summary.get('end', '')}"),
+        ("candles replayed", f"{summary.get('candles', 0):,}"),
+        ("final signals", f"{summary['signals_final']:,}"),
+        ("orders / executions", f"{summary['orders']:,} / {summary['executions']:,}"),
+        (
+            "trades closed / won",
+            f"{closed:,} / {summary['wins']:,}" + (f" ({summary['wins'] / closed:.1%})" if closed else ""),
+        ),
+        ("realized P&L", f"{summary['realized_pnl']:,.2f}"),
+        ("final balance", money),
+        ("max drawdown", f"{summary['max_drawdown']:.2%}"),
+        ("guardrail events", str(summary["guardrail_events"])),
+        ("wall time", f"{summary.get('wall_seconds', 0):.1f} s"),
+    ]
+    for name, st in summary["stages"].items():
+        proc = st["processing"]
+        if proc:
+            rows.append((f"{name}: p50 / p99 per record", f"{proc['p50_us']:,.0f} / {proc['p99_us']:,.0f} us"))
+    tiers = summary["tiers"]
+    charts = [
+        line_chart("Equity (balance after each closed trade)", equity, "trades"),
+        line_chart("Drawdown from peak", _drawdown(equity), "trades", color="#f85149"),
+        bar_chart(
+            "Tier: predicted confidence vs realized hit rate",
+            [t["tier"] for t in tiers],
+            {
+                "mean confidence": [t["mean_confidence"] for t in tiers],
+                "hit rate": [t["hit_rate"] or 0.0 for t in tiers],
+            },
+            y_max=1.0,
+        ),
+    ]
+    for name, samples in stats.processing_us.items():
+        charts.append(histogram(f"{name}: processing time per record", samples, x_label="microseconds"))
+    synthetic = "SYNTHETIC" in str(summary.get("data", "")).upper()
+    warning = (
+        "<p class='warn'>The input is SYNTHETIC data from a seeded generator, not market data: these results "
+        "say nothing about real markets.</p>"
+        if synthetic
+        else ""
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>kstrade run report</title><style>"
+        "body{font-family:sans-serif;max-width:720px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse}th,td{border:1px solid #ddd;padding:4px 8px;text-align:left}"
+        "th{background:#f6f8fa;font-weight:normal}.warn{color:#9a6700;font-weight:bold}"
+        "</style></head><body><h1>kstrade run report</h1>"
+        f"{warning}{_table(rows)}<h2>Charts</h2>{''.join(charts)}</body></html>"
+    )
+
+
+def write_run_directory(out: Path, bus: Bus, stats: PipelineStats, meta: dict[str, Any]) -> dict[str, Any]:
+    """Collect the run's outputs from the bus and write the run directory. Returns the summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = collect(bus)
+    outputs.signals.write_parquet(out / "signals.parquet")
+    outputs.orders.write_parquet(out / "orders.parquet")
+    outputs.executions.write_parquet(out / "executions.parquet")
+    outputs.pnl.write_parquet(out / "pnl.parquet")
+    summary = summarize(outputs, stats, meta)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / "report.html").write_text(render_html(summary, outputs, stats))
+    return summary
