@@ -4,6 +4,8 @@ python -m kstrade broker start [--nodes 3]    a local Kafka cluster on 127.0.0.1
 python -m kstrade broker status | stop
 python -m kstrade topics create [--bootstrap HOST:PORT] [--symbols ...] [--replication-factor N]
 python -m kstrade topics list | describe NAME...
+python -m kstrade ingest replay FILE [--speed max|realtime|xN] [--interval 1m] [--symbol S]
+python -m kstrade ingest coinbase [--symbols BTC-USD,...]   the live feed (URLs from the config)
 """
 
 from __future__ import annotations
@@ -126,6 +128,55 @@ def _cmd_service(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from kstrade.bus import Bus, BusError
+    from kstrade.config import ConfigError, load
+    from kstrade.ingest.replay import ReplaySource, Speed, eurusd_1h_candles, interval_of, read_candles
+    from kstrade.ingest.resume import resume_points
+    from kstrade.ingest.service import ensure_candle_topics, run_ingest
+    from kstrade.stage import Source
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        settings = load(args.config)
+        bus = Bus.kafka(args.bootstrap) if args.bootstrap else Bus.from_settings(settings.bus)
+        source: Source
+        if args.action == "replay":
+            frame = eurusd_1h_candles() if args.file == "eurusd" else read_candles(args.file, args.symbol)
+            symbols = frame.get_column("symbol").unique(maintain_order=True).to_list()
+            ensure_candle_topics(bus, symbols, settings.bus.replication_factor)
+            interval = args.interval or interval_of(frame)
+            source = ReplaySource(
+                frame, interval=interval, speed=Speed.parse(args.speed), resume=resume_points(bus, symbols)
+            )
+        else:
+            from kstrade.ingest.coinbase.feed import CoinbaseSource
+
+            symbols = [s.strip() for s in (args.symbols or ",".join(settings.symbols)).split(",") if s.strip()]
+            ensure_candle_topics(bus, symbols, settings.bus.replication_factor)
+            source = CoinbaseSource(symbols, settings.ingest.coinbase, resume=resume_points(bus, symbols))
+        try:
+            batches = run_ingest(bus, source, stop)
+        except KeyboardInterrupt:
+            batches = -1
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+    except (ConfigError, BusError, ValueError, OSError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    health = getattr(source, "health", None)
+    print(f"ingest {args.action}: {batches} batch(es); health {health.snapshot() if health else {}}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kstrade", description="kstrade: real-time ML trading on Kafka")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("--bus", choices=["memory", "kafka"], default=None)
     service.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers")
     service.set_defaults(func=_cmd_service)
+    ingest = sub.add_parser("ingest", help="market data into market.candles.* (replay or live Coinbase)")
+    ingest.add_argument("action", choices=["replay", "coinbase"])
+    ingest.add_argument("file", nargs="?", default="eurusd", help="replay: CSV/Parquet candles, or 'eurusd'")
+    ingest.add_argument("--speed", default="max", help="replay: max, realtime or xN")
+    ingest.add_argument("--interval", default=None, help="replay: interval of the rows (default: inferred)")
+    ingest.add_argument("--symbol", default=None, help="replay: symbol of a file without a symbol column")
+    ingest.add_argument("--symbols", default=None, help="coinbase: products (default: the config's symbols)")
+    ingest.add_argument("--bootstrap", default=None, help="Kafka bootstrap (default: the config's bus)")
+    ingest.add_argument("--config", help="TOML file")
+    ingest.set_defaults(func=_cmd_ingest)
 
     config = sub.add_parser("config", help="the effective configuration")
     config.add_argument("action", choices=["show"])

@@ -307,6 +307,38 @@ class MetricsSettings(_Section):
         return self
 
 
+class CoinbaseSettings(_Section):
+    """The Coinbase Advanced Trade feed. Base URLs are settable so the client can talk to any
+    server that speaks the protocol (KSTRADE_COINBASE_WS_URL, KSTRADE_COINBASE_REST_URL win)."""
+
+    ws_url: str = "wss://advanced-trade-ws.coinbase.com"
+    rest_url: str = "https://api.coinbase.com"
+    #: Subscribe the 5-minute `candles` channel too, to cross-check the 5m bars built from trades.
+    candles_channel: bool = False
+    #: A minute closes on the first later trade, or this long after its end with no such trade.
+    grace_ms: int = Field(5_000, ge=0, le=60_000)
+    #: How long after a backfill window's last minute before REST is asked for it.
+    rest_delay_ms: int = Field(5_000, ge=0, le=300_000)
+    #: No message at all (heartbeats arrive every second) for this long: the feed is stalled.
+    stall_timeout_s: float = Field(10.0, gt=0, le=300)
+    #: Start-up backfill: this many hours back, or from the last candle on the topics if newer.
+    warmup_hours: float = Field(24.0, ge=0, le=24 * 30)
+    reconnect_initial_s: float = Field(0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(30.0, gt=0, le=600)
+    #: A JWT for authenticated subscriptions, only from the environment (public channels need none).
+    jwt: SecretStr | None = None
+
+
+class IngestSettings(_Section):
+    """Market data in: a live Coinbase feed or a file replay."""
+
+    source: Literal["coinbase", "replay"] = "replay"
+    #: Replay: a CSV or Parquet candle file; `speed` is 'max', 'realtime' or 'xN'.
+    replay_path: Path | None = None
+    speed: str = "max"
+    coinbase: CoinbaseSettings = Field(default_factory=lambda: CoinbaseSettings())
+
+
 class Settings(BaseSettings):
     """Everything configurable, one section per concern; stages add their sections here."""
 
@@ -318,6 +350,7 @@ class Settings(BaseSettings):
     bus: BusSettings = Field(default_factory=lambda: BusSettings())
     signals: SignalSettings = Field(default_factory=lambda: SignalSettings())
     metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())
+    ingest: IngestSettings = Field(default_factory=lambda: IngestSettings())
 
     @field_validator("symbols")
     @classmethod
@@ -373,7 +406,9 @@ def load(path: Path | str | None = None, **flags: Any) -> Settings:
             raise ConfigError("bus.sasl_password: secrets are not read from config files; use the environment")
         if "bot_token" in from_file.get("metrics", {}).get("telegram", {}):
             raise ConfigError("metrics.telegram.bot_token: secrets are not read from config files; use the environment")
-    clean_flags = _without_none(flags)
+        if "jwt" in from_file.get("ingest", {}).get("coinbase", {}):
+            raise ConfigError("ingest.coinbase.jwt: secrets are not read from config files; use the environment")
+    clean_flags = _coinbase_urls(_without_none(flags))
     token = _TOML_FILE.set(Path(path) if path is not None else None)
     try:
         return Settings(**clean_flags)
@@ -385,6 +420,26 @@ def load(path: Path | str | None = None, **flags: Any) -> Settings:
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
     finally:
         _TOML_FILE.reset(token)
+
+
+def _coinbase_urls(flags: dict[str, Any]) -> dict[str, Any]:
+    """KSTRADE_COINBASE_WS_URL / KSTRADE_COINBASE_REST_URL: the documented short names of
+    ingest.coinbase.ws_url / rest_url (CLI flags still win)."""
+    import os
+
+    short = {
+        "ws_url": os.environ.get("KSTRADE_COINBASE_WS_URL"),
+        "rest_url": os.environ.get("KSTRADE_COINBASE_REST_URL"),
+    }
+    short = {k: v for k, v in short.items() if v}
+    if not short:
+        return flags
+    ingest = dict(flags.get("ingest") or {})
+    coinbase = dict(ingest.get("coinbase") or {})
+    for key, value in short.items():
+        coinbase.setdefault(key, value)
+    ingest["coinbase"] = coinbase
+    return {**flags, "ingest": ingest}
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

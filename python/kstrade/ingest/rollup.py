@@ -1,0 +1,121 @@
+"""Closed 1m candles of one symbol in, closed 1m/5m/15m/1h candle messages out.
+
+The aggregation itself is the native `CandleAggregator` (duplicate, correction, late and gap
+policies are decided there); this module only turns its results into `market.candles.*` outputs,
+counts what it saw, and never re-emits a candle at or before the resume point of its topic.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from kstrade._native import MarketError
+from kstrade.bus import Output
+from kstrade.bus.topics import INTERVALS, candles
+from kstrade.features import Candle as NativeCandle
+from kstrade.features import CandleAggregator
+from kstrade.ingest.health import IngestHealth
+from kstrade.schemas import Candle, Codec
+
+log = logging.getLogger("kstrade.ingest")
+
+MINUTE_MS = 60_000
+INTERVAL_MS = {"1m": MINUTE_MS, "5m": 5 * MINUTE_MS, "15m": 15 * MINUTE_MS, "1h": 60 * MINUTE_MS}
+STAGE = "ingest"
+
+
+def candle_message(symbol: str, interval: str, c: NativeCandle, source: str) -> Candle:
+    return Candle(
+        timestamp=datetime.fromtimestamp(c.open_time_ms / 1000, tz=UTC),
+        symbol=symbol,
+        interval=interval,  # checked by the Literal on the model
+        open=c.open,
+        high=c.high,
+        low=c.low,
+        close=c.close,
+        volume=c.volume,
+        source=source,
+    )
+
+
+def close_time_ns(open_time_ms: int, interval: str) -> int:
+    """The standard `origin_ns` of a candle: the instant it closed."""
+    return (open_time_ms + INTERVAL_MS[interval]) * 1_000_000
+
+
+@dataclass
+class MultiTimeframeCandles:
+    """One symbol's closed candles on all four timeframes.
+
+    `resume_after[interval]` is the open time of the newest candle already on that topic (from
+    `kstrade.ingest.resume`): anything at or before it is recomputed but not emitted again, so
+    replaying the tail of the 1m topic after a restart rebuilds the open 5m/15m/1h bars and
+    emits only the bars a crash left unwritten.
+    """
+
+    symbol: str
+    source: str
+    health: IngestHealth = field(default_factory=IngestHealth)
+    resume_after: dict[str, int] = field(default_factory=dict)
+    codec: Codec = field(default_factory=lambda: Codec(Candle))
+
+    def __post_init__(self) -> None:
+        self._aggregator = CandleAggregator()
+        self._key = self.symbol.encode()
+        self._topics = {i: candles(self.symbol, i) for i in INTERVALS}
+
+    def output(self, interval: str, c: NativeCandle, source: str) -> Output:
+        message = candle_message(self.symbol, interval, c, source)
+        return Output(
+            self._topics[interval],
+            self.codec.encode(message),
+            key=self._key,
+            headers=self.codec.headers(close_time_ns(c.open_time_ms, interval), STAGE),
+        )
+
+    def _fresh(self, interval: str, open_time_ms: int) -> bool:
+        last = self.resume_after.get(interval)
+        return last is None or open_time_ms > last
+
+    def push(self, candle: NativeCandle) -> list[Output]:
+        """A closed 1m candle: itself and every higher bar it closes, as outputs (maybe none)."""
+        try:
+            result = self._aggregator.push(candle)
+        except MarketError as exc:
+            # A correction after the fact or a late minute: never rewritten, never fatal.
+            self.health.rejected += 1
+            log.warning("ingest %s: 1m candle at %d rejected: %s", self.symbol, candle.open_time_ms, exc)
+            return []
+        if result is None:
+            self.health.duplicates += 1
+            return []
+        missing, closed = result
+        outputs: list[Output] = []
+        if missing and self._fresh("1m", candle.open_time_ms):
+            self.health.missing_minutes += missing
+            log.warning(
+                "ingest %s: %d minute(s) without a candle before %s", self.symbol, missing, _iso(candle.open_time_ms)
+            )
+        if self._fresh("1m", candle.open_time_ms):
+            outputs.append(self.output("1m", candle, self.source))
+        for bar in closed:
+            if self._fresh(bar.interval, bar.candle.open_time_ms):
+                if not bar.complete:
+                    self.health.incomplete_bars += 1
+                    log.info(
+                        "ingest %s: %s bar at %s closed with %d of %d minutes",
+                        self.symbol,
+                        bar.interval,
+                        _iso(bar.candle.open_time_ms),
+                        bar.minutes,
+                        bar.expected,
+                    )
+                outputs.append(self.output(bar.interval, bar.candle, "aggregated"))
+        self.health.candles_produced += len(outputs)
+        return outputs
+
+
+def _iso(open_time_ms: int) -> str:
+    return datetime.fromtimestamp(open_time_ms / 1000, tz=UTC).isoformat()

@@ -1,0 +1,189 @@
+"""The Coinbase feed against a local fake Coinbase (WebSocket + REST, loopback): in every incident
+no minute is lost, no candle is duplicated, backfilled candles equal what REST returned, and each
+incident leaves a clear log line. Expected candles: a polars group_by over the server's trades."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+
+from kstrade.config import CoinbaseSettings, load
+from kstrade.features import Candle as NativeCandle
+from kstrade.ingest.coinbase.feed import CoinbaseSource
+from kstrade.ingest.coinbase.messages import FeedMessageError, Heartbeat, TradesEvent, UnknownChannel, parse
+from kstrade.ingest.coinbase.minutes import LiveMinutes, Window
+from kstrade.schemas import Candle, Codec
+
+from .fake_coinbase import FakeCoinbase, ScaledClock, Scenario, make_trades
+
+T0 = int(datetime(2026, 1, 5, 10, tzinfo=UTC).timestamp() * 1000)
+MIN = 60_000
+TRADES = list(make_trades(T0 - 2 * 60 * MIN, 2 * 60 + 15, seed=42))
+CODEC = Codec(Candle)
+
+
+def expected_minutes() -> dict[int, tuple[float, float, float, float, float]]:
+    frame = pl.DataFrame(
+        {
+            "t": [t.time_ms for t in TRADES],
+            "id": [t.trade_id for t in TRADES],
+            "price": [t.price for t in TRADES],
+            "size": [t.size for t in TRADES],
+        }
+    ).sort("t", "id")
+    agg = (
+        frame.group_by((pl.col("t") // MIN * MIN).alias("minute"), maintain_order=True)
+        .agg(
+            pl.col("price").first().alias("open"),
+            pl.col("price").max().alias("high"),
+            pl.col("price").min().alias("low"),
+            pl.col("price").last().alias("close"),
+            pl.col("size").sum().alias("volume"),
+        )
+        .sort("minute")
+    )
+    return {r[0]: tuple(r[1:]) for r in agg.iter_rows()}
+
+
+def run_feed(
+    scenario: Scenario, *, until_ms: int
+) -> tuple[list[tuple[str, int, Candle]], FakeCoinbase, CoinbaseSource]:
+    clock = ScaledClock((T0 + 20_000) * 1_000_000, speed=60)
+    with FakeCoinbase("BTC-USD", TRADES, clock, scenario) as server:
+        settings = CoinbaseSettings(
+            ws_url=server.ws_url,
+            rest_url=server.rest_url,
+            grace_ms=6_000,
+            rest_delay_ms=3_000,
+            stall_timeout_s=1.0,
+            warmup_hours=1,
+            reconnect_initial_s=0.05,
+            reconnect_max_s=0.3,
+        )
+        source = CoinbaseSource(["BTC-USD"], settings, clock=clock, poll_s=0.05)
+        got: list[tuple[str, int, Candle]] = []
+        wall_deadline = time.monotonic() + 40
+        try:
+            while clock.now_ns() // 1_000_000 < until_ms and time.monotonic() < wall_deadline:
+                batch = source.next_batch()
+                assert batch is not None
+                for out in batch:
+                    c = CODEC.decode(out.value or b"")
+                    assert isinstance(c, Candle)
+                    got.append((out.topic, int(c.timestamp.timestamp() * 1000), c))
+        finally:
+            source.close()
+    return got, server, source
+
+
+SCENARIOS = {
+    "docs variant, clean": (Scenario(variant="docs"), []),
+    "production variant, sequence gap": (Scenario(variant="production", drop_trades_message=6), ["sequence gap"]),
+    "disconnect mid-minute": (Scenario(disconnect_at_ms=T0 + 3 * MIN + 30_000), ["disconnected"]),
+    "silent stall": (Scenario(variant="production", stall_at_ms=T0 + 2 * MIN + 40_000), ["stalled"]),
+    "junk and 429": (Scenario(junk_after_trades_message=3, rest_429=2), ["bad message", "unknown channel", "429"]),
+}
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_no_minute_lost_no_duplicate_backfill_equals_rest(name: str, caplog: pytest.LogCaptureFixture) -> None:
+    scenario, incidents = SCENARIOS[name]
+    caplog.set_level(logging.INFO, logger="kstrade")
+    got, server, source = run_feed(scenario, until_ms=T0 + 8 * MIN)
+
+    keys = [(topic, t) for topic, t, _ in got]
+    assert len(keys) == len(set(keys)), "a candle was produced twice"
+    minutes = [(t, c) for topic, t, c in got if topic.endswith(".1m")]
+    assert [t for t, _ in minutes] == sorted(t for t, _ in minutes)
+
+    # Every minute with trades from the warm-up start to the newest candle, exactly as traded.
+    want = expected_minutes()
+    first = (T0 + 20_000 - 60 * MIN) // MIN * MIN
+    last = minutes[-1][0]
+    assert last >= T0 + 5 * MIN, f"feed made too little progress: last minute {last - T0}"
+    expected = {t: v for t, v in want.items() if first <= t <= last}
+    have = {t: (c.open, c.high, c.low, c.close, c.volume) for t, c in minutes}
+    assert sorted(have) == sorted(expected)
+    for t, (o, h, lo, cl, v) in expected.items():
+        assert have[t][:4] == (o, h, lo, cl), t
+        assert have[t][4] == pytest.approx(v, rel=1e-12)
+
+    # Backfilled candles are byte-for-byte what REST returned.
+    rest = {int(c["start"]) * 1000: c for r in server.rest_log if r[4] == 200 for c in r[5]}
+    assert rest, "start-up backfill never asked REST"
+    for t, c in minutes:
+        if t in rest:
+            r = rest[t]
+            assert (c.open, c.high, c.low, c.close, c.volume) == tuple(
+                float(r[k]) for k in ("open", "high", "low", "close", "volume")
+            )
+    assert all(r[1] - r[0] < 300 * 60 and r[3] < 300 for r in server.rest_log), "a REST page of 300+ candles"
+    assert [s["channel"] for s in server.subscribes[:2]] == ["market_trades", "heartbeats"]
+    assert server.subscribes[1]["product_ids"] == []
+
+    h = source.health
+    messages = caplog.text
+    for fragment in incidents:
+        assert fragment in messages, f"no log line for {fragment!r}"
+    if incidents and name != "junk and 429":
+        assert h.reconnects >= 1 and h.gaps_detected >= 1
+        assert h.gaps_backfilled >= 2 and server.connections >= 2  # start-up + the incident
+    if name == "junk and 429":
+        assert h.malformed_messages == 1 and h.unknown_channels == 1 and h.rate_limited == 2
+    assert h.last_message_age_s() is not None and h.candles_produced == len(got)
+
+
+def test_both_message_variants_parse() -> None:
+    docs = parse(
+        '{"channel":"heartbeats","client_id":"","timestamp":"2023-06-23T20:31:56.121961769Z","sequence_num":7,'
+        '"events":[{"current_time":"2023-06-23 20:31:56.121961769 +0000 UTC m=+91717.525857105",'
+        '"heartbeat_counter":"3049"}]}'
+    )
+    prod = parse('{"channel":"heartbeats","timestamp":"x","sequence_num":8,"events":[{"heartbeat_counter":3050}]}')
+    assert docs == Heartbeat(7, 3049) and prod == Heartbeat(8, 3050)
+    trades = parse(
+        '{"channel":"market_trades","client_id":"","timestamp":"2023-02-09T20:19:35.39625135Z","sequence_num":0,'
+        '"events":[{"type":"snapshot","trades":[{"trade_id":"000000000","product_id":"ETH-USD",'
+        '"price":"1260.01","size":"0.3","side":"BUY","time":"2019-08-14T20:42:27.265Z"}]}]}'
+    )
+    assert isinstance(trades, TradesEvent) and trades.snapshot
+    assert trades.trades[0].price == 1260.01 and trades.trades[0].time_ms == 1565815347265
+    assert isinstance(parse('{"channel":"level2","sequence_num":3,"events":[]}'), UnknownChannel)
+    for bad, code in [
+        ("{", "MALFORMED_JSON"),
+        ("[]", "MALFORMED"),
+        ('{"channel":"heartbeats","events":[]}', "MALFORMED"),
+    ]:
+        with pytest.raises(FeedMessageError) as err:
+            parse(bad)
+        assert err.value.code == code
+
+
+def test_live_minutes_hold_live_candles_behind_a_pending_backfill() -> None:
+    m = LiveMinutes("BTC-USD", resume_after_ms=None, grace_ms=1000, rest_delay_ms=0)
+    m.incident("start-up", start_floor_ms=0)
+    m.resubscribed(30_000)  # trusted from minute 1; minute 0 comes from REST
+    trade = parse(
+        '{"channel":"market_trades","sequence_num":1,"events":[{"type":"update","trades":['
+        '{"trade_id":"1","product_id":"BTC-USD","price":"10","size":"1","side":"BUY","time":"1970-01-01T00:01:05.000Z"}]}]}'
+    )
+    assert isinstance(trade, TradesEvent)
+    m.on_trade(trade.trades[0])
+    m.on_clock(2 * MIN + 1000)
+    assert m.take() == []  # minute 1 is held until minute 0 is backfilled
+    window = m.backfill_due(2 * MIN)
+    assert window == Window(0, MIN)
+    m.on_backfill(window, [NativeCandle(0, 9, 9, 9, 9, 2)])
+    assert [c.open_time_ms for c in m.take()] == [0, MIN]
+
+
+def test_coinbase_urls_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KSTRADE_COINBASE_WS_URL", "ws://127.0.0.1:1")
+    monkeypatch.setenv("KSTRADE_COINBASE_REST_URL", "http://127.0.0.1:2")
+    settings = load()
+    assert settings.ingest.coinbase.ws_url == "ws://127.0.0.1:1"
+    assert settings.ingest.coinbase.rest_url == "http://127.0.0.1:2"
