@@ -177,6 +177,40 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from kstrade.app import RunOptions, run
+    from kstrade.config import ConfigError, load
+
+    def day(text: str | None) -> datetime | None:
+        return None if text is None else datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+
+    try:
+        settings = load(args.config, bus={"transport": args.bus, "bootstrap": args.bootstrap})
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        out = Path(args.out) if args.out else Path("runs") / f"{args.command}-{stamp}"
+        options = RunOptions(
+            out=out,
+            data=Path(args.data) if args.data else None,
+            days=getattr(args, "days", 7),
+            seed=getattr(args, "seed", 7),
+            since=day(getattr(args, "since", None)),
+            until=day(getattr(args, "until", None)),
+            live_view=args.command == "run" and not args.no_live,
+        )
+        summary = run(settings, options)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{summary['signals_final']:,} final signals, {summary['orders']:,} orders, "
+        f"{summary['trades_closed']:,} trades closed, realized P&L {summary['realized_pnl']:,.2f}"
+    )
+    print(f"run directory: {options.out}  (report.html, summary.json, signals/orders/executions/pnl.parquet)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kstrade", description="kstrade: real-time ML trading on Kafka")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,6 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--bootstrap", default=None, help="Kafka bootstrap (default: the config's bus)")
     ingest.add_argument("--config", help="TOML file")
     ingest.set_defaults(func=_cmd_ingest)
+
+    on_bus = argparse.ArgumentParser(add_help=False)
+    on_bus.add_argument("--config", help="TOML file (then KSTRADE_* variables override it)")
+    on_bus.add_argument("--bus", choices=["memory", "kafka"], default=None, help="default: memory (embedded)")
+    on_bus.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (with --bus kafka)")
+    on_bus.add_argument("--out", help="run directory (default ./runs/<command>-<UTC time>)")
+    run_p = sub.add_parser("run", parents=[on_bus], help="the whole pipeline in one process, replaying data")
+    run_p.add_argument("--data", help="candle file (CSV/Parquet); default: SYNTHETIC minutes for the symbols")
+    run_p.add_argument("--days", type=int, default=7, help="days of synthetic data (without --data)")
+    run_p.add_argument("--seed", type=int, default=7)
+    run_p.add_argument("--no-live", action="store_true", help="no live terminal view")
+    run_p.set_defaults(func=_cmd_run)
+    backtest = sub.add_parser("backtest", parents=[on_bus], help="the live code path over a file, deterministic")
+    backtest.add_argument("--data", required=True, help="candle file (CSV or Parquet)")
+    backtest.add_argument("--from", dest="since", help="first UTC day, YYYY-MM-DD")
+    backtest.add_argument("--to", dest="until", help="UTC day to stop before, YYYY-MM-DD")
+    backtest.set_defaults(func=_cmd_run)
 
     config = sub.add_parser("config", help="the effective configuration")
     config.add_argument("action", choices=["show"])

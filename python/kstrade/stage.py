@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
@@ -195,9 +195,10 @@ class Pipeline:
                 return
         raise RuntimeError(f"pipeline still busy after {max_rounds} rounds")
 
-    def run(self, source: Source) -> int:
+    def run(self, source: Source, on_batch: Callable[[int], None] | None = None) -> int:
         """Feed every batch of `source` through the stages, draining them after each instant
-        so every stage sees the world exactly as it would live. Returns the batches fed."""
+        so every stage sees the world exactly as it would live. Returns the batches fed;
+        `on_batch(batches so far)` is called after each (a progress view)."""
         source.clock = self.clock
         batches = 0
         while (batch := source.next_batch()) is not None:
@@ -206,6 +207,8 @@ class Pipeline:
             self._producer.flush()
             batches += 1
             self.drain()
+            if on_batch is not None:
+                on_batch(batches)
         return batches
 
 

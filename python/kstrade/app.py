@@ -1,0 +1,167 @@
+"""The front door: the whole pipeline in one process (`python -m kstrade run` and `backtest`).
+
+Candles are replayed through exactly the stages that run live (features, inference, signals,
+execution, metrics) on the bus the config names: the in-process memory bus by default, or
+Kafka. On the memory bus with the event clock the run is deterministic: the same data and
+models give byte-identical signals, orders and executions. The run directory is written by
+`kstrade.report`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from kstrade.bus import Bus
+from kstrade.bus.topics import EXECUTIONS, ORDERS_PENDING, signals
+from kstrade.config import Settings
+from kstrade.ingest import synthetic
+from kstrade.report import write_run_directory
+from kstrade.services import STAGES, ensure_topics
+from kstrade.stage import Pipeline, Stage
+
+#: The stages of a full run, in pipeline order (each drains before the next in every round).
+PIPELINE_ORDER = ("features", "inference", "signals", "execution", "metrics")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: Path
+    data: Path | None = None  # a CSV/Parquet candle file; None: SYNTHETIC minutes for the symbols
+    days: int = 7
+    seed: int = 7
+    start: datetime = datetime(2026, 1, 5, tzinfo=UTC)
+    since: datetime | None = None
+    until: datetime | None = None
+    live_view: bool = True
+
+
+def pipeline_stages(settings: Settings, bus: Bus) -> list[Stage]:
+    """Every stage this build has, in pipeline order."""
+    return [STAGES[name](settings, bus) for name in PIPELINE_ORDER if name in STAGES]
+
+
+def load_candles(settings: Settings, options: RunOptions) -> tuple[pl.DataFrame, str]:
+    """The 1m candles to replay and a label saying where they came from."""
+    from kstrade.ingest.replay import read_candles
+
+    if options.data is not None:
+        frame = read_candles(options.data)
+        label = str(options.data)
+    else:
+        unknown = [s for s in settings.symbols if s not in synthetic.MODELS]
+        if unknown:
+            raise ValueError(
+                f"no synthetic model for {', '.join(unknown)}: pass --data FILE or use symbols "
+                f"{', '.join(synthetic.MODELS)}"
+            )
+        frames = [synthetic.generate(s, options.start, options.days, options.seed) for s in settings.symbols]
+        frame = pl.concat(frames).sort(["timestamp", "symbol"]).drop("regime")
+        label = f"SYNTHETIC {options.days}d seed {options.seed} ({synthetic.GENERATOR})"
+    if "timestamp" in frame.columns and "open_time_ms" not in frame.columns:
+        frame = frame.with_columns(pl.col("timestamp").dt.epoch("ms").alias("open_time_ms"))
+    if options.since is not None:
+        frame = frame.filter(pl.col("open_time_ms") >= int(options.since.timestamp() * 1000))
+    if options.until is not None:
+        frame = frame.filter(pl.col("open_time_ms") < int(options.until.timestamp() * 1000))
+    if frame.is_empty():
+        raise ValueError("no candles to replay in the chosen range")
+    return frame, label
+
+
+class _Progress:
+    """A live terminal view while the replay runs (rich), or nothing when not on a terminal."""
+
+    def __init__(self, bus: Bus, pipeline: Pipeline, total: int, enabled: bool) -> None:
+        self.bus, self.pipeline, self.total = bus, pipeline, total
+        self.enabled = enabled and sys.stdout.isatty()
+        self.started = time.perf_counter()
+        self.last = 0.0
+        self._live: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.live import Live
+
+            self._live = Live(self._render(0), refresh_per_second=4, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def __call__(self, batches: int) -> None:
+        now = time.perf_counter()
+        if self._live is not None and now - self.last > 0.25:
+            self.last = now
+            self._live.update(self._render(batches))
+
+    def _render(self, batches: int) -> Any:
+        from rich.table import Table
+
+        stats = self.pipeline.stats
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        admin = self.bus.admin()
+        table = Table(title=f"kstrade run: {batches:,}/{self.total:,} minutes replayed, {batches / elapsed:,.0f}/s")
+        for col in ("stage", "records", "produced", "dead letters", "p50 us", "p99 us"):
+            table.add_column(col, justify="right" if col != "stage" else "left")
+        for name in stats.polled:
+            samples = sorted(stats.processing_us.get(name, [])[-2000:])
+            p50 = samples[len(samples) // 2] if samples else 0.0
+            p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] if samples else 0.0
+            table.add_row(
+                name, f"{stats.polled[name]:,}", f"{stats.produced.get(name, 0):,}",
+                f"{stats.dead_lettered.get(name, 0):,}", f"{p50:,.0f}", f"{p99:,.0f}",
+            )  # fmt: skip
+        topics = set(admin.list_topics(1.0))
+        for label, topic in (("final signals", signals("final")), ("orders", ORDERS_PENDING), ("fills", EXECUTIONS)):
+            if topic in topics:
+                table.add_row(label, f"{sum(admin.end_offsets(topic, 1.0)):,}", "", "", "", "")
+        return table
+
+
+def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Replay the candles through every stage and write the run directory. Returns the summary."""
+    from kstrade.ingest.replay import ReplaySource
+
+    frame, label = load_candles(settings, options)
+    symbols = sorted(frame["symbol"].unique().to_list())
+    missing = [s for s in symbols if s not in settings.symbols]
+    if missing:
+        raise ValueError(f"the data holds {', '.join(missing)}, which the config's symbols do not list")
+    bus = Bus.from_settings(settings.bus)
+    ensure_topics(bus, settings)
+    stages = pipeline_stages(settings, bus)
+    pipeline = Pipeline(bus, stages)
+    minutes = frame["open_time_ms"].n_unique()
+    log(f"replaying {frame.height:,} candles ({minutes:,} minutes, {', '.join(symbols)}) from {label}")
+    log(f"stages: {', '.join(s.name for s in stages)} on the {bus.transport} bus")
+    started = time.perf_counter()
+    source = ReplaySource(frame)
+    with _Progress(bus, pipeline, minutes, options.live_view) as progress:
+        pipeline.run(source, on_batch=progress)
+    wall = time.perf_counter() - started
+    times: list[int] = frame["open_time_ms"].to_list()
+    for stage in stages:
+        stage.close()
+    meta = {
+        "data": label,
+        "symbols": symbols,
+        "start": datetime.fromtimestamp(min(times) / 1000, UTC).isoformat(),
+        "end": datetime.fromtimestamp(max(times) / 1000, UTC).isoformat(),
+        "candles": frame.height,
+        "bus": bus.transport,
+        "wall_seconds": wall,
+        "candles_per_second": frame.height / wall if wall > 0 else None,
+    }
+    summary = write_run_directory(options.out, bus, pipeline.stats, meta)
+    log(f"done in {wall:.1f} s ({frame.height / wall:,.0f} candles/s)")
+    return summary
