@@ -292,7 +292,8 @@ class AccountGuard:
         if not self.rate.allows(now_ns):
             return "ORDER_RATE_LIMIT"
         # The worst case: every open stop hit, then this one, each with slippage: still above both floors.
-        if self.headroom(account) - worst_loss < 0:
+        # Float noise of a cent per million is not a breach (sizes are rounded to whole steps).
+        if self.headroom(account) - worst_loss < -1e-8 * self.rules.initial_balance:
             return "WORST_CASE_BREACH"
         return None
 

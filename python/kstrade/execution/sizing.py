@@ -23,11 +23,16 @@ class SizeDecision:
 
 def round_down_to_step(quantity: float, step: float) -> float:
     """Whole steps only, never rounding up (a bigger size than sized is more risk than allowed).
-    Decimal arithmetic so 0.3 / 0.1 is 3 steps, not 2.9999999999999996."""
+    Decimal arithmetic so 0.3 / 0.1 is 3 steps, and a quotient within 1e-9 of a whole step
+    counts as that step: 730 / (1.1 - 1.095) / 100000 is 1.46 lots, not 1.4599999999999997."""
     if quantity <= 0:
         return 0.0
     q, s = Decimal(repr(quantity)), Decimal(repr(step))
-    return float((q / s).to_integral_value(rounding=ROUND_FLOOR) * s)
+    steps = q / s
+    whole = steps.to_integral_value()
+    if abs(steps - whole) > Decimal("1e-9") * max(whole, Decimal(1)):
+        whole = steps.to_integral_value(rounding=ROUND_FLOOR)
+    return float(whole * s)
 
 
 def kelly_fraction(p: float, reward_risk: float) -> float:
