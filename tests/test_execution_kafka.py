@@ -1,0 +1,135 @@
+"""Over the real broker: the execution service is killed after the order went to the broker and
+was journaled, but before its outputs were flushed and its offset committed. The restarted
+service gets the signal again and sends no second order.
+
+Run as a script, this file is the service (argv: bootstrap group journal kill_when_filled).
+"""
+
+from __future__ import annotations
+
+import json
+import signal as signals_
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kstrade.bus import Bus, StageRunner
+from kstrade.bus.topics import EXECUTIONS, METRICS_ALERTS, ORDERS_CONFIRMED, ORDERS_PENDING, PNL, candles, signals
+from kstrade.clock import WallClock
+from kstrade.config import ExecutionSettings, GuardrailSettings, SymbolSettings
+from kstrade.execution import ExecutionStage, JournalState, OrderJournal, PaperBroker
+from kstrade.schemas import Codec
+from kstrade.schemas.models import Order, Signal, SignalDirection, SignalStage
+
+FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+TOPICS = [signals("final"), candles("BTC-USD", "1m"), ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS, PNL, METRICS_ALERTS]
+
+
+def serve(bootstrap: str, group: str, journal_path: str, kill_when_filled: bool) -> None:
+    cfg = ExecutionSettings(
+        guardrails=GuardrailSettings(stop_slippage_bps=0.0),
+        symbols={"BTC-USD": SymbolSettings(value_per_unit=1.0, volume_step=0.001, volume_min=0.001)},
+        paper_slippage_bps=0.0,
+    )
+    broker = PaperBroker(100_000, slippage_bps=0.0)
+    journal = OrderJournal(journal_path)
+    if kill_when_filled:
+        record = journal.record
+
+        def record_then_hang(*args: Any, **kwargs: Any) -> None:
+            record(*args, **kwargs)
+            if args[2] is JournalState.FILLED:
+                print("FILLED", flush=True)  # sent and journaled; outputs not flushed, offset not committed
+                time.sleep(600)
+
+        journal.record = record_then_hang  # type: ignore[method-assign]
+
+    class Service(ExecutionStage):
+        name = group
+
+    stage = Service(cfg, broker, journal, ["BTC-USD"])
+    stage.clock = WallClock()
+    bus = Bus.kafka(bootstrap)
+    consumer = bus.consumer(stage.group, FAST_GROUP)
+    consumer.subscribe(stage.inputs())
+    runner = StageRunner(consumer, bus.producer(), stage.handle, stage=stage.name, poll_timeout=0.1)
+    stop = threading.Event()
+    signals_.signal(signals_.SIGTERM, lambda *_: stop.set())
+    print("READY", flush=True)
+    while not stop.is_set():
+        runner.run_once()
+    runner.producer.flush()
+    consumer.close()
+    print(json.dumps({"sent": broker.sent}), flush=True)
+
+
+def _start(bootstrap: str, group: str, journal: Path, kill: bool) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, bootstrap, group, str(journal), "1" if kill else "0"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+
+
+def _line(proc: subprocess.Popen[str], expected: str, timeout: float = 60.0) -> str:
+    assert proc.stdout is not None
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline() if proc.stdout else ""))
+    reader.start()
+    reader.join(timeout)
+    assert result and result[0].startswith(expected), f"expected {expected!r} from the service, got {result!r}"
+    return result[0]
+
+
+def test_killed_before_commit_then_restarted_sends_no_second_order(kafka_bootstrap: str, tmp_path: Path) -> None:
+    bus = Bus.kafka(kafka_bootstrap)
+    bus.admin().create_topics([(t, 1, 1, {}) for t in TOPICS], 30.0)
+    group = f"execution-{uuid.uuid4().hex[:8]}"
+    journal = tmp_path / "orders.sqlite3"
+    reader = bus.consumer(f"reader-{group}", {"auto.offset.reset": "latest"})
+    reader.subscribe([ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS])
+
+    first = _start(kafka_bootstrap, group, journal, kill=True)
+    try:
+        _line(first, "READY")
+        time.sleep(1.0)  # let the reader's assignment settle before anything is produced
+        reader.poll(max_records=10, timeout=1.0)
+        sig = Signal(
+            timestamp=datetime.now(UTC), symbol="BTC-USD", signal_id=uuid.uuid4(), stage=SignalStage.FINAL,
+            direction=SignalDirection.LONG, confidence=0.6, entry_price=50_000, stop_loss=49_000,
+            take_profit=52_000, ttl_seconds=600,
+        )  # fmt: skip
+        codec = Codec(Signal)
+        producer = bus.producer()
+        producer.send(signals("final"), codec.encode(sig), key=b"BTC-USD", headers=codec.headers(1, "test"))
+        producer.flush()
+        _line(first, "FILLED")
+    finally:
+        first.kill()  # SIGKILL: no flush, no commit
+        first.wait(30)
+
+    second = _start(kafka_bootstrap, group, journal, kill=False)
+    try:
+        _line(second, "READY")
+        got: list[Any] = []
+        deadline = time.monotonic() + 60
+        while len(got) < 3 and time.monotonic() < deadline:
+            got += reader.poll(max_records=10, timeout=0.2)
+    finally:
+        second.send_signal(signals_.SIGTERM)
+        out, _ = second.communicate(timeout=30)
+    assert json.loads(out.strip().splitlines()[-1]) == {"sent": 0}  # the restarted service sent nothing
+    entry = OrderJournal(journal).get(str(sig.signal_id))
+    assert entry is not None and entry.state is JournalState.FILLED and entry.attempts == 1
+    # the decided outputs reached the bus once, from the journal, after the restart
+    assert sorted(r.topic for r in got) == sorted([ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS])
+    confirmed = [Codec(Order).decode_record(r) for r in got if r.topic == ORDERS_CONFIRMED]
+    assert [o.signal_id for o in confirmed] == [sig.signal_id]  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1")
