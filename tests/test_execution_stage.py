@@ -70,22 +70,25 @@ def ns(t: datetime) -> int:
 class Harness:
     """A memory bus, the execution stage with a paper broker, and helpers to feed and read it."""
 
-    def __init__(self, journal: Path, cfg: ExecutionSettings | None = None, broker: Any = None) -> None:
+    def __init__(
+        self, journal: Path, cfg: ExecutionSettings | None = None, broker: Any = None, symbols: list[str] | None = None
+    ) -> None:
         self.bus = Bus.memory()
         self.cfg = cfg or settings()
         self.broker = broker or PaperBroker(
             self.cfg.guardrails.initial_balance, slippage_bps=self.cfg.paper_slippage_bps
         )
         self.journal = OrderJournal(journal)
-        self.stage = ExecutionStage(self.cfg, self.broker, self.journal, ["BTC-USD"])
-        topics = [signals("final"), candles("BTC-USD", "1m"), ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS, PNL,
-                  METRICS_ALERTS]  # fmt: skip
+        self.symbols = symbols or ["BTC-USD"]
+        self.stage = ExecutionStage(self.cfg, self.broker, self.journal, self.symbols)
+        outputs = [ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS, PNL, METRICS_ALERTS]
+        topics = [signals("final"), *[candles(s, "1m") for s in self.symbols], *outputs]
         self.bus.admin().create_topics([(t, 1, 1, {}) for t in topics + [dlq_topic(t) for t in topics]])
         self.clock = EventClock(ns(T0))
         self.pipeline = Pipeline(self.bus, [self.stage], self.clock)
         self.producer = self.bus.producer()
         self.reader = self.bus.consumer("test-reader")
-        self.reader.subscribe([*topics[2:], dlq_topic(signals("final"))])
+        self.reader.subscribe([*outputs, dlq_topic(signals("final"))])
         self.seen: list[Record] = []
 
     def at(self, t: datetime) -> None:

@@ -4,6 +4,7 @@ stops, and the loss each position (or a new order) would add if its stop were hi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from kstrade.schemas.models import Side
@@ -41,7 +42,10 @@ def loss_to_stop(
 ) -> float:  # fmt: skip
     """Equity lost from `price` if the stop is hit with `slippage_bps` of adverse slippage on the
     stop price, plus the closing commission. Never negative: a stop beyond the price in profit
-    (a locked-in gain) does not count as room gained."""
+    (a locked-in gain) does not count as room gained. No stop at all (MT5 reports 0): the loss is
+    unbounded, so nothing new may be opened beside it."""
+    if stop_loss <= 0:
+        return math.inf
     direction = 1 if side is Side.BUY else -1
     fill = stop_loss * (1 - direction * slippage_bps / 10_000)
     loss = direction * (price - fill) * quantity * value_per_unit
