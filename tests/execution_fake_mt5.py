@@ -93,7 +93,11 @@ def move(symbol: str, bid: float, ask: float) -> None:
 
 
 # -- the MetaTrader5 API -------------------------------------------------------------------------
-def initialize(*args: Any, **kwargs: Any) -> bool:
+def initialize(path: str | None = None, **kwargs: Any) -> bool:
+    """Refuses the password "wrong", as a trade server refuses bad credentials."""
+    if kwargs.get("password") == "wrong":
+        _state["error"] = (-6, "Terminal: Authorization failed")
+        return False
     return True
 
 

@@ -39,7 +39,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def bridge() -> Iterator[tuple[Any, Any]]:
+def bridge() -> Iterator[tuple[Any, Any, int]]:
     """The fake terminal behind a real RPyC classic server on loopback (as mt5linux runs it)."""
     pytest.importorskip("rpyc", reason="the mt5linux path needs the dev extra (rpyc)")
     port = _free_port()
@@ -48,7 +48,7 @@ def bridge() -> Iterator[tuple[Any, Any]]:
     )
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "READY"
-        yield connect_mt5linux("127.0.0.1", port)
+        yield (*connect_mt5linux("127.0.0.1", port), port)
     finally:
         server.terminate()
         server.wait(10)
@@ -60,7 +60,7 @@ def terminal(request: pytest.FixtureRequest) -> tuple[Any, MT5Broker]:
     if request.param == "direct":
         execution_fake_mt5.reset()
         return execution_fake_mt5, MT5Broker(execution_fake_mt5, magic=MAGIC)
-    module, remote_dict = request.getfixturevalue("bridge")
+    module, remote_dict, _ = request.getfixturevalue("bridge")
     module.reset()
     return module, MT5Broker(module, magic=MAGIC, remote_dict=remote_dict)
 
@@ -209,3 +209,33 @@ def test_the_stage_over_mt5_restarts_mid_send_without_a_second_order(
     [pnl] = out[PNL]
     assert pnl.signal_id == sig.signal_id and pnl.exit_price == 1.0950
     assert "DAILY_LOSS_BREACHED" not in [a.code for a in out.get(METRICS_ALERTS, [])]
+
+
+def test_build_connects_over_the_bridge_and_keeps_the_password_out_of_errors(
+    bridge: tuple[Any, Any, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kstrade.config import load
+    from kstrade.execution.stage import build
+
+    module, _, port = bridge
+    module.reset(balance=25_000.0)
+    monkeypatch.setenv("KSTRADE_EXECUTION__MT5_PASSWORD", "wrong")
+    flags = {"execution": {"broker": "mt5linux", "mt5linux_port": port, "mt5_login": 7001,
+                           "journal_path": str(tmp_path / "o.sqlite3")}, "symbols": ["EURUSD"]}  # fmt: skip
+    with pytest.raises(ConnectionError, match="Authorization failed") as failed:
+        build(load(None, **flags))
+    assert "wrong" not in str(failed.value)
+    monkeypatch.setenv("KSTRADE_EXECUTION__MT5_PASSWORD", "s3cret")
+    stage = build(load(None, **flags))
+    assert isinstance(stage.broker, MT5Broker)
+    assert stage.broker.account(NOW_NS).balance == 25_000  # the bridged terminal's account
+
+
+def test_build_defaults_to_the_paper_broker(tmp_path: Path) -> None:
+    from kstrade.config import load
+    from kstrade.execution import PaperBroker
+    from kstrade.execution.stage import build
+
+    stage = build(load(None, execution={"journal_path": str(tmp_path / "o.sqlite3")}))
+    assert isinstance(stage.broker, PaperBroker) and stage.inputs()[0] == "signals.final"
+    assert (tmp_path / "o.sqlite3").exists()

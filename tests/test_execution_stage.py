@@ -344,3 +344,56 @@ def test_a_restart_mid_send_reconciles_with_the_broker(tmp_path: Path) -> None:
     assert broker.sent == 1
     after = h.journal.get(str(sig.signal_id))
     assert after is not None and after.state is JournalState.FILLED
+
+
+class UnreachableBroker(PaperBroker):
+    """A paper broker whose link can be cut (as a dead MT5 terminal or bridge would be)."""
+
+    def __init__(self) -> None:
+        super().__init__(100_000, slippage_bps=0.0)
+        self.down = False
+
+    def account(self, now_ns: int) -> Any:
+        if self.down:
+            raise ConnectionError("bridge closed")
+        return super().account(now_ns)
+
+
+def test_an_unreachable_broker_drops_signals_with_one_alert_and_recovers(tmp_path: Path) -> None:
+    broker = UnreachableBroker()
+    h = Harness(tmp_path / "j.sqlite3", broker=broker)
+    h.candle(T0, 50_000, 50_000, 50_000, 50_000)
+    broker.down = True
+    first = h.signal(T0 + timedelta(seconds=1), 50_000, 49_000, 52_000)
+    h.signal(T0 + timedelta(seconds=2), 50_000, 49_000, 52_000)
+    alerts = [(a.code, a.severity.value) for a in h.read()[METRICS_ALERTS]]
+    # one CRITICAL alert a minute, not one per event; each dropped signal says why (INFO)
+    assert alerts.count(("BROKER_UNAVAILABLE", "CRITICAL")) == 1
+    assert alerts.count(("BROKER_UNAVAILABLE", "INFO")) == 2
+    entry = h.journal.get(str(first.signal_id))
+    assert entry is not None and entry.reason == "BROKER_UNAVAILABLE"
+    broker.down = False
+    h.signal(T0 + timedelta(seconds=3), 50_000, 49_000, 52_000)
+    assert broker.sent == 1
+
+
+def test_an_uncertain_order_is_settled_when_the_broker_shows_it(tmp_path: Path) -> None:
+    cfg = ExecutionSettings(
+        guardrails=GuardrailSettings(stop_slippage_bps=0.0), symbols={"BTC-USD": BTC}, retry_attempts=0,
+    )  # fmt: skip
+    broker = ScriptedBroker(["TIMEOUT"])
+    h = Harness(tmp_path / "j.sqlite3", cfg, broker)
+    h.candle(T0, 50_000, 50_000, 50_000, 50_000)
+    sig = h.signal(T0 + timedelta(seconds=1), 50_000, 49_000, 52_000)
+    entry = h.journal.get(str(sig.signal_id))
+    assert entry is not None and entry.state is JournalState.UNCERTAIN
+    assert ORDERS_CONFIRMED not in h.read()
+    # the deal shows up at the broker late (it was placed after all)
+    PaperBroker.send(broker, OrderRequest(entry.client_order_id, "BTC-USD", Side.BUY, 1.0, 50_000, 49_000, 52_000), 0)
+    h.at(T0 + timedelta(seconds=30))
+    h.pipeline.step()
+    [confirmed] = h.read()[ORDERS_CONFIRMED]
+    assert confirmed.signal_id == sig.signal_id and confirmed.status is OrderStatus.CONFIRMED
+    after = h.journal.get(str(sig.signal_id))
+    assert after is not None and after.state is JournalState.FILLED
+    assert broker.tries == 1  # looked up, never resent

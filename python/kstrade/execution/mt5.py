@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kstrade.config import SymbolSettings
+from kstrade.config import ExecutionSettings, SymbolSettings
 from kstrade.execution.account import AccountSnapshot, Position
 from kstrade.execution.broker import BrokerReply, ClosedTrade, Fill, OrderRequest, Outcome
 from kstrade.schemas.models import Side
@@ -221,3 +221,29 @@ def connect_mt5linux(host: str, port: int) -> tuple[Any, Callable[[dict[str, Any
         return conn.eval(repr(request))
 
     return module, remote_dict
+
+
+def open_mt5(settings: ExecutionSettings) -> MT5Broker:
+    """Connect to the terminal named by the settings (`broker = "mt5"` on Windows, `"mt5linux"`
+    through the bridge) and log in. The password comes from KSTRADE_EXECUTION__MT5_PASSWORD and
+    never appears in an error or a log line."""
+    if settings.broker == "mt5":
+        mt5: Any = importlib.import_module("MetaTrader5")  # the `mt5` extra, Windows only
+        remote_dict: Callable[[dict[str, Any]], Any] = dict
+    else:
+        mt5, remote_dict = connect_mt5linux(settings.mt5linux_host, settings.mt5linux_port)
+    if settings.mt5_login is not None:
+        if settings.mt5_password is None:
+            raise ValueError("execution.mt5_login is set but KSTRADE_EXECUTION__MT5_PASSWORD is not")
+        ok = mt5.initialize(
+            login=settings.mt5_login, password=settings.mt5_password.get_secret_value(), server=settings.mt5_server
+        )
+    else:
+        ok = mt5.initialize()  # the terminal's logged-in account
+    if not ok:
+        code, message = mt5.last_error()
+        raise ConnectionError(f"MT5 initialize failed for login {settings.mt5_login}: {code} {message}")
+    return MT5Broker(
+        mt5, magic=settings.mt5_magic, deviation_points=settings.mt5_deviation_points, symbols=settings.symbols,
+        remote_dict=remote_dict,
+    )  # fmt: skip

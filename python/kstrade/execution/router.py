@@ -12,6 +12,9 @@ from kstrade.execution.broker import Broker, BrokerReply, OrderRequest, Outcome
 from kstrade.execution.circuit import CircuitBreaker
 from kstrade.retry import Backoff, retry
 
+#: What a broken link to the broker raises (sockets, the RPyC bridge, MT5 IPC).
+LINK_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, EOFError, TimeoutError)
+
 
 class _TryAgain(Exception):
     def __init__(self, reply: BrokerReply) -> None:
@@ -43,7 +46,12 @@ class OrderRouter:
             if result.sends > 0 and result.reply.outcome is Outcome.UNKNOWN:
                 # The last send timed out or lost the connection: it may have been filled. Look for
                 # our deal before sending again, or a retry would open a second position.
-                found = self.broker.find(request.client_order_id, now)
+                try:
+                    found = self.broker.find(request.client_order_id, now)
+                except LINK_ERRORS as exc:
+                    # Cannot tell whether it was filled: sending again could open a second position.
+                    self.breaker.failure(now)
+                    raise _TryAgain(BrokerReply(Outcome.UNKNOWN, "RECONCILE_FAILED", str(exc))) from exc
                 if found is not None:
                     result.notes.append("reconciled: the earlier send was filled")
                     self.breaker.success()
@@ -51,7 +59,10 @@ class OrderRouter:
             if not self.breaker.allows(now):
                 return BrokerReply(Outcome.REJECTED, "CIRCUIT_OPEN", "circuit breaker open: not sending")
             result.sends += 1
-            reply = self.broker.send(request, now)
+            try:
+                reply = self.broker.send(request, now)
+            except LINK_ERRORS as exc:
+                reply = BrokerReply(Outcome.UNKNOWN, "CONNECTION", str(exc))
             result.reply = reply
             if reply.outcome is Outcome.FILLED:
                 self.breaker.success()
@@ -69,7 +80,10 @@ class OrderRouter:
         except _TryAgain as exc:
             final = exc.reply
             if final.outcome is Outcome.UNKNOWN:
-                found = self.broker.find(request.client_order_id, self.clock.now_ns())
+                try:
+                    found = self.broker.find(request.client_order_id, self.clock.now_ns())
+                except LINK_ERRORS:
+                    found = None  # stays UNKNOWN: journaled UNCERTAIN, reconciled later, never resent
                 if found is not None:
                     final = BrokerReply(Outcome.FILLED, "RECONCILED", fill=found)
         result.reply = final

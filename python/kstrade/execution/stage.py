@@ -17,14 +17,14 @@ from uuid import UUID
 
 from kstrade.bus import MessageError, Output, Record
 from kstrade.bus.topics import EXECUTIONS, METRICS_ALERTS, ORDERS_CONFIRMED, ORDERS_PENDING, PNL, candles, signals
-from kstrade.config import ExecutionSettings, SymbolSettings
+from kstrade.config import ExecutionSettings, Settings, SymbolSettings
 from kstrade.execution.account import loss_to_stop
 from kstrade.execution.broker import Broker, BrokerReply, OrderRequest, Outcome
 from kstrade.execution.circuit import CircuitBreaker
 from kstrade.execution.guardrails import AccountGuard, NewsBlackout, TradingState
 from kstrade.execution.journal import JournalEntry, JournalState, OrderJournal
 from kstrade.execution.paper import PaperBroker
-from kstrade.execution.router import OrderRouter
+from kstrade.execution.router import LINK_ERRORS, OrderRouter
 from kstrade.execution.sizing import KellySizer
 from kstrade.execution.trading_day import trading_session
 from kstrade.retry import Backoff
@@ -88,6 +88,8 @@ class ExecutionStage(Stage):
         self._saved_guard: dict[str, Any] | None = None
         self._last_observe_ns = 0
         self._last_reconcile_ns = 0
+        self._broker_down_since: int | None = None
+        self._last_down_alert_ns = 0
 
     # -- Stage -----------------------------------------------------------------------------------
     def inputs(self) -> list[str]:
@@ -127,10 +129,24 @@ class ExecutionStage(Stage):
                 self._guard.restore(saved)  # loss floors and trading days survive a restart
         return self._guard
 
+    def _broker_down(self, now: int, origin: int, exc: BaseException) -> list[Output]:
+        """The broker cannot be reached: no new orders (each signal is dropped with a reason), and
+        one CRITICAL alert a minute until it is back."""
+        if self._broker_down_since is None:
+            self._broker_down_since = now
+        if now - self._last_down_alert_ns < 60_000_000_000:
+            return []
+        self._last_down_alert_ns = now
+        return [self._alert(now, origin, "CRITICAL", "BROKER_UNAVAILABLE", f"{self.broker.name}: {exc}")]
+
     def _observe(self, now: int, origin: int) -> list[Output]:
         self._last_observe_ns = now
         guard = self.guard
-        account = self.broker.account(now)
+        try:
+            account = self.broker.account(now)
+        except LINK_ERRORS as exc:
+            return self._broker_down(now, origin, exc)
+        self._broker_down_since = None
         events = guard.observe(now, account)
         outs = [self._alert(now, origin, e.severity, e.code, e.message) for e in events]
         if account.positions and (guard.state is TradingState.HALTED or any(e.flatten for e in events)):
@@ -147,7 +163,11 @@ class ExecutionStage(Stage):
 
     def _closed(self, now: int, origin: int) -> list[Output]:
         outs: list[Output] = []
-        for trade in self.broker.closed_trades(now):
+        try:
+            trades = self.broker.closed_trades(now)
+        except LINK_ERRORS as exc:
+            return self._broker_down(now, origin, exc)
+        for trade in trades:
             self.guard.record_close(trade.time_ns, trade.realized_pnl)
             entry = self.journal.by_client_order_id(trade.client_order_id)
             signal_id = UUID(entry.signal_id) if entry is not None else UUID(int=0)
@@ -197,6 +217,8 @@ class ExecutionStage(Stage):
         if _time(now) > expires:
             return outs + self._drop(signal, now, origin, "SIGNAL_EXPIRED", f"expired at {expires.isoformat()}")
         guard = self.guard
+        if self._broker_down_since is not None:
+            return outs + self._drop(signal, now, origin, "BROKER_UNAVAILABLE", f"{self.broker.name} unreachable")
         account = self.broker.account(now)
         refusal = guard.check_new_order(now, account, signal.symbol, 0.0)
         if refusal is not None:
@@ -305,7 +327,13 @@ class ExecutionStage(Stage):
 
     def _reconcile(self, entry: JournalEntry, now: int, origin: int, signal: Signal | None = None) -> list[Output]:
         """An order whose fate is unknown (crash mid-send, timeout): ask the broker."""
-        fill = self.broker.find(entry.client_order_id, now)
+        try:
+            fill = self.broker.find(entry.client_order_id, now)
+        except LINK_ERRORS as exc:
+            if signal is not None:
+                # redelivered while the broker is away: not safe to decide; the DLQ keeps it for replay
+                raise MessageError("BROKER_UNAVAILABLE", f"cannot reconcile {entry.client_order_id}: {exc}") from exc
+            return self._broker_down(now, origin, exc)
         stored = [m for m in entry.messages if m["topic"] == ORDERS_PENDING]
         if fill is not None and stored:
             pending = Order.model_validate_json(stored[0]["data"])
@@ -349,3 +377,19 @@ def _signal_of(order: Order) -> Signal:
         entry_price=price, stop_loss=order.stop_loss or price * (0.5 if long else 2),
         take_profit=order.take_profit or price * (2 if long else 0.5), ttl_seconds=1,
     )  # fmt: skip
+
+
+def build(settings: Settings) -> ExecutionStage:
+    """The execution stage as configured: its broker (paper by default), journal and news calendar."""
+    ex = settings.execution
+    broker: Broker
+    if ex.broker == "paper":
+        broker = PaperBroker(ex.guardrails.initial_balance, slippage_bps=ex.paper_slippage_bps)
+    else:
+        from kstrade.execution.mt5 import open_mt5
+
+        broker = open_mt5(ex)
+    news = None
+    if ex.guardrails.news_calendar is not None:
+        news = NewsBlackout.from_file(ex.guardrails.news_calendar, ex.guardrails.news_window_minutes)
+    return ExecutionStage(ex, broker, OrderJournal(ex.journal_path), settings.symbols, news=news)
