@@ -174,10 +174,20 @@ def test_news_blackout_for_funded_accounts(tmp_path: Path) -> None:
     nfp = ns("2026-01-09T14:30:00+01:00")
     minute = 60_000_000_000
     assert funded.check_new_order(nfp - 2 * minute, flat(100_000), "EURUSD", 0) == "NEWS_BLACKOUT"
+    # nor in the 5 minutes before the window, when it would have to be closed again at once
+    assert funded.check_new_order(nfp - 7 * minute, flat(100_000), "EURUSD", 0) == "NEWS_BLACKOUT"
+    assert funded.check_new_order(nfp - 7 * minute - 1, flat(100_000), "EURUSD", 0) is None
     assert funded.check_new_order(nfp + 2 * minute, flat(100_000), "BTC-USD", 0) == "NEWS_BLACKOUT"
     assert funded.check_new_order(nfp + 2 * minute + 1, flat(100_000), "EURUSD", 0) is None
     assert funded.check_new_order(nfp, flat(100_000), "EURGBP", 0) is None  # not targeted
     assert funded.check_new_order(ns("2026-01-09T10:00:00+01:00"), flat(100_000), "EURGBP", 0) is None  # low impact
+    # targeted positions are closed before the window opens (closing inside it is a breach too)
+    eurusd, eurgbp = eurusd_long(), Position("t2", "ks-2", "EURGBP", Side.BUY, 1, 0.86, 0.85, 0.87, 0.86, 100_000)
+    book = AccountSnapshot(100_000, 100_000, (eurusd, eurgbp))
+    assert [e.code for e in funded.observe(nfp - 7 * minute - 1, book)] == []
+    [close] = funded.observe(nfp - 7 * minute, book)
+    assert (close.code, close.flatten, close.symbols) == ("NEWS_CLOSE", True, ("EURUSD",))
+    assert funded.observe(nfp - 2 * minute, book) == []  # inside the window: too late, closing is forbidden
     swing = AccountGuard(GuardrailSettings(funded=True, swing=True), MONDAY, news)
     assert swing.check_new_order(nfp, flat(100_000), "EURUSD", 0) is None
     challenge = AccountGuard(GuardrailSettings(), MONDAY, news)

@@ -132,6 +132,9 @@ class GuardrailSettings(_Section):
     swing: bool = False
     news_calendar: Path | None = None
     news_window_minutes: float = Field(2.0, ge=0)
+    #: Targeted positions are closed this long before a blackout starts (closing inside it counts
+    #: as a breach too, and so would their stop or target filling there).
+    news_close_lead_minutes: float = Field(5.0, ge=0)
     #: Weekend close (Prague time): flatten and stop opening from Friday at this time ...
     weekend_close: str = Field("21:45", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
     #: ... until Sunday at this time.

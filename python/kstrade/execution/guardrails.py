@@ -33,12 +33,14 @@ class TradingState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class GuardEvent:
-    """Something the trader must hear about; `flatten` asks the stage to close every position."""
+    """Something the trader must hear about; `flatten` asks the stage to close every position, or
+    only those on `symbols` when it names some."""
 
     code: str
     severity: str
     message: str
     flatten: bool = False
+    symbols: tuple[str, ...] = ()
 
 
 class DailyLossGuard:
@@ -133,13 +135,22 @@ class NewsBlackout:
                 events.append(NewsEvent(to_ns(moment), currencies, row.get("title") or ""))
         return cls(events, window_minutes)
 
-    def blocking(self, now_ns: int, symbol: str) -> NewsEvent | None:
+    def blocking(self, now_ns: int, symbol: str, lead_ns: int = 0) -> NewsEvent | None:
+        """The event whose window (widened by `lead_ns` ahead of it) covers `now_ns` for `symbol`."""
         target = symbol.upper()
         for event in self.events:
-            if event.time_ns - self.window_ns <= now_ns <= event.time_ns + self.window_ns and any(
+            if event.time_ns - self.window_ns - lead_ns <= now_ns <= event.time_ns + self.window_ns and any(
                 c in target for c in event.currencies
             ):
                 return event
+        return None
+
+    def closing_time(self, now_ns: int, symbol: str, lead_ns: int) -> NewsEvent | None:
+        """The event a position on `symbol` must be closed for now: within `lead_ns` before its
+        window opens (inside the window, closing is itself forbidden)."""
+        event = self.blocking(now_ns, symbol, lead_ns)
+        if event is not None and now_ns < event.time_ns - self.window_ns:
+            return event
         return None
 
 
@@ -242,6 +253,16 @@ class AccountGuard:
         if self.state is not before and self.state is not TradingState.HALTED:
             severity = "WARNING" if self.state is TradingState.REDUCING else "INFO"
             events.append(GuardEvent(f"STATE_{self.state.value}", severity, f"trading state {self.state.value}"))
+        if self.news is not None:
+            lead = int(self.rules.news_close_lead_minutes * _MINUTE_NS)
+            targeted = tuple(sorted({
+                p.symbol for p in account.positions if self.news.closing_time(now_ns, p.symbol, lead) is not None
+            }))  # fmt: skip
+            if targeted:
+                events.append(GuardEvent(
+                    "NEWS_CLOSE", "INFO", f"funded account: closing {', '.join(targeted)} before high-impact news",
+                    flatten=True, symbols=targeted,
+                ))  # fmt: skip
         if self.weekend is not None and self.weekend.closed(now_ns) and account.positions:
             events.append(GuardEvent("WEEKEND_CLOSE", "INFO", "funded account: closing before the weekend", True))
         events += self._objectives(account)
@@ -285,7 +306,9 @@ class AccountGuard:
             return "REDUCING_ONLY"
         if self.weekend is not None and self.weekend.closed(now_ns):
             return "WEEKEND_CLOSE"
-        if self.news is not None and self.news.blocking(now_ns, symbol) is not None:
+        # nothing is opened that would have to be closed for the news a moment later
+        lead = int(self.rules.news_close_lead_minutes * _MINUTE_NS)
+        if self.news is not None and self.news.blocking(now_ns, symbol, lead) is not None:
             return "NEWS_BLACKOUT"
         if len(account.positions) >= self.rules.max_open_positions:
             return "MAX_OPEN_POSITIONS"

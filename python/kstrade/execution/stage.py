@@ -149,8 +149,13 @@ class ExecutionStage(Stage):
         self._broker_down_since = None
         events = guard.observe(now, account)
         outs = [self._alert(now, origin, e.severity, e.code, e.message) for e in events]
-        if account.positions and (guard.state is TradingState.HALTED or any(e.flatten for e in events)):
-            for p in account.positions:
+        if guard.state is TradingState.HALTED or any(e.flatten and not e.symbols for e in events):
+            closing = list(account.positions)
+        else:
+            targeted = {s for e in events if e.flatten for s in e.symbols}
+            closing = [p for p in account.positions if p.symbol in targeted]
+        if closing:
+            for p in closing:
                 reply = self.broker.close_position(p.ticket, now, "guardrail")
                 if reply.outcome is not Outcome.FILLED:
                     outs.append(self._alert(now, origin, "CRITICAL", "FLATTEN_FAILED", f"{p.ticket}: {reply.code}"))
