@@ -1,8 +1,12 @@
-"""Over the real broker: the execution service is killed after the order went to the broker and
-was journaled, but before its outputs were flushed and its offset committed. The restarted
-service gets the signal again and sends no second order.
+"""Over the real broker: the execution service is killed after the order went to the broker but
+before its outputs were flushed and its offset committed, either once the fill was journaled or
+inside the broker call itself (the journal still says SUBMITTING; the paper account on disk has
+the position). The restarted service gets the signal again and sends no second order.
 
-Run as a script, this file is the service (argv: bootstrap group journal kill_when_filled).
+Each test trades its own symbol: signals.final is shared by every test on the session's broker,
+and a signal for another symbol is dead-lettered, never traded.
+
+Run as a script, this file is the service (argv: bootstrap group journal kill_point symbol).
 """
 
 from __future__ import annotations
@@ -18,8 +22,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kstrade.bus import Bus, StageRunner
-from kstrade.bus.topics import EXECUTIONS, METRICS_ALERTS, ORDERS_CONFIRMED, ORDERS_PENDING, PNL, candles, signals
+from kstrade.bus.topics import (
+    EXECUTIONS,
+    METRICS_ALERTS,
+    ORDERS_CONFIRMED,
+    ORDERS_PENDING,
+    PNL,
+    candles,
+    dlq_topic,
+    signals,
+)
 from kstrade.clock import WallClock
 from kstrade.config import ExecutionSettings, GuardrailSettings, SymbolSettings
 from kstrade.execution import ExecutionStage, JournalState, OrderJournal, PaperBroker
@@ -27,18 +42,30 @@ from kstrade.schemas import Codec
 from kstrade.schemas.models import Order, Signal, SignalDirection, SignalStage
 
 FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
-TOPICS = [signals("final"), candles("BTC-USD", "1m"), ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS, PNL, METRICS_ALERTS]
+OUTPUTS = [ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS, PNL, METRICS_ALERTS]
 
 
-def serve(bootstrap: str, group: str, journal_path: str, kill_when_filled: bool) -> None:
+class DyingPaperBroker(PaperBroker):
+    """Dies (hangs until SIGKILLed) right after the order is on the paper account."""
+
+    def send(self, request: Any, now_ns: int) -> Any:
+        reply = super().send(request, now_ns)
+        print("SENT", flush=True)
+        time.sleep(600)
+        return reply
+
+
+def serve(bootstrap: str, group: str, journal_path: str, kill_point: str, symbol: str) -> None:
     cfg = ExecutionSettings(
         guardrails=GuardrailSettings(stop_slippage_bps=0.0),
-        symbols={"BTC-USD": SymbolSettings(value_per_unit=1.0, volume_step=0.001, volume_min=0.001)},
+        symbols={symbol: SymbolSettings(value_per_unit=1.0, volume_step=0.001, volume_min=0.001)},
         paper_slippage_bps=0.0,
     )
-    broker = PaperBroker(100_000, slippage_bps=0.0)
+    account = Path(journal_path).with_name("paper-account.json")
+    broker_class = DyingPaperBroker if kill_point == "sent" else PaperBroker
+    broker = broker_class(100_000, slippage_bps=0.0, state_path=account)
     journal = OrderJournal(journal_path)
-    if kill_when_filled:
+    if kill_point == "filled":
         record = journal.record
 
         def record_then_hang(*args: Any, **kwargs: Any) -> None:
@@ -52,7 +79,7 @@ def serve(bootstrap: str, group: str, journal_path: str, kill_when_filled: bool)
     class Service(ExecutionStage):
         name = group
 
-    stage = Service(cfg, broker, journal, ["BTC-USD"])
+    stage = Service(cfg, broker, journal, [symbol])
     stage.clock = WallClock()
     bus = Bus.kafka(bootstrap)
     consumer = bus.consumer(stage.group, FAST_GROUP)
@@ -68,9 +95,9 @@ def serve(bootstrap: str, group: str, journal_path: str, kill_when_filled: bool)
     print(json.dumps({"sent": broker.sent}), flush=True)
 
 
-def _start(bootstrap: str, group: str, journal: Path, kill: bool) -> subprocess.Popen[str]:
+def _start(bootstrap: str, group: str, journal: Path, kill_point: str, symbol: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, __file__, bootstrap, group, str(journal), "1" if kill else "0"],
+        [sys.executable, __file__, bootstrap, group, str(journal), kill_point, symbol],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
     )  # fmt: skip
 
@@ -85,34 +112,40 @@ def _line(proc: subprocess.Popen[str], expected: str, timeout: float = 60.0) -> 
     return result[0]
 
 
-def test_killed_before_commit_then_restarted_sends_no_second_order(kafka_bootstrap: str, tmp_path: Path) -> None:
+@pytest.mark.kafka
+@pytest.mark.parametrize(("kill_point", "said"), [("filled", "FILLED"), ("sent", "SENT")])
+def test_killed_before_commit_then_restarted_sends_no_second_order(
+    kafka_bootstrap: str, tmp_path: Path, kill_point: str, said: str
+) -> None:
     bus = Bus.kafka(kafka_bootstrap)
-    bus.admin().create_topics([(t, 1, 1, {}) for t in TOPICS], 30.0)
+    symbol = f"T{uuid.uuid4().hex[:8].upper()}-USD"
+    topics = [signals("final"), candles(symbol, "1m"), *OUTPUTS]
+    bus.admin().create_topics([(t, 1, 1, {}) for t in topics + [dlq_topic(t) for t in topics]], 30.0)
     group = f"execution-{uuid.uuid4().hex[:8]}"
     journal = tmp_path / "orders.sqlite3"
     reader = bus.consumer(f"reader-{group}", {"auto.offset.reset": "latest"})
     reader.subscribe([ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS])
 
-    first = _start(kafka_bootstrap, group, journal, kill=True)
+    first = _start(kafka_bootstrap, group, journal, kill_point, symbol)
     try:
         _line(first, "READY")
         time.sleep(1.0)  # let the reader's assignment settle before anything is produced
         reader.poll(max_records=10, timeout=1.0)
         sig = Signal(
-            timestamp=datetime.now(UTC), symbol="BTC-USD", signal_id=uuid.uuid4(), stage=SignalStage.FINAL,
+            timestamp=datetime.now(UTC), symbol=symbol, signal_id=uuid.uuid4(), stage=SignalStage.FINAL,
             direction=SignalDirection.LONG, confidence=0.6, entry_price=50_000, stop_loss=49_000,
             take_profit=52_000, ttl_seconds=600,
         )  # fmt: skip
         codec = Codec(Signal)
         producer = bus.producer()
-        producer.send(signals("final"), codec.encode(sig), key=b"BTC-USD", headers=codec.headers(1, "test"))
+        producer.send(signals("final"), codec.encode(sig), key=symbol.encode(), headers=codec.headers(1, "test"))
         producer.flush()
-        _line(first, "FILLED")
+        _line(first, said)
     finally:
         first.kill()  # SIGKILL: no flush, no commit
         first.wait(30)
 
-    second = _start(kafka_bootstrap, group, journal, kill=False)
+    second = _start(kafka_bootstrap, group, journal, "none", symbol)
     try:
         _line(second, "READY")
         got: list[Any] = []
@@ -124,7 +157,8 @@ def test_killed_before_commit_then_restarted_sends_no_second_order(kafka_bootstr
         out, _ = second.communicate(timeout=30)
     assert json.loads(out.strip().splitlines()[-1]) == {"sent": 0}  # the restarted service sent nothing
     entry = OrderJournal(journal).get(str(sig.signal_id))
-    assert entry is not None and entry.state is JournalState.FILLED and entry.attempts == 1
+    assert entry is not None and entry.state is JournalState.FILLED
+    assert len(PaperBroker(0, state_path=journal.with_name("paper-account.json")).positions) == 1
     # the decided outputs reached the bus once, from the journal, after the restart
     assert sorted(r.topic for r in got) == sorted([ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS])
     confirmed = [Codec(Order).decode_record(r) for r in got if r.topic == ORDERS_CONFIRMED]
@@ -132,4 +166,4 @@ def test_killed_before_commit_then_restarted_sends_no_second_order(kafka_bootstr
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1")
+    serve(*sys.argv[1:6])

@@ -236,6 +236,7 @@ def test_build_defaults_to_the_paper_broker(tmp_path: Path) -> None:
     from kstrade.execution import PaperBroker
     from kstrade.execution.stage import build
 
-    stage = build(load(None, execution={"journal_path": str(tmp_path / "o.sqlite3")}))
+    paths = {"journal_path": str(tmp_path / "o.sqlite3"), "paper_state_path": str(tmp_path / "paper.json")}
+    stage = build(load(None, execution=paths))
     assert isinstance(stage.broker, PaperBroker) and stage.inputs()[0] == "signals.final"
     assert (tmp_path / "o.sqlite3").exists()

@@ -397,3 +397,21 @@ def test_an_uncertain_order_is_settled_when_the_broker_shows_it(tmp_path: Path) 
     after = h.journal.get(str(sig.signal_id))
     assert after is not None and after.state is JournalState.FILLED
     assert broker.tries == 1  # looked up, never resent
+
+
+def test_the_paper_account_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "paper.json"
+    broker = PaperBroker(100_000, slippage_bps=0.0, state_path=path)
+    broker.mark(Candle(timestamp=T0, symbol="BTC-USD", interval="1m", open=50_000, high=50_000, low=50_000,
+                       close=50_000, volume=1, source="t"), 0)  # fmt: skip
+    r = OrderRequest("ks-1", "BTC-USD", Side.BUY, 2.0, 50_000, 49_000, 52_000, 1.0, 5.0)
+    assert broker.send(r, 1).outcome is Outcome.FILLED
+    broker.send(OrderRequest("ks-2", "BTC-USD", Side.SELL, 1.0, 50_000, 51_000, 48_000, 1.0, 5.0), 2)
+    broker.close_position(next(t for t, o in broker.positions.items() if o.position.client_order_id == "ks-2"), 3, "x")
+    again = PaperBroker(0, state_path=path)  # the restarted service
+    assert again.balance == pytest.approx(100_000 - 10 - 5 - 5)  # three commissions of 5 per lot, one of 10
+    assert [p.client_order_id for p in again.account(4).positions] == ["ks-1"]
+    assert again.find("ks-1", 4) == broker.find("ks-1", 4)
+    [closed] = again.closed_trades(4)  # not yet reported before the restart: reported now, once
+    assert closed.client_order_id == "ks-2" and again.closed_trades(5) == []
+    assert PaperBroker(0, state_path=path).closed_trades(6) == []

@@ -180,6 +180,8 @@ class ExecutionSettings(_Section):
     max_risk_pct: float = Field(1.0, gt=0, le=100)
     #: Paper broker: adverse slippage on every fill, in bps.
     paper_slippage_bps: float = Field(2.0, ge=0)
+    #: Paper broker: its account (balance, positions) as JSON; None keeps it in memory only.
+    paper_state_path: Path | None = Path("~/.local/state/kstrade/execution/paper-account.json")
     retry_attempts: int = Field(3, ge=0)
     retry_initial_s: float = Field(0.5, gt=0)
     breaker_failures: int = Field(5, ge=1)

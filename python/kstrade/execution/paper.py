@@ -1,11 +1,19 @@
 """The paper broker (the default): fills market orders at the latest price plus an adverse
 slippage model and a commission, tracks balance, equity and positions, and closes positions at
 their stop loss or take profit as later prices cross them (at the open if the price gaps past).
+
+With a `state_path` the paper account (balance, positions, fills, unreported closes) is written
+to a JSON file after every change, so a restarted service finds its paper positions, and can
+reconcile an order it sent just before dying, as it would with a real broker.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
 
 from kstrade.execution.account import AccountSnapshot, Position
 from kstrade.execution.broker import BrokerReply, ClosedTrade, Fill, OrderRequest, Outcome
@@ -23,7 +31,8 @@ class _Open:
 class PaperBroker:
     name = "paper"
 
-    def __init__(self, balance: float, *, slippage_bps: float = 2.0) -> None:
+    def __init__(self, balance: float, *, slippage_bps: float = 2.0, state_path: Path | str | None = None) -> None:
+        self.state_path = Path(state_path).expanduser() if state_path is not None else None
         self.balance = balance
         self.slippage_bps = slippage_bps
         self.prices: dict[str, float] = {}
@@ -37,6 +46,39 @@ class PaperBroker:
         self.gap_loss = 0.0
         #: Slippage paid on closes at market (flattening), beyond the mark.
         self.close_slippage = 0.0
+        if self.state_path is not None and self.state_path.exists():
+            self._load(self.state_path)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        state = {
+            "balance": self.balance, "prices": self.prices, "seq": self._seq,
+            "positions": [{**asdict(o), "position": asdict(o.position)} for o in self.positions.values()],
+            "fills": {k: asdict(f) for k, f in self.fills.items()},
+            "closed": [asdict(c) for c in self._closed],
+        }  # fmt: skip
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_path)  # atomic: a crash leaves the old or the new account
+
+    def _load(self, path: Path) -> None:
+        state: dict[str, Any] = json.loads(path.read_text())
+        self.balance = float(state["balance"])
+        self.prices = {k: float(v) for k, v in state["prices"].items()}
+        self._seq = int(state["seq"])
+        for o in state["positions"]:
+            position = Position(**{**o["position"], "side": Side(o["position"]["side"])})
+            self.positions[position.ticket] = _Open(
+                position, o["open_commission"], o["commission_per_lot"], o["order_id"]
+            )
+        self.fills = {k: Fill(**f) for k, f in state["fills"].items()}
+        self._closed = [ClosedTrade(**{**c, "side": Side(c["side"])}) for c in state["closed"]]
 
     def _next(self, prefix: str) -> str:
         self._seq += 1
@@ -72,6 +114,7 @@ class PaperBroker:
             commission, request.commission_per_lot, ticket,
         )  # fmt: skip
         self.fills[request.client_order_id] = fill
+        self._save()
         return BrokerReply(Outcome.FILLED, "DONE", fill=fill)
 
     def price(self, symbol: str, side: Side, now_ns: int) -> float | None:
@@ -92,10 +135,13 @@ class PaperBroker:
         exit_price = self._slipped(p.mark, Side.SELL if p.side is Side.BUY else Side.BUY)
         self.close_slippage += abs(p.mark - exit_price) * p.quantity * p.value_per_unit
         self._close(ticket, exit_price, now_ns, reason)
+        self._save()
         return BrokerReply(Outcome.FILLED, "DONE")
 
     def closed_trades(self, now_ns: int) -> list[ClosedTrade]:
         out, self._closed = self._closed, []
+        if out:
+            self._save()
         return out
 
     # -- prices ----------------------------------------------------------------------------------
@@ -109,6 +155,7 @@ class PaperBroker:
             exit_price, reason = self._trigger(p, candle)
             if exit_price is not None:
                 self._close(ticket, exit_price, now_ns, reason)
+                self._save()
         self.prices[candle.symbol] = candle.close
         for held in self.positions.values():
             if held.position.symbol == candle.symbol:

@@ -344,7 +344,9 @@ class ExecutionStage(Stage):
             pending = Order.model_validate_json(stored[0]["data"])
             sig = signal or _signal_of(pending)
             reply = BrokerReply(Outcome.FILLED, "RECONCILED", fill=fill)
-            return self._settle(sig, pending, reply, 0.0, now, origin)
+            # redelivered after a crash mid-send: the pending order may never have reached the bus
+            again = [self.emit(ORDERS_PENDING, pending, key=entry.symbol.encode(), origin_ns=origin)] if signal else []
+            return again + self._settle(sig, pending, reply, 0.0, now, origin)
         if entry.state is JournalState.SUBMITTING and signal is not None:
             # Crashed before the broker got it (no deal carries our id): decide again, afresh.
             return self._decide(signal, now, origin)
@@ -389,7 +391,9 @@ def build(settings: Settings) -> ExecutionStage:
     ex = settings.execution
     broker: Broker
     if ex.broker == "paper":
-        broker = PaperBroker(ex.guardrails.initial_balance, slippage_bps=ex.paper_slippage_bps)
+        broker = PaperBroker(
+            ex.guardrails.initial_balance, slippage_bps=ex.paper_slippage_bps, state_path=ex.paper_state_path
+        )
     else:
         from kstrade.execution.mt5 import open_mt5
 
