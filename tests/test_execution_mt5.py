@@ -41,7 +41,6 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def bridge() -> Iterator[tuple[Any, Any, int]]:
     """The fake terminal behind a real RPyC classic server on loopback (as mt5linux runs it)."""
-    pytest.importorskip("rpyc", reason="the mt5linux path needs the dev extra (rpyc)")
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, str(Path(execution_fake_mt5.__file__)), str(port)], stdout=subprocess.PIPE, text=True

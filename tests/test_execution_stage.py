@@ -399,6 +399,26 @@ def test_an_uncertain_order_is_settled_when_the_broker_shows_it(tmp_path: Path) 
     assert broker.tries == 1  # looked up, never resent
 
 
+def test_an_uncertain_order_never_found_is_given_up_after_a_day(tmp_path: Path) -> None:
+    cfg = ExecutionSettings(
+        guardrails=GuardrailSettings(stop_slippage_bps=0.0), symbols={"BTC-USD": BTC}, retry_attempts=0,
+    )  # fmt: skip
+    broker = ScriptedBroker(["TIMEOUT"])
+    h = Harness(tmp_path / "j.sqlite3", cfg, broker)
+    h.candle(T0, 50_000, 50_000, 50_000, 50_000)
+    sig = h.signal(T0 + timedelta(seconds=1), 50_000, 49_000, 52_000)
+    h.at(T0 + timedelta(hours=23))
+    h.pipeline.step()
+    entry = h.journal.get(str(sig.signal_id))
+    assert entry is not None and entry.state is JournalState.UNCERTAIN  # still looking
+    h.at(T0 + timedelta(hours=24, seconds=2))
+    h.pipeline.step()
+    entry = h.journal.get(str(sig.signal_id))
+    assert entry is not None and (entry.state, entry.reason) == (JournalState.REJECTED, "NEVER_CONFIRMED")
+    assert "ORDER_NEVER_CONFIRMED" in [a.code for a in h.read()[METRICS_ALERTS]]
+    assert broker.tries == 1
+
+
 def test_the_paper_account_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "paper.json"
     broker = PaperBroker(100_000, slippage_bps=0.0, state_path=path)

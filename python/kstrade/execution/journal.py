@@ -37,6 +37,7 @@ class JournalEntry:
     #: The messages emitted for this signal (JSON of Order/Execution), re-emitted on redelivery.
     messages: list[dict[str, Any]]
     attempts: int
+    created_ns: int = 0
 
 
 _SCHEMA = """
@@ -70,7 +71,7 @@ class OrderJournal:
 
     def get(self, signal_id: str) -> JournalEntry | None:
         row = self._db.execute(
-            "SELECT signal_id, client_order_id, state, symbol, reason, messages, attempts FROM orders "
+            "SELECT signal_id, client_order_id, state, symbol, reason, messages, attempts, created_ns FROM orders "
             "WHERE signal_id = ?",
             (signal_id,),
         ).fetchone()
@@ -78,7 +79,7 @@ class OrderJournal:
 
     def by_client_order_id(self, client_order_id: str) -> JournalEntry | None:
         row = self._db.execute(
-            "SELECT signal_id, client_order_id, state, symbol, reason, messages, attempts FROM orders "
+            "SELECT signal_id, client_order_id, state, symbol, reason, messages, attempts, created_ns FROM orders "
             "WHERE client_order_id = ?",
             (client_order_id,),
         ).fetchone()
@@ -86,7 +87,7 @@ class OrderJournal:
 
     def in_state(self, state: JournalState) -> list[JournalEntry]:
         rows = self._db.execute(
-            "SELECT signal_id, client_order_id, state, symbol, reason, messages, attempts FROM orders "
+            "SELECT signal_id, client_order_id, state, symbol, reason, messages, attempts, created_ns FROM orders "
             "WHERE state = ? ORDER BY created_ns",
             (state.value,),
         ).fetchall()
@@ -94,7 +95,7 @@ class OrderJournal:
 
     @staticmethod
     def _entry(row: tuple[Any, ...]) -> JournalEntry:
-        return JournalEntry(row[0], row[1], JournalState(row[2]), row[3], row[4], json.loads(row[5]), row[6])
+        return JournalEntry(row[0], row[1], JournalState(row[2]), row[3], row[4], json.loads(row[5]), row[6], row[7])
 
     def record(
         self,

@@ -51,6 +51,7 @@ _MODELS: dict[str, type[Message]] = {"order": Order, "execution": Execution}
 #: How often (clock time) on_time looks at the account and reconciles uncertain orders.
 _OBSERVE_EVERY_NS = 1_000_000_000
 _RECONCILE_EVERY_NS = 10_000_000_000
+_GIVE_UP_NS = 86_400_000_000_000
 
 
 def client_order_id(signal_id: UUID) -> str:
@@ -116,6 +117,14 @@ class ExecutionStage(Stage):
         if now_ns - self._last_reconcile_ns >= _RECONCILE_EVERY_NS:
             self._last_reconcile_ns = now_ns
             for entry in self.journal.in_state(JournalState.UNCERTAIN):
+                if now_ns - entry.created_ns > _GIVE_UP_NS:
+                    # A day without a deal: it never happened, or it needs a human. Stop asking.
+                    self.journal.record(entry.signal_id, entry.client_order_id, JournalState.REJECTED, entry.symbol,
+                                        now_ns, reason="NEVER_CONFIRMED")  # fmt: skip
+                    outs.append(self._alert(now_ns, now_ns, "CRITICAL", "ORDER_NEVER_CONFIRMED",
+                                            f"order {entry.client_order_id} (signal {entry.signal_id}) not found at "
+                                            "the broker after a day: check the terminal by hand"))  # fmt: skip
+                    continue
                 outs += self._reconcile(entry, now_ns, now_ns)
         return outs
 
