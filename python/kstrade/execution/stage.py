@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -60,7 +60,7 @@ def client_order_id(signal_id: UUID) -> str:
     return "ks-" + signal_id.hex[:24]
 
 
-def _time(now_ns: int) -> Any:
+def _time(now_ns: int) -> datetime:
     return EPOCH + timedelta(microseconds=now_ns // 1000)
 
 
