@@ -106,6 +106,26 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_service(args: argparse.Namespace) -> int:
+    from kstrade.config import ConfigError, load
+    from kstrade.services import serve
+
+    try:
+        settings = load(args.config, bus={"transport": args.bus, "bootstrap": args.bootstrap})
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if settings.bus.transport != "kafka":
+        print("error: a service shares work through Kafka; use --bus kafka (or bus.transport = 'kafka')",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        return serve(args.name, settings)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kstrade", description="kstrade: real-time ML trading on Kafka")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=7)
     data.add_argument("--out", default="data", help="directory for the Parquet file")
     data.set_defaults(func=_cmd_data)
+
+    service = sub.add_parser("service", help="run one stage as its own process (its own consumer group)")
+    service.add_argument("name", help="the stage: features, signals, ...")
+    service.add_argument("--config", help="TOML file (then KSTRADE_* variables override it)")
+    service.add_argument("--bus", choices=["memory", "kafka"], default=None)
+    service.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers")
+    service.set_defaults(func=_cmd_service)
 
     config = sub.add_parser("config", help="the effective configuration")
     config.add_argument("action", choices=["show"])

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
@@ -64,6 +64,9 @@ class Stage(_Emitter, ABC):
 
     #: Records larger than this go to the dead-letter topic without reaching `handle`.
     max_message_bytes: ClassVar[int] = 256 * 1024
+    #: Consumer properties this stage needs, e.g. {"partition.assignment.strategy": "range"}
+    #: for a join that must see the same partition number of several co-partitioned topics.
+    consumer_config: ClassVar[dict[str, str]] = {}
 
     @property
     def group(self) -> str:
@@ -80,6 +83,12 @@ class Stage(_Emitter, ABC):
     def on_time(self, now_ns: int) -> Iterable[Output]:
         """Called after every batch and when idle, with the stage clock's time."""
         return ()
+
+    def retained(self) -> Mapping[tuple[str, int], int]:
+        """Records this stage still holds in memory, as the lowest held offset per (topic,
+        partition). Offsets from there on are not committed, so a crash redelivers them and the
+        stage sees them again (its handle must treat a repeat as a repeat). Default: none."""
+        return {}
 
     # -- helpers for subclasses ------------------------------------------------------------------
     def decode(self, record: Record, model: type[M]) -> M:
@@ -104,10 +113,8 @@ class Source(_Emitter, ABC):
     def next_batch(self) -> list[Output] | None: ...
 
 
-def _runner(
-    bus: Bus, stage: Stage, *, poll_timeout: float, consumer_config: dict[str, str] | None = None
-) -> StageRunner:
-    consumer = bus.consumer(stage.group, consumer_config)
+def _runner(bus: Bus, stage: Stage, *, poll_timeout: float) -> StageRunner:
+    consumer = bus.consumer(stage.group, stage.consumer_config)
     inputs = stage.inputs()
     if isinstance(inputs, str):
         consumer.subscribe_pattern(inputs)
@@ -120,6 +127,7 @@ def _runner(
         stage=stage.name,
         max_message_bytes=stage.max_message_bytes,
         poll_timeout=poll_timeout,
+        retained=stage.retained,
     )
 
 
@@ -163,6 +171,7 @@ class Pipeline:
                 self._producer.send(out.topic, out.value, key=out.key, headers=out.headers)
             if timed:
                 self._producer.flush()
+                runner.commit_progress()  # what on_time released from `retained` is now done
                 self.stats.produced[stage.name] += len(timed)
                 polled += len(timed)  # new messages: another round is needed
         self.stats.rounds += 1
@@ -202,7 +211,7 @@ def run_service(bus: Bus, stage: Stage, stop: threading.Event, *, poll_timeout: 
             for out in timed:
                 producer.send(out.topic, out.value, key=out.key, headers=out.headers)
             if timed:
-                producer.flush()
+                runner.commit_progress()
     finally:
         producer.flush()
         runner.consumer.close()

@@ -9,7 +9,7 @@ never stops the loop.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kstrade.bus.core import BusError, Consumer, Producer, Record
@@ -36,6 +36,9 @@ class Output:
 
 
 Handler = Callable[[Record], Iterable[Output]]
+#: Per (topic, partition), the lowest offset a stage still holds in memory (e.g. a join waiting
+#: for its other half). The runner never commits past it, so a crash redelivers what was held.
+Retained = Callable[[], Mapping[tuple[str, int], int]]
 
 
 @dataclass(slots=True)
@@ -59,8 +62,10 @@ class StageRunner:
         max_message_bytes: int = 256 * 1024,
         max_records: int = 500,
         poll_timeout: float = 0.1,
+        retained: Retained | None = None,
     ) -> None:
         self.consumer = consumer
+        self.retained = retained
         self.producer = producer
         self.handler = handler
         self.dead_letters = DeadLetters(producer, stage)
@@ -99,9 +104,20 @@ class StageRunner:
                 self.producer.send(out.topic, out.value, key=out.key, headers=out.headers)
             result.processed += 1
             result.produced += len(outputs)
-        self.producer.flush()  # outputs and dead letters are durable before the commit
-        self.consumer.commit()
+        self.commit_progress()
         return result
+
+    def commit_progress(self) -> None:
+        """Flush (outputs and dead letters durable first), then commit what is fully processed:
+        everything polled, except from the lowest offset the stage still holds per partition."""
+        self.producer.flush()
+        held = self.retained() if self.retained is not None else None
+        if not held:
+            self.consumer.commit()
+            return
+        self.consumer.commit(
+            [(t, p, min(pos, held[(t, p)]) if (t, p) in held else pos) for t, p, pos in self.consumer.position()]
+        )
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -4,6 +4,7 @@
 
 mod bus;
 mod codec;
+mod market;
 
 use pyo3::prelude::*;
 
@@ -12,5 +13,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     bus::register(m)?;
     codec::register(m)?;
+    market::register(m)?;
     Ok(())
 }

@@ -1,0 +1,90 @@
+"""Stages by name, and running one as its own process: `python -m kstrade service NAME`.
+
+Each service is one member of the consumer group `kstrade.{name}`: start more processes with
+the same name to split the partitions among them (stages that join several topics per symbol
+ask for range assignment so a symbol's partitions stay together).
+
+Shutdown: the first SIGINT/SIGTERM stops intake; the batch in hand is finished, its outputs
+delivered and its offsets committed, and the process leaves the group and exits 0. A second
+signal exits at once (what was not committed is redelivered to the group).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from kstrade.bus import Bus
+from kstrade.bus.topics import catalogue, create_all
+from kstrade.config import Settings
+from kstrade.stage import Stage, run_service
+
+
+def _features(settings: Settings) -> Stage:
+    from kstrade.features.stage import FeatureStage
+
+    return FeatureStage(settings.symbols)
+
+
+def _signals(settings: Settings) -> Stage:
+    from kstrade.signals.aggregator import SignalAggregator
+
+    return SignalAggregator.from_settings(settings)
+
+
+def _execution(settings: Settings) -> Stage:
+    from kstrade.execution.stage import build as build_execution
+
+    return build_execution(settings)
+
+
+#: Every stage that can run as a service, by name.
+STAGES: dict[str, Callable[[Settings], Stage]] = {
+    "features": _features,
+    "signals": _signals,
+    "execution": _execution,
+}
+
+
+def build(name: str, settings: Settings) -> Stage:
+    try:
+        factory = STAGES[name]
+    except KeyError:
+        raise ValueError(f"unknown stage {name!r}: choose from {', '.join(sorted(STAGES))}") from None
+    return factory(settings)
+
+
+def ensure_topics(bus: Bus, settings: Settings) -> None:
+    """Create the catalogue's topics that are missing (idempotent), with the configured
+    replication, so a service can start on an empty cluster."""
+    specs = catalogue(
+        settings.symbols,
+        replication_factor=settings.bus.replication_factor,
+        min_insync_replicas=settings.bus.min_insync_replicas,
+    )
+    create_all(bus.admin(), specs)
+
+
+def serve(name: str, settings: Settings) -> int:
+    stage = build(name, settings)
+    bus = Bus.from_settings(settings.bus)
+    ensure_topics(bus, settings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            print(f"{name}: second signal, exiting now", file=sys.stderr, flush=True)
+            os._exit(130)
+        print(f"{name}: stopping: finishing the batch in hand, then committing", file=sys.stderr, flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"{name}: consuming as {stage.group} on {bus}", file=sys.stderr, flush=True)
+    run_service(bus, stage, stop)
+    print(f"{name}: stopped cleanly", file=sys.stderr, flush=True)
+    return 0

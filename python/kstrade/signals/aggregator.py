@@ -1,0 +1,217 @@
+"""`SignalAggregator`: the signals stage. Reads predictions, 1m closes, feature vectors and the
+execution engine's fills and P&L; writes `signals.raw`, `signals.calibrated`, and then each
+signal either to `signals.final` or, with its reason code, to `signals.filtered`."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from kstrade.bus import MessageError, Output, Record
+from kstrade.bus.topics import (
+    EXECUTIONS,
+    PNL,
+    PREDICTIONS_TRANSFORMER,
+    candles,
+    features_aggregated,
+    predictions_lstm,
+    signals,
+)
+from kstrade.config import Settings, SignalSettings
+from kstrade.schemas import Candle, Execution, FeatureVector, PnlEvent, Prediction
+from kstrade.schemas.models import OrderStatus
+from kstrade.signals.calibration import Calibrator, calibrator_from_spec
+from kstrade.signals.decision import Decision, ModelVote, calibrated_vote, decide, epoch_ns
+from kstrade.signals.join import Key, MarketBook, OpenPositions, PredictionJoin
+from kstrade.signals.reweighting import OutcomeWeights
+from kstrade.stage import Stage
+
+log = logging.getLogger(__name__)
+
+#: Header on `signals.filtered` records: the first reason code (see `FilterReason`).
+REJECT_REASON = "reject_reason"
+#: Header on `signals.filtered` records: every reason that applied, comma-separated.
+REJECT_REASONS = "reject_reasons"
+
+
+@dataclass(slots=True)
+class SignalStats:
+    decided: int = 0
+    final: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    #: Candles decided with no price known at all for the symbol: nothing could be written
+    #: (the schema needs an entry price); counted here so none vanishes silently.
+    unpriced: int = 0
+    #: Candles whose decision raised (a bug, logged with its traceback).
+    errors: int = 0
+
+
+class SignalAggregator(Stage):
+    name = "signals"
+
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        settings: SignalSettings | None = None,
+        calibrators: Mapping[str, Calibrator] | None = None,
+    ) -> None:
+        super().__init__()
+        self.symbols = list(symbols)
+        self._symbols = set(self.symbols)
+        self.settings = settings or SignalSettings()
+        # Manifest calibrators from the settings, then any handed in (they win).
+        self.calibrators: dict[str, Calibrator] = {
+            v: calibrator_from_spec(spec) for v, spec in self.settings.calibrators.items()
+        }
+        self.calibrators.update(calibrators or {})
+        required = {m for m, w in self.settings.weights.items() if w > 0}
+        self.market = MarketBook()
+        self.join = PredictionJoin(required, self.settings.join_deadline_ms * 1_000_000, self.market)
+        self.positions = OpenPositions()
+        self.outcome_weights = OutcomeWeights(self.settings.weights, self.settings.reweighting)
+        self.stats = SignalStats()
+        self._lstm_topics = {predictions_lstm(s): s for s in self.symbols}
+        self._candle_topics = {candles(s, "1m"): s for s in self.symbols}
+        self._feature_topics = {features_aggregated(s): s for s in self.symbols}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, calibrators: Mapping[str, Calibrator] | None = None) -> SignalAggregator:
+        """The stage as configured: the settings' symbols and `signals` section."""
+        return cls(settings.symbols, settings.signals, calibrators)
+
+    def inputs(self) -> list[str]:
+        return [
+            *self._lstm_topics,
+            PREDICTIONS_TRANSFORMER,
+            *self._candle_topics,
+            *self._feature_topics,
+            EXECUTIONS,
+            PNL,
+        ]
+
+    # -- records -----------------------------------------------------------------------------
+    def handle(self, record: Record) -> Iterable[Output]:
+        topic = record.topic
+        if topic in self._lstm_topics or topic == PREDICTIONS_TRANSFORMER:
+            return self._prediction(record)
+        if topic in self._candle_topics:
+            candle = self.decode(record, Candle)
+            self._check_symbol(candle.symbol, self._candle_topics[topic], topic)
+            if candle.interval != "1m":
+                raise MessageError("WRONG_INTERVAL", f"{topic}: a {candle.interval} candle on the 1m topic")
+            self.market.add_close(candle.symbol, candle.timestamp, candle.close)
+            self.outcome_weights.close(candle.symbol, candle.timestamp, candle.close)
+            return self._decide_all(self.join.ready((candle.symbol, candle.timestamp)))
+        if topic in self._feature_topics:
+            vector = self.decode(record, FeatureVector)
+            self._check_symbol(vector.symbol, self._feature_topics[topic], topic)
+            self.market.add_features(vector.symbol, vector.timestamp, vector.features)
+            return self._decide_all(self.join.ready((vector.symbol, vector.timestamp)))
+        if topic == EXECUTIONS:
+            fill = self.decode(record, Execution)
+            if fill.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
+                self.positions.filled(fill.symbol, str(fill.signal_id))
+            return ()
+        if topic == PNL:
+            self.positions.closed(str(self.decode(record, PnlEvent).signal_id))
+            return ()
+        raise MessageError("UNEXPECTED_TOPIC", f"the signals stage does not read {topic}")
+
+    def _prediction(self, record: Record) -> list[Output]:
+        prediction = self.decode(record, Prediction)
+        symbol = prediction.symbol
+        if record.topic in self._lstm_topics:
+            self._check_symbol(symbol, self._lstm_topics[record.topic], record.topic)
+            if prediction.model_type.value != "lstm":
+                raise MessageError(
+                    "MODEL_TOPIC_MISMATCH", f"{record.topic}: a {prediction.model_type.value} prediction"
+                )
+        elif prediction.model_type.value != "transformer":
+            raise MessageError("MODEL_TOPIC_MISMATCH", f"{record.topic}: a {prediction.model_type.value} prediction")
+        elif symbol not in self._symbols:
+            raise MessageError("UNKNOWN_SYMBOL", f"{record.topic}: symbol {symbol!r} is not configured")
+        out = prediction.prediction
+        vote = ModelVote(
+            prediction.model_type.value, prediction.model_version, out.direction, out.probability, out.confidence
+        )
+        keys = self.join.add(
+            vote, symbol, prediction.timestamp, now_ns=self.clock.now_ns(), origin_ns=self.origin_ns(record)
+        )
+        return self._decide_all(keys)
+
+    @staticmethod
+    def _check_symbol(symbol: str, expected: str, topic: str) -> None:
+        if symbol != expected:
+            raise MessageError("SYMBOL_TOPIC_MISMATCH", f"{topic}: a message for {symbol!r}")
+
+    # -- decisions ---------------------------------------------------------------------------
+    def on_time(self, now_ns: int) -> Iterable[Output]:
+        """Decide every candle whose deadline passed, with the models present."""
+        out: list[Output] = []
+        for key in self.join.due(now_ns):
+            out += self._decide(key, now_ns)
+        return out
+
+    def _decide_all(self, keys: list[Key]) -> list[Output]:
+        now_ns = self.clock.now_ns()
+        out: list[Output] = []
+        for key in keys:
+            out += self._decide(key, now_ns)
+        return out
+
+    def _decide(self, key: Key, now_ns: int) -> list[Output]:
+        try:
+            return self._decide_candle(key, now_ns)
+        except Exception:
+            # Inputs were validated on the way in, so this is a bug, not bad input: the record
+            # that happened to trigger the decision (or none, from on_time) is not to blame, and
+            # the other candles must still be decided. Logged and counted, never silent.
+            self.stats.errors += 1
+            log.exception("signals: deciding %s at %s failed", key[0], key[1].isoformat())
+            return []
+
+    def _decide_candle(self, key: Key, now_ns: int) -> list[Output]:
+        context, origin_ns = self.join.take(key)
+        self.stats.decided += 1
+        reweighting = self.settings.reweighting.enabled
+        decision = decide(
+            context,
+            self.settings,
+            self.calibrators,
+            now_ns=now_ns,
+            position_open=self.positions.is_open(context.symbol, now_ns),
+            weights=self.outcome_weights.weights() if reweighting else None,
+        )
+        if reweighting and context.close is not None:
+            votes = {m: calibrated_vote(v, self.calibrators) for m, v in context.votes.items()}
+            self.outcome_weights.predicted(context.symbol, context.timestamp, context.close, votes)
+        if decision is None:
+            self.stats.unpriced += 1
+            return []
+        return self._outputs(decision, origin_ns)
+
+    def _outputs(self, decision: Decision, origin_ns: int) -> list[Output]:
+        key = decision.raw.symbol.encode()
+        outs = [
+            self.emit(signals("raw"), decision.raw, key=key, origin_ns=origin_ns),
+            self.emit(signals("calibrated"), decision.calibrated, key=key, origin_ns=origin_ns),
+        ]
+        if decision.final is not None:
+            final = decision.final
+            expires = epoch_ns(final.timestamp) + final.ttl_seconds * 1_000_000_000
+            self.positions.reserve(final.symbol, str(final.signal_id), expires)
+            self.stats.final += 1
+            outs.append(self.emit(signals("final"), final, key=key, origin_ns=origin_ns))
+        elif decision.rejected is not None:
+            reasons = [r.value for r in decision.reasons]
+            self.stats.rejected[reasons[0]] += 1
+            rejected = self.emit(signals("filtered"), decision.rejected, key=key, origin_ns=origin_ns)
+            headers = [
+                *rejected.headers,
+                (REJECT_REASON, reasons[0].encode()),
+                (REJECT_REASONS, ",".join(reasons).encode()),
+            ]
+            outs.append(Output(rejected.topic, rejected.value, key=rejected.key, headers=headers))
+        return outs

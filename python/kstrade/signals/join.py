@@ -1,0 +1,178 @@
+"""The join: predictions of every configured model for one (symbol, candle time), with the
+candle's close and feature vector, held until complete or until the deadline passes.
+
+Rules: predictions of different candle times never mix (the key is the candle time); the
+first prediction of a model type for a key is used and repeats are counted; once a key is
+decided, later predictions for it (or for any older candle of the symbol) are counted as late
+and never used, so a candle yields at most one decision.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kstrade.signals.decision import CandleContext, ModelVote
+
+#: Candle times of closes and feature vectors kept per symbol: enough to cover a join deadline
+#: and a TTL of 1m candles several times over, small enough to stay in cache.
+MARKET_MEMORY = 64
+
+Key = tuple[str, datetime]
+
+
+@dataclass(slots=True)
+class PendingCandle:
+    deadline_ns: int
+    origin_ns: int
+    votes: dict[str, ModelVote] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class JoinStats:
+    late: int = 0  # predictions for a candle already decided
+    repeated: int = 0  # a second prediction of the same model type for one candle
+    ignored: int = 0  # model types without a weight
+
+
+class MarketBook:
+    """Recent 1m closes and feature vectors per symbol, by candle time."""
+
+    def __init__(self, memory: int = MARKET_MEMORY) -> None:
+        self.memory = memory
+        self._closes: dict[str, OrderedDict[datetime, float]] = {}
+        self._features: dict[str, OrderedDict[datetime, dict[str, float]]] = {}
+
+    def add_close(self, symbol: str, timestamp: datetime, close: float) -> None:
+        book = self._closes.setdefault(symbol, OrderedDict())
+        book[timestamp] = close
+        while len(book) > self.memory:
+            del book[min(book)]
+
+    def add_features(self, symbol: str, timestamp: datetime, features: dict[str, float]) -> None:
+        book = self._features.setdefault(symbol, OrderedDict())
+        book[timestamp] = features
+        while len(book) > self.memory:
+            del book[min(book)]
+
+    def close(self, symbol: str, timestamp: datetime) -> float | None:
+        book = self._closes.get(symbol)
+        return book.get(timestamp) if book is not None else None
+
+    def last_close_before(self, symbol: str, timestamp: datetime) -> float | None:
+        book = self._closes.get(symbol)
+        if not book:
+            return None
+        earlier = [t for t in book if t < timestamp]
+        return book[max(earlier)] if earlier else None
+
+    def features(self, symbol: str, timestamp: datetime) -> dict[str, float] | None:
+        book = self._features.get(symbol)
+        return book.get(timestamp) if book is not None else None
+
+
+class PredictionJoin:
+    """Pending candles by (symbol, candle time), completed or expired by the clock."""
+
+    def __init__(self, required: set[str], deadline_ns: int, market: MarketBook) -> None:
+        self.required = required
+        self.deadline_ns = deadline_ns
+        self.market = market
+        self.pending: dict[Key, PendingCandle] = {}
+        #: Per symbol, the newest candle time decided: anything at or before it is late.
+        self.decided_through: dict[str, datetime] = {}
+        self.stats = JoinStats()
+
+    def add(self, vote: ModelVote, symbol: str, timestamp: datetime, *, now_ns: int, origin_ns: int) -> list[Key]:
+        """Record a prediction. Returns the candles to decide now (see `ready`)."""
+        if vote.model_type not in self.required:
+            self.stats.ignored += 1
+            return []
+        done = self.decided_through.get(symbol)
+        key = (symbol, timestamp)
+        if (done is not None and timestamp <= done) and key not in self.pending:
+            self.stats.late += 1
+            return []
+        entry = self.pending.get(key)
+        if entry is None:
+            entry = self.pending[key] = PendingCandle(now_ns + self.deadline_ns, origin_ns)
+        if vote.model_type in entry.votes:
+            self.stats.repeated += 1
+            return []
+        entry.votes[vote.model_type] = vote
+        return self.ready(key)
+
+    def complete(self, key: Key) -> bool:
+        entry = self.pending.get(key)
+        if entry is None or set(entry.votes) < self.required:
+            return False
+        symbol, timestamp = key
+        return self.market.close(symbol, timestamp) is not None and self.market.features(symbol, timestamp) is not None
+
+    def ready(self, key: Key) -> list[Key]:
+        """If `key`'s candle is complete: the symbol's older pending candles, oldest first, then
+        `key`. A symbol's candles are decided in time order: each model's predictions of a
+        symbol come in order, so once a newer candle is complete the older one's missing
+        models are not coming before its deadline either."""
+        if not self.complete(key):
+            return []
+        symbol, timestamp = key
+        older = sorted(k for k in self.pending if k[0] == symbol and k[1] < timestamp)
+        return [*older, key]
+
+    def due(self, now_ns: int) -> list[Key]:
+        """Candles whose deadline has passed, with any older pending candle of the same symbol
+        (decided in time order, as in `ready`), oldest first."""
+        newest: dict[str, datetime] = {}
+        for (symbol, timestamp), entry in self.pending.items():
+            if entry.deadline_ns <= now_ns and (symbol not in newest or timestamp > newest[symbol]):
+                newest[symbol] = timestamp
+        keys = [k for k in self.pending if k[0] in newest and k[1] <= newest[k[0]]]
+        return sorted(keys, key=lambda k: (k[1], k[0]))
+
+    def take(self, key: Key) -> tuple[CandleContext, int]:
+        """Remove a candle for its decision: its context and origin time."""
+        entry = self.pending.pop(key)
+        symbol, timestamp = key
+        done = self.decided_through.get(symbol)
+        if done is None or timestamp > done:
+            self.decided_through[symbol] = timestamp
+        context = CandleContext(
+            symbol=symbol,
+            timestamp=timestamp,
+            votes=dict(entry.votes),
+            features=self.market.features(symbol, timestamp),
+            close=self.market.close(symbol, timestamp),
+            last_close=self.market.last_close_before(symbol, timestamp),
+        )
+        return context, entry.origin_ns
+
+
+class OpenPositions:
+    """One position per symbol: a symbol is busy from its final signal until that signal
+    expires unfilled, or, once filled, until its P&L closes it."""
+
+    def __init__(self) -> None:
+        self._reserved: dict[str, tuple[str, int]] = {}  # symbol -> (signal_id, expiry ns)
+        self._filled: dict[str, str] = {}  # signal_id -> symbol
+
+    def reserve(self, symbol: str, signal_id: str, expires_ns: int) -> None:
+        self._reserved[symbol] = (signal_id, expires_ns)
+
+    def filled(self, symbol: str, signal_id: str) -> None:
+        self._filled[signal_id] = symbol
+        reserved = self._reserved.get(symbol)
+        if reserved is not None and reserved[0] == signal_id:
+            del self._reserved[symbol]
+
+    def closed(self, signal_id: str) -> None:
+        self._filled.pop(signal_id, None)
+
+    def is_open(self, symbol: str, now_ns: int) -> bool:
+        reserved = self._reserved.get(symbol)
+        if reserved is not None:
+            if reserved[1] > now_ns:
+                return True
+            del self._reserved[symbol]
+        return symbol in self._filled.values()

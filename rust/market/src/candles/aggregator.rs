@@ -1,0 +1,247 @@
+//! Builds closed 5m/15m/1h bars from closed 1m candles, aligned to UTC boundaries.
+//!
+//! Policies (kept simple so that the higher bars are exactly the aggregate of the 1m stream the
+//! indicators saw, live and in replay):
+//! - A 1m candle is closed when it arrives and indicators consume it at once, so it is never
+//!   rewritten. A repeat of the newest minute with the same values, or of any minute of the
+//!   current hour already seen, is a [`PushOutcome::Duplicate`] and is ignored. A repeat of
+//!   the newest minute with different values is rejected as `CONFLICTING_DUPLICATE` (a
+//!   correction after the fact: ingest sends it to the dead-letter topic for a human).
+//! - A 1m candle older than the newest accepted minute (and not a known duplicate) is rejected
+//!   as `LATE_CANDLE`, naming the bars it would have belonged to that are already closed.
+//!   It is never merged.
+//! - Missing minutes are never filled with a made-up price: [`Accepted::missing_before`] says
+//!   how many minutes were skipped, and each [`ClosedBar`] carries how many 1m candles it was
+//!   built from (`minutes`) against the `expected` count, so an incomplete bar is visible.
+//!   A bucket with no 1m candle at all yields no bar.
+//! - A higher bar closes as soon as its last minute arrives (no waiting for the next bar), or,
+//!   when that minute is missing, when the first minute of a later bucket arrives.
+
+use serde::{Deserialize, Serialize};
+
+use super::candle::{Candle, Timeframe, MINUTE_MS};
+use crate::error::{MarketError, MarketResult};
+
+/// A closed bar of a higher timeframe.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClosedBar {
+    pub timeframe: Timeframe,
+    pub candle: Candle,
+    /// How many 1m candles it was built from.
+    pub minutes: u32,
+}
+
+impl ClosedBar {
+    pub fn expected(&self) -> u32 {
+        self.timeframe.minutes() as u32
+    }
+
+    /// Whether every minute of the bar was present.
+    pub fn complete(&self) -> bool {
+        self.minutes == self.expected()
+    }
+}
+
+/// What a pushed 1m candle produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub candle: Candle,
+    /// Minutes missing between the previous accepted candle and this one.
+    pub missing_before: u32,
+    /// Higher bars that closed with this candle, shortest timeframe first.
+    pub closed: Vec<ClosedBar>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PushOutcome {
+    Accepted(Accepted),
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct OpenBar {
+    candle: Candle,
+    minutes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CandleAggregator {
+    last: Option<Candle>,
+    /// Open 5m, 15m and 1h bars (index as in `Timeframe::HIGHER`).
+    open: [Option<OpenBar>; 3],
+    /// Minutes of the current UTC hour already accepted (bit i = minute i), to recognise
+    /// redelivered candles.
+    seen_in_hour: u64,
+}
+
+impl CandleAggregator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The newest accepted 1m candle.
+    pub fn last(&self) -> Option<&Candle> {
+        self.last.as_ref()
+    }
+
+    pub fn push(&mut self, candle: Candle) -> MarketResult<PushOutcome> {
+        candle.validate(Timeframe::M1)?;
+        let t = candle.open_time_ms;
+        let mut missing_before = 0;
+        if let Some(last) = self.last {
+            let hour = Timeframe::H1.bucket(last.open_time_ms);
+            if t == last.open_time_ms {
+                return if candle == last {
+                    Ok(PushOutcome::Duplicate)
+                } else {
+                    Err(MarketError::ConflictingDuplicate { open_time_ms: t })
+                };
+            }
+            if t < last.open_time_ms {
+                if Timeframe::H1.bucket(t) == hour && self.seen_in_hour & minute_bit(t) != 0 {
+                    return Ok(PushOutcome::Duplicate);
+                }
+                return Err(self.late(t, last.open_time_ms));
+            }
+            missing_before =
+                ((t - last.open_time_ms) / MINUTE_MS - 1).min(i64::from(u32::MAX)) as u32;
+            if Timeframe::H1.bucket(t) != hour {
+                self.seen_in_hour = 0;
+            }
+        }
+        self.seen_in_hour |= minute_bit(t);
+        self.last = Some(candle);
+
+        let mut closed = Vec::new();
+        for (slot, tf) in self.open.iter_mut().zip(Timeframe::HIGHER) {
+            let bucket = tf.bucket(t);
+            if let Some(bar) = slot.take_if(|bar| bar.candle.open_time_ms != bucket) {
+                // Its last minute never came: close it now, incomplete.
+                closed.push(ClosedBar {
+                    timeframe: tf,
+                    candle: bar.candle,
+                    minutes: bar.minutes,
+                });
+            }
+            let bar = slot.get_or_insert(OpenBar {
+                candle: Candle {
+                    open_time_ms: bucket,
+                    ..candle
+                },
+                minutes: 0,
+            });
+            if bar.minutes > 0 {
+                bar.candle.high = bar.candle.high.max(candle.high);
+                bar.candle.low = bar.candle.low.min(candle.low);
+                bar.candle.close = candle.close;
+                bar.candle.volume += candle.volume;
+            }
+            bar.minutes += 1;
+            if t + MINUTE_MS == bucket + tf.millis() {
+                let bar = slot.take().expect("bar inserted above");
+                closed.push(ClosedBar {
+                    timeframe: tf,
+                    candle: bar.candle,
+                    minutes: bar.minutes,
+                });
+            }
+        }
+        closed.sort_by_key(|b| (b.timeframe, b.candle.open_time_ms));
+        Ok(PushOutcome::Accepted(Accepted {
+            candle,
+            missing_before,
+            closed,
+        }))
+    }
+
+    fn late(&self, t: i64, last_t: i64) -> MarketError {
+        let mut closed = vec!["1m".to_string()];
+        for (slot, tf) in self.open.iter().zip(Timeframe::HIGHER) {
+            let still_open = slot
+                .as_ref()
+                .is_some_and(|b| b.candle.open_time_ms == tf.bucket(t));
+            if !still_open {
+                closed.push(format!("{}@{}", tf.as_str(), tf.bucket(t)));
+            }
+        }
+        MarketError::LateCandle {
+            open_time_ms: t,
+            last_open_time_ms: last_t,
+            closed: closed.join(","),
+        }
+    }
+}
+
+fn minute_bit(t: i64) -> u64 {
+    1u64 << ((t.rem_euclid(Timeframe::H1.millis())) / MINUTE_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(minute: i64, close: f64) -> Candle {
+        Candle {
+            open_time_ms: minute * MINUTE_MS,
+            open: close,
+            high: close + 1.0,
+            low: close - 1.0,
+            close,
+            volume: 1.0,
+        }
+    }
+
+    fn accepted(o: PushOutcome) -> Accepted {
+        match o {
+            PushOutcome::Accepted(a) => a,
+            PushOutcome::Duplicate => panic!("unexpected duplicate"),
+        }
+    }
+
+    #[test]
+    fn five_minute_bar_closes_on_its_last_minute() {
+        let mut agg = CandleAggregator::new();
+        for m in 0..4 {
+            assert!(accepted(agg.push(c(m, 10.0 + m as f64)).unwrap())
+                .closed
+                .is_empty());
+        }
+        let a = accepted(agg.push(c(4, 9.0)).unwrap());
+        assert_eq!(a.closed.len(), 1);
+        let bar = a.closed[0];
+        assert_eq!(bar.timeframe, Timeframe::M5);
+        assert_eq!(
+            (
+                bar.candle.open,
+                bar.candle.high,
+                bar.candle.low,
+                bar.candle.close
+            ),
+            (10.0, 14.0, 8.0, 9.0)
+        );
+        assert_eq!(bar.candle.volume, 5.0);
+        assert!(bar.complete());
+    }
+
+    #[test]
+    fn duplicates_corrections_and_late_candles() {
+        let mut agg = CandleAggregator::new();
+        agg.push(c(0, 10.0)).unwrap();
+        agg.push(c(1, 11.0)).unwrap();
+        assert_eq!(agg.push(c(1, 11.0)).unwrap(), PushOutcome::Duplicate);
+        assert_eq!(agg.push(c(0, 10.0)).unwrap(), PushOutcome::Duplicate);
+        assert_eq!(
+            agg.push(c(1, 12.0)).unwrap_err().code(),
+            "CONFLICTING_DUPLICATE"
+        );
+        // Jump to minute 7: minutes 2..6 are missing, the 0..5 bar closes incomplete.
+        let a = accepted(agg.push(c(7, 12.0)).unwrap());
+        assert_eq!(a.missing_before, 5);
+        assert_eq!(a.closed.len(), 1);
+        assert_eq!(a.closed[0].minutes, 2);
+        assert!(!a.closed[0].complete());
+        let err = agg.push(c(3, 12.0)).unwrap_err();
+        assert_eq!(err.code(), "LATE_CANDLE");
+        assert!(err.to_string().contains("5m@0"));
+    }
+}

@@ -1,0 +1,205 @@
+//! A candle is validated once, at the edge: finite numbers, positive prices, a high at or above
+//! the body, a low at or below it, non-negative volume, an open time on its interval's UTC
+//! boundary. Everything downstream can then do arithmetic without checks.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MarketError, MarketResult};
+
+pub const MINUTE_MS: i64 = 60_000;
+const MAX_TIME_MS: u64 = 1 << 53;
+
+/// The timeframes of the pipeline (`market.candles.{symbol}.{1m,5m,15m,1h}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub enum Timeframe {
+    M1,
+    M5,
+    M15,
+    H1,
+}
+
+impl Timeframe {
+    pub const ALL: [Timeframe; 4] = [Timeframe::M1, Timeframe::M5, Timeframe::M15, Timeframe::H1];
+    /// The timeframes built from 1m candles.
+    pub const HIGHER: [Timeframe; 3] = [Timeframe::M5, Timeframe::M15, Timeframe::H1];
+
+    pub fn minutes(self) -> i64 {
+        match self {
+            Timeframe::M1 => 1,
+            Timeframe::M5 => 5,
+            Timeframe::M15 => 15,
+            Timeframe::H1 => 60,
+        }
+    }
+
+    pub fn millis(self) -> i64 {
+        self.minutes() * MINUTE_MS
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Timeframe::M1 => "1m",
+            Timeframe::M5 => "5m",
+            Timeframe::M15 => "15m",
+            Timeframe::H1 => "1h",
+        }
+    }
+
+    pub fn parse(s: &str) -> MarketResult<Self> {
+        match s {
+            "1m" => Ok(Timeframe::M1),
+            "5m" => Ok(Timeframe::M5),
+            "15m" => Ok(Timeframe::M15),
+            "1h" => Ok(Timeframe::H1),
+            other => Err(MarketError::UnknownInterval(other.to_string())),
+        }
+    }
+
+    /// The open time of the bar of this timeframe that contains `time_ms` (UTC epoch ms).
+    pub fn bucket(self, time_ms: i64) -> i64 {
+        time_ms.div_euclid(self.millis()) * self.millis()
+    }
+}
+
+/// One OHLCV bar. `open_time_ms` is the UTC epoch time at which the bar opens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Candle {
+    pub open_time_ms: i64,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: f64,
+}
+
+impl Candle {
+    /// A validated candle of `interval`; the error says exactly what is wrong.
+    pub fn new(
+        interval: Timeframe,
+        open_time_ms: i64,
+        open: f64,
+        high: f64,
+        low: f64,
+        close: f64,
+        volume: f64,
+    ) -> MarketResult<Self> {
+        let candle = Self {
+            open_time_ms,
+            open,
+            high,
+            low,
+            close,
+            volume,
+        };
+        candle.validate(interval)?;
+        Ok(candle)
+    }
+
+    pub fn validate(&self, interval: Timeframe) -> MarketResult<()> {
+        for (field, value) in [
+            ("open", self.open),
+            ("high", self.high),
+            ("low", self.low),
+            ("close", self.close),
+            ("volume", self.volume),
+        ] {
+            if !value.is_finite() {
+                return Err(MarketError::NonFinite { field });
+            }
+        }
+        for (field, value) in [
+            ("open", self.open),
+            ("high", self.high),
+            ("low", self.low),
+            ("close", self.close),
+        ] {
+            if value <= 0.0 {
+                return Err(MarketError::NonPositivePrice { field, value });
+            }
+        }
+        let body_top = self.open.max(self.close);
+        if self.high < body_top {
+            return Err(MarketError::HighBelowBody {
+                high: self.high,
+                body_top,
+            });
+        }
+        let body_bottom = self.open.min(self.close);
+        if self.low > body_bottom {
+            return Err(MarketError::LowAboveBody {
+                low: self.low,
+                body_bottom,
+            });
+        }
+        if self.volume < 0.0 {
+            return Err(MarketError::NegativeVolume(self.volume));
+        }
+        // Keeps time arithmetic (bar ends, gaps) far from i64 overflow.
+        if self.open_time_ms.unsigned_abs() > MAX_TIME_MS {
+            return Err(MarketError::TimeOutOfRange(self.open_time_ms));
+        }
+        if self.open_time_ms.rem_euclid(interval.millis()) != 0 {
+            return Err(MarketError::Misaligned {
+                open_time_ms: self.open_time_ms,
+                interval: interval.as_str(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The time the bar closes (exclusive end), for a candle of `interval`.
+    pub fn close_time_ms(&self, interval: Timeframe) -> i64 {
+        self.open_time_ms + interval.millis()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(r: MarketResult<Candle>) -> &'static str {
+        r.unwrap_err().code()
+    }
+
+    #[test]
+    fn rejects_each_kind_of_bad_candle_with_its_code() {
+        let m = Timeframe::M1;
+        assert!(Candle::new(m, 0, 1.0, 2.0, 0.5, 1.5, 3.0).is_ok());
+        assert_eq!(
+            code(Candle::new(m, 0, 1.0, 1.2, 0.5, 1.5, 3.0)),
+            "HIGH_BELOW_BODY"
+        );
+        assert_eq!(
+            code(Candle::new(m, 0, 1.0, 2.0, 1.1, 1.5, 3.0)),
+            "LOW_ABOVE_BODY"
+        );
+        assert_eq!(
+            code(Candle::new(m, 0, 1.0, 2.0, 0.5, 1.5, -1.0)),
+            "NEGATIVE_VOLUME"
+        );
+        assert_eq!(
+            code(Candle::new(m, 0, f64::NAN, 2.0, 0.5, 1.5, 1.0)),
+            "NON_FINITE"
+        );
+        assert_eq!(
+            code(Candle::new(m, 0, 1.0, f64::INFINITY, 0.5, 1.5, 1.0)),
+            "NON_FINITE"
+        );
+        assert_eq!(
+            code(Candle::new(m, 0, 1.0, 2.0, -0.5, 1.5, 1.0)),
+            "NON_POSITIVE_PRICE"
+        );
+        assert_eq!(
+            code(Candle::new(m, 1, 1.0, 2.0, 0.5, 1.5, 1.0)),
+            "MISALIGNED_TIME"
+        );
+        assert_eq!(
+            code(Candle::new(m, i64::MAX - 7, 1.0, 2.0, 0.5, 1.5, 1.0)),
+            "TIME_OUT_OF_RANGE"
+        );
+        assert_eq!(
+            Timeframe::parse("2m").unwrap_err().code(),
+            "UNKNOWN_INTERVAL"
+        );
+    }
+}

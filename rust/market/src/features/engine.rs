@@ -1,0 +1,382 @@
+//! The per-symbol feature engine: closed 1m candles in, one feature vector out per accepted
+//! candle.
+//!
+//! - 1m indicators update with every candle; 5m/15m/1h indicators update only when the
+//!   [`CandleAggregator`] closes a bar, so a higher timeframe always contributes its last
+//!   CLOSED bar (no look-ahead: a 5m bar is used from the candle that completes it on).
+//! - Values that are still warming up are NaN, and never silently: `ready` is false until every
+//!   value is finite, and `ready_{tf}` features say how warm each timeframe is.
+//! - [`FeatureEngine::snapshot`] / [`FeatureEngine::restore`] carry the whole state (aggregator
+//!   and indicators) as bytes, so a restarted service continues bit for bit.
+//! - The batch path ([`FeatureEngine::update_batch`]) is a loop over [`FeatureEngine::update`]:
+//!   training data and live data come from the same code.
+
+use serde::{Deserialize, Serialize};
+
+use super::names::{FEATURE_COUNT, FEATURE_VERSION, GLOBAL, PER_TIMEFRAME};
+use super::timeframe::{TimeframeFeatures, N};
+use crate::candles::{Candle, CandleAggregator, PushOutcome, Timeframe};
+use crate::error::{MarketError, MarketResult};
+
+/// Smoothing of the slow mean of 1m realized volatility (about a day of minutes).
+const VOL_MEAN_ALPHA: f64 = 2.0 / 1441.0;
+const VOL_LOW: f64 = 0.75;
+const VOL_HIGH: f64 = 1.5;
+const SNAPSHOT_FORMAT: u32 = 1;
+const DAY_MS: i64 = 86_400_000;
+
+struct ClockTable {
+    minutes: [(f64, f64); 1440],
+    days: [(f64, f64); 7],
+}
+
+fn clock_table() -> &'static ClockTable {
+    static TABLE: std::sync::OnceLock<ClockTable> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let point = |i: usize, n: usize| {
+            let angle = std::f64::consts::TAU * i as f64 / n as f64;
+            (angle.sin(), angle.cos())
+        };
+        ClockTable {
+            minutes: std::array::from_fn(|i| point(i, 1440)),
+            days: std::array::from_fn(|i| point(i, 7)),
+        }
+    })
+}
+
+/// One feature vector, in the order of [`super::feature_names`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureVector {
+    /// Open time (UTC epoch ms) of the 1m candle that produced it.
+    pub open_time_ms: i64,
+    pub values: Vec<f64>,
+    /// True when every value is finite (all timeframes warm).
+    pub ready: bool,
+    /// Higher bars that closed with this candle (for publishing `market.candles.*`).
+    pub closed: Vec<crate::candles::ClosedBar>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FeatureEngine {
+    aggregator: CandleAggregator,
+    timeframes: [TimeframeFeatures; 4],
+    vol_mean: Option<f64>,
+    candles: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    format: u32,
+    feature_version: String,
+    engine: FeatureEngine,
+}
+
+impl FeatureEngine {
+    pub fn new() -> Self {
+        let tf = || TimeframeFeatures::new().expect("fixed periods are valid");
+        Self {
+            aggregator: CandleAggregator::new(),
+            timeframes: [tf(), tf(), tf(), tf()],
+            vol_mean: None,
+            candles: 0,
+        }
+    }
+
+    /// 1m candles accepted so far.
+    pub fn candles(&self) -> u64 {
+        self.candles
+    }
+
+    /// Push one closed 1m candle. `Ok(None)` means a duplicate that was ignored; errors are
+    /// invalid, late or conflicting candles (see [`CandleAggregator`]), and leave the state as
+    /// it was.
+    pub fn update(&mut self, candle: Candle) -> MarketResult<Option<FeatureVector>> {
+        let mut values = Vec::with_capacity(FEATURE_COUNT);
+        match self.update_into(candle, &mut values)? {
+            None => Ok(None),
+            Some((ready, closed)) => Ok(Some(FeatureVector {
+                open_time_ms: candle.open_time_ms,
+                values,
+                ready,
+                closed,
+            })),
+        }
+    }
+
+    /// Like [`update`](Self::update), appending the values to `out` (no allocation when `out`
+    /// has room). Returns `(ready, closed higher bars)`.
+    pub fn update_into(
+        &mut self,
+        candle: Candle,
+        out: &mut Vec<f64>,
+    ) -> MarketResult<Option<(bool, Vec<crate::candles::ClosedBar>)>> {
+        let accepted = match self.aggregator.push(candle)? {
+            PushOutcome::Duplicate => return Ok(None),
+            PushOutcome::Accepted(a) => a,
+        };
+        self.candles += 1;
+        self.timeframes[0].update(&candle);
+        for bar in &accepted.closed {
+            let index = Timeframe::ALL
+                .iter()
+                .position(|&tf| tf == bar.timeframe)
+                .unwrap_or(0);
+            self.timeframes[index].update(&bar.candle);
+        }
+
+        let start = out.len();
+        for tf in &self.timeframes {
+            out.extend_from_slice(&tf.latest);
+        }
+
+        // Multi-timeframe alignment: do the timeframes agree on the side of their SMA20?
+        let close_sma = |tf: &TimeframeFeatures| tf.get(1);
+        let alignment = if self.timeframes.iter().all(|tf| close_sma(tf).is_some()) {
+            let sum: f64 = self
+                .timeframes
+                .iter()
+                .map(|tf| sign(close_sma(tf).unwrap_or(0.0)))
+                .sum();
+            sum / 4.0
+        } else {
+            f64::NAN
+        };
+        out.push(alignment);
+
+        // Volatility regime: 1m realized vol against its slow mean.
+        let realized = self.timeframes[0].get(N - 2);
+        let ratio = match realized {
+            Some(vol) => {
+                let mean = match self.vol_mean {
+                    Some(m) => m + VOL_MEAN_ALPHA * (vol - m),
+                    None => vol,
+                };
+                self.vol_mean = Some(mean);
+                if mean > 0.0 {
+                    vol / mean
+                } else {
+                    1.0
+                }
+            }
+            None => f64::NAN,
+        };
+        out.push(ratio);
+        if ratio.is_nan() {
+            out.extend([f64::NAN; 3]);
+        } else {
+            out.push(f64::from(u8::from(ratio < VOL_LOW)));
+            out.push(f64::from(u8::from((VOL_LOW..=VOL_HIGH).contains(&ratio))));
+            out.push(f64::from(u8::from(ratio > VOL_HIGH)));
+        }
+
+        // Clock features (UTC), from the candle's open time; the unit-circle points of the
+        // 1440 minutes and 7 days are computed once (sin/cos was a fifth of the update).
+        let (minute_sin, minute_cos) =
+            clock_table().minutes[(candle.open_time_ms.rem_euclid(DAY_MS) / 60_000) as usize];
+        // 1970-01-01 was a Thursday; Monday = 0.
+        let (day_sin, day_cos) =
+            clock_table().days[(candle.open_time_ms.div_euclid(DAY_MS) + 3).rem_euclid(7) as usize];
+        out.extend([minute_sin, minute_cos, day_sin, day_cos]);
+        for tf in &self.timeframes {
+            out.push(tf.ready_fraction());
+        }
+        out.push(f64::from(accepted.missing_before));
+        debug_assert_eq!(out.len() - start, FEATURE_COUNT);
+        debug_assert_eq!(GLOBAL.len() + 4 * PER_TIMEFRAME.len(), FEATURE_COUNT);
+
+        let ready = out[start..].iter().all(|v| v.is_finite());
+        Ok(Some((ready, accepted.closed)))
+    }
+
+    /// Run [`update`](Self::update) over many candles: the training-data path. Returns the
+    /// values of accepted candles feature by feature (each feature's rows contiguous, the
+    /// layout of a columnar table), their open times and ready flags, and, for each candle
+    /// that was not accepted, its index and the error (duplicates are not errors and produce
+    /// no row).
+    pub fn update_batch(&mut self, candles: &[Candle]) -> BatchOutput {
+        // Rows go through a small row-major block that is then written out column by column:
+        // both stay in cache, and the large output is written once, sequentially.
+        const BLOCK: usize = 256;
+        let capacity = candles.len();
+        let mut out = BatchOutput {
+            columns: vec![0.0; capacity * FEATURE_COUNT],
+            ..BatchOutput::default()
+        };
+        let mut block: Vec<f64> = Vec::with_capacity(BLOCK * FEATURE_COUNT);
+        let mut flushed = 0;
+        let flush = |block: &mut Vec<f64>, columns: &mut [f64], flushed: &mut usize| {
+            let rows = block.len() / FEATURE_COUNT;
+            for j in 0..FEATURE_COUNT {
+                let column = &mut columns[j * capacity + *flushed..j * capacity + *flushed + rows];
+                for (i, slot) in column.iter_mut().enumerate() {
+                    *slot = block[i * FEATURE_COUNT + j];
+                }
+            }
+            *flushed += rows;
+            block.clear();
+        };
+        for (i, &candle) in candles.iter().enumerate() {
+            match self.update_into(candle, &mut block) {
+                Ok(Some((ready, _))) => {
+                    out.open_time_ms.push(candle.open_time_ms);
+                    out.ready.push(ready);
+                    if block.len() == BLOCK * FEATURE_COUNT {
+                        flush(&mut block, &mut out.columns, &mut flushed);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => out.rejected.push((i, e)),
+            }
+        }
+        flush(&mut block, &mut out.columns, &mut flushed);
+        let rows = out.open_time_ms.len();
+        if rows < capacity {
+            // Some candles gave no row: close the gaps between the columns.
+            for j in 1..FEATURE_COUNT {
+                out.columns
+                    .copy_within(j * capacity..j * capacity + rows, j * rows);
+            }
+            out.columns.truncate(rows * FEATURE_COUNT);
+        }
+        out
+    }
+
+    /// The feature vectors of a batch, one `Vec` per accepted candle (for tests and tools).
+    pub fn rows(out: &BatchOutput) -> Vec<Vec<f64>> {
+        let rows = out.open_time_ms.len();
+        (0..rows)
+            .map(|i| {
+                (0..FEATURE_COUNT)
+                    .map(|j| out.columns[j * rows + i])
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The whole state as bytes (self-describing, versioned).
+    pub fn snapshot(&self) -> MarketResult<Vec<u8>> {
+        let snap = Snapshot {
+            format: SNAPSHOT_FORMAT,
+            feature_version: FEATURE_VERSION.to_string(),
+            engine: self.clone(),
+        };
+        serde_json::to_vec(&snap).map_err(|e| MarketError::Snapshot(e.to_string()))
+    }
+
+    pub fn restore(bytes: &[u8]) -> MarketResult<Self> {
+        let snap: Snapshot =
+            serde_json::from_slice(bytes).map_err(|e| MarketError::Snapshot(e.to_string()))?;
+        if snap.format != SNAPSHOT_FORMAT || snap.feature_version != FEATURE_VERSION {
+            return Err(MarketError::Snapshot(format!(
+                "snapshot is format {} / {}, this engine is format {} / {}",
+                snap.format, snap.feature_version, SNAPSHOT_FORMAT, FEATURE_VERSION
+            )));
+        }
+        Ok(snap.engine)
+    }
+}
+
+impl Default for FeatureEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct BatchOutput {
+    /// Feature-major: `FEATURE_COUNT` columns of one value per accepted candle.
+    pub columns: Vec<f64>,
+    pub open_time_ms: Vec<i64>,
+    pub ready: Vec<bool>,
+    pub rejected: Vec<(usize, MarketError)>,
+}
+
+fn sign(x: f64) -> f64 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::candles::MINUTE_MS;
+
+    fn candles(n: usize) -> Vec<Candle> {
+        crate::indicators::testutil::series(n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| Candle {
+                open_time_ms: i as i64 * MINUTE_MS,
+                open: c,
+                high: c + 0.5,
+                low: c - 0.5,
+                close: c,
+                volume: 1.0 + (i % 7) as f64,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batch_skips_rejected_and_duplicate_rows() {
+        let mut data = candles(600);
+        data.insert(300, data[299]); // duplicate
+        data[100].low = -1.0; // invalid
+        let out = FeatureEngine::new().update_batch(&data);
+        assert_eq!(out.open_time_ms.len(), 599);
+        assert_eq!(out.columns.len(), 599 * FEATURE_COUNT);
+        assert_eq!(out.rejected.len(), 1);
+        assert_eq!(out.rejected[0].0, 100);
+        let mut streamed = FeatureEngine::new();
+        let want: Vec<Vec<f64>> = data
+            .iter()
+            .filter_map(|&x| streamed.update(x).ok().flatten())
+            .map(|v| v.values)
+            .collect();
+        let got = FeatureEngine::rows(&out);
+        for (x, y) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
+        }
+    }
+
+    #[test]
+    fn warms_up_then_is_ready_and_finite() {
+        let mut engine = FeatureEngine::new();
+        let mut last = None;
+        for c in candles(3000) {
+            last = engine.update(c).unwrap();
+        }
+        let v = last.unwrap();
+        assert_eq!(v.values.len(), FEATURE_COUNT);
+        assert!(v.ready, "{:?}", v.values);
+    }
+
+    #[test]
+    fn snapshot_restore_continues_bit_for_bit() {
+        let data = candles(2500);
+        let mut whole = FeatureEngine::new();
+        let a = FeatureEngine::rows(&whole.update_batch(&data));
+        let mut first = FeatureEngine::new();
+        first.update_batch(&data[..1234]);
+        let mut second = FeatureEngine::restore(&first.snapshot().unwrap()).unwrap();
+        let b = FeatureEngine::rows(&second.update_batch(&data[1234..]));
+        let mut streamed = FeatureEngine::new();
+        let c: Vec<Vec<f64>> = data
+            .iter()
+            .map(|&x| streamed.update(x).unwrap().unwrap().values)
+            .collect();
+        let same = |x: &f64, y: &f64| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
+        assert_eq!(a.len(), c.len());
+        for (x, y) in a.iter().flatten().zip(c.iter().flatten()) {
+            assert!(same(x, y), "batch != stream");
+        }
+        assert_eq!(a[1234..].len(), b.len());
+        for (x, y) in a[1234..].iter().flatten().zip(b.iter().flatten()) {
+            assert!(same(x, y), "restored != uninterrupted");
+        }
+    }
+}

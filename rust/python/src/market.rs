@@ -1,0 +1,911 @@
+//! Bindings for `kstrade-market`: candles, the TA-Lib-named incremental indicators, batch
+//! functions over buffers (numpy arrays) and the `FeatureEngine`. Only type conversion here;
+//! every batch call runs with the GIL released. Errors are `MarketError` (a `ValueError`) with
+//! a stable `.code`.
+
+use pyo3::buffer::PyBuffer;
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyTuple};
+
+use kstrade_market::features::{feature_names, FEATURE_COUNT, FEATURE_VERSION};
+use kstrade_market::indicators::{self as ind, batch};
+use kstrade_market::{
+    Candle as RsCandle, CandleAggregator as RsAggregator, ClosedBar, FeatureEngine as RsEngine,
+    MarketError as RsMarketError, PushOutcome, Timeframe,
+};
+
+create_exception!(
+    kstrade._native,
+    MarketError,
+    PyValueError,
+    "A candle or indicator input was rejected; `.code` is a stable error code."
+);
+
+fn err(py: Python<'_>, e: RsMarketError) -> PyErr {
+    let pyerr = MarketError::new_err(e.to_string());
+    // Attach the stable code; if that fails the message still says what went wrong.
+    let _ = pyerr.value(py).setattr("code", e.code());
+    pyerr
+}
+
+macro_rules! market {
+    ($py:expr, $e:expr) => {
+        $e.map_err(|e| err($py, e))
+    };
+}
+
+// ----------------------------------------------------------------------------- candles
+
+/// A validated OHLCV candle; `open_time_ms` is the UTC epoch time its bar opens.
+#[pyclass(module = "kstrade._native", name = "Candle", frozen, eq)]
+#[derive(Clone, PartialEq)]
+pub struct PyCandle {
+    inner: RsCandle,
+    interval: Timeframe,
+}
+
+#[pymethods]
+impl PyCandle {
+    #[new]
+    #[pyo3(signature = (open_time_ms, open, high, low, close, volume, interval="1m"))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        open_time_ms: i64,
+        open: f64,
+        high: f64,
+        low: f64,
+        close: f64,
+        volume: f64,
+        interval: &str,
+    ) -> PyResult<Self> {
+        let tf = market!(py, Timeframe::parse(interval))?;
+        let inner = market!(
+            py,
+            RsCandle::new(tf, open_time_ms, open, high, low, close, volume)
+        )?;
+        Ok(Self {
+            inner,
+            interval: tf,
+        })
+    }
+
+    #[getter]
+    fn open_time_ms(&self) -> i64 {
+        self.inner.open_time_ms
+    }
+    #[getter]
+    fn open(&self) -> f64 {
+        self.inner.open
+    }
+    #[getter]
+    fn high(&self) -> f64 {
+        self.inner.high
+    }
+    #[getter]
+    fn low(&self) -> f64 {
+        self.inner.low
+    }
+    #[getter]
+    fn close(&self) -> f64 {
+        self.inner.close
+    }
+    #[getter]
+    fn volume(&self) -> f64 {
+        self.inner.volume
+    }
+    #[getter]
+    fn interval(&self) -> &'static str {
+        self.interval.as_str()
+    }
+
+    fn __repr__(&self) -> String {
+        let c = &self.inner;
+        format!(
+            "Candle(open_time_ms={}, open={}, high={}, low={}, close={}, volume={}, interval='{}')",
+            c.open_time_ms,
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
+            self.interval.as_str()
+        )
+    }
+}
+
+/// A closed higher-timeframe bar and how many 1m candles it was built from.
+#[pyclass(module = "kstrade._native", name = "ClosedBar", frozen)]
+pub struct PyClosedBar {
+    #[pyo3(get)]
+    candle: Py<PyCandle>,
+    #[pyo3(get)]
+    interval: &'static str,
+    #[pyo3(get)]
+    minutes: u32,
+    #[pyo3(get)]
+    expected: u32,
+    #[pyo3(get)]
+    complete: bool,
+}
+
+impl PyClosedBar {
+    fn from_rs(py: Python<'_>, bar: &ClosedBar) -> PyResult<Self> {
+        Ok(Self {
+            candle: Py::new(
+                py,
+                PyCandle {
+                    inner: bar.candle,
+                    interval: bar.timeframe,
+                },
+            )?,
+            interval: bar.timeframe.as_str(),
+            minutes: bar.minutes,
+            expected: bar.expected(),
+            complete: bar.complete(),
+        })
+    }
+}
+
+#[pymethods]
+impl PyClosedBar {
+    fn __repr__(&self) -> String {
+        format!(
+            "ClosedBar(interval='{}', minutes={}/{})",
+            self.interval, self.minutes, self.expected
+        )
+    }
+}
+
+fn m1(py: Python<'_>, candle: &PyCandle) -> PyResult<RsCandle> {
+    if candle.interval != Timeframe::M1 {
+        return Err(err(
+            py,
+            RsMarketError::WrongInterval {
+                expected: "1m",
+                got: candle.interval.as_str(),
+            },
+        ));
+    }
+    Ok(candle.inner)
+}
+
+/// 1m candles in, closed 5m/15m/1h bars out (see the Rust docs for the policies).
+#[pyclass(module = "kstrade._native", name = "CandleAggregator")]
+pub struct PyCandleAggregator {
+    inner: RsAggregator,
+}
+
+#[pymethods]
+impl PyCandleAggregator {
+    #[new]
+    fn new() -> Self {
+        Self {
+            inner: RsAggregator::new(),
+        }
+    }
+
+    /// Returns None for an ignored duplicate, else `(missing_before, [ClosedBar, ...])`.
+    fn push(
+        &mut self,
+        py: Python<'_>,
+        candle: &PyCandle,
+    ) -> PyResult<Option<(u32, Vec<PyClosedBar>)>> {
+        match market!(py, self.inner.push(m1(py, candle)?))? {
+            PushOutcome::Duplicate => Ok(None),
+            PushOutcome::Accepted(a) => {
+                let bars = a
+                    .closed
+                    .iter()
+                    .map(|b| PyClosedBar::from_rs(py, b))
+                    .collect::<PyResult<_>>()?;
+                Ok(Some((a.missing_before, bars)))
+            }
+        }
+    }
+}
+
+// -------------------------------------------------------------------------- indicators
+
+macro_rules! single_input {
+    ($rs:ident, $py_name:literal, $ty:ty, $doc:literal, ($($arg:ident : $argty:ty = $default:expr),*), $ctor:expr) => {
+        #[doc = $doc]
+        #[pyclass(module = "kstrade._native", name = $py_name)]
+        pub struct $rs {
+            inner: $ty,
+        }
+
+        #[pymethods]
+        impl $rs {
+            #[new]
+            #[pyo3(signature = ($($arg = $default),*))]
+            fn new(py: Python<'_>, $($arg: $argty),*) -> PyResult<Self> {
+                Ok(Self { inner: market!(py, $ctor)? })
+            }
+
+            fn update(&mut self, real: f64) -> Option<f64> {
+                self.inner.update(real)
+            }
+        }
+    };
+}
+
+single_input!(PySma, "SMA", ind::Sma, "TA-Lib SMA, one bar per update.", (timeperiod: usize = 30), ind::Sma::new(timeperiod));
+single_input!(PyEma, "EMA", ind::Ema, "TA-Lib EMA, one bar per update.", (timeperiod: usize = 30), ind::Ema::new(timeperiod));
+single_input!(PyRsi, "RSI", ind::Rsi, "TA-Lib RSI, one bar per update.", (timeperiod: usize = 14), ind::Rsi::new(timeperiod));
+single_input!(PyStdDev, "STDDEV", ind::StdDev, "TA-Lib STDDEV, one bar per update.", (timeperiod: usize = 5, nbdev: f64 = 1.0), ind::StdDev::new(timeperiod, nbdev));
+single_input!(PyRocp, "ROCP", ind::Rocp, "TA-Lib ROCP, one bar per update.", (timeperiod: usize = 10), ind::Rocp::new(timeperiod));
+single_input!(PyVolumeZScore, "VolumeZScore", ind::VolumeZScore, "(V - SMA(V, n)) / STDDEV(V, n), one bar per update.", (timeperiod: usize = 20), ind::VolumeZScore::new(timeperiod));
+
+fn check_matype(py: Python<'_>, name: &str, matype: i32) -> PyResult<()> {
+    if matype != 0 {
+        return Err(err(
+            py,
+            RsMarketError::InvalidParameter(format!("{name}={matype}: only 0 (SMA) is supported")),
+        ));
+    }
+    Ok(())
+}
+
+/// TA-Lib MACD: `update(real)` returns `(macd, macdsignal, macdhist)` or None.
+#[pyclass(module = "kstrade._native", name = "MACD")]
+pub struct PyMacd {
+    inner: ind::Macd,
+}
+
+#[pymethods]
+impl PyMacd {
+    #[new]
+    #[pyo3(signature = (fastperiod=12, slowperiod=26, signalperiod=9))]
+    fn new(
+        py: Python<'_>,
+        fastperiod: usize,
+        slowperiod: usize,
+        signalperiod: usize,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            inner: market!(py, ind::Macd::new(fastperiod, slowperiod, signalperiod))?,
+        })
+    }
+
+    fn update(&mut self, real: f64) -> Option<(f64, f64, f64)> {
+        self.inner.update(real).map(|m| (m.macd, m.signal, m.hist))
+    }
+}
+
+/// TA-Lib BBANDS (matype 0): `update(real)` returns `(upper, middle, lower)` or None.
+#[pyclass(module = "kstrade._native", name = "BBANDS")]
+pub struct PyBbands {
+    inner: ind::BollingerBands,
+}
+
+#[pymethods]
+impl PyBbands {
+    #[new]
+    #[pyo3(signature = (timeperiod=5, nbdevup=2.0, nbdevdn=2.0, matype=0))]
+    fn new(
+        py: Python<'_>,
+        timeperiod: usize,
+        nbdevup: f64,
+        nbdevdn: f64,
+        matype: i32,
+    ) -> PyResult<Self> {
+        check_matype(py, "matype", matype)?;
+        Ok(Self {
+            inner: market!(py, ind::BollingerBands::new(timeperiod, nbdevup, nbdevdn))?,
+        })
+    }
+
+    fn update(&mut self, real: f64) -> Option<(f64, f64, f64)> {
+        self.inner
+            .update(real)
+            .map(|b| (b.upper, b.middle, b.lower))
+    }
+}
+
+/// TA-Lib ATR: `update(high, low, close)`.
+#[pyclass(module = "kstrade._native", name = "ATR")]
+pub struct PyAtr {
+    inner: ind::Atr,
+}
+
+#[pymethods]
+impl PyAtr {
+    #[new]
+    #[pyo3(signature = (timeperiod=14))]
+    fn new(py: Python<'_>, timeperiod: usize) -> PyResult<Self> {
+        Ok(Self {
+            inner: market!(py, ind::Atr::new(timeperiod))?,
+        })
+    }
+
+    fn update(&mut self, high: f64, low: f64, close: f64) -> Option<f64> {
+        self.inner.update(high, low, close)
+    }
+}
+
+/// TA-Lib STOCH (SMA smoothing): `update(high, low, close)` returns `(slowk, slowd)` or None.
+#[pyclass(module = "kstrade._native", name = "STOCH")]
+pub struct PyStoch {
+    inner: ind::Stochastic,
+}
+
+#[pymethods]
+impl PyStoch {
+    #[new]
+    #[pyo3(signature = (fastk_period=5, slowk_period=3, slowk_matype=0, slowd_period=3, slowd_matype=0))]
+    fn new(
+        py: Python<'_>,
+        fastk_period: usize,
+        slowk_period: usize,
+        slowk_matype: i32,
+        slowd_period: usize,
+        slowd_matype: i32,
+    ) -> PyResult<Self> {
+        check_matype(py, "slowk_matype", slowk_matype)?;
+        check_matype(py, "slowd_matype", slowd_matype)?;
+        Ok(Self {
+            inner: market!(
+                py,
+                ind::Stochastic::new(fastk_period, slowk_period, slowd_period)
+            )?,
+        })
+    }
+
+    fn update(&mut self, high: f64, low: f64, close: f64) -> Option<(f64, f64)> {
+        self.inner
+            .update(high, low, close)
+            .map(|s| (s.slowk, s.slowd))
+    }
+}
+
+macro_rules! directional {
+    ($rs:ident, $py_name:literal, $field:ident) => {
+        #[doc = concat!("TA-Lib ", $py_name, ": `update(high, low, close)`.")]
+        #[pyclass(module = "kstrade._native", name = $py_name)]
+        pub struct $rs {
+            inner: ind::DirectionalMovement,
+        }
+
+        #[pymethods]
+        impl $rs {
+            #[new]
+            #[pyo3(signature = (timeperiod=14))]
+            fn new(py: Python<'_>, timeperiod: usize) -> PyResult<Self> {
+                Ok(Self {
+                    inner: market!(py, ind::DirectionalMovement::new(timeperiod))?,
+                })
+            }
+
+            fn update(&mut self, high: f64, low: f64, close: f64) -> Option<f64> {
+                self.inner.update(high, low, close).$field
+            }
+        }
+    };
+}
+
+directional!(PyAdx, "ADX", adx);
+directional!(PyPlusDi, "PLUS_DI", plus_di);
+directional!(PyMinusDi, "MINUS_DI", minus_di);
+
+/// TA-Lib OBV: `update(real, volume)`; a value from the first bar.
+#[pyclass(module = "kstrade._native", name = "OBV")]
+pub struct PyObv {
+    inner: ind::Obv,
+}
+
+#[pymethods]
+impl PyObv {
+    #[new]
+    fn new() -> Self {
+        Self {
+            inner: ind::Obv::new(),
+        }
+    }
+
+    fn update(&mut self, real: f64, volume: f64) -> f64 {
+        self.inner.update(real, volume)
+    }
+}
+
+/// TA-Lib VWAP (cumulative, no reset): `update(high, low, close, volume)`.
+#[pyclass(module = "kstrade._native", name = "VWAP")]
+pub struct PyVwap {
+    inner: ind::Vwap,
+}
+
+#[pymethods]
+impl PyVwap {
+    #[new]
+    fn new() -> Self {
+        Self {
+            inner: ind::Vwap::new(),
+        }
+    }
+
+    fn update(&mut self, high: f64, low: f64, close: f64, volume: f64) -> f64 {
+        self.inner.update(high, low, close, volume)
+    }
+}
+
+/// VWAP restarted whenever `session` changes: `update(session, high, low, close, volume)`.
+#[pyclass(module = "kstrade._native", name = "SessionVWAP")]
+pub struct PySessionVwap {
+    inner: ind::SessionVwap,
+}
+
+#[pymethods]
+impl PySessionVwap {
+    #[new]
+    fn new() -> Self {
+        Self {
+            inner: ind::SessionVwap::new(),
+        }
+    }
+
+    fn update(&mut self, session: i64, high: f64, low: f64, close: f64, volume: f64) -> f64 {
+        self.inner.update(session, high, low, close, volume)
+    }
+}
+
+// ------------------------------------------------------------------- batch over buffers
+
+fn read(py: Python<'_>, buf: &PyBuffer<f64>) -> PyResult<Vec<f64>> {
+    buf.to_vec(py)
+}
+
+/// Copy results into caller-allocated output buffers (numpy arrays of the same length).
+fn write(py: Python<'_>, outs: &[&PyBuffer<f64>], values: &[Vec<f64>]) -> PyResult<()> {
+    for (out, v) in outs.iter().zip(values) {
+        out.copy_from_slice(py, v)?;
+    }
+    Ok(())
+}
+
+/// `batch_single(kind, real, out, timeperiod)`: kind is SMA, EMA, RSI, ROCP or VolumeZScore.
+#[pyfunction]
+fn batch_single(
+    py: Python<'_>,
+    kind: &str,
+    real: PyBuffer<f64>,
+    out: PyBuffer<f64>,
+    timeperiod: usize,
+) -> PyResult<()> {
+    let x = read(py, &real)?;
+    let kind = kind.to_string();
+    let result = py.detach(move || match kind.as_str() {
+        "SMA" => batch::sma(&x, timeperiod),
+        "EMA" => batch::ema(&x, timeperiod),
+        "RSI" => batch::rsi(&x, timeperiod),
+        "ROCP" => batch::rocp(&x, timeperiod),
+        "VolumeZScore" => batch::volume_zscore(&x, timeperiod),
+        other => Err(RsMarketError::InvalidParameter(format!(
+            "unknown indicator {other}"
+        ))),
+    });
+    write(py, &[&out], &[market!(py, result)?])
+}
+
+#[pyfunction]
+fn batch_stddev(
+    py: Python<'_>,
+    real: PyBuffer<f64>,
+    out: PyBuffer<f64>,
+    timeperiod: usize,
+    nbdev: f64,
+) -> PyResult<()> {
+    let x = read(py, &real)?;
+    let result = py.detach(move || batch::stddev(&x, timeperiod, nbdev));
+    write(py, &[&out], &[market!(py, result)?])
+}
+
+#[pyfunction]
+fn batch_log_return(py: Python<'_>, real: PyBuffer<f64>, out: PyBuffer<f64>) -> PyResult<()> {
+    let x = read(py, &real)?;
+    let result = py.detach(move || batch::log_return(&x));
+    write(py, &[&out], &[result])
+}
+
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn batch_macd(
+    py: Python<'_>,
+    real: PyBuffer<f64>,
+    macd: PyBuffer<f64>,
+    signal: PyBuffer<f64>,
+    hist: PyBuffer<f64>,
+    fastperiod: usize,
+    slowperiod: usize,
+    signalperiod: usize,
+) -> PyResult<()> {
+    let x = read(py, &real)?;
+    let result = market!(
+        py,
+        py.detach(move || batch::macd(&x, fastperiod, slowperiod, signalperiod))
+    )?;
+    write(py, &[&macd, &signal, &hist], &result)
+}
+
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn batch_bbands(
+    py: Python<'_>,
+    real: PyBuffer<f64>,
+    upper: PyBuffer<f64>,
+    middle: PyBuffer<f64>,
+    lower: PyBuffer<f64>,
+    timeperiod: usize,
+    nbdevup: f64,
+    nbdevdn: f64,
+) -> PyResult<()> {
+    let x = read(py, &real)?;
+    let result = market!(
+        py,
+        py.detach(move || batch::bbands(&x, timeperiod, nbdevup, nbdevdn))
+    )?;
+    write(py, &[&upper, &middle, &lower], &result)
+}
+
+#[pyfunction]
+fn batch_atr(
+    py: Python<'_>,
+    high: PyBuffer<f64>,
+    low: PyBuffer<f64>,
+    close: PyBuffer<f64>,
+    out: PyBuffer<f64>,
+    timeperiod: usize,
+) -> PyResult<()> {
+    let (h, l, c) = (read(py, &high)?, read(py, &low)?, read(py, &close)?);
+    let result = market!(py, py.detach(move || batch::atr(&h, &l, &c, timeperiod)))?;
+    write(py, &[&out], &[result])
+}
+
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn batch_stoch(
+    py: Python<'_>,
+    high: PyBuffer<f64>,
+    low: PyBuffer<f64>,
+    close: PyBuffer<f64>,
+    slowk: PyBuffer<f64>,
+    slowd: PyBuffer<f64>,
+    fastk_period: usize,
+    slowk_period: usize,
+    slowd_period: usize,
+) -> PyResult<()> {
+    let (h, l, c) = (read(py, &high)?, read(py, &low)?, read(py, &close)?);
+    let result = market!(
+        py,
+        py.detach(move || batch::stoch(&h, &l, &c, fastk_period, slowk_period, slowd_period))
+    )?;
+    write(py, &[&slowk, &slowd], &result)
+}
+
+/// Fills PLUS_DI, MINUS_DI and ADX in one pass.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn batch_directional(
+    py: Python<'_>,
+    high: PyBuffer<f64>,
+    low: PyBuffer<f64>,
+    close: PyBuffer<f64>,
+    plus_di: PyBuffer<f64>,
+    minus_di: PyBuffer<f64>,
+    adx: PyBuffer<f64>,
+    timeperiod: usize,
+) -> PyResult<()> {
+    let (h, l, c) = (read(py, &high)?, read(py, &low)?, read(py, &close)?);
+    let result = market!(
+        py,
+        py.detach(move || batch::directional(&h, &l, &c, timeperiod))
+    )?;
+    write(py, &[&plus_di, &minus_di, &adx], &result)
+}
+
+#[pyfunction]
+fn batch_obv(
+    py: Python<'_>,
+    real: PyBuffer<f64>,
+    volume: PyBuffer<f64>,
+    out: PyBuffer<f64>,
+) -> PyResult<()> {
+    let (c, v) = (read(py, &real)?, read(py, &volume)?);
+    let result = market!(py, py.detach(move || batch::obv(&c, &v)))?;
+    write(py, &[&out], &[result])
+}
+
+#[pyfunction]
+fn batch_vwap(
+    py: Python<'_>,
+    high: PyBuffer<f64>,
+    low: PyBuffer<f64>,
+    close: PyBuffer<f64>,
+    volume: PyBuffer<f64>,
+    out: PyBuffer<f64>,
+) -> PyResult<()> {
+    let (h, l, c, v) = (
+        read(py, &high)?,
+        read(py, &low)?,
+        read(py, &close)?,
+        read(py, &volume)?,
+    );
+    let result = market!(py, py.detach(move || batch::vwap(&h, &l, &c, &v)))?;
+    write(py, &[&out], &[result])
+}
+
+#[pyfunction]
+fn batch_session_vwap(
+    py: Python<'_>,
+    session: PyBuffer<i64>,
+    high: PyBuffer<f64>,
+    low: PyBuffer<f64>,
+    close: PyBuffer<f64>,
+    volume: PyBuffer<f64>,
+    out: PyBuffer<f64>,
+) -> PyResult<()> {
+    let s = session.to_vec(py)?;
+    let (h, l, c, v) = (
+        read(py, &high)?,
+        read(py, &low)?,
+        read(py, &close)?,
+        read(py, &volume)?,
+    );
+    let result = market!(
+        py,
+        py.detach(move || batch::session_vwap(&s, &h, &l, &c, &v))
+    )?;
+    write(py, &[&out], &[result])
+}
+
+// ----------------------------------------------------------------------------- features
+
+static NAMES: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+
+fn names_tuple(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
+    let names =
+        NAMES.get_or_try_init(py, || PyTuple::new(py, feature_names()).map(Bound::unbind))?;
+    Ok(names.bind(py))
+}
+
+/// One feature vector: `values` (list of float, NaN while warming up), `names`, `ready`.
+#[pyclass(module = "kstrade._native", name = "FeatureVector", frozen)]
+pub struct PyFeatureVector {
+    #[pyo3(get)]
+    open_time_ms: i64,
+    #[pyo3(get)]
+    ready: bool,
+    values: Vec<f64>,
+    closed: Vec<ClosedBar>,
+}
+
+#[pymethods]
+impl PyFeatureVector {
+    #[getter]
+    fn values(&self) -> Vec<f64> {
+        self.values.clone()
+    }
+
+    /// The values as raw native-endian float64 bytes (for `numpy.frombuffer`).
+    fn raw(&self, py: Python<'_>) -> Py<PyBytes> {
+        let bytes: Vec<u8> = self.values.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        PyBytes::new(py, &bytes).unbind()
+    }
+
+    #[getter]
+    fn names<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        Ok(names_tuple(py)?.clone())
+    }
+
+    /// Higher-timeframe bars that closed with this candle.
+    #[getter]
+    fn closed(&self, py: Python<'_>) -> PyResult<Vec<PyClosedBar>> {
+        self.closed
+            .iter()
+            .map(|b| PyClosedBar::from_rs(py, b))
+            .collect()
+    }
+
+    fn __len__(&self) -> usize {
+        self.values.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "FeatureVector(open_time_ms={}, ready={}, n={})",
+            self.open_time_ms,
+            self.ready,
+            self.values.len()
+        )
+    }
+}
+
+/// Per-symbol multi-timeframe feature engine.
+#[pyclass(module = "kstrade._native", name = "FeatureEngine", subclass)]
+pub struct PyFeatureEngine {
+    inner: RsEngine,
+}
+
+impl PyFeatureEngine {
+    fn push(&mut self, py: Python<'_>, candle: RsCandle) -> PyResult<Option<PyFeatureVector>> {
+        Ok(
+            market!(py, self.inner.update(candle))?.map(|v| PyFeatureVector {
+                open_time_ms: v.open_time_ms,
+                ready: v.ready,
+                values: v.values,
+                closed: v.closed,
+            }),
+        )
+    }
+}
+
+#[pymethods]
+impl PyFeatureEngine {
+    #[new]
+    fn new() -> Self {
+        Self {
+            inner: RsEngine::new(),
+        }
+    }
+
+    /// Push a closed 1m `Candle`; None for an ignored duplicate.
+    fn update(&mut self, py: Python<'_>, candle: &PyCandle) -> PyResult<Option<PyFeatureVector>> {
+        let c = m1(py, candle)?;
+        self.push(py, c)
+    }
+
+    /// `update` without building a `Candle` first (the ingest hot path); same validation.
+    #[allow(clippy::too_many_arguments)]
+    fn update_ohlcv(
+        &mut self,
+        py: Python<'_>,
+        open_time_ms: i64,
+        open: f64,
+        high: f64,
+        low: f64,
+        close: f64,
+        volume: f64,
+    ) -> PyResult<Option<PyFeatureVector>> {
+        self.push(
+            py,
+            RsCandle {
+                open_time_ms,
+                open,
+                high,
+                low,
+                close,
+                volume,
+            },
+        )
+    }
+
+    /// Batch path over columns: returns `(values_bytes, open_time_ms, ready, rejected)` where
+    /// values are float64, feature-major (`FEATURE_COUNT` columns of one value per accepted
+    /// candle) and rejected is `[(index, code, message)]`.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn update_batch(
+        &mut self,
+        py: Python<'_>,
+        open_time_ms: PyBuffer<i64>,
+        open: PyBuffer<f64>,
+        high: PyBuffer<f64>,
+        low: PyBuffer<f64>,
+        close: PyBuffer<f64>,
+        volume: PyBuffer<f64>,
+    ) -> PyResult<(
+        Py<PyBytes>,
+        Vec<i64>,
+        Vec<bool>,
+        Vec<(usize, &'static str, String)>,
+    )> {
+        let t = open_time_ms.to_vec(py)?;
+        let cols = [
+            read(py, &open)?,
+            read(py, &high)?,
+            read(py, &low)?,
+            read(py, &close)?,
+            read(py, &volume)?,
+        ];
+        if cols.iter().any(|c| c.len() != t.len()) {
+            return Err(err(
+                py,
+                RsMarketError::LengthMismatch("FeatureEngine.update_batch".into()),
+            ));
+        }
+        let engine = &mut self.inner;
+        let (columns, out) = py.detach(move || {
+            let candles: Vec<RsCandle> = (0..t.len())
+                .map(|i| RsCandle {
+                    open_time_ms: t[i],
+                    open: cols[0][i],
+                    high: cols[1][i],
+                    low: cols[2][i],
+                    close: cols[3][i],
+                    volume: cols[4][i],
+                })
+                .collect();
+            let mut out = engine.update_batch(&candles);
+            let columns = std::mem::take(&mut out.columns);
+            (columns, out)
+        });
+        let bytes = PyBytes::new_with(py, columns.len() * 8, |buf| {
+            for (chunk, v) in buf.chunks_exact_mut(8).zip(&columns) {
+                chunk.copy_from_slice(&v.to_ne_bytes());
+            }
+            Ok(())
+        })?;
+        let rejected = out
+            .rejected
+            .iter()
+            .map(|(i, e)| (*i, e.code(), e.to_string()))
+            .collect();
+        Ok((bytes.unbind(), out.open_time_ms, out.ready, rejected))
+    }
+
+    fn snapshot(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
+        let bytes = market!(py, self.inner.snapshot())?;
+        Ok(PyBytes::new(py, &bytes).unbind())
+    }
+
+    /// Replace this engine's state with a snapshot's.
+    fn restore(&mut self, py: Python<'_>, snapshot: &[u8]) -> PyResult<()> {
+        self.inner = market!(py, RsEngine::restore(snapshot))?;
+        Ok(())
+    }
+
+    #[getter]
+    fn candles(&self) -> u64 {
+        self.inner.candles()
+    }
+
+    #[staticmethod]
+    fn feature_names(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+        Ok(names_tuple(py)?.clone())
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("MarketError", py.get_type::<MarketError>())?;
+    m.add("FEATURE_VERSION", FEATURE_VERSION)?;
+    m.add("FEATURE_COUNT", FEATURE_COUNT)?;
+    m.add_class::<PyCandle>()?;
+    m.add_class::<PyClosedBar>()?;
+    m.add_class::<PyCandleAggregator>()?;
+    m.add_class::<PySma>()?;
+    m.add_class::<PyEma>()?;
+    m.add_class::<PyRsi>()?;
+    m.add_class::<PyStdDev>()?;
+    m.add_class::<PyRocp>()?;
+    m.add_class::<PyVolumeZScore>()?;
+    m.add_class::<PyMacd>()?;
+    m.add_class::<PyBbands>()?;
+    m.add_class::<PyAtr>()?;
+    m.add_class::<PyStoch>()?;
+    m.add_class::<PyAdx>()?;
+    m.add_class::<PyPlusDi>()?;
+    m.add_class::<PyMinusDi>()?;
+    m.add_class::<PyObv>()?;
+    m.add_class::<PyVwap>()?;
+    m.add_class::<PySessionVwap>()?;
+    m.add_class::<PyFeatureVector>()?;
+    m.add_class::<PyFeatureEngine>()?;
+    for f in [
+        wrap_pyfunction!(batch_single, m)?,
+        wrap_pyfunction!(batch_stddev, m)?,
+        wrap_pyfunction!(batch_log_return, m)?,
+        wrap_pyfunction!(batch_macd, m)?,
+        wrap_pyfunction!(batch_bbands, m)?,
+        wrap_pyfunction!(batch_atr, m)?,
+        wrap_pyfunction!(batch_stoch, m)?,
+        wrap_pyfunction!(batch_directional, m)?,
+        wrap_pyfunction!(batch_obv, m)?,
+        wrap_pyfunction!(batch_vwap, m)?,
+        wrap_pyfunction!(batch_session_vwap, m)?,
+    ] {
+        m.add_function(f)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,72 @@
+"""The per-candle join under any arrival order: each candle decided at most once, a symbol's
+candles in time order, predictions never mixed across candle times, nothing left behind."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from kstrade.schemas.models import PredictedDirection
+from kstrade.signals.decision import ModelVote
+from kstrade.signals.join import Key, MarketBook, PredictionJoin
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+DEADLINE = 2_000_000_000
+SYMBOLS = ("BTC-USD", "ETH-USD")
+MODELS = ("lstm", "transformer", "ensemble")  # "ensemble" has no weight: it must be ignored
+
+arrival = st.one_of(
+    st.tuples(st.just("prediction"), st.sampled_from(MODELS), st.sampled_from(SYMBOLS), st.integers(0, 5)),
+    st.tuples(st.just("close"), st.just(""), st.sampled_from(SYMBOLS), st.integers(0, 5)),
+    st.tuples(st.just("features"), st.just(""), st.sampled_from(SYMBOLS), st.integers(0, 5)),
+    st.tuples(st.just("tick"), st.just(""), st.just(""), st.integers(0, 3)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(arrival, max_size=60))
+# An older candle that starts waiting after a newer one must still be decided first.
+@example([("prediction", "lstm", "BTC-USD", 2), ("tick", "", "", 1), ("prediction", "lstm", "BTC-USD", 1),
+          ("tick", "", "", 1)])  # fmt: skip
+def test_any_arrival_order_decides_each_candle_once_in_time_order(events: list[tuple[str, str, str, int]]) -> None:
+    market = MarketBook()
+    join = PredictionJoin({"lstm", "transformer"}, DEADLINE, market)
+    now = 0
+    decided: list[Key] = []
+    votes_seen: dict[Key, set[str]] = {}
+
+    def take(keys: list[Key]) -> None:
+        for key in keys:
+            context, _ = join.take(key)
+            assert all(v.model_version == f"{m}@{key[1].isoformat()}" for m, v in context.votes.items())
+            votes_seen[key] = set(context.votes)
+            decided.append(key)
+
+    for kind, model, symbol, n in events:
+        t = T0 + timedelta(minutes=n)
+        if kind == "tick":
+            now += n * 1_000_000_000
+            take(join.due(now))
+        elif kind == "prediction":
+            vote = ModelVote(model, f"{model}@{t.isoformat()}", PredictedDirection.UP, 0.6, 0.6)
+            take(join.add(vote, symbol, t, now_ns=now, origin_ns=1))
+        else:
+            if kind == "close":
+                market.add_close(symbol, t, 100.0)
+            else:
+                market.add_features(symbol, t, {"x": 1.0})
+            take(join.ready((symbol, t)))
+    take(join.due(now + DEADLINE))
+
+    assert len(decided) == len(set(decided))  # at most one decision per candle
+    assert not join.pending  # nothing waits forever
+    for symbol in SYMBOLS:
+        times = [t for s, t in decided if s == symbol]
+        assert times == sorted(times)  # a symbol's candles in time order
+    assert all(seen <= {"lstm", "transformer"} and seen for seen in votes_seen.values())
+    predictions = sum(1 for e in events if e[0] == "prediction")
+    used = sum(len(v) for v in votes_seen.values())
+    stats = join.stats
+    assert used + stats.late + stats.repeated + stats.ignored == predictions  # every prediction accounted for
