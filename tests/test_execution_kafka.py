@@ -12,6 +12,7 @@ Run as a script, this file is the service (argv: bootstrap group journal kill_po
 from __future__ import annotations
 
 import json
+import os
 import signal as signals_
 import subprocess
 import sys
@@ -167,3 +168,48 @@ def test_killed_before_commit_then_restarted_sends_no_second_order(
 
 if __name__ == "__main__":
     serve(*sys.argv[1:6])
+
+
+@pytest.mark.kafka
+def test_python_m_kstrade_service_execution_trades_a_signal(kafka_bootstrap: str, tmp_path: Path) -> None:
+    symbol = f"T{uuid.uuid4().hex[:8].upper()}-USD"
+    bus = Bus.kafka(kafka_bootstrap)
+    env = {
+        **os.environ,
+        "KSTRADE_SYMBOLS": json.dumps([symbol]),
+        "KSTRADE_EXECUTION__JOURNAL_PATH": str(tmp_path / "orders.sqlite3"),
+        "KSTRADE_EXECUTION__PAPER_STATE_PATH": str(tmp_path / "paper.json"),
+        "KSTRADE_EXECUTION__SYMBOLS": json.dumps({symbol: {"value_per_unit": 1.0, "volume_step": 0.001}}),
+    }
+    service = subprocess.Popen(
+        [sys.executable, "-m", "kstrade", "service", "execution", "--bus", "kafka", "--bootstrap", kafka_bootstrap],
+        stderr=subprocess.PIPE, text=True, env=env, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    try:
+        assert service.stderr is not None
+        assert "consuming as kstrade.execution" in service.stderr.readline()
+        reader = bus.consumer(f"reader-{symbol}", {"auto.offset.reset": "earliest"})
+        reader.subscribe([ORDERS_CONFIRMED])
+        sig = Signal(
+            timestamp=datetime.now(UTC), symbol=symbol, signal_id=uuid.uuid4(), stage=SignalStage.FINAL,
+            direction=SignalDirection.LONG, confidence=0.6, entry_price=50_000, stop_loss=49_000,
+            take_profit=52_000, ttl_seconds=600,
+        )  # fmt: skip
+        codec = Codec(Signal)
+        producer = bus.producer()
+        producer.send(signals("final"), codec.encode(sig), key=symbol.encode(), headers=codec.headers(1, "test"))
+        producer.flush()
+        mine: list[Any] = []
+        deadline = time.monotonic() + 60
+        while not mine and time.monotonic() < deadline:
+            for r in reader.poll(max_records=100, timeout=0.2):
+                order = Codec(Order).decode_record(r)
+                if order.signal_id == sig.signal_id:  # type: ignore[attr-defined]
+                    mine.append(order)
+        # Default guard: fills and stops assumed 10 bps worse. Entry 50 000 x 1.001 = 50 050; loss per
+        # unit 1 050 to the stop + 49 stop slippage = 1 099; 1 % of 100 000 / 1 099 = 0.9099 -> 0.909
+        assert [(o.status.value, o.quantity) for o in mine] == [("CONFIRMED", 0.909)]
+    finally:
+        service.send_signal(signals_.SIGTERM)
+        service.wait(30)
+    assert service.returncode == 0
