@@ -194,6 +194,7 @@ def test_the_stage_over_mt5_restarts_mid_send_without_a_second_order(
     )  # fmt: skip
     assert fake.calls() == 1
     # the restarted service: same journal, same terminal; the signal is redelivered
+    h.journal.close()
     again = Harness(journal, cfg, broker, symbols=["EURUSD"])
     again.at(NOW + timedelta(seconds=2))
     again.send(signals("final"), sig, int(NOW.timestamp()) * 1_000_000_000)

@@ -435,3 +435,13 @@ def test_the_paper_account_survives_a_restart(tmp_path: Path) -> None:
     [closed] = again.closed_trades(4)  # not yet reported before the restart: reported now, once
     assert closed.client_order_id == "ks-2" and again.closed_trades(5) == []
     assert PaperBroker(0, state_path=path).closed_trades(6) == []
+
+
+def test_one_execution_process_per_journal(tmp_path: Path) -> None:
+    from kstrade.execution.journal import JournalLocked
+
+    first = OrderJournal(tmp_path / "orders.sqlite3")
+    with pytest.raises(JournalLocked, match="one execution process per account"):
+        OrderJournal(tmp_path / "orders.sqlite3")
+    first.close()
+    OrderJournal(tmp_path / "orders.sqlite3").close()  # free again once the first is gone

@@ -3,17 +3,24 @@ to the broker and after it comes back, so a redelivered signal (at-least-once) n
 second order, even across a crash and restart.
 
 Where it lives: `execution.journal_path` (default ~/.local/state/kstrade/execution/orders.sqlite3).
-One file per account: two services trading one account must share it (or must not exist).
+One execution process per account: the journal takes an exclusive lock (`orders.sqlite3.lock`)
+and a second process on it fails at start. (Two processes in the consumer group would each keep
+their own guard, and each could spend the whole loss headroom.) The lock is POSIX only.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+
+class JournalLocked(RuntimeError):
+    """Another process holds this journal (one execution process per account)."""
 
 
 class JournalState(StrEnum):
@@ -60,14 +67,38 @@ class OrderJournal:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = self._take_lock(self.path.with_name(self.path.name + ".lock"))
         # autocommit mode: every statement is durable when it returns (synchronous=FULL).
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
+    @staticmethod
+    def _take_lock(lock_path: Path) -> int | None:
+        if sys.platform == "win32":
+            return None
+        import fcntl
+        import os
+
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalLocked(
+                f"order journal {lock_path.with_suffix('')} is in use by another execution process: "
+                "run one execution process per account"
+            ) from None
+        return fd
+
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            import os
+
+            os.close(self._lock)  # closing the descriptor releases the lock
+            self._lock = None
 
     def get(self, signal_id: str) -> JournalEntry | None:
         row = self._db.execute(
