@@ -445,3 +445,42 @@ def test_one_execution_process_per_journal(tmp_path: Path) -> None:
         OrderJournal(tmp_path / "orders.sqlite3")
     first.close()
     OrderJournal(tmp_path / "orders.sqlite3").close()  # free again once the first is gone
+
+
+class StuckBroker(PaperBroker):
+    """Cannot close anything (market closed, terminal refusing)."""
+
+    def close_position(self, ticket: str, now_ns: int, reason: str) -> BrokerReply:
+        return BrokerReply(Outcome.REJECTED, "MARKET_CLOSED")
+
+
+def test_a_failing_flatten_is_retried_on_every_event_and_alerted_once_a_minute(tmp_path: Path) -> None:
+    broker = StuckBroker(100_000, slippage_bps=0.0)
+    h = Harness(tmp_path / "j.sqlite3", settings(funded=True), broker)
+    friday = datetime(2026, 1, 9, 20, 0, tzinfo=UTC)  # 21:00 in Prague
+    h.candle(friday, 50_000, 50_000, 50_000, 50_000)
+    h.signal(friday + timedelta(seconds=1), 50_000, 49_000, 52_000)
+    assert len(broker.positions) == 1
+    close = datetime(2026, 1, 9, 20, 45, tzinfo=UTC)  # 21:45 in Prague: the weekend close
+    for i in range(3):
+        h.candle(close + timedelta(seconds=10 * i), 50_000, 50_000, 50_000, 50_000)
+    codes = [a.code for a in h.read()[METRICS_ALERTS]]
+    assert "WEEKEND_CLOSE" in codes
+    assert codes.count("FLATTEN_FAILED") == 1  # tried on each of three events within a minute: told once
+    h.candle(close + timedelta(minutes=2), 50_000, 50_000, 50_000, 50_000)
+    assert [a.code for a in h.read()[METRICS_ALERTS]].count("FLATTEN_FAILED") == 2
+    assert len(broker.positions) == 1
+
+
+def test_funded_accounts_are_flat_over_the_weekend(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "j.sqlite3", settings(funded=True))
+    friday = datetime(2026, 1, 9, 20, 0, tzinfo=UTC)
+    h.candle(friday, 50_000, 50_000, 50_000, 50_000)
+    h.signal(friday + timedelta(seconds=1), 50_000, 49_000, 52_000)
+    h.candle(datetime(2026, 1, 9, 20, 45, tzinfo=UTC), 50_000, 50_300, 50_000, 50_200)  # 21:45 Prague
+    assert h.broker.positions == {}
+    # closed at the first event past the close time, at the price known then (before this candle)
+    [pnl] = h.read()[PNL]
+    assert pnl.exit_price == 50_000 and pnl.realized_pnl == 0
+    h.signal(datetime(2026, 1, 10, 12, 0, tzinfo=UTC), 50_200, 49_200, 52_200)  # Saturday: nothing opens
+    assert h.broker.sent == 1

@@ -52,6 +52,7 @@ _MODELS: dict[str, type[Message]] = {"order": Order, "execution": Execution}
 _OBSERVE_EVERY_NS = 1_000_000_000
 _RECONCILE_EVERY_NS = 10_000_000_000
 _GIVE_UP_NS = 86_400_000_000_000
+_MINUTE_NS = 60_000_000_000
 
 
 def client_order_id(signal_id: UUID) -> str:
@@ -91,6 +92,7 @@ class ExecutionStage(Stage):
         self._last_reconcile_ns = 0
         self._broker_down_since: int | None = None
         self._last_down_alert_ns = 0
+        self._flatten_alerted: dict[str, int] = {}
 
     # -- Stage -----------------------------------------------------------------------------------
     def inputs(self) -> list[str]:
@@ -143,7 +145,7 @@ class ExecutionStage(Stage):
         one CRITICAL alert a minute until it is back."""
         if self._broker_down_since is None:
             self._broker_down_since = now
-        if now - self._last_down_alert_ns < 60_000_000_000:
+        if now - self._last_down_alert_ns < _MINUTE_NS:
             return []
         self._last_down_alert_ns = now
         return [self._alert(now, origin, "CRITICAL", "BROKER_UNAVAILABLE", f"{self.broker.name}: {exc}")]
@@ -166,7 +168,10 @@ class ExecutionStage(Stage):
         if closing:
             for p in closing:
                 reply = self.broker.close_position(p.ticket, now, "guardrail")
-                if reply.outcome is not Outcome.FILLED:
+                # tried again on every observation; told once a minute per position
+                last = self._flatten_alerted.get(p.ticket, -_MINUTE_NS)
+                if reply.outcome is not Outcome.FILLED and now - last >= _MINUTE_NS:
+                    self._flatten_alerted[p.ticket] = now
                     outs.append(self._alert(now, origin, "CRITICAL", "FLATTEN_FAILED", f"{p.ticket}: {reply.code}"))
             outs += self._closed(now, origin)
         snapshot = guard.snapshot()
