@@ -234,3 +234,16 @@ def test_state_survives_a_restart() -> None:
     assert again.state is TradingState.HALTED
     assert again.halted_until_ns == guard.halted_until_ns == ns("2026-01-05T23:00:00+00:00")
     assert again.trading_days == guard.trading_days
+
+
+def test_a_day_started_long_after_midnight_is_flagged() -> None:
+    guard = AccountGuard(RULES, MONDAY)
+    guard.observe(ns("2026-01-05T23:58:00+01:00"), flat(100_000))
+    assert guard.observe(ns("2026-01-06T00:00:01+01:00"), flat(100_000)) == []  # watching: on time
+    guard.observe(ns("2026-01-06T22:00:00+01:00"), flat(100_000))
+    # down from 22:00 to 08:00: stops may have filled at the broker before the day's balance is seen
+    [late] = guard.observe(ns("2026-01-07T08:00:00+01:00"), flat(97_000))
+    assert (late.code, late.severity) == ("DAY_START_LATE", "CRITICAL")
+    restored = AccountGuard(RULES, MONDAY)
+    restored.restore(guard.snapshot())
+    assert restored.last_seen_ns == ns("2026-01-07T08:00:00+01:00")

@@ -18,9 +18,11 @@ from typing import Any
 
 from kstrade.config import GuardrailSettings
 from kstrade.execution.account import AccountSnapshot
-from kstrade.execution.trading_day import next_midnight_ns, to_datetime, to_ns, trading_day
+from kstrade.execution.trading_day import next_midnight_ns, prague_midnight_ns, to_datetime, to_ns, trading_day
 
 _MINUTE_NS = 60_000_000_000
+#: A day roll more than this after the last observation did not see the midnight balance.
+_LATE_ROLL_NS = 5 * _MINUTE_NS
 
 
 class TradingState(StrEnum):
@@ -192,6 +194,7 @@ class AccountGuard:
         self.trading_days: set[date] = set()
         self.day_profit: dict[date, float] = {}
         self.target_announced = False
+        self.last_seen_ns: int | None = None
 
     # -- floors ----------------------------------------------------------------------------------
     @property
@@ -227,6 +230,16 @@ class AccountGuard:
             self.max_loss.end_of_day(account.balance)
             if self.state is TradingState.HALTED and not self.halted_for_good:
                 self.halted_until_ns = None
+            midnight = prague_midnight_ns(self.daily.day)
+            if self.last_seen_ns is not None and midnight - self.last_seen_ns > _LATE_ROLL_NS:
+                # Not watching at midnight (down, or no events): stops or targets hit meanwhile at
+                # the broker are already in this balance, so the floor may differ from FTMO's.
+                events.append(GuardEvent(
+                    "DAY_START_LATE", "CRITICAL",
+                    f"day {self.daily.day} started from the balance {account.balance:.2f} seen at "
+                    f"{to_datetime(now_ns).isoformat()}: check it against the balance at Prague midnight",
+                ))  # fmt: skip
+        self.last_seen_ns = now_ns
         if self.halted_for_good:
             self.state = TradingState.HALTED
         elif account.equity <= self.max_loss.floor:
@@ -342,6 +355,7 @@ class AccountGuard:
             "trading_days": sorted(d.isoformat() for d in self.trading_days),
             "day_profit": {d.isoformat(): v for d, v in self.day_profit.items()},
             "target_announced": self.target_announced,
+            "last_seen_ns": self.last_seen_ns,
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -353,5 +367,6 @@ class AccountGuard:
         self.trading_days = {date.fromisoformat(d) for d in data["trading_days"]}
         self.day_profit = {date.fromisoformat(d): float(v) for d, v in data["day_profit"].items()}
         self.target_announced = bool(data["target_announced"])
+        self.last_seen_ns = data.get("last_seen_ns")
         if self.halted_for_good or self.halted_until_ns is not None:
             self.state = TradingState.HALTED
