@@ -128,6 +128,25 @@ class _Progress:
         return table
 
 
+def _isolated(settings: Settings, out: Path) -> Settings:
+    """A replay keeps its state to itself: a fresh order journal and paper account inside the
+    run directory (a journal shared with an earlier run would see its signals as already
+    traded), its own metrics database, and no Prometheus port."""
+    state = out / "state"
+    if state.exists():
+        raise ValueError(f"{out} already holds a run; choose another --out")
+    return settings.model_copy(
+        update={
+            "execution": settings.execution.model_copy(
+                update={"journal_path": state / "orders.sqlite3", "paper_state_path": state / "paper-account.json"}
+            ),
+            "metrics": settings.metrics.model_copy(
+                update={"prometheus_port": 0, "database_url": f"sqlite:///{state / 'metrics.sqlite3'}"}
+            ),
+        }
+    )
+
+
 def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Replay the candles through every stage and write the run directory. Returns the summary."""
     from kstrade.ingest.replay import ReplaySource
@@ -137,6 +156,7 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
     missing = [s for s in symbols if s not in settings.symbols]
     if missing:
         raise ValueError(f"the data holds {', '.join(missing)}, which the config's symbols do not list")
+    settings = _isolated(settings, options.out)
     bus = Bus.from_settings(settings.bus)
     ensure_topics(bus, settings)
     stages = pipeline_stages(settings, bus)

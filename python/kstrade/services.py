@@ -42,10 +42,17 @@ def _metrics(settings: Settings, bus: Bus) -> Stage:
     return build_collector(settings.metrics, bus)
 
 
+def _execution(settings: Settings, bus: Bus) -> Stage:
+    from kstrade.execution.stage import build as build_execution
+
+    return build_execution(settings)
+
+
 #: Every stage that can run as a service, by name.
 STAGES: dict[str, Callable[[Settings, Bus], Stage]] = {
     "features": _features,
     "signals": _signals,
+    "execution": _execution,
     "metrics": _metrics,
 }
 

@@ -1,0 +1,191 @@
+"""The paper broker (the default): fills market orders at the latest price plus an adverse
+slippage model and a commission, tracks balance, equity and positions, and closes positions at
+their stop loss or take profit as later prices cross them (at the open if the price gaps past).
+
+With a `state_path` the paper account (balance, positions, fills, unreported closes) is written
+to a JSON file after every change, so a restarted service finds its paper positions, and can
+reconcile an order it sent just before dying, as it would with a real broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kstrade.execution.account import AccountSnapshot, Position
+from kstrade.execution.broker import BrokerReply, ClosedTrade, Fill, OrderRequest, Outcome
+from kstrade.schemas.models import Candle, Side
+
+
+@dataclass(slots=True)
+class _Open:
+    position: Position
+    open_commission: float
+    commission_per_lot: float
+    order_id: str
+
+
+class PaperBroker:
+    name = "paper"
+
+    def __init__(self, balance: float, *, slippage_bps: float = 2.0, state_path: Path | str | None = None) -> None:
+        self.state_path = Path(state_path).expanduser() if state_path is not None else None
+        self.balance = balance
+        self.slippage_bps = slippage_bps
+        self.prices: dict[str, float] = {}
+        self.positions: dict[str, _Open] = {}
+        self.fills: dict[str, Fill] = {}
+        self._closed: list[ClosedTrade] = []
+        self._seq = 0
+        #: Orders that reached this broker (what the no-duplicate tests count).
+        self.sent = 0
+        #: Loss beyond the stop (with modeled slippage): price gaps past a stop.
+        self.gap_loss = 0.0
+        #: Slippage paid on closes at market (flattening), beyond the mark.
+        self.close_slippage = 0.0
+        if self.state_path is not None and self.state_path.exists():
+            self._load(self.state_path)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        state = {
+            "balance": self.balance, "prices": self.prices, "seq": self._seq,
+            "positions": [{**asdict(o), "position": asdict(o.position)} for o in self.positions.values()],
+            "fills": {k: asdict(f) for k, f in self.fills.items()},
+            "closed": [asdict(c) for c in self._closed],
+        }  # fmt: skip
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_path)  # atomic: a crash leaves the old or the new account
+
+    def _load(self, path: Path) -> None:
+        state: dict[str, Any] = json.loads(path.read_text())
+        self.balance = float(state["balance"])
+        self.prices = {k: float(v) for k, v in state["prices"].items()}
+        self._seq = int(state["seq"])
+        for o in state["positions"]:
+            position = Position(**{**o["position"], "side": Side(o["position"]["side"])})
+            self.positions[position.ticket] = _Open(
+                position, o["open_commission"], o["commission_per_lot"], o["order_id"]
+            )
+        self.fills = {k: Fill(**f) for k, f in state["fills"].items()}
+        self._closed = [ClosedTrade(**{**c, "side": Side(c["side"])}) for c in state["closed"]]
+
+    def _next(self, prefix: str) -> str:
+        self._seq += 1
+        return f"{prefix}-{self._seq}"
+
+    def _slipped(self, price: float, side: Side) -> float:
+        # Market orders fill worse than the price: buyers pay up, sellers receive less.
+        s = self.slippage_bps / 10_000
+        return price * (1 + s) if side is Side.BUY else price * (1 - s)
+
+    # -- Broker ----------------------------------------------------------------------------------
+    def send(self, request: OrderRequest, now_ns: int) -> BrokerReply:
+        self.sent += 1
+        if request.client_order_id in self.fills:
+            return BrokerReply(Outcome.REJECTED, "DUPLICATE_CLIENT_ORDER_ID", "already filled")
+        price = self._slipped(self.prices.get(request.symbol, request.reference_price), request.side)
+        long = request.side is Side.BUY
+        if not (
+            request.stop_loss < price < request.take_profit if long else request.take_profit < price < request.stop_loss
+        ):
+            return BrokerReply(Outcome.REJECTED, "INVALID_STOPS", f"fill {price} outside stop/target")
+        commission = request.quantity * request.commission_per_lot
+        ticket = self._next("paper")
+        fill = Fill(ticket, self._next("deal"), price, request.quantity, commission, now_ns)
+        self.balance -= commission
+        self.positions[ticket] = _Open(
+            Position(
+                ticket=ticket, client_order_id=request.client_order_id, symbol=request.symbol, side=request.side,
+                quantity=request.quantity, entry_price=price, stop_loss=request.stop_loss,
+                take_profit=request.take_profit, mark=self.prices.get(request.symbol, price),
+                value_per_unit=request.value_per_unit, close_commission=commission, opened_ns=now_ns,
+            ),
+            commission, request.commission_per_lot, ticket,
+        )  # fmt: skip
+        self.fills[request.client_order_id] = fill
+        self._save()
+        return BrokerReply(Outcome.FILLED, "DONE", fill=fill)
+
+    def price(self, symbol: str, side: Side, now_ns: int) -> float | None:
+        return self.prices.get(symbol)
+
+    def find(self, client_order_id: str, now_ns: int) -> Fill | None:
+        return self.fills.get(client_order_id)
+
+    def account(self, now_ns: int) -> AccountSnapshot:
+        positions = tuple(o.position for o in self.positions.values())
+        return AccountSnapshot(self.balance, self.balance + sum(p.floating_pnl for p in positions), positions)
+
+    def close_position(self, ticket: str, now_ns: int, reason: str) -> BrokerReply:
+        held = self.positions.get(ticket)
+        if held is None:
+            return BrokerReply(Outcome.REJECTED, "POSITION_NOT_FOUND", ticket)
+        p = held.position
+        exit_price = self._slipped(p.mark, Side.SELL if p.side is Side.BUY else Side.BUY)
+        self.close_slippage += abs(p.mark - exit_price) * p.quantity * p.value_per_unit
+        self._close(ticket, exit_price, now_ns, reason)
+        self._save()
+        return BrokerReply(Outcome.FILLED, "DONE")
+
+    def closed_trades(self, now_ns: int) -> list[ClosedTrade]:
+        out, self._closed = self._closed, []
+        if out:
+            self._save()
+        return out
+
+    # -- prices ----------------------------------------------------------------------------------
+    def mark(self, candle: Candle, now_ns: int) -> None:
+        """A new candle: stops and targets first (the stop when both are in range: the worse
+        case), at the open when the price gapped past them; then mark at the close."""
+        for ticket, held in list(self.positions.items()):
+            p = held.position
+            if p.symbol != candle.symbol:
+                continue
+            exit_price, reason = self._trigger(p, candle)
+            if exit_price is not None:
+                self._close(ticket, exit_price, now_ns, reason)
+                self._save()
+        self.prices[candle.symbol] = candle.close
+        for held in self.positions.values():
+            if held.position.symbol == candle.symbol:
+                held.position = replace(held.position, mark=candle.close)
+
+    def _trigger(self, p: Position, c: Candle) -> tuple[float | None, str]:
+        long = p.side is Side.BUY
+        stop_fill = self._slipped(p.stop_loss, Side.SELL if long else Side.BUY)
+        gapped_stop = c.open <= p.stop_loss if long else c.open >= p.stop_loss
+        gapped_target = c.open >= p.take_profit if long else c.open <= p.take_profit
+        if gapped_stop:
+            gap_fill = self._slipped(c.open, Side.SELL if long else Side.BUY)
+            self.gap_loss += abs(stop_fill - gap_fill) * p.quantity * p.value_per_unit
+            return gap_fill, "STOP_LOSS_GAP"
+        if gapped_target:
+            return c.open, "TAKE_PROFIT"
+        if (c.low <= p.stop_loss) if long else (c.high >= p.stop_loss):
+            return stop_fill, "STOP_LOSS"
+        if (c.high >= p.take_profit) if long else (c.low <= p.take_profit):
+            return p.take_profit, "TAKE_PROFIT"
+        return None, ""
+
+    def _close(self, ticket: str, exit_price: float, now_ns: int, reason: str) -> None:
+        held = self.positions.pop(ticket)
+        p = held.position
+        gross = p.direction * (exit_price - p.entry_price) * p.quantity * p.value_per_unit
+        close_commission = p.quantity * held.commission_per_lot
+        self.balance += gross - close_commission
+        commission = held.open_commission + close_commission
+        self._closed.append(ClosedTrade(
+            ticket, p.client_order_id, p.symbol, p.side, p.quantity, p.entry_price, exit_price,
+            gross - commission, commission, self.balance, now_ns, reason,
+        ))  # fmt: skip
