@@ -4,6 +4,7 @@ python -m kstrade broker start [--nodes 3]    a local Kafka cluster on 127.0.0.1
 python -m kstrade broker status | stop
 python -m kstrade topics create [--bootstrap HOST:PORT] [--symbols ...] [--replication-factor N]
 python -m kstrade topics list | describe NAME...
+python -m kstrade train [--out models] [--seed 7] [--days 14]   (needs the `train` extra: torch)
 """
 
 from __future__ import annotations
@@ -106,6 +107,20 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from kstrade.training.trainer import TrainOptions, train
+    except ImportError as exc:
+        print(f"error: training needs the optional extra: pip install 'kstrade[train]' ({exc})", file=sys.stderr)
+        return 2
+    from dataclasses import replace
+
+    options = TrainOptions(out=Path(args.out), seed=args.seed)
+    options = replace(options, data=replace(options.data, days=args.days))
+    train(options)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kstrade", description="kstrade: real-time ML trading on Kafka")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=7)
     data.add_argument("--out", default="data", help="directory for the Parquet file")
     data.set_defaults(func=_cmd_data)
+
+    training = sub.add_parser("train", help="train the LSTM and Transformer on the bundled data, export ONNX")
+    training.add_argument("--out", default="models", help="models directory to (re)write")
+    training.add_argument("--seed", type=int, default=7, help="seeds the data, the weights and the batches")
+    training.add_argument("--days", type=int, default=14, help="days of SYNTHETIC 1m candles per symbol")
+    training.set_defaults(func=_cmd_train)
 
     config = sub.add_parser("config", help="the effective configuration")
     config.add_argument("action", choices=["show"])
