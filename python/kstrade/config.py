@@ -220,6 +220,15 @@ class SignalSettings(_Section):
         return value
 
 
+class InferenceSettings(_Section):
+    """The inference stage: where the models live and how often it looks for new versions."""
+
+    #: Holds lstm/{symbol}/ and transformer/, each with manifest.json, the ONNX file, reference.npz.
+    models_dir: Path = Path("models")
+    #: Seconds between checks of the manifests for a new model version (hot reload).
+    reload_check_seconds: float = Field(2.0, gt=0, le=3600)
+
+
 class Settings(BaseSettings):
     """Everything configurable, one section per concern; stages add their sections here."""
 
@@ -230,6 +239,7 @@ class Settings(BaseSettings):
     symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
     bus: BusSettings = Field(default_factory=lambda: BusSettings())
     signals: SignalSettings = Field(default_factory=lambda: SignalSettings())
+    inference: InferenceSettings = Field(default_factory=lambda: InferenceSettings())
 
     @field_validator("symbols")
     @classmethod

@@ -80,7 +80,7 @@ class Manifest(BaseModel):
             raise ModelRefused("MANIFEST_INVALID", f"{path}: {exc}") from exc
 
     def write(self, directory: Path) -> None:
-        text = json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+        text = json.dumps(self.model_dump(mode="json", exclude_none=True), indent=2) + "\n"
         (directory / MANIFEST_FILE).write_text(text)
 
     def check_features(self, feature_version: str, feature_names: tuple[str, ...] | list[str]) -> None:

@@ -29,6 +29,7 @@ from kstrade.inference.runtime import REFERENCE_FILE, session_options
 from kstrade.ingest import synthetic
 from kstrade.training import dataset as ds
 from kstrade.training import evaluation as ev
+from kstrade.training.card import write_card
 from kstrade.training.nets import DirectionLSTM, DirectionTransformer
 
 INPUT_NAME = "x"
@@ -413,5 +414,6 @@ def train(opts: TrainOptions) -> list[Manifest]:
         "reliability_curves": {k: asdict(v) for k, v in curves.items()},
     }
     (opts.out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_card(opts.out)
     print(f"trained {len(manifests)} models in {summary['seconds']} s -> {opts.out}", file=sys.stderr)
     return manifests
