@@ -4,6 +4,7 @@ manifests against their files, and the refusals of a corrupted or mismatched mod
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -150,3 +151,19 @@ def test_an_unreadable_manifest_is_refused(lstm_copy: Path) -> None:
     assert _refusal(lstm_copy).code == "MANIFEST_UNREADABLE"
     (lstm_copy / "manifest.json").write_text("{}")
     assert _refusal(lstm_copy).code == "MANIFEST_INVALID"
+
+
+@pytest.mark.parametrize("directory", MODEL_DIRS, ids=lambda p: p.relative_to(MODELS).as_posix())
+def test_drift_reference_matches_its_model(directory: Path) -> None:
+    """The metrics stage's drift monitor reads this file: same model, every feature, valid bins."""
+    manifest = json.loads((directory / "manifest.json").read_text())
+    reference = json.loads((directory / "drift_reference.json").read_text())
+    assert reference["model_version"] == manifest["model_version"]
+    assert reference["model_type"] == manifest["model_type"]
+    assert list(reference["features"]) == manifest["feature_names"]
+    for name, bins in reference["features"].items():
+        edges, proportions = bins["edges"], bins["proportions"]
+        assert edges and all(b > a for a, b in itertools.pairwise(edges)), name
+        assert len(proportions) == len(edges) + 1 and abs(sum(proportions) - 1) < 1e-9, name
+    # A continuous feature splits into ten deciles of the training rows.
+    assert len(reference["features"]["1m_log_return"]["edges"]) == 9

@@ -95,3 +95,12 @@ def test_reliability_png_is_a_valid_image(tmp_path: Path) -> None:
     idat_len = struct.unpack(">I", data[33:37])[0]
     raw = zlib.decompress(data[41 : 41 + idat_len])
     assert len(raw) == height * (1 + 3 * width)
+
+
+def test_quantile_reference_bins_a_sample_into_deciles_and_merges_ties() -> None:
+    values = np.arange(1000, dtype=np.float64)
+    ref = ds.quantile_reference(values)
+    assert ref["edges"] == [100.0 * i for i in range(1, 10)]
+    assert ref["proportions"] == [0.1] * 10
+    constant = ds.quantile_reference(np.zeros(50))
+    assert constant == {"edges": [0.0], "proportions": [0.0, 1.0]}  # on the edge: the bin above

@@ -7,8 +7,10 @@ inference stage and the tests rely on, and CI has no torch.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -149,3 +151,48 @@ def gather_windows(x: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
 
 def feature_contract() -> dict[str, object]:
     return {"feature_version": FEATURE_VERSION, "feature_names": list(FEATURE_NAMES)}
+
+
+DRIFT_REFERENCE_FILE = "drift_reference.json"
+
+
+def quantile_reference(values: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
+    """One feature's training distribution for PSI: the inner cut points of `bins` quantile bins
+    (ties merged, so edges strictly ascend; outer bins open-ended; a value on an edge counts in
+    the bin above) and the training share of each bin."""
+    ordered = np.sort(values.astype(np.float64))
+    edges: list[float] = []
+    for i in range(1, bins):
+        edge = float(ordered[min(len(ordered) - 1, i * len(ordered) // bins)])
+        if not edges or edge > edges[-1]:
+            edges.append(edge)
+    counts = np.bincount(np.searchsorted(np.asarray(edges), ordered, side="right"), minlength=len(edges) + 1)
+    return {"edges": edges, "proportions": [float(c) / len(ordered) for c in counts]}
+
+
+def write_drift_references(models_dir: Path, series: list[SymbolSeries], split: Split) -> list[Path]:
+    """`drift_reference.json` beside each manifest under `models_dir`: the per-feature training
+    distributions of the rows that model was trained on, in the shape the metrics stage's drift
+    monitor reads ({"model_type", "model_version", "features": {name: {"edges", "proportions"}}}).
+    A separate file, so the ONNX file and its sha256 stay as they are."""
+    from kstrade.inference.manifest import Manifest  # the manifest format lives with the runtime
+
+    by_symbol = {s.symbol: s for s in series}
+    written = []
+    for path in sorted(models_dir.glob("**/manifest.json")):
+        manifest = Manifest.read(path.parent)
+        rows = []
+        for symbol in manifest.symbols:
+            s = by_symbol[symbol]
+            (a0, a1), _, _ = split.bounds(len(s.labels))
+            rows.append(s.features[a0:a1])
+        x = np.concatenate(rows)
+        reference = {
+            "model_type": manifest.model_type,
+            "model_version": manifest.model_version,
+            "features": {name: quantile_reference(x[:, i]) for i, name in enumerate(manifest.feature_names)},
+        }
+        out = path.parent / DRIFT_REFERENCE_FILE
+        out.write_text(json.dumps(reference) + "\n")
+        written.append(out)
+    return written

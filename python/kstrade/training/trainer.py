@@ -414,6 +414,7 @@ def train(opts: TrainOptions) -> list[Manifest]:
         "reliability_curves": {k: asdict(v) for k, v in curves.items()},
     }
     (opts.out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    ds.write_drift_references(opts.out, series, opts.split)
     write_card(opts.out)
     print(f"trained {len(manifests)} models in {summary['seconds']} s -> {opts.out}", file=sys.stderr)
     return manifests
