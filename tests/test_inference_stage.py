@@ -371,3 +371,36 @@ def test_window_arrays_are_reused_not_reallocated() -> None:
     assert window.rows is buffer and window.full
     assert window.rows[:, 0].tolist() == [2, 3, 4]
     _ = timedelta
+
+
+def test_the_configured_stages_run_in_the_deterministic_pipeline() -> None:
+    """Both stages from the config, in `Pipeline` on the memory bus with the event clock (the
+    backtest path): same input, same predictions, byte for byte."""
+    from kstrade.config import InferenceSettings, Settings
+    from kstrade.inference import inference_stages
+    from kstrade.stage import Pipeline
+
+    def run() -> list[bytes]:
+        bus = Bus.memory()
+        symbols = ["BTC-USD", "SOL-USD"]
+        _topics(bus, symbols)
+        settings = Settings(symbols=symbols, inference=InferenceSettings(models_dir=MODELS))
+        stages = inference_stages(settings)
+        pipeline = Pipeline(bus, stages)
+        feed = Feed(bus)
+        for symbol in symbols:
+            for when, values in _feature_rows(symbol, WINDOW + 4):
+                feed.send(symbol, when, values)
+        pipeline.drain()
+        for s in stages:
+            s.close()
+        reader = _reader(bus, [PREDICTIONS_TRANSFORMER, *(predictions_lstm(s) for s in symbols)])
+        records = drain(reader, 2 * 2 * 5)
+        assert sorted({r.topic for r in records}) == sorted(
+            [PREDICTIONS_TRANSFORMER, predictions_lstm("BTC-USD"), predictions_lstm("SOL-USD")]
+        )
+        # inference_time_ms is a wall time: compare everything else.
+        decoded = [Codec(Prediction).decode_record(r) for r in records]
+        return sorted(p.model_copy(update={"inference_time_ms": 0.0}).model_dump_json().encode() for p in decoded)
+
+    assert run() == run()

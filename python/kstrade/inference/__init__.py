@@ -7,5 +7,15 @@ models/ (a per-symbol LSTM and a multi-symbol Transformer), hot-reloaded without
 
 from kstrade.inference.manifest import Manifest, ModelRefused
 from kstrade.inference.runtime import LoadedModel, session_options
+from kstrade.inference.stage import InferenceStage, LSTMInference, TransformerInference, inference_stages
 
-__all__ = ["LoadedModel", "Manifest", "ModelRefused", "session_options"]
+__all__ = [
+    "InferenceStage",
+    "LSTMInference",
+    "LoadedModel",
+    "Manifest",
+    "ModelRefused",
+    "TransformerInference",
+    "inference_stages",
+    "session_options",
+]

@@ -16,6 +16,7 @@ import numpy as np
 
 from kstrade.bus import MessageError, Output, Record
 from kstrade.bus.topics import METRICS_ALERTS, PREDICTIONS_TRANSFORMER, features_aggregated, predictions_lstm
+from kstrade.config import Settings
 from kstrade.inference.manifest import ModelRefused
 from kstrade.inference.runtime import LoadedModel
 from kstrade.schemas.models import (
@@ -310,3 +311,14 @@ class TransformerInference(InferenceStage):
 
     def topic_for(self, symbol: str) -> str:
         return PREDICTIONS_TRANSFORMER
+
+
+def inference_stages(settings: Settings) -> list[InferenceStage]:
+    """Both inference stages as the configuration describes them (models directory, symbols,
+    reload cadence), for `Pipeline` or `run_service`."""
+    common = {"reload_check_seconds": settings.inference.reload_check_seconds}
+    models_dir = settings.inference.models_dir
+    return [
+        LSTMInference(models_dir, settings.symbols, **common),
+        TransformerInference(models_dir, settings.symbols, **common),
+    ]
