@@ -57,6 +57,10 @@ def write_card(models_dir: Path) -> Path:
         horizon=first.label["horizon_minutes"],
         dead_band_pct=100 * first.label["dead_band"],
     )
+    ranges = max(manifests, key=lambda m: len(m.symbols)).data.get("ranges", {})
+    for symbol, r in ranges.items():
+        text += f"- {symbol} (UTC): train {r['train']}; calibration {r['calibration']}; test {r['test']}\n"
+    text += "\n"
     text += (
         "| model | test samples | accuracy | log-loss | flat acc. | flat log-loss | last-dir acc. "
         "| last-dir log-loss | ECE raw | ECE calibrated |\n|---|---|---|---|---|---|---|---|---|---|\n"
@@ -91,13 +95,19 @@ def write_card(models_dir: Path) -> Path:
     text += "(sha256, model_version = its first 12 hex digits, features, scaler, window, label, calibration, data "
     text += "ranges, `synthetic: true`, metrics, library versions; mirrored into the ONNX metadata as `kstrade.*`), "
     text += "`reference.npz` (8 test windows and the probabilities PyTorch gave at export; CI checks ONNX against "
-    text += "them without torch). `metrics.json`: all metrics, reliability curves, training wall times.\n"
+    text += (
+        "them without torch), `drift_reference.json` (training deciles of each feature, for the metrics stage's PSI "
+    )
+    text += "drift monitor). `metrics.json`: all metrics, reliability curves, training wall times.\n"
     metrics_path = models_dir / "metrics.json"
     if metrics_path.exists():
         summary = json.loads(metrics_path.read_text())
         text += f"\nTraining: {summary['seconds']} s wall for all four models (`python -m kstrade train`, seed "
         text += f"{summary['options']['seed']}, {summary['options']['threads']} torch threads on CPU).\n"
     text += (
+        "\n## Retrain\n`pip install -e '.[train]'` (torch 2.13.0, onnx, onnxscript), then `python -m kstrade train` "
+        "(`--seed`, `--days`, `--out`). The same seed gives byte-identical ONNX files; the inference stage "
+        "picks a new version up by itself (hot reload) once its `manifest.json` changes.\n"
         "\n## Not done\n- No training on real 1-minute data (none ships; the EURUSD file is hourly).\n"
         "- A single walk-forward fold (train / calibration / test), not a rolling series of folds.\n"
     )
