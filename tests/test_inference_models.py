@@ -167,3 +167,13 @@ def test_drift_reference_matches_its_model(directory: Path) -> None:
         assert len(proportions) == len(edges) + 1 and abs(sum(proportions) - 1) < 1e-9, name
     # A continuous feature splits into ten deciles of the training rows.
     assert len(reference["features"]["1m_log_return"]["edges"]) == 9
+
+
+def test_shipped_manifests_feed_the_signals_calibrators() -> None:
+    from kstrade.config import SignalSettings
+    from kstrade.inference.manifest import shipped_manifests
+
+    manifests = shipped_manifests(MODELS)
+    assert [m.model_type for m in manifests] == ["lstm", "lstm", "lstm", "transformer"]
+    settings = SignalSettings(calibrators={m.model_version: m.calibration for m in manifests})
+    assert len(settings.calibrators) == 4

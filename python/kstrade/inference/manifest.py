@@ -111,3 +111,9 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def shipped_manifests(models_dir: Path) -> list[Manifest]:
+    """Every model manifest under `models_dir` (lstm/{symbol}/, transformer/), e.g. for the
+    signals stage's calibrators by model version."""
+    return [Manifest.read(p.parent) for p in sorted(models_dir.glob("**/" + MANIFEST_FILE))]

@@ -25,7 +25,7 @@ from torch import nn
 
 from kstrade.features import FEATURE_NAMES, FEATURE_VERSION
 from kstrade.inference.manifest import MANIFEST_FORMAT, VERSION_DIGITS, Manifest, Scaler, SymbolScaler, sha256_of
-from kstrade.inference.runtime import REFERENCE_FILE, session_options
+from kstrade.inference.runtime import REFERENCE_FILE, LoadedModel, session_options
 from kstrade.ingest import synthetic
 from kstrade.training import dataset as ds
 from kstrade.training import evaluation as ev
@@ -345,6 +345,9 @@ def _finish(
     sha = sha256_of(path)
     manifest = Manifest.model_validate({**body, "sha256": sha, "model_version": sha[:VERSION_DIGITS]})
     manifest.write(directory)
+    # The same checks the inference stage runs, now: sha256, features, shapes, and ONNX against
+    # PyTorch on the reference windows. A model that fails them is never left in models/.
+    LoadedModel.load(directory)
     return manifest, curves
 
 
