@@ -28,7 +28,7 @@ from kstrade.services import STAGES, ensure_topics
 from kstrade.stage import Pipeline, Stage
 
 #: The stages of a full run, in pipeline order (each drains before the next in every round).
-PIPELINE_ORDER = ("features", "inference", "signals", "execution", "metrics")
+PIPELINE_ORDER = ("features", "inference.lstm", "inference.transformer", "signals", "execution", "metrics")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ python -m kstrade topics create [--bootstrap HOST:PORT] [--symbols ...] [--repli
 python -m kstrade topics list | describe NAME...
 python -m kstrade ingest replay FILE [--speed max|realtime|xN] [--interval 1m] [--symbol S]
 python -m kstrade ingest coinbase [--symbols BTC-USD,...]   the live feed (URLs from the config)
+python -m kstrade train [--out models] [--seed 7] [--days 14]   (needs the `train` extra: torch)
 """
 
 from __future__ import annotations
@@ -211,6 +212,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from kstrade.training.trainer import TrainOptions, train
+    except ImportError as exc:
+        print(f"error: training needs the optional extra: pip install 'kstrade[train]' ({exc})", file=sys.stderr)
+        return 2
+    from dataclasses import replace
+
+    options = TrainOptions(out=Path(args.out), seed=args.seed)
+    options = replace(options, data=replace(options.data, days=args.days))
+    train(options)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kstrade", description="kstrade: real-time ML trading on Kafka")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -279,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--from", dest="since", help="first UTC day, YYYY-MM-DD")
     backtest.add_argument("--to", dest="until", help="UTC day to stop before, YYYY-MM-DD")
     backtest.set_defaults(func=_cmd_run)
+    training = sub.add_parser("train", help="train the LSTM and Transformer on the bundled data, export ONNX")
+    training.add_argument("--out", default="models", help="models directory to (re)write")
+    training.add_argument("--seed", type=int, default=7, help="seeds the data, the weights and the batches")
+    training.add_argument("--days", type=int, default=14, help="days of SYNTHETIC 1m candles per symbol")
+    training.set_defaults(func=_cmd_train)
 
     config = sub.add_parser("config", help="the effective configuration")
     config.add_argument("action", choices=["show"])

@@ -452,6 +452,15 @@ class IngestSettings(_Section):
     coinbase: CoinbaseSettings = Field(default_factory=lambda: CoinbaseSettings())
 
 
+class InferenceSettings(_Section):
+    """The inference stage: where the models live and how often it looks for new versions."""
+
+    #: Holds lstm/{symbol}/ and transformer/, each with manifest.json, the ONNX file, reference.npz.
+    models_dir: Path = Path("models")
+    #: Seconds between checks of the manifests for a new model version (hot reload).
+    reload_check_seconds: float = Field(2.0, gt=0, le=3600)
+
+
 class Settings(BaseSettings):
     """Everything configurable, one section per concern; stages add their sections here."""
 
@@ -465,6 +474,7 @@ class Settings(BaseSettings):
     signals: SignalSettings = Field(default_factory=lambda: SignalSettings())
     metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())
     ingest: IngestSettings = Field(default_factory=lambda: IngestSettings())
+    inference: InferenceSettings = Field(default_factory=lambda: InferenceSettings())
 
     @field_validator("symbols")
     @classmethod

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 from kstrade.bus import Bus
@@ -36,6 +37,34 @@ def _signals(settings: Settings, bus: Bus) -> Stage:
     return SignalAggregator.from_settings(settings)
 
 
+def _models_dir(settings: Settings) -> Settings:
+    """A relative models_dir that does not exist here means the checkout's models/ (so `run`
+    works from any directory of a source checkout)."""
+    configured = settings.inference.models_dir
+    if configured.is_absolute() or configured.exists():
+        return settings
+    shipped = Path(__file__).resolve().parents[2] / configured
+    if not shipped.exists():
+        return settings
+    return settings.model_copy(update={"inference": settings.inference.model_copy(update={"models_dir": shipped})})
+
+
+def _lstm(settings: Settings, bus: Bus) -> Stage:
+    from kstrade.inference.stage import LSTMInference
+
+    s = _models_dir(settings)
+    return LSTMInference(s.inference.models_dir, s.symbols, reload_check_seconds=s.inference.reload_check_seconds)
+
+
+def _transformer(settings: Settings, bus: Bus) -> Stage:
+    from kstrade.inference.stage import TransformerInference
+
+    s = _models_dir(settings)
+    return TransformerInference(
+        s.inference.models_dir, s.symbols, reload_check_seconds=s.inference.reload_check_seconds
+    )
+
+
 def _metrics(settings: Settings, bus: Bus) -> Stage:
     from kstrade.metrics.collector import build_collector
 
@@ -51,6 +80,8 @@ def _execution(settings: Settings, bus: Bus) -> Stage:
 #: Every stage that can run as a service, by name.
 STAGES: dict[str, Callable[[Settings, Bus], Stage]] = {
     "features": _features,
+    "inference.lstm": _lstm,
+    "inference.transformer": _transformer,
     "signals": _signals,
     "execution": _execution,
     "metrics": _metrics,

@@ -40,6 +40,8 @@ class RunOutputs:
     pnl: pl.DataFrame
     alerts: pl.DataFrame
     topic_counts: dict[str, int] = field(default_factory=dict)
+    #: Why candidates did not become final signals: reason code -> count (signals.filtered).
+    rejections: dict[str, int] = field(default_factory=dict)
 
 
 def _rows(bus: Bus, topic: str, model: type[Message]) -> list[dict[str, Any]]:
@@ -82,6 +84,28 @@ def _frame(rows: list[dict[str, Any]], sort: Sequence[str]) -> pl.DataFrame:
     return frame.sort(keys).drop(["_partition", "_offset"])
 
 
+def _rejections(bus: Bus) -> dict[str, int]:
+    topic = signals("filtered")
+    admin = bus.admin()
+    if topic not in admin.list_topics(10.0):
+        return {}
+    total = sum(admin.end_offsets(topic, 10.0))
+    consumer = bus.consumer("kstrade.report.rejections", {"auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    counts: dict[str, int] = {}
+    seen = 0
+    for _ in range(10_000):
+        if seen >= total:
+            break
+        batch = consumer.poll(5000, 0.5)
+        for record in batch:
+            reason = (record.header("reject_reason") or b"UNSPECIFIED").decode("ascii", "replace")
+            counts[reason] = counts.get(reason, 0) + 1
+        seen += len(batch)
+    consumer.close()
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def collect(bus: Bus) -> RunOutputs:
     admin = bus.admin()
     counts = {t: sum(admin.end_offsets(t, 10.0)) for t in admin.list_topics(10.0) if not t.startswith("__")}
@@ -93,6 +117,7 @@ def collect(bus: Bus) -> RunOutputs:
         pnl=_frame(_rows(bus, PNL, PnlEvent), ["timestamp", "symbol", "order_id"]),
         alerts=_frame(_rows(bus, METRICS_ALERTS, Alert), ["timestamp"]),
         topic_counts={k: v for k, v in sorted(counts.items()) if v},
+        rejections=_rejections(bus),
     )
 
 
@@ -168,6 +193,7 @@ def summarize(outputs: RunOutputs, stats: PipelineStats, meta: dict[str, Any]) -
             for name in stats.polled
         },
         "signals_final": outputs.signals.height,
+        "signals_rejected": outputs.rejections,
         "orders": outputs.orders.height,
         "executions": outputs.executions.height,
         "trades_closed": outputs.pnl.height,
@@ -195,6 +221,10 @@ def render_html(summary: dict[str, Any], outputs: RunOutputs, stats: PipelineSta
         ("period", f"{summary.get('start', '')} to {summary.get('end', '')}"),
         ("candles replayed", f"{summary.get('candles', 0):,}"),
         ("final signals", f"{summary['signals_final']:,}"),
+        (
+            "candidates rejected",
+            ", ".join(f"{code} {n:,}" for code, n in summary["signals_rejected"].items()) or "none",
+        ),
         ("orders / executions", f"{summary['orders']:,} / {summary['executions']:,}"),
         (
             "trades closed / won",

@@ -1,0 +1,324 @@
+"""The inference stages: `features.aggregated.{symbol}` in, one prediction per feature vector out
+(`predictions.lstm.{symbol}` from the symbol's LSTM, `predictions.transformer` from the shared
+Transformer), each stage in its own consumer group. Models reload while the stream runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from kstrade.bus import MessageError, Output, Record
+from kstrade.bus.topics import METRICS_ALERTS, PREDICTIONS_TRANSFORMER, features_aggregated, predictions_lstm
+from kstrade.config import Settings
+from kstrade.inference.manifest import ModelRefused
+from kstrade.inference.runtime import LoadedModel
+from kstrade.schemas.models import (
+    EPOCH,
+    Alert,
+    FeatureVector,
+    ModelType,
+    PredictedDirection,
+    Prediction,
+    PredictionOutput,
+    Severity,
+)
+from kstrade.stage import Stage
+
+_DIRECTIONS = (PredictedDirection.DOWN, PredictedDirection.FLAT, PredictedDirection.UP)
+
+
+class FeatureWindow:
+    """One symbol's last `length` feature vectors, oldest first, in a preallocated array."""
+
+    def __init__(self, length: int, features: int) -> None:
+        self.rows = np.zeros((length, features), dtype=np.float32)
+        self.count = 0
+        self.last_time_us = -1
+
+    def push(self, time_us: int, values: np.ndarray) -> bool:
+        """Appends the vector of a newer candle; False for a candle already seen (a redelivery
+        after a rebalance): it must neither enter the window twice nor be predicted twice."""
+        if time_us <= self.last_time_us:
+            return False
+        self.rows[:-1] = self.rows[1:]
+        self.rows[-1] = values
+        self.count = min(self.count + 1, self.rows.shape[0])
+        self.last_time_us = time_us
+        return True
+
+    @property
+    def full(self) -> bool:
+        return self.count == self.rows.shape[0]
+
+    def scaled_into(self, mean: np.ndarray, inv_std: np.ndarray, out: np.ndarray) -> np.ndarray:
+        np.subtract(self.rows, mean, out=out[0])
+        np.multiply(out[0], inv_std, out=out[0])
+        return out
+
+
+def _manifest_stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """What a new version changes: the manifest and the ONNX files beside it (name, mtime, size)."""
+    stamp = []
+    for path in sorted(directory.glob("*")):
+        if path.name == "manifest.json" or path.suffix == ".onnx":
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            stamp.append((path.name, st.st_mtime_ns, st.st_size))
+    return tuple(stamp)
+
+
+class ModelSlot:
+    """The one reference through which a model serves, and its reload: the candidate is loaded,
+    checked and warmed up on a background thread; the stage swaps it in between two records."""
+
+    def __init__(self, directory: Path, executor: ThreadPoolExecutor) -> None:
+        self.directory = directory
+        self.model = LoadedModel.load(directory)  # at start-up a refusal is fatal, by design
+        self._executor = executor
+        self._stamp = _manifest_stamp(directory)
+        self._pending: Future[LoadedModel] | None = None
+        # request() may come from another thread (an operator, a control message); settle()
+        # runs on the stage's thread. The lock keeps one load in flight at a time.
+        self._lock = threading.Lock()
+
+    def poll_files(self) -> None:
+        """Starts a background load if the directory changed since the last look."""
+        stamp = _manifest_stamp(self.directory)
+        if stamp != self._stamp and not self.pending:
+            self._stamp = stamp
+            self.request()
+
+    def request(self) -> None:
+        with self._lock:
+            if self._pending is None:
+                self._pending = self._executor.submit(LoadedModel.load, self.directory)
+
+    @property
+    def pending(self) -> bool:
+        return self._pending is not None
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Blocks until a requested load finished (tests, and a clean shutdown)."""
+        if self._pending is not None:
+            self._pending.exception(timeout)
+
+    def settle(self) -> tuple[LoadedModel, LoadedModel] | ModelRefused | None:
+        """If the background load finished: swap and return (old, new), or return why it was
+        refused (the old model keeps serving). None while nothing finished."""
+        with self._lock:
+            pending = self._pending
+            if pending is None or not pending.done():
+                return None
+            self._pending = None
+        try:
+            candidate = pending.result()
+        except ModelRefused as exc:
+            return exc
+        except Exception as exc:  # anything else a broken file can raise: refused all the same
+            return ModelRefused("MODEL_UNLOADABLE", f"{self.directory}: {exc!r}")
+        old = self.model
+        if candidate.manifest == old.manifest:
+            return None  # the same model again (e.g. a file touched or restored): nothing to swap
+        if candidate.window != old.window:
+            return ModelRefused(
+                "WINDOW_MISMATCH", f"{self.directory}: window {candidate.window}, the running model's is {old.window}"
+            )
+        missing = set(old.scalers) - set(candidate.scalers)
+        if missing:
+            return ModelRefused("UNKNOWN_SYMBOL", f"{self.directory}: no scaler for {', '.join(sorted(missing))}")
+        self.model = candidate  # the swap: one reference; the next record uses the new model
+        return old, candidate
+
+
+class InferenceStage(Stage):
+    """Shared by both model types; subclasses say which models serve which symbols."""
+
+    model_type: ClassVar[ModelType]
+
+    def __init__(self, models_dir: Path, symbols: Sequence[str], *, reload_check_seconds: float = 2.0) -> None:
+        super().__init__()
+        self.symbols = list(symbols)
+        self.reload_check_seconds = reload_check_seconds
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-reload")
+        self.slots: dict[str, ModelSlot] = self._slots(models_dir)
+        self._windows: dict[str, FeatureWindow] = {}
+        self._inputs: dict[str, np.ndarray] = {}
+        for symbol, slot in self.slots.items():
+            model = slot.model
+            if symbol not in model.scalers:
+                raise ModelRefused("UNKNOWN_SYMBOL", f"{slot.directory}: the model was not trained for {symbol}")
+            self._windows[symbol] = FeatureWindow(model.window, len(model.manifest.feature_names))
+            self._inputs[symbol] = np.empty((1, model.window, len(model.manifest.feature_names)), dtype=np.float32)
+        self._next_check = time.monotonic() + reload_check_seconds
+        self._alerts: list[Alert] = []
+        self.duplicates = 0
+
+    def _slots(self, models_dir: Path) -> dict[str, ModelSlot]:
+        raise NotImplementedError
+
+    def topic_for(self, symbol: str) -> str:
+        raise NotImplementedError
+
+    def inputs(self) -> list[str]:
+        return [features_aggregated(s) for s in self.symbols]
+
+    def distinct_slots(self) -> list[ModelSlot]:
+        seen: dict[int, ModelSlot] = {}
+        for slot in self.slots.values():
+            seen.setdefault(id(slot), slot)
+        return list(seen.values())
+
+    def request_reload(self) -> None:
+        """Load every model directory again now (the control-topic path would call this)."""
+        for slot in self.distinct_slots():
+            slot.request()
+
+    # -- the hot path -----------------------------------------------------------------------------
+    def handle(self, record: Record) -> Iterable[Output]:
+        self._settle_reloads()
+        vector = self.decode(record, FeatureVector)
+        slot = self.slots.get(vector.symbol)
+        if slot is None:
+            raise MessageError("UNKNOWN_SYMBOL", f"no {self.model_type.value} model serves {vector.symbol!r}")
+        model = slot.model
+        manifest = model.manifest
+        if vector.version != manifest.feature_version:
+            raise MessageError(
+                "FEATURE_VERSION_MISMATCH",
+                f"features {vector.version}, model {model.version} was trained on {manifest.feature_version}",
+            )
+        if vector.names != manifest.feature_names:
+            raise MessageError(
+                "FEATURE_NAMES_MISMATCH",
+                f"{len(vector.names)} features that differ from the {len(manifest.feature_names)} "
+                f"model {model.version} was trained on",
+            )
+        with np.errstate(over="ignore"):  # a double beyond float32 becomes inf: reported just below
+            values = np.asarray(vector.values, dtype=np.float32)
+        finite = np.isfinite(values)
+        if not finite.all():
+            bad = manifest.feature_names[int(np.argmin(finite))]
+            raise MessageError("NON_FINITE_FEATURE", f"{bad} is not finite (or overflows float32)")
+        window = self._windows[vector.symbol]
+        time_us = (vector.timestamp - EPOCH) // timedelta(microseconds=1)
+        if not window.push(time_us, values):
+            self.duplicates += 1
+            return ()
+        if not window.full:
+            return ()  # warming up: a prediction needs a whole window
+        mean, inv_std = model.scalers[vector.symbol]
+        x = window.scaled_into(mean, inv_std, self._inputs[vector.symbol])
+        started = time.perf_counter()
+        probabilities = model.probabilities(x)[0]
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        winner = int(np.argmax(probabilities))
+        probability = min(max(float(probabilities[winner]), 0.0), 1.0)
+        prediction = Prediction(
+            timestamp=vector.timestamp,
+            symbol=vector.symbol,
+            model_type=self.model_type,
+            model_version=model.version,
+            prediction=PredictionOutput(
+                direction=_DIRECTIONS[winner],
+                probability=probability,
+                confidence=min(max(model.calibrator(probability), 0.0), 1.0),
+            ),
+            inference_time_ms=elapsed_ms,
+        )
+        return (
+            self.emit(
+                self.topic_for(vector.symbol),
+                prediction,
+                key=vector.symbol.encode(),
+                origin_ns=self.origin_ns(record),
+            ),
+        )
+
+    # -- hot reload -------------------------------------------------------------------------------
+    def on_time(self, now_ns: int) -> Iterable[Output]:
+        if time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + self.reload_check_seconds
+            for slot in self.distinct_slots():
+                slot.poll_files()
+        self._settle_reloads()
+        alerts, self._alerts = self._alerts, []
+        return [self.emit(METRICS_ALERTS, a, key=self.name.encode(), origin_ns=now_ns) for a in alerts]
+
+    def _settle_reloads(self) -> None:
+        for slot in self.distinct_slots():
+            outcome = slot.settle()
+            if outcome is None:
+                continue
+            now = EPOCH + timedelta(microseconds=self.clock.now_ns() // 1000)
+            if isinstance(outcome, ModelRefused):
+                self._alerts.append(
+                    Alert(
+                        timestamp=now,
+                        severity=Severity.CRITICAL,
+                        source=self.name,
+                        code=outcome.code,
+                        message=f"{slot.directory}: new model refused, {slot.model.version} keeps serving: "
+                        f"{outcome.message}",
+                    )
+                )
+            else:
+                old, new = outcome
+                self._alerts.append(
+                    Alert(
+                        timestamp=now,
+                        severity=Severity.INFO,
+                        source=self.name,
+                        code="MODEL_RELOADED",
+                        message=f"{slot.directory}: {old.version} -> {new.version}",
+                    )
+                )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class LSTMInference(InferenceStage):
+    """One LSTM per symbol (models/lstm/{symbol}/) -> predictions.lstm.{symbol}."""
+
+    name = "inference.lstm"
+    model_type = ModelType.LSTM
+
+    def _slots(self, models_dir: Path) -> dict[str, ModelSlot]:
+        return {s: ModelSlot(models_dir / "lstm" / s, self._executor) for s in self.symbols}
+
+    def topic_for(self, symbol: str) -> str:
+        return predictions_lstm(symbol)
+
+
+class TransformerInference(InferenceStage):
+    """One Transformer for every symbol (models/transformer/) -> predictions.transformer."""
+
+    name = "inference.transformer"
+    model_type = ModelType.TRANSFORMER
+
+    def _slots(self, models_dir: Path) -> dict[str, ModelSlot]:
+        slot = ModelSlot(models_dir / "transformer", self._executor)
+        return dict.fromkeys(self.symbols, slot)
+
+    def topic_for(self, symbol: str) -> str:
+        return PREDICTIONS_TRANSFORMER
+
+
+def inference_stages(settings: Settings) -> list[InferenceStage]:
+    """Both inference stages as the configuration describes them (models directory, symbols,
+    reload cadence), for `Pipeline` or `run_service`."""
+    common = {"reload_check_seconds": settings.inference.reload_check_seconds}
+    models_dir = settings.inference.models_dir
+    return [
+        LSTMInference(models_dir, settings.symbols, **common),
+        TransformerInference(models_dir, settings.symbols, **common),
+    ]

@@ -1,0 +1,423 @@
+"""`python -m kstrade train`: trains the per-symbol LSTMs and the multi-symbol Transformer on the
+bundled SYNTHETIC candles, exports them to ONNX, scores them against naive baselines, fits
+Platt calibration on a later slice, and writes models/ (ONNX, manifest, PyTorch reference
+outputs, reliability diagram, metrics). Imports torch: the optional `train` extra."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import onnxscript
+import torch
+from torch import nn
+
+from kstrade.features import FEATURE_NAMES, FEATURE_VERSION
+from kstrade.inference.manifest import MANIFEST_FORMAT, VERSION_DIGITS, Manifest, Scaler, SymbolScaler, sha256_of
+from kstrade.inference.runtime import REFERENCE_FILE, LoadedModel, session_options
+from kstrade.ingest import synthetic
+from kstrade.training import dataset as ds
+from kstrade.training import evaluation as ev
+from kstrade.training.card import write_card
+from kstrade.training.nets import DirectionLSTM, DirectionTransformer
+
+INPUT_NAME = "x"
+OUTPUT_NAME = "probabilities"
+MAX_BATCH = 64
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    out: Path = Path("models")
+    seed: int = 7
+    window: int = 30
+    data: ds.DataSpec = field(default_factory=ds.DataSpec)
+    label: ds.LabelDefinition = field(default_factory=ds.LabelDefinition)
+    split: ds.Split = field(default_factory=ds.Split)
+    lstm_hidden: int = 32
+    lstm_epochs: int = 4
+    transformer_d: int = 32
+    transformer_epochs: int = 3
+    batch_size: int = 256
+    train_stride: int = 2  # every other window: neighbours overlap almost entirely anyway
+    threads: int = 2
+
+
+def _progress(items: int, label: str) -> Callable[[int], None]:
+    """A one-line progress bar on stderr (no dependency)."""
+    start = time.monotonic()
+
+    def tick(done: int) -> None:
+        width = 30
+        filled = width * done // max(items, 1)
+        rate = done / max(time.monotonic() - start, 1e-9)
+        sys.stderr.write(f"\r  {label:<28} [{'#' * filled}{'.' * (width - filled)}] {done}/{items} {rate:,.0f}/s")
+        if done >= items:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return tick
+
+
+def _batches(n: int, size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    order = torch.randperm(n, generator=generator)  # shuffling inside the training slice only
+    for i in range(0, n, size):
+        yield order[i : i + size]
+
+
+def _fit(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    xv: np.ndarray,
+    yv: np.ndarray,
+    epochs: int,
+    opts: TrainOptions,
+    label: str,
+) -> dict[str, Any]:
+    """Adam on cross-entropy; keeps the epoch with the best log-loss on the validation tail of
+    the training slice (never on the calibration or test slices)."""
+    generator = torch.Generator().manual_seed(opts.seed)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xvt = torch.from_numpy(xv)
+    best: tuple[float, dict[str, torch.Tensor], int] | None = None
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        tick = _progress(len(x), f"{label} epoch {epoch + 1}/{epochs}")
+        done = 0
+        for idx in _batches(len(x), opts.batch_size, generator):
+            optimiser.zero_grad()
+            loss = loss_fn(model.logits(xt[idx]), yt[idx])  # type: ignore[operator]
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            done += len(idx)
+            if done == len(x) or (done // opts.batch_size) % 20 == 0:
+                tick(done)
+        model.eval()
+        with torch.no_grad():
+            pv = torch.cat([model(xvt[i : i + 4096]) for i in range(0, len(xv), 4096)]).numpy()
+        val = ev.log_loss(pv, yv)
+        history.append(round(val, 5))
+        if best is None or val < best[0]:
+            best = (val, {k: v.clone() for k, v in model.state_dict().items()}, epoch + 1)
+    assert best is not None
+    model.load_state_dict(best[1])
+    model.eval()
+    return {"epochs": epochs, "best_epoch": best[2], "validation_log_loss_by_epoch": history}
+
+
+def _export(model: nn.Module, example: np.ndarray, path: Path) -> None:
+    """Dynamo export with a dynamic batch axis (exported at batch >= 2, as the reference says),
+    as one self-contained file: a .data sidecar is folded back in."""
+    x = torch.from_numpy(example)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "model.onnx"
+        torch.onnx.export(
+            model,
+            (x,),
+            str(raw),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}},
+            verbose=False,
+        )
+        proto = onnx.load(str(raw), load_external_data=True)
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+    if any(p.name.endswith(".data") for p in path.parent.iterdir()):
+        raise RuntimeError(f"an external-data sidecar was written next to {path}")
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+
+
+def _predict(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    out = [session.run(None, {INPUT_NAME: x[i : i + MAX_BATCH]})[0] for i in range(0, len(x), MAX_BATCH)]
+    return np.concatenate(out).astype(np.float64)
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": onnxscript.__version__,
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "opset": "",  # filled from the exported file
+    }
+
+
+@dataclass
+class Slices:
+    """Scaled windows of one model's symbols: fit / validation (tail of train) / calibration / test."""
+
+    fit: tuple[np.ndarray, np.ndarray]
+    validation: tuple[np.ndarray, np.ndarray]
+    calibration: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray, np.ndarray]  # windows, labels, previous direction
+    train_labels_previous: tuple[np.ndarray, np.ndarray]
+    scalers: dict[str, ds.Scaler]
+    ranges: dict[str, dict[str, str]]
+    symbols: list[str]
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(ms / 1000))
+
+
+def _slices(series: list[ds.SymbolSeries], opts: TrainOptions) -> Slices:
+    w, h = opts.window, opts.label.horizon_minutes
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("xf", "yf", "xv", "yv", "xc", "yc", "xt", "yt", "pt", "ytr", "ptr")
+    }
+    scalers: dict[str, ds.Scaler] = {}
+    ranges: dict[str, dict[str, str]] = {}
+    for s in series:
+        n = len(s.labels)
+        (a0, a1), (b0, b1), (c0, c1) = opts.split.bounds(n)
+        scaler = ds.Scaler.fit(s.features[a0:a1])
+        scalers[s.symbol] = scaler
+        x = scaler.transform(s.features)
+        # Purge: a window's label looks h minutes ahead, so no slice ends within h rows of the next.
+        v0 = a0 + int((a1 - a0) * 0.8)
+        fit_ends = ds.window_ends(s.labels, a0, v0 - h, w, opts.train_stride)
+        val_ends = ds.window_ends(s.labels, v0, a1 - h, w)
+        cal_ends = ds.window_ends(s.labels, b0, b1 - h, w)
+        test_ends = ds.window_ends(s.labels, c0, c1, w)
+        parts["xf"].append(ds.gather_windows(x, fit_ends, w))
+        parts["yf"].append(s.labels[fit_ends])
+        parts["xv"].append(ds.gather_windows(x, val_ends, w))
+        parts["yv"].append(s.labels[val_ends])
+        parts["xc"].append(ds.gather_windows(x, cal_ends, w))
+        parts["yc"].append(s.labels[cal_ends])
+        parts["xt"].append(ds.gather_windows(x, test_ends, w))
+        parts["yt"].append(s.labels[test_ends])
+        parts["pt"].append(s.previous[test_ends])
+        train_ends = ds.window_ends(s.labels, a0, a1 - h, w)
+        parts["ytr"].append(s.labels[train_ends])
+        parts["ptr"].append(s.previous[train_ends])
+        t = s.open_time_ms
+        ranges[s.symbol] = {
+            "train": f"{_iso(t[a0])} .. {_iso(t[a1 - 1])}",
+            "calibration": f"{_iso(t[b0])} .. {_iso(t[b1 - 1])}",
+            "test": f"{_iso(t[c0])} .. {_iso(t[c1 - 1])}",
+        }
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    return Slices(
+        (cat["xf"], cat["yf"]),
+        (cat["xv"], cat["yv"]),
+        (cat["xc"], cat["yc"]),
+        (cat["xt"], cat["yt"], cat["pt"]),
+        (cat["ytr"], cat["ptr"]),
+        scalers,
+        ranges,
+        [s.symbol for s in series],
+    )
+
+
+def _score(
+    session: ort.InferenceSession, sl: Slices
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, ev.ReliabilityCurve]]:
+    """Metrics on the test slice, baselines beside them; Platt fitted on the calibration slice."""
+    xc, yc = sl.calibration
+    xt, yt, prev = sl.test
+    pc, pt = _predict(session, xc), _predict(session, xt)
+    platt = ev.fit_platt(pc.max(axis=1), np.argmax(pc, axis=1) == yc)
+    ytr, ptr = sl.train_labels_previous
+    freq = ev.class_frequencies(ytr)
+    flat = ev.always_flat(yt, freq)
+    has_prev = prev >= 0
+    last = ev.last_direction(np.where(has_prev, prev, 1), freq, ptr, ytr)
+    winner = pt.max(axis=1)
+    correct = np.argmax(pt, axis=1) == yt
+    calibrated = ev.calibrate(platt, winner)
+    metrics = {
+        "slice": "test (last 20% of each symbol's rows, after calibration)",
+        "samples": len(yt),
+        "class_frequencies_test": [round(float(v), 4) for v in ev.class_frequencies(yt)],
+        "model": {"accuracy": round(ev.accuracy(pt, yt), 4), "log_loss": round(ev.log_loss(pt, yt), 4)},
+        "always_flat": {"accuracy": round(float(np.mean(yt == 1)), 4), "log_loss": round(ev.log_loss(flat, yt), 4)},
+        "last_direction": {
+            "accuracy": round(float(np.mean(np.where(has_prev, prev, 1) == yt)), 4),
+            "log_loss": round(ev.log_loss(last, yt), 4),
+        },
+        "ece_raw": round(ev.ece(winner, correct), 4),
+        "ece_calibrated": round(ev.ece(calibrated, correct), 4),
+        "ece_note": "ECE (15 bins) of the winning class's probability vs whether it was right",
+        "mean_confidence_calibrated": round(float(calibrated.mean()), 4),
+    }
+    metrics["beats_always_flat"] = bool(metrics["model"]["log_loss"] < metrics["always_flat"]["log_loss"])
+    metrics["beats_last_direction"] = bool(metrics["model"]["log_loss"] < metrics["last_direction"]["log_loss"])
+    fit = {
+        "method": "platt",
+        "on": "calibration slice (60-80% of each symbol's rows)",
+        "samples": len(yc),
+        "a": platt.a,
+        "b": platt.b,
+    }
+    curves = {
+        "raw": ev.reliability_curve(winner, correct),
+        "calibrated": ev.reliability_curve(calibrated, correct),
+    }
+    return metrics, fit, curves
+
+
+def _finish(
+    model: nn.Module, model_type: str, sl: Slices, directory: Path, opts: TrainOptions, training: dict[str, Any]
+) -> tuple[Manifest, dict[str, ev.ReliabilityCurve]]:
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    path = directory / "model.onnx"
+    xt = sl.test[0]
+    _export(model, xt[:2], path)
+    session = _session(path)
+    metrics, fit, curves = _score(session, sl)
+    versions = _versions()
+    proto = onnx.load(str(path))
+    versions["opset"] = str(max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")))
+    # Reference: PyTorch's answers on a few test windows, stored for the torch-free CI check.
+    rng = np.random.default_rng(opts.seed)
+    pick = np.sort(rng.choice(len(xt), size=8, replace=False))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(xt[pick])).numpy()
+    np.savez(directory / REFERENCE_FILE, x=xt[pick], probabilities=expected)
+
+    body: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "model_type": model_type,
+        "symbols": sl.symbols,
+        "file": path.name,
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "classes": list(ds.CLASSES),
+        "window": opts.window,
+        "timeframe": "1m",
+        "feature_version": FEATURE_VERSION,
+        "feature_names": list(FEATURE_NAMES),
+        "scaler": Scaler(per_symbol={s: SymbolScaler(**sc.as_dict()) for s, sc in sl.scalers.items()}).model_dump(),
+        "label": opts.label.as_dict(),
+        "calibration": {"method": "platt", "a": fit["a"], "b": fit["b"]},
+        "calibration_fit": fit,
+        "data": {
+            "synthetic": True,
+            "source": f"SYNTHETIC 1m candles, {synthetic.GENERATOR}, seed {opts.data.seed}, "
+            f"{opts.data.days} days from {opts.data.start:%Y-%m-%d}: not market data",
+            "ranges": sl.ranges,
+            "split": "by time per symbol: train 0-60% (last 20% of it for epoch selection), "
+            "calibration 60-80%, test 80-100%; slices purged by the label horizon; never shuffled across",
+        },
+        "metrics": metrics,
+        "training": {
+            **training,
+            "seed": opts.seed,
+            "window": opts.window,
+            "batch_size": opts.batch_size,
+            "train_stride": opts.train_stride,
+            "threads": opts.threads,
+        },
+        "versions": versions,
+    }
+    # Mirror the manifest (less what depends on the file's own bytes) into the ONNX metadata.
+    del proto.metadata_props[:]
+    for key, value in body.items():
+        entry = proto.metadata_props.add()
+        entry.key = f"kstrade.{key}"
+        entry.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+    sha = sha256_of(path)
+    manifest = Manifest.model_validate({**body, "sha256": sha, "model_version": sha[:VERSION_DIGITS]})
+    manifest.write(directory)
+    # The same checks the inference stage runs, now: sha256, features, shapes, and ONNX against
+    # PyTorch on the reference windows. A model that fails them is never left in models/.
+    LoadedModel.load(directory)
+    return manifest, curves
+
+
+def train(opts: TrainOptions) -> list[Manifest]:
+    """The whole `train` command; returns the manifests written."""
+    torch.manual_seed(opts.seed)
+    np.random.seed(opts.seed)
+    torch.set_num_threads(opts.threads)
+    torch.use_deterministic_algorithms(True)
+    started = time.monotonic()
+    print(
+        f"features {FEATURE_VERSION} ({len(FEATURE_NAMES)}) on SYNTHETIC candles: "
+        f"{', '.join(opts.data.symbols)}, {opts.data.days} days, seed {opts.data.seed}",
+        file=sys.stderr,
+    )
+    series = ds.load_series(opts.data, opts.label)
+    features = len(FEATURE_NAMES)
+    manifests: list[Manifest] = []
+    curves: dict[str, ev.ReliabilityCurve] = {}
+    # Wall times go to metrics.json, not the manifests: the same seed must give the same bytes.
+    seconds: dict[str, float] = {}
+    for s in series:
+        sl = _slices([s], opts)
+        torch.manual_seed(opts.seed)
+        lstm = DirectionLSTM(features, opts.lstm_hidden)
+        t0 = time.monotonic()
+        info = _fit(lstm, *sl.fit, *sl.validation, opts.lstm_epochs, opts, f"lstm {s.symbol}")
+        seconds[f"lstm/{s.symbol}"] = round(time.monotonic() - t0, 1)
+        info["architecture"] = f"LSTM 1 layer, hidden {opts.lstm_hidden}, last step -> linear -> softmax"
+        m, c = _finish(lstm, "lstm", sl, opts.out / "lstm" / s.symbol, opts, info)
+        manifests.append(m)
+        curves[f"lstm {s.symbol}"] = c["calibrated"]
+        print(f"  lstm {s.symbol}: {m.model_version} {json.dumps(m.metrics['model'])}", file=sys.stderr)
+    sl = _slices(series, opts)
+    torch.manual_seed(opts.seed)
+    transformer = DirectionTransformer(features, opts.window, opts.transformer_d)
+    t0 = time.monotonic()
+    info = _fit(transformer, *sl.fit, *sl.validation, opts.transformer_epochs, opts, "transformer")
+    seconds["transformer"] = round(time.monotonic() - t0, 1)
+    info["architecture"] = (
+        f"Transformer encoder, 2 pre-norm layers, d {opts.transformer_d}, 4 heads, "
+        "learned positions, last step -> linear -> softmax"
+    )
+    m, c = _finish(transformer, "transformer", sl, opts.out / "transformer", opts, info)
+    manifests.append(m)
+    curves["transformer (raw)"] = c["raw"]
+    curves["transformer"] = c["calibrated"]
+    ev.reliability_png(
+        {k: curves[k] for k in ("transformer (raw)", "transformer", "lstm BTC-USD")}, opts.out / "reliability.png"
+    )
+    summary = {
+        "seconds": round(time.monotonic() - started, 1),
+        "training_seconds": seconds,
+        "options": json.loads(json.dumps(asdict(opts), default=str)),
+        "models": {
+            f"{m.model_type}{'/' + m.symbols[0] if m.model_type == 'lstm' else ''}": {
+                "model_version": m.model_version,
+                "metrics": m.metrics,
+            }
+            for m in manifests
+        },
+        "reliability_png_series": {
+            "blue": "transformer raw",
+            "orange": "transformer calibrated",
+            "green": "lstm BTC-USD calibrated",
+        },
+        "reliability_curves": {k: asdict(v) for k, v in curves.items()},
+    }
+    (opts.out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    ds.write_drift_references(opts.out, series, opts.split)
+    write_card(opts.out)
+    print(f"trained {len(manifests)} models in {summary['seconds']} s -> {opts.out}", file=sys.stderr)
+    return manifests
