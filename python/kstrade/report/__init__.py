@@ -255,7 +255,10 @@ def render_html(summary: dict[str, Any], outputs: RunOutputs, stats: PipelineSta
         ),
     ]
     for name, samples in stats.processing_us.items():
-        charts.append(histogram(f"{name}: processing time per record", samples, x_label="microseconds"))
+        # The tail beyond p99 (GC pauses, first calls) would squash every bar into the first bin.
+        cut = sorted(samples)[max(0, math.ceil(0.99 * len(samples)) - 1)] if samples else 0.0
+        shown = [v for v in samples if v <= cut]
+        charts.append(histogram(f"{name}: processing time per record (up to p99)", shown, x_label="microseconds"))
     synthetic = "SYNTHETIC" in str(summary.get("data", "")).upper()
     warning = (
         "<p class='warn'>The input is SYNTHETIC data from a seeded generator, not market data: these results "
