@@ -334,3 +334,34 @@ def test_each_kind_of_bad_input_is_dead_lettered_with_its_code() -> None:
     codes = sorted(r.header("dlq.error.code") or b"" for r in check.poll(max_records=100, timeout=0.0))
     assert codes == [b"SCHEMA_MISMATCH", b"SYMBOL_TOPIC_MISMATCH", b"UNKNOWN_SYMBOL", b"WRONG_INTERVAL"]
     assert stage.stats.decided == 0
+
+
+def test_a_crash_before_the_decision_redelivers_the_candle_with_its_price() -> None:
+    """Candle, features and one of two predictions are in when the stage dies: nothing of that
+    candle was committed, so a restarted stage still decides it with its price."""
+    bus = Bus.memory()
+    create_all(bus.admin(), catalogue(["BTC-USD"]))
+    feed = Feed()
+    t = minute(0)
+    producer = bus.producer()
+    first = [*feed.market("BTC-USD", t, 100.0, 0.5), feed.prediction("lstm", "BTC-USD", t, PredictedDirection.UP, 0.8)]
+    for out in first:
+        producer.send(out.topic, out.value, key=out.key, headers=out.headers)
+    stage = SignalAggregator(["BTC-USD"], SignalSettings())
+    crashed = Pipeline(bus, [stage])
+    crashed.drain()
+    assert stage.retained()[(candles("BTC-USD", "1m"), 0)] == 0  # held, not committed
+    consumer = crashed.runners[0].consumer
+    tps = [(candles("BTC-USD", "1m"), p) for p in range(3)]
+    assert all((c or 0) == 0 for _, _, c in consumer.committed(tps))  # nothing past the candle
+    consumer.close()  # the crash: gone without deciding
+
+    late = feed.prediction("transformer", "BTC-USD", t, PredictedDirection.UP, 0.7)
+    producer.send(late.topic, late.value, key=late.key, headers=late.headers)
+    restarted = SignalAggregator(["BTC-USD"], SignalSettings())
+    Pipeline(bus, [restarted]).drain()
+    check = bus.consumer("check")
+    check.subscribe(SIGNAL_TOPICS)
+    decided = decode(check.poll(max_records=100, timeout=0.0), signals("raw"))
+    assert len(decided) == 1 and decided[0][0].entry_price == 100.0  # priced, not NO_PRICE
+    assert restarted.retained() == {}

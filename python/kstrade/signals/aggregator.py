@@ -24,7 +24,7 @@ from kstrade.schemas import Candle, Execution, FeatureVector, PnlEvent, Predicti
 from kstrade.schemas.models import OrderStatus
 from kstrade.signals.calibration import Calibrator, calibrator_from_spec
 from kstrade.signals.decision import Decision, ModelVote, calibrated_vote, decide, epoch_ns
-from kstrade.signals.join import Key, MarketBook, OpenPositions, PredictionJoin
+from kstrade.signals.join import MARKET_MEMORY, Key, MarketBook, OpenPositions, PredictionJoin
 from kstrade.signals.reweighting import OutcomeWeights
 from kstrade.stage import Stage
 
@@ -72,6 +72,9 @@ class SignalAggregator(Stage):
         self.positions = OpenPositions()
         self.outcome_weights = OutcomeWeights(self.settings.weights, self.settings.reweighting)
         self.stats = SignalStats()
+        #: Where each undecided candle's inputs sit on the bus (candle, features, predictions):
+        #: never committed past until the candle is decided, so a crash redelivers them.
+        self._held: dict[Key, list[tuple[str, int, int]]] = {}
         self._lstm_topics = {predictions_lstm(s): s for s in self.symbols}
         self._candle_topics = {candles(s, "1m"): s for s in self.symbols}
         self._feature_topics = {features_aggregated(s): s for s in self.symbols}
@@ -92,6 +95,28 @@ class SignalAggregator(Stage):
         ]
 
     # -- records -----------------------------------------------------------------------------
+    def retained(self) -> dict[tuple[str, int], int]:
+        """The lowest offset, per partition, of an input of a candle not yet decided."""
+        low: dict[tuple[str, int], int] = {}
+        for positions in self._held.values():
+            for topic, partition, offset in positions:
+                tp = (topic, partition)
+                if tp not in low or offset < low[tp]:
+                    low[tp] = offset
+        return low
+
+    def _hold(self, key: Key, record: Record) -> None:
+        symbol, timestamp = key
+        done = self.join.decided_through.get(symbol)
+        if done is not None and timestamp <= done:
+            return  # already decided: nothing to keep
+        self._held.setdefault(key, []).append((record.topic, record.partition, record.offset))
+        # Bounded like the market book: a candle no model ever predicts (warm-up, a model down)
+        # is let go once it is older than what the book remembers.
+        mine = sorted(k for k in self._held if k[0] == symbol)
+        for old in mine[: max(0, len(mine) - MARKET_MEMORY)]:
+            del self._held[old]
+
     def handle(self, record: Record) -> Iterable[Output]:
         topic = record.topic
         if topic in self._lstm_topics or topic == PREDICTIONS_TRANSFORMER:
@@ -102,12 +127,14 @@ class SignalAggregator(Stage):
             if candle.interval != "1m":
                 raise MessageError("WRONG_INTERVAL", f"{topic}: a {candle.interval} candle on the 1m topic")
             self.market.add_close(candle.symbol, candle.timestamp, candle.close)
+            self._hold((candle.symbol, candle.timestamp), record)
             self.outcome_weights.close(candle.symbol, candle.timestamp, candle.close)
             return self._decide_all(self.join.ready((candle.symbol, candle.timestamp)))
         if topic in self._feature_topics:
             vector = self.decode(record, FeatureVector)
             self._check_symbol(vector.symbol, self._feature_topics[topic], topic)
             self.market.add_features(vector.symbol, vector.timestamp, vector.features)
+            self._hold((vector.symbol, vector.timestamp), record)
             return self._decide_all(self.join.ready((vector.symbol, vector.timestamp)))
         if topic == EXECUTIONS:
             fill = self.decode(record, Execution)
@@ -139,6 +166,8 @@ class SignalAggregator(Stage):
         keys = self.join.add(
             vote, symbol, prediction.timestamp, now_ns=self.clock.now_ns(), origin_ns=self.origin_ns(record)
         )
+        if (symbol, prediction.timestamp) in self.join.pending:
+            self._hold((symbol, prediction.timestamp), record)
         return self._decide_all(keys)
 
     @staticmethod
@@ -174,6 +203,9 @@ class SignalAggregator(Stage):
 
     def _decide_candle(self, key: Key, now_ns: int) -> list[Output]:
         context, origin_ns = self.join.take(key)
+        symbol, timestamp = key
+        for held in [k for k in self._held if k[0] == symbol and k[1] <= timestamp]:
+            del self._held[held]  # decided: its inputs (and older ones of the symbol) are done
         self.stats.decided += 1
         reweighting = self.settings.reweighting.enabled
         decision = decide(
