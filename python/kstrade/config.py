@@ -452,6 +452,13 @@ class IngestSettings(_Section):
     coinbase: CoinbaseSettings = Field(default_factory=lambda: CoinbaseSettings())
 
 
+class FeatureSettings(_Section):
+    """The features stage: where it checkpoints its warm indicators (None: it does not, and a
+    restarted service warms up again from new candles)."""
+
+    state_dir: Path | None = Path("~/.local/state/kstrade/features")
+
+
 class InferenceSettings(_Section):
     """The inference stage: where the models live and how often it looks for new versions."""
 
@@ -474,6 +481,7 @@ class Settings(BaseSettings):
     signals: SignalSettings = Field(default_factory=lambda: SignalSettings())
     metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())
     ingest: IngestSettings = Field(default_factory=lambda: IngestSettings())
+    features: FeatureSettings = Field(default_factory=lambda: FeatureSettings())
     inference: InferenceSettings = Field(default_factory=lambda: InferenceSettings())
 
     @field_validator("symbols")

@@ -28,7 +28,7 @@ from kstrade.stage import Stage, run_service
 def _features(settings: Settings, bus: Bus) -> Stage:
     from kstrade.features.stage import FeatureStage
 
-    return FeatureStage(settings.symbols)
+    return FeatureStage(settings.symbols, settings.features.state_dir)
 
 
 def _signals(settings: Settings, bus: Bus) -> Stage:

@@ -88,6 +88,10 @@ class Stage(_Emitter, ABC):
     def close(self) -> None:
         """Release what the stage holds (files, servers, threads); called once when it stops."""
 
+    def checkpoint(self) -> None:
+        """Save state that a restart must not lose (e.g. warm indicators), consistent with what
+        is about to be committed: called after the outputs are flushed, before each commit."""
+
     def retained(self) -> Mapping[tuple[str, int], int]:
         """Records this stage still holds in memory, as the lowest held offset per (topic,
         partition). Offsets from there on are not committed, so a crash redelivers them and the
@@ -132,6 +136,7 @@ def _runner(bus: Bus, stage: Stage, *, poll_timeout: float) -> StageRunner:
         max_message_bytes=stage.max_message_bytes,
         poll_timeout=poll_timeout,
         retained=stage.retained,
+        checkpoint=stage.checkpoint,
     )
 
 

@@ -63,9 +63,11 @@ class StageRunner:
         max_records: int = 500,
         poll_timeout: float = 0.1,
         retained: Retained | None = None,
+        checkpoint: Callable[[], None] | None = None,
     ) -> None:
         self.consumer = consumer
         self.retained = retained
+        self.checkpoint = checkpoint
         self.producer = producer
         self.handler = handler
         self.dead_letters = DeadLetters(producer, stage)
@@ -108,9 +110,12 @@ class StageRunner:
         return result
 
     def commit_progress(self) -> None:
-        """Flush (outputs and dead letters durable first), then commit what is fully processed:
-        everything polled, except from the lowest offset the stage still holds per partition."""
+        """Flush (outputs and dead letters durable first), let the stage checkpoint its state,
+        then commit what is fully processed: everything polled, except from the lowest offset
+        the stage still holds per partition."""
         self.producer.flush()
+        if self.checkpoint is not None:
+            self.checkpoint()  # state saved for what is about to be committed
         held = self.retained() if self.retained is not None else None
         if not held:
             self.consumer.commit()
