@@ -15,9 +15,10 @@ import pytest
 from kstrade.bus import Bus, Record
 from kstrade.bus.topics import INTERVALS, candles
 from kstrade.clock import EventClock
+from kstrade.features import Candle as NativeCandle
 from kstrade.ingest.replay import ReplaySource, Speed, eurusd_1h_candles, interval_of, read_candles
 from kstrade.ingest.resume import resume_points
-from kstrade.ingest.rollup import INTERVAL_MS
+from kstrade.ingest.rollup import INTERVAL_MS, MultiTimeframeCandles
 from kstrade.ingest.service import ensure_candle_topics, run_ingest
 from kstrade.ingest.synthetic import generate
 from kstrade.schemas import Candle, Codec, MessageHeaders
@@ -214,3 +215,13 @@ def test_bad_rows_are_refused_with_a_clear_error() -> None:
     source = ReplaySource(frame)
     outputs = [o for b in iter(source.next_batch, None) for o in b]
     assert len(outputs) == 2 and source.health.rejected == 1
+
+
+def test_fast_encoding_is_byte_identical_to_the_validated_model() -> None:
+    fast = MultiTimeframeCandles("BTC-USD", "replay")
+    slow = MultiTimeframeCandles("BTC-USD", "replay")
+    slow._direct = False
+    candle = NativeCandle(1_767_571_200_000, 1.0, 2.0, 0.5, 1.5, 3.0)
+    for interval in INTERVALS:
+        a, b = fast.output(interval, candle, "aggregated"), slow.output(interval, candle, "aggregated")
+        assert (a.topic, a.key, a.value, a.headers) == (b.topic, b.key, b.value, b.headers)

