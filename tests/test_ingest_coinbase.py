@@ -19,8 +19,10 @@ from kstrade.features import Candle as NativeCandle
 from kstrade.ingest.coinbase.feed import CoinbaseSource
 from kstrade.ingest.coinbase.messages import FeedMessageError, Heartbeat, TradesEvent, UnknownChannel, parse
 from kstrade.ingest.coinbase.minutes import LiveMinutes, Window
+from kstrade.ingest.coinbase.rest import CandlesRest, RestError
 from kstrade.ingest.resume import resume_points
 from kstrade.ingest.service import ensure_candle_topics, run_ingest
+from kstrade.retry import Backoff
 from kstrade.schemas import Candle, Codec
 
 from .conftest import quiet
@@ -244,3 +246,24 @@ def test_a_restart_resumes_from_the_topics_without_gap_or_duplicate() -> None:
     for t, (o, h, lo, cl, _) in want.items():
         c = minutes[t]
         assert isinstance(c, Candle) and (c.open, c.high, c.low, c.close) == (o, h, lo, cl)
+
+
+def test_rest_pages_stay_under_300_and_errors_are_clear() -> None:
+    clock = ScaledClock((T0 + 20_000) * 1_000_000, speed=1)
+    with FakeCoinbase("BTC-USD", TRADES, clock, Scenario(rest_429=1)) as server:
+        rest = CandlesRest(server.rest_url, backoff=Backoff(initial=0.01, max_delay=0.05, attempts=3))
+        start, end = T0 - 2 * 60 * MIN, T0
+        got = rest.candles("BTC-USD", start, end)
+        # 120 minutes -> one page; a 10-hour window would be 3; here: 429 first, then the page.
+        assert [r[4] for r in server.rest_log] == [429, 200]
+        want = {t: v for t, v in expected_minutes().items() if start <= t < end}
+        assert [c.open_time_ms for c in got] == sorted(want)
+        assert all((c.open, c.high, c.low, c.close) == want[c.open_time_ms][:4] for c in got)
+        before = len(server.rest_log)
+        long = rest.candles("BTC-USD", T0 - 10 * 60 * MIN, T0)
+        pages = server.rest_log[before:]
+        assert len(pages) == 3 and all((r[1] - r[0]) // 60 + 1 < 300 and r[4] == 200 for r in pages)
+        assert [c.open_time_ms for c in long] == [c.open_time_ms for c in got]  # no trades before T0-2h
+        with pytest.raises(RestError, match="HTTP 404"):
+            rest.candles("DOGE-USD", start, end)
+        rest.close()
