@@ -58,7 +58,7 @@ def expected_minutes() -> dict[int, tuple[float, float, float, float, float]]:
 
 
 def run_feed(
-    scenario: Scenario, *, until_ms: int
+    scenario: Scenario, *, until_ms: int, candles_channel: bool = False
 ) -> tuple[list[tuple[str, int, Candle]], FakeCoinbase, CoinbaseSource]:
     clock = ScaledClock((T0 + 20_000) * 1_000_000, speed=60)
     with FakeCoinbase("BTC-USD", TRADES, clock, scenario) as server:
@@ -71,6 +71,7 @@ def run_feed(
             warmup_hours=1,
             reconnect_initial_s=0.05,
             reconnect_max_s=0.3,
+            candles_channel=candles_channel,
         )
         source = CoinbaseSource(["BTC-USD"], settings, clock=clock, poll_s=0.05)
         got: list[tuple[str, int, Candle]] = []
@@ -267,3 +268,13 @@ def test_rest_pages_stay_under_300_and_errors_are_clear() -> None:
         with pytest.raises(RestError, match="HTTP 404"):
             rest.candles("DOGE-USD", start, end)
         rest.close()
+
+
+def test_five_minute_bars_are_cross_checked_with_the_candles_channel(caplog: pytest.LogCaptureFixture) -> None:
+    got, server, source = run_feed(Scenario(variant="production"), until_ms=T0 + 11 * MIN, candles_channel=True)
+    assert [s["channel"] for s in server.subscribes[:3]] == ["market_trades", "heartbeats", "candles"]
+    fives = [t for topic, t, _ in got if topic.endswith(".5m")]
+    assert len(fives) == len(set(fives)) and T0 + 5 * MIN in fives
+    # Bars after the start-up window are complete and compared; all agree with the exchange.
+    assert source.health.cross_checked >= 1, source.health
+    assert source.health.cross_check_mismatches == 0, caplog.text

@@ -8,6 +8,7 @@ counts what it saw, and never re-emits a candle at or before the resume point of
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ from kstrade._native import MarketError
 from kstrade.bus import Output
 from kstrade.bus.topics import INTERVALS, candles
 from kstrade.features import Candle as NativeCandle
-from kstrade.features import CandleAggregator
+from kstrade.features import CandleAggregator, ClosedBar
 from kstrade.ingest.health import IngestHealth
 from kstrade.schemas import Candle, Codec
 from kstrade.schemas.codec import HEADER_ORIGIN_NS
@@ -61,6 +62,8 @@ class MultiTimeframeCandles:
     health: IngestHealth = field(default_factory=IngestHealth)
     resume_after: dict[str, int] = field(default_factory=dict)
     codec: Codec = field(default_factory=lambda: Codec(Candle))
+    #: Told of every higher bar emitted (the live feed cross-checks 5m bars with it).
+    on_bar: Callable[[str, ClosedBar], None] | None = None
 
     def __post_init__(self) -> None:
         self._aggregator = CandleAggregator()
@@ -132,6 +135,8 @@ class MultiTimeframeCandles:
                         bar.expected,
                     )
                 outputs.append(self.output(bar.interval, bar.candle, "aggregated"))
+                if self.on_bar is not None:
+                    self.on_bar(self.symbol, bar)
         self.health.candles_produced += len(outputs)
         return outputs
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import queue
 import random
 import threading
@@ -26,8 +27,10 @@ from kstrade.bus import Output
 from kstrade.clock import Clock, WallClock
 from kstrade.config import CoinbaseSettings
 from kstrade.features import Candle as NativeCandle
+from kstrade.features import ClosedBar
 from kstrade.ingest.coinbase.messages import (
-    CandleUpdate,
+    CandlesEvent,
+    ChannelCandle,
     FeedError,
     FeedMessageError,
     Heartbeat,
@@ -100,6 +103,8 @@ class CoinbaseFeed:
         #: the feed has proven alive past its end + grace (a silent stall must not close it).
         self._alive_ms: int | None = None
         self.connected = threading.Event()
+        #: The `candles` channel's newest 5m candle per (product, start); read by the source.
+        self.channel_5m: dict[tuple[str, int], ChannelCandle] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -232,8 +237,12 @@ class CoinbaseFeed:
                         if live is not None:
                             live.on_trade(t)
                     self._publish()
-                elif isinstance(event, Heartbeat | CandleUpdate):
-                    pass  # liveness is any message; the 5m cross-check is not wired yet
+                elif isinstance(event, CandlesEvent):
+                    for c in event.candles:
+                        # Latest update per bucket; the 5m bar built from 1m is checked against it.
+                        self.channel_5m[(c.product_id, c.start_ms)] = c
+                elif isinstance(event, Heartbeat):
+                    pass  # liveness is any message (recorded above)
             return trusted
 
     # -- clock-driven work -------------------------------------------------------------------
@@ -298,7 +307,11 @@ class CoinbaseSource(Source):
         for p in products:
             point = resume.get(p)
             r = MultiTimeframeCandles(
-                p, "coinbase", health=self.health, resume_after=dict(point.last_open_ms) if point else {}
+                p,
+                "coinbase",
+                health=self.health,
+                resume_after=dict(point.last_open_ms) if point else {},
+                on_bar=self._cross_check if settings.candles_channel else None,
             )
             if point is not None:
                 for c in point.recent_1m:
@@ -335,3 +348,34 @@ class CoinbaseSource(Source):
 
     def close(self) -> None:
         self.feed.stop()
+
+    def _cross_check(self, symbol: str, bar: ClosedBar) -> None:
+        """A complete 5m bar built from 1m candles against the exchange's own 5m candle."""
+        if bar.interval != "5m" or not bar.complete:
+            return
+        theirs = self.feed.channel_5m.pop((symbol, bar.candle.open_time_ms), None)
+        for key in [k for k in self.feed.channel_5m if k[0] == symbol and k[1] < bar.candle.open_time_ms]:
+            del self.feed.channel_5m[key]  # older buckets can no longer be checked
+        if theirs is None:
+            return
+        ours = bar.candle
+        same = (ours.open, ours.high, ours.low, ours.close) == (theirs.open, theirs.high, theirs.low, theirs.close)
+        if same and math.isclose(ours.volume, theirs.volume, rel_tol=1e-9, abs_tol=1e-12):
+            self.health.cross_checked += 1
+            return
+        self.health.cross_check_mismatches += 1
+        log.warning(
+            "coinbase %s: 5m bar at %d from 1m (%s %s %s %s %s) differs from the candles channel (%s %s %s %s %s)",
+            symbol,
+            ours.open_time_ms,
+            ours.open,
+            ours.high,
+            ours.low,
+            ours.close,
+            ours.volume,
+            theirs.open,
+            theirs.high,
+            theirs.low,
+            theirs.close,
+            theirs.volume,
+        )

@@ -50,17 +50,22 @@ class Subscriptions:
 
 
 @dataclass(frozen=True, slots=True)
-class CandleUpdate:
-    """A 5m candle from the `candles` channel (used only to cross-check)."""
+class ChannelCandle:
+    """A 5m candle from the `candles` channel (used only to cross-check the 5m bars)."""
 
-    sequence_num: int
     product_id: str
-    start_s: int
+    start_ms: int
     open: float
     high: float
     low: float
     close: float
     volume: float
+
+
+@dataclass(frozen=True, slots=True)
+class CandlesEvent:
+    sequence_num: int
+    candles: list[ChannelCandle]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +79,7 @@ class UnknownChannel:
     channel: str
 
 
-FeedEvent = TradesEvent | Heartbeat | Subscriptions | CandleUpdate | FeedError | UnknownChannel
+FeedEvent = TradesEvent | Heartbeat | Subscriptions | CandlesEvent | FeedError | UnknownChannel
 
 
 def parse_time_ms(text: str) -> int:
@@ -177,23 +182,25 @@ def parse(text: str | bytes) -> FeedEvent:
                 for name, products in ev["subscriptions"].items():
                     channels[str(name)] = [str(p) for p in products] if isinstance(products, list) else []
         return Subscriptions(seq, channels)
-    # candles: keep the newest candle of the first event (the channel repeats updates each second)
+    out: list[ChannelCandle] = []
     for ev in events:
-        if isinstance(ev, dict):
-            for c in ev.get("candles", []):
-                if not isinstance(c, dict):
-                    continue
-                try:
-                    return CandleUpdate(
-                        seq,
+        if not isinstance(ev, dict) or not isinstance(ev.get("candles", []), list):
+            raise FeedMessageError("MALFORMED", "a candles event is not an object with a list")
+        for c in ev.get("candles", []):
+            if not isinstance(c, dict):
+                raise FeedMessageError("MALFORMED", "a candle is not an object")
+            try:
+                out.append(
+                    ChannelCandle(
                         str(c["product_id"]),
-                        _int(c["start"], "start"),
+                        _int(c["start"], "start") * 1000,
                         _num(c["open"], "open"),
                         _num(c["high"], "high"),
                         _num(c["low"], "low"),
                         _num(c["close"], "close"),
                         _num(c["volume"], "volume"),
                     )
-                except KeyError as exc:
-                    raise FeedMessageError("BAD_FIELD", f"a candle has no {exc.args[0]}") from None
-    return UnknownChannel(seq, channel)
+                )
+            except KeyError as exc:
+                raise FeedMessageError("BAD_FIELD", f"a candle has no {exc.args[0]}") from None
+    return CandlesEvent(seq, out)
