@@ -8,13 +8,14 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from kstrade.bus import Bus
 from kstrade.bus.topics import INTERVALS, candles
-from kstrade.config import CoinbaseSettings, load
+from kstrade.config import CoinbaseSettings, ConfigError, load
 from kstrade.features import Candle as NativeCandle
 from kstrade.ingest.coinbase.feed import CoinbaseSource
 from kstrade.ingest.coinbase.messages import FeedMessageError, Heartbeat, TradesEvent, UnknownChannel, parse
@@ -278,3 +279,10 @@ def test_five_minute_bars_are_cross_checked_with_the_candles_channel(caplog: pyt
     # Bars after the start-up window are complete and compared; all agree with the exchange.
     assert source.health.cross_checked >= 1, source.health
     assert source.health.cross_check_mismatches == 0, caplog.text
+
+
+def test_the_jwt_is_never_read_from_a_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "kstrade.toml"
+    path.write_text('[ingest.coinbase]\njwt = "secret"\n')
+    with pytest.raises(ConfigError, match=r"ingest\.coinbase\.jwt"):
+        load(path)

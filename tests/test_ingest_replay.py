@@ -225,3 +225,17 @@ def test_fast_encoding_is_byte_identical_to_the_validated_model() -> None:
     for interval in INTERVALS:
         a, b = fast.output(interval, candle, "aggregated"), slow.output(interval, candle, "aggregated")
         assert (a.topic, a.key, a.value, a.headers) == (b.topic, b.key, b.value, b.headers)
+
+
+def test_a_repeated_row_is_a_duplicate_and_a_corrected_one_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    frame = synthetic_minutes("BTC-USD", 5, seed=3)
+    repeated = pl.concat([frame, frame.slice(2, 1)])  # minute 2 twice, identical
+    source = ReplaySource(repeated)
+    outputs = [o for b in iter(source.next_batch, None) for o in b]
+    assert [o.topic for o in outputs].count(candles("BTC-USD", "1m")) == 5
+    assert source.health.duplicates == 1
+    corrected = pl.concat([frame, frame.slice(2, 1).with_columns(pl.col("close") * 1.0001, pl.col("high") * 1.01)])
+    source = ReplaySource(corrected)
+    outputs = [o for b in iter(source.next_batch, None) for o in b]
+    assert [o.topic for o in outputs].count(candles("BTC-USD", "1m")) == 5
+    assert source.health.rejected == 1 and "CONFLICTING_DUPLICATE" in caplog.text

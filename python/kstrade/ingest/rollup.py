@@ -108,7 +108,8 @@ class MultiTimeframeCandles:
         except MarketError as exc:
             # A correction after the fact or a late minute: never rewritten, never fatal.
             self.health.rejected += 1
-            log.warning("ingest %s: 1m candle at %d rejected: %s", self.symbol, candle.open_time_ms, exc)
+            code = getattr(exc, "code", "MARKET_ERROR")
+            log.warning("ingest %s: 1m candle at %d rejected (%s): %s", self.symbol, candle.open_time_ms, code, exc)
             return []
         if result is None:
             self.health.duplicates += 1

@@ -40,7 +40,7 @@ from kstrade.ingest.coinbase.messages import (
     parse,
 )
 from kstrade.ingest.coinbase.minutes import MINUTE_MS, LiveMinutes, Window, minute_of
-from kstrade.ingest.coinbase.rest import CandlesRest, RestError
+from kstrade.ingest.coinbase.rest import CandlesRest
 from kstrade.ingest.health import IngestHealth
 from kstrade.ingest.resume import ResumePoint
 from kstrade.ingest.rollup import MultiTimeframeCandles
@@ -96,6 +96,7 @@ class CoinbaseFeed:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backfilling: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         #: After a failed backfill (retries exhausted), the wall time before asking again.
         self._backfill_not_before: dict[str, float] = {}
         self._backfill_delays = {p: self.backoff.delays(self.rng) for p in products}
@@ -159,6 +160,11 @@ class CoinbaseFeed:
                 self._incident(str(exc))
             except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
                 self._incident(f"disconnected: {exc!r}")
+            except Exception as exc:
+                # A bug or an input nobody foresaw must not end the feed: log it, treat it as an
+                # incident (REST fills the minutes), reconnect.
+                log.exception("coinbase: unexpected error in the feed")
+                self._incident(f"unexpected error: {exc!r}")
 
     async def _sleep(self, seconds: float) -> None:
         end = asyncio.get_running_loop().time() + seconds
@@ -248,22 +254,30 @@ class CoinbaseFeed:
     # -- clock-driven work -------------------------------------------------------------------
     async def _tick(self) -> None:
         while not self._stop.is_set():
-            now = self.clock.now_ns() // 1_000_000
-            for p, m in self.minutes.items():
-                if self._alive_ms is not None:
-                    m.on_clock(self._alive_ms)
-                window = m.backfill_due(now)
-                not_before = self._backfill_not_before.get(p, 0.0)
-                if window is not None and p not in self._backfilling and time.monotonic() >= not_before:
-                    self._backfilling.add(p)
-                    asyncio.get_running_loop().create_task(self._backfill(p, window))
-            self._publish()
+            try:
+                self._tick_once()
+            except Exception:
+                log.exception("coinbase: unexpected error on the clock tick")
             await asyncio.sleep(TICK_S)
+
+    def _tick_once(self) -> None:
+        now = self.clock.now_ns() // 1_000_000
+        for p, m in self.minutes.items():
+            if self._alive_ms is not None:
+                m.on_clock(self._alive_ms)
+            window = m.backfill_due(now)
+            not_before = self._backfill_not_before.get(p, 0.0)
+            if window is not None and p not in self._backfilling and time.monotonic() >= not_before:
+                self._backfilling.add(p)
+                task = asyncio.get_running_loop().create_task(self._backfill(p, window))
+                self._tasks.add(task)  # keep a reference until it is done
+                task.add_done_callback(self._tasks.discard)
+        self._publish()
 
     async def _backfill(self, product: str, window: Window) -> None:
         try:
             candles = await asyncio.to_thread(self.rest.candles, product, window.start_ms, window.end_ms)
-        except RestError as exc:
+        except Exception as exc:  # RestError, or anything unforeseen: never fatal
             # The window stays pending (nothing after it is released): ask again after a backoff.
             self._backfill_not_before[product] = time.monotonic() + next(self._backfill_delays[product])
             log.error(
