@@ -200,11 +200,13 @@ class FakeCoinbase:
             self._ready.set()
             await self._stop.wait()
 
-    def _envelope(self, channel: str, seq: int, events: list[dict[str, Any]]) -> str:
+    def _envelope(self, channel: str, seq: int, events: list[dict[str, Any]], at_ms: int | None = None) -> str:
+        """A message stamped now, or at `at_ms`: the time up to which trades were sent."""
         msg: dict[str, Any] = {"channel": channel}
         if self.scenario.variant == "docs":
             msg["client_id"] = ""
-        msg.update({"timestamp": _stamp(self.clock), "sequence_num": seq, "events": events})
+        stamp = _stamp(self.clock) if at_ms is None else _rfc3339(at_ms)
+        msg.update({"timestamp": stamp, "sequence_num": seq, "events": events})
         return json.dumps(msg)
 
     def _five_minute(self, start_ms: int, now_ms: int) -> dict[str, str] | None:
@@ -294,7 +296,7 @@ class FakeCoinbase:
                         seq += 1  # lost in transit: the client sees the jump
                     else:
                         events = [{"type": "update", "trades": [self._trade_json(t) for t in batch]}]
-                        await ws.send(self._envelope("market_trades", seq, events))
+                        await ws.send(self._envelope("market_trades", seq, events, at_ms=now))
                         seq += 1
                     if trades_messages == sc.junk_after_trades_message:
                         await ws.send('{"channel": "market_trades", "events": [')
@@ -309,9 +311,8 @@ class FakeCoinbase:
                 counter += 1
                 hb = str(counter) if sc.variant == "docs" else counter
                 current = datetime.fromtimestamp(now / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f000 +0000 UTC")
-                await ws.send(
-                    self._envelope("heartbeats", seq, [{"current_time": current + " m=+1.0", "heartbeat_counter": hb}])
-                )
+                events = [{"current_time": current + " m=+1.0", "heartbeat_counter": hb}]
+                await ws.send(self._envelope("heartbeats", seq, events, at_ms=now))
                 seq += 1
         except (websockets.exceptions.ConnectionClosed, TimeoutError):
             return

@@ -37,7 +37,7 @@ from kstrade.ingest.coinbase.messages import (
     Subscriptions,
     TradesEvent,
     UnknownChannel,
-    parse,
+    parse_with_time,
 )
 from kstrade.ingest.coinbase.minutes import MINUTE_MS, LiveMinutes, Window, minute_of
 from kstrade.ingest.coinbase.rest import CandlesRest
@@ -210,7 +210,7 @@ class CoinbaseFeed:
                 self.health.messages += 1
                 self.health.last_message_ns = WallClock().now_ns()
                 try:
-                    event = parse(frame)
+                    event, server_ms = parse_with_time(frame)
                 except FeedMessageError as exc:
                     self.health.malformed_messages += 1
                     log.error("coinbase: bad message ignored (%s): %.200r", exc, frame)
@@ -225,7 +225,10 @@ class CoinbaseFeed:
                     if last_seq is not None and seq > last_seq + 1:
                         raise _Reconnect(f"sequence gap: {last_seq} -> {seq} ({seq - last_seq - 1} message(s) lost)")
                     last_seq = seq
-                self._alive_ms = self.clock.now_ns() // 1_000_000
+                # The exchange's own stamp: everything it sent before this message is in, so
+                # it (not our receive time, which lags under load) says how far the feed is
+                # complete. Without one, our clock.
+                self._alive_ms = server_ms if server_ms is not None else self.clock.now_ns() // 1_000_000
                 if isinstance(event, UnknownChannel):
                     self.health.unknown_channels += 1
                     log.warning("coinbase: message on unknown channel %r ignored", event.channel)

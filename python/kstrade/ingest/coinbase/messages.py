@@ -143,12 +143,29 @@ def _trade(raw: Any) -> Trade:
 
 def parse(text: str | bytes) -> FeedEvent:
     """One WebSocket frame as an event. Raises `FeedMessageError`."""
+    return parse_with_time(text)[0]
+
+
+def parse_with_time(text: str | bytes) -> tuple[FeedEvent, int | None]:
+    """The event and the exchange's `timestamp` of the message in epoch ms (None if absent or
+    unreadable: it is only evidence of liveness, never a reason to refuse a message)."""
     try:
         msg = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FeedMessageError("MALFORMED_JSON", str(exc)) from None
     if not isinstance(msg, dict):
         raise FeedMessageError("MALFORMED", "a message must be a JSON object")
+    server_ms: int | None = None
+    stamp = msg.get("timestamp")
+    if isinstance(stamp, str):
+        try:
+            server_ms = parse_time_ms(stamp)
+        except FeedMessageError:
+            server_ms = None
+    return _event(msg), server_ms
+
+
+def _event(msg: dict[str, Any]) -> FeedEvent:
     if msg.get("type") == "error":
         return FeedError(str(msg.get("message", "")))
     channel = msg.get("channel")
