@@ -153,9 +153,9 @@ class ReplaySource(Source):
         self._times = frame.get_column("open_time_ms").to_numpy()
         self._rows = frame.rows()
         self._i = 0
-        #: Instants per flush for `run_ingest`: every one when paced (latency), else up to an
-        #: hour of 1m data (a restart rebuilds the last two hours from the 1m topic).
-        self.flush_every = 1 if self.speed.factor is not None else (60 if interval == "1m" else 1000)
+        #: Instants per flush for `run_ingest`: every one when paced (latency), else 1000. Any
+        #: number is safe: a restart rebuilds from the most lagging topic (`resume_points`).
+        self.flush_every = 1 if self.speed.factor is not None else 1000
         self._first_event_ns: int | None = None
         self._first_pacer_ns = 0
 

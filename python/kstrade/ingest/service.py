@@ -1,8 +1,8 @@
 """The ingest service loop: resume from the candle topics, then produce the instants of a source
 to the bus, flushing (delivery confirmed) every `flush_every` instants and whenever the source
 is idle. A crash loses at most the unflushed instants, which the next start rebuilds from the
-topics (see `kstrade.ingest.resume`): live and paced replays flush every instant; a replay at
-full speed flushes every 60 minutes of 1m data, inside the 2-hour window a restart rebuilds."""
+topics (see `kstrade.ingest.resume`): live and paced replays flush every instant, a replay at
+full speed every 1000 (a Kafka flush costs a delivery round trip)."""
 
 from __future__ import annotations
 
