@@ -7,7 +7,10 @@ Expected candles come from an independent computation: a polars group_by over th
 from __future__ import annotations
 
 import csv
+import os
 import random
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -301,3 +304,26 @@ def test_restart_after_any_partial_delivery_across_topics(seed: int, unique: str
     producer.flush()
     run_ingest(bus, ReplaySource(frame, resume=resume_points(bus, [symbol])))
     assert_topics_match(bus, frame, [symbol], f"check-{unique}")
+
+
+def test_the_command_line_replays_the_bundled_eurusd_series() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KSTRADE_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "kstrade", "ingest", "replay", "eurusd"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ingest replay: 6225 batch(es)" in done.stdout and "'candles_produced': 6225" in done.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "kstrade", "ingest", "replay", "/nonexistent.txt"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert bad.returncode == 2 and "replay reads .csv or .parquet" in bad.stderr
