@@ -200,12 +200,32 @@ class FakeCoinbase:
             self._ready.set()
             await self._stop.wait()
 
-    def _envelope(self, channel: str, seq: int, events: list[dict[str, Any]]) -> str:
+    def _envelope(self, channel: str, seq: int, events: list[dict[str, Any]], at_ms: int | None = None) -> str:
+        """A message stamped now, or at `at_ms`: the time up to which trades were sent."""
         msg: dict[str, Any] = {"channel": channel}
         if self.scenario.variant == "docs":
             msg["client_id"] = ""
-        msg.update({"timestamp": _stamp(self.clock), "sequence_num": seq, "events": events})
+        stamp = _stamp(self.clock) if at_ms is None else _rfc3339(at_ms)
+        msg.update({"timestamp": stamp, "sequence_num": seq, "events": events})
         return json.dumps(msg)
+
+    def _five_minute(self, start_ms: int, now_ms: int) -> dict[str, str] | None:
+        """The `candles` channel's 5m candle of the bucket at `start_ms`, as of `now_ms`."""
+        ts = [t for t in self.trades if start_ms <= t.time_ms < start_ms + 300_000 and t.time_ms <= now_ms]
+        if not ts:
+            return None
+        volume = 0.0
+        for t in ts:
+            volume += t.size
+        return {
+            "start": str(start_ms // 1000),
+            "high": repr(max(t.price for t in ts)),
+            "low": repr(min(t.price for t in ts)),
+            "open": repr(ts[0].price),
+            "close": repr(ts[-1].price),
+            "volume": repr(volume),
+            "product_id": self.product,
+        }
 
     def _trade_json(self, t: FakeTrade) -> dict[str, str]:
         return {
@@ -249,6 +269,18 @@ class FakeCoinbase:
             trades_messages = 0
             while True:
                 await asyncio.sleep(0.02)
+                # Later subscribes (e.g. the candles channel) are confirmed as they come.
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), timeout=0.001)
+                except TimeoutError:
+                    pass
+                else:
+                    msg = json.loads(raw)
+                    self.subscribes.append(msg)
+                    subscribed.add(str(msg.get("channel")))
+                    subs = {c: ([] if c == "heartbeats" else [self.product]) for c in sorted(subscribed)}
+                    await ws.send(self._envelope("subscriptions", seq, [{"subscriptions": subs}]))
+                    seq += 1
                 now = self.clock.now_ns() // 1_000_000
                 if first and sc.disconnect_at_ms is not None and now >= sc.disconnect_at_ms:
                     await ws.close()
@@ -264,18 +296,23 @@ class FakeCoinbase:
                         seq += 1  # lost in transit: the client sees the jump
                     else:
                         events = [{"type": "update", "trades": [self._trade_json(t) for t in batch]}]
-                        await ws.send(self._envelope("market_trades", seq, events))
+                        await ws.send(self._envelope("market_trades", seq, events, at_ms=now))
                         seq += 1
                     if trades_messages == sc.junk_after_trades_message:
                         await ws.send('{"channel": "market_trades", "events": [')
                         await ws.send(self._envelope("level2", seq, [{"type": "update", "updates": []}]))
                         seq += 1
+                if "candles" in subscribed:
+                    bucket = now // 300_000 * 300_000
+                    bars = [b for b in (self._five_minute(bucket - 300_000, now), self._five_minute(bucket, now)) if b]
+                    if bars:
+                        await ws.send(self._envelope("candles", seq, [{"type": "update", "candles": bars}]))
+                        seq += 1
                 counter += 1
                 hb = str(counter) if sc.variant == "docs" else counter
                 current = datetime.fromtimestamp(now / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f000 +0000 UTC")
-                await ws.send(
-                    self._envelope("heartbeats", seq, [{"current_time": current + " m=+1.0", "heartbeat_counter": hb}])
-                )
+                events = [{"current_time": current + " m=+1.0", "heartbeat_counter": hb}]
+                await ws.send(self._envelope("heartbeats", seq, events, at_ms=now))
                 seq += 1
         except (websockets.exceptions.ConnectionClosed, TimeoutError):
             return

@@ -5,19 +5,28 @@ incident leaves a clear log line. Expected candles: a polars group_by over the s
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
 import pytest
 
-from kstrade.config import CoinbaseSettings, load
+from kstrade.bus import Bus
+from kstrade.bus.topics import INTERVALS, candles
+from kstrade.config import CoinbaseSettings, ConfigError, load
 from kstrade.features import Candle as NativeCandle
 from kstrade.ingest.coinbase.feed import CoinbaseSource
 from kstrade.ingest.coinbase.messages import FeedMessageError, Heartbeat, TradesEvent, UnknownChannel, parse
 from kstrade.ingest.coinbase.minutes import LiveMinutes, Window
+from kstrade.ingest.coinbase.rest import CandlesRest, RestError
+from kstrade.ingest.resume import resume_points
+from kstrade.ingest.service import ensure_candle_topics, run_ingest
+from kstrade.retry import Backoff
 from kstrade.schemas import Candle, Codec
 
+from .conftest import quiet
 from .fake_coinbase import FakeCoinbase, ScaledClock, Scenario, make_trades
 
 T0 = int(datetime(2026, 1, 5, 10, tzinfo=UTC).timestamp() * 1000)
@@ -50,7 +59,7 @@ def expected_minutes() -> dict[int, tuple[float, float, float, float, float]]:
 
 
 def run_feed(
-    scenario: Scenario, *, until_ms: int
+    scenario: Scenario, *, until_ms: int, candles_channel: bool = False
 ) -> tuple[list[tuple[str, int, Candle]], FakeCoinbase, CoinbaseSource]:
     clock = ScaledClock((T0 + 20_000) * 1_000_000, speed=60)
     with FakeCoinbase("BTC-USD", TRADES, clock, scenario) as server:
@@ -63,6 +72,7 @@ def run_feed(
             warmup_hours=1,
             reconnect_initial_s=0.05,
             reconnect_max_s=0.3,
+            candles_channel=candles_channel,
         )
         source = CoinbaseSource(["BTC-USD"], settings, clock=clock, poll_s=0.05)
         got: list[tuple[str, int, Candle]] = []
@@ -187,3 +197,92 @@ def test_coinbase_urls_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
     settings = load()
     assert settings.ingest.coinbase.ws_url == "ws://127.0.0.1:1"
     assert settings.ingest.coinbase.rest_url == "http://127.0.0.1:2"
+
+
+def test_a_restart_resumes_from_the_topics_without_gap_or_duplicate() -> None:
+    bus = Bus.memory()
+    ensure_candle_topics(bus, ["BTC-USD"])
+    clock = ScaledClock((T0 + 20_000) * 1_000_000, speed=60)
+    with FakeCoinbase("BTC-USD", TRADES, clock, Scenario()) as server:
+        settings = CoinbaseSettings(
+            ws_url=server.ws_url,
+            rest_url=server.rest_url,
+            grace_ms=6_000,
+            rest_delay_ms=3_000,
+            stall_timeout_s=1.0,
+            warmup_hours=1,
+            reconnect_initial_s=0.05,
+            reconnect_max_s=0.3,
+        )
+        resumed_at: list[int | None] = []
+        for until in (T0 + 3 * MIN + 30_000, T0 + 8 * MIN):  # stopped mid-minute, then restarted
+            stop = threading.Event()
+            points = resume_points(bus, ["BTC-USD"])
+            resumed_at.append(points["BTC-USD"].last_1m_ms)
+            source = CoinbaseSource(["BTC-USD"], settings, clock=clock, resume=points)
+            runner = threading.Thread(target=run_ingest, args=(bus, source, stop))
+            runner.start()
+            deadline = time.monotonic() + 30
+            while clock.now_ns() // 1_000_000 < until and time.monotonic() < deadline:
+                time.sleep(0.02)
+            stop.set()
+            runner.join(10)
+            source.close()
+        # The second start resumed after the first run's last minute and backfilled from there.
+        assert resumed_at[0] is None and resumed_at[1] is not None and resumed_at[1] >= T0 + MIN
+        assert any(r[0] * 1000 == resumed_at[1] + MIN for r in server.rest_log if r[4] == 200)
+        assert server.connections == 2
+    consumer = bus.consumer("check")
+    consumer.subscribe([candles("BTC-USD", i) for i in INTERVALS])
+    records = quiet(consumer, 0.2)
+    seen = [(r.topic, CODEC.decode_record(r)) for r in records]
+    keys = [(topic, c.timestamp) for topic, c in seen]
+    assert len(keys) == len(set(keys)), "a candle was produced twice"
+    minutes = {int(c.timestamp.timestamp() * 1000): c for topic, c in seen if topic.endswith(".1m")}
+    assert isinstance(next(iter(minutes.values())), Candle)
+    first = (T0 + 20_000 - 60 * MIN) // MIN * MIN
+    last = max(minutes)
+    assert last >= T0 + 5 * MIN
+    want = {t: v for t, v in expected_minutes().items() if first <= t <= last}
+    assert sorted(minutes) == sorted(want)
+    for t, (o, h, lo, cl, _) in want.items():
+        c = minutes[t]
+        assert isinstance(c, Candle) and (c.open, c.high, c.low, c.close) == (o, h, lo, cl)
+
+
+def test_rest_pages_stay_under_300_and_errors_are_clear() -> None:
+    clock = ScaledClock((T0 + 20_000) * 1_000_000, speed=1)
+    with FakeCoinbase("BTC-USD", TRADES, clock, Scenario(rest_429=1)) as server:
+        rest = CandlesRest(server.rest_url, backoff=Backoff(initial=0.01, max_delay=0.05, attempts=3))
+        start, end = T0 - 2 * 60 * MIN, T0
+        got = rest.candles("BTC-USD", start, end)
+        # 120 minutes -> one page; a 10-hour window would be 3; here: 429 first, then the page.
+        assert [r[4] for r in server.rest_log] == [429, 200]
+        want = {t: v for t, v in expected_minutes().items() if start <= t < end}
+        assert [c.open_time_ms for c in got] == sorted(want)
+        assert all((c.open, c.high, c.low, c.close) == want[c.open_time_ms][:4] for c in got)
+        before = len(server.rest_log)
+        long = rest.candles("BTC-USD", T0 - 10 * 60 * MIN, T0)
+        pages = server.rest_log[before:]
+        assert len(pages) == 3 and all((r[1] - r[0]) // 60 + 1 < 300 and r[4] == 200 for r in pages)
+        assert [c.open_time_ms for c in long] == [c.open_time_ms for c in got]  # no trades before T0-2h
+        with pytest.raises(RestError, match="HTTP 404"):
+            rest.candles("DOGE-USD", start, end)
+        rest.close()
+
+
+def test_five_minute_bars_are_cross_checked_with_the_candles_channel(caplog: pytest.LogCaptureFixture) -> None:
+    got, server, source = run_feed(Scenario(variant="production"), until_ms=T0 + 11 * MIN, candles_channel=True)
+    assert [s["channel"] for s in server.subscribes[:3]] == ["market_trades", "heartbeats", "candles"]
+    fives = [t for topic, t, _ in got if topic.endswith(".5m")]
+    assert len(fives) == len(set(fives)) and T0 + 5 * MIN in fives
+    # Bars after the start-up window are complete and compared; all agree with the exchange.
+    assert source.health.cross_checked >= 1, source.health
+    assert source.health.cross_check_mismatches == 0, caplog.text
+
+
+def test_the_jwt_is_never_read_from_a_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "kstrade.toml"
+    path.write_text('[ingest.coinbase]\njwt = "secret"\n')
+    with pytest.raises(ConfigError, match=r"ingest\.coinbase\.jwt"):
+        load(path)

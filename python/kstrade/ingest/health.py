@@ -30,6 +30,9 @@ class IngestHealth:
     malformed_messages: int = 0
     unknown_channels: int = 0
     rate_limited: int = 0
+    #: 5m bars built from 1m that matched / differed from the exchange's `candles` channel.
+    cross_checked: int = 0
+    cross_check_mismatches: int = 0
 
     def last_message_age_s(self, now_ns: int | None = None) -> float | None:
         if self.last_message_ns == 0:

@@ -153,7 +153,11 @@ class ReplaySource(Source):
         self._times = frame.get_column("open_time_ms").to_numpy()
         self._rows = frame.rows()
         self._i = 0
-        self._last_event_ns: int | None = None
+        #: Instants per flush for `run_ingest`: every one when paced (latency), else 1000. Any
+        #: number is safe: a restart rebuilds from the most lagging topic (`resume_points`).
+        self.flush_every = 1 if self.speed.factor is not None else 1000
+        self._first_event_ns: int | None = None
+        self._first_pacer_ns = 0
 
     @property
     def remaining(self) -> int:
@@ -195,10 +199,16 @@ class ReplaySource(Source):
         return outputs
 
     def _pace(self, close_ns: int) -> None:
-        """Wait (on the pacer) the event time since the previous instant, divided by the speed."""
-        if self.speed.factor is not None and self._last_event_ns is not None:
-            self.pacer.sleep((close_ns - self._last_event_ns) / 1e9 / self.speed.factor)
-        self._last_event_ns = close_ns
+        """Wait (on the pacer) until event time since the first instant, divided by the speed, has
+        passed: measured from the start, so time spent producing does not accumulate as drift."""
+        if self.speed.factor is None:
+            return
+        if self._first_event_ns is None:
+            self._first_event_ns = close_ns
+            self._first_pacer_ns = self.pacer.now_ns()
+            return
+        due = self._first_pacer_ns + (close_ns - self._first_event_ns) / self.speed.factor
+        self.pacer.sleep((due - self.pacer.now_ns()) / 1e9)
 
 
 def interval_of(frame: pl.DataFrame) -> str:

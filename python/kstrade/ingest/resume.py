@@ -22,8 +22,7 @@ from kstrade.schemas import Candle, Codec, CodecError
 
 log = logging.getLogger("kstrade.ingest")
 
-#: 1m candles re-read before the newest one: covers an hour bar that closed late (incomplete)
-#: and the hour still open.
+#: 1m candles re-read before the newest one at least: the hour still open and the one before.
 REBUILD_MS = 2 * INTERVAL_MS["1h"]
 
 
@@ -34,7 +33,8 @@ class ResumePoint:
     symbol: str
     #: Open time (ms) of the newest candle per interval; absent: the topic is empty.
     last_open_ms: dict[str, int] = field(default_factory=dict)
-    #: The 1m candles from two hours before the newest one, oldest first.
+    #: The 1m candles needed to rebuild every bar not yet on its topic, oldest first: from two
+    #: hours before the newest 1m, or from where the most lagging higher topic's next bar opens.
     recent_1m: list[NativeCandle] = field(default_factory=list)
 
     @property
@@ -99,9 +99,13 @@ def resume_points(bus: Bus, symbols: Iterable[str], timeout: float = 30.0) -> di
                 point.last_open_ms[i] = max(got)
         last = point.last_1m_ms
         if last is not None:
-            recent = {
-                _open_ms(c): c for c in read[candles(s, "1m")] if c.symbol == s and _open_ms(c) >= last - REBUILD_MS
-            }
+            # A higher bar missing from its topic (a crash before its flush) opens at or after
+            # the next bar of that topic; an empty higher topic: rebuild from the first minute.
+            start = last - REBUILD_MS
+            for i in INTERVALS[1:]:
+                lagging = point.last_open_ms.get(i)
+                start = min(start, lagging + INTERVAL_MS[i] if lagging is not None else -(2**62))
+            recent = {_open_ms(c): c for c in read[candles(s, "1m")] if c.symbol == s and _open_ms(c) >= start}
             point.recent_1m = [
                 NativeCandle(t, c.open, c.high, c.low, c.close, c.volume) for t, c in sorted(recent.items())
             ]

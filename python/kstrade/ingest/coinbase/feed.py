@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import queue
 import random
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,18 +27,20 @@ from kstrade.bus import Output
 from kstrade.clock import Clock, WallClock
 from kstrade.config import CoinbaseSettings
 from kstrade.features import Candle as NativeCandle
+from kstrade.features import ClosedBar
 from kstrade.ingest.coinbase.messages import (
-    CandleUpdate,
+    CandlesEvent,
+    ChannelCandle,
     FeedError,
     FeedMessageError,
     Heartbeat,
     Subscriptions,
     TradesEvent,
     UnknownChannel,
-    parse,
+    parse_with_time,
 )
 from kstrade.ingest.coinbase.minutes import MINUTE_MS, LiveMinutes, Window, minute_of
-from kstrade.ingest.coinbase.rest import CandlesRest, RestError
+from kstrade.ingest.coinbase.rest import CandlesRest
 from kstrade.ingest.health import IngestHealth
 from kstrade.ingest.resume import ResumePoint
 from kstrade.ingest.rollup import MultiTimeframeCandles
@@ -92,10 +96,16 @@ class CoinbaseFeed:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backfilling: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: After a failed backfill (retries exhausted), the wall time before asking again.
+        self._backfill_not_before: dict[str, float] = {}
+        self._backfill_delays = {p: self.backoff.delays(self.rng) for p in products}
         #: Market time of the newest in-sequence message: a minute closes on the timer only once
         #: the feed has proven alive past its end + grace (a silent stall must not close it).
         self._alive_ms: int | None = None
         self.connected = threading.Event()
+        #: The `candles` channel's newest 5m candle per (product, start); read by the source.
+        self.channel_5m: dict[tuple[str, int], ChannelCandle] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -150,6 +160,11 @@ class CoinbaseFeed:
                 self._incident(str(exc))
             except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
                 self._incident(f"disconnected: {exc!r}")
+            except Exception as exc:
+                # A bug or an input nobody foresaw must not end the feed: log it, treat it as an
+                # incident (REST fills the minutes), reconnect.
+                log.exception("coinbase: unexpected error in the feed")
+                self._incident(f"unexpected error: {exc!r}")
 
     async def _sleep(self, seconds: float) -> None:
         end = asyncio.get_running_loop().time() + seconds
@@ -195,7 +210,7 @@ class CoinbaseFeed:
                 self.health.messages += 1
                 self.health.last_message_ns = WallClock().now_ns()
                 try:
-                    event = parse(frame)
+                    event, server_ms = parse_with_time(frame)
                 except FeedMessageError as exc:
                     self.health.malformed_messages += 1
                     log.error("coinbase: bad message ignored (%s): %.200r", exc, frame)
@@ -210,7 +225,10 @@ class CoinbaseFeed:
                     if last_seq is not None and seq > last_seq + 1:
                         raise _Reconnect(f"sequence gap: {last_seq} -> {seq} ({seq - last_seq - 1} message(s) lost)")
                     last_seq = seq
-                self._alive_ms = self.clock.now_ns() // 1_000_000
+                # The exchange's own stamp: everything it sent before this message is in, so
+                # it (not our receive time, which lags under load) says how far the feed is
+                # complete. Without one, our clock.
+                self._alive_ms = server_ms if server_ms is not None else self.clock.now_ns() // 1_000_000
                 if isinstance(event, UnknownChannel):
                     self.health.unknown_channels += 1
                     log.warning("coinbase: message on unknown channel %r ignored", event.channel)
@@ -228,33 +246,48 @@ class CoinbaseFeed:
                         if live is not None:
                             live.on_trade(t)
                     self._publish()
-                elif isinstance(event, Heartbeat | CandleUpdate):
-                    pass  # liveness is any message; the 5m cross-check is not wired yet
+                elif isinstance(event, CandlesEvent):
+                    for c in event.candles:
+                        # Latest update per bucket; the 5m bar built from 1m is checked against it.
+                        self.channel_5m[(c.product_id, c.start_ms)] = c
+                elif isinstance(event, Heartbeat):
+                    pass  # liveness is any message (recorded above)
             return trusted
 
     # -- clock-driven work -------------------------------------------------------------------
     async def _tick(self) -> None:
         while not self._stop.is_set():
-            now = self.clock.now_ns() // 1_000_000
-            for p, m in self.minutes.items():
-                if self._alive_ms is not None:
-                    m.on_clock(self._alive_ms)
-                window = m.backfill_due(now)
-                if window is not None and p not in self._backfilling:
-                    self._backfilling.add(p)
-                    asyncio.get_running_loop().create_task(self._backfill(p, window))
-            self._publish()
+            try:
+                self._tick_once()
+            except Exception:
+                log.exception("coinbase: unexpected error on the clock tick")
             await asyncio.sleep(TICK_S)
+
+    def _tick_once(self) -> None:
+        now = self.clock.now_ns() // 1_000_000
+        for p, m in self.minutes.items():
+            if self._alive_ms is not None:
+                m.on_clock(self._alive_ms)
+            window = m.backfill_due(now)
+            not_before = self._backfill_not_before.get(p, 0.0)
+            if window is not None and p not in self._backfilling and time.monotonic() >= not_before:
+                self._backfilling.add(p)
+                task = asyncio.get_running_loop().create_task(self._backfill(p, window))
+                self._tasks.add(task)  # keep a reference until it is done
+                task.add_done_callback(self._tasks.discard)
+        self._publish()
 
     async def _backfill(self, product: str, window: Window) -> None:
         try:
             candles = await asyncio.to_thread(self.rest.candles, product, window.start_ms, window.end_ms)
-        except RestError as exc:
-            # The window stays pending: the next tick asks again.
+        except Exception as exc:  # RestError, or anything unforeseen: never fatal
+            # The window stays pending (nothing after it is released): ask again after a backoff.
+            self._backfill_not_before[product] = time.monotonic() + next(self._backfill_delays[product])
             log.error(
                 "coinbase %s: backfill of %d-%d failed, will retry: %s", product, window.start_ms, window.end_ms, exc
             )
         else:
+            self._backfill_delays[product] = self.backoff.delays(self.rng)
             self.minutes[product].on_backfill(window, candles)
             self._publish()
         finally:
@@ -291,7 +324,11 @@ class CoinbaseSource(Source):
         for p in products:
             point = resume.get(p)
             r = MultiTimeframeCandles(
-                p, "coinbase", health=self.health, resume_after=dict(point.last_open_ms) if point else {}
+                p,
+                "coinbase",
+                health=self.health,
+                resume_after=dict(point.last_open_ms) if point else {},
+                on_bar=self._cross_check if settings.candles_channel else None,
             )
             if point is not None:
                 for c in point.recent_1m:
@@ -328,3 +365,34 @@ class CoinbaseSource(Source):
 
     def close(self) -> None:
         self.feed.stop()
+
+    def _cross_check(self, symbol: str, bar: ClosedBar) -> None:
+        """A complete 5m bar built from 1m candles against the exchange's own 5m candle."""
+        if bar.interval != "5m" or not bar.complete:
+            return
+        theirs = self.feed.channel_5m.pop((symbol, bar.candle.open_time_ms), None)
+        for key in [k for k in self.feed.channel_5m if k[0] == symbol and k[1] < bar.candle.open_time_ms]:
+            del self.feed.channel_5m[key]  # older buckets can no longer be checked
+        if theirs is None:
+            return
+        ours = bar.candle
+        same = (ours.open, ours.high, ours.low, ours.close) == (theirs.open, theirs.high, theirs.low, theirs.close)
+        if same and math.isclose(ours.volume, theirs.volume, rel_tol=1e-9, abs_tol=1e-12):
+            self.health.cross_checked += 1
+            return
+        self.health.cross_check_mismatches += 1
+        log.warning(
+            "coinbase %s: 5m bar at %d from 1m (%s %s %s %s %s) differs from the candles channel (%s %s %s %s %s)",
+            symbol,
+            ours.open_time_ms,
+            ours.open,
+            ours.high,
+            ours.low,
+            ours.close,
+            ours.volume,
+            theirs.open,
+            theirs.high,
+            theirs.low,
+            theirs.close,
+            theirs.volume,
+        )

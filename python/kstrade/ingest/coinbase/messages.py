@@ -50,17 +50,22 @@ class Subscriptions:
 
 
 @dataclass(frozen=True, slots=True)
-class CandleUpdate:
-    """A 5m candle from the `candles` channel (used only to cross-check)."""
+class ChannelCandle:
+    """A 5m candle from the `candles` channel (used only to cross-check the 5m bars)."""
 
-    sequence_num: int
     product_id: str
-    start_s: int
+    start_ms: int
     open: float
     high: float
     low: float
     close: float
     volume: float
+
+
+@dataclass(frozen=True, slots=True)
+class CandlesEvent:
+    sequence_num: int
+    candles: list[ChannelCandle]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +79,7 @@ class UnknownChannel:
     channel: str
 
 
-FeedEvent = TradesEvent | Heartbeat | Subscriptions | CandleUpdate | FeedError | UnknownChannel
+FeedEvent = TradesEvent | Heartbeat | Subscriptions | CandlesEvent | FeedError | UnknownChannel
 
 
 def parse_time_ms(text: str) -> int:
@@ -138,12 +143,29 @@ def _trade(raw: Any) -> Trade:
 
 def parse(text: str | bytes) -> FeedEvent:
     """One WebSocket frame as an event. Raises `FeedMessageError`."""
+    return parse_with_time(text)[0]
+
+
+def parse_with_time(text: str | bytes) -> tuple[FeedEvent, int | None]:
+    """The event and the exchange's `timestamp` of the message in epoch ms (None if absent or
+    unreadable: it is only evidence of liveness, never a reason to refuse a message)."""
     try:
         msg = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FeedMessageError("MALFORMED_JSON", str(exc)) from None
     if not isinstance(msg, dict):
         raise FeedMessageError("MALFORMED", "a message must be a JSON object")
+    server_ms: int | None = None
+    stamp = msg.get("timestamp")
+    if isinstance(stamp, str):
+        try:
+            server_ms = parse_time_ms(stamp)
+        except FeedMessageError:
+            server_ms = None
+    return _event(msg), server_ms
+
+
+def _event(msg: dict[str, Any]) -> FeedEvent:
     if msg.get("type") == "error":
         return FeedError(str(msg.get("message", "")))
     channel = msg.get("channel")
@@ -177,23 +199,25 @@ def parse(text: str | bytes) -> FeedEvent:
                 for name, products in ev["subscriptions"].items():
                     channels[str(name)] = [str(p) for p in products] if isinstance(products, list) else []
         return Subscriptions(seq, channels)
-    # candles: keep the newest candle of the first event (the channel repeats updates each second)
+    out: list[ChannelCandle] = []
     for ev in events:
-        if isinstance(ev, dict):
-            for c in ev.get("candles", []):
-                if not isinstance(c, dict):
-                    continue
-                try:
-                    return CandleUpdate(
-                        seq,
+        if not isinstance(ev, dict) or not isinstance(ev.get("candles", []), list):
+            raise FeedMessageError("MALFORMED", "a candles event is not an object with a list")
+        for c in ev.get("candles", []):
+            if not isinstance(c, dict):
+                raise FeedMessageError("MALFORMED", "a candle is not an object")
+            try:
+                out.append(
+                    ChannelCandle(
                         str(c["product_id"]),
-                        _int(c["start"], "start"),
+                        _int(c["start"], "start") * 1000,
                         _num(c["open"], "open"),
                         _num(c["high"], "high"),
                         _num(c["low"], "low"),
                         _num(c["close"], "close"),
                         _num(c["volume"], "volume"),
                     )
-                except KeyError as exc:
-                    raise FeedMessageError("BAD_FIELD", f"a candle has no {exc.args[0]}") from None
-    return UnknownChannel(seq, channel)
+                )
+            except KeyError as exc:
+                raise FeedMessageError("BAD_FIELD", f"a candle has no {exc.args[0]}") from None
+    return CandlesEvent(seq, out)

@@ -2,9 +2,10 @@
 
 Rules (the live half of "no minute lost, no duplicate candle"):
 - A minute is built from trades only when the feed was connected and in sequence for the whole
-  minute. It closes on the first trade of a later minute, or once a message (heartbeats come
-  every second) arrives in sequence `grace_ms` after its end: trades are batched every 250 ms and
-  may arrive a little late, and a feed that went silent must not close a minute it may be missing.
+  minute. It closes on the first trade of a later minute, or once an in-sequence message
+  (heartbeats come every second) stamped by the exchange `grace_ms` after its end arrives:
+  trades are batched every 250 ms and may arrive a little late, and a feed that went silent
+  must not close a minute it may be missing.
   A trade for a minute already closed is counted and logged, never merged: a candle, once out,
   is never rewritten.
 - An incident (sequence gap, disconnect, stall, start-up) drops the partial minute and marks the
