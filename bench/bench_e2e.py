@@ -59,7 +59,7 @@ SERVICES = ["features", "inference.lstm", "inference.transformer", "signals", "e
 WARMUP_MINUTES = 60 * 48
 RATE = float(os.environ.get("KSTRADE_BENCH_E2E_RATE", "20"))  # instants/s (x3 symbols 1m candles)
 TIMED_SECONDS = float(os.environ.get("KSTRADE_BENCH_E2E_SECONDS", "20"))
-RAMP = [int(r) for r in os.environ.get("KSTRADE_BENCH_E2E_RAMP", "50,100,200,400").split(",") if r]
+RAMP = [int(r) for r in os.environ.get("KSTRADE_BENCH_E2E_RAMP", "50,100,200,400,800").split(",") if r]
 RAMP_STEP_SECONDS = 6.0
 TIERS = {"A": "0.5", "B": "0.45", "C": "0.38"}
 HEADER = "origin_ns"
@@ -111,18 +111,26 @@ class Feed:
         self.producer = Bus.kafka(bootstrap).producer({"linger.ms": "0"})
         self.rollups = {s: MultiTimeframeCandles(s, "bench-synthetic") for s in SYMBOLS}
         self.rng = np.random.default_rng(seed)
+        self.noise = self._noise()
         self.price = dict.fromkeys(SYMBOLS, 100.0)
         self.t_ms = start_ms
         self.produced_1m = 0
 
+    def _noise(self) -> Iterator[tuple[float, float, float, float]]:
+        """Random steps drawn 100k at a time: the source must not be what limits the ramp."""
+        while True:
+            n = 100_000
+            cols = (np.exp(self.rng.normal(0, 0.001, n)), 1 + np.abs(self.rng.normal(0, 0.0005, n)),
+                    1 - np.abs(self.rng.normal(0, 0.0005, n)), self.rng.gamma(2.0, 5.0, n))  # fmt: skip
+            yield from zip(*(c.tolist() for c in cols), strict=True)
+
     def instant(self, stamp_now: bool) -> None:
         for s in SYMBOLS:
+            step, up, down, volume = next(self.noise)
             o = self.price[s]
-            c = o * float(np.exp(self.rng.normal(0, 0.001)))
-            h = max(o, c) * (1 + abs(float(self.rng.normal(0, 0.0005))))
-            lo = min(o, c) * (1 - abs(float(self.rng.normal(0, 0.0005))))
+            c = o * step
             self.price[s] = c
-            outs = self.rollups[s].push(NativeCandle(self.t_ms, o, h, lo, c, float(self.rng.gamma(2.0, 5.0)), "1m"))
+            outs = self.rollups[s].push(NativeCandle(self.t_ms, o, max(o, c) * up, min(o, c) * down, c, volume, "1m"))
             for out in outs:
                 headers = out.headers
                 if stamp_now:
@@ -258,9 +266,7 @@ def test_end_to_end_latency_and_sustained_rate(
         steps = int(RAMP_STEP_SECONDS * rate)
         t0 = time.perf_counter()
         for i in range(steps):
-            feed.instant(stamp_now=False)
-            if i % 10 == 0:
-                feed.flush()
+            feed.instant(stamp_now=False)  # linger.ms=0: sent at once; flushed (acks) at the end
             delay = t0 + (i + 1) * period - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
