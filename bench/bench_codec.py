@@ -1,6 +1,6 @@
 """Encode + decode of one candle: the native codec against fastavro and JSON (orjson), the tools
 a user would otherwise pick, in the same run. The ratios are printed at the end of the session
-and checked loosely (native must not be slower than fastavro), so a regression shows in CI.
+(bench/figures.py) and checked loosely (native must not be slower than fastavro), so a regression shows in CI.
 
     python -m pytest bench/bench_codec.py -q
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import fastavro
 import orjson
 import pytest
 
+from figures import record
 from kstrade import _native
 from kstrade.schemas import Candle, Codec
 from kstrade.schemas.codec import from_micros
@@ -39,6 +40,11 @@ def _record(name: str, benchmark: Any, per: int = 1) -> None:
     """Keeps the mean for the ratio report (absent under --benchmark-disable)."""
     if benchmark.stats is not None:
         _results[name] = benchmark.stats.stats.mean / per
+        kind, _, engine = name.rpartition("/")
+        group = {"": "candle encode+decode (dict)", "model": "candle encode+decode (pydantic model)",
+                 "batch-decode": "candle decode in a batch of 1000, per candle"}[kind]  # fmt: skip
+        contender = {"native": "kstrade", "fastavro": "fastavro", "json": "orjson"}[engine]
+        record(group, contender, _results[name] * 1e9, "ns", False)
 
 
 def _native_roundtrip() -> dict[str, Any]:
@@ -64,16 +70,6 @@ ENGINES: dict[str, Callable[[], dict[str, Any]]] = {
     "fastavro": _fastavro_roundtrip,
     "json": _json_roundtrip,
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report() -> Iterator[None]:
-    yield
-    if "native" in _results:
-        lines = ["", "codec per candle, mean (encode+decode; batch-decode/*: decode only, batch of 1000):"]
-        for name, t in sorted(_results.items(), key=lambda kv: kv[1]):
-            lines.append(f"  {name:<22} {t * 1e9:9.0f} ns   {t / _results['native']:6.2f}x native")
-        print("\n".join(lines))
 
 
 @pytest.mark.parametrize("engine", list(ENGINES))

@@ -11,8 +11,8 @@ otherwise pick, in one run, reported as ratios.
 - Batch: `FeatureEngine.update_frame` over a polars frame, in candles per second.
 
 The minute data is SYNTHETIC (seeded random walk); only speed is measured here, correctness
-is in tests/. Run: `python -m pytest bench/bench_features.py -q`; the summary table prints at
-the end (`-s` to see it live). Targets (issue 3): < 2 us per candle, >= 5x the TA-Lib stream
+is in tests/. Run: `python -m pytest bench/bench_features.py -q`; the figures print in the
+session's summary table (bench/figures.py). Targets (issue 3): < 2 us per candle, >= 5x the TA-Lib stream
 set, >= 100x talipp. They are reported, and enforced only with KSTRADE_BENCH_GATE=1, since
 shared CI machines vary.
 """
@@ -22,16 +22,16 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import polars as pl
-import pytest
 from talib import stream as ts
 from talipp import indicators as tp
 from talipp.ohlcv import OHLCV
 
+from figures import record
 from kstrade.features import Candle, FeatureEngine
 
 MINUTE = 60_000
@@ -93,9 +93,22 @@ for k, m in enumerate((5, 15, 60), start=1):
         CLOSES[bar["row"]].append((k, (bar["high"], bar["low"], bar["close"], bar["volume"])))
 
 
+#: Each RESULTS name as a figure of the unified table: (group, contender).
+GROUP = "feature vector update per candle (1m + 5m/15m/1h)"
+FIGURE_OF = {
+    "kstrade FeatureEngine.update": (GROUP, "kstrade"),
+    "TA-Lib stream handles (same set)": (GROUP, "TA-Lib stream"),
+    "talipp (same set)": (GROUP, "talipp"),
+    "kstrade FeatureEngine.update_ohlcv": ("feature update per candle, no Candle object (update_ohlcv)", "kstrade"),
+    "kstrade update + values as numpy": ("feature update per candle + 90 values as numpy", "kstrade"),
+}
+
+
 def per_candle(name: str, seconds: float, candles: int) -> float:
     us = seconds / candles * 1e6
     RESULTS[name] = us
+    group, contender = FIGURE_OF[name]
+    record(group, contender, us, "us", False)
     return us
 
 
@@ -283,29 +296,8 @@ def test_batch_feature_throughput(benchmark: Any) -> None:
     run()
     seconds = time.perf_counter() - start
     RESULTS["batch candles/s (update_frame, polars in/out)"] = N_BATCH / seconds
+    record("feature batch (update_frame, polars in/out)", "kstrade", N_BATCH / seconds, "candles/s", True)
     benchmark.extra_info["candles_per_s"] = N_BATCH / seconds
-
-
-# ------------------------------------------------------------------------------ summary
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _summary() -> Iterator[None]:
-    yield
-    if not RESULTS:
-        return
-    lines = ["", "feature vector per candle (best of runs, this machine):"]
-    for name, value in RESULTS.items():
-        unit = "" if "candles/s" in name else " us/candle"
-        lines.append(f"  {name:48s} {value:12,.3f}{unit}")
-    ours = RESULTS.get("kstrade FeatureEngine.update")
-    if ours:
-        for name in ("TA-Lib stream handles (same set)", "talipp (same set)"):
-            if name in RESULTS:
-                lines.append(f"  speed-up vs {name:36s} {RESULTS[name] / ours:10.1f}x")
-    print("\n".join(lines))
-    with open(os.environ.get("KSTRADE_BENCH_SUMMARY", "/dev/null"), "a") as f:
-        f.write("\n".join(lines) + "\n")
 
 
 def test_targets() -> None:

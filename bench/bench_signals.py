@@ -63,9 +63,9 @@ def _candle_records(count: int) -> list[list[Record]]:
     return [[by_topic[t][i] for t in topics] for i in range(count)]
 
 
-def _record(name: str, benchmark: Any) -> None:
+def _record(group: str, benchmark: Any) -> None:
     if benchmark.stats is not None:
-        record("signal aggregation per candle (median)", name, benchmark.stats.stats.median * 1e6, "us", False)
+        record(group, "kstrade", benchmark.stats.stats.median * 1e6, "us", False)
 
 
 def test_one_candle_through_the_stage(benchmark: Any) -> None:
@@ -81,7 +81,7 @@ def test_one_candle_through_the_stage(benchmark: Any) -> None:
 
     benchmark.pedantic(one_candle, rounds=ROUNDS, iterations=1, warmup_rounds=5)
     assert set(produced) == {3}  # every candle decided at once: raw, calibrated, final/filtered
-    _record("kstrade stage (decode + join + decide + encode)", benchmark)
+    _record("signal aggregation per candle (median)", benchmark)  # stage: decode + join + decide + encode
     if benchmark.stats is not None:
         assert benchmark.stats.stats.median * 1e3 < TARGET_MS
 
@@ -95,4 +95,4 @@ def test_the_decision_alone(benchmark: Any) -> None:
     now = epoch_ns(T0) + 61 * 10**9
     decision = benchmark(lambda: decide(context, settings, CALIBRATORS, now_ns=now, position_open=False))
     assert decision is not None and decision.final is not None
-    _record("decide() alone (pure logic)", benchmark)
+    _record("signal decision alone, per candle (median, decide(): pure logic)", benchmark)

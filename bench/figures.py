@@ -6,8 +6,10 @@ figures side by side and kstrade's ratio to the anchor (the tool a user would ot
 
 from __future__ import annotations
 
+import json
+import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import pytest
 
@@ -28,7 +30,17 @@ def record(group: str, contender: str, value: float, unit: str, higher_is_better
     FIGURES.append(Figure(group, contender, value, unit, higher_is_better))
 
 
+def dump(path: str | None = None) -> None:
+    """Writes every figure as JSON to `path` (default $KSTRADE_BENCH_FIGURES; nothing if unset):
+    `python -m kstrade bench` reads it to print its table and regenerate BENCHMARKS.md."""
+    path = path or os.environ.get("KSTRADE_BENCH_FIGURES")
+    if path:
+        with open(path, "w") as f:
+            json.dump([asdict(fig) for fig in FIGURES], f, indent=1)
+
+
 def print_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    dump()
     if not FIGURES:
         return
     by_group: dict[str, list[Figure]] = defaultdict(list)

@@ -7,6 +7,7 @@ python -m kstrade topics list | describe NAME...
 python -m kstrade ingest replay FILE [--speed max|realtime|xN] [--interval 1m] [--symbol S]
 python -m kstrade ingest coinbase [--symbols BTC-USD,...]   the live feed (URLs from the config)
 python -m kstrade train [--out models] [--seed 7] [--days 14]   (needs the `train` extra: torch)
+python -m kstrade bench [--bootstrap HOST:PORT] [--quick]   benchmarks vs the anchors, BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -226,6 +227,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from kstrade.benchmarks import main as bench
+
+    return bench(args.bootstrap, Path(args.out) if args.out else None, args.quick, args.pytest_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kstrade", description="kstrade: real-time ML trading on Kafka")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -299,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--seed", type=int, default=7, help="seeds the data, the weights and the batches")
     training.add_argument("--days", type=int, default=14, help="days of SYNTHETIC 1m candles per symbol")
     training.set_defaults(func=_cmd_train)
+
+    bench = sub.add_parser("bench", help="benchmarks beside the anchors and design targets; writes BENCHMARKS.md")
+    bench.add_argument("--bootstrap", default=None, help="Kafka to use (default: the suite starts its own)")
+    bench.add_argument("--out", default=None, help="where to write the report (default: BENCHMARKS.md)")
+    bench.add_argument("--quick", action="store_true", help="fewer messages and a shorter end-to-end run")
+    bench.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+    bench.set_defaults(func=_cmd_bench)
 
     config = sub.add_parser("config", help="the effective configuration")
     config.add_argument("action", choices=["show"])
