@@ -453,10 +453,11 @@ class IngestSettings(_Section):
 
 
 class FeatureSettings(_Section):
-    """The features stage: where it checkpoints its warm indicators (None: it does not, and a
-    restarted service warms up again from new candles)."""
+    """The features stage: where it checkpoints its warm indicators. None (the default): it does
+    not, and a restarted service warms up again from new candles. Give each deployment (cluster
+    and consumer group) its own directory: a checkpoint is only true for the stream it came from."""
 
-    state_dir: Path | None = Path("~/.local/state/kstrade/features")
+    state_dir: Path | None = None
 
 
 class InferenceSettings(_Section):
