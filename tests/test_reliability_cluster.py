@@ -151,6 +151,7 @@ def test_killing_the_partition_leader_mid_stream_loses_and_duplicates_nothing(th
     pause = first_after - killed_at
     print(f"\nleader {victim} killed: first record sent after it arrived {pause:.2f}s later", end="")
     print(f"; {len(repeats)} repeats; {len(uncertain)} ids in batches whose commit was refused")
-    assert pause < 45.0  # measured about 16 s: the controller declares the node dead after broker.session.timeout.ms (9 s)
+    # measured about 16 s: the controller declares the node dead after broker.session.timeout.ms (9 s)
+    assert pause < 45.0
     three.start(timeout=120)  # the node comes back and rejoins (later tests see three brokers)
     assert all(alive for _, alive in three.status())
