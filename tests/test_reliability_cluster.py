@@ -6,9 +6,14 @@ temporary directory and stops them at the end. Every loop is bounded in count an
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,8 +22,10 @@ from confluent_kafka.admin import AdminClient
 from kstrade.broker import Cluster, cluster
 from kstrade.broker.local import free_port_block
 from kstrade.bus import Bus, BusError
-from kstrade.bus.topics import RETENTION_MS, catalogue
+from kstrade.bus.topics import RETENTION_MS, candles, catalogue, dlq_topic
 from kstrade.config import load
+from kstrade.ingest.synthetic import generate
+from kstrade.schemas import Candle, Codec
 from kstrade.services import ensure_topics
 
 from .conftest import FAST_GROUP
@@ -155,3 +162,92 @@ def test_killing_the_partition_leader_mid_stream_loses_and_duplicates_nothing(th
     assert pause < 45.0
     three.start(timeout=120)  # the node comes back and rejoins (later tests see three brokers)
     assert all(alive for _, alive in three.status())
+
+
+def _committed(bus: Bus, group: str, topic: str, partitions: int) -> list[int]:
+    probe = bus.consumer(group)  # reads the group's committed offsets; never subscribes
+    try:
+        return [c or 0 for _, _, c in probe.committed([(topic, p) for p in range(partitions)])]
+    finally:
+        probe.close()
+
+
+def _service(bootstrap: str, symbol: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "KSTRADE_SYMBOLS": f'["{symbol}"]',
+        "KSTRADE_BUS__REPLICATION_FACTOR": "3",
+        "KSTRADE_BUS__MIN_INSYNC_REPLICAS": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    run = [sys.executable, "-m", "kstrade", "service", "features", "--bus", "kafka", "--bootstrap", bootstrap]
+    proc = subprocess.Popen(run, env=env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    assert "consuming as kstrade.features" in proc.stderr.readline()  # topics exist from here on
+    return proc
+
+
+def test_a_stage_sigkilled_mid_stream_resumes_from_its_commits_and_consumes_every_candle(
+    three: Cluster, unique: str
+) -> None:
+    """`python -m kstrade service features` on the three-node cluster is SIGKILLed while candles
+    stream in, then restarted: the group resumes from its last commit and commits every candle
+    (none skipped), and no candle is rejected as a conflicting duplicate on redelivery."""
+    symbol = f"K{unique}"
+    topic = candles(symbol, "1m")
+    bus = Bus.kafka(three.bootstrap)
+    codec = Codec(Candle)
+    minutes = generate("BTC-USD", datetime(2026, 1, 5, tzinfo=UTC), 1, seed=5)  # SYNTHETIC
+    rows = list(minutes.iter_rows(named=True))
+    proc = _service(three.bootstrap, symbol)
+    second: subprocess.Popen[str] | None = None
+    try:
+        producer = bus.producer()
+        killed_at_commit = -1
+        for i, row in enumerate(rows):
+            c = Candle(
+                timestamp=row["timestamp"], symbol=symbol, interval="1m", open=row["open"], high=row["high"],
+                low=row["low"], close=row["close"], volume=row["volume"], source="synthetic",
+            )  # fmt: skip
+            close_ns = int((row["timestamp"] + timedelta(minutes=1)).timestamp() * 1e9)
+            producer.send(topic, codec.encode(c), key=symbol.encode(), headers=codec.headers(close_ns, "t"))
+            if i % 40 == 39:
+                producer.flush()
+                time.sleep(0.05)  # a steady stream, not one burst
+            if i == len(rows) // 2:
+                producer.flush()
+                deadline = time.monotonic() + 60
+                while sum(_committed(bus, "kstrade.features", topic, 3)) == 0 and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                killed_at_commit = sum(_committed(bus, "kstrade.features", topic, 3))
+                proc.send_signal(signal.SIGKILL)
+                assert proc.wait(timeout=30) == -signal.SIGKILL
+        producer.flush()
+        assert 0 < killed_at_commit < len(rows)  # killed mid-stream, with work committed and work left
+        second = _service(three.bootstrap, symbol)
+        ends = _end_offsets(bus, topic)
+        assert sum(ends) == len(rows)
+        deadline = time.monotonic() + 90
+        while _committed(bus, "kstrade.features", topic, 3) != ends and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _committed(bus, "kstrade.features", topic, 3) == ends  # every candle consumed and committed
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=60) == 0
+        assert sum(_end_offsets(bus, dlq_topic(topic))) == 0  # redelivery was not taken for bad input
+        print(f"\nfeatures killed with {killed_at_commit} of {len(rows)} candles committed; the restart finished")
+    finally:
+        for p in (proc, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+
+
+def _end_offsets(bus: Bus, topic: str, timeout: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return bus.admin().end_offsets(topic)
+        except BusError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
