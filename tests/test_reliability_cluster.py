@@ -6,12 +6,14 @@ temporary directory and stops them at the end. Every loop is bounded in count an
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +41,11 @@ RUST_DEFAULTS = ROOT / "rust" / "bus" / "src" / "kafka" / "config.rs"
 
 @pytest.fixture(scope="module")
 def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    local = cluster(tmp_path_factory.mktemp("cluster3"), nodes=3, base_port=free_port_block(3))
+    directory = tmp_path_factory.mktemp("cluster3")
+    # A cluster id that cannot start with '-': StorageTool would read it as an option (a random
+    # one from broker/local.py does, 1 time in 64: reported). Cluster.start keeps an existing id.
+    (directory / "cluster.id").write_text("k" + base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")[1:])
+    local = cluster(directory, nodes=3, base_port=free_port_block(3))
     local.start(timeout=180)
     try:
         yield local
