@@ -1,0 +1,154 @@
+"""A local cluster with a SASL_SSL listener: SCRAM-SHA-512 over TLS, users and ACLs.
+
+`SecureCluster` is a `Cluster` whose nodes also listen on a SASL_SSL port (`secure_bootstrap`):
+TLS with a throwaway CA made here with openssl (the CA file is `ca_file`, for clients), SCRAM-SHA-512
+users created at format time (`StorageTool format --add-scram`), and the StandardAuthorizer with
+`allow.everyone.if.no.acl.found=false`, so a SCRAM user can do only what an ACL grants it.
+
+The PLAINTEXT listener of `Cluster` stays for the controller quorum, replication and the
+start-up check; its principal (`User:ANONYMOUS`) and `User:admin` are super users. It is bound to
+127.0.0.1 like everything else here: a local test set-up, not a deployment.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kstrade.broker.local import HOST, BrokerError, Cluster, Node, fetch_jars
+
+MECHANISM = "SCRAM-SHA-512"
+ADMIN = "admin"
+
+
+def make_ca_and_server_cert(directory: Path) -> tuple[Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it. Returns (the CA
+    certificate for clients, the broker's PEM keystore: its key and certificate chain)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
+    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args: str) -> None:
+        done = subprocess.run(["openssl", *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BrokerError(f"openssl {args[0]} failed: {done.stderr}")
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=kstrade-test-ca",
+        "-keyout", str(ca_key), "-out", str(ca_crt))  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(csr))
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-days", "2", "-extfile", str(ext), "-out", str(crt))  # fmt: skip
+    pkcs8 = directory / "server.pk8"
+    run("pkcs8", "-topk8", "-nocrypt", "-in", str(key), "-out", str(pkcs8))
+    keystore = directory / "server.pem"
+    keystore.write_text(pkcs8.read_text() + crt.read_text() + ca_crt.read_text())
+    return ca_crt, keystore
+
+
+@dataclass
+class SecureCluster(Cluster):
+    """A `Cluster` with a SASL_SSL listener per node on `secure_ports`, SCRAM users and ACLs."""
+
+    secure_ports: list[int] = field(default_factory=list)
+    #: SCRAM-SHA-512 users created at format time (name -> password); `admin` is a super user.
+    users: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def secure_bootstrap(self) -> str:
+        return ",".join(f"{HOST}:{p}" for p in self.secure_ports)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "tls" / "ca.crt"
+
+    def client_properties(self, user: str) -> dict[str, str]:
+        """librdkafka properties for `user` on the SASL_SSL listener (password included)."""
+        return {
+            "bootstrap.servers": self.secure_bootstrap,
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanisms": MECHANISM,
+            "sasl.username": user,
+            "sasl.password": self.users[user],
+            "ssl.ca.location": str(self.ca_file),
+        }
+
+    def start(self, timeout: float = 90.0) -> None:
+        if len(self.secure_ports) != len(self.nodes):
+            raise BrokerError("one secure port per node")
+        if ADMIN not in self.users:
+            raise BrokerError(f"users must include {ADMIN!r}")
+        if not self.ca_file.exists():
+            make_ca_and_server_cert(self.directory / "tls")
+        self._format_with_scram()
+        super().start(timeout)  # formatted already: it only starts the nodes and waits
+
+    def _format_with_scram(self) -> None:
+        """Format each node's storage with the SCRAM users, as `Cluster.start` would format it
+        (same cluster id and properties), which then skips its own formatting."""
+        libs = fetch_jars(self.version)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        voters = ",".join(f"{n.node_id}@{HOST}:{n.controller_port}" for n in self.nodes)
+        id_file = self.directory / "cluster.id"
+        if not id_file.exists():
+            done = subprocess.run(
+                ["java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "random-uuid"], capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                raise BrokerError(f"random-uuid failed: {done.stderr}")
+            id_file.write_text(done.stdout.strip())
+        scram = [
+            a
+            for name, pw in sorted(self.users.items())
+            for a in ("--add-scram", f"{MECHANISM}=[name={name},password={pw}]")
+        ]
+        for node in self.nodes:
+            node_dir = self.directory / f"node-{node.node_id}"
+            data = node_dir / "data"
+            if (data / "meta.properties").exists():
+                continue
+            node_dir.mkdir(parents=True, exist_ok=True)
+            props = node_dir / "server.properties"
+            props.write_text(self._server_properties(node, voters, data))
+            fmt = subprocess.run(
+                ["java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format", "-t", id_file.read_text().strip(),
+                 "-c", str(props), *scram],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            if fmt.returncode != 0:
+                raise BrokerError(f"formatting node {node.node_id} failed:\n{fmt.stdout}{fmt.stderr}")
+
+    def _server_properties(self, node: Node, voters: str, data: Path) -> str:
+        base = super()._server_properties(node, voters, data)
+        port = self.secure_ports[self.nodes.index(node)]
+        lines = []
+        for line in base.splitlines():
+            if line.startswith(("listeners=", "advertised.listeners=")):
+                line += f",SASL_SSL://{HOST}:{port}"
+            elif line.startswith("listener.security.protocol.map="):
+                line += ",SASL_SSL:SASL_SSL"
+            lines.append(line)
+        keystore = self.directory / "tls" / "server.pem"
+        jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        lines += [
+            f"sasl.enabled.mechanisms={MECHANISM}",
+            f"listener.name.sasl_ssl.{MECHANISM.lower()}.sasl.jaas.config={jaas}",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={keystore}",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:ANONYMOUS;User:{ADMIN}",
+            "allow.everyone.if.no.acl.found=false",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def secure_cluster(directory: Path, base_port: int, users: dict[str, str], nodes: int = 1) -> SecureCluster:
+    """A new secure cluster description: node i takes base_port + 2i (PLAINTEXT) and
+    base_port + 2i + 1 (controller), and base_port + 2 * nodes + i (SASL_SSL); use
+    `free_port_block(nodes + (nodes + 1) // 2)` or more for base_port."""
+    made = [Node(i + 1, base_port + 2 * i, base_port + 2 * i + 1) for i in range(nodes)]
+    secure = [base_port + 2 * nodes + i for i in range(nodes)]
+    return SecureCluster(Path(directory), made, secure_ports=secure, users=dict(users))
