@@ -54,3 +54,10 @@ def test_three_node_cluster_replicates_with_min_isr_two(tmp_path: Path) -> None:
         stopped = _cli("stop", "--nodes", "3", "--port", str(port), "--dir", directory)
     assert stopped.returncode == 0
     assert _cli("status", "--nodes", "3", "--port", str(port), "--dir", directory).returncode == 3
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    from kstrade.broker.local import _random_cluster_id
+
+    ids = [_random_cluster_id() for _ in range(2000)]  # about 31 would start with '-' otherwise
+    assert not any(i.startswith("-") for i in ids) and all(len(i) == 22 for i in ids)

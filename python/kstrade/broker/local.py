@@ -321,10 +321,14 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def _random_cluster_id() -> str:
-    # KRaft cluster ids are 16 random bytes, URL-safe base64 without padding.
+    """KRaft cluster ids are 16 random bytes, URL-safe base64 without padding. One in 64 would
+    start with '-', which StorageTool's `-t` takes for an option: draw again."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _alive(pid: int) -> bool:
