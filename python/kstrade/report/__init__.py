@@ -25,7 +25,7 @@ from typing import Any
 
 import polars as pl
 
-from kstrade.bus import Bus
+from kstrade.bus import Bus, Record
 from kstrade.bus.topics import EXECUTIONS, METRICS_ALERTS, ORDERS_CONFIRMED, ORDERS_PENDING, PNL, signals
 from kstrade.report.svg import bar_chart, histogram, line_chart
 from kstrade.schemas import Alert, Codec, Execution, Message, Order, PnlEvent, Signal
@@ -44,32 +44,35 @@ class RunOutputs:
     rejections: dict[str, int] = field(default_factory=dict)
 
 
-def _rows(bus: Bus, topic: str, model: type[Message]) -> list[dict[str, Any]]:
-    """Every record of `topic`, decoded, as plain rows (enums as values, ids as text)."""
+def _records(bus: Bus, topic: str, group: str) -> list[Record]:
+    """Every record `topic` holds now (none if it does not exist), read from the start."""
     admin = bus.admin()
     if topic not in admin.list_topics(10.0):
         return []
-    ends = admin.end_offsets(topic, 10.0)
-    total = sum(ends)
+    total = sum(admin.end_offsets(topic, 10.0))
     if total == 0:
         return []
-    consumer = bus.consumer("kstrade.report", {"auto.offset.reset": "earliest"})
+    consumer = bus.consumer(group, {"auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
-    codec = Codec(model)
-    rows: list[dict[str, Any]] = []
-    seen = 0
+    records: list[Record] = []
     for _ in range(10_000):
-        batch = consumer.poll(5000, 0.5)
-        for record in batch:
-            message = codec.decode_record(record)
-            row = message.model_dump(mode="json")
-            row["timestamp"] = message.timestamp
-            row["_partition"], row["_offset"] = record.partition, record.offset
-            rows.append(row)
-        seen += len(batch)
-        if seen >= total:
+        records += consumer.poll(5000, 0.5)
+        if len(records) >= total:
             break
     consumer.close()
+    return records
+
+
+def _rows(bus: Bus, topic: str, model: type[Message]) -> list[dict[str, Any]]:
+    """Every record of `topic`, decoded, as plain rows (enums as values, ids as text)."""
+    codec = Codec(model)
+    rows: list[dict[str, Any]] = []
+    for record in _records(bus, topic, "kstrade.report"):
+        message = codec.decode_record(record)
+        row = message.model_dump(mode="json")
+        row["timestamp"] = message.timestamp
+        row["_partition"], row["_offset"] = record.partition, record.offset
+        rows.append(row)
     return rows
 
 
@@ -85,24 +88,10 @@ def _frame(rows: list[dict[str, Any]], sort: Sequence[str]) -> pl.DataFrame:
 
 
 def _rejections(bus: Bus) -> dict[str, int]:
-    topic = signals("filtered")
-    admin = bus.admin()
-    if topic not in admin.list_topics(10.0):
-        return {}
-    total = sum(admin.end_offsets(topic, 10.0))
-    consumer = bus.consumer("kstrade.report.rejections", {"auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
     counts: dict[str, int] = {}
-    seen = 0
-    for _ in range(10_000):
-        if seen >= total:
-            break
-        batch = consumer.poll(5000, 0.5)
-        for record in batch:
-            reason = (record.header("reject_reason") or b"UNSPECIFIED").decode("ascii", "replace")
-            counts[reason] = counts.get(reason, 0) + 1
-        seen += len(batch)
-    consumer.close()
+    for record in _records(bus, signals("filtered"), "kstrade.report.rejections"):
+        reason = (record.header("reject_reason") or b"UNSPECIFIED").decode("ascii", "replace")
+        counts[reason] = counts.get(reason, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
