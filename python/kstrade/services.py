@@ -38,12 +38,13 @@ def _signals(settings: Settings, bus: Bus) -> Stage:
 
 
 def _models_dir(settings: Settings) -> Settings:
-    """A relative models_dir that does not exist here means the checkout's models/ (so `run`
-    works from any directory of a source checkout)."""
+    """A relative models_dir that does not exist here means the models shipped inside the package
+    (kstrade/models, also reached as models/ in a checkout), so `run` works from any directory,
+    from a checkout or from an installed wheel."""
     configured = settings.inference.models_dir
     if configured.is_absolute() or configured.exists():
         return settings
-    shipped = Path(__file__).resolve().parents[2] / configured
+    shipped = Path(__file__).resolve().parent / configured
     if not shipped.exists():
         return settings
     return settings.model_copy(update={"inference": settings.inference.model_copy(update={"models_dir": shipped})})
