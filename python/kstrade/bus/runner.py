@@ -4,10 +4,16 @@ Per batch: poll, hand each record to the stage's handler, send its outputs, send
 to the dead-letter topic, flush (every output and dead letter acknowledged), and only then
 commit. A crash anywhere before the commit redelivers the batch (at-least-once); a bad record
 never stops the loop.
+
+While the cluster is unreachable the runner waits: a flush that times out is tried again, since
+the producer keeps the outputs queued and resends them until `message.timeout.ms`. Only outputs
+the producer gave up on raise (DELIVERY_FAILED): the batch is not committed, the service exits
+non-zero, and its restart gets the batch again.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +70,7 @@ class StageRunner:
         poll_timeout: float = 0.1,
         retained: Retained | None = None,
         checkpoint: Callable[[], None] | None = None,
+        flush_timeout: float = 30.0,
     ) -> None:
         self.consumer = consumer
         self.retained = retained
@@ -74,6 +81,7 @@ class StageRunner:
         self.max_message_bytes = max_message_bytes
         self.max_records = max_records
         self.poll_timeout = poll_timeout
+        self.flush_timeout = flush_timeout
 
     def run_once(self, timeout: float | None = None) -> BatchResult:
         records = self.consumer.poll(self.max_records, self.poll_timeout if timeout is None else timeout)
@@ -113,7 +121,7 @@ class StageRunner:
         """Flush (outputs and dead letters durable first), let the stage checkpoint its state,
         then commit what is fully processed: everything polled, except from the lowest offset
         the stage still holds per partition."""
-        self.producer.flush()
+        self.deliver()
         if self.checkpoint is not None:
             self.checkpoint()  # state saved for what is about to be committed
         held = self.retained() if self.retained is not None else None
@@ -123,6 +131,28 @@ class StageRunner:
         self.consumer.commit(
             [(t, p, min(pos, held[(t, p)]) if (t, p) in held else pos) for t, p, pos in self.consumer.position()]
         )
+
+    def deliver(self) -> None:
+        """Flush until every output is acknowledged, however long the cluster is away. A flush
+        timeout is not a failure (the records are still queued and retried); what the producer
+        gave up on after `message.timeout.ms` is, and is raised."""
+        waited = 0
+        while True:
+            try:
+                self.producer.flush(self.flush_timeout)
+                break
+            except BusError as exc:
+                if exc.code != "TIMEOUT":
+                    raise
+                waited += 1
+                print(
+                    f"bus: {self.producer.in_flight} outputs not acknowledged after "
+                    f"{waited * self.flush_timeout:.0f}s: waiting for the cluster, nothing committed",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        if waited:
+            print("bus: outputs acknowledged: going on", file=sys.stderr, flush=True)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
