@@ -72,3 +72,38 @@ def test_a_batch_whose_outputs_never_arrive_is_not_committed_and_comes_again(
     again.close()
     assert bus.admin().end_offsets(sink) == [20]
     print(f"\nunreachable cluster: the runner waited {waited:.1f}s ({waits} flush timeouts) and raised DELIVERY_FAILED")
+
+
+def test_a_refused_commit_does_not_stop_the_stage_and_the_batch_comes_again(
+    kafka_bootstrap: str, unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The group forgets a member that went silent (here: a batch that outlasts
+    `max.poll.interval.ms`; after a full cluster restart: the coordinator that lost it), and its
+    commit is refused. `run_once` goes on; the member rejoins, gets the batch again, commits it."""
+    bus = Bus.kafka(kafka_bootstrap)
+    source, sink = f"fenced-in-{unique}", f"fenced-out-{unique}"
+    bus.admin().create_topics([(source, 1, 1, {}), (sink, 1, 1, {})], 30.0)
+    producer = bus.producer()
+    for i in range(10):
+        producer.send(source, str(i).encode(), key=b"k")
+    producer.flush()
+    seen: list[int] = []
+
+    def slow_first_time(record: Record) -> list[Output]:
+        if not seen:
+            time.sleep(7.5)  # longer than max.poll.interval.ms: the consumer leaves the group
+        seen.append(record.offset)
+        return [Output(sink, record.value, key=record.key)]
+
+    consumer = bus.consumer(f"fenced-{unique}", {**FAST_GROUP, "max.poll.interval.ms": 6000})
+    consumer.subscribe([source])
+    runner = StageRunner(consumer, bus.producer(), slow_first_time, stage="fenced")
+    deadline = time.monotonic() + 90
+    committed: int | None = None
+    while committed != 10 and time.monotonic() < deadline:
+        runner.run_once(timeout=0.5)  # never raises for the refused commit
+        [(_, _, committed)] = consumer.committed([(source, 0)])
+    consumer.close()
+    assert committed == 10
+    assert "left uncommitted" in capsys.readouterr().err  # the first commit was refused
+    assert seen.count(0) == 2 and sorted(set(seen)) == list(range(10))  # the batch came again, whole

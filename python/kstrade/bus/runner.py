@@ -120,17 +120,25 @@ class StageRunner:
     def commit_progress(self) -> None:
         """Flush (outputs and dead letters durable first), let the stage checkpoint its state,
         then commit what is fully processed: everything polled, except from the lowest offset
-        the stage still holds per partition."""
+        the stage still holds per partition.
+
+        A commit the group refuses (fenced by a rebalance, or a restarted coordinator that no
+        longer knows this member) is not fatal: the consumer rejoins, and what was not committed
+        is committed with the next batch or redelivered to the partition's next owner."""
         self.deliver()
         if self.checkpoint is not None:
             self.checkpoint()  # state saved for what is about to be committed
         held = self.retained() if self.retained is not None else None
-        if not held:
-            self.consumer.commit()
-            return
-        self.consumer.commit(
-            [(t, p, min(pos, held[(t, p)]) if (t, p) in held else pos) for t, p, pos in self.consumer.position()]
-        )
+        offsets = None
+        if held:
+            positions = self.consumer.position()
+            offsets = [(t, p, min(pos, held[(t, p)]) if (t, p) in held else pos) for t, p, pos in positions]
+        try:
+            self.consumer.commit(offsets)
+        except BusError as exc:
+            if exc.code != "COMMIT_FAILED":
+                raise
+            print(f"bus: {exc}: left uncommitted (next batch or redelivery)", file=sys.stderr, flush=True)
 
     def deliver(self) -> None:
         """Flush until every output is acknowledged, however long the cluster is away. A flush
@@ -156,8 +164,4 @@ class StageRunner:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            try:
-                self.run_once()
-            except BusError as exc:
-                if exc.code != "COMMIT_FAILED":  # a rebalance fenced the commit: redelivered
-                    raise
+            self.run_once()
