@@ -8,7 +8,9 @@ never stops the loop.
 While the cluster is unreachable the runner waits: a flush that times out is tried again, since
 the producer keeps the outputs queued and resends them until `message.timeout.ms`. Only outputs
 the producer gave up on raise (DELIVERY_FAILED): the batch is not committed, the service exits
-non-zero, and its restart gets the batch again.
+non-zero, and its restart gets the batch again. A commit the group refuses (a rebalance, or a
+coordinator restarted with the whole cluster) is not fatal either: the batch comes again, and
+what this runner already handled and delivered is skipped, not handled twice.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class BatchResult:
     processed: int = 0
     dead_lettered: int = 0
     produced: int = 0
+    #: Records this runner had already handled and delivered (redelivered after a refused commit).
+    redelivered: int = 0
 
 
 class StageRunner:
@@ -82,6 +86,10 @@ class StageRunner:
         self.max_records = max_records
         self.poll_timeout = poll_timeout
         self.flush_timeout = flush_timeout
+        #: Per (topic, partition), the highest offset handled whose outputs are acknowledged, and
+        #: the same for the batch in hand (merged once its outputs are).
+        self._delivered: dict[tuple[str, int], int] = {}
+        self._handled: dict[tuple[str, int], int] = {}
 
     def run_once(self, timeout: float | None = None) -> BatchResult:
         records = self.consumer.poll(self.max_records, self.poll_timeout if timeout is None else timeout)
@@ -89,6 +97,11 @@ class StageRunner:
         if not records:
             return result
         for record in records:
+            where = (record.topic, record.partition)
+            if record.offset <= self._delivered.get(where, -1):
+                result.redelivered += 1  # the stage's state and the bus already have it
+                continue
+            self._handled[where] = record.offset
             try:
                 size = len(record.value or b"")
                 if size > self.max_message_bytes:
@@ -126,6 +139,8 @@ class StageRunner:
         longer knows this member) is not fatal: the consumer rejoins, and what was not committed
         is committed with the next batch or redelivered to the partition's next owner."""
         self.deliver()
+        self._delivered.update(self._handled)
+        self._handled.clear()
         if self.checkpoint is not None:
             self.checkpoint()  # state saved for what is about to be committed
         held = self.retained() if self.retained is not None else None
