@@ -2,7 +2,9 @@
 reference describes: the same functions, constants and return codes, one shared terminal state
 (account, symbols, positions, deal history), brokers' stop and volume checks, SL/TP held by the
 "server", and scripted trouble: requotes, a timeout after which the deal did happen, a lost
-connection, NO_MONEY, INVALID_STOPS, a closed market.
+connection, NO_MONEY, INVALID_STOPS, a closed market, and an outage of the trade server (the
+terminal keeps running and answers from what it last knew, but every order_send gets
+TRADE_RETCODE_CONNECTION until the server is back).
 
 Run as a script (`python tests/execution_fake_mt5.py PORT`) it serves itself as `MetaTrader5`
 from an RPyC classic server on 127.0.0.1, as the mt5linux bridge does under Wine.
@@ -24,6 +26,7 @@ POSITION_TYPE_BUY, POSITION_TYPE_SELL = 0, 1
 DEAL_TYPE_BUY, DEAL_TYPE_SELL = 0, 1
 DEAL_ENTRY_IN, DEAL_ENTRY_OUT = 0, 1
 TRADE_RETCODE_REQUOTE, TRADE_RETCODE_DONE, TRADE_RETCODE_TIMEOUT = 10004, 10009, 10012
+TRADE_RETCODE_CONNECTION = 10031
 
 Tick = namedtuple("Tick", "time bid ask last volume time_msc")
 SymbolInfo = namedtuple(
@@ -51,7 +54,7 @@ def reset(balance: float = 100_000.0, commission_per_lot: float = 3.0, leverage:
         _state.clear()
         _state.update(
             balance=balance, leverage=leverage, commission=commission_per_lot, positions={}, deals=[], next=1000,
-            script=[], calls=[], error=(1, "Success"), closed_market=set(),
+            script=[], calls=[], error=(1, "Success"), closed_market=set(), server_lost=False,
             symbols={"EURUSD": SymbolInfo("EURUSD", 0.00001, 5, 1.0, 0.00001, 0.01, 50.0, 0.01, 1, 10, 100_000)},
             ticks={"EURUSD": (1.10000, 1.10010)}, time=datetime(2026, 1, 5, 10, tzinfo=UTC),
         )  # fmt: skip
@@ -68,12 +71,35 @@ def script(*steps: str) -> None:
         _state["script"] += list(steps)
 
 
+def lose_server() -> None:
+    """The terminal loses its trade server (network, broker maintenance): it keeps answering
+    account, position and history queries from its last state, but cannot trade."""
+    _state["server_lost"] = True
+
+
+def restore_server() -> None:
+    _state["server_lost"] = False
+
+
+def add_symbol(name: str, like: str = "EURUSD") -> None:
+    """Another tradable symbol with the contract and quote of `like`."""
+    with _lock:
+        _state["symbols"][name] = _state["symbols"][like]._replace(name=name)
+        _state["ticks"][name] = _state["ticks"][like]
+
+
+def set_time(epoch_s: float) -> None:
+    """The server clock (deal and tick times): tests that run on the wall clock set it to now."""
+    _state["time"] = datetime.fromtimestamp(float(epoch_s), UTC)
+
+
 def close_market(symbol: str) -> None:
     _state["closed_market"].add(symbol)
 
 
 def calls() -> int:
-    """order_send calls that opened something (what no-duplicate tests count)."""
+    """order_send calls that tried to open something, answered or not (what no-duplicate and
+    no-retry-storm tests count)."""
     return sum(1 for r in _state["calls"] if "position" not in r)
 
 
@@ -159,6 +185,8 @@ def order_send(request: Any) -> OrderSendResult | None:
     with _lock:
         r = dict(request)
         _state["calls"].append(r)
+        if _state["server_lost"]:
+            return _result(TRADE_RETCODE_CONNECTION, "No connection with the trade server")
         step = _state["script"].pop(0) if _state["script"] else ""
         if step == "REQUOTE":
             bid, ask = _state["ticks"][r["symbol"]]

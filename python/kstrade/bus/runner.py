@@ -4,10 +4,18 @@ Per batch: poll, hand each record to the stage's handler, send its outputs, send
 to the dead-letter topic, flush (every output and dead letter acknowledged), and only then
 commit. A crash anywhere before the commit redelivers the batch (at-least-once); a bad record
 never stops the loop.
+
+While the cluster is unreachable the runner waits: a flush that times out is tried again, since
+the producer keeps the outputs queued and resends them until `message.timeout.ms`. Only outputs
+the producer gave up on raise (DELIVERY_FAILED): the batch is not committed, the service exits
+non-zero, and its restart gets the batch again. A commit the group refuses (a rebalance, or a
+coordinator restarted with the whole cluster) is not fatal either: the batch comes again, and
+what this runner already handled and delivered is skipped, not handled twice.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +55,8 @@ class BatchResult:
     processed: int = 0
     dead_lettered: int = 0
     produced: int = 0
+    #: Records this runner had already handled and delivered (redelivered after a refused commit).
+    redelivered: int = 0
 
 
 class StageRunner:
@@ -64,6 +74,7 @@ class StageRunner:
         poll_timeout: float = 0.1,
         retained: Retained | None = None,
         checkpoint: Callable[[], None] | None = None,
+        flush_timeout: float = 30.0,
     ) -> None:
         self.consumer = consumer
         self.retained = retained
@@ -74,6 +85,11 @@ class StageRunner:
         self.max_message_bytes = max_message_bytes
         self.max_records = max_records
         self.poll_timeout = poll_timeout
+        self.flush_timeout = flush_timeout
+        #: Per (topic, partition), the highest offset handled whose outputs are acknowledged, and
+        #: the same for the batch in hand (merged once its outputs are).
+        self._delivered: dict[tuple[str, int], int] = {}
+        self._handled: dict[tuple[str, int], int] = {}
 
     def run_once(self, timeout: float | None = None) -> BatchResult:
         records = self.consumer.poll(self.max_records, self.poll_timeout if timeout is None else timeout)
@@ -81,6 +97,11 @@ class StageRunner:
         if not records:
             return result
         for record in records:
+            where = (record.topic, record.partition)
+            if record.offset <= self._delivered.get(where, -1):
+                result.redelivered += 1  # the stage's state and the bus already have it
+                continue
+            self._handled[where] = record.offset
             try:
                 size = len(record.value or b"")
                 if size > self.max_message_bytes:
@@ -112,22 +133,50 @@ class StageRunner:
     def commit_progress(self) -> None:
         """Flush (outputs and dead letters durable first), let the stage checkpoint its state,
         then commit what is fully processed: everything polled, except from the lowest offset
-        the stage still holds per partition."""
-        self.producer.flush()
+        the stage still holds per partition.
+
+        A commit the group refuses (fenced by a rebalance, or a restarted coordinator that no
+        longer knows this member) is not fatal: the consumer rejoins, and what was not committed
+        is committed with the next batch or redelivered to the partition's next owner."""
+        self.deliver()
+        self._delivered.update(self._handled)
+        self._handled.clear()
         if self.checkpoint is not None:
             self.checkpoint()  # state saved for what is about to be committed
         held = self.retained() if self.retained is not None else None
-        if not held:
-            self.consumer.commit()
-            return
-        self.consumer.commit(
-            [(t, p, min(pos, held[(t, p)]) if (t, p) in held else pos) for t, p, pos in self.consumer.position()]
-        )
+        offsets = None
+        if held:
+            positions = self.consumer.position()
+            offsets = [(t, p, min(pos, held[(t, p)]) if (t, p) in held else pos) for t, p, pos in positions]
+        try:
+            self.consumer.commit(offsets)
+        except BusError as exc:
+            if exc.code != "COMMIT_FAILED":
+                raise
+            print(f"bus: {exc}: left uncommitted (next batch or redelivery)", file=sys.stderr, flush=True)
+
+    def deliver(self) -> None:
+        """Flush until every output is acknowledged, however long the cluster is away. A flush
+        timeout is not a failure (the records are still queued and retried); what the producer
+        gave up on after `message.timeout.ms` is, and is raised."""
+        waited = 0
+        while True:
+            try:
+                self.producer.flush(self.flush_timeout)
+                break
+            except BusError as exc:
+                if exc.code != "TIMEOUT":
+                    raise
+                waited += 1
+                print(
+                    f"bus: {self.producer.in_flight} outputs not acknowledged after "
+                    f"{waited * self.flush_timeout:.0f}s: waiting for the cluster, nothing committed",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        if waited:
+            print("bus: outputs acknowledged: going on", file=sys.stderr, flush=True)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            try:
-                self.run_once()
-            except BusError as exc:
-                if exc.code != "COMMIT_FAILED":  # a rebalance fenced the commit: redelivered
-                    raise
+            self.run_once()
