@@ -45,6 +45,9 @@ def test_compose_services_are_real_stages_with_real_settings(monkeypatch: pytest
     assert started == set(STAGES)  # every stage runs, and nothing that is not a stage
     for svc in kstrade.values():
         _check_command(svc["command"])
+        # A service exits non-zero when the producer gives up on an output (RELIABILITY.md): only a
+        # restart policy brings it back to have the batch redelivered.
+        assert svc.get("restart") in ("on-failure", "always", "unless-stopped"), svc["command"]
         with monkeypatch.context() as m:
             for key, value in svc.get("environment", {}).items():
                 m.setenv(key, str(value))
@@ -55,6 +58,7 @@ def test_systemd_units_run_real_commands() -> None:
     for unit in sorted((DEPLOY / "systemd").glob("*.service")):
         parser = configparser.ConfigParser(strict=False, interpolation=None)
         parser.read(unit)
+        assert parser["Service"].get("Restart") in ("on-failure", "always"), unit.name
         argv = parser["Service"]["ExecStart"].split()
         argv[0] = "python"
         argv = [a.replace("%i", "features") for a in argv]
