@@ -8,6 +8,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from kstrade.bus import MessageError, Output, Record
 from kstrade.bus.topics import (
@@ -50,6 +51,10 @@ class SignalStats:
 
 class SignalAggregator(Stage):
     name = "signals"
+    #: The join needs every input of a symbol on one member: all its topics are keyed by symbol
+    #: with the same partition count, and `range` gives a member the same partition numbers of
+    #: every topic (cooperative-sticky balances each topic on its own and would split a symbol).
+    consumer_config: ClassVar[dict[str, str]] = {"partition.assignment.strategy": "range"}
 
     def __init__(
         self,
