@@ -192,7 +192,8 @@ def apply(acls: Iterable[Acl], client_config: Mapping[str, str], timeout: float 
     bindings = [_binding(a) for a in acls]
     if not bindings:
         return 0
-    futures = _admin(client_config).create_acls(bindings, request_timeout=timeout)
+    admin = _admin(client_config)  # held until the futures resolve: its destruction cancels them
+    futures = admin.create_acls(bindings, request_timeout=timeout)
     for future in futures.values():
         future.result(timeout=timeout)
     return len(bindings)
@@ -212,5 +213,6 @@ def revoke(acls: Iterable[Acl], client_config: Mapping[str, str], timeout: float
         )
     if not filters:
         return 0
-    futures = _admin(client_config).delete_acls(filters, request_timeout=timeout)
+    admin = _admin(client_config)
+    futures = admin.delete_acls(filters, request_timeout=timeout)
     return sum(len(future.result(timeout=timeout)) for future in futures.values())
