@@ -15,8 +15,8 @@ stage classes) and the topic catalogue, so adding a topic to a stage changes its
   `kstrade.ingest.resume.`.
 
 Nothing on the cluster resource: since Kafka 3.0 (KIP-679) WRITE on a topic is enough for an
-idempotent producer, so no IDEMPOTENT_WRITE, and no service creates topics (an administrator runs
-`topics create` and `acl apply`). Topic patterns are LITERAL: a principal is allowed the topics of
+idempotent producer, so no IDEMPOTENT_WRITE, and no service creates topics (an administrator creates
+the catalogue and runs `acl apply`: deploy/acls.md). Topic patterns are LITERAL: a principal is allowed the topics of
 the configured symbols, no more; adding a symbol means `topics create` and `acl apply` again,
 which go together anyway. A stage that subscribes by regular expression (metrics) is granted
 the catalogue topics the expression matches, also literally. The one PREFIXED pattern is the
