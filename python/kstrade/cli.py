@@ -8,6 +8,8 @@ python -m kstrade ingest replay FILE [--speed max|realtime|xN] [--interval 1m] [
 python -m kstrade ingest coinbase [--symbols BTC-USD,...]   the live feed (URLs from the config)
 python -m kstrade train [--out models] [--seed 7] [--days 14]   (needs the `train` extra: torch)
 python -m kstrade bench [--bootstrap HOST:PORT] [--quick]   benchmarks vs the anchors, BENCHMARKS.md
+python -m kstrade acl show [--config FILE] [--service NAME]   each service principal's ACLs
+python -m kstrade acl apply --bootstrap HOST:PORT [--config FILE]   as an admin (KSTRADE_BUS__SASL_*)
 """
 
 from __future__ import annotations
@@ -233,6 +235,37 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench(args.bootstrap, Path(args.out) if args.out else None, args.quick, args.pytest_args)
 
 
+def _cmd_acl(args: argparse.Namespace) -> int:
+    from kstrade.bus import acl
+    from kstrade.config import ConfigError, load
+
+    try:
+        settings = load(args.config, bus={"transport": "kafka", "bootstrap": args.bootstrap})
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    by_service = acl.pipeline_acls(settings.symbols, lag_groups=settings.metrics.lag_groups)
+    if args.service is not None and args.service not in by_service:
+        print(f"error: unknown service {args.service!r}: choose from {', '.join(sorted(by_service))}", file=sys.stderr)
+        return 2
+    chosen = [a for name, acls in by_service.items() if args.service in (None, name) for a in acls]
+    if args.action == "show":
+        for binding in chosen:
+            print(binding)
+        return 0
+    try:
+        applied = acl.apply(chosen, settings.bus.client_properties())
+    except (ConfigError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the admin client's KafkaException: refused, unreachable
+        print(f"error: applying ACLs on {settings.bus.bootstrap} failed: {exc}", file=sys.stderr)
+        return 1
+    principals = len({a.principal for a in chosen})
+    print(f"{applied} ACL binding(s) in place for {principals} principal(s) on {settings.bus.bootstrap}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kstrade", description="kstrade: real-time ML trading on Kafka")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -313,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="fewer messages and a shorter end-to-end run")
     bench.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     bench.set_defaults(func=_cmd_bench)
+
+    acls = sub.add_parser("acl", help="per-service principals and the ACLs derived from the stages")
+    acls.add_argument("action", choices=["show", "apply"])
+    acls.add_argument("--config", help="TOML file: symbols, metrics.lag_groups, and bus for apply")
+    acls.add_argument("--bootstrap", default=None, help="apply: the cluster (default: the config's bus)")
+    acls.add_argument("--service", default=None, help="only this service's principal (e.g. features)")
+    acls.set_defaults(func=_cmd_acl)
 
     config = sub.add_parser("config", help="the effective configuration")
     config.add_argument("action", choices=["show"])

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from kstrade.bus import Bus
+from kstrade.bus import Bus, BusError
 from kstrade.bus.topics import catalogue, create_all
 from kstrade.config import Settings
 from kstrade.stage import Stage, run_service
@@ -105,7 +105,14 @@ def ensure_topics(bus: Bus, settings: Settings) -> None:
         replication_factor=settings.bus.replication_factor,
         min_insync_replicas=settings.bus.min_insync_replicas,
     )
-    create_all(bus.admin(), specs)
+    try:
+        create_all(bus.admin(), specs)
+    except BusError as exc:
+        if "TopicAuthorizationFailed" not in str(exc):  # code KAFKA; the broker's reason in the text
+            raise
+        # A service principal under ACLs (kstrade.bus.acl) may not create topics: the operator
+        # creates the catalogue (`topics create`) as an administrator.
+        print("not allowed to create topics: using the ones the administrator created", file=sys.stderr)
 
 
 def serve(name: str, settings: Settings) -> int:

@@ -5,9 +5,11 @@ TLS with a throwaway CA made here with openssl (the CA file is `ca_file`, for cl
 users created at format time (`StorageTool format --add-scram`), and the StandardAuthorizer with
 `allow.everyone.if.no.acl.found=false`, so a SCRAM user can do only what an ACL grants it.
 
-The PLAINTEXT listener of `Cluster` stays for the controller quorum, replication and the
-start-up check; its principal (`User:ANONYMOUS`) and `User:admin` are super users. It is bound to
-127.0.0.1 like everything else here: a local test set-up, not a deployment.
+With several nodes (`secure_cluster(..., nodes=3)`) only the client listener is SASL_SSL: the
+controller quorum and replication between brokers stay on the PLAINTEXT and CONTROLLER listeners
+of `Cluster` (no TLS), which also serve the start-up check. Their principal (`User:ANONYMOUS`)
+and `User:admin` are super users. Every listener is bound to 127.0.0.1 like everything else
+here: a local test set-up, not a deployment (see deploy/acls.md for one).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kstrade.broker.local import HOST, BrokerError, Cluster, Node, fetch_jars
+from kstrade.broker.local import HOST, BrokerError, Cluster, Node, _random_cluster_id, fetch_jars
 
 MECHANISM = "SCRAM-SHA-512"
 ADMIN = "admin"
@@ -93,12 +95,7 @@ class SecureCluster(Cluster):
         voters = ",".join(f"{n.node_id}@{HOST}:{n.controller_port}" for n in self.nodes)
         id_file = self.directory / "cluster.id"
         if not id_file.exists():
-            done = subprocess.run(
-                ["java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "random-uuid"], capture_output=True, text=True
-            )
-            if done.returncode != 0:
-                raise BrokerError(f"random-uuid failed: {done.stderr}")
-            id_file.write_text(done.stdout.strip())
+            id_file.write_text(_random_cluster_id())  # never one starting with '-' (an option to StorageTool)
         scram = [
             a
             for name, pw in sorted(self.users.items())

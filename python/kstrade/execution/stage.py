@@ -96,7 +96,16 @@ class ExecutionStage(Stage):
 
     # -- Stage -----------------------------------------------------------------------------------
     def inputs(self) -> list[str]:
-        return [SIGNALS_FINAL] + [candles(s, "1m") for s in self.symbols]
+        return self.inputs_for(self.symbols)
+
+    @classmethod
+    def inputs_for(cls, symbols: Sequence[str]) -> list[str]:
+        return [SIGNALS_FINAL] + [candles(s, "1m") for s in symbols]
+
+    @classmethod
+    def outputs_for(cls, symbols: Sequence[str]) -> list[str]:
+        """Topics it emits to (dead letters aside): what its principal may write (`kstrade.bus.acl`)."""
+        return [ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS, PNL, METRICS_ALERTS]
 
     def handle(self, record: Record) -> Iterable[Output]:
         now = self.clock.now_ns()

@@ -99,7 +99,16 @@ class FeatureStage(Stage):
         self._dirty = False
 
     def inputs(self) -> list[str]:
-        return list(self._topic_symbol)
+        return self.inputs_for(self.symbols)
+
+    @classmethod
+    def inputs_for(cls, symbols: Sequence[str]) -> list[str]:
+        return [candles(s, "1m") for s in symbols]
+
+    @classmethod
+    def outputs_for(cls, symbols: Sequence[str]) -> list[str]:
+        """Topics it emits to (dead letters aside): what its principal may write (`kstrade.bus.acl`)."""
+        return [features_aggregated(s) for s in symbols]
 
     def handle(self, record: Record) -> Iterable[Output]:
         symbol = self._topic_symbol.get(record.topic)

@@ -165,11 +165,21 @@ class InferenceStage(Stage):
     def _slots(self, models_dir: Path) -> dict[str, ModelSlot]:
         raise NotImplementedError
 
-    def topic_for(self, symbol: str) -> str:
+    @staticmethod
+    def topic_for(symbol: str) -> str:
         raise NotImplementedError
 
     def inputs(self) -> list[str]:
-        return [features_aggregated(s) for s in self.symbols]
+        return self.inputs_for(self.symbols)
+
+    @classmethod
+    def inputs_for(cls, symbols: Sequence[str]) -> list[str]:
+        return [features_aggregated(s) for s in symbols]
+
+    @classmethod
+    def outputs_for(cls, symbols: Sequence[str]) -> list[str]:
+        """Topics it emits to (dead letters aside): what its principal may write (`kstrade.bus.acl`)."""
+        return [*dict.fromkeys(cls.topic_for(s) for s in symbols), METRICS_ALERTS]
 
     def distinct_slots(self) -> list[ModelSlot]:
         seen: dict[int, ModelSlot] = {}
@@ -295,7 +305,8 @@ class LSTMInference(InferenceStage):
     def _slots(self, models_dir: Path) -> dict[str, ModelSlot]:
         return {s: ModelSlot(models_dir / "lstm" / s, self._executor) for s in self.symbols}
 
-    def topic_for(self, symbol: str) -> str:
+    @staticmethod
+    def topic_for(symbol: str) -> str:
         return predictions_lstm(symbol)
 
 
@@ -309,7 +320,8 @@ class TransformerInference(InferenceStage):
         slot = ModelSlot(models_dir / "transformer", self._executor)
         return dict.fromkeys(self.symbols, slot)
 
-    def topic_for(self, symbol: str) -> str:
+    @staticmethod
+    def topic_for(symbol: str) -> str:
         return PREDICTIONS_TRANSFORMER
 
 

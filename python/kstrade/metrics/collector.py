@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -81,6 +82,8 @@ class MetricsCollector(Stage):
     name = "metrics"
     #: The runner dead-letters records above this size before `handle`: an observer must not.
     max_message_bytes = 2**31
+    #: Its handle never raises, so it needs no write access to anyone's dead-letter topic.
+    writes_dead_letters: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -128,7 +131,16 @@ class MetricsCollector(Stage):
         self._refresh_replies(0)
 
     def inputs(self) -> str:
+        return self.inputs_for(())
+
+    @classmethod
+    def inputs_for(cls, symbols: Sequence[str]) -> str:
         return INPUTS
+
+    @classmethod
+    def outputs_for(cls, symbols: Sequence[str]) -> list[str]:
+        """Topics it emits to (it never dead-letters): what its principal may write (`kstrade.bus.acl`)."""
+        return [METRICS_LATENCY, METRICS_PERFORMANCE, METRICS_DRIFT, METRICS_ALERTS]
 
     # -- per record: cheap bookkeeping only ---------------------------------------------------------
     def handle(self, record: Record) -> Iterable[Output]:

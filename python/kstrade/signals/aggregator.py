@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -15,6 +15,7 @@ from kstrade.bus.topics import (
     EXECUTIONS,
     PNL,
     PREDICTIONS_TRANSFORMER,
+    SIGNAL_STAGES,
     candles,
     features_aggregated,
     predictions_lstm,
@@ -90,14 +91,23 @@ class SignalAggregator(Stage):
         return cls(settings.symbols, settings.signals, calibrators)
 
     def inputs(self) -> list[str]:
+        return self.inputs_for(self.symbols)
+
+    @classmethod
+    def inputs_for(cls, symbols: Sequence[str]) -> list[str]:
         return [
-            *self._lstm_topics,
+            *(predictions_lstm(s) for s in symbols),
             PREDICTIONS_TRANSFORMER,
-            *self._candle_topics,
-            *self._feature_topics,
+            *(candles(s, "1m") for s in symbols),
+            *(features_aggregated(s) for s in symbols),
             EXECUTIONS,
             PNL,
         ]
+
+    @classmethod
+    def outputs_for(cls, symbols: Sequence[str]) -> list[str]:
+        """Topics it emits to (dead letters aside): what its principal may write (`kstrade.bus.acl`)."""
+        return [signals(stage) for stage in SIGNAL_STAGES]
 
     # -- records -----------------------------------------------------------------------------
     def retained(self) -> dict[tuple[str, int], int]:

@@ -1,0 +1,218 @@
+"""Per-service principals and the ACLs each one needs, derived from the pipeline itself.
+
+Every service runs as its own SCRAM user, `kstrade-{service}` (`inference.lstm` ->
+`kstrade-inference-lstm`), and the broker's authorizer denies what no ACL allows. What each
+principal is allowed comes from the stages' own declarations (`inputs_for` / `outputs_for` on the
+stage classes) and the topic catalogue, so adding a topic to a stage changes its ACLs with it:
+
+- READ on every input topic (READ implies DESCRIBE: metadata, offsets, committed offsets),
+  and READ on its consumer group `kstrade.{name}` (join, commit);
+- WRITE on every output topic and on the dead-letter topic of every input (WRITE implies
+  DESCRIBE), except for an observer that never dead-letters (the metrics collector);
+- the metrics collector also gets DESCRIBE (not READ) on the groups whose lag it reports: it can
+  read their committed offsets but cannot join them;
+- ingest writes and re-reads (to resume) the candle topics, with throwaway groups under
+  `kstrade.ingest.resume.`.
+
+Nothing on the cluster resource: since Kafka 3.0 (KIP-679) WRITE on a topic is enough for an
+idempotent producer, so no IDEMPOTENT_WRITE, and no service creates topics (an administrator creates
+the catalogue and runs `acl apply`: deploy/acls.md). Topic patterns are LITERAL: a principal is allowed the topics of
+the configured symbols, no more; adding a symbol means `topics create` and `acl apply` again,
+which go together anyway. A stage that subscribes by regular expression (metrics) is granted
+the catalogue topics the expression matches, also literally. The one PREFIXED pattern is the
+ingest resume group, whose name is random on each start.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from kstrade.bus.topics import INTERVALS, candles, dlq_topic, pipeline_topics
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin._acl import AclBinding
+
+USER_PREFIX = "kstrade-"
+INGEST = "ingest"
+#: Ingest reads the candle topics back to resume, each time in a fresh group under this prefix.
+INGEST_RESUME_GROUPS = "kstrade.ingest.resume."
+
+
+class Operation(StrEnum):
+    READ = "READ"
+    WRITE = "WRITE"
+    DESCRIBE = "DESCRIBE"
+
+
+class Resource(StrEnum):
+    TOPIC = "TOPIC"
+    GROUP = "GROUP"
+
+
+class Pattern(StrEnum):
+    LITERAL = "LITERAL"
+    PREFIXED = "PREFIXED"
+
+
+@dataclass(frozen=True, order=True)
+class Acl:
+    """One ALLOW binding: `principal` may do `operation` on the resource (from any host)."""
+
+    principal: str
+    resource: Resource
+    name: str
+    operation: Operation
+    pattern: Pattern = Pattern.LITERAL
+
+    def __str__(self) -> str:
+        return f"{self.principal} ALLOW {self.operation} {self.resource} {self.pattern} {self.name}"
+
+
+class DeclaredStage(Protocol):
+    """What a stage class declares about its topics, without being built."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def inputs_for(cls, symbols: Sequence[str]) -> Sequence[str] | str: ...
+
+    @classmethod
+    def outputs_for(cls, symbols: Sequence[str]) -> Sequence[str]: ...
+
+
+def username(service: str) -> str:
+    """The SCRAM user a service connects as."""
+    return USER_PREFIX + service.replace(".", "-")
+
+
+def principal(service: str) -> str:
+    return f"User:{username(service)}"
+
+
+def declared_stages() -> dict[str, type[DeclaredStage]]:
+    """The six stage classes that run as services, by service name (imported here, not at the
+    top: the bus package sits below the stages)."""
+    from kstrade.execution.stage import ExecutionStage
+    from kstrade.features.stage import FeatureStage
+    from kstrade.inference.stage import LSTMInference, TransformerInference
+    from kstrade.metrics.collector import MetricsCollector
+    from kstrade.signals.aggregator import SignalAggregator
+
+    classes: list[type[DeclaredStage]] = [
+        FeatureStage,
+        LSTMInference,
+        TransformerInference,
+        SignalAggregator,
+        ExecutionStage,
+        MetricsCollector,
+    ]
+    return {c.name: c for c in classes}
+
+
+def catalogue_topics(symbols: Sequence[str]) -> list[str]:
+    """Every catalogue topic for `symbols`, dead-letter topics included."""
+    return [t for name in pipeline_topics(list(symbols)) for t in (name, dlq_topic(name))]
+
+
+def topics_read(inputs: Sequence[str] | str, symbols: Sequence[str]) -> list[str]:
+    """The topics a stage reads: its list, or the catalogue topics its pattern matches."""
+    if isinstance(inputs, str):
+        pattern = re.compile(inputs)
+        return [t for t in catalogue_topics(symbols) if pattern.search(t)]
+    return list(dict.fromkeys(inputs))
+
+
+def stage_acls(stage: type[DeclaredStage], symbols: Sequence[str], *, lag_groups: Iterable[str] = ()) -> list[Acl]:
+    """What the principal of `stage` needs, and nothing else."""
+    user = principal(stage.name)
+    reads = topics_read(stage.inputs_for(symbols), symbols)
+    writes = list(stage.outputs_for(symbols))
+    if getattr(stage, "writes_dead_letters", True):
+        writes += [dlq_topic(t) for t in reads]
+    acls = [Acl(user, Resource.TOPIC, t, Operation.READ) for t in reads]
+    acls.append(Acl(user, Resource.GROUP, f"kstrade.{stage.name}", Operation.READ))
+    acls += [Acl(user, Resource.TOPIC, t, Operation.WRITE) for t in dict.fromkeys(writes)]
+    acls += [Acl(user, Resource.GROUP, g, Operation.DESCRIBE) for g in lag_groups]
+    return acls
+
+
+def ingest_acls(symbols: Sequence[str]) -> list[Acl]:
+    """Ingest writes every candle topic of its symbols and reads them back to resume."""
+    user = principal(INGEST)
+    topics = [candles(s, i) for s in symbols for i in INTERVALS]
+    acls = [Acl(user, Resource.TOPIC, t, op) for t in topics for op in (Operation.WRITE, Operation.READ)]
+    acls.append(Acl(user, Resource.GROUP, INGEST_RESUME_GROUPS, Operation.READ, Pattern.PREFIXED))
+    return acls
+
+
+def pipeline_acls(symbols: Sequence[str], *, lag_groups: Iterable[str] = ()) -> dict[str, list[Acl]]:
+    """Every service's ACLs, by service name: ingest and the six stages."""
+    lag = list(lag_groups)
+    out = {INGEST: ingest_acls(symbols)}
+    for name, stage in declared_stages().items():
+        out[name] = stage_acls(stage, symbols, lag_groups=lag if name == "metrics" else ())
+    return out
+
+
+# -- on a cluster (confluent-kafka's admin client: the native bus has no ACL API) -----------------
+def _admin(client_config: Mapping[str, str]) -> AdminClient:
+    try:
+        from confluent_kafka.admin import AdminClient
+    except ImportError as exc:
+        raise RuntimeError(
+            "applying ACLs needs confluent-kafka (pip install confluent-kafka), or give `acl show` to kafka-acls.sh"
+        ) from exc
+    return AdminClient(dict(client_config))
+
+
+def _binding(acl: Acl) -> AclBinding:
+    # The public module re-exports these without declaring it; mypy wants their home modules.
+    from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
+    from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
+
+    return AclBinding(
+        ResourceType[acl.resource.value],
+        acl.name,
+        ResourcePatternType[acl.pattern.value],
+        acl.principal,
+        "*",
+        AclOperation[acl.operation.value],
+        AclPermissionType.ALLOW,
+    )
+
+
+def apply(acls: Iterable[Acl], client_config: Mapping[str, str], timeout: float = 30.0) -> int:
+    """Create the bindings (an existing one is left as it is). Returns how many were asked for.
+    `client_config`: librdkafka properties of a principal allowed to alter ACLs (a super user)."""
+    bindings = [_binding(a) for a in acls]
+    if not bindings:
+        return 0
+    admin = _admin(client_config)  # held until the futures resolve: its destruction cancels them
+    futures = admin.create_acls(bindings, request_timeout=timeout)
+    for future in futures.values():
+        future.result(timeout=timeout)
+    return len(bindings)
+
+
+def revoke(acls: Iterable[Acl], client_config: Mapping[str, str], timeout: float = 30.0) -> int:
+    """Delete exactly these bindings. Returns how many bindings the broker deleted."""
+    from confluent_kafka.admin._acl import AclBindingFilter
+
+    filters = []
+    for acl in acls:
+        b = _binding(acl)
+        filters.append(
+            AclBindingFilter(
+                b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type
+            )
+        )
+    if not filters:
+        return 0
+    admin = _admin(client_config)
+    futures = admin.delete_acls(filters, request_timeout=timeout)
+    return sum(len(future.result(timeout=timeout)) for future in futures.values())
