@@ -56,8 +56,20 @@ impl Timeframe {
     }
 
     /// The open time of the bar of this timeframe that contains `time_ms` (UTC epoch ms).
+    #[inline]
     pub fn bucket(self, time_ms: i64) -> i64 {
-        time_ms.div_euclid(self.millis()) * self.millis()
+        // One constant divisor per arm, which the compiler turns into a multiplication: a
+        // 64-bit division by a run-time value costs tens of cycles, and every 1m candle needs
+        // several buckets.
+        const fn floor(time_ms: i64, width: i64) -> i64 {
+            time_ms.div_euclid(width) * width
+        }
+        match self {
+            Timeframe::M1 => floor(time_ms, MINUTE_MS),
+            Timeframe::M5 => floor(time_ms, 5 * MINUTE_MS),
+            Timeframe::M15 => floor(time_ms, 15 * MINUTE_MS),
+            Timeframe::H1 => floor(time_ms, 60 * MINUTE_MS),
+        }
     }
 }
 
@@ -138,7 +150,7 @@ impl Candle {
         if self.open_time_ms.unsigned_abs() > MAX_TIME_MS {
             return Err(MarketError::TimeOutOfRange(self.open_time_ms));
         }
-        if self.open_time_ms.rem_euclid(interval.millis()) != 0 {
+        if self.open_time_ms != interval.bucket(self.open_time_ms) {
             return Err(MarketError::Misaligned {
                 open_time_ms: self.open_time_ms,
                 interval: interval.as_str(),
