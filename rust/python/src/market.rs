@@ -677,21 +677,27 @@ pub struct PyFeatureVector {
     open_time_ms: i64,
     #[pyo3(get)]
     ready: bool,
-    values: Vec<f64>,
+    /// Inline, not a `Vec`: the engine writes the row straight in, and one allocation per
+    /// update (the Python object) is all a vector costs.
+    values: [f64; FEATURE_COUNT],
     closed: Vec<ClosedBar>,
 }
 
 #[pymethods]
 impl PyFeatureVector {
     #[getter]
-    fn values(&self) -> Vec<f64> {
-        self.values.clone()
+    fn values(&self) -> [f64; FEATURE_COUNT] {
+        self.values
     }
 
     /// The values as raw native-endian float64 bytes (for `numpy.frombuffer`).
-    fn raw(&self, py: Python<'_>) -> Py<PyBytes> {
-        let bytes: Vec<u8> = self.values.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        PyBytes::new(py, &bytes).unbind()
+    fn raw<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        PyBytes::new_with(py, FEATURE_COUNT * 8, |buf| {
+            for (chunk, v) in buf.chunks_exact_mut(8).zip(&self.values) {
+                chunk.copy_from_slice(&v.to_ne_bytes());
+            }
+            Ok(())
+        })
     }
 
     #[getter]
@@ -730,14 +736,14 @@ pub struct PyFeatureEngine {
 
 impl PyFeatureEngine {
     fn push(&mut self, py: Python<'_>, candle: RsCandle) -> PyResult<Option<PyFeatureVector>> {
-        Ok(
-            market!(py, self.inner.update(candle))?.map(|v| PyFeatureVector {
-                open_time_ms: v.open_time_ms,
-                ready: v.ready,
-                values: v.values,
-                closed: v.closed,
-            }),
-        )
+        let mut values = [0.0; FEATURE_COUNT];
+        let update = market!(py, self.inner.update_row(candle, &mut values))?;
+        Ok(update.map(|u| PyFeatureVector {
+            open_time_ms: candle.open_time_ms,
+            ready: u.ready,
+            values,
+            closed: u.closed,
+        }))
     }
 }
 
