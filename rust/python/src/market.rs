@@ -391,65 +391,33 @@ directional!(PyAdx, "ADX", adx);
 directional!(PyPlusDi, "PLUS_DI", plus_di);
 directional!(PyMinusDi, "MINUS_DI", minus_di);
 
-/// TA-Lib OBV: `update(real, volume)`; a value from the first bar.
-#[pyclass(module = "kstrade._native", name = "OBV")]
-pub struct PyObv {
-    inner: ind::Obv,
-}
-
-#[pymethods]
-impl PyObv {
-    #[new]
-    fn new() -> Self {
-        Self {
-            inner: ind::Obv::new(),
+/// Indicators without parameters (running totals from the first bar): `update` always
+/// returns a value.
+macro_rules! cumulative {
+    ($rs:ident, $py_name:literal, $ty:ty, $doc:literal, ($($arg:ident : $argty:ty),+)) => {
+        #[doc = $doc]
+        #[pyclass(module = "kstrade._native", name = $py_name)]
+        pub struct $rs {
+            inner: $ty,
         }
-    }
 
-    fn update(&mut self, real: f64, volume: f64) -> f64 {
-        self.inner.update(real, volume)
-    }
-}
+        #[pymethods]
+        impl $rs {
+            #[new]
+            fn new() -> Self {
+                Self { inner: <$ty>::new() }
+            }
 
-/// TA-Lib VWAP (cumulative, no reset): `update(high, low, close, volume)`.
-#[pyclass(module = "kstrade._native", name = "VWAP")]
-pub struct PyVwap {
-    inner: ind::Vwap,
-}
-
-#[pymethods]
-impl PyVwap {
-    #[new]
-    fn new() -> Self {
-        Self {
-            inner: ind::Vwap::new(),
+            fn update(&mut self, $($arg: $argty),+) -> f64 {
+                self.inner.update($($arg),+)
+            }
         }
-    }
-
-    fn update(&mut self, high: f64, low: f64, close: f64, volume: f64) -> f64 {
-        self.inner.update(high, low, close, volume)
-    }
+    };
 }
 
-/// VWAP restarted whenever `session` changes: `update(session, high, low, close, volume)`.
-#[pyclass(module = "kstrade._native", name = "SessionVWAP")]
-pub struct PySessionVwap {
-    inner: ind::SessionVwap,
-}
-
-#[pymethods]
-impl PySessionVwap {
-    #[new]
-    fn new() -> Self {
-        Self {
-            inner: ind::SessionVwap::new(),
-        }
-    }
-
-    fn update(&mut self, session: i64, high: f64, low: f64, close: f64, volume: f64) -> f64 {
-        self.inner.update(session, high, low, close, volume)
-    }
-}
+cumulative!(PyObv, "OBV", ind::Obv, "TA-Lib OBV: `update(real, volume)`; a value from the first bar.", (real: f64, volume: f64));
+cumulative!(PyVwap, "VWAP", ind::Vwap, "TA-Lib VWAP (cumulative, no reset): `update(high, low, close, volume)`.", (high: f64, low: f64, close: f64, volume: f64));
+cumulative!(PySessionVwap, "SessionVWAP", ind::SessionVwap, "VWAP restarted whenever `session` changes: `update(session, high, low, close, volume)`.", (session: i64, high: f64, low: f64, close: f64, volume: f64));
 
 // ------------------------------------------------------------------- batch over buffers
 
