@@ -185,61 +185,49 @@ impl AvroRecord for FeatureVector {
     }
 }
 
-/// The model that produced a prediction (Avro enum `ModelType`, symbols in schema order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelType {
-    Lstm,
-    Transformer,
-    Ensemble,
+/// An Avro enum as a Rust enum whose variants are declared in schema order: `index` is the
+/// Avro ordinal, `symbol` / `from_symbol` convert to and from the schema's symbols.
+macro_rules! avro_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $symbol:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub const SYMBOLS: [&'static str; [$($symbol),+].len()] = [$($symbol),+];
+            const ALL: [$name; [$($symbol),+].len()] = [$($name::$variant),+];
+
+            pub fn index(self) -> usize {
+                self as usize
+            }
+
+            pub fn symbol(self) -> &'static str {
+                Self::SYMBOLS[self.index()]
+            }
+
+            pub fn from_symbol(s: &str) -> Option<Self> {
+                Self::SYMBOLS
+                    .iter()
+                    .position(|x| *x == s)
+                    .map(|i| Self::ALL[i])
+            }
+        }
+    };
 }
 
-impl ModelType {
-    pub const SYMBOLS: [&'static str; 3] = ["lstm", "transformer", "ensemble"];
-    const ALL: [ModelType; 3] = [ModelType::Lstm, ModelType::Transformer, ModelType::Ensemble];
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn symbol(self) -> &'static str {
-        Self::SYMBOLS[self.index()]
-    }
-
-    pub fn from_symbol(s: &str) -> Option<Self> {
-        Self::SYMBOLS
-            .iter()
-            .position(|x| *x == s)
-            .map(|i| Self::ALL[i])
-    }
+avro_enum! {
+    /// The model that produced a prediction (Avro enum `ModelType`, symbols in schema order).
+    ModelType { Lstm => "lstm", Transformer => "transformer", Ensemble => "ensemble" }
 }
 
-/// Predicted price direction (Avro enum `PredictedDirection`: DOWN, FLAT, UP = -1, 0, 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Down,
-    Flat,
-    Up,
+avro_enum! {
+    /// Predicted price direction (Avro enum `PredictedDirection`: DOWN, FLAT, UP = -1, 0, 1).
+    Direction { Down => "DOWN", Flat => "FLAT", Up => "UP" }
 }
 
 impl Direction {
-    pub const SYMBOLS: [&'static str; 3] = ["DOWN", "FLAT", "UP"];
-    const ALL: [Direction; 3] = [Direction::Down, Direction::Flat, Direction::Up];
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn symbol(self) -> &'static str {
-        Self::SYMBOLS[self.index()]
-    }
-
-    pub fn from_symbol(s: &str) -> Option<Self> {
-        Self::SYMBOLS
-            .iter()
-            .position(|x| *x == s)
-            .map(|i| Self::ALL[i])
-    }
-
     /// The design document's numeric form.
     pub fn sign(self) -> i8 {
         self.index() as i8 - 1
@@ -339,5 +327,30 @@ impl AvroRecord for Prediction {
             confidence,
             inference_time_ms,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avro_enums_follow_schema_order_and_round_trip_their_symbols() {
+        assert_eq!(ModelType::SYMBOLS, ["lstm", "transformer", "ensemble"]);
+        assert_eq!(ModelType::Ensemble.index(), 2);
+        assert_eq!(Direction::Down.index(), 0);
+        for symbol in Direction::SYMBOLS {
+            assert_eq!(
+                Direction::from_symbol(symbol).map(Direction::symbol),
+                Some(symbol)
+            );
+        }
+        for symbol in ModelType::SYMBOLS {
+            assert_eq!(
+                ModelType::from_symbol(symbol).map(ModelType::symbol),
+                Some(symbol)
+            );
+        }
+        assert_eq!(ModelType::from_symbol("LSTM"), None);
     }
 }

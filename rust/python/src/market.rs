@@ -391,65 +391,33 @@ directional!(PyAdx, "ADX", adx);
 directional!(PyPlusDi, "PLUS_DI", plus_di);
 directional!(PyMinusDi, "MINUS_DI", minus_di);
 
-/// TA-Lib OBV: `update(real, volume)`; a value from the first bar.
-#[pyclass(module = "kstrade._native", name = "OBV")]
-pub struct PyObv {
-    inner: ind::Obv,
-}
-
-#[pymethods]
-impl PyObv {
-    #[new]
-    fn new() -> Self {
-        Self {
-            inner: ind::Obv::new(),
+/// Indicators without parameters (running totals from the first bar): `update` always
+/// returns a value.
+macro_rules! cumulative {
+    ($rs:ident, $py_name:literal, $ty:ty, $doc:literal, ($($arg:ident : $argty:ty),+)) => {
+        #[doc = $doc]
+        #[pyclass(module = "kstrade._native", name = $py_name)]
+        pub struct $rs {
+            inner: $ty,
         }
-    }
 
-    fn update(&mut self, real: f64, volume: f64) -> f64 {
-        self.inner.update(real, volume)
-    }
-}
+        #[pymethods]
+        impl $rs {
+            #[new]
+            fn new() -> Self {
+                Self { inner: <$ty>::new() }
+            }
 
-/// TA-Lib VWAP (cumulative, no reset): `update(high, low, close, volume)`.
-#[pyclass(module = "kstrade._native", name = "VWAP")]
-pub struct PyVwap {
-    inner: ind::Vwap,
-}
-
-#[pymethods]
-impl PyVwap {
-    #[new]
-    fn new() -> Self {
-        Self {
-            inner: ind::Vwap::new(),
+            fn update(&mut self, $($arg: $argty),+) -> f64 {
+                self.inner.update($($arg),+)
+            }
         }
-    }
-
-    fn update(&mut self, high: f64, low: f64, close: f64, volume: f64) -> f64 {
-        self.inner.update(high, low, close, volume)
-    }
+    };
 }
 
-/// VWAP restarted whenever `session` changes: `update(session, high, low, close, volume)`.
-#[pyclass(module = "kstrade._native", name = "SessionVWAP")]
-pub struct PySessionVwap {
-    inner: ind::SessionVwap,
-}
-
-#[pymethods]
-impl PySessionVwap {
-    #[new]
-    fn new() -> Self {
-        Self {
-            inner: ind::SessionVwap::new(),
-        }
-    }
-
-    fn update(&mut self, session: i64, high: f64, low: f64, close: f64, volume: f64) -> f64 {
-        self.inner.update(session, high, low, close, volume)
-    }
-}
+cumulative!(PyObv, "OBV", ind::Obv, "TA-Lib OBV: `update(real, volume)`; a value from the first bar.", (real: f64, volume: f64));
+cumulative!(PyVwap, "VWAP", ind::Vwap, "TA-Lib VWAP (cumulative, no reset): `update(high, low, close, volume)`.", (high: f64, low: f64, close: f64, volume: f64));
+cumulative!(PySessionVwap, "SessionVWAP", ind::SessionVwap, "VWAP restarted whenever `session` changes: `update(session, high, low, close, volume)`.", (session: i64, high: f64, low: f64, close: f64, volume: f64));
 
 // ------------------------------------------------------------------- batch over buffers
 
@@ -677,21 +645,27 @@ pub struct PyFeatureVector {
     open_time_ms: i64,
     #[pyo3(get)]
     ready: bool,
-    values: Vec<f64>,
+    /// Inline, not a `Vec`: the engine writes the row straight in, and one allocation per
+    /// update (the Python object) is all a vector costs.
+    values: [f64; FEATURE_COUNT],
     closed: Vec<ClosedBar>,
 }
 
 #[pymethods]
 impl PyFeatureVector {
     #[getter]
-    fn values(&self) -> Vec<f64> {
-        self.values.clone()
+    fn values(&self) -> [f64; FEATURE_COUNT] {
+        self.values
     }
 
     /// The values as raw native-endian float64 bytes (for `numpy.frombuffer`).
-    fn raw(&self, py: Python<'_>) -> Py<PyBytes> {
-        let bytes: Vec<u8> = self.values.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        PyBytes::new(py, &bytes).unbind()
+    fn raw<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        PyBytes::new_with(py, FEATURE_COUNT * 8, |buf| {
+            for (chunk, v) in buf.chunks_exact_mut(8).zip(&self.values) {
+                chunk.copy_from_slice(&v.to_ne_bytes());
+            }
+            Ok(())
+        })
     }
 
     #[getter]
@@ -729,15 +703,24 @@ pub struct PyFeatureEngine {
 }
 
 impl PyFeatureEngine {
-    fn push(&mut self, py: Python<'_>, candle: RsCandle) -> PyResult<Option<PyFeatureVector>> {
-        Ok(
-            market!(py, self.inner.update(candle))?.map(|v| PyFeatureVector {
-                open_time_ms: v.open_time_ms,
-                ready: v.ready,
-                values: v.values,
-                closed: v.closed,
-            }),
-        )
+    /// Builds the Python object here rather than returning the struct: the 90 values are then
+    /// moved once, into the object, instead of once more per wrapper on the way out.
+    fn push<'py>(
+        &mut self,
+        py: Python<'py>,
+        candle: RsCandle,
+    ) -> PyResult<Option<Bound<'py, PyFeatureVector>>> {
+        let mut values = [0.0; FEATURE_COUNT];
+        let Some(update) = market!(py, self.inner.update_row(candle, &mut values))? else {
+            return Ok(None);
+        };
+        let vector = PyFeatureVector {
+            open_time_ms: candle.open_time_ms,
+            ready: update.ready,
+            values,
+            closed: update.closed,
+        };
+        Bound::new(py, vector).map(Some)
     }
 }
 
@@ -751,23 +734,27 @@ impl PyFeatureEngine {
     }
 
     /// Push a closed 1m `Candle`; None for an ignored duplicate.
-    fn update(&mut self, py: Python<'_>, candle: &PyCandle) -> PyResult<Option<PyFeatureVector>> {
+    fn update<'py>(
+        &mut self,
+        py: Python<'py>,
+        candle: &PyCandle,
+    ) -> PyResult<Option<Bound<'py, PyFeatureVector>>> {
         let c = m1(py, candle)?;
         self.push(py, c)
     }
 
     /// `update` without building a `Candle` first (the ingest hot path); same validation.
     #[allow(clippy::too_many_arguments)]
-    fn update_ohlcv(
+    fn update_ohlcv<'py>(
         &mut self,
-        py: Python<'_>,
+        py: Python<'py>,
         open_time_ms: i64,
         open: f64,
         high: f64,
         low: f64,
         close: f64,
         volume: f64,
-    ) -> PyResult<Option<PyFeatureVector>> {
+    ) -> PyResult<Option<Bound<'py, PyFeatureVector>>> {
         self.push(
             py,
             RsCandle {

@@ -91,16 +91,15 @@ impl FeatureEngine {
     /// invalid, late or conflicting candles (see [`CandleAggregator`]), and leave the state as
     /// it was.
     pub fn update(&mut self, candle: Candle) -> MarketResult<Option<FeatureVector>> {
-        let mut values = Vec::with_capacity(FEATURE_COUNT);
-        match self.update_into(candle, &mut values)? {
-            None => Ok(None),
-            Some((ready, closed)) => Ok(Some(FeatureVector {
+        let mut row = [0.0; FEATURE_COUNT];
+        Ok(self
+            .update_row(candle, &mut row)?
+            .map(|accepted| FeatureVector {
                 open_time_ms: candle.open_time_ms,
-                values,
-                ready,
-                closed,
-            })),
-        }
+                values: row.to_vec(),
+                ready: accepted.ready,
+                closed: accepted.closed,
+            }))
     }
 
     /// Like [`update`](Self::update), appending the values to `out` (no allocation when `out`
@@ -110,6 +109,23 @@ impl FeatureEngine {
         candle: Candle,
         out: &mut Vec<f64>,
     ) -> MarketResult<Option<(bool, Vec<crate::candles::ClosedBar>)>> {
+        let mut row = [0.0; FEATURE_COUNT];
+        let accepted = self.update_row(candle, &mut row)?;
+        if accepted.is_some() {
+            out.extend_from_slice(&row);
+        }
+        Ok(accepted.map(|a| (a.ready, a.closed)))
+    }
+
+    /// Like [`update`](Self::update), writing the values into a row the caller owns: the
+    /// allocation-free core that the other entry points (and the Python binding, which writes
+    /// straight into the vector it returns) share. `row` is left as it was for a duplicate or
+    /// an error.
+    pub fn update_row(
+        &mut self,
+        candle: Candle,
+        row: &mut [f64; FEATURE_COUNT],
+    ) -> MarketResult<Option<RowUpdate>> {
         let accepted = match self.aggregator.push(candle)? {
             PushOutcome::Duplicate => return Ok(None),
             PushOutcome::Accepted(a) => a,
@@ -124,14 +140,17 @@ impl FeatureEngine {
             self.timeframes[index].update(&bar.candle);
         }
 
-        let start = out.len();
-        for tf in &self.timeframes {
-            out.extend_from_slice(&tf.latest);
+        let (per_timeframe, global) = row.split_at_mut(4 * N);
+        for (slots, tf) in per_timeframe.chunks_exact_mut(N).zip(&self.timeframes) {
+            slots.copy_from_slice(&tf.latest);
         }
+        let global: &mut [f64; GLOBAL.len()] = global
+            .try_into()
+            .expect("GLOBAL features follow the per-timeframe ones");
 
         // Multi-timeframe alignment: do the timeframes agree on the side of their SMA20?
         let close_sma = |tf: &TimeframeFeatures| tf.get(1);
-        let alignment = if self.timeframes.iter().all(|tf| close_sma(tf).is_some()) {
+        global[0] = if self.timeframes.iter().all(|tf| close_sma(tf).is_some()) {
             let sum: f64 = self
                 .timeframes
                 .iter()
@@ -141,7 +160,6 @@ impl FeatureEngine {
         } else {
             f64::NAN
         };
-        out.push(alignment);
 
         // Volatility regime: 1m realized vol against its slow mean.
         let realized = self.timeframes[0].get(N - 2);
@@ -160,14 +178,16 @@ impl FeatureEngine {
             }
             None => f64::NAN,
         };
-        out.push(ratio);
-        if ratio.is_nan() {
-            out.extend([f64::NAN; 3]);
+        global[1] = ratio;
+        global[2..5].copy_from_slice(&if ratio.is_nan() {
+            [f64::NAN; 3]
         } else {
-            out.push(f64::from(u8::from(ratio < VOL_LOW)));
-            out.push(f64::from(u8::from((VOL_LOW..=VOL_HIGH).contains(&ratio))));
-            out.push(f64::from(u8::from(ratio > VOL_HIGH)));
-        }
+            [
+                f64::from(u8::from(ratio < VOL_LOW)),
+                f64::from(u8::from((VOL_LOW..=VOL_HIGH).contains(&ratio))),
+                f64::from(u8::from(ratio > VOL_HIGH)),
+            ]
+        });
 
         // Clock features (UTC), from the candle's open time; the unit-circle points of the
         // 1440 minutes and 7 days are computed once (sin/cos was a fifth of the update).
@@ -176,16 +196,23 @@ impl FeatureEngine {
         // 1970-01-01 was a Thursday; Monday = 0.
         let (day_sin, day_cos) =
             clock_table().days[(candle.open_time_ms.div_euclid(DAY_MS) + 3).rem_euclid(7) as usize];
-        out.extend([minute_sin, minute_cos, day_sin, day_cos]);
-        for tf in &self.timeframes {
-            out.push(tf.ready_fraction());
+        global[5..9].copy_from_slice(&[minute_sin, minute_cos, day_sin, day_cos]);
+        for (slot, tf) in global[9..13].iter_mut().zip(&self.timeframes) {
+            *slot = tf.ready_fraction();
         }
-        out.push(f64::from(accepted.missing_before));
-        debug_assert_eq!(out.len() - start, FEATURE_COUNT);
+        global[13] = f64::from(accepted.missing_before);
         debug_assert_eq!(GLOBAL.len() + 4 * PER_TIMEFRAME.len(), FEATURE_COUNT);
 
-        let ready = out[start..].iter().all(|v| v.is_finite());
-        Ok(Some((ready, accepted.closed)))
+        // Finite means |v| < inf (NaN compares false). Written as one compare per value and
+        // without an early exit, this compiles to a few vector instructions, where
+        // `all(is_finite)` took a compare and a branch per value.
+        let ready = row
+            .iter()
+            .fold(true, |all, v| all & (v.abs() < f64::INFINITY));
+        Ok(Some(RowUpdate {
+            ready,
+            closed: accepted.closed,
+        }))
     }
 
     /// Run [`update`](Self::update) over many candles: the training-data path. Returns the
@@ -280,6 +307,15 @@ impl Default for FeatureEngine {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// What [`FeatureEngine::update_row`] reports besides the values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowUpdate {
+    /// True when every value is finite (all timeframes warm).
+    pub ready: bool,
+    /// Higher bars that closed with this candle.
+    pub closed: Vec<crate::candles::ClosedBar>,
 }
 
 #[derive(Debug, Default)]

@@ -5,5 +5,5 @@ mod engine;
 mod names;
 mod timeframe;
 
-pub use engine::{FeatureEngine, FeatureVector};
+pub use engine::{FeatureEngine, FeatureVector, RowUpdate};
 pub use names::{feature_names, FEATURE_COUNT, FEATURE_VERSION, PER_TIMEFRAME};

@@ -145,10 +145,12 @@ impl TimeframeFeatures {
             realized_vol,
             volume_z,
         ];
-        self.ready = latest.iter().filter(|v| v.is_some()).count();
+        let mut ready = 0;
         for (slot, v) in self.latest.iter_mut().zip(latest) {
+            ready += usize::from(v.is_some());
             *slot = v.unwrap_or(f64::NAN);
         }
+        self.ready = ready;
     }
 
     pub(crate) fn ready_fraction(&self) -> f64 {

@@ -6,56 +6,117 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-/// The last `capacity` values, oldest first.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The last `capacity` values, oldest first: a fixed buffer overwritten in place, so a push
+/// is one load and one store (no growth check, no length bookkeeping of a deque).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "RingState", into = "RingState")]
 pub struct Ring {
-    values: VecDeque<f64>,
+    /// `capacity` slots; until the ring is full only the first `len` are used.
+    slots: Vec<f64>,
+    /// Where the next value goes; once full, also the oldest value.
+    next: usize,
+    len: usize,
+}
+
+/// How a ring is written in snapshots: its values oldest first and its capacity (the layout
+/// snapshots have always had, so older snapshots still restore).
+#[derive(Serialize, Deserialize)]
+struct RingState {
+    values: Vec<f64>,
     capacity: usize,
+}
+
+impl From<RingState> for Ring {
+    fn from(state: RingState) -> Self {
+        let mut ring = Ring::new(state.capacity);
+        let skip = state.values.len().saturating_sub(state.capacity);
+        for &value in &state.values[skip..] {
+            ring.push(value);
+        }
+        ring
+    }
+}
+
+impl From<Ring> for RingState {
+    fn from(ring: Ring) -> Self {
+        RingState {
+            values: ring.iter().collect(),
+            capacity: ring.slots.len(),
+        }
+    }
+}
+
+/// Equal when they hold the same values in the same order (where the buffer starts is not
+/// part of the value: a restored ring starts at slot 0).
+impl PartialEq for Ring {
+    fn eq(&self, other: &Self) -> bool {
+        self.slots.len() == other.slots.len() && self.iter().eq(other.iter())
+    }
 }
 
 impl Ring {
     pub fn new(capacity: usize) -> Self {
         Self {
-            values: VecDeque::with_capacity(capacity + 1),
-            capacity,
+            slots: vec![0.0; capacity],
+            next: 0,
+            len: 0,
         }
     }
 
     /// Push a value; returns the value that left the window, if any.
     #[inline]
     pub fn push(&mut self, value: f64) -> Option<f64> {
-        self.values.push_back(value);
-        if self.values.len() > self.capacity {
-            self.values.pop_front()
+        let capacity = self.slots.len();
+        let Some(slot) = self.slots.get_mut(self.next) else {
+            return Some(value); // capacity 0: the value leaves at once
+        };
+        let left = if self.len == capacity {
+            Some(*slot)
         } else {
+            self.len += 1;
             None
+        };
+        *slot = value;
+        self.next += 1;
+        if self.next == capacity {
+            self.next = 0;
         }
+        left
     }
 
     /// The oldest value still in the window.
     #[inline]
     pub fn oldest(&self) -> Option<f64> {
-        self.values.front().copied()
+        if self.len == self.slots.len() {
+            self.slots.get(self.next).copied()
+        } else {
+            self.slots[..self.len].first().copied()
+        }
     }
 
     /// The values, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = f64> + '_ {
-        self.values.iter().copied()
+        let (newer, older) = if self.len == self.slots.len() {
+            self.slots.split_at(self.next)
+        } else {
+            (&self.slots[..self.len], &self.slots[..0])
+        };
+        older.iter().chain(newer).copied()
     }
 
     #[inline]
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.len
     }
 
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.len == 0
     }
 
     #[inline]
     pub fn is_full(&self) -> bool {
-        self.values.len() == self.capacity
+        self.len == self.slots.len()
     }
 }
 
@@ -147,5 +208,21 @@ mod tests {
         assert!(r.is_full());
         assert_eq!(r.push(4.0), Some(1.0));
         assert_eq!(r.oldest(), Some(2.0));
+        assert_eq!(r.iter().collect::<Vec<_>>(), [2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn ring_snapshot_keeps_the_layout_older_snapshots_have() {
+        let mut r = Ring::new(3);
+        for x in [1.0, 2.0, 3.0, 4.0, 5.0] {
+            r.push(x);
+        }
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, r#"{"values":[3.0,4.0,5.0],"capacity":3}"#);
+        let mut back: Ring = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.push(6.0), Some(3.0));
+        assert_eq!(back.iter().collect::<Vec<_>>(), [4.0, 5.0, 6.0]);
+        let partial: Ring = serde_json::from_str(r#"{"values":[7.0],"capacity":3}"#).unwrap();
+        assert_eq!((partial.len(), partial.oldest()), (1, Some(7.0)));
     }
 }
