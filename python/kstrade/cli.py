@@ -19,12 +19,6 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-
-
-def _bootstrap(args: argparse.Namespace) -> str:
-    return str(args.bootstrap or os.environ.get("KSTRADE_BOOTSTRAP") or DEFAULT_BOOTSTRAP)
-
 
 def _cmd_broker(args: argparse.Namespace) -> int:
     from kstrade.broker import BrokerError, cluster
@@ -54,16 +48,26 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 def _cmd_topics(args: argparse.Namespace) -> int:
     from kstrade.bus import Bus, BusError
     from kstrade.bus.topics import catalogue, create_all
+    from kstrade.config import ConfigError, load
 
-    bus = Bus.kafka(_bootstrap(args))
+    # The bus settings (TOML, KSTRADE_BUS__*) give the security properties and credentials, so an
+    # administrator reaches a SASL_SSL cluster the way the services do; the flag or
+    # $KSTRADE_BOOTSTRAP still wins for the address.
+    explicit = args.bootstrap or os.environ.get("KSTRADE_BOOTSTRAP")
+    try:
+        settings = load(args.config, bus={"transport": "kafka", "bootstrap": explicit})
+        bus = Bus.from_settings(settings.bus)
+    except (ConfigError, BusError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     admin = bus.admin()
     try:
         if args.action == "create":
-            symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+            symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else settings.symbols
             specs = catalogue(
                 symbols,
-                replication_factor=args.replication_factor,
-                min_insync_replicas=args.min_insync_replicas,
+                replication_factor=args.replication_factor or settings.bus.replication_factor,
+                min_insync_replicas=args.min_insync_replicas or settings.bus.min_insync_replicas,
             )
             results = create_all(admin, specs)
             made = sum(1 for _, created in results if created)
@@ -148,8 +152,9 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        settings = load(args.config)
-        bus = Bus.kafka(args.bootstrap) if args.bootstrap else Bus.from_settings(settings.bus)
+        # --bootstrap names the address only; security and credentials still come from the settings.
+        settings = load(args.config, bus={"transport": "kafka", "bootstrap": args.bootstrap} if args.bootstrap else {})
+        bus = Bus.from_settings(settings.bus)
         source: Source
         if args.action == "replay":
             frame = eurusd_1h_candles() if args.file == "eurusd" else read_candles(args.file, args.symbol)
@@ -280,12 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create and inspect the pipeline's topics")
     on_kafka = argparse.ArgumentParser(add_help=False)
     on_kafka.add_argument(
-        "--bootstrap", help=f"Kafka bootstrap servers (default $KSTRADE_BOOTSTRAP or {DEFAULT_BOOTSTRAP})"
+        "--bootstrap", help="Kafka bootstrap servers (default $KSTRADE_BOOTSTRAP, then bus.bootstrap)"
     )
+    on_kafka.add_argument("--config", help="TOML file (bus settings: security, credentials, replication)")
     actions = topics.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", parents=[on_kafka], help="create every topic of the catalogue")
-    create.add_argument("--symbols", default="BTC-USD,ETH-USD,SOL-USD", help="comma-separated")
-    create.add_argument("--replication-factor", type=int, default=1)
+    create.add_argument("--symbols", help="comma-separated (default: the configured symbols)")
+    create.add_argument("--replication-factor", type=int, default=None, help="default: bus.replication_factor")
     create.add_argument("--min-insync-replicas", type=int, default=None)
     actions.add_parser("list", parents=[on_kafka], help="list the cluster's topics")
     describe = actions.add_parser("describe", parents=[on_kafka], help="partitions, replication and settings")
