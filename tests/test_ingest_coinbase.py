@@ -31,6 +31,12 @@ from .fake_coinbase import FakeCoinbase, ScaledClock, Scenario, make_trades
 
 T0 = int(datetime(2026, 1, 5, 10, tzinfo=UTC).timestamp() * 1000)
 MIN = 60_000
+#: The feed starts at T0 + 20 s of market time and warms up one hour back: from this minute.
+#: Market time is held until the feed has started (`ScaledClock(paused=True)`): at 60x, the
+#: set-up before it (the servers, the REST client's TLS context) took more than the 40 s of
+#: market time (0.67 s of wall time) left before T0 + 1 min on a loaded machine, which moved
+#: the warm-up start a minute later than the test expected.
+WARM_UP_FROM = (T0 + 20_000 - 60 * MIN) // MIN * MIN
 TRADES = list(make_trades(T0 - 2 * 60 * MIN, 2 * 60 + 15, seed=42))
 CODEC = Codec(Candle)
 
@@ -61,7 +67,7 @@ def expected_minutes() -> dict[int, tuple[float, float, float, float, float]]:
 def run_feed(
     scenario: Scenario, *, until_ms: int, candles_channel: bool = False
 ) -> tuple[list[tuple[str, int, Candle]], FakeCoinbase, CoinbaseSource]:
-    clock = ScaledClock((T0 + 20_000) * 1_000_000, speed=60)
+    clock = ScaledClock((T0 + 20_000) * 1_000_000, speed=60, paused=True)
     with FakeCoinbase("BTC-USD", TRADES, clock, scenario) as server:
         settings = CoinbaseSettings(
             ws_url=server.ws_url,
@@ -81,6 +87,7 @@ def run_feed(
             while clock.now_ns() // 1_000_000 < until_ms and time.monotonic() < wall_deadline:
                 batch = source.next_batch()
                 assert batch is not None
+                clock.run()  # market time runs from the feed's start: see WARM_UP_FROM
                 for out in batch:
                     c = CODEC.decode(out.value or b"")
                     assert isinstance(c, Candle)
@@ -93,6 +100,10 @@ def run_feed(
 SCENARIOS = {
     "docs variant, clean": (Scenario(variant="docs"), []),
     "production variant, sequence gap": (Scenario(variant="production", drop_trades_message=6), ["sequence gap"]),
+    "sequence gap while the start-up backfill is in flight": (
+        Scenario(drop_trades_message=6, rest_first_delay_s=4.0),
+        ["sequence gap"],
+    ),
     "disconnect mid-minute": (Scenario(disconnect_at_ms=T0 + 3 * MIN + 30_000), ["disconnected"]),
     "silent stall": (Scenario(variant="production", stall_at_ms=T0 + 2 * MIN + 40_000), ["stalled"]),
     "junk and 429": (Scenario(junk_after_trades_message=3, rest_429=2), ["bad message", "unknown channel", "429"]),
@@ -112,7 +123,7 @@ def test_no_minute_lost_no_duplicate_backfill_equals_rest(name: str, caplog: pyt
 
     # Every minute with trades from the warm-up start to the newest candle, exactly as traded.
     want = expected_minutes()
-    first = (T0 + 20_000 - 60 * MIN) // MIN * MIN
+    first = WARM_UP_FROM
     last = minutes[-1][0]
     assert last >= T0 + 5 * MIN, f"feed made too little progress: last minute {last - T0}"
     expected = {t: v for t, v in want.items() if first <= t <= last}
@@ -141,7 +152,11 @@ def test_no_minute_lost_no_duplicate_backfill_equals_rest(name: str, caplog: pyt
         assert fragment in messages, f"no log line for {fragment!r}"
     if incidents and name != "junk and 429":
         assert h.reconnects >= 1 and h.gaps_detected >= 1
-        assert h.gaps_backfilled >= 2 and server.connections >= 2  # start-up + the incident
+        assert server.connections >= 2
+        if "in flight" in name:  # the start-up window was still open: the incident's window took it over
+            assert h.gaps_backfilled >= 1
+        else:
+            assert h.gaps_backfilled >= 2  # start-up + the incident
     if name == "junk and 429":
         assert h.malformed_messages == 1 and h.unknown_channels == 1 and h.rate_limited == 2
     assert h.last_message_age_s() is not None and h.candles_produced == len(got)
@@ -191,6 +206,33 @@ def test_live_minutes_hold_live_candles_behind_a_pending_backfill() -> None:
     assert [c.open_time_ms for c in m.take()] == [0, MIN]
 
 
+def test_an_incident_before_the_start_up_backfill_keeps_the_warm_up_window() -> None:
+    # Under load the start-up backfill can still be pending (or in flight) when the first
+    # sequence gap arrives. Nothing has been handed out yet, so the new window must start at the
+    # warm-up floor again, not be dropped with the old one.
+    m = LiveMinutes("BTC-USD", resume_after_ms=None, grace_ms=1000, rest_delay_ms=0)
+    m.incident("start-up", start_floor_ms=0)
+    m.resubscribed(30_000)
+    in_flight = m.backfill_due(MIN)
+    assert in_flight == Window(0, MIN)
+    m.incident("sequence gap")
+    m.on_backfill(in_flight, [NativeCandle(0, 9, 9, 9, 9, 2)])  # superseded: ignored
+    assert m.take() == []
+    m.resubscribed(2 * MIN + 5_000)
+    assert m.pending_window == Window(0, 3 * MIN)
+    window = m.backfill_due(3 * MIN)
+    assert window is not None
+    m.on_backfill(window, [NativeCandle(t * MIN, 9, 9, 9, 9, 1) for t in range(3)])
+    assert [c.open_time_ms for c in m.take()] == [0, MIN, 2 * MIN]
+    # Later incidents never reach back before the warm-up floor, even with nothing on REST.
+    m2 = LiveMinutes("BTC-USD", resume_after_ms=-100 * MIN, grace_ms=1000, rest_delay_ms=0)
+    m2.incident("start-up", start_floor_ms=0)
+    m2.resubscribed(30_000)
+    m2.incident("disconnected")
+    m2.resubscribed(MIN + 30_000)
+    assert m2.pending_window == Window(0, 2 * MIN)
+
+
 def test_coinbase_urls_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KSTRADE_COINBASE_WS_URL", "ws://127.0.0.1:1")
     monkeypatch.setenv("KSTRADE_COINBASE_REST_URL", "http://127.0.0.1:2")
@@ -202,7 +244,7 @@ def test_coinbase_urls_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
 def test_a_restart_resumes_from_the_topics_without_gap_or_duplicate() -> None:
     bus = Bus.memory()
     ensure_candle_topics(bus, ["BTC-USD"])
-    clock = ScaledClock((T0 + 20_000) * 1_000_000, speed=60)
+    clock = ScaledClock((T0 + 20_000) * 1_000_000, speed=60, paused=True)
     with FakeCoinbase("BTC-USD", TRADES, clock, Scenario()) as server:
         settings = CoinbaseSettings(
             ws_url=server.ws_url,
@@ -223,6 +265,9 @@ def test_a_restart_resumes_from_the_topics_without_gap_or_duplicate() -> None:
             runner = threading.Thread(target=run_ingest, args=(bus, source, stop))
             runner.start()
             deadline = time.monotonic() + 30
+            while not source.feed.connected.is_set() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            clock.run()  # market time runs from the first feed's start: see WARM_UP_FROM
             while clock.now_ns() // 1_000_000 < until and time.monotonic() < deadline:
                 time.sleep(0.02)
             stop.set()
@@ -240,7 +285,7 @@ def test_a_restart_resumes_from_the_topics_without_gap_or_duplicate() -> None:
     assert len(keys) == len(set(keys)), "a candle was produced twice"
     minutes = {int(c.timestamp.timestamp() * 1000): c for topic, c in seen if topic.endswith(".1m")}
     assert isinstance(next(iter(minutes.values())), Candle)
-    first = (T0 + 20_000 - 60 * MIN) // MIN * MIN
+    first = WARM_UP_FROM
     last = max(minutes)
     assert last >= T0 + 5 * MIN
     want = {t: v for t, v in expected_minutes().items() if first <= t <= last}
