@@ -71,6 +71,9 @@ class Scenario:
     rest_429: int = 0
     #: The first REST request is answered only after this many wall seconds (a slow exchange).
     rest_first_delay_s: float = 0.0
+    #: The `candles` channel reports one more unit of volume for the 5m bucket starting here
+    #: (the exchange counted a trade the client never saw).
+    skewed_5m_at_ms: int | None = None
 
 
 def _rfc3339(ms: int) -> str:
@@ -229,6 +232,8 @@ class FakeCoinbase:
         volume = 0.0
         for t in ts:
             volume += t.size
+        if start_ms == self.scenario.skewed_5m_at_ms:
+            volume += 1.0
         return {
             "start": str(start_ms // 1000),
             "high": repr(max(t.price for t in ts)),

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from kstrade.bus import Bus
-from kstrade.bus.topics import INTERVALS, candles
+from kstrade.bus.topics import INTERVALS, METRICS_ALERTS, candles
 from kstrade.config import CoinbaseSettings, ConfigError, load
 from kstrade.features import Candle as NativeCandle
 from kstrade.ingest.coinbase.feed import CoinbaseSource
@@ -24,7 +24,8 @@ from kstrade.ingest.coinbase.rest import CandlesRest, RestError
 from kstrade.ingest.resume import resume_points
 from kstrade.ingest.service import ensure_candle_topics, run_ingest
 from kstrade.retry import Backoff
-from kstrade.schemas import Candle, Codec
+from kstrade.schemas import Alert, Candle, Codec
+from kstrade.schemas.models import Severity
 
 from .conftest import quiet
 from .fake_coinbase import FakeCoinbase, ScaledClock, Scenario, make_trades
@@ -39,6 +40,7 @@ MIN = 60_000
 WARM_UP_FROM = (T0 + 20_000 - 60 * MIN) // MIN * MIN
 TRADES = list(make_trades(T0 - 2 * 60 * MIN, 2 * 60 + 15, seed=42))
 CODEC = Codec(Candle)
+ALERT_CODEC = Codec(Alert)
 
 
 def expected_minutes() -> dict[int, tuple[float, float, float, float, float]]:
@@ -65,8 +67,9 @@ def expected_minutes() -> dict[int, tuple[float, float, float, float, float]]:
 
 
 def run_feed(
-    scenario: Scenario, *, until_ms: int, candles_channel: bool = False
+    scenario: Scenario, *, until_ms: int, candles_channel: bool = False, alerts: list[Alert] | None = None
 ) -> tuple[list[tuple[str, int, Candle]], FakeCoinbase, CoinbaseSource]:
+    """The candles the feed produced (topic, open time, candle); alerts it raised go to `alerts`."""
     clock = ScaledClock((T0 + 20_000) * 1_000_000, speed=60, paused=True)
     with FakeCoinbase("BTC-USD", TRADES, clock, scenario) as server:
         settings = CoinbaseSettings(
@@ -89,6 +92,11 @@ def run_feed(
                 assert batch is not None
                 clock.run()  # market time runs from the feed's start: see WARM_UP_FROM
                 for out in batch:
+                    if out.topic == METRICS_ALERTS:
+                        alert = ALERT_CODEC.decode(out.value or b"")
+                        assert isinstance(alert, Alert) and alerts is not None, alert
+                        alerts.append(alert)
+                        continue
                     c = CODEC.decode(out.value or b"")
                     assert isinstance(c, Candle)
                     got.append((out.topic, int(c.timestamp.timestamp() * 1000), c))
@@ -324,6 +332,37 @@ def test_five_minute_bars_are_cross_checked_with_the_candles_channel(caplog: pyt
     # Bars after the start-up window are complete and compared; all agree with the exchange.
     assert source.health.cross_checked >= 1, source.health
     assert source.health.cross_check_mismatches == 0, caplog.text
+
+
+def test_a_5m_bar_that_differs_from_the_candles_channel_is_counted_and_alerted_never_rewritten() -> None:
+    # The 09:55 bar is the complete one the channel reports at start-up (10:00 lacks minute 3).
+    bucket = T0 - 5 * MIN
+    alerts: list[Alert] = []
+    scenario = Scenario(variant="production", skewed_5m_at_ms=bucket)
+    got, _server, source = run_feed(scenario, until_ms=T0 + 4 * MIN, candles_channel=True, alerts=alerts)
+    assert source.health.cross_check_mismatches == 1 and source.health.cross_checked == 0, source.health
+    assert [(a.severity, a.code, a.source) for a in alerts] == [
+        (Severity.WARNING, "INGEST_CROSS_CHECK_MISMATCH", "ingest")
+    ]
+    # The published bar is the one built from the 1m candles, as the trades say: not rewritten.
+    trades = [t for t in TRADES if bucket <= t.time_ms < bucket + 5 * MIN]
+    fives = [c for topic, t, c in got if topic.endswith(".5m") and t == bucket]
+    assert len(fives) == 1
+    ours = fives[0]
+    assert (ours.open, ours.high, ours.low, ours.close) == (
+        trades[0].price,
+        max(t.price for t in trades),
+        min(t.price for t in trades),
+        trades[-1].price,
+    )
+    assert ours.volume == pytest.approx(sum(t.size for t in trades), rel=1e-12)
+    theirs = 0.0
+    for t in trades:  # summed as the exchange (the fake) does, plus the trade we never saw
+        theirs += t.size
+    theirs += 1.0
+    message = alerts[0].message
+    assert message.startswith("BTC-USD 5m bar at 2026-01-05T09:55:00+00:00"), message
+    assert f"V={ours.volume}," in message and f"V={theirs};" in message, message
 
 
 def test_the_jwt_is_never_read_from_a_config_file(tmp_path: Path) -> None:
