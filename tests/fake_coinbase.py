@@ -28,7 +28,8 @@ from websockets.asyncio.server import ServerConnection, serve
 class ScaledClock:
     """Market time from `start_ns`, running `speed` times faster than the wall clock; a `paused`
     clock stays at `start_ns` until `run()`, so a test can let market time start only once the
-    client has started, however long the set-up took on a loaded machine."""
+    client has started, however long the set-up took on a loaded machine (and `pause()` holds
+    it again)."""
 
     def __init__(self, start_ns: int, speed: float, *, paused: bool = False) -> None:
         self.start_ns = start_ns
@@ -38,6 +39,11 @@ class ScaledClock:
     def run(self) -> None:
         if self._wall0 is None:
             self._wall0 = time.monotonic_ns()
+
+    def pause(self) -> None:
+        """Hold market time where it is (until `run()`), e.g. while a test restarts the client."""
+        if self._wall0 is not None:
+            self.start_ns, self._wall0 = self.now_ns(), None
 
     def now_ns(self) -> int:
         if self._wall0 is None:
