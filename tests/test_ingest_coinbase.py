@@ -17,8 +17,16 @@ from kstrade.bus import Bus, Record
 from kstrade.bus.topics import INTERVALS, METRICS_ALERTS, candles
 from kstrade.config import CoinbaseSettings, ConfigError, load
 from kstrade.features import Candle as NativeCandle
+from kstrade.features import CandleAggregator
 from kstrade.ingest.coinbase.feed import CoinbaseSource
-from kstrade.ingest.coinbase.messages import FeedMessageError, Heartbeat, TradesEvent, UnknownChannel, parse
+from kstrade.ingest.coinbase.messages import (
+    ChannelCandle,
+    FeedMessageError,
+    Heartbeat,
+    TradesEvent,
+    UnknownChannel,
+    parse,
+)
 from kstrade.ingest.coinbase.minutes import LiveMinutes, Window
 from kstrade.ingest.coinbase.rest import CandlesRest, RestError
 from kstrade.ingest.resume import resume_points
@@ -431,6 +439,40 @@ def test_a_5m_bar_that_differs_from_the_candles_channel_is_counted_and_alerted_n
     message = alerts[0].message
     assert message.startswith("BTC-USD 5m bar at 2026-01-05T09:55:00+00:00"), message
     assert f"V={ours.volume}," in message and f"V={theirs};" in message, message
+
+
+def test_the_cross_check_is_safe_while_the_feed_thread_adds_channel_candles() -> None:
+    # The feed thread writes channel_5m while the source's thread checks bars against it.
+    source = CoinbaseSource(["BTC-USD"], CoinbaseSettings(candles_channel=True))
+    aggregator = CandleAggregator()
+    bars = []
+    for m in range(6):
+        got = aggregator.push(NativeCandle(T0 + m * MIN, 1.0, 1.0, 1.0, 1.0, 1.0))
+        bars += got[1] if got else []
+    five = next(b for b in bars if b.interval == "5m")
+    assert five.complete
+    stop = threading.Event()
+
+    def feed_thread() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            source.feed.channel_5m[("ETH-USD", n)] = ChannelCandle("ETH-USD", n, 1.0, 1.0, 1.0, 1.0, 1.0)
+
+    writer = threading.Thread(target=feed_thread)
+    writer.start()
+    checks = 0
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            source._cross_check("BTC-USD", five)  # raised "dictionary changed size" before
+            checks += 1
+    finally:
+        stop.set()
+        writer.join(5)
+        source.close()
+    print(f"{checks} cross-checks against {len(source.feed.channel_5m)} channel candles")
+    assert checks > 0 and source.health.cross_check_mismatches == 0
 
 
 def test_the_jwt_is_never_read_from_a_config_file(tmp_path: Path) -> None:

@@ -387,8 +387,10 @@ class CoinbaseSource(Source):
         if bar.interval != "5m" or not bar.complete:
             return
         theirs = self.feed.channel_5m.pop((symbol, bar.candle.open_time_ms), None)
-        for key in [k for k in self.feed.channel_5m if k[0] == symbol and k[1] < bar.candle.open_time_ms]:
-            del self.feed.channel_5m[key]  # older buckets can no longer be checked
+        # The feed thread adds to the dict meanwhile: iterate over a copy of its keys (list() of
+        # a dict copies under the GIL; iterating the dict itself can raise "changed size").
+        for key in [k for k in list(self.feed.channel_5m) if k[0] == symbol and k[1] < bar.candle.open_time_ms]:
+            self.feed.channel_5m.pop(key, None)  # older buckets can no longer be checked
         if theirs is None:
             return
         ours = bar.candle
