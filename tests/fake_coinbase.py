@@ -26,14 +26,28 @@ from websockets.asyncio.server import ServerConnection, serve
 
 
 class ScaledClock:
-    """Market time from `start_ns`, running `speed` times faster than the wall clock."""
+    """Market time from `start_ns`, running `speed` times faster than the wall clock; a `paused`
+    clock stays at `start_ns` until `run()`, so a test can let market time start only once the
+    client has started, however long the set-up took on a loaded machine (and `pause()` holds
+    it again)."""
 
-    def __init__(self, start_ns: int, speed: float) -> None:
+    def __init__(self, start_ns: int, speed: float, *, paused: bool = False) -> None:
         self.start_ns = start_ns
         self.speed = speed
-        self._wall0 = time.monotonic_ns()
+        self._wall0: int | None = None if paused else time.monotonic_ns()
+
+    def run(self) -> None:
+        if self._wall0 is None:
+            self._wall0 = time.monotonic_ns()
+
+    def pause(self) -> None:
+        """Hold market time where it is (until `run()`), e.g. while a test restarts the client."""
+        if self._wall0 is not None:
+            self.start_ns, self._wall0 = self.now_ns(), None
 
     def now_ns(self) -> int:
+        if self._wall0 is None:
+            return self.start_ns
         return self.start_ns + int((time.monotonic_ns() - self._wall0) * self.speed)
 
     def sleep(self, seconds: float) -> None:
@@ -61,6 +75,11 @@ class Scenario:
     junk_after_trades_message: int | None = None
     #: The first n REST requests get HTTP 429.
     rest_429: int = 0
+    #: The first REST request is answered only after this many wall seconds (a slow exchange).
+    rest_first_delay_s: float = 0.0
+    #: The `candles` channel reports one more unit of volume for the 5m bucket starting here
+    #: (the exchange counted a trade the client never saw).
+    skewed_5m_at_ms: int | None = None
 
 
 def _rfc3339(ms: int) -> str:
@@ -185,6 +204,8 @@ class FakeCoinbase:
                         {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "0.05"},
                     )
                     return
+                if not server.rest_log and server.scenario.rest_first_delay_s:
+                    time.sleep(server.scenario.rest_first_delay_s)
                 candles = server.rest_candles(start, end)[:limit]
                 server.rest_log.append((start, end, gran, limit, 200, candles))
                 self._send(200, {"candles": candles}, {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "9"})
@@ -217,6 +238,8 @@ class FakeCoinbase:
         volume = 0.0
         for t in ts:
             volume += t.size
+        if start_ms == self.scenario.skewed_5m_at_ms:
+            volume += 1.0
         return {
             "start": str(start_ms // 1000),
             "high": repr(max(t.price for t in ts)),

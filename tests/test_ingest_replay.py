@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 
 from kstrade.bus import Bus, Output, Record
-from kstrade.bus.topics import INTERVALS, candles
+from kstrade.bus.topics import INTERVALS, METRICS_INGEST_HEALTH, candles
 from kstrade.clock import EventClock
 from kstrade.data import DATA_DIR
 from kstrade.features import Candle as NativeCandle
@@ -29,6 +29,7 @@ from kstrade.ingest.rollup import INTERVAL_MS, MultiTimeframeCandles
 from kstrade.ingest.service import ensure_candle_topics, run_ingest
 from kstrade.ingest.synthetic import generate
 from kstrade.schemas import Candle, Codec, MessageHeaders
+from kstrade.schemas.models import IngestHealth
 from kstrade.stage import Pipeline
 
 from .conftest import FAST_GROUP, drain, quiet
@@ -96,6 +97,25 @@ def read_topics(bus: Bus, symbols: list[str], group: str, count: int) -> dict[st
     return by_topic
 
 
+def health_reports(bus: Bus, symbols: list[str], group: str) -> list[IngestHealth]:
+    """The reports on metrics.ingest_health of the ingest of `symbols` (the broker is shared)."""
+    consumer = bus.consumer(group, FAST_GROUP)
+    consumer.subscribe([METRICS_INGEST_HEALTH])
+    codec = Codec(IngestHealth)
+    reports: list[IngestHealth] = []
+    deadline = time.monotonic() + 30
+    while not reports and time.monotonic() < deadline:
+        for r in consumer.poll(100, 0.2) + quiet(consumer, 0.5):
+            report = codec.decode_record(r)
+            assert isinstance(report, IngestHealth)
+            if report.symbols == symbols:
+                assert r.key == report.source.encode()
+                reports.append(report)
+    consumer.close()
+    assert reports, "no health report on metrics.ingest_health"
+    return reports
+
+
 def assert_topics_match(bus: Bus, frame: pl.DataFrame, symbols: list[str], group: str) -> None:
     got = read_topics(bus, symbols, group, sum(expected(frame, i).height for i in INTERVALS))
     for interval in INTERVALS:
@@ -125,6 +145,12 @@ def test_replay_fills_all_four_timeframes_exactly(bus: Bus, unique: str) -> None
     assert_topics_match(bus, frame, symbols, f"check-{unique}")
     assert source.health.missing_minutes == 5 + 1  # 7; 59-61; 119 | ETH 14 (0 is before its first)
     assert source.health.incomplete_bars > 0
+    # The service's last health report (at shutdown) counts exactly what reached the topics.
+    reports = health_reports(bus, symbols, f"health-{unique}")
+    last = reports[-1]
+    produced = sum(expected(frame, i).height for i in INTERVALS)
+    assert (last.source, last.candles_produced, last.missing_minutes) == ("replay", produced, 6)
+    assert last.last_message_age_s is None and len({r.started for r in reports}) == 1
 
 
 @pytest.mark.kafka

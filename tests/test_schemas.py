@@ -50,6 +50,7 @@ def test_one_schema_per_message_type_of_the_design() -> None:
             "latency",
             "alert",
             "dead_letter",
+            "ingest_health",
         }
     )
 
@@ -178,6 +179,27 @@ def samples() -> dict[str, Any]:
             key=b"BTC-USD",
             value=b"\xff\x00",
             headers=[DeadLetterHeader(name="stage", value=b"ingest")],
+        ),
+        "ingest_health": dict(
+            source="coinbase",
+            symbols=["BTC-USD", "ETH-USD"],
+            started=T0,
+            last_message_age_s=0.25,
+            messages=1200,
+            reconnects=2,
+            gaps_detected=3,
+            gaps_backfilled=3,
+            backfilled_candles=61,
+            candles_produced=80,
+            missing_minutes=4,
+            incomplete_bars=1,
+            duplicates=0,
+            rejected=1,
+            malformed_messages=0,
+            unknown_channels=0,
+            rate_limited=1,
+            cross_checked=5,
+            cross_check_mismatches=1,
         ),
     }
 

@@ -382,6 +382,9 @@ class MetricsSettings(_Section):
     )
     #: No closed candle for this long (after the first) means ingest has stalled.
     ingest_stall_s: float = Field(180.0, gt=0)
+    #: The live feed heard nothing from the exchange for this long (heartbeats come every
+    #: second; the feed itself reconnects after `ingest.coinbase.stall_timeout_s`): it is stale.
+    ingest_feed_stale_s: float = Field(60.0, gt=0)
     #: Trading performance: sliding windows (default the last hour and the last day), and the
     #: bar the Sharpe ratio is computed on.
     performance_windows_s: list[int] = Field(default_factory=lambda: [3_600, 86_400], min_length=1)

@@ -11,6 +11,7 @@ Families, as in the design document:
     signals.{raw,calibrated,filtered,final}
     trades.orders.{pending,confirmed}, trades.executions, trades.pnl
     metrics.{performance.realtime,model.drift,latency,alerts}
+    metrics.ingest_health                      ingest feed health, keyed by source
     dlq.{source topic}                         dead letters of each topic a stage consumes
 
 Every topic gets the design's settings: 3 partitions, 7-day retention, LZ4, delete cleanup, and
@@ -80,6 +81,8 @@ METRICS_PERFORMANCE = "metrics.performance.realtime"
 METRICS_DRIFT = "metrics.model.drift"
 METRICS_LATENCY = "metrics.latency"
 METRICS_ALERTS = "metrics.alerts"
+#: Health snapshots of the ingest processes (keyed by source), read by the metrics collector.
+METRICS_INGEST_HEALTH = "metrics.ingest_health"
 
 
 def dlq_topic(topic: str) -> str:
@@ -118,7 +121,7 @@ def pipeline_topics(symbols: tuple[str, ...] | list[str] = DEFAULT_SYMBOLS) -> l
     names.append(PREDICTIONS_TRANSFORMER)
     names += [signals(stage) for stage in SIGNAL_STAGES]
     names += [ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS, PNL]
-    names += [METRICS_PERFORMANCE, METRICS_DRIFT, METRICS_LATENCY, METRICS_ALERTS]
+    names += [METRICS_PERFORMANCE, METRICS_DRIFT, METRICS_LATENCY, METRICS_ALERTS, METRICS_INGEST_HEALTH]
     return names
 
 

@@ -1,10 +1,24 @@
 """Ingest health counters, exposed for the metrics collector: how fresh the feed is, how often it
-reconnected, which gaps it found and filled, and how many candles it produced."""
+reconnected, which gaps it found and filled, and how many candles it produced.
+
+`HealthReport` turns them into `IngestHealth` messages on `metrics.ingest_health` (keyed by
+source), which the ingest service publishes every few seconds of wall time and at shutdown.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+
+from kstrade.bus import Output
+from kstrade.bus.topics import METRICS_INGEST_HEALTH
+from kstrade.schemas import Codec
+from kstrade.schemas import models as messages
+
+#: Wall seconds between two health messages of a running ingest service.
+HEALTH_EVERY_S = 10.0
+STAGE = "ingest"
 
 
 @dataclass
@@ -44,3 +58,49 @@ class IngestHealth:
         data: dict[str, float | int | None] = dict(asdict(self))
         data["last_message_age_s"] = self.last_message_age_s(now_ns)
         return data
+
+
+#: The counters a message carries: every field but the raw timestamp (sent as an age instead).
+COUNTERS = tuple(f.name for f in fields(IngestHealth) if f.name != "last_message_ns")
+
+
+class HealthReport:
+    """One ingest process's health as messages for `metrics.ingest_health`, due every `every_s`
+    seconds of wall time. `started` travels with every message, so the collector can tell a
+    restarted process (counters from zero again) from counters going backwards."""
+
+    def __init__(
+        self, health: IngestHealth, source: str, symbols: list[str], *, every_s: float = HEALTH_EVERY_S
+    ) -> None:
+        self.health = health
+        self.source = source
+        self.symbols = list(symbols)
+        self.every_s = every_s
+        self.started_ns = time.time_ns()
+        self._codec = Codec(messages.IngestHealth)
+        self._next = time.monotonic() + every_s
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._next
+
+    def message(self, now_ns: int) -> messages.IngestHealth:
+        counters = {name: getattr(self.health, name) for name in COUNTERS}
+        return messages.IngestHealth(
+            timestamp=datetime.fromtimestamp(now_ns / 1e9, tz=UTC),
+            source=self.source,
+            symbols=self.symbols,
+            started=datetime.fromtimestamp(self.started_ns / 1e9, tz=UTC),
+            last_message_age_s=self.health.last_message_age_s(now_ns),
+            **counters,
+        )
+
+    def output(self) -> Output:
+        """The health as of now, and the next one due `every_s` from now."""
+        now_ns = time.time_ns()
+        self._next = time.monotonic() + self.every_s
+        return Output(
+            METRICS_INGEST_HEALTH,
+            self._codec.encode(self.message(now_ns)),
+            key=self.source.encode(),
+            headers=self._codec.headers(now_ns, STAGE),
+        )

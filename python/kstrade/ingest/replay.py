@@ -124,6 +124,7 @@ class ReplaySource(Source):
         self.pacer = pacer or WallClock()
         self.health = health or IngestHealth()
         self.source = source
+        self.source_name = source  # the key of its health on metrics.ingest_health
         resume = resume or {}
         frame = normalise(frame)
         self._rollups: dict[str, MultiTimeframeCandles] = {}
@@ -149,6 +150,7 @@ class ReplaySource(Source):
                 frame = frame.filter((pl.col("symbol") != symbol) | (pl.col("open_time_ms") > last))
                 log.info("replay %s: %d candle(s) already on the topics, skipped", symbol, skipped)
         self._pending = pending
+        self.symbols = list(self._rollups)
         self._frame = frame
         self._times = frame.get_column("open_time_ms").to_numpy()
         self._rows = frame.rows()

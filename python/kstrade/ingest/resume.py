@@ -14,10 +14,11 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from kstrade.bus import Bus
+from kstrade.bus import Admin, Bus, BusError
 from kstrade.bus.topics import INTERVALS, candles
 from kstrade.features import Candle as NativeCandle
 from kstrade.ingest.rollup import INTERVAL_MS
+from kstrade.retry import Backoff, retry
 from kstrade.schemas import Candle, Codec, CodecError
 
 log = logging.getLogger("kstrade.ingest")
@@ -42,6 +43,18 @@ class ResumePoint:
         return self.last_open_ms.get("1m")
 
 
+#: Topics created a moment ago (the first start of ingest) may have no partition leader yet, and
+#: Kafka answers NotLeaderForPartition: asked again for up to about 10 s.
+_LEADERS = Backoff(initial=0.1, max_delay=2.0, attempts=8)
+
+
+def _end_offsets(admin: Admin, topic: str, timeout: float) -> list[int]:
+    def on_retry(n: int, exc: BaseException, delay: float) -> None:
+        log.info("ingest resume: end offsets of %s not available yet (%s); retry %d in %.2fs", topic, exc, n, delay)
+
+    return retry(lambda: admin.end_offsets(topic, timeout), _LEADERS, retry_on=(BusError,), on_retry=on_retry)
+
+
 def _read_all(bus: Bus, topics: list[str], timeout: float) -> dict[str, list[Candle]]:
     """Every candle on `topics`, read with a throwaway group (commits nothing)."""
     admin = bus.admin()
@@ -50,7 +63,7 @@ def _read_all(bus: Bus, topics: list[str], timeout: float) -> dict[str, list[Can
     out: dict[str, list[Candle]] = {t: [] for t in topics}
     ends: dict[tuple[str, int], int] = {}
     for t in present:
-        for partition, end in enumerate(admin.end_offsets(t, timeout)):
+        for partition, end in enumerate(_end_offsets(admin, t, timeout)):
             if end > 0:
                 ends[(t, partition)] = end
     if not ends:

@@ -13,6 +13,10 @@ CONSUMER_LAG = "CONSUMER_LAG_OVER_THRESHOLD"
 FEATURE_DRIFT = "FEATURE_DRIFT_SIGNIFICANT"
 ERROR_DRIFT = "MODEL_ERROR_DRIFT"
 INGEST_STALLED = "INGEST_STALLED"
+#: The live feed's last message from the exchange is older than `ingest_feed_stale_s`.
+INGEST_FEED_STALE = "INGEST_FEED_STALE"
+#: Raised by ingest: a 5m bar built from 1m candles differs from the exchange's own 5m candle.
+INGEST_CROSS_CHECK_MISMATCH = "INGEST_CROSS_CHECK_MISMATCH"
 STORAGE_FAILED = "STORAGE_FAILED"
 #: Raised by the execution stage on metrics.alerts; the collector relays them.
 GUARDRAIL_STATE = "GUARDRAIL_STATE_CHANGED"

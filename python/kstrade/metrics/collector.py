@@ -1,6 +1,7 @@
 """The metrics collector stage: reads every topic in its own consumer group, keeps bounded
 windows of latency, trading performance and drift, and on its clock publishes `metrics.*`,
-updates Prometheus, writes the database and sends alerts."""
+updates Prometheus, writes the database and sends alerts. Ingest reports its own health on
+`metrics.ingest_health`; the collector exports it and alerts when the live feed goes stale."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from kstrade.bus.topics import (
     EXECUTIONS,
     METRICS_ALERTS,
     METRICS_DRIFT,
+    METRICS_INGEST_HEALTH,
     METRICS_LATENCY,
     METRICS_PERFORMANCE,
     PNL,
@@ -56,13 +58,14 @@ from kstrade.schemas import (
     Prediction,
     Signal,
 )
-from kstrade.schemas.models import ModelType, Severity, SignalStage
+from kstrade.schemas.models import IngestHealth, ModelType, Severity, SignalStage
 from kstrade.stage import Stage
 
 log = logging.getLogger(__name__)
 
-#: Everything the pipeline writes, the alerts other stages raise, and the dead letters (counted).
-INPUTS = r"^((market|features|predictions|signals|trades|dlq)\..*|metrics\.alerts)$"
+#: Everything the pipeline writes, the alerts other stages raise, ingest's health reports, and
+#: the dead letters (counted).
+INPUTS = r"^((market|features|predictions|signals|trades|dlq)\..*|metrics\.(alerts|ingest_health))$"
 _CANDLE = re.compile(r"^market\.candles\.(?P<symbol>[^.]+)\.(?P<interval>[^.]+)$")
 _INTERVAL_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
@@ -122,6 +125,8 @@ class MetricsCollector(Stage):
         self._last_emit_ns: int | None = None
         self._last_lag_ns: int | None = None
         self._last_candle_ns: int | None = None
+        #: The latest health report of each ingest source.
+        self.ingest_health: dict[str, IngestHealth] = {}
         self._predictions_seen = 0
         self._saw_trades = False
         self._operator: deque[RaisedAlert] = deque(maxlen=100)  # from the Telegram thread
@@ -153,6 +158,9 @@ class MetricsCollector(Stage):
             return ()
         try:
             headers = MessageHeaders.from_kafka(record.headers, topic=topic, offset=record.offset)
+            if topic == METRICS_INGEST_HEALTH:  # a report, not a market event: no latency to measure
+                self._ingest_report(self.decode(record, IngestHealth))
+                return ()
             # Kafka create times are whole milliseconds: the middle of the millisecond halves the error.
             produced_ns = record.timestamp_ms * 1_000_000 + 500_000
             self.latency.observe(
@@ -224,6 +232,13 @@ class MetricsCollector(Stage):
         if self.store is not None and self._predictions_seen % self.settings.prediction_sample_every == 0:
             self.store.prediction(prediction, topic=record.topic, partition=record.partition, offset=record.offset)
 
+    def _ingest_report(self, report: IngestHealth) -> None:
+        latest = self.ingest_health.get(report.source)
+        if latest is not None and report.timestamp < latest.timestamp:
+            return  # an older report redelivered: the newer one stands
+        self.ingest_health[report.source] = report
+        self.exporter.ingest.reports[report.source] = report
+
     def _closes(self, symbol: str) -> CloseHistory:
         history = self.close_history.get(symbol)
         if history is None:
@@ -238,6 +253,7 @@ class MetricsCollector(Stage):
         with self._lock:
             while self._operator:
                 raised.append(self._operator.popleft())
+        raised += self._ingest_feeds(now_ns)
         if self.lag_probe is not None and (
             self._last_lag_ns is None or now_ns - self._last_lag_ns >= s.lag_interval_s * 1e9
         ):
@@ -276,6 +292,27 @@ class MetricsCollector(Stage):
         ):
             self._flush(now_ns)
         return outputs
+
+    def _ingest_feeds(self, now_ns: int) -> list[RaisedAlert]:
+        """Each ingest source's freshness as of now: the age its last report gave, plus the time
+        since that report. So a feed whose process died (no more reports) goes stale too."""
+        threshold = self.settings.ingest_feed_stale_s
+        raised = []
+        for source, report in sorted(self.ingest_health.items()):
+            since_report_s = max(0.0, (now_ns - report.timestamp.timestamp() * 1e9) / 1e9)
+            self.exporter.ingest_report_age.labels(source).set(since_report_s)
+            if report.last_message_age_s is None:
+                continue  # a replay, or a feed that has not heard from the exchange yet
+            age = report.last_message_age_s + since_report_s
+            self.exporter.ingest_last_message_age.labels(source).set(age)
+            alert = self.rules.check(
+                now_ns, codes.INGEST_FEED_STALE, source, age > threshold, Severity.CRITICAL,
+                f"{source}: no message from the exchange for {age:.0f} s (threshold {threshold:g} s); "
+                f"{report.reconnects} reconnect(s) so far",
+            )  # fmt: skip
+            if alert:
+                raised.append(alert)
+        return raised
 
     def _latency(self, now_ns: int, raised: list[RaisedAlert]) -> list[Output]:
         outputs, stages = self.latency.take_window(now_ns)

@@ -4,15 +4,55 @@ in deploy/grafana/ plots, served over HTTP for scraping."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from kstrade.metrics.drift import FeatureDrift
 from kstrade.metrics.latency import LatencySummary
 from kstrade.metrics.performance import PerformanceSnapshot, TierRecord
+from kstrade.schemas.models import IngestHealth
 
 _QUANTILES = (("0.5", "p50_ms"), ("0.95", "p95_ms"), ("0.99", "p99_ms"), ("1", "max_ms"))
+
+#: The ingest health counters exported as `kstrade_ingest_{name}_total`, per source.
+INGEST_COUNTERS = {
+    "messages": "Messages received from the exchange (any channel)",
+    "reconnects": "Reconnections of the live feed",
+    "gaps_detected": "Incidents (sequence gap, disconnect, stall, start-up window) that left minutes to backfill",
+    "gaps_backfilled": "Incident windows filled over REST",
+    "backfilled_candles": "1m candles filled over REST",
+    "candles_produced": "Candle messages produced, all timeframes",
+    "missing_minutes": "Minutes with no candle (no trades, or none on the exchange)",
+    "incomplete_bars": "Higher-timeframe bars closed with minutes missing",
+    "duplicates": "Duplicate 1m candles dropped",
+    "rejected": "Late or conflicting candles and trades refused",
+    "malformed_messages": "Feed messages that could not be parsed",
+    "unknown_channels": "Feed messages on channels the client does not know",
+    "rate_limited": "REST answers with HTTP 429",
+    "cross_checked": "5m bars built from 1m that matched the exchange's candles channel",
+    "cross_check_mismatches": "5m bars built from 1m that differed from the exchange's candles channel",
+}
+
+
+class IngestCounters(Collector):
+    """The counters of the latest health report of each ingest source, exported as they are:
+    they count since that process started, and Prometheus treats a drop (a restarted ingest)
+    as a counter reset, as it should."""
+
+    def __init__(self) -> None:
+        self.reports: dict[str, IngestHealth] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        reports = dict(self.reports)  # a scrape runs on the endpoint's thread
+        for name, description in INGEST_COUNTERS.items():
+            family = CounterMetricFamily(f"kstrade_ingest_{name}", description, labels=["source"])
+            for source, report in sorted(reports.items()):
+                family.add_metric([source], getattr(report, name))
+            yield family
 
 
 class MetricsExporter:
@@ -79,6 +119,17 @@ class MetricsExporter:
         self.telegram_dropped = Counter(
             "kstrade_telegram_dropped", "Telegram alerts dropped (queue full or refused)", registry=r
         )
+        self.ingest_last_message_age = Gauge(
+            "kstrade_ingest_last_message_age_seconds",
+            "Seconds since the ingest feed last heard from the exchange, aged since its last health report",
+            ["source"], registry=r,
+        )  # fmt: skip
+        self.ingest_report_age = Gauge(
+            "kstrade_ingest_report_age_seconds", "Seconds since the ingest process last reported its health",
+            ["source"], registry=r,
+        )  # fmt: skip
+        self.ingest = IngestCounters()
+        r.register(self.ingest)
 
     def set_latency(self, outputs: dict[tuple[str, str], LatencySummary], stages: dict[str, LatencySummary]) -> None:
         for (stage, topic), s in outputs.items():

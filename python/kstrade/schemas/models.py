@@ -324,6 +324,36 @@ class DeadLetter(Message):
         )
 
 
+class IngestHealth(Message):
+    """An ingest process's health counters (cumulative since `started`) for the metrics collector."""
+
+    schema_file: ClassVar[str] = "ingest_health"
+    source: str = Field(min_length=1)
+    symbols: list[str]
+    started: AwareDatetime
+    last_message_age_s: float | None = Field(None, ge=0)
+    messages: int = Field(ge=0)
+    reconnects: int = Field(ge=0)
+    gaps_detected: int = Field(ge=0)
+    gaps_backfilled: int = Field(ge=0)
+    backfilled_candles: int = Field(ge=0)
+    candles_produced: int = Field(ge=0)
+    missing_minutes: int = Field(ge=0)
+    incomplete_bars: int = Field(ge=0)
+    duplicates: int = Field(ge=0)
+    rejected: int = Field(ge=0)
+    malformed_messages: int = Field(ge=0)
+    unknown_channels: int = Field(ge=0)
+    rate_limited: int = Field(ge=0)
+    cross_checked: int = Field(ge=0)
+    cross_check_mismatches: int = Field(ge=0)
+
+    @field_validator("started")
+    @classmethod
+    def _started_utc(cls, v: datetime) -> datetime:
+        return v.astimezone(UTC)
+
+
 #: Every message model by schema file stem.
 MODELS: dict[str, type[Message]] = {
     m.schema_file: m
@@ -340,5 +370,6 @@ MODELS: dict[str, type[Message]] = {
         Latency,
         Alert,
         DeadLetter,
+        IngestHealth,
     )
 }

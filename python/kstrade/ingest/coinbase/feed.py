@@ -5,7 +5,11 @@ jitter, resubscribing, and backfilling the missing minutes over REST.
 
 The pipeline side stays synchronous: `next_batch()` hands over the candles closed since the last
 call, through `MultiTimeframeCandles`, so 5m/15m/1h come from the same native aggregator as in
-replay.
+replay. With the `candles` channel on, each complete 5m bar is checked against the exchange's own
+5m candle; a mismatch is counted, and raised as a WARNING on `metrics.alerts` naming the symbol,
+the bar and both values. The bar already published is never rewritten: our 5m bars are built
+from the same 1m candles consumers already have, and a 5m topic that disagreed with its own 1m
+topic would be worse than one that disagrees with the exchange's summary.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import random
 import threading
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import websockets
 
 from kstrade.bus import Output
+from kstrade.bus.topics import METRICS_ALERTS
 from kstrade.clock import Clock, WallClock
 from kstrade.config import CoinbaseSettings
 from kstrade.features import Candle as NativeCandle
@@ -43,8 +49,11 @@ from kstrade.ingest.coinbase.minutes import MINUTE_MS, LiveMinutes, Window, minu
 from kstrade.ingest.coinbase.rest import CandlesRest
 from kstrade.ingest.health import IngestHealth
 from kstrade.ingest.resume import ResumePoint
-from kstrade.ingest.rollup import MultiTimeframeCandles
+from kstrade.ingest.rollup import MultiTimeframeCandles, close_time_ns
+from kstrade.metrics.alerts import INGEST_CROSS_CHECK_MISMATCH
 from kstrade.retry import Backoff
+from kstrade.schemas import Alert
+from kstrade.schemas.models import Severity
 from kstrade.stage import Source
 
 log = logging.getLogger("kstrade.ingest.coinbase")
@@ -304,6 +313,8 @@ class CoinbaseSource(Source):
     """Closed candles of the live feed on all four timeframes, for `run_ingest`."""
 
     name = "ingest"
+    #: The key of its health on metrics.ingest_health.
+    source_name = "coinbase"
 
     def __init__(
         self,
@@ -316,8 +327,11 @@ class CoinbaseSource(Source):
         poll_s: float = 0.2,
     ) -> None:
         super().__init__()
+        self.symbols = list(products)
         self.health = health or IngestHealth()
         self.feed = CoinbaseFeed(products, settings, resume=resume, clock=clock, health=self.health)
+        #: Cross-check mismatches to raise on metrics.alerts with the next batch.
+        self._alerts: list[Output] = []
         resume = resume or {}
         self.rollups: dict[str, MultiTimeframeCandles] = {}
         pending: list[Output] = []
@@ -361,6 +375,8 @@ class CoinbaseSource(Source):
                 item = self.feed.out.get_nowait()
             except queue.Empty:
                 break
+        outputs += self._alerts
+        self._alerts = []
         return outputs
 
     def close(self) -> None:
@@ -371,8 +387,10 @@ class CoinbaseSource(Source):
         if bar.interval != "5m" or not bar.complete:
             return
         theirs = self.feed.channel_5m.pop((symbol, bar.candle.open_time_ms), None)
-        for key in [k for k in self.feed.channel_5m if k[0] == symbol and k[1] < bar.candle.open_time_ms]:
-            del self.feed.channel_5m[key]  # older buckets can no longer be checked
+        # The feed thread adds to the dict meanwhile: iterate over a copy of its keys (list() of
+        # a dict copies under the GIL; iterating the dict itself can raise "changed size").
+        for key in [k for k in list(self.feed.channel_5m) if k[0] == symbol and k[1] < bar.candle.open_time_ms]:
+            self.feed.channel_5m.pop(key, None)  # older buckets can no longer be checked
         if theirs is None:
             return
         ours = bar.candle
@@ -381,18 +399,22 @@ class CoinbaseSource(Source):
             self.health.cross_checked += 1
             return
         self.health.cross_check_mismatches += 1
-        log.warning(
-            "coinbase %s: 5m bar at %d from 1m (%s %s %s %s %s) differs from the candles channel (%s %s %s %s %s)",
-            symbol,
-            ours.open_time_ms,
-            ours.open,
-            ours.high,
-            ours.low,
-            ours.close,
-            ours.volume,
-            theirs.open,
-            theirs.high,
-            theirs.low,
-            theirs.close,
-            theirs.volume,
+        start = datetime.fromtimestamp(ours.open_time_ms / 1000, tz=UTC)
+        message = (
+            f"{symbol} 5m bar at {start.isoformat()}: built from 1m "
+            f"O={ours.open} H={ours.high} L={ours.low} C={ours.close} V={ours.volume}, candles channel "
+            f"O={theirs.open} H={theirs.high} L={theirs.low} C={theirs.close} V={theirs.volume}; "
+            "the published bar is kept"
+        )
+        log.warning("coinbase: %s", message)
+        alert = Alert(
+            timestamp=datetime.now(UTC),
+            severity=Severity.WARNING,
+            source=self.name,
+            code=INGEST_CROSS_CHECK_MISMATCH,
+            message=message,
+        )
+        origin_ns = close_time_ns(ours.open_time_ms, "5m")
+        self._alerts.append(
+            self.emit(METRICS_ALERTS, alert, key=INGEST_CROSS_CHECK_MISMATCH.encode(), origin_ns=origin_ns)
         )

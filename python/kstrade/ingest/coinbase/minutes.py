@@ -12,6 +12,8 @@ Rules (the live half of "no minute lost, no duplicate candle"):
   feed untrusted. On resubscription, minutes from the next whole minute on are trusted again;
   everything between the last candle handed out and that minute is a backfill window, fetched
   over REST once its last minute has closed (plus `rest_delay_ms` for the exchange to settle).
+  An incident while a window is still pending or in flight replaces it with one from the same
+  start (nothing was handed out meanwhile), and never reaches back before the warm-up floor.
 - Live candles closed while a window is pending are held back and released after it, so
   candles always leave in time order (the aggregator refuses late minutes).
 """
@@ -82,6 +84,8 @@ class LiveMinutes:
         #: Newest minute built from trades (handed out or held), for spotting late trades.
         self._last_built_ms = resume_after_ms
         self._building: _Building | None = None
+        #: Start of the warm-up (set by the start-up incident): no window reaches back before it.
+        self._floor_ms: int | None = None
         self._trusted_from: int | None = None
         self._backfill_start: int | None = None
         self._window: Window | None = None
@@ -91,6 +95,8 @@ class LiveMinutes:
     # -- incidents ---------------------------------------------------------------------------
     def incident(self, reason: str, *, start_floor_ms: int | None = None) -> None:
         """The feed can no longer be trusted (gap, disconnect, stall, start-up)."""
+        if start_floor_ms is not None:
+            self._floor_ms = start_floor_ms
         if self._building is not None:
             log.info(
                 "coinbase %s: partial minute %d dropped (%s); REST will fill it",
@@ -102,9 +108,11 @@ class LiveMinutes:
         # Held live candles are inside the new window now: REST gives them again.
         self._held.clear()
         self._last_built_ms = self.last_ms
-        start = self.last_ms + MINUTE_MS if self.last_ms is not None else start_floor_ms
-        if start_floor_ms is not None and start is not None:
-            start = max(start, start_floor_ms)
+        # Nothing handed out yet (the start-up window still pending or in flight): from the
+        # floor again, or the warm-up minutes would be dropped with the superseded window.
+        start = self.last_ms + MINUTE_MS if self.last_ms is not None else self._floor_ms
+        if self._floor_ms is not None and start is not None:
+            start = max(start, self._floor_ms)
         if start is not None:
             self._backfill_start = start if self._backfill_start is None else min(self._backfill_start, start)
         self._trusted_from = None
