@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kstrade.bus import Bus
 from kstrade.cli import build_parser
 from kstrade.config import load
-from kstrade.services import STAGES
+from kstrade.services import STAGES, build
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 CONFIGS = sorted((DEPLOY / "config").glob("*.toml"))
@@ -63,3 +64,10 @@ def test_systemd_units_run_real_commands() -> None:
         argv[0] = "python"
         argv = [a.replace("%i", "features") for a in argv]
         _check_command(argv)
+
+
+def test_the_default_lag_groups_are_the_groups_the_stages_really_join() -> None:
+    """The collector watches the lag of every stage's consumer group but its own; a name that no
+    service joins (as `kstrade.inference` once was) reports nothing, silently."""
+    watched = set(load().metrics.lag_groups)
+    assert watched == {build(name, load(), Bus.memory()).group for name in STAGES if name != "metrics"}

@@ -70,7 +70,7 @@ def test_each_topic_has_one_writer_and_each_stage_reads_what_it_declares() -> No
         else:
             assert len(who) == 1 or topic in SHARED, (topic, who)
     assert writers["dlq.market.candles.BTC-USD.1m"] == {"features", "signals", "execution"}
-    assert writers[METRICS_ALERTS] == {"inference.lstm", "inference.transformer", "execution", "metrics"}
+    assert writers[METRICS_ALERTS] == {"ingest", "inference.lstm", "inference.transformer", "execution", "metrics"}
     everything = {t for name in pipeline_topics(SYMBOLS) for t in (name, dlq_topic(name))}
     assert set(writers) <= everything  # nothing outside the catalogue
     # Every topic a stage reads has a writer (the observer also reads features.technical/multi_tf,

@@ -376,9 +376,11 @@ class MetricsSettings(_Section):
     #: Consumer lag (messages, summed over a group's partitions) that raises an alert.
     lag_threshold: int = Field(1000, ge=1)
     lag_interval_s: float = Field(10.0, gt=0)
-    #: Groups whose lag is watched; default: every stage of the pipeline.
+    #: Groups whose lag is watched; default: every stage's group (kstrade.{stage}) but the collector's own.
     lag_groups: list[str] = Field(
-        default_factory=lambda: [f"kstrade.{s}" for s in ("ingest", "features", "inference", "signals", "execution")]
+        default_factory=lambda: [
+            f"kstrade.{s}" for s in ("features", "inference.lstm", "inference.transformer", "signals", "execution")
+        ]
     )
     #: No closed candle for this long (after the first) means ingest has stalled.
     ingest_stall_s: float = Field(180.0, gt=0)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from kstrade.bus.topics import INTERVALS, candles, dlq_topic, pipeline_topics
+from kstrade.bus.topics import INTERVALS, METRICS_ALERTS, METRICS_INGEST_HEALTH, candles, dlq_topic, pipeline_topics
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
@@ -142,10 +142,12 @@ def stage_acls(stage: type[DeclaredStage], symbols: Sequence[str], *, lag_groups
 
 
 def ingest_acls(symbols: Sequence[str]) -> list[Acl]:
-    """Ingest writes every candle topic of its symbols and reads them back to resume."""
+    """Ingest writes every candle topic of its symbols and reads them back to resume; it reports
+    its health and its alerts (a 5m cross-check mismatch) to the metrics topics."""
     user = principal(INGEST)
     topics = [candles(s, i) for s in symbols for i in INTERVALS]
     acls = [Acl(user, Resource.TOPIC, t, op) for t in topics for op in (Operation.WRITE, Operation.READ)]
+    acls += [Acl(user, Resource.TOPIC, t, Operation.WRITE) for t in (METRICS_INGEST_HEALTH, METRICS_ALERTS)]
     acls.append(Acl(user, Resource.GROUP, INGEST_RESUME_GROUPS, Operation.READ, Pattern.PREFIXED))
     return acls
 
