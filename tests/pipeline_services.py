@@ -405,11 +405,17 @@ class Services:
         return found
 
 
-def env_for(bootstrap_settings: dict[str, Any], symbols: list[str], nested: dict[str, Any]) -> dict[str, str]:
+def env_for(
+    bus: dict[str, Any], symbols: list[str], nested: dict[str, Any], properties: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The services' environment: the run's settings, the bus (and librdkafka `properties`,
+    given as one JSON value), and nothing KSTRADE_ from the caller's environment."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("KSTRADE_")}
+    extra = {"KSTRADE_BUS__PROPERTIES": json.dumps(properties)} if properties else {}
     return {
         **base,
-        **as_env({"symbols": symbols, "bus": bootstrap_settings, **nested}),
+        **as_env({"symbols": symbols, "bus": bus, **nested}),
+        **extra,
         "PYTHONUNBUFFERED": "1",
         "OMP_NUM_THREADS": "1",  # six processes on a small machine
     }
@@ -466,10 +472,14 @@ class Verdict:
         return "\n".join(rows)
 
 
-def short(topic: str, symbols: list[str]) -> str:
-    for s in symbols:
-        topic = topic.replace(s, "{symbol}" if len(symbols) == 1 else s)
-    return topic
+def _when(content: str) -> str:
+    """The symbol and candle time of a record's content (JSON), to say where a problem lies."""
+    data = json.loads(content)
+    return f"{data.get('symbol')} {str(data.get('timestamp'))[11:16]}"
+
+
+def _span(items: list[str]) -> str:
+    return f"from {items[0]} to {items[-1]}" if items else ""
 
 
 def judge(reader: TopicReader, want: dict[str, dict[str, str]]) -> Verdict:
@@ -480,13 +490,13 @@ def judge(reader: TopicReader, want: dict[str, dict[str, str]]) -> Verdict:
         have = reader.counts(topic)
         v.counts[topic] = (len(entries), len(have))
         v.repeats[topic] = sum(n - 1 for n in have.values())
-        lost = [i for i in ids if i not in have]
-        extra = [i for i in have if i not in ids]
+        lost = sorted(_when(ids[i]) for i in ids if i not in have)
+        extra = sorted(_when(c) for i, c in entries if i not in ids)
         differ = sorted({str(i) for i, content in entries if i in ids and content != ids[i]})
         if lost:
-            v.problems.append(f"{topic}: {len(lost)} of {len(ids)} ids missing, e.g. {lost[:3]}")
+            v.problems.append(f"{topic}: {len(lost)} of {len(ids)} ids missing, {_span(lost)}")
         if extra:
-            v.problems.append(f"{topic}: {len(extra)} ids the reference does not have, e.g. {extra[:3]}")
+            v.problems.append(f"{topic}: {len(extra)} records of ids the reference does not have, {_span(extra)}")
         if differ:
             v.problems.append(f"{topic}: {len(differ)} ids with other content than the reference, e.g. {differ[:2]}")
     finals = set(want[signals("final")])
