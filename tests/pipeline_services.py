@@ -18,7 +18,8 @@ an uninterrupted run produces, with their contents. The settings make it a pure 
 input: a long signal TTL (nothing is stale whether the clock is the event's or the wall's),
 one position per symbol off (which depends on when fills arrive), the longest join deadline (a
 restarting inference worker must not make signals decide a candle with one model), and low
-tier bands so that orders flow (the shipped models have no edge: README, "tier bands").
+tier bands and a wide take profit so that orders flow (the shipped models have no edge:
+README, "tier bands"; at a confidence near 0.4 Kelly sizes 1.5/2.5 ATR stops to zero).
 Execution depends on the wall clock and the paper account, so its outputs are checked by ids
 against the final signals instead (one decision per signal: an order or a dropped-signal alert).
 """
@@ -83,6 +84,7 @@ def overrides(work: Path, models: Path) -> dict[str, Any]:
         "inference": {"models_dir": str(models), "state_dir": str(work / "inference")},
         "signals": {
             "tiers": {"a": 0.5, "b": 0.45, "c": 0.4},
+            "take_profit_atr": 4.0,  # a payoff for which Kelly sizes a 0.4 confidence above zero
             "alignment_floor": -1.0,
             "ttl_seconds": 30 * 86_400,
             "join_deadline_ms": 60_000,
@@ -466,9 +468,12 @@ class Verdict:
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)
     repeats: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: Final signals execution did not trade, by its reason code.
+    dropped: Counter[str] = field(default_factory=Counter)
 
     def table(self) -> str:
         rows = [f"  {t}: {n} records, {d} ids, {self.repeats.get(t, 0)} repeats" for t, (n, d) in self.counts.items()]
+        rows.append(f"  final signals not traded, by reason: {dict(self.dropped)}")
         return "\n".join(rows)
 
 
@@ -521,4 +526,5 @@ def judge(reader: TopicReader, want: dict[str, dict[str, str]]) -> Verdict:
     if stray:
         v.problems.append(f"{len(stray)} orders for no final signal")
     v.counts["orders for final signals"] = (len(ordered), len(finals))
+    v.dropped = Counter(alert.split("|")[0] for alert, _ in reader.by_topic[METRICS_ALERTS] if "|signal " in alert)
     return v

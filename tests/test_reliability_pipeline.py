@@ -22,7 +22,7 @@ import pytest
 from kstrade.broker import Cluster, cluster
 from kstrade.broker.local import free_port_block
 from kstrade.bus import Bus
-from kstrade.bus.topics import METRICS_ALERTS, signals
+from kstrade.bus.topics import METRICS_ALERTS, ORDERS_PENDING, signals
 
 from .conftest import FAST_GROUP
 from .pipeline_services import (
@@ -129,6 +129,7 @@ def test_a_stage_sigkilled_mid_stream_loses_nothing_and_repeats_only_identical_r
             print(f"  {name} SIGKILLed: first output after {pauses.get(name, float('nan')):.1f}s")
         print(f"  re-emissions in all: {sum(verdict.repeats.values())}")
         assert drained and not verdict.problems, "\n".join(verdict.problems)
+        assert verdict.counts[ORDERS_PENDING][1] > 0  # execution traded: its one-order check is not empty
         for name in SERVICES:
             services.stop(name)
         assert sorted(pauses) == sorted(KILLS.values())  # each restarted stage wrote again
