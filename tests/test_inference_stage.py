@@ -404,3 +404,41 @@ def test_the_configured_stages_run_in_the_deterministic_pipeline() -> None:
         return sorted(p.model_copy(update={"inference_time_ms": 0.0}).model_dump_json().encode() for p in decoded)
 
     assert run() == run()
+
+
+def test_a_restart_from_the_checkpoint_is_warm_and_predicts_what_an_uninterrupted_run_does(tmp_path: Path) -> None:
+    """With a state_dir, a stage restarted part-way through predicts from its first new vector
+    exactly what one stage that never stopped predicts; the vectors redelivered after the
+    restart (checkpointed but not committed) are skipped, not predicted twice."""
+    from kstrade.stage import Pipeline
+
+    symbols = ["BTC-USD", "SOL-USD"]
+    rows = {s: _feature_rows(s, WINDOW + 20) for s in symbols}
+    split = WINDOW + 5  # past the warm-up: the first stage has predicted already
+
+    def feed(stage: InferenceStage, start: int, stop: int) -> list[bytes]:
+        bus = Bus.memory()
+        _topics(bus, symbols)
+        sender = Feed(bus)
+        for symbol in symbols:
+            for when, values in rows[symbol][start:stop]:
+                sender.send(symbol, when, values)
+        Pipeline(bus, [stage]).drain()  # the runner checkpoints before each commit
+        stage.close()
+        reader = _reader(bus, [PREDICTIONS_TRANSFORMER, *(predictions_lstm(s) for s in symbols)])
+        decoded = [Codec(Prediction).decode_record(r) for r in quiet(reader, 0.2)]
+        # inference_time_ms is a wall time: compare everything else.
+        return [p.model_copy(update={"inference_time_ms": 0.0}).model_dump_json().encode() for p in decoded]
+
+    for kind in (LSTMInference, TransformerInference):
+        state = tmp_path / kind.name
+        first = feed(kind(MODELS, symbols, state_dir=state), 0, split)
+        assert (state / f"{kind.name}-state.json").exists()
+        restarted_stage = kind(MODELS, symbols, state_dir=state)
+        restarted = feed(restarted_stage, split - 3, len(rows["BTC-USD"]))  # 3 per symbol come again
+        assert restarted_stage.duplicates == 3 * len(symbols)
+        assert len(restarted) == 2 * (len(rows["BTC-USD"]) - split)  # warm at once: one per new vector
+        uninterrupted = feed(kind(MODELS, symbols), 0, len(rows["BTC-USD"]))
+        assert sorted(first + restarted) == sorted(uninterrupted)
+        cold = feed(kind(MODELS, symbols), split, len(rows["BTC-USD"]))  # what a restart did before
+        assert len(cold) < len(restarted)

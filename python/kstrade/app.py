@@ -141,6 +141,7 @@ def _isolated(settings: Settings, out: Path) -> Settings:
                 update={"journal_path": state / "orders.sqlite3", "paper_state_path": state / "paper-account.json"}
             ),
             "features": settings.features.model_copy(update={"state_dir": None}),  # one process: no restart
+            "inference": settings.inference.model_copy(update={"state_dir": None}),
             "metrics": settings.metrics.model_copy(
                 update={"prometheus_port": 0, "database_url": f"sqlite:///{state / 'metrics.sqlite3'}"}
             ),

@@ -472,6 +472,10 @@ class InferenceSettings(_Section):
     models_dir: Path = Path("models")
     #: Seconds between checks of the manifests for a new model version (hot reload).
     reload_check_seconds: float = Field(2.0, gt=0, le=3600)
+    #: Where each inference stage checkpoints its model input windows. None (the default): it
+    #: does not, and a restarted worker predicts nothing for its first `window - 1` vectors per
+    #: symbol. One directory per deployment, as for features.state_dir.
+    state_dir: Path | None = None
 
 
 class Settings(BaseSettings):

@@ -54,7 +54,12 @@ def _lstm(settings: Settings, bus: Bus) -> Stage:
     from kstrade.inference.stage import LSTMInference
 
     s = _models_dir(settings)
-    return LSTMInference(s.inference.models_dir, s.symbols, reload_check_seconds=s.inference.reload_check_seconds)
+    return LSTMInference(
+        s.inference.models_dir,
+        s.symbols,
+        reload_check_seconds=s.inference.reload_check_seconds,
+        state_dir=s.inference.state_dir,
+    )
 
 
 def _transformer(settings: Settings, bus: Bus) -> Stage:
@@ -62,7 +67,10 @@ def _transformer(settings: Settings, bus: Bus) -> Stage:
 
     s = _models_dir(settings)
     return TransformerInference(
-        s.inference.models_dir, s.symbols, reload_check_seconds=s.inference.reload_check_seconds
+        s.inference.models_dir,
+        s.symbols,
+        reload_check_seconds=s.inference.reload_check_seconds,
+        state_dir=s.inference.state_dir,
     )
 
 

@@ -1,9 +1,20 @@
 """The inference stages: `features.aggregated.{symbol}` in, one prediction per feature vector out
 (`predictions.lstm.{symbol}` from the symbol's LSTM, `predictions.transformer` from the shared
-Transformer), each stage in its own consumer group. Models reload while the stream runs."""
+Transformer), each stage in its own consumer group. Models reload while the stream runs.
+
+A prediction needs a whole window of vectors (30 for the shipped models). With a `state_dir`,
+each symbol's window is checkpointed before every commit (one JSON file per stage, written
+atomically) and restored at start, so a restarted worker predicts from its first vector instead
+of staying silent for 29 per symbol. A vector at or before a window's newest (redelivered after
+a crash between checkpoint and commit) was already predicted: it is skipped, as any repeat is.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -33,6 +44,8 @@ from kstrade.stage import Stage
 
 _DIRECTIONS = (PredictedDirection.DOWN, PredictedDirection.FLAT, PredictedDirection.UP)
 
+log = logging.getLogger(__name__)
+
 
 class FeatureWindow:
     """One symbol's last `length` feature vectors, oldest first, in a preallocated array."""
@@ -56,6 +69,26 @@ class FeatureWindow:
     @property
     def full(self) -> bool:
         return self.count == self.rows.shape[0]
+
+    def snapshot(self) -> dict[str, object]:
+        """The window as plain data (the rows as base64 of their float32 bytes: exact)."""
+        return {
+            "shape": list(self.rows.shape),
+            "count": self.count,
+            "last_time_us": self.last_time_us,
+            "rows": base64.b64encode(self.rows.tobytes()).decode("ascii"),
+        }
+
+    def restore(self, state: dict[str, object]) -> bool:
+        """Takes a snapshot back into the preallocated array; False (window left empty) when
+        its shape is not this window's: the model's window or feature count changed."""
+        if state["shape"] != list(self.rows.shape):
+            return False
+        rows = np.frombuffer(base64.b64decode(str(state["rows"])), dtype=np.float32)
+        self.rows[:] = rows.reshape(self.rows.shape)
+        self.count = int(str(state["count"]))
+        self.last_time_us = int(str(state["last_time_us"]))
+        return True
 
     def scaled_into(self, mean: np.ndarray, inv_std: np.ndarray, out: np.ndarray) -> np.ndarray:
         np.subtract(self.rows, mean, out=out[0])
@@ -144,7 +177,16 @@ class InferenceStage(Stage):
 
     model_type: ClassVar[ModelType]
 
-    def __init__(self, models_dir: Path, symbols: Sequence[str], *, reload_check_seconds: float = 2.0) -> None:
+    STATE_VERSION = 1
+
+    def __init__(
+        self,
+        models_dir: Path,
+        symbols: Sequence[str],
+        *,
+        reload_check_seconds: float = 2.0,
+        state_dir: Path | None = None,
+    ) -> None:
         super().__init__()
         self.symbols = list(symbols)
         self.reload_check_seconds = reload_check_seconds
@@ -161,6 +203,39 @@ class InferenceStage(Stage):
         self._next_check = time.monotonic() + reload_check_seconds
         self._alerts: list[Alert] = []
         self.duplicates = 0
+        self._dirty = False
+        self.state_file = None if state_dir is None else Path(state_dir).expanduser() / f"{self.name}-state.json"
+        if self.state_file is not None and self.state_file.exists():
+            self._restore(self.state_file)
+
+    # -- state ---------------------------------------------------------------------------------
+    def _restore(self, path: Path) -> None:
+        try:
+            state = json.loads(path.read_text())
+            if state.get("version") != self.STATE_VERSION:
+                raise ValueError(f"state version {state.get('version')} is not this build's")
+            for symbol, saved in state["windows"].items():
+                window = self._windows.get(symbol)
+                if window is not None and not window.restore(saved):
+                    log.warning("%s: %s's saved window does not fit the model's: it warms up again", self.name, symbol)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"cannot restore the {self.name} state from {path}: {exc}") from exc
+
+    def checkpoint(self) -> None:
+        if self.state_file is None or not self._dirty:
+            return
+        state = {
+            "version": self.STATE_VERSION,
+            "windows": {symbol: window.snapshot() for symbol, window in self._windows.items()},
+        }
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_file)  # atomic: a crash leaves the old or the new state
+        self._dirty = False
 
     def _slots(self, models_dir: Path) -> dict[str, ModelSlot]:
         raise NotImplementedError
@@ -223,6 +298,7 @@ class InferenceStage(Stage):
         if not window.push(time_us, values):
             self.duplicates += 1
             return ()
+        self._dirty = True
         if not window.full:
             return ()  # warming up: a prediction needs a whole window
         mean, inv_std = model.scalers[vector.symbol]
@@ -328,9 +404,8 @@ class TransformerInference(InferenceStage):
 def inference_stages(settings: Settings) -> list[InferenceStage]:
     """Both inference stages as the configuration describes them (models directory, symbols,
     reload cadence), for `Pipeline` or `run_service`."""
-    common = {"reload_check_seconds": settings.inference.reload_check_seconds}
-    models_dir = settings.inference.models_dir
+    s = settings.inference
     return [
-        LSTMInference(models_dir, settings.symbols, **common),
-        TransformerInference(models_dir, settings.symbols, **common),
+        kind(s.models_dir, settings.symbols, reload_check_seconds=s.reload_check_seconds, state_dir=s.state_dir)
+        for kind in (LSTMInference, TransformerInference)
     ]
