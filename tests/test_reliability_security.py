@@ -310,6 +310,9 @@ def _service(secure: Secure, name: str, tmp_path: Path) -> subprocess.Popen[str]
         "KSTRADE_METRICS__PROMETHEUS_PORT": "0",
         "KSTRADE_METRICS__DATABASE_URL": "",
         "KSTRADE_METRICS__EMIT_INTERVAL_S": "2",
+        # The profile's checkpoints live under /var/lib/kstrade: a run of its own, never an earlier one's.
+        "KSTRADE_FEATURES__STATE_DIR": str(tmp_path / "features-state"),
+        "KSTRADE_INFERENCE__STATE_DIR": str(tmp_path / "inference-state"),
     }
     if name in ("features", "signals", "metrics"):
         secret = tmp_path / f"{name}.password"
