@@ -368,20 +368,26 @@ class Services:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     starts: Counter[str] = field(default_factory=Counter)
 
-    def start(self, name: str) -> None:
-        self.starts[name] += 1
-        log = open(self._log(name), "wb")  # the process keeps its own copy of the descriptor
+    def start(self, name: str, *, replica: int = 0) -> None:
+        """Start stage `name`; `replica` > 0 starts one more member of its group (called
+        `name#replica` here), with a state directory of its own."""
+        key = name if replica == 0 else f"{name}#{replica}"
+        env = self.env
+        if replica:
+            env = {k: (f"{v}-{replica}" if k.endswith("__STATE_DIR") else v) for k, v in env.items()}
+        self.starts[key] += 1
+        log = open(self._log(key), "wb")  # the process keeps its own copy of the descriptor
         run = [sys.executable, "-m", "kstrade", "service", name, "--bus", "kafka", "--bootstrap", self.bootstrap]
-        self.procs[name] = subprocess.Popen(run, env=self.env, stderr=log, stdout=log)
+        self.procs[key] = subprocess.Popen(run, env=env, stderr=log, stdout=log)
         log.close()
 
     def _log(self, name: str) -> Path:
         return self.logs / f"{name}.{self.starts[name]}.log"
 
-    def wait_ready(self, names: Iterable[str] = SERVICES, timeout: float = 90.0) -> None:
+    def wait_ready(self, names: Iterable[str] | None = None, timeout: float = 90.0) -> None:
         """Until each process said it is consuming (its topics exist and it joins its group)."""
         deadline = time.monotonic() + timeout
-        for name in names:
+        for name in list(self.procs) if names is None else names:
             while "consuming as" not in self._log(name).read_text():
                 assert self.procs[name].poll() is None, f"{name} exited:\n{self._log(name).read_text()[-3000:]}"
                 assert time.monotonic() < deadline, f"{name} not consuming after {timeout}s"
