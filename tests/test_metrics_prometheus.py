@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kstrade.bus import Bus
 from kstrade.bus.topics import (
+    METRICS_INGEST_HEALTH,
     PNL,
     candles,
     dlq_topic,
@@ -23,6 +24,7 @@ from kstrade.bus.topics import (
     signals,
 )
 from kstrade.config import MetricsSettings
+from kstrade.ingest.health import HealthReport, IngestHealth
 from kstrade.metrics import DriftReference, FeatureReference, MetricsCollector
 from kstrade.metrics.storage import MetricsStore
 from kstrade.schemas import Candle, Codec, FeatureVector, PnlEvent, Prediction, Signal
@@ -69,6 +71,9 @@ def _feed(bus: Bus) -> None:
     producer.send(PNL, nc.encode(e), key=b"BTC-USD", headers=nc.headers(origin, "execution"))
     producer.send(dlq_topic(PNL), b"bad", key=None)
     producer.send(PNL, b"not a pnl event", key=None)  # unreadable: counted and skipped
+    health = IngestHealth(last_message_ns=origin, reconnects=1, gaps_detected=1, gaps_backfilled=1, candles_produced=8)
+    report = HealthReport(health, "coinbase", ["BTC-USD"]).output()
+    producer.send(report.topic, report.value, key=report.key, headers=report.headers)
     producer.flush()
 
 
@@ -77,7 +82,7 @@ def test_endpoint_parses_and_carries_every_metric_the_dashboard_uses(tmp_path: P
     assert len(wanted) >= 15  # the dashboard really is built on the exporter
     bus = Bus.memory()
     topics = [candles("BTC-USD", "1m"), features_aggregated("BTC-USD"), predictions_lstm("BTC-USD"),
-              signals("final"), PNL, dlq_topic(PNL)]  # fmt: skip
+              signals("final"), PNL, dlq_topic(PNL), METRICS_INGEST_HEALTH]  # fmt: skip
     bus.admin().create_topics([(t, 1, 1, {}) for t in topics])
     _feed(bus)
     # a downstream group that is 1 candle behind
@@ -93,7 +98,7 @@ def test_endpoint_parses_and_carries_every_metric_the_dashboard_uses(tmp_path: P
     consumer = bus.consumer(collector.group)
     consumer.subscribe_pattern(collector.inputs())
     records = consumer.poll(100, 1.0)
-    assert len(records) == 27
+    assert len(records) == 28
     for r in records:
         collector.handle(r)
     now = time.time_ns()
