@@ -1,12 +1,16 @@
-"""Fixtures for the bus contract: the same tests run on the memory and the kafka transport."""
+"""Fixtures for the bus contract (the same tests run on the memory and the kafka transport), and
+the three-broker cluster of the fault tests."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from kstrade.broker import Cluster, cluster
+from kstrade.broker.local import free_port_block
 from kstrade.bus import Bus, Consumer, Record
 
 #: Kafka settings for tests: fast group take-over and fast discovery of new topics.
@@ -58,3 +62,14 @@ def until(predicate: Callable[[], bool], consumers: list[Consumer], timeout: flo
         if predicate():
             return
     raise AssertionError(f"condition not reached within {timeout}s")
+
+
+def three_brokers(directory: Path) -> Iterator[Cluster]:
+    """A three-node KRaft cluster on 127.0.0.1 for one test module (a fault test that takes nodes
+    down brings all three back before it ends)."""
+    local = cluster(directory, nodes=3, base_port=free_port_block(3))
+    local.start(timeout=180)
+    try:
+        yield local
+    finally:
+        local.stop()

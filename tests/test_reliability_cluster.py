@@ -7,7 +7,6 @@ that takes nodes down brings all three back before it ends, pass or fail.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import signal
@@ -24,8 +23,7 @@ import polars as pl
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from kstrade.broker import Cluster, cluster
-from kstrade.broker.local import free_port_block
+from kstrade.broker import Cluster
 from kstrade.bus import Bus, BusError
 from kstrade.bus.core import Producer
 from kstrade.bus.topics import RETENTION_MS, candles, catalogue, dlq_topic, features_aggregated
@@ -35,7 +33,7 @@ from kstrade.ingest.synthetic import generate
 from kstrade.schemas import Candle, Codec, FeatureVector
 from kstrade.services import ensure_topics
 
-from .conftest import FAST_GROUP
+from .conftest import FAST_GROUP, three_brokers
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kafka]
 
@@ -46,16 +44,7 @@ RUST_DEFAULTS = ROOT / "rust" / "bus" / "src" / "kafka" / "config.rs"
 
 @pytest.fixture(scope="module")
 def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    directory = tmp_path_factory.mktemp("cluster3")
-    # A cluster id that cannot start with '-': StorageTool would read it as an option (a random
-    # one from broker/local.py does, 1 time in 64: reported). Cluster.start keeps an existing id.
-    (directory / "cluster.id").write_text("k" + base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")[1:])
-    local = cluster(directory, nodes=3, base_port=free_port_block(3))
-    local.start(timeout=180)
-    try:
-        yield local
-    finally:
-        local.stop()
+    yield from three_brokers(tmp_path_factory.mktemp("cluster3"))
 
 
 def _defaults(name: str) -> dict[str, str]:

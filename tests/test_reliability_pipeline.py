@@ -11,20 +11,17 @@ Marked `cluster` (and `kafka`): the module starts its own three nodes and stops 
 
 from __future__ import annotations
 
-import base64
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kstrade.broker import Cluster, cluster
-from kstrade.broker.local import free_port_block
+from kstrade.broker import Cluster
 from kstrade.bus import Bus
 from kstrade.bus.topics import METRICS_ALERTS, ORDERS_PENDING, signals
 
-from .conftest import FAST_GROUP
+from .conftest import FAST_GROUP, three_brokers
 from .pipeline_services import (
     SERVICES,
     TRADE_TOPICS,
@@ -50,16 +47,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.kafka]
 
 @pytest.fixture(scope="module")
 def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    directory = tmp_path_factory.mktemp("pipeline3")
-    # A cluster id that cannot start with '-' (StorageTool would read it as an option), as in
-    # test_reliability_cluster.py.
-    (directory / "cluster.id").write_text("k" + base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")[1:])
-    local = cluster(directory, nodes=3, base_port=free_port_block(3))
-    local.start(timeout=180)
-    try:
-        yield local
-    finally:
-        local.stop()
+    yield from three_brokers(tmp_path_factory.mktemp("pipeline3"))
 
 
 #: The services' consumers: a SIGKILLed member leaves no LeaveGroup, so its group waits for its

@@ -25,11 +25,14 @@ the dead-letter topic, flushes and commits. So the same stage object runs
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar, TypeVar
 
 from kstrade.bus import Bus, Output, Record, StageRunner
@@ -235,3 +238,15 @@ def run_service(bus: Bus, stage: Stage, stop: threading.Event, *, poll_timeout: 
         producer.flush()
         runner.consumer.close()
         stage.close()
+
+
+def save_state(path: Path, state: object) -> None:
+    """Write a stage's checkpoint (JSON) so that a crash at any moment leaves either the old or
+    the new file whole: written beside it, synced to disk, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

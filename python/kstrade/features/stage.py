@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from kstrade.bus import MessageError, Output, Record
 from kstrade.bus.topics import candles, features_aggregated
 from kstrade.features.engine import FEATURE_NAMES, FeatureEngine
 from kstrade.schemas import Candle, FeatureVector
-from kstrade.stage import Stage
+from kstrade.stage import Stage, save_state
 
 
 @dataclass
@@ -89,13 +88,7 @@ class FeatureStage(Stage):
                 for s, ms in self._through_ms.items()
             },
         }
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.state_file)  # atomic: a crash leaves the old or the new state
+        save_state(self.state_file, state)
         self._dirty = False
 
     def inputs(self) -> list[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -40,7 +39,7 @@ from kstrade.schemas.models import (
     PredictionOutput,
     Severity,
 )
-from kstrade.stage import Stage
+from kstrade.stage import Stage, save_state
 
 _DIRECTIONS = (PredictedDirection.DOWN, PredictedDirection.FLAT, PredictedDirection.UP)
 
@@ -228,13 +227,7 @@ class InferenceStage(Stage):
             "version": self.STATE_VERSION,
             "windows": {symbol: window.snapshot() for symbol, window in self._windows.items()},
         }
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.state_file)  # atomic: a crash leaves the old or the new state
+        save_state(self.state_file, state)
         self._dirty = False
 
     def _slots(self, models_dir: Path) -> dict[str, ModelSlot]:
