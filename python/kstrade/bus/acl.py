@@ -167,7 +167,7 @@ def _admin(client_config: Mapping[str, str]) -> AdminClient:
         from confluent_kafka.admin import AdminClient
     except ImportError as exc:
         raise RuntimeError(
-            "applying ACLs needs confluent-kafka (pip install confluent-kafka), or give `acl show` to kafka-acls.sh"
+            "applying ACLs needs confluent-kafka (pip install 'kstrade[acl]'), or give `acl show` to kafka-acls.sh"
         ) from exc
     return AdminClient(dict(client_config))
 

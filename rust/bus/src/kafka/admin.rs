@@ -128,18 +128,13 @@ impl Admin for KafkaAdmin {
         timeout: Duration,
     ) -> BusResult<Vec<TopicDescription>> {
         let client = self.inner.inner();
-        let specifiers: Vec<ResourceSpecifier<'_>> =
-            names.iter().map(|n| ResourceSpecifier::Topic(n)).collect();
-        let configs = block_on(
-            self.inner
-                .describe_configs(specifiers.iter(), &Self::options(timeout)),
-        )?;
-        let mut out = Vec::with_capacity(names.len());
-        for (name, described) in names.iter().zip(configs) {
-            // Another broker may learn of a topic a moment after the one that created it:
-            // give metadata a short grace period before calling the topic unknown.
+        // Another broker may learn of a topic a moment after the one that created it: give
+        // metadata a short grace period before calling the topic unknown, and only then ask for
+        // its configs (a broker that has not caught up yet may answer with partial ones).
+        let mut shapes = Vec::with_capacity(names.len());
+        for name in names {
             let grace = Instant::now() + timeout.min(METADATA_GRACE);
-            let (partitions, replication_factor) = loop {
+            shapes.push(loop {
                 let metadata = client.fetch_metadata(Some(name), timeout)?;
                 let found = metadata.topics().iter().find(|t| {
                     t.name() == name && t.error().is_none() && !t.partitions().is_empty()
@@ -154,7 +149,18 @@ impl Admin for KafkaAdmin {
                     return Err(BusError::UnknownTopic(name.clone()));
                 }
                 std::thread::sleep(Duration::from_millis(50));
-            };
+            });
+        }
+        let specifiers: Vec<ResourceSpecifier<'_>> =
+            names.iter().map(|n| ResourceSpecifier::Topic(n)).collect();
+        let configs = block_on(
+            self.inner
+                .describe_configs(specifiers.iter(), &Self::options(timeout)),
+        )?;
+        let mut out = Vec::with_capacity(names.len());
+        for ((name, described), (partitions, replication_factor)) in
+            names.iter().zip(configs).zip(shapes)
+        {
             let resource = described.map_err(|code| BusError::Kafka {
                 code: format!("{code:?}"),
                 message: format!("describing configs of '{name}': {code}"),
