@@ -128,13 +128,14 @@ def aliased_models(directory: Path, aliases: dict[str, str]) -> Path:
     names; the model files themselves are untouched."""
     for alias, source in aliases.items():
         shutil.copytree(MODELS / "lstm" / source, directory / "lstm" / alias)
-        _rename_scalers(directory / "lstm" / alias, {alias: source})
+        rename_scalers(directory / "lstm" / alias, {alias: source})
     shutil.copytree(MODELS / "transformer", directory / "transformer")
-    _rename_scalers(directory / "transformer", aliases)
+    rename_scalers(directory / "transformer", aliases)
     return directory
 
 
-def _rename_scalers(directory: Path, aliases: dict[str, str]) -> None:
+def rename_scalers(directory: Path, aliases: dict[str, str]) -> None:
+    """Point a model's manifest at alias symbols (alias -> the shipped symbol whose scaler it takes)."""
     path = directory / "manifest.json"
     manifest = json.loads(path.read_text())
     scalers = manifest["scaler"]["per_symbol"]

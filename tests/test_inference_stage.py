@@ -26,6 +26,7 @@ from kstrade.ingest import synthetic
 from kstrade.schemas import Alert, Codec, FeatureVector, Prediction
 from kstrade.stage import run_service
 from tests.conftest import FAST_GROUP, drain, make_topic, quiet
+from tests.pipeline_services import aliased_models, rename_scalers
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 WINDOW = json.loads((MODELS / "transformer" / "manifest.json").read_text())["window"]
@@ -48,28 +49,6 @@ def pl_epoch():  # type: ignore[no-untyped-def]
     import polars as pl
 
     return pl.col("timestamp").dt.epoch("ms").alias("open_time_ms")
-
-
-def _alias_models(tmp: Path, aliases: dict[str, str]) -> Path:
-    """A models directory whose symbols are test-unique aliases of the shipped ones (so every
-    test on the shared broker has its own topics), the model files untouched."""
-    root = tmp / "models"
-    for alias, symbol in aliases.items():
-        target = root / "lstm" / alias
-        shutil.copytree(MODELS / "lstm" / symbol, target)
-        _rename_scalers(target, {alias: symbol})
-    shutil.copytree(MODELS / "transformer", root / "transformer")
-    _rename_scalers(root / "transformer", aliases)
-    return root
-
-
-def _rename_scalers(directory: Path, aliases: dict[str, str]) -> None:
-    path = directory / "manifest.json"
-    manifest = json.loads(path.read_text())
-    scalers = manifest["scaler"]["per_symbol"]
-    manifest["scaler"]["per_symbol"] = {alias: scalers[symbol] for alias, symbol in aliases.items()}
-    manifest["symbols"] = list(aliases)
-    path.write_text(json.dumps(manifest))
 
 
 class Feed:
@@ -162,7 +141,7 @@ def test_one_prediction_per_feature_vector_per_model_type(
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     aliases = {f"B{tag}": "BTC-USD", f"E{tag}": "ETH-USD"}
-    models = _alias_models(tmp_path, aliases)
+    models = aliased_models(tmp_path / "models", aliases)
     symbols = list(aliases)
     _topics(bus, symbols)
     rows = {alias: _feature_rows(source, WINDOW + 20) for alias, source in aliases.items()}
@@ -215,7 +194,7 @@ def test_bad_input_goes_to_the_dlq_with_a_stable_code_and_the_stage_keeps_servin
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     alias = f"B{tag}"
-    models = _alias_models(tmp_path, {alias: "BTC-USD"})
+    models = aliased_models(tmp_path / "models", {alias: "BTC-USD"})
     _topics(bus, [alias])
     rows = _feature_rows("BTC-USD", WINDOW + 1)
     stage = LSTMInference(models, [alias])
@@ -268,7 +247,7 @@ def _swap_in_other_lstm(directory: Path, alias: str, source_symbol: str) -> str:
     version with a new sha256. Returns its model_version."""
     staging = directory.parent / f".staging-{uuid.uuid4().hex[:6]}"
     shutil.copytree(MODELS / "lstm" / source_symbol, staging)
-    _rename_scalers(staging, {alias: source_symbol})
+    rename_scalers(staging, {alias: source_symbol})
     shutil.copy(staging / "reference.npz", directory / "reference.npz")
     shutil.copy(staging / "model.onnx", directory / "model.onnx")
     (staging / "manifest.json").replace(directory / "manifest.json")  # the manifest last: it commits the version
@@ -280,7 +259,7 @@ def test_hot_reload_mid_stream_loses_and_doubles_nothing_and_refuses_bad_models(
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     alias = f"B{tag}"
-    models = _alias_models(tmp_path, {alias: "BTC-USD"})
+    models = aliased_models(tmp_path / "models", {alias: "BTC-USD"})
     slot_dir = models / "lstm" / alias
     old_version = json.loads((slot_dir / "manifest.json").read_text())["model_version"]
     _topics(bus, [alias])
@@ -347,7 +326,7 @@ def test_hot_reload_mid_stream_loses_and_doubles_nothing_and_refuses_bad_models(
 
 
 def test_a_mismatched_manifest_is_refused_at_start_naming_the_mismatch(tmp_path: Path) -> None:
-    models = _alias_models(tmp_path, {"BTC-USD": "BTC-USD"})
+    models = aliased_models(tmp_path / "models", {"BTC-USD": "BTC-USD"})
     path = models / "transformer" / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["feature_names"][0] = "not_a_feature"
