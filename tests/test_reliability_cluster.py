@@ -191,6 +191,14 @@ def _send_candle(producer: Producer, codec: Codec, symbol: str, row: dict[str, A
     producer.send(candles(symbol, "1m"), codec.encode(c), key=symbol.encode(), headers=codec.headers(close_ns, "t"))
 
 
+def _features_committed(bus: Bus, topic: str, ends: list[int], timeout: float) -> list[int]:
+    """The features group's committed offsets on `topic`, once they reach `ends` or at the timeout."""
+    deadline = time.monotonic() + timeout
+    while (committed := _committed(bus, "kstrade.features", topic, 3)) != ends and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return committed
+
+
 def _service(bootstrap: str, symbol: str) -> subprocess.Popen[str]:
     env = {
         **os.environ,
@@ -241,10 +249,7 @@ def test_a_stage_sigkilled_mid_stream_resumes_from_its_commits_and_consumes_ever
         second = _service(three.bootstrap, symbol)
         ends = _end_offsets(bus, topic)
         assert sum(ends) == len(rows)
-        deadline = time.monotonic() + 90
-        while _committed(bus, "kstrade.features", topic, 3) != ends and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _committed(bus, "kstrade.features", topic, 3) == ends  # every candle consumed and committed
+        assert _features_committed(bus, topic, ends, 90) == ends  # every candle consumed and committed
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=60) == 0
         assert sum(_end_offsets(bus, dlq_topic(topic))) == 0  # redelivery was not taken for bad input
@@ -371,10 +376,7 @@ def test_the_whole_cluster_down_for_30s_the_service_waits_and_resumes_losing_not
         producer.flush(120)  # every candle acknowledged by the cluster: none lost by the source
         ends = _end_offsets(bus, topic)
         assert sum(ends) == len(rows)
-        deadline = time.monotonic() + 120
-        while _committed(bus, "kstrade.features", topic, 3) != ends and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _committed(bus, "kstrade.features", topic, 3) == ends  # every candle consumed and committed
+        assert _features_committed(bus, topic, ends, 120) == ends  # every candle consumed and committed
         logged = [Codec(Candle).decode_record(r).timestamp for r in _records(bus, topic, len(rows), 60)]
         assert logged == [row["timestamp"] for row in rows]  # each candle once, in order
         produced = _end_offsets(bus, output)
