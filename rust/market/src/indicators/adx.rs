@@ -57,13 +57,11 @@ impl DirectionalMovement {
         let n = self.period as f64;
         let up = high - prev_high;
         let down = prev_low - low;
-        let (plus, minus) = if down > 0.0 && up < down {
-            (0.0, down)
-        } else if up > 0.0 && up > down {
-            (up, 0.0)
-        } else {
-            (0.0, 0.0)
-        };
+        // At most one of the two is non-zero. Two independent selects rather than an if/else
+        // chain: the comparison of up- and down-move is a coin flip on real prices, and a
+        // mispredicted branch costs more than both selects.
+        let minus = if down > 0.0 && up < down { down } else { 0.0 };
+        let plus = if up > 0.0 && up > down { up } else { 0.0 };
         let tr = true_range(high, low, prev_close);
         if bar < self.period {
             // Seeding: plain sums over bars 1..n-1.

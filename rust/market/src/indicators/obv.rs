@@ -17,9 +17,13 @@ impl Obv {
     pub fn update(&mut self, close: f64, volume: f64) -> f64 {
         let obv = match self.state {
             None => volume,
-            Some((prev_close, obv)) if close > prev_close => obv + volume,
-            Some((prev_close, obv)) if close < prev_close => obv - volume,
-            Some((_, obv)) => obv,
+            Some((prev_close, obv)) => {
+                // +volume on an up bar, -volume on a down bar, 0 on a flat one: two selects
+                // instead of a branch on the direction of the close, a coin flip on real prices.
+                let up = if close > prev_close { volume } else { 0.0 };
+                let down = if close < prev_close { volume } else { 0.0 };
+                obv + (up - down)
+            }
         };
         self.state = Some((close, obv));
         obv

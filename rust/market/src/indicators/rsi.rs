@@ -34,12 +34,17 @@ impl Rsi {
         let change = x - prev;
         let n = self.period as f64;
         self.changes += 1;
+        // A loss, or else a gain (a zero change counts as a gain of 0, as in TA-Lib). Written
+        // as two selects and an addition of 0 to the other side, which is exact: the sign of
+        // a price change is a coin flip, so a branch here is mispredicted half the time.
+        let (gain, loss) = if change < 0.0 {
+            (0.0, -change)
+        } else {
+            (change, 0.0)
+        };
         if self.changes <= self.period {
-            if change < 0.0 {
-                self.loss -= change;
-            } else {
-                self.gain += change;
-            }
+            self.loss += loss;
+            self.gain += gain;
             if self.changes < self.period {
                 return None;
             }
@@ -48,11 +53,8 @@ impl Rsi {
         } else {
             self.loss *= n - 1.0;
             self.gain *= n - 1.0;
-            if change < 0.0 {
-                self.loss -= change;
-            } else {
-                self.gain += change;
-            }
+            self.loss += loss;
+            self.gain += gain;
             self.loss /= n;
             self.gain /= n;
         }
