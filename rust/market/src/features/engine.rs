@@ -126,7 +126,18 @@ impl FeatureEngine {
         candle: Candle,
         row: &mut [f64; FEATURE_COUNT],
     ) -> MarketResult<Option<RowUpdate>> {
-        let accepted = match self.aggregator.push(candle)? {
+        candle.validate(Timeframe::M1)?;
+        self.update_row_validated(candle, row)
+    }
+
+    /// [`update_row`](Self::update_row) for a candle already validated as 1m (see
+    /// [`CandleAggregator::push_validated`]).
+    pub fn update_row_validated(
+        &mut self,
+        candle: Candle,
+        row: &mut [f64; FEATURE_COUNT],
+    ) -> MarketResult<Option<RowUpdate>> {
+        let accepted = match self.aggregator.push_validated(candle)? {
             PushOutcome::Duplicate => return Ok(None),
             PushOutcome::Accepted(a) => a,
         };
@@ -203,12 +214,11 @@ impl FeatureEngine {
         global[13] = f64::from(accepted.missing_before);
         debug_assert_eq!(GLOBAL.len() + 4 * PER_TIMEFRAME.len(), FEATURE_COUNT);
 
-        // Finite means |v| < inf (NaN compares false). Written as one compare per value and
-        // without an early exit, this compiles to a few vector instructions, where
-        // `all(is_finite)` took a compare and a branch per value.
-        let ready = row
-            .iter()
-            .fold(true, |all, v| all & (v.abs() < f64::INFINITY));
+        // Each timeframe counted its finite values when it last updated, so only the global
+        // features are checked here (reading the whole row back was a twentieth of an update).
+        // Finite means |v| < inf (NaN compares false).
+        let ready = self.timeframes.iter().all(TimeframeFeatures::is_ready)
+            && global.iter().all(|v| v.abs() < f64::INFINITY);
         Ok(Some(RowUpdate {
             ready,
             closed: accepted.closed,

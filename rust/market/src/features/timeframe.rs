@@ -34,7 +34,7 @@ pub(crate) struct TimeframeFeatures {
     /// engine copies them out in one go; snapshots write NaN as null).
     #[serde(with = "nan_as_null")]
     pub(crate) latest: [f64; N],
-    /// How many of `latest` are warm.
+    /// How many of `latest` are warm (finite).
     ready: usize,
 }
 
@@ -147,10 +147,18 @@ impl TimeframeFeatures {
         ];
         let mut ready = 0;
         for (slot, v) in self.latest.iter_mut().zip(latest) {
-            ready += usize::from(v.is_some());
-            *slot = v.unwrap_or(f64::NAN);
+            let v = v.unwrap_or(f64::NAN);
+            // Finite means |v| < inf (NaN compares false): a value that overflowed is not
+            // ready either.
+            ready += usize::from(v.abs() < f64::INFINITY);
+            *slot = v;
         }
         self.ready = ready;
+    }
+
+    /// Every value of the last closed bar is finite.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready == N
     }
 
     pub(crate) fn ready_fraction(&self) -> f64 {
