@@ -639,16 +639,28 @@ fn names_tuple(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
 }
 
 /// One feature vector: `values` (list of float, NaN while warming up), `names`, `ready`.
-#[pyclass(module = "kstrade._native", name = "FeatureVector", frozen)]
+///
+/// Not `frozen`: the engine writes the values straight into a freshly allocated object
+/// (`PyFeatureEngine::push`), which saves copying 90 floats through PyO3's constructor two or
+/// three times. Python code cannot change it (no setters).
+#[pyclass(module = "kstrade._native", name = "FeatureVector", freelist = 32)]
 pub struct PyFeatureVector {
     #[pyo3(get)]
     open_time_ms: i64,
     #[pyo3(get)]
     ready: bool,
-    /// Inline, not a `Vec`: the engine writes the row straight in, and one allocation per
-    /// update (the Python object) is all a vector costs.
     values: [f64; FEATURE_COUNT],
     closed: Vec<ClosedBar>,
+}
+
+impl PyFeatureVector {
+    /// What a vector holds before the engine has written it.
+    const BLANK: Self = Self {
+        open_time_ms: 0,
+        ready: false,
+        values: [f64::NAN; FEATURE_COUNT],
+        closed: Vec::new(),
+    };
 }
 
 #[pymethods]
@@ -703,24 +715,31 @@ pub struct PyFeatureEngine {
 }
 
 impl PyFeatureEngine {
-    /// Builds the Python object here rather than returning the struct: the 90 values are then
-    /// moved once, into the object, instead of once more per wrapper on the way out.
+    /// Allocates the Python vector first and has the engine write into it: the 90 values are
+    /// written once, where they stay. A duplicate or a rejected candle drops the blank object.
+    /// `validated`: the candle comes from a Python `Candle`, which validated it when built.
     fn push<'py>(
         &mut self,
         py: Python<'py>,
         candle: RsCandle,
+        validated: bool,
     ) -> PyResult<Option<Bound<'py, PyFeatureVector>>> {
-        let mut values = [0.0; FEATURE_COUNT];
-        let Some(update) = market!(py, self.inner.update_row(candle, &mut values))? else {
-            return Ok(None);
-        };
-        let vector = PyFeatureVector {
-            open_time_ms: candle.open_time_ms,
-            ready: update.ready,
-            values,
-            closed: update.closed,
-        };
-        Bound::new(py, vector).map(Some)
+        let object = Bound::new(py, PyFeatureVector::BLANK)?;
+        {
+            let mut vector = object.borrow_mut();
+            let update = if validated {
+                self.inner.update_row_validated(candle, &mut vector.values)
+            } else {
+                self.inner.update_row(candle, &mut vector.values)
+            };
+            let Some(update) = market!(py, update)? else {
+                return Ok(None);
+            };
+            vector.open_time_ms = candle.open_time_ms;
+            vector.ready = update.ready;
+            vector.closed = update.closed;
+        }
+        Ok(Some(object))
     }
 }
 
@@ -740,7 +759,7 @@ impl PyFeatureEngine {
         candle: &PyCandle,
     ) -> PyResult<Option<Bound<'py, PyFeatureVector>>> {
         let c = m1(py, candle)?;
-        self.push(py, c)
+        self.push(py, c, true)
     }
 
     /// `update` without building a `Candle` first (the ingest hot path); same validation.
@@ -765,6 +784,7 @@ impl PyFeatureEngine {
                 close,
                 volume,
             },
+            false,
         )
     }
 
