@@ -389,6 +389,43 @@ mod tests {
         }
     }
 
+    /// At a price level where a feature overflows (the Bollinger bands at 1e300), the vector is
+    /// not ready and each timeframe's ready fraction says which share of it is usable.
+    #[test]
+    fn an_overflowing_value_is_not_ready() {
+        let mut engine = FeatureEngine::new();
+        let mut last = None;
+        for (i, c) in candles(3000).into_iter().enumerate() {
+            let scale = 1e300 * (1.0 + (i % 2) as f64);
+            let big = Candle {
+                open: c.open * scale / 100.0,
+                high: c.high * scale / 100.0,
+                low: c.low * scale / 100.0,
+                close: c.close * scale / 100.0,
+                ..c
+            };
+            last = engine.update(big).unwrap();
+        }
+        let v = last.unwrap();
+        assert!(!v.ready);
+        let names = crate::features::feature_names();
+        for (k, tf) in ["1m", "5m", "15m", "1h"].iter().enumerate() {
+            let values = &v.values[k * N..(k + 1) * N];
+            let finite = values.iter().filter(|x| x.is_finite()).count();
+            let ready = names
+                .iter()
+                .position(|n| *n == format!("ready_{tf}"))
+                .unwrap();
+            assert_eq!(v.values[ready], finite as f64 / N as f64, "{tf}");
+        }
+        // 3000 candles warm every timeframe (see the next test): what is not finite overflowed.
+        assert!(
+            v.values[..4 * N].iter().any(|x| !x.is_finite()),
+            "nothing overflowed: {:?}",
+            v.values
+        );
+    }
+
     #[test]
     fn warms_up_then_is_ready_and_finite() {
         let mut engine = FeatureEngine::new();

@@ -40,7 +40,7 @@ pub const GLOBAL: [&str; 14] = [
     "hour_cos",
     "dow_sin", // day of week (UTC) on the unit circle
     "dow_cos",
-    "ready_1m", // fraction of the timeframe's features that are warm (1.0 = all)
+    "ready_1m", // fraction of the timeframe's features that are warm and finite (1.0 = all)
     "ready_5m",
     "ready_15m",
     "ready_1h",
