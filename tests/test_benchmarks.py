@@ -33,6 +33,11 @@ def test_targets_are_marked_met_or_not() -> None:
     assert rows["end-to-end < 150 ms (p99, candle -> signals.final)"][2] == "NOT met"
     assert rows["> 10k msg/s (bus consume, 100 B)"][2] == "met"
     assert rows["> 10k msg/s (bus produce, 100 B)"][1] == "not measured"
+    # Ratio targets use each contender's best round: 5.0 / 0.5 = 10x TA-Lib, talipp not run.
+    assert rows[">= 5x TA-Lib stream handles (same indicator set)"][1:] == ["10.00x", "met"]
+    assert rows[">= 100x talipp (same indicator set)"][1] == "talipp not measured"
+    slow = [*FIGURES, Figure("feature vector update per candle (1m + 5m/15m/1h)", "talipp", 40.0, "us", False)]
+    assert {r[0]: r for r in target_rows(slow)}[">= 100x talipp (same indicator set)"][1:] == ["80.00x", "NOT met"]
 
 
 def test_report_round_trips_through_the_figures_file(tmp_path: Path) -> None:
