@@ -2,9 +2,10 @@
 reference describes: the same functions, constants and return codes, one shared terminal state
 (account, symbols, positions, deal history), brokers' stop and volume checks, SL/TP held by the
 "server", and scripted trouble: requotes, a timeout after which the deal did happen, a lost
-connection, NO_MONEY, INVALID_STOPS, a closed market, and an outage of the trade server (the
+connection, NO_MONEY, INVALID_STOPS, a closed market, an outage of the trade server (the
 terminal keeps running and answers from what it last knew, but every order_send gets
-TRADE_RETCODE_CONNECTION until the server is back).
+TRADE_RETCODE_CONNECTION until the server is back), and the terminal process exiting (every call
+answers None with last_error -10004 until it runs again and the client calls initialize()).
 
 Run as a script (`python tests/execution_fake_mt5.py PORT`) it serves itself as `MetaTrader5`
 from an RPyC classic server on 127.0.0.1, as the mt5linux bridge does under Wine.
@@ -54,7 +55,7 @@ def reset(balance: float = 100_000.0, commission_per_lot: float = 3.0, leverage:
         _state.clear()
         _state.update(
             balance=balance, leverage=leverage, commission=commission_per_lot, positions={}, deals=[], next=1000,
-            script=[], calls=[], error=(1, "Success"), closed_market=set(), server_lost=False,
+            script=[], calls=[], error=(1, "Success"), closed_market=set(), server_lost=False, running=True, ipc=True,
             symbols={"EURUSD": SymbolInfo("EURUSD", 0.00001, 5, 1.0, 0.00001, 0.01, 50.0, 0.01, 1, 10, 100_000)},
             ticks={"EURUSD": (1.10000, 1.10010)}, time=datetime(2026, 1, 5, 10, tzinfo=UTC),
         )  # fmt: skip
@@ -79,6 +80,26 @@ def lose_server() -> None:
 
 def restore_server() -> None:
     _state["server_lost"] = False
+
+
+def exit_terminal() -> None:
+    """The terminal process exits (crash, update, a user closing it): the client's IPC link is
+    gone, every call answers None with last_error -10004, and stays so until the terminal runs
+    again and the client calls initialize(). Positions and history live on the trade server."""
+    _state["running"] = False
+    _state["ipc"] = False
+    _state["error"] = (-10004, "No IPC connection")
+
+
+def start_terminal() -> None:
+    _state["running"] = True
+
+
+def _ipc_lost() -> bool:
+    if _state["ipc"]:
+        return False
+    _state["error"] = (-10004, "No IPC connection")
+    return True
 
 
 def add_symbol(name: str, like: str = "EURUSD") -> None:
@@ -124,6 +145,11 @@ def initialize(path: str | None = None, **kwargs: Any) -> bool:
     if kwargs.get("password") == "wrong":
         _state["error"] = (-6, "Terminal: Authorization failed")
         return False
+    if not _state["running"]:
+        _state["error"] = (-10003, "IPC initialize failed, MetaTrader 5 x64 not found")
+        return False
+    _state["ipc"] = True
+    _state["error"] = (1, "Success")
     return True
 
 
@@ -140,10 +166,14 @@ def last_error() -> tuple[int, str]:
 
 
 def symbol_info(symbol: str) -> SymbolInfo | None:
+    if _ipc_lost():
+        return None
     return _state["symbols"].get(symbol)
 
 
 def symbol_info_tick(symbol: str) -> Tick | None:
+    if _ipc_lost():
+        return None
     q = _state["ticks"].get(symbol)
     if q is None:
         return None
@@ -151,7 +181,9 @@ def symbol_info_tick(symbol: str) -> Tick | None:
     return Tick(ms // 1000, q[0], q[1], 0.0, 0, ms)
 
 
-def account_info() -> AccountInfo:
+def account_info() -> AccountInfo | None:
+    if _ipc_lost():
+        return None
     with _lock:
         profit = sum(_profit(p) for p in _state["positions"].values())
         equity = _state["balance"] + profit
@@ -162,7 +194,11 @@ def account_info() -> AccountInfo:
         return AccountInfo(7001, _state["balance"], equity, equity - used, "USD", _state["leverage"])
 
 
-def positions_get(symbol: str | None = None, group: str | None = None, ticket: int | None = None) -> tuple[Any, ...]:
+def positions_get(
+    symbol: str | None = None, group: str | None = None, ticket: int | None = None
+) -> tuple[Any, ...] | None:
+    if _ipc_lost():
+        return None
     with _lock:
         ps = [_marked(p) for p in _state["positions"].values()]
     if symbol is not None:
@@ -173,6 +209,8 @@ def positions_get(symbol: str | None = None, group: str | None = None, ticket: i
 
 
 def history_deals_get(date_from: Any, date_to: Any, group: str | None = None, position: int | None = None) -> Any:
+    if _ipc_lost():
+        return None
     lo, hi = float(date_from.timestamp()), float(date_to.timestamp())
     with _lock:
         deals = [d for d in _state["deals"] if lo <= d.time <= hi]
@@ -182,6 +220,8 @@ def history_deals_get(date_from: Any, date_to: Any, group: str | None = None, po
 
 
 def order_send(request: Any) -> OrderSendResult | None:
+    if _ipc_lost():
+        return None
     with _lock:
         r = dict(request)
         _state["calls"].append(r)
@@ -200,6 +240,7 @@ def order_send(request: Any) -> OrderSendResult | None:
         if step == "TIMEOUT_AFTER_DEAL" and reply.retcode == TRADE_RETCODE_DONE:
             return _result(10012, "Request timeout")  # the deal happened all the same
         if step == "LOST_AFTER_DEAL" and reply.retcode == TRADE_RETCODE_DONE:
+            _state["ipc"] = False  # the link dropped with the reply in flight; initialize() restores it
             _state["error"] = (-10004, "No IPC connection")
             return None
         return reply

@@ -20,7 +20,7 @@ from kstrade.bus.topics import METRICS_ALERTS, PNL, signals
 from kstrade.clock import EventClock
 from kstrade.config import ExecutionSettings, GuardrailSettings, SymbolSettings
 from kstrade.execution import CircuitBreaker, JournalState, OrderRequest, OrderRouter, Outcome
-from kstrade.execution.mt5 import MT5Broker, connect_mt5linux
+from kstrade.execution.mt5 import LINK_ERRORS, MT5Broker, TerminalLost, connect_mt5linux, open_mt5
 from kstrade.retry import Backoff
 from kstrade.schemas.models import Side, Signal, SignalDirection, SignalStage
 
@@ -53,15 +53,26 @@ def bridge() -> Iterator[tuple[Any, Any, int]]:
         server.wait(10)
 
 
+def reconnecting(module: Any, remote_dict: Any = dict, reconnect_s: float = 5.0) -> MT5Broker:
+    """A broker that connects again through initialize(), as open_mt5's does."""
+
+    def connect() -> tuple[Any, Any]:
+        if not module.initialize():
+            raise ConnectionError(f"initialize failed: {module.last_error()}")
+        return module, remote_dict
+
+    return MT5Broker(module, magic=MAGIC, remote_dict=remote_dict, connect=connect, reconnect_s=reconnect_s)
+
+
 @pytest.fixture(params=["direct", "mt5linux"])
 def terminal(request: pytest.FixtureRequest) -> tuple[Any, MT5Broker]:
     """(control module, broker): the fake in this process, or behind the bridge."""
     if request.param == "direct":
         execution_fake_mt5.reset()
-        return execution_fake_mt5, MT5Broker(execution_fake_mt5, magic=MAGIC)
+        return execution_fake_mt5, reconnecting(execution_fake_mt5)
     module, remote_dict, _ = request.getfixturevalue("bridge")
     module.reset()
-    return module, MT5Broker(module, magic=MAGIC, remote_dict=remote_dict)
+    return module, reconnecting(module, remote_dict)
 
 
 def order(cid: str = "ks-abc", qty: float = 1.0, sl: float = 1.0950, tp: float = 1.1100) -> OrderRequest:
@@ -240,3 +251,61 @@ def test_build_defaults_to_the_paper_broker(tmp_path: Path) -> None:
     stage = build(load(None, execution=paths))
     assert isinstance(stage.broker, PaperBroker) and stage.inputs()[0] == "signals.final"
     assert (tmp_path / "o.sqlite3").exists()
+
+
+def test_a_terminal_that_exits_is_reconnected_and_nothing_is_sent_twice(terminal: tuple[Any, MT5Broker]) -> None:
+    """The terminal process exits (every call answers None, last_error -10004) and comes back:
+    while it is gone no query reads as "no positions" or "no deal" and no order is sent; once it
+    runs again, the next call after the reconnect delay initializes again and trading resumes,
+    with the position opened before still there."""
+    fake, broker = terminal
+    assert broker.send(order("ks-before"), NOW_NS).outcome is Outcome.FILLED
+    fake.exit_terminal()
+    with pytest.raises(TerminalLost, match="-10004"):
+        broker.account(NOW_NS)
+    # An order while it is gone: nothing reaches order_send, and the router's look-ups fail
+    # loudly instead of finding nothing (which would let it send again).
+    during = route(broker, order("ks-during"))
+    assert during.reply.outcome is Outcome.UNKNOWN and fake.calls() == 1
+    with pytest.raises(TerminalLost, match="next reconnect attempt"):
+        broker.account(NOW_NS)  # a failed reconnect during `route` set the delay
+    fake.start_terminal()
+    later = NOW_NS + 10 * 1_000_000_000  # past the router's backoff (3.5 s) and the delay (5 s)
+    snapshot = broker.account(later)
+    assert [p.client_order_id for p in snapshot.positions] == ["ks-before"]
+    assert broker.find("ks-during", later) is None  # never sent: reconciliation will say so
+    assert broker.send(order("ks-after"), later).outcome is Outcome.FILLED
+    assert fake.calls() == 2
+
+
+def test_a_dead_bridge_is_reconnected_by_open_mt5(tmp_path: Path) -> None:
+    """mt5linux: the bridge process (the terminal under Wine) is killed and started again on the
+    same port; the broker open_mt5 built opens a new RPyC connection and logs in again."""
+    port = _free_port()
+
+    def start() -> subprocess.Popen[str]:
+        server = subprocess.Popen(
+            [sys.executable, str(Path(execution_fake_mt5.__file__)), str(port)], stdout=subprocess.PIPE, text=True
+        )
+        assert server.stdout is not None and server.stdout.readline().strip() == "READY"
+        return server
+
+    server = start()
+    try:
+        broker = open_mt5(ExecutionSettings(broker="mt5linux", mt5linux_port=port, mt5_magic=MAGIC))
+        assert broker.send(order("ks-1"), NOW_NS).outcome is Outcome.FILLED
+        server.kill()
+        server.wait(10)
+        with pytest.raises(LINK_ERRORS):
+            broker.account(NOW_NS)  # the dead link
+        with pytest.raises(LINK_ERRORS):
+            broker.account(NOW_NS)  # a reconnect attempt: refused, nothing listens
+        server = start()
+        with pytest.raises(TerminalLost, match="next reconnect attempt"):
+            broker.account(NOW_NS + 1_000_000_000)  # no attempt within 5 s of the last one
+        later = NOW_NS + 6 * 1_000_000_000
+        assert broker.account(later).balance == 100_000.0  # a fresh fake terminal
+        assert broker.send(order("ks-2"), later).outcome is Outcome.FILLED
+    finally:
+        server.kill()
+        server.wait(10)

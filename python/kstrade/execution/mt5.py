@@ -13,7 +13,8 @@ adapter refuses any other host); never expose its port, not even on a LAN.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +32,12 @@ REJECTED = {
     10017: "TRADE_DISABLED", 10018: "MARKET_CLOSED", 10019: "NO_MONEY", 10027: "AUTOTRADING_DISABLED",
     10030: "INVALID_FILL",
 }  # fmt: skip
+#: last_error() codes of the MetaTrader5 package's own link to the terminal (RES_E_INTERNAL_FAIL_*):
+#: the terminal exited or restarted, and nothing works until initialize() is called again.
+IPC_LOST = {-10001: "IPC send failed", -10002: "IPC receive failed", -10003: "IPC initialize failed",
+            -10004: "no IPC connection", -10005: "IPC timeout"}  # fmt: skip
+#: What a dead bridge or terminal raises (the RPyC socket, the IPC codes above as TerminalLost).
+LINK_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, EOFError, TimeoutError)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: How far back reconciliation looks for our deals. MT5 history times are in server time (one to
 #: two hours ahead of UTC), so the window is wide on both sides.
@@ -40,6 +47,14 @@ _HISTORY_AHEAD = timedelta(days=1)
 
 def _utc(now_ns: int) -> datetime:
     return datetime.fromtimestamp(now_ns // 1_000_000_000, UTC)
+
+
+class TerminalLost(ConnectionError):
+    """The link to the terminal is gone (IPC lost, bridge closed); the broker reconnects."""
+
+
+#: (the MetaTrader5 module or its bridge proxy, logged in; the request builder for it)
+Connection = tuple[Any, Callable[[dict[str, Any]], Any]]
 
 
 class MT5Broker:
@@ -53,25 +68,74 @@ class MT5Broker:
         deviation_points: int = 20,
         symbols: dict[str, SymbolSettings] | None = None,
         remote_dict: Callable[[dict[str, Any]], Any] = dict,
+        connect: Callable[[], Connection] | None = None,
+        reconnect_s: float = 5.0,
     ) -> None:
         """`mt5`: the MetaTrader5 module, or its proxy over the bridge. `remote_dict` builds the
-        request where the terminal runs (over RPyC a dict must be made on the remote side)."""
-        self.mt5 = mt5
+        request where the terminal runs (over RPyC a dict must be made on the remote side).
+
+        `connect` opens a new connection (initialize and log in): when the terminal or the bridge
+        dies, every call raises a link error (the router and the stage treat it as an unavailable
+        broker, and an order in flight is reconciled before anything is resent), and the next call
+        at least `reconnect_s` later connects again. Without it, a lost terminal stays lost."""
+        self.mt5: Any = mt5
         self.magic = magic
         self.deviation = deviation_points
         self.symbols = symbols or {}
         self.remote_dict = remote_dict
+        self._connect = connect
+        self._reconnect_ns = int(reconnect_s * 1e9)
+        self._next_connect_ns = 0
         self._seen_deals: set[int] = set()
+
+    # -- the link to the terminal --------------------------------------------------------------
+    @contextmanager
+    def _link(self, now_ns: int) -> Iterator[Any]:
+        """The terminal, reconnected first if it was lost; a link error inside marks it lost."""
+        if self.mt5 is None:
+            if self._connect is None:
+                raise TerminalLost("MT5 terminal lost and no way to reconnect configured")
+            if now_ns < self._next_connect_ns:
+                wait = (self._next_connect_ns - now_ns) / 1e9
+                raise TerminalLost(f"MT5 terminal lost; next reconnect attempt in {wait:.1f}s")
+            self._next_connect_ns = now_ns + self._reconnect_ns
+            self.mt5, self.remote_dict = self._connect()
+        try:
+            yield self.mt5
+        except LINK_ERRORS:
+            self.mt5 = None
+            raise
+
+    def _failed(self, what: str) -> tuple[int, str]:
+        """last_error() after a call returned nothing; raises TerminalLost for an IPC failure."""
+        code, message = self.mt5.last_error()
+        if int(code) in IPC_LOST:
+            raise TerminalLost(f"{what}: {code} {message}")
+        return int(code), str(message)
+
+    def _all(self, found: Any, what: str) -> tuple[Any, ...]:
+        """A query's result as a tuple: None is an empty answer unless the link is gone (an
+        unreachable terminal must never read as "no positions" or "no deals": a deal not found
+        is an order sent again)."""
+        if found is None:
+            self._failed(what)
+            return ()
+        return tuple(found)
 
     # -- Broker ----------------------------------------------------------------------------------
     def price(self, symbol: str, side: Side, now_ns: int) -> float | None:
-        tick = self.mt5.symbol_info_tick(symbol)
-        if tick is None:
-            return None
-        return float(tick.ask if side is Side.BUY else tick.bid)
+        with self._link(now_ns) as mt5:
+            tick = mt5.symbol_info_tick(symbol)
+            if tick is None:
+                self._failed("symbol_info_tick")
+                return None
+            return float(tick.ask if side is Side.BUY else tick.bid)
 
     def send(self, request: OrderRequest, now_ns: int) -> BrokerReply:
-        mt5 = self.mt5
+        with self._link(now_ns) as mt5:
+            return self._send(mt5, request, now_ns)
+
+    def _send(self, mt5: Any, request: OrderRequest, now_ns: int) -> BrokerReply:
         price = self.price(request.symbol, request.side, now_ns)
         if price is None:
             code, message = mt5.last_error()
@@ -86,7 +150,11 @@ class MT5Broker:
         }  # fmt: skip
         result = mt5.order_send(self.remote_dict(order))
         if result is None:
+            # It may have reached the server all the same: UNKNOWN, so the router looks for the
+            # deal before sending again (and a lost link is reconnected for that look-up).
             code, message = mt5.last_error()
+            if int(code) in IPC_LOST:
+                self.mt5 = None
             return BrokerReply(Outcome.UNKNOWN, "NO_RESULT", f"order_send returned nothing: {code} {message}")
         return self._interpret(int(result.retcode), str(result.comment), request, now_ns)
 
@@ -117,29 +185,32 @@ class MT5Broker:
 
     def _history(self, now_ns: int, **kwargs: Any) -> list[Any]:
         t = _utc(now_ns)
-        return list(self.mt5.history_deals_get(t - _HISTORY_BACK, t + _HISTORY_AHEAD, **kwargs) or ())
+        found = self.mt5.history_deals_get(t - _HISTORY_BACK, t + _HISTORY_AHEAD, **kwargs)
+        return list(self._all(found, "history_deals_get"))
 
     def find(self, client_order_id: str, now_ns: int) -> Fill | None:
-        for deal in self._ours(self._history(now_ns)):
-            if str(deal.comment) == client_order_id and int(deal.entry) == int(self.mt5.DEAL_ENTRY_IN):
-                return Fill(
-                    f"mt5-{int(deal.position_id)}", f"mt5-deal-{int(deal.ticket)}", float(deal.price),
-                    float(deal.volume), -float(deal.commission), now_ns,
-                )  # fmt: skip
-        for p in self.mt5.positions_get() or ():
-            if int(p.magic) == self.magic and str(p.comment) == client_order_id:
-                return Fill(f"mt5-{int(p.ticket)}", f"mt5-position-{int(p.ticket)}", float(p.price_open),
-                            float(p.volume), 0.0, now_ns)  # fmt: skip
-        return None
+        with self._link(now_ns) as mt5:
+            for deal in self._ours(self._history(now_ns)):
+                if str(deal.comment) == client_order_id and int(deal.entry) == int(mt5.DEAL_ENTRY_IN):
+                    return Fill(
+                        f"mt5-{int(deal.position_id)}", f"mt5-deal-{int(deal.ticket)}", float(deal.price),
+                        float(deal.volume), -float(deal.commission), now_ns,
+                    )  # fmt: skip
+            for p in self._all(mt5.positions_get(), "positions_get"):
+                if int(p.magic) == self.magic and str(p.comment) == client_order_id:
+                    return Fill(f"mt5-{int(p.ticket)}", f"mt5-position-{int(p.ticket)}", float(p.price_open),
+                                float(p.volume), 0.0, now_ns)  # fmt: skip
+            return None
 
     def account(self, now_ns: int) -> AccountSnapshot:
-        info = self.mt5.account_info()
-        if info is None:
-            code, message = self.mt5.last_error()
-            raise ConnectionError(f"account_info failed: {code} {message}")
-        # Every position on the account counts against the floors, ours or not.
-        positions = tuple(self._position(p) for p in self.mt5.positions_get() or ())
-        return AccountSnapshot(float(info.balance), float(info.equity), positions)
+        with self._link(now_ns) as mt5:
+            info = mt5.account_info()
+            if info is None:
+                code, message = self._failed("account_info")
+                raise ConnectionError(f"account_info failed: {code} {message}")
+            # Every position on the account counts against the floors, ours or not.
+            positions = tuple(self._position(p) for p in self._all(mt5.positions_get(), "positions_get"))
+            return AccountSnapshot(float(info.balance), float(info.equity), positions)
 
     def _position(self, p: Any) -> Position:
         symbol = str(p.symbol)
@@ -156,8 +227,11 @@ class MT5Broker:
         )  # fmt: skip
 
     def close_position(self, ticket: str, now_ns: int, reason: str) -> BrokerReply:
-        mt5 = self.mt5
-        found = mt5.positions_get(ticket=int(ticket))
+        with self._link(now_ns) as mt5:
+            return self._close_position(mt5, ticket, now_ns, reason)
+
+    def _close_position(self, mt5: Any, ticket: str, now_ns: int, reason: str) -> BrokerReply:
+        found = self._all(mt5.positions_get(ticket=int(ticket)), "positions_get")
         if not found:
             return BrokerReply(Outcome.REJECTED, "POSITION_NOT_FOUND", ticket)
         p = found[0]
@@ -172,7 +246,10 @@ class MT5Broker:
         }  # fmt: skip
         result = mt5.order_send(self.remote_dict(order))
         if result is None:
-            return BrokerReply(Outcome.UNKNOWN, "NO_RESULT", str(mt5.last_error()))
+            code, message = mt5.last_error()
+            if int(code) in IPC_LOST:
+                self.mt5 = None
+            return BrokerReply(Outcome.UNKNOWN, "NO_RESULT", f"{code} {message}")
         rc = int(result.retcode)
         if rc in DONE:
             return BrokerReply(Outcome.FILLED, "DONE")
@@ -180,6 +257,10 @@ class MT5Broker:
         return BrokerReply(Outcome.REJECTED, name, str(result.comment))
 
     def closed_trades(self, now_ns: int) -> list[ClosedTrade]:
+        with self._link(now_ns):
+            return self._closed_trades(now_ns)
+
+    def _closed_trades(self, now_ns: int) -> list[ClosedTrade]:
         deals = self._history(now_ns)
         opening = {int(d.position_id): d for d in self._ours(deals) if int(d.entry) == int(self.mt5.DEAL_ENTRY_IN)}
         out: list[ClosedTrade] = []
@@ -225,25 +306,31 @@ def connect_mt5linux(host: str, port: int) -> tuple[Any, Callable[[dict[str, Any
 
 def open_mt5(settings: ExecutionSettings) -> MT5Broker:
     """Connect to the terminal named by the settings (`broker = "mt5"` on Windows, `"mt5linux"`
-    through the bridge) and log in. The password comes from KSTRADE_EXECUTION__MT5_PASSWORD and
-    never appears in an error or a log line."""
-    if settings.broker == "mt5":
-        mt5: Any = importlib.import_module("MetaTrader5")  # the `mt5` extra, Windows only
-        remote_dict: Callable[[dict[str, Any]], Any] = dict
-    else:
-        mt5, remote_dict = connect_mt5linux(settings.mt5linux_host, settings.mt5linux_port)
-    if settings.mt5_login is not None:
-        if settings.mt5_password is None:
-            raise ValueError("execution.mt5_login is set but KSTRADE_EXECUTION__MT5_PASSWORD is not")
-        ok = mt5.initialize(
-            login=settings.mt5_login, password=settings.mt5_password.get_secret_value(), server=settings.mt5_server
-        )
-    else:
-        ok = mt5.initialize()  # the terminal's logged-in account
-    if not ok:
-        code, message = mt5.last_error()
-        raise ConnectionError(f"MT5 initialize failed for login {settings.mt5_login}: {code} {message}")
+    through the bridge) and log in; the broker connects the same way again when the terminal or
+    the bridge is lost. The password comes from KSTRADE_EXECUTION__MT5_PASSWORD and never appears
+    in an error or a log line."""
+    if settings.mt5_login is not None and settings.mt5_password is None:
+        raise ValueError("execution.mt5_login is set but KSTRADE_EXECUTION__MT5_PASSWORD is not")
+
+    def connect() -> Connection:
+        if settings.broker == "mt5":
+            mt5: Any = importlib.import_module("MetaTrader5")  # the `mt5` extra, Windows only
+            remote_dict: Callable[[dict[str, Any]], Any] = dict
+        else:
+            mt5, remote_dict = connect_mt5linux(settings.mt5linux_host, settings.mt5linux_port)
+        if settings.mt5_login is not None and settings.mt5_password is not None:
+            ok = mt5.initialize(
+                login=settings.mt5_login, password=settings.mt5_password.get_secret_value(), server=settings.mt5_server
+            )
+        else:
+            ok = mt5.initialize()  # the terminal's logged-in account
+        if not ok:
+            code, message = mt5.last_error()
+            raise ConnectionError(f"MT5 initialize failed for login {settings.mt5_login}: {code} {message}")
+        return mt5, remote_dict
+
+    mt5, remote_dict = connect()
     return MT5Broker(
         mt5, magic=settings.mt5_magic, deviation_points=settings.mt5_deviation_points, symbols=settings.symbols,
-        remote_dict=remote_dict,
+        remote_dict=remote_dict, connect=connect,
     )  # fmt: skip
