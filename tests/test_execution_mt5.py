@@ -261,14 +261,16 @@ def test_a_terminal_that_exits_is_reconnected_and_nothing_is_sent_twice(terminal
     fake, broker = terminal
     assert broker.send(order("ks-before"), NOW_NS).outcome is Outcome.FILLED
     fake.exit_terminal()
+    # A look-up fails loudly: "no deal" here would let the router send an order again.
     with pytest.raises(TerminalLost, match="-10004"):
-        broker.account(NOW_NS)
-    # An order while it is gone: nothing reaches order_send, and the router's look-ups fail
-    # loudly instead of finding nothing (which would let it send again).
-    during = route(broker, order("ks-during"))
-    assert during.reply.outcome is Outcome.UNKNOWN and fake.calls() == 1
+        broker.find("ks-before", NOW_NS)
+    with pytest.raises(ConnectionError, match="initialize failed"):
+        broker.account(NOW_NS)  # the first reconnect attempt: the terminal is not running
     with pytest.raises(TerminalLost, match="next reconnect attempt"):
-        broker.account(NOW_NS)  # a failed reconnect during `route` set the delay
+        broker.account(NOW_NS)  # none again within 5 s of the last
+    # An order while it is gone: nothing reaches order_send, and it is refused, not UNCERTAIN.
+    during = route(broker, order("ks-during"))
+    assert (during.reply.outcome, during.reply.code, fake.calls()) == (Outcome.RETRYABLE, "NOT_CONNECTED", 1)
     fake.start_terminal()
     later = NOW_NS + 10 * 1_000_000_000  # past the router's backoff (3.5 s) and the delay (5 s)
     snapshot = broker.account(later)

@@ -132,11 +132,15 @@ class MT5Broker:
             return float(tick.ask if side is Side.BUY else tick.bid)
 
     def send(self, request: OrderRequest, now_ns: int) -> BrokerReply:
+        try:
+            price = self.price(request.symbol, request.side, now_ns)
+        except LINK_ERRORS as exc:
+            # Nothing was sent (no terminal to send to): a plain failure, not an unknown outcome.
+            return BrokerReply(Outcome.RETRYABLE, "NOT_CONNECTED", f"nothing sent: {exc}")
         with self._link(now_ns) as mt5:
-            return self._send(mt5, request, now_ns)
+            return self._send(mt5, request, price, now_ns)
 
-    def _send(self, mt5: Any, request: OrderRequest, now_ns: int) -> BrokerReply:
-        price = self.price(request.symbol, request.side, now_ns)
+    def _send(self, mt5: Any, request: OrderRequest, price: float | None, now_ns: int) -> BrokerReply:
         if price is None:
             code, message = mt5.last_error()
             # nothing was sent: safe to try again with a fresh price
