@@ -20,7 +20,8 @@ from kstrade.bus.topics import METRICS_ALERTS, PNL, signals
 from kstrade.clock import EventClock
 from kstrade.config import ExecutionSettings, GuardrailSettings, SymbolSettings
 from kstrade.execution import CircuitBreaker, JournalState, OrderRequest, OrderRouter, Outcome
-from kstrade.execution.mt5 import LINK_ERRORS, MT5Broker, TerminalLost, connect_mt5linux, open_mt5
+from kstrade.execution.broker import LINK_ERRORS
+from kstrade.execution.mt5 import MT5Broker, TerminalLost, connect_mt5linux, open_mt5
 from kstrade.retry import Backoff
 from kstrade.schemas.models import Side, Signal, SignalDirection, SignalStage
 

@@ -12,6 +12,9 @@ from typing import Protocol
 from kstrade.execution.account import AccountSnapshot
 from kstrade.schemas.models import Side
 
+#: What a broken link to the broker raises (sockets, the RPyC bridge, MT5 IPC).
+LINK_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, EOFError, TimeoutError)
+
 
 class Outcome(StrEnum):
     FILLED = "FILLED"

@@ -20,7 +20,7 @@ from typing import Any
 
 from kstrade.config import ExecutionSettings, SymbolSettings
 from kstrade.execution.account import AccountSnapshot, Position
-from kstrade.execution.broker import BrokerReply, ClosedTrade, Fill, OrderRequest, Outcome
+from kstrade.execution.broker import LINK_ERRORS, BrokerReply, ClosedTrade, Fill, OrderRequest, Outcome
 from kstrade.schemas.models import Side
 
 #: MqlTradeResult.retcode values (MT5 documentation): name, and what to do about them.
@@ -36,8 +36,6 @@ REJECTED = {
 #: the terminal exited or restarted, and nothing works until initialize() is called again.
 IPC_LOST = {-10001: "IPC send failed", -10002: "IPC receive failed", -10003: "IPC initialize failed",
             -10004: "no IPC connection", -10005: "IPC timeout"}  # fmt: skip
-#: What a dead bridge or terminal raises (the RPyC socket, the IPC codes above as TerminalLost).
-LINK_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, EOFError, TimeoutError)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: How far back reconciliation looks for our deals. MT5 history times are in server time (one to
 #: two hours ahead of UTC), so the window is wide on both sides.
@@ -113,6 +111,15 @@ class MT5Broker:
             raise TerminalLost(f"{what}: {code} {message}")
         return int(code), str(message)
 
+    def _no_result(self, mt5: Any) -> BrokerReply:
+        """order_send answered nothing. The order may have reached the server all the same:
+        UNKNOWN, so it is looked for before anything is sent again (and a lost link is
+        reconnected for that look-up)."""
+        code, message = mt5.last_error()
+        if int(code) in IPC_LOST:
+            self.mt5 = None
+        return BrokerReply(Outcome.UNKNOWN, "NO_RESULT", f"order_send returned nothing: {code} {message}")
+
     def _all(self, found: Any, what: str) -> tuple[Any, ...]:
         """A query's result as a tuple: None is an empty answer unless the link is gone (an
         unreachable terminal must never read as "no positions" or "no deals": a deal not found
@@ -154,12 +161,7 @@ class MT5Broker:
         }  # fmt: skip
         result = mt5.order_send(self.remote_dict(order))
         if result is None:
-            # It may have reached the server all the same: UNKNOWN, so the router looks for the
-            # deal before sending again (and a lost link is reconnected for that look-up).
-            code, message = mt5.last_error()
-            if int(code) in IPC_LOST:
-                self.mt5 = None
-            return BrokerReply(Outcome.UNKNOWN, "NO_RESULT", f"order_send returned nothing: {code} {message}")
+            return self._no_result(mt5)
         return self._interpret(int(result.retcode), str(result.comment), request, now_ns)
 
     def _interpret(self, rc: int, comment: str, request: OrderRequest, now_ns: int) -> BrokerReply:
@@ -250,10 +252,7 @@ class MT5Broker:
         }  # fmt: skip
         result = mt5.order_send(self.remote_dict(order))
         if result is None:
-            code, message = mt5.last_error()
-            if int(code) in IPC_LOST:
-                self.mt5 = None
-            return BrokerReply(Outcome.UNKNOWN, "NO_RESULT", f"{code} {message}")
+            return self._no_result(mt5)
         rc = int(result.retcode)
         if rc in DONE:
             return BrokerReply(Outcome.FILLED, "DONE")

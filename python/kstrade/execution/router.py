@@ -8,12 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kstrade.clock import Clock
-from kstrade.execution.broker import Broker, BrokerReply, OrderRequest, Outcome
+from kstrade.execution.broker import LINK_ERRORS, Broker, BrokerReply, OrderRequest, Outcome
 from kstrade.execution.circuit import CircuitBreaker
 from kstrade.retry import Backoff, retry
-
-#: What a broken link to the broker raises (sockets, the RPyC bridge, MT5 IPC).
-LINK_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, EOFError, TimeoutError)
 
 
 class _TryAgain(Exception):

@@ -19,12 +19,12 @@ from kstrade.bus import MessageError, Output, Record
 from kstrade.bus.topics import EXECUTIONS, METRICS_ALERTS, ORDERS_CONFIRMED, ORDERS_PENDING, PNL, candles, signals
 from kstrade.config import ExecutionSettings, Settings, SymbolSettings
 from kstrade.execution.account import loss_to_stop
-from kstrade.execution.broker import Broker, BrokerReply, OrderRequest, Outcome
+from kstrade.execution.broker import LINK_ERRORS, Broker, BrokerReply, OrderRequest, Outcome
 from kstrade.execution.circuit import CircuitBreaker
 from kstrade.execution.guardrails import AccountGuard, NewsBlackout, TradingState
 from kstrade.execution.journal import JournalEntry, JournalState, OrderJournal
 from kstrade.execution.paper import PaperBroker
-from kstrade.execution.router import LINK_ERRORS, OrderRouter
+from kstrade.execution.router import OrderRouter
 from kstrade.execution.sizing import KellySizer
 from kstrade.execution.trading_day import trading_session
 from kstrade.retry import Backoff
