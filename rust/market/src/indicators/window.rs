@@ -1,6 +1,6 @@
 //! Fixed-size building blocks that keep indicator updates O(1): a ring of the last n values
-//! (to drop the trailing value of a running sum) and a monotonic deque for the highest high /
-//! lowest low of a sliding window (amortised O(1) instead of rescanning the window).
+//! (to drop the trailing value of a running sum) and a block-wise sliding extreme for the highest
+//! high / lowest low of a window (amortised O(1) instead of rescanning the window).
 
 use serde::{Deserialize, Serialize};
 
@@ -184,9 +184,9 @@ impl From<ExtremeState> for SlidingExtreme {
         extreme.prefix = extreme.values[..extreme.pos]
             .iter()
             .fold(f64::NEG_INFINITY, |m, &x| larger(m, x));
+        // Slots before `pos` hold the current block, the rest the previous block's part of the
+        // window: only `suffix[pos + 1..]` is ever read, which covers just that part.
         extreme.compute_suffix();
-        // Slots of the current block were written above; the previous block's part of the
-        // window is what `compute_suffix` read from the slots at and after `pos`.
         extreme
     }
 }
