@@ -29,6 +29,10 @@ from kstrade.stage import Pipeline, Stage
 
 #: The stages of a full run, in pipeline order (each drains before the next in every round).
 PIPELINE_ORDER = ("features", "inference.lstm", "inference.transformer", "signals", "execution", "metrics")
+#: The stages that read nothing a later stage writes: a replay runs them over many instants at
+#: once (big batches, one model call for many vectors); the rest go instant by instant behind an
+#: event-time fence, since signals and execution feed each other (`Pipeline`).
+RUN_AHEAD = ("features", "inference.lstm", "inference.transformer")
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,8 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
     bus = Bus.from_settings(settings.bus)
     ensure_topics(bus, settings)
     stages = pipeline_stages(settings, bus)
-    pipeline = Pipeline(bus, stages)
+    ahead = [s.name for s in stages[: len(RUN_AHEAD)]] if bus.transport == "memory" else []
+    pipeline = Pipeline(bus, stages, ahead=ahead if ahead == list(RUN_AHEAD) else [])
     minutes = frame["open_time_ms"].n_unique()
     log(f"replaying {frame.height:,} candles ({minutes:,} minutes, {', '.join(symbols)}) from {label}")
     log(f"stages: {', '.join(s.name for s in stages)} on the {bus.transport} bus")

@@ -2,7 +2,9 @@
 
 A stage is a class with a name (its consumer group is `kstrade.{name}`), the topics it reads, a
 `handle(record)` that returns the messages to emit, and optionally `on_time(now_ns)` for work
-driven by the clock (deadlines, TTLs, grace periods). It never touches the bus itself: the
+driven by the clock (deadlines, TTLs, grace periods). A stage on the hot path may also override
+`handle_batch(batch)` to work on every record of a poll at once (one native decode, one model
+call); its outputs must be exactly what `handle` would give record by record. It never touches the bus itself: the
 runner polls, calls it, produces what it returns with the standard headers, sends failures to
 the dead-letter topic, flushes and commits. So the same stage object runs
 
@@ -35,9 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
-from kstrade.bus import Bus, Output, Record, StageRunner
+from kstrade.bus import Batch, Bus, Output, Record, StageRunner
+from kstrade.bus.runner import Stamp
 from kstrade.clock import Clock, EventClock, WallClock
 from kstrade.schemas import Codec, Message, MessageHeaders
+from kstrade.schemas.codec import HEADER_ORIGIN_NS
 
 M = TypeVar("M", bound=Message)
 
@@ -60,7 +64,9 @@ class _Emitter:
     def emit(self, topic: str, message: Message, *, key: bytes | None, origin_ns: int) -> Output:
         """An output with the standard headers (schema, version, origin_ns, stage, encoding)."""
         codec = self.codec(type(message))
-        return Output(topic, codec.encode(message), key=key, headers=codec.headers(origin_ns, self.name))
+        return Output(
+            topic, codec.encode(message), key=key, headers=codec.headers(origin_ns, self.name), origin_ns=origin_ns
+        )
 
 
 class Stage(_Emitter, ABC):
@@ -83,6 +89,13 @@ class Stage(_Emitter, ABC):
     @abstractmethod
     def handle(self, record: Record) -> Iterable[Output]:
         """Process one record; raise `MessageError(code, message)` for bad input."""
+
+    def handle_batch(self, batch: Batch) -> Iterable[Output]:
+        """Process the records of one poll, in order. Default: `handle` for each (a record that
+        raises goes to the dead-letter topic alone). Override where many records at once are
+        cheaper; call `batch.reject(record, code, message)` for bad input, and give exactly
+        the outputs, in exactly the order, that `handle` would."""
+        return batch.each(self.handle)
 
     def on_time(self, now_ns: int) -> Iterable[Output]:
         """Called after every batch and when idle, with the stage clock's time."""
@@ -112,6 +125,9 @@ class Stage(_Emitter, ABC):
     @staticmethod
     def origin_ns(record: Record) -> int:
         """The origin time of the market event behind `record`, to copy onto what it causes."""
+        raw = record.header(HEADER_ORIGIN_NS)
+        if raw is not None and raw.isdigit():  # the common case, without reading every header
+            return int(raw)
         return MessageHeaders.from_kafka(record.headers, topic=record.topic, offset=record.offset).origin_ns
 
 
@@ -124,7 +140,15 @@ class Source(_Emitter, ABC):
     def next_batch(self) -> list[Output] | None: ...
 
 
-def _runner(bus: Bus, stage: Stage, *, poll_timeout: float) -> StageRunner:
+def _runner(
+    bus: Bus,
+    stage: Stage,
+    *,
+    poll_timeout: float,
+    batched: bool = True,
+    stamp: Stamp | None = None,
+    max_records: int = 500,
+) -> StageRunner:
     consumer = bus.consumer(stage.group, stage.consumer_config)
     inputs = stage.inputs()
     if isinstance(inputs, str):
@@ -137,9 +161,13 @@ def _runner(bus: Bus, stage: Stage, *, poll_timeout: float) -> StageRunner:
         stage.handle,
         stage=stage.name,
         max_message_bytes=stage.max_message_bytes,
+        max_records=max_records,
         poll_timeout=poll_timeout,
         retained=stage.retained,
         checkpoint=stage.checkpoint,
+        batch_handler=stage.handle_batch if batched else None,
+        stamp=stamp,
+        dead_letter_timestamps=stamp is not None,
     )
 
 
@@ -158,55 +186,150 @@ class Pipeline:
     """Stages in one process on one bus, run round-robin in a fixed order with one clock.
 
     With the memory bus and an `EventClock` this is deterministic: the same input gives the
-    same outputs byte for byte, which is what backtests rely on.
+    same outputs byte for byte, which is what backtests rely on. `run` then stamps every record
+    with the event time of the instant that produced it.
+
+    `ahead` names stages, a prefix of `stages`, that read nothing a later stage writes (ingest ->
+    features -> inference): `run` gives them many instants at once (up to `chunk` source
+    batches: big batches, one model call for many vectors), then runs the other stages instant
+    by instant behind an event-time fence (`Consumer.set_read_until`), so that what they read,
+    and in which order, is exactly what they would read if every stage went instant by instant.
+    `batched=False` makes every stage handle one record at a time (`Stage.handle`): the path
+    that `handle_batch` must agree with.
     """
 
-    def __init__(self, bus: Bus, stages: Sequence[Stage], clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        stages: Sequence[Stage],
+        clock: Clock | None = None,
+        *,
+        ahead: Sequence[str] = (),
+        chunk: int = 1024,
+        batched: bool = True,
+        max_records: int = 500,
+    ) -> None:
         self.bus = bus
         self.clock = clock or (EventClock() if bus.transport == "memory" else WallClock())
         self.stages = list(stages)
+        names = [s.name for s in self.stages]
+        if list(ahead) != names[: len(ahead)]:
+            raise ValueError(f"stages that run ahead must come first, in order: {list(ahead)} vs {names}")
+        if ahead and bus.transport != "memory":
+            raise ValueError("running stages ahead needs the memory bus (its event-time fence)")
+        if chunk < 1:
+            raise ValueError("chunk must be at least one instant")
+        self.ahead = len(ahead)
+        self.chunk = chunk
         for stage in self.stages:
             stage.clock = self.clock
-        self.runners = [_runner(bus, s, poll_timeout=0.0) for s in self.stages]
+        # Stamping (and so fencing) only on the event clock: live, the producer's time is right.
+        self._stamping = isinstance(self.clock, EventClock)
+        stamp_now: Stamp | None = self._now_ms if self._stamping else None
+        stamp_origin: Stamp | None = self._origin_ms if self._stamping else None
+        self.runners = [
+            _runner(bus, s, poll_timeout=0.0, batched=batched, max_records=max_records,
+                    stamp=stamp_origin if i < self.ahead else stamp_now)
+            for i, s in enumerate(self.stages)
+        ]  # fmt: skip
         self._producer = bus.producer()
         self.stats = PipelineStats()
 
+    def _now_ms(self, out: Output) -> int:
+        return self.clock.now_ns() // 1_000_000
+
+    def _origin_ms(self, out: Output) -> int:
+        """A stage that ran ahead stamps each output with the instant it belongs to: the
+        origin of the market event behind it (what the clock says when stages go in step)."""
+        return self.clock.now_ns() // 1_000_000 if out.origin_ns is None else out.origin_ns // 1_000_000
+
     def step(self) -> int:
         """One round: every stage handles what is waiting for it. Returns records polled."""
+        return self._round(0, len(self.stages), self.clock.now_ns())
+
+    def _round(self, first: int, last: int, now: int) -> int:
         polled = 0
-        now = self.clock.now_ns()
-        for stage, runner in zip(self.stages, self.runners, strict=True):
+        stats = self.stats
+        for i in range(first, last):
+            stage, runner = self.stages[i], self.runners[i]
             started = time.perf_counter()
             result = runner.run_once(timeout=0.0)
+            name = stage.name
             if result.polled:
                 spent = (time.perf_counter() - started) * 1e6 / result.polled
-                self.stats.processing_us.setdefault(stage.name, []).append(spent)
-            polled += result.polled
-            self.stats.polled[stage.name] = self.stats.polled.get(stage.name, 0) + result.polled
-            self.stats.produced[stage.name] = self.stats.produced.get(stage.name, 0) + result.produced
-            self.stats.dead_lettered[stage.name] = self.stats.dead_lettered.get(stage.name, 0) + result.dead_lettered
+                stats.processing_us.setdefault(name, []).append(spent)
+                stats.polled[name] = stats.polled.get(name, 0) + result.polled
+                stats.produced[name] = stats.produced.get(name, 0) + result.produced
+                stats.dead_lettered[name] = stats.dead_lettered.get(name, 0) + result.dead_lettered
+                polled += result.polled
+            else:
+                stats.polled.setdefault(name, 0)
+                stats.produced.setdefault(name, 0)
+                stats.dead_lettered.setdefault(name, 0)
             timed = list(stage.on_time(now))
-            for out in timed:
-                self._producer.send(out.topic, out.value, key=out.key, headers=out.headers)
             if timed:
-                self._producer.flush()
+                runner.send(timed)
+                runner.producer.flush()
                 runner.commit_progress()  # what on_time released from `retained` is now done
-                self.stats.produced[stage.name] += len(timed)
+                stats.produced[name] += len(timed)
                 polled += len(timed)  # new messages: another round is needed
-        self.stats.rounds += 1
+        stats.rounds += 1
         return polled
 
     def drain(self, max_rounds: int = 1_000_000) -> None:
         """Run rounds until no stage has anything left to do."""
+        self._drain(0, len(self.stages), max_rounds)
+
+    def _drain(self, first: int, last: int, max_rounds: int = 1_000_000) -> None:
         for _ in range(max_rounds):
-            if self.step() == 0:
+            if self._round(first, last, self.clock.now_ns()) == 0:
                 return
         raise RuntimeError(f"pipeline still busy after {max_rounds} rounds")
 
+    def _fence(self, first: int, last: int, until_ms: int | None) -> None:
+        for runner in self.runners[first:last]:
+            runner.consumer.set_read_until(until_ms)
+
     def run(self, source: Source, on_batch: Callable[[int], None] | None = None) -> int:
-        """Feed every batch of `source` through the stages, draining them after each instant
-        so every stage sees the world exactly as it would live. Returns the batches fed;
-        `on_batch(batches so far)` is called after each (a progress view)."""
+        """Feed every batch of `source` through the stages, so that every stage sees the world
+        exactly as it would live, instant by instant (see the class doc for the stages that
+        run ahead). Returns the batches fed; `on_batch(batches so far)` is called after each
+        instant the last stages finish (a progress view)."""
+        clock = self.clock
+        if not isinstance(clock, EventClock):
+            return self._run_lockstep(source, on_batch)
+        # The source keeps its own event time: it may be read ahead of the stages' clock.
+        source.clock = source_clock = EventClock(self.clock.now_ns())
+        everyone = len(self.stages)
+        batches = 0
+        try:
+            while True:
+                instants: list[int] = []
+                while len(instants) < (self.chunk if self.ahead else 1):
+                    batch = source.next_batch()
+                    if batch is None:
+                        break
+                    at_ms = source_clock.now_ns() // 1_000_000
+                    for out in batch:
+                        self._producer.send(out.topic, out.value, key=out.key, headers=out.headers, timestamp_ms=at_ms)
+                    instants.append(source_clock.now_ns())
+                if not instants:
+                    return batches
+                self._producer.flush()
+                if self.ahead:
+                    clock.advance_to(instants[0])
+                    self._drain(0, self.ahead)
+                for at in instants:
+                    clock.advance_to(at)
+                    self._fence(self.ahead, everyone, at // 1_000_000)
+                    self._drain(self.ahead, everyone)
+                    batches += 1
+                    if on_batch is not None:
+                        on_batch(batches)
+        finally:
+            self._fence(self.ahead, everyone, None)
+
+    def _run_lockstep(self, source: Source, on_batch: Callable[[int], None] | None) -> int:
         source.clock = self.clock
         batches = 0
         while (batch := source.next_batch()) is not None:

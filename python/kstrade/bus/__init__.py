@@ -17,10 +17,11 @@ consumer.commit()                           # then commit: at-least-once
 
 from kstrade.bus.core import Admin, Bus, BusError, Consumer, Producer, RebalanceListener, Record
 from kstrade.bus.dlq import DeadLetters
-from kstrade.bus.runner import BatchResult, MessageError, Output, StageRunner
+from kstrade.bus.runner import Batch, BatchResult, MessageError, Output, StageRunner
 
 __all__ = [
     "Admin",
+    "Batch",
     "BatchResult",
     "Bus",
     "BusError",

@@ -165,6 +165,12 @@ class Consumer:
     def rebalance_events(self) -> list[tuple[str, Partitions]]:
         return self._native.rebalance_events()
 
+    def set_read_until(self, until_ms: int | None) -> None:
+        """Event-time fence (memory bus only): `poll` stops on each partition before the first
+        record stamped later than `until_ms`. A replay reads its later stages instant by
+        instant with it while earlier stages have already run ahead; None lifts it."""
+        self._native.set_read_until(until_ms)
+
     def close(self) -> None:
         self._native.close()
 

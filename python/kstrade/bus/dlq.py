@@ -21,10 +21,13 @@ MAX_ERROR_MESSAGE = 2_000
 class DeadLetters:
     """Sends records that failed in `stage` to their dead-letter topics."""
 
-    def __init__(self, producer: Producer, stage: str) -> None:
+    def __init__(self, producer: Producer, stage: str, *, keep_timestamps: bool = False) -> None:
         self.producer = producer
         self.stage = stage
         self.sent = 0
+        #: Stamp a dead letter with its source record's timestamp (a replay, whose records carry
+        #: event time) instead of the producer's.
+        self.keep_timestamps = keep_timestamps
 
     def send(self, record: Record, code: str, message: str) -> None:
         value = record.value
@@ -41,5 +44,11 @@ class DeadLetters:
             ("dlq.stage", self.stage.encode()),
             ("dlq.time_ns", str(time.time_ns()).encode()),
         ]
-        self.producer.send(dlq_topic(record.topic), value, key=record.key, headers=headers)
+        self.producer.send(
+            dlq_topic(record.topic),
+            value,
+            key=record.key,
+            headers=headers,
+            timestamp_ms=record.timestamp_ms if self.keep_timestamps else None,
+        )
         self.sent += 1

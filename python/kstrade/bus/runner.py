@@ -1,8 +1,10 @@
 """`StageRunner`: the consume -> process -> produce -> commit loop every stage runs.
 
-Per batch: poll, hand each record to the stage's handler, send its outputs, send what failed
-to the dead-letter topic, flush (every output and dead letter acknowledged), and only then
-commit. A crash anywhere before the commit redelivers the batch (at-least-once); a bad record
+Per batch: poll, hand the batch to the stage's handler (a `Batch`: the records of the poll, in
+order; a record-at-a-time stage handles them one by one through `Batch.each`), send its
+outputs, send what failed to the dead-letter topic (each bad record alone: the rest of the
+batch is processed), flush (every output and dead letter acknowledged), and only then commit.
+A crash anywhere before the commit redelivers the batch (at-least-once); a bad record
 never stops the loop.
 
 While the cluster is unreachable the runner waits: a flush that times out is tried again, since
@@ -15,9 +17,10 @@ what this runner already handled and delivered is skipped, not handled twice.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kstrade.bus.core import BusError, Consumer, Producer, Record
@@ -33,17 +36,69 @@ class MessageError(Exception):
         self.message = message
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One record a handler wants produced."""
+    """One record a handler wants produced. `origin_ns` repeats the header of that name (set by
+    `Stage.emit`): a replay stamps what a stage ran ahead on with the instant it belongs to."""
 
     topic: str
     value: bytes | None
     key: bytes | None = None
     headers: Sequence[tuple[str, bytes | None]] = field(default_factory=list)
+    origin_ns: int | None = None
+
+
+class Batch:
+    """The records of one poll, in poll order, that a stage handles at once. A stage that can
+    work on many records together reads `records` and calls `reject` for each bad one (it goes
+    to the dead-letter topic alone); a record-at-a-time stage passes its handler to `each`."""
+
+    __slots__ = ("_dead_letters", "dead_lettered", "records")
+
+    def __init__(self, records: list[Record], dead_letters: DeadLetters) -> None:
+        self.records = records
+        self._dead_letters = dead_letters
+        self.dead_lettered = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def reject(self, record: Record, code: str, message: str) -> None:
+        """Send `record` to its dead-letter topic with a stable code and a message."""
+        self._dead_letters.send(record, code, message)
+        self.dead_lettered += 1
+
+    def fail(self, record: Record, exc: Exception) -> None:
+        """Dead-letter `record` for an exception its handler raised: bad input keeps its code
+        (MessageError, CodecError, MarketError, ...); anything else is a HANDLER_ERROR."""
+        if isinstance(exc, MessageError):
+            self.reject(record, exc.code, exc.message)
+            return
+        code = getattr(exc, "code", None)
+        if isinstance(code, str) and code:
+            self.reject(record, code, str(exc))
+        else:
+            self.reject(record, "HANDLER_ERROR", f"{type(exc).__name__}: {exc}")
+
+    def each(self, handler: Callable[[Record], Iterable[Output]]) -> Iterator[Output]:
+        """The record-at-a-time path: `handler` per record; a record whose handler raises goes
+        to the dead-letter topic and the loop goes on (a handler bug must not stop the stage)."""
+        for record in self.records:
+            try:
+                outputs = list(handler(record))
+            except Exception as exc:
+                self.fail(record, exc)
+                continue
+            yield from outputs
 
 
 Handler = Callable[[Record], Iterable[Output]]
+BatchHandler = Callable[[Batch], Iterable[Output]]
+#: What a replay stamps on an output (its record timestamp, epoch ms); None: the producer's time.
+Stamp = Callable[[Output], int | None]
 #: Per (topic, partition), the lowest offset a stage still holds in memory (e.g. a join waiting
 #: for its other half). The runner never commits past it, so a crash redelivers what was held.
 Retained = Callable[[], Mapping[tuple[str, int], int]]
@@ -60,7 +115,12 @@ class BatchResult:
 
 
 class StageRunner:
-    """Runs `handler` over the records of `consumer`, at least once, with dead letters."""
+    """Runs `handler` over the records of `consumer`, at least once, with dead letters.
+
+    `handler` takes one record; `batch_handler`, when given, takes a whole `Batch` instead
+    (`Stage.handle_batch`). `stamp` gives each output's record timestamp (a replay's event
+    time); without it the producer stamps its own time, as live.
+    """
 
     def __init__(
         self,
@@ -75,13 +135,18 @@ class StageRunner:
         retained: Retained | None = None,
         checkpoint: Callable[[], None] | None = None,
         flush_timeout: float = 30.0,
+        batch_handler: BatchHandler | None = None,
+        stamp: Stamp | None = None,
+        dead_letter_timestamps: bool = False,
     ) -> None:
         self.consumer = consumer
         self.retained = retained
         self.checkpoint = checkpoint
         self.producer = producer
         self.handler = handler
-        self.dead_letters = DeadLetters(producer, stage)
+        self.batch_handler = batch_handler
+        self.stamp = stamp
+        self.dead_letters = DeadLetters(producer, stage, keep_timestamps=dead_letter_timestamps)
         self.max_message_bytes = max_message_bytes
         self.max_records = max_records
         self.poll_timeout = poll_timeout
@@ -96,39 +161,63 @@ class StageRunner:
         result = BatchResult(polled=len(records))
         if not records:
             return result
+        fresh: list[Record] = []
+        delivered, handled = self._delivered, self._handled
         for record in records:
             where = (record.topic, record.partition)
-            if record.offset <= self._delivered.get(where, -1):
+            if record.offset <= delivered.get(where, -1):
                 result.redelivered += 1  # the stage's state and the bus already have it
                 continue
-            self._handled[where] = record.offset
-            try:
-                size = len(record.value or b"")
-                if size > self.max_message_bytes:
-                    raise MessageError(
-                        "MESSAGE_TOO_LARGE",
-                        f"{size} bytes exceeds this stage's limit of {self.max_message_bytes}",
-                    )
-                outputs = list(self.handler(record))
-            except MessageError as exc:
-                self.dead_letters.send(record, exc.code, exc.message)
+            handled[where] = record.offset
+            size = len(record.value or b"")
+            if size > self.max_message_bytes:
+                # Dead letters keep the order of their records: what came before goes first.
+                self._handle_fresh(fresh, result)
+                fresh = []
+                self.dead_letters.send(
+                    record,
+                    "MESSAGE_TOO_LARGE",
+                    f"{size} bytes exceeds this stage's limit of {self.max_message_bytes}",
+                )
                 result.dead_lettered += 1
                 continue
-            except Exception as exc:  # a handler bug must not stop the pipeline
-                # Errors that carry a stable code (CodecError, ...) keep it; others are bugs.
-                code = getattr(exc, "code", None)
-                if isinstance(code, str) and code:
-                    self.dead_letters.send(record, code, str(exc))
-                else:
-                    self.dead_letters.send(record, "HANDLER_ERROR", f"{type(exc).__name__}: {exc}")
-                result.dead_lettered += 1
-                continue
-            for out in outputs:
-                self.producer.send(out.topic, out.value, key=out.key, headers=out.headers)
-            result.processed += 1
-            result.produced += len(outputs)
+            fresh.append(record)
+        self._handle_fresh(fresh, result)
         self.commit_progress()
         return result
+
+    def _handle_fresh(self, fresh: list[Record], result: BatchResult) -> None:
+        if not fresh:
+            return
+        batch = Batch(fresh, self.dead_letters)
+        outputs = self._handle(batch)
+        self.send(outputs)
+        result.dead_lettered += batch.dead_lettered
+        result.processed += len(fresh) - batch.dead_lettered
+        result.produced += len(outputs)
+
+    def _handle(self, batch: Batch) -> list[Output]:
+        if self.batch_handler is None:
+            return list(batch.each(self.handler))
+        rejected = batch.dead_lettered
+        try:
+            return list(self.batch_handler(batch))
+        except Exception:
+            # A batch handler routes bad records through `batch.reject`; an exception escaping
+            # it is a bug. The batch goes again record by record (stages treat a repeat as a
+            # repeat), so only the record that really fails reaches the dead-letter topic.
+            log.exception("bus: batch handler failed: handling these %d records one at a time", len(batch))
+            batch.dead_lettered = rejected
+            return list(batch.each(self.handler))
+
+    def send(self, outputs: Iterable[Output]) -> int:
+        """Enqueue outputs (stamped when this runner has a `stamp`). Returns how many."""
+        send, stamp, n = self.producer.send, self.stamp, 0
+        for out in outputs:
+            send(out.topic, out.value, key=out.key, headers=out.headers,
+                 timestamp_ms=None if stamp is None else stamp(out))  # fmt: skip
+            n += 1
+        return n
 
     def commit_progress(self) -> None:
         """Flush (outputs and dead letters durable first), let the stage checkpoint its state,

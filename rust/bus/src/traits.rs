@@ -48,6 +48,17 @@ pub trait Consumer: Send {
     fn lag(&mut self, timeout: Duration) -> BusResult<BTreeMap<TopicPartition, i64>>;
     /// Rebalance events since the last call, oldest first.
     fn take_rebalance_events(&mut self) -> Vec<RebalanceEvent>;
+    /// Event-time fence for replays: from now on `poll` returns, on each partition, only the
+    /// records up to the first one stamped later than `until_ms` (none: no fence). A replay
+    /// runs a stage over many instants at once and reads the stages after it instant by
+    /// instant; the fence keeps them from reading their future. Only the memory transport has
+    /// it: a live cluster has no future to hide.
+    fn set_read_until(&mut self, until_ms: Option<i64>) -> BusResult<()> {
+        let _ = until_ms;
+        Err(crate::error::BusError::Config(
+            "read_until (an event-time fence) exists only on the memory transport".into(),
+        ))
+    }
     /// Leave the group. Uncommitted progress is not committed: callers commit first.
     fn close(&mut self) -> BusResult<()>;
 }

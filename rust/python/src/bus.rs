@@ -284,6 +284,13 @@ impl PyConsumer {
             .collect())
     }
 
+    /// Event-time fence (memory transport only): `poll` then stops, on each partition, before
+    /// the first record stamped later than `until_ms`; None lifts it.
+    #[pyo3(signature = (until_ms))]
+    fn set_read_until(&self, py: Python<'_>, until_ms: Option<i64>) -> PyResult<()> {
+        self.with(py, |c| c.set_read_until(until_ms))
+    }
+
     /// Commit `[(topic, partition, next_offset), ...]`, or with no argument the position after
     /// every record polled so far. Synchronous.
     #[pyo3(signature = (offsets=None))]

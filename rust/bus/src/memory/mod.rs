@@ -206,6 +206,8 @@ pub struct MemoryConsumer {
     events: Vec<RebalanceEvent>,
     reset: OffsetReset,
     closed: bool,
+    /// The event-time fence of [`Consumer::set_read_until`].
+    until_ms: Option<i64>,
 }
 
 impl MemoryConsumer {
@@ -235,6 +237,7 @@ impl MemoryConsumer {
             events: Vec::new(),
             reset,
             closed: false,
+            until_ms: None,
         })
     }
 
@@ -294,7 +297,15 @@ impl MemoryConsumer {
             let part = &log.partitions[tp.partition as usize];
             let pos = self.positions.entry(tp.clone()).or_insert(0);
             let start = (*pos).clamp(0, part.len() as i64) as usize;
-            let take = (max - out.len()).min(part.len() - start);
+            let mut take = (max - out.len()).min(part.len() - start);
+            if let Some(until) = self.until_ms {
+                // A partition's records are in production order, and a replay stamps them
+                // with the instant that produced them: the fence is the first later stamp.
+                take = part[start..start + take]
+                    .iter()
+                    .position(|s| s.timestamp_ms > until)
+                    .unwrap_or(take);
+            }
             for (i, s) in part[start..start + take].iter().enumerate() {
                 out.push(Record {
                     topic: tp.topic.clone(),
@@ -482,6 +493,11 @@ impl Consumer for MemoryConsumer {
         std::mem::take(&mut self.events)
     }
 
+    fn set_read_until(&mut self, until_ms: Option<i64>) -> BusResult<()> {
+        self.until_ms = until_ms;
+        Ok(())
+    }
+
     fn close(&mut self) -> BusResult<()> {
         self.leave();
         self.closed = true;
@@ -666,6 +682,30 @@ mod tests {
             let prev = last.insert(r.partition, r.offset);
             assert!(prev.is_none_or(|o| o + 1 == r.offset));
         }
+    }
+
+    #[test]
+    fn the_read_until_fence_hides_later_stamps_until_it_moves() {
+        let (broker, p, _) = setup(1);
+        for ts in [10, 20, 20, 30] {
+            let rec = OutRecord {
+                topic: "t".into(),
+                value: Some(ts.to_string().into_bytes()),
+                timestamp_ms: Some(ts),
+                ..Default::default()
+            };
+            p.send(rec).unwrap();
+        }
+        let mut c = consumer(&broker, "g");
+        c.set_read_until(Some(20)).unwrap();
+        let first = c.poll(100, Duration::ZERO).unwrap();
+        assert_eq!(first.iter().map(|r| r.timestamp_ms).collect::<Vec<_>>(), [10, 20, 20]);
+        assert!(c.poll(100, Duration::ZERO).unwrap().is_empty());
+        c.set_read_until(Some(30)).unwrap();
+        let rest = c.poll(100, Duration::ZERO).unwrap();
+        assert_eq!((rest.len(), rest[0].offset), (1, 3));
+        c.set_read_until(None).unwrap();
+        assert!(c.poll(100, Duration::ZERO).unwrap().is_empty());
     }
 
     #[test]
