@@ -45,6 +45,11 @@ class RunOptions:
     since: datetime | None = None
     until: datetime | None = None
     live_view: bool = True
+    #: False: every stage handles one record at a time and goes instant by instant (the path
+    #: the batched replay must agree with byte for byte; slow).
+    batched: bool = True
+    #: Instants the stages in RUN_AHEAD get at once.
+    chunk: int = 1024
 
 
 def pipeline_stages(settings: Settings, bus: Bus) -> list[Stage]:
@@ -166,8 +171,10 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
     bus = Bus.from_settings(settings.bus)
     ensure_topics(bus, settings)
     stages = pipeline_stages(settings, bus)
-    ahead = [s.name for s in stages[: len(RUN_AHEAD)]] if bus.transport == "memory" else []
-    pipeline = Pipeline(bus, stages, ahead=ahead if ahead == list(RUN_AHEAD) else [])
+    ahead = [s.name for s in stages[: len(RUN_AHEAD)]]
+    if not options.batched or bus.transport != "memory" or ahead != list(RUN_AHEAD):
+        ahead = []
+    pipeline = Pipeline(bus, stages, ahead=ahead, chunk=options.chunk, batched=options.batched)
     minutes = frame["open_time_ms"].n_unique()
     log(f"replaying {frame.height:,} candles ({minutes:,} minutes, {', '.join(symbols)}) from {label}")
     log(f"stages: {', '.join(s.name for s in stages)} on the {bus.transport} bus")

@@ -148,6 +148,7 @@ def _runner(
     batched: bool = True,
     stamp: Stamp | None = None,
     max_records: int = 500,
+    time_ordered: bool = False,
 ) -> StageRunner:
     consumer = bus.consumer(stage.group, stage.consumer_config)
     inputs = stage.inputs()
@@ -168,6 +169,7 @@ def _runner(
         batch_handler=stage.handle_batch if batched else None,
         stamp=stamp,
         dead_letter_timestamps=stamp is not None,
+        time_ordered=time_ordered,
     )
 
 
@@ -229,7 +231,7 @@ class Pipeline:
         stamp_origin: Stamp | None = self._origin_ms if self._stamping else None
         self.runners = [
             _runner(bus, s, poll_timeout=0.0, batched=batched, max_records=max_records,
-                    stamp=stamp_origin if i < self.ahead else stamp_now)
+                    stamp=stamp_origin if i < self.ahead else stamp_now, time_ordered=i < self.ahead)
             for i, s in enumerate(self.stages)
         ]  # fmt: skip
         self._producer = bus.producer()

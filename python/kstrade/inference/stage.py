@@ -24,11 +24,18 @@ from typing import ClassVar
 
 import numpy as np
 
-from kstrade.bus import MessageError, Output, Record
+from kstrade.bus import Batch, MessageError, Output, Record
 from kstrade.bus.topics import METRICS_ALERTS, PREDICTIONS_TRANSFORMER, features_aggregated, predictions_lstm
 from kstrade.config import Settings
 from kstrade.inference.manifest import ModelRefused
 from kstrade.inference.runtime import LoadedModel
+from kstrade.schemas.codec import (
+    HEADER_ENCODING,
+    HEADER_ORIGIN_NS,
+    HEADER_SCHEMA,
+    HEADER_SCHEMA_VERSION,
+    HEADER_STAGE,
+)
 from kstrade.schemas.models import (
     EPOCH,
     Alert,
@@ -40,6 +47,9 @@ from kstrade.schemas.models import (
     Severity,
 )
 from kstrade.stage import Stage, save_state
+
+#: Fewer vectors than this in a poll go the record-at-a-time way (live, usually one per symbol).
+_BATCH_FROM = 8
 
 _DIRECTIONS = (PredictedDirection.DOWN, PredictedDirection.FLAT, PredictedDirection.UP)
 
@@ -201,6 +211,8 @@ class InferenceStage(Stage):
             self._inputs[symbol] = np.empty((1, model.window, len(model.manifest.feature_names)), dtype=np.float32)
         self._next_check = time.monotonic() + reload_check_seconds
         self._alerts: list[Alert] = []
+        #: Scaled windows waiting for one model call, per model slot (handle_batch).
+        self._staged: dict[int, list[np.ndarray]] = {}
         self.duplicates = 0
         self._dirty = False
         self.state_file = None if state_dir is None else Path(state_dir).expanduser() / f"{self.name}-state.json"
@@ -321,6 +333,118 @@ class InferenceStage(Stage):
                 origin_ns=self.origin_ns(record),
             ),
         )
+
+    # -- many vectors at once -------------------------------------------------------------------
+    def handle_batch(self, batch: Batch) -> Iterable[Output]:
+        """`handle` for a whole poll: the vectors decoded natively in one call, every full
+        window scaled into one input array, one model call per model, the predictions encoded
+        in one call and emitted in the order of their vectors. The model's outputs do not depend
+        on the batch size (single-threaded kernels: tests/test_pipeline_batch.py checks it). A
+        vector that is anything but plainly valid takes `handle`'s path in its place, in order,
+        so bad input is dead-lettered exactly as `handle` does it."""
+        records = batch.records
+        if len(records) < _BATCH_FROM:
+            return list(batch.each(self.handle))
+        self._settle_reloads()
+        fv = self.codec(FeatureVector)
+        schema, version = fv.schema_name.encode(), str(fv.version).encode()
+        cols = fv.decode_batch([r.value or b"" for r in records], errors="skip")
+        plain = np.zeros(len(records), dtype=bool)
+        decoded = np.full(len(records), -1, dtype=np.int64)
+        rows = cols["rows"]
+        decoded[rows] = np.arange(len(rows))
+        names = cols.get("names")
+        values = cols["values"]
+        if names is not None and values.ndim == 2:
+            with np.errstate(over="ignore"):
+                as32 = values.astype(np.float32)
+            finite = np.isfinite(values).all(axis=1) & np.isfinite(as32).all(axis=1)
+            micros = cols["timestamp"].astype(np.int64)
+            for i, row in enumerate(rows.tolist()):
+                r = records[row]
+                origin = r.header(HEADER_ORIGIN_NS)
+                slot = self.slots.get(cols["symbol"][i])
+                plain[row] = bool(
+                    finite[i]
+                    and slot is not None
+                    and cols["version"][i] == slot.model.manifest.feature_version
+                    and r.header(HEADER_SCHEMA) == schema
+                    and r.header(HEADER_SCHEMA_VERSION) == version
+                    and r.header(HEADER_ENCODING) in (b"avro", None)
+                    and r.header(HEADER_STAGE) is not None
+                    and origin is not None
+                    and origin.isdigit()
+                )
+            if not all(names == slot.model.manifest.feature_names for slot in self.distinct_slots()):
+                plain[:] = False
+        # In order: plain vectors enter their windows; a full window is a row of the model input.
+        wanted: list[tuple[int, str, int]] = []  # (record index, symbol, window time in us)
+        order: list[tuple[int, list[Output] | None]] = []  # per record: its outputs, or None: predicted
+        for k, record in enumerate(records):
+            if not plain[k]:
+                order.append((k, list(batch.each(self.handle, [record]))))
+                continue
+            i = int(decoded[k])
+            symbol = cols["symbol"][i]
+            window = self._windows[symbol]
+            if not window.push(int(micros[i]), as32[i]):
+                self.duplicates += 1
+                continue
+            self._dirty = True
+            if not window.full:
+                continue
+            model = self.slots[symbol].model
+            mean, inv_std = model.scalers[symbol]
+            x = window.scaled_into(mean, inv_std, self._inputs[symbol])
+            wanted.append((k, symbol, int(micros[i])))
+            self._staged.setdefault(id(self.slots[symbol]), []).append(x[0].copy())
+            order.append((k, None))
+        predicted = self._run_models(wanted, records)
+        out: list[Output] = []
+        for k, outputs in order:
+            out += predicted[k] if outputs is None else outputs
+        return out
+
+    def _run_models(self, wanted: list[tuple[int, str, int]], records: list[Record]) -> dict[int, list[Output]]:
+        """One model call per model for the staged windows; the outputs by record index."""
+        staged, self._staged = self._staged, {}
+        results: dict[int, tuple[np.ndarray, float]] = {}
+        for slot in self.distinct_slots():
+            windows = staged.get(id(slot))
+            if not windows:
+                continue
+            started = time.perf_counter()
+            probabilities = slot.model.probabilities(np.stack(windows))
+            share_ms = (time.perf_counter() - started) * 1000.0 / len(windows)
+            results[id(slot)] = (probabilities, share_ms)
+        taken: dict[int, int] = {}
+        codec = self.codec(Prediction)
+        values: list[dict[str, object]] = []
+        where: list[tuple[int, str, int]] = []
+        for k, symbol, time_us in wanted:
+            slot = self.slots[symbol]
+            probabilities, share_ms = results[id(slot)]
+            n = taken.get(id(slot), 0)
+            taken[id(slot)] = n + 1
+            row = probabilities[n]
+            model = slot.model
+            winner = int(np.argmax(row))
+            probability = min(max(float(row[winner]), 0.0), 1.0)
+            values.append({
+                "timestamp": time_us, "symbol": symbol, "model_type": self.model_type.value,
+                "model_version": model.version,
+                "prediction": {"direction": _DIRECTIONS[winner].value, "probability": probability,
+                               "confidence": min(max(model.calibrator(probability), 0.0), 1.0)},
+                "inference_time_ms": share_ms,
+            })  # fmt: skip
+            where.append((k, symbol, time_us))
+        encoded = codec.encode_values(values)
+        out: dict[int, list[Output]] = {}
+        for (k, symbol, _), data in zip(where, encoded, strict=True):
+            origin = int(records[k].header(HEADER_ORIGIN_NS) or b"0")
+            out[k] = [Output(self.topic_for(symbol), data, key=symbol.encode(),
+                             headers=codec.headers(origin, self.name), origin_ns=origin)]  # fmt: skip
+        return out
 
     # -- hot reload -------------------------------------------------------------------------------
     def on_time(self, now_ns: int) -> Iterable[Output]:
