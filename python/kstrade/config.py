@@ -369,12 +369,17 @@ class TelegramSettings(_Section):
 class MetricsSettings(_Section):
     """The metrics collector: windows, targets and thresholds for alerts, exporters, storage."""
 
-    #: How often latency, performance and drift are summarised and published.
+    #: How often latency, performance and drift are summarised and published (wall seconds, live).
     emit_interval_s: float = Field(10.0, gt=0)
+    #: The same on the event clock (a replay): event seconds between summaries, writes and lag probes.
+    replay_emit_interval_s: float = Field(3600.0, gt=0)
+    #: Consumer lag probes on the event clock (event seconds); live probes follow `lag_interval_s`.
+    replay_lag_interval_s: float = Field(3600.0, gt=0)
     #: The product's latency target: p99 of market event -> stage output, per stage.
     latency_p99_target_ms: float = Field(10.0, gt=0)
     #: Consumer lag (messages, summed over a group's partitions) that raises an alert.
     lag_threshold: int = Field(1000, ge=1)
+    #: How often consumer lag is probed (wall seconds, live).
     lag_interval_s: float = Field(10.0, gt=0)
     #: Groups whose lag is watched; default: every stage's group (kstrade.{stage}) but the collector's own.
     lag_groups: list[str] = Field(

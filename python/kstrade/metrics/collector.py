@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,8 +26,10 @@ from kstrade.bus.topics import (
     METRICS_LATENCY,
     METRICS_PERFORMANCE,
     PNL,
+    SIGNAL_STAGES,
     signals,
 )
+from kstrade.clock import EventClock
 from kstrade.config import MetricsSettings
 from kstrade.metrics import alerts as codes
 from kstrade.metrics.alerts import AlertRules, RaisedAlert
@@ -51,12 +53,21 @@ from kstrade.schemas import (
     Execution,
     FeatureVector,
     Latency,
-    MessageHeaders,
+    Message,
     ModelDrift,
     PerformanceMetrics,
     PnlEvent,
     Prediction,
     Signal,
+)
+from kstrade.schemas.codec import (
+    HEADER_ENCODING,
+    HEADER_ORIGIN_NS,
+    HEADER_SCHEMA,
+    HEADER_SCHEMA_VERSION,
+    HEADER_STAGE,
+    codec_error,
+    from_micros,
 )
 from kstrade.schemas.models import IngestHealth, ModelType, Severity, SignalStage
 from kstrade.stage import Stage
@@ -71,6 +82,20 @@ _INTERVAL_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 #: Buffered database rows beyond which a flush is not left to the next emission.
 _FLUSH_ROWS = 5_000
+_SIGN = {"DOWN": -1, "FLAT": 0, "UP": 1}
+_SIGNAL_TOPICS = frozenset(signals(stage) for stage in SIGNAL_STAGES)
+
+
+def _origin_and_stage(record: Record) -> tuple[int, str]:
+    """The two headers latency needs, read without building `MessageHeaders` for every record;
+    a record without them, or with an origin that is no integer, is unreadable (raises)."""
+    origin = record.header(HEADER_ORIGIN_NS)
+    stage = record.header(HEADER_STAGE)
+    if origin is None or stage is None:
+        field = HEADER_ORIGIN_NS if origin is None else HEADER_STAGE
+        raise codec_error("MISSING_HEADER", "required on every message", schema="headers", field=field,
+                          topic=record.topic, offset=record.offset)  # fmt: skip
+    return int(origin), stage.decode("ascii")
 
 
 def _at(now_ns: int) -> datetime:
@@ -121,7 +146,14 @@ class MetricsCollector(Stage):
         self.unreadable = 0
         self.lag: dict[tuple[str, str, int], int] = {}
         self._bar_interval = next((k for k, v in _INTERVAL_SECONDS.items() if v == s.bar_seconds), None)
-        self._window_counts: dict[str, int] = {}
+        #: Candle topic -> whether it carries the bar interval (matched once per topic).
+        self._bar_topics: dict[str, bool] = {}
+        #: Records per topic not yet added to the Prometheus counter (added once per `on_time`).
+        self._unexported: dict[str, int] = {}
+        #: `counts` at the last emission: the rates of the window are the difference.
+        self._tick_counts: dict[str, int] = {}
+        #: Per hot type: its codec and the schema / encoding headers it reads, as bytes.
+        self._expect: dict[type[Message], tuple[Any, bytes, bytes]] = {}
         self._last_emit_ns: int | None = None
         self._last_lag_ns: int | None = None
         self._last_candle_ns: int | None = None
@@ -150,46 +182,84 @@ class MetricsCollector(Stage):
     # -- per record: cheap bookkeeping only ---------------------------------------------------------
     def handle(self, record: Record) -> Iterable[Output]:
         topic = record.topic
-        self.exporter.messages.labels(topic).inc()
-        self._window_counts[topic] = self._window_counts.get(topic, 0) + 1
         self.counts[topic] = self.counts.get(topic, 0) + 1
+        self._unexported[topic] = self._unexported.get(topic, 0) + 1
         if topic.startswith("dlq."):
             self.exporter.dead_letters.inc()
             return ()
         try:
-            headers = MessageHeaders.from_kafka(record.headers, topic=topic, offset=record.offset)
             if topic == METRICS_INGEST_HEALTH:  # a report, not a market event: no latency to measure
                 self._ingest_report(self.decode(record, IngestHealth))
                 return ()
+            # Only the headers latency needs; the content's own headers (schema, version,
+            # encoding) are checked where the content is decoded, i.e. where it is used.
+            origin_ns, stage = _origin_and_stage(record)
             # Kafka create times are whole milliseconds: the middle of the millisecond halves the error.
             produced_ns = record.timestamp_ms * 1_000_000 + 500_000
-            self.latency.observe(
-                stage=headers.stage, topic=topic, key=record.key, origin_ns=headers.origin_ns, produced_ns=produced_ns
-            )
-            self._content(record, headers)
+            self.latency.observe(stage=stage, topic=topic, key=record.key, origin_ns=origin_ns, produced_ns=produced_ns)
+            self._content(record, topic, origin_ns, stage)
         except Exception as exc:  # an observer counts what it cannot read
             self.unreadable += 1
-            self.exporter.unreadable.labels(topic).inc()
+            self.exporter.unreadable_of(topic).inc()
             log.debug("metrics: unreadable record on %s at offset %d: %s", topic, record.offset, exc)
         return ()
 
-    def _content(self, record: Record, headers: MessageHeaders) -> None:
-        topic = record.topic
+    def _value(self, record: Record, model: type[Message]) -> dict[str, Any]:
+        """The record's value as the native codec's plain dict (no pydantic), checked against
+        its headers as `decode` checks them. Raises `CodecError` on a bad record. The native
+        decoder refuses non-finite doubles and malformed bodies; what pydantic adds beyond that
+        is checked by the callers, for the fields they use."""
+        expect = self._expect.get(model)
+        if expect is None:
+            codec = self.codec(model)
+            expect = self._expect[model] = (codec, codec.schema_name.encode(), codec.encoding.encode())
+        codec, schema, encoding = expect
+        topic, offset = record.topic, record.offset
+        if record.header(HEADER_SCHEMA) != schema:
+            raise codec_error("SCHEMA_MISMATCH", f"not a {codec.schema_name}", schema=codec.schema_name,
+                              field=HEADER_SCHEMA, topic=topic, offset=offset)  # fmt: skip
+        if (record.header(HEADER_ENCODING) or b"avro") != encoding:
+            raise codec_error("FORMAT_MISMATCH", f"this codec reads {codec.encoding}", schema=codec.schema_name,
+                              field=HEADER_ENCODING, topic=topic, offset=offset)  # fmt: skip
+        version = record.header(HEADER_SCHEMA_VERSION)
+        value = record.value
+        if version is None:
+            raise codec_error("MISSING_HEADER", "required on every message", schema=codec.schema_name,
+                              field=HEADER_SCHEMA_VERSION, topic=topic, offset=offset)  # fmt: skip
+        if value is None:
+            raise codec_error("MALFORMED", "the record has no value", schema=codec.schema_name, field="",
+                              topic=topic, offset=offset)  # fmt: skip
+        decoded: dict[str, Any] = codec.decode_value(value, version=int(version), topic=topic, offset=offset)
+        return decoded
+
+    def _is_bar(self, topic: str) -> bool:
+        bar = self._bar_topics.get(topic)
+        if bar is None:
+            match = _CANDLE.match(topic)
+            bar = self._bar_topics[topic] = bool(match and match["interval"] == self._bar_interval)
+        return bar
+
+    def _content(self, record: Record, topic: str, origin_ns: int, stage: str) -> None:
         if topic.startswith("market.candles."):
             self._last_candle_ns = self.clock.now_ns()
-            match = _CANDLE.match(topic)
-            if match and match["interval"] == self._bar_interval:
-                candle = self.decode(record, Candle)
-                self._closes(candle.symbol).add(headers.origin_ns, candle.close)
-                for (_, symbol), tracker in self.accuracy.items():
-                    if symbol == candle.symbol:
+            if self._is_bar(topic):  # other timeframes are counted and timed, not decoded
+                candle = self._value(record, Candle)
+                symbol, close = candle["symbol"], candle["close"]
+                if not symbol or not (candle["low"] <= min(candle["open"], close) <= max(candle["open"], close)
+                                      <= candle["high"]):  # fmt: skip
+                    raise ValueError("an invalid candle (empty symbol, or OHLC out of order)")
+                self._closes(symbol).add(origin_ns, close)
+                for (_, tracked), tracker in self.accuracy.items():
+                    if tracked == symbol:
                         tracker.score()
         elif topic.startswith("features.aggregated.") and self.psi is not None:
-            vector = self.decode(record, FeatureVector)
-            self.psi.observe(vector.symbol, vector.names, vector.values)
+            vector = self._value(record, FeatureVector)  # the native decoder checks shape and finiteness
+            self.psi.observe(vector["symbol"], vector["names"], vector["values"])
         elif topic.startswith("predictions."):
-            self._prediction(record, headers)
+            self._prediction(record, origin_ns)
         elif topic.startswith("signals."):
+            if topic != signals("final") and (self.store is None or topic not in _SIGNAL_TOPICS):
+                return  # only FINAL signals feed the tiers; the others are only stored
             signal = self.decode(record, Signal)
             if signal.stage is SignalStage.FINAL and signal.tier is not None:
                 self.tiers.signal(signal.signal_id, signal.tier.value, signal.confidence)
@@ -206,16 +276,20 @@ class MetricsCollector(Stage):
                 self.store.trade(event)
         elif topic == EXECUTIONS and self.store is not None:
             self.store.execution(self.decode(record, Execution))
-        elif topic == METRICS_ALERTS and headers.stage != self.name:
+        elif topic == METRICS_ALERTS and stage != self.name:
             alert = self.decode(record, Alert)  # guardrails, circuit breaker: relayed as they are
-            self.exporter.alerts.labels(alert.code, alert.severity.value).inc()
+            self.exporter.alerts_of(alert.code, alert.severity.value).inc()
             if self.store is not None:
                 self.store.alert(alert)
             self._notify(alert)
 
-    def _prediction(self, record: Record, headers: MessageHeaders) -> None:
-        prediction = self.decode(record, Prediction)
-        key = (prediction.model_type.value, prediction.symbol)
+    def _prediction(self, record: Record, origin_ns: int) -> None:
+        prediction = self._value(record, Prediction)
+        symbol, model_type = prediction["symbol"], prediction["model_type"]
+        sign = _SIGN[prediction["prediction"]["direction"]]  # an unknown direction is unreadable
+        if not symbol:
+            raise ValueError("a prediction without a symbol")
+        key = (model_type, symbol)
         tracker = self.accuracy.get(key)
         if tracker is None:
             s = self.settings
@@ -225,12 +299,16 @@ class MetricsCollector(Stage):
                 flat_band=s.flat_band_bps / 10_000,
                 window=s.accuracy_window,
                 detector=PageHinkley(delta=s.page_hinkley_delta, threshold=s.page_hinkley_threshold),
-                closes=self._closes(prediction.symbol),
+                closes=self._closes(symbol),
             )
-        tracker.prediction(headers.origin_ns, prediction.prediction.direction.sign)
+        tracker.prediction(origin_ns, sign)
         self._predictions_seen += 1
         if self.store is not None and self._predictions_seen % self.settings.prediction_sample_every == 0:
-            self.store.prediction(prediction, topic=record.topic, partition=record.partition, offset=record.offset)
+            # The sampled one is validated in full (pydantic), as it is stored.
+            value = dict(prediction, timestamp=from_micros(prediction["timestamp"]))
+            self.store.prediction(
+                Prediction.model_validate(value), topic=record.topic, partition=record.partition, offset=record.offset
+            )
 
     def _ingest_report(self, report: IngestHealth) -> None:
         latest = self.ingest_health.get(report.source)
@@ -246,32 +324,51 @@ class MetricsCollector(Stage):
         return history
 
     # -- on the clock: summaries, alerts, exports -----------------------------------------------------
+    def intervals_s(self) -> tuple[float, float]:
+        """(emission, lag probe) intervals for the stage's clock. Live they are wall seconds. On
+        the event clock (a replay) time jumps a bar per instant, so the live intervals would make
+        every instant a tick (a commit, a lag probe and a set of metrics.* messages per event
+        minute: half a replay's time); the replay intervals bound that work per event hour.
+        Lag is still probed in a replay (it shows a stage falling behind on Kafka), only rarely."""
+        s = self.settings
+        if isinstance(self.clock, EventClock):
+            return s.replay_emit_interval_s, s.replay_lag_interval_s
+        return s.emit_interval_s, s.lag_interval_s
+
     def on_time(self, now_ns: int) -> Iterable[Output]:
         s = self.settings
+        emit_interval_s, lag_interval_s = self.intervals_s()
+        if self._unexported:  # the per-topic message counters, added once per batch
+            messages_of = self.exporter.messages_of
+            for topic, n in self._unexported.items():
+                messages_of(topic).inc(n)
+            self._unexported = {}
         outputs: list[Output] = []
         raised: list[RaisedAlert] = []
         with self._lock:
             while self._operator:
                 raised.append(self._operator.popleft())
-        raised += self._ingest_feeds(now_ns)
+        if self.ingest_health:
+            raised += self._ingest_feeds(now_ns)
         if self.lag_probe is not None and (
-            self._last_lag_ns is None or now_ns - self._last_lag_ns >= s.lag_interval_s * 1e9
+            self._last_lag_ns is None or now_ns - self._last_lag_ns >= lag_interval_s * 1e9
         ):
             self._last_lag_ns = now_ns
             raised += self._measure_lag(now_ns)
         tick = False
         if self._last_emit_ns is None:
             self._last_emit_ns = now_ns
-        elif now_ns - self._last_emit_ns >= s.emit_interval_s * 1e9:
+        elif now_ns - self._last_emit_ns >= emit_interval_s * 1e9:
             tick = True
             elapsed_s = (now_ns - self._last_emit_ns) / 1e9
             self._last_emit_ns = now_ns
             outputs += self._latency(now_ns, raised)
             outputs += self._performance(now_ns)
             outputs += self._drift(now_ns, raised)
-            for topic in self.counts:  # a topic gone quiet reads 0, not its last rate
-                self.exporter.messages_per_second.labels(topic).set(self._window_counts.get(topic, 0) / elapsed_s)
-            self._window_counts = {}
+            rate_of, before = self.exporter.messages_per_second_of, self._tick_counts
+            for topic, n in self.counts.items():  # a topic gone quiet reads 0, not its last rate
+                rate_of(topic).set((n - before.get(topic, 0)) / elapsed_s)
+            self._tick_counts = dict(self.counts)
             stalled = self._last_candle_ns is not None and now_ns - self._last_candle_ns > s.ingest_stall_s * 1e9
             alert = self.rules.check(
                 now_ns, codes.INGEST_STALLED, "ingest", stalled, Severity.CRITICAL,
@@ -300,11 +397,11 @@ class MetricsCollector(Stage):
         raised = []
         for source, report in sorted(self.ingest_health.items()):
             since_report_s = max(0.0, (now_ns - report.timestamp.timestamp() * 1e9) / 1e9)
-            self.exporter.ingest_report_age.labels(source).set(since_report_s)
+            self.exporter.ingest_report_age_of(source).set(since_report_s)
             if report.last_message_age_s is None:
                 continue  # a replay, or a feed that has not heard from the exchange yet
             age = report.last_message_age_s + since_report_s
-            self.exporter.ingest_last_message_age.labels(source).set(age)
+            self.exporter.ingest_last_message_age_of(source).set(age)
             alert = self.rules.check(
                 now_ns, codes.INGEST_FEED_STALE, source, age > threshold, Severity.CRITICAL,
                 f"{source}: no message from the exchange for {age:.0f} s (threshold {threshold:g} s); "
@@ -398,10 +495,10 @@ class MetricsCollector(Stage):
         for (model_type, symbol), tracker in sorted(self.accuracy.items()):
             accuracy = tracker.accuracy
             fired = tracker.take_drift()
-            self.exporter.error_drift.labels(model_type, symbol).set(tracker.detector.statistic)
+            self.exporter.error_drift_of(model_type, symbol).set(tracker.detector.statistic)
             if accuracy is None:
                 continue
-            self.exporter.model_accuracy.labels(model_type, symbol).set(accuracy)
+            self.exporter.model_accuracy_of(model_type, symbol).set(accuracy)
             if self.store is not None:
                 self.store.metric("model_accuracy", {"model_type": model_type, "symbol": symbol}, at, accuracy)
             version = "live"
@@ -447,7 +544,7 @@ class MetricsCollector(Stage):
     def _alert(self, now_ns: int, raised: RaisedAlert) -> Output:
         alert = Alert(timestamp=_at(now_ns), severity=raised.severity, source=self.name, code=raised.code,
                       message=raised.message)  # fmt: skip
-        self.exporter.alerts.labels(alert.code, alert.severity.value).inc()
+        self.exporter.alerts_of(alert.code, alert.severity.value).inc()
         if self.store is not None:
             self.store.alert(alert, {"subject": raised.subject})
         self._notify(alert)
@@ -465,7 +562,7 @@ class MetricsCollector(Stage):
         assert self.store is not None
         try:
             for table, n in self.store.flush().items():
-                self.exporter.stored_rows.labels(table).inc(n)
+                self.exporter.stored_rows_of(table).inc(n)
             self._storage_failing = False
             alert = self.rules.check(now_ns, codes.STORAGE_FAILED, "database", False, Severity.CRITICAL, "")
             if alert:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Generic, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
@@ -38,6 +39,27 @@ INGEST_COUNTERS = {
 }
 
 
+_M = TypeVar("_M", Counter, Gauge)
+
+
+class Children(Generic[_M]):
+    """The children of a labelled metric, looked up once per label tuple: `metric.labels(...)`
+    validates and locks on every call, a dict lookup does not. Children are never removed from
+    the metrics the collector exports, so a cached child stays the one a scrape reads."""
+
+    __slots__ = ("_children", "metric")
+
+    def __init__(self, metric: _M) -> None:
+        self.metric: _M = metric
+        self._children: dict[tuple[str, ...], _M] = {}
+
+    def __call__(self, *labels: str) -> _M:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self.metric.labels(*labels)
+        return child
+
+
 class IngestCounters(Collector):
     """The counters of the latest health report of each ingest source, exported as they are:
     they count since that process started, and Prometheus treats a drop (a restarted ingest)
@@ -56,8 +78,9 @@ class IngestCounters(Collector):
 
 
 class MetricsExporter:
-    """Gauges set from the collector's window summaries; counters bumped per message (cheap: a
-    dict lookup and a locked add)."""
+    """Gauges set from the collector's window summaries; counters bumped once per batch of
+    messages (the collector counts in a dict and adds the counts in `on_time`), each through a
+    cached child (`Children`), never a per-call `labels()` lookup."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
@@ -130,44 +153,69 @@ class MetricsExporter:
         )  # fmt: skip
         self.ingest = IngestCounters()
         r.register(self.ingest)
+        # Cached children of the metrics set on every tick or every record.
+        self.messages_of = Children(self.messages)
+        self.messages_per_second_of = Children(self.messages_per_second)
+        self.unreadable_of = Children(self.unreadable)
+        self.alerts_of = Children(self.alerts)
+        self.stored_rows_of = Children(self.stored_rows)
+        self.model_accuracy_of = Children(self.model_accuracy)
+        self.error_drift_of = Children(self.error_drift)
+        self.ingest_last_message_age_of = Children(self.ingest_last_message_age)
+        self.ingest_report_age_of = Children(self.ingest_report_age)
+        self._latency_of = Children(self.latency)
+        self._stage_latency_of = Children(self.stage_latency)
+        self._lag_of = Children(self.lag)
+        self._group_lag_of = Children(self.group_lag)
+        self._feature_psi_of = Children(self.feature_psi)
+        self._tier_of = {g: Children(g) for g in (self.tier_hit_rate, self.tier_confidence, self.tier_trades)}
+        self._window_of = {
+            g: Children(g)
+            for g in (self.trades, self.win_rate, self.profit_factor, self.sharpe, self.max_drawdown, self.realized_pnl)
+        }
 
     def set_latency(self, outputs: dict[tuple[str, str], LatencySummary], stages: dict[str, LatencySummary]) -> None:
+        latency, stage_latency = self._latency_of, self._stage_latency_of
         for (stage, topic), s in outputs.items():
             for label, attr in _QUANTILES:
-                self.latency.labels(stage, topic, label).set(getattr(s, attr))
+                latency(stage, topic, label).set(getattr(s, attr))
         for stage, s in stages.items():
             for label, attr in _QUANTILES:
-                self.stage_latency.labels(stage, label).set(getattr(s, attr))
+                stage_latency(stage, label).set(getattr(s, attr))
 
     def set_performance(self, p: PerformanceSnapshot) -> None:
         window = str(p.window_seconds)
-        self.trades.labels(window).set(p.trades)
-        self.win_rate.labels(window).set(p.win_rate)
+        of = self._window_of
+        of[self.trades](window).set(p.trades)
+        of[self.win_rate](window).set(p.win_rate)
         # Prometheus can carry +Inf, but a dashboard stat reads better capped at a large value.
-        self.profit_factor.labels(window).set(p.profit_factor if math.isfinite(p.profit_factor) else 1e9)
-        self.sharpe.labels(window).set(p.sharpe)
-        self.max_drawdown.labels(window).set(p.max_drawdown)
-        self.realized_pnl.labels(window).set(p.realized_pnl)
+        of[self.profit_factor](window).set(p.profit_factor if math.isfinite(p.profit_factor) else 1e9)
+        of[self.sharpe](window).set(p.sharpe)
+        of[self.max_drawdown](window).set(p.max_drawdown)
+        of[self.realized_pnl](window).set(p.realized_pnl)
         if p.balance is not None:
             self.balance.set(p.balance)
 
     def set_tiers(self, tiers: dict[str, TierRecord]) -> None:
+        of = self._tier_of
         for tier, t in tiers.items():
-            self.tier_hit_rate.labels(tier).set(t.hit_rate)
-            self.tier_confidence.labels(tier).set(t.mean_confidence)
-            self.tier_trades.labels(tier).set(t.trades)
+            of[self.tier_hit_rate](tier).set(t.hit_rate)
+            of[self.tier_confidence](tier).set(t.mean_confidence)
+            of[self.tier_trades](tier).set(t.trades)
 
     def set_drift(self, features: list[FeatureDrift]) -> None:
         for f in features:
-            self.feature_psi.labels(f.symbol, f.feature).set(f.psi)
+            self._feature_psi_of(f.symbol, f.feature).set(f.psi)
 
     def set_lag(self, lag: dict[tuple[str, str, int], int]) -> dict[str, int]:
         per_group: dict[str, int] = {}
+        lag_of = self._lag_of
         for (group, topic, partition), behind in lag.items():
-            self.lag.labels(group, topic, str(partition)).set(behind)
+            lag_of(group, topic, str(partition)).set(behind)
             per_group[group] = per_group.get(group, 0) + behind
+        group_lag_of = self._group_lag_of
         for group, behind in per_group.items():
-            self.group_lag.labels(group).set(behind)
+            group_lag_of(group).set(behind)
         return per_group
 
     def exposition(self) -> bytes:
