@@ -140,7 +140,7 @@ class _Progress:
 def _isolated(settings: Settings, out: Path) -> Settings:
     """A replay keeps its state to itself: a fresh order journal and paper account inside the
     run directory (a journal shared with an earlier run would see its signals as already
-    traded), its own metrics database, and no Prometheus port."""
+    traded), its own metrics database, no Prometheus port and no consumer-lag watch."""
     state = out / "state"
     if state.exists():
         raise ValueError(f"{out} already holds a run; choose another --out")
@@ -151,8 +151,14 @@ def _isolated(settings: Settings, out: Path) -> Settings:
             ),
             "features": settings.features.model_copy(update={"state_dir": None}),  # one process: no restart
             "inference": settings.inference.model_copy(update={"state_dir": None}),
+            # No lag watch: in a replay the stages that run ahead are up to a chunk of instants
+            # ahead of the others by design (`Pipeline`); that is scheduling, not a stage in trouble.
             "metrics": settings.metrics.model_copy(
-                update={"prometheus_port": 0, "database_url": f"sqlite:///{state / 'metrics.sqlite3'}"}
+                update={
+                    "prometheus_port": 0,
+                    "database_url": f"sqlite:///{state / 'metrics.sqlite3'}",
+                    "lag_groups": [],
+                }
             ),
         }
     )

@@ -138,7 +138,7 @@ class MetricsCollector(Stage):
         self.accuracy: dict[tuple[str, str], DirectionAccuracy] = {}
         self.close_history: dict[str, CloseHistory] = {}
         self.rules = AlertRules(repeat_after_s=s.alert_repeat_s)
-        self.lag_probe = LagProbe(bus, list(s.lag_groups)) if bus is not None else None
+        self.lag_probe = LagProbe(bus, list(s.lag_groups)) if bus is not None and s.lag_groups else None
         self.store = store
         self.exporter = exporter or MetricsExporter()
         self.notifier = notifier
