@@ -33,6 +33,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, TypeVar
@@ -275,7 +276,7 @@ class Pipeline:
                 runner.commit_progress()  # what on_time released from `retained` is now done
                 stats.produced[name] += len(timed)
                 polled += len(timed)  # new messages: another round is needed
-        stats.rounds += 1
+        stats.rounds += 1  # (a counter: a round of the stages that run ahead may race with it)
         return polled
 
     def drain(self, max_rounds: int = 1_000_000) -> None:
@@ -303,24 +304,32 @@ class Pipeline:
         # The source keeps its own event time: it may be read ahead of the stages' clock.
         source.clock = source_clock = EventClock(self.clock.now_ns())
         everyone = len(self.stages)
+        per_read = self.chunk if self.ahead else 1
+
+        def read() -> list[int]:
+            """The next instants from the source onto the bus, each record stamped with its
+            instant; their times."""
+            instants: list[int] = []
+            while len(instants) < per_read and (batch := source.next_batch()) is not None:
+                at_ms = source_clock.now_ns() // 1_000_000
+                for out in batch:
+                    self._producer.send(out.topic, out.value, key=out.key, headers=out.headers, timestamp_ms=at_ms)
+                instants.append(source_clock.now_ns())
+            self._producer.flush()
+            return instants
+
         batches = 0
+        # The stages that run ahead work on the next chunk in a thread while the others go
+        # through this one: the fence keeps the next chunk out of their sight, and a model call
+        # runs without the GIL, so on two cores the models' time mostly hides behind the rest.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kstrade-ahead") if self.ahead else None
         try:
-            while True:
-                instants: list[int] = []
-                while len(instants) < (self.chunk if self.ahead else 1):
-                    batch = source.next_batch()
-                    if batch is None:
-                        break
-                    at_ms = source_clock.now_ns() // 1_000_000
-                    for out in batch:
-                        self._producer.send(out.topic, out.value, key=out.key, headers=out.headers, timestamp_ms=at_ms)
-                    instants.append(source_clock.now_ns())
-                if not instants:
-                    return batches
-                self._producer.flush()
-                if self.ahead:
-                    clock.advance_to(instants[0])
-                    self._drain(0, self.ahead)
+            instants = read()
+            if self.ahead:
+                self._drain(0, self.ahead)
+            while instants:
+                following = read()
+                ahead = pool.submit(self._drain, 0, self.ahead) if pool is not None and following else None
                 for at in instants:
                     clock.advance_to(at)
                     self._fence(self.ahead, everyone, at // 1_000_000)
@@ -328,7 +337,13 @@ class Pipeline:
                     batches += 1
                     if on_batch is not None:
                         on_batch(batches)
+                if ahead is not None:
+                    ahead.result()  # its exception, if any, is this run's
+                instants = following
+            return batches
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
             self._fence(self.ahead, everyone, None)
 
     def _run_lockstep(self, source: Source, on_batch: Callable[[int], None] | None) -> int:
