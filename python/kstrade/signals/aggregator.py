@@ -8,6 +8,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import ClassVar
 
 from kstrade.bus import MessageError, Output, Record
@@ -23,10 +24,11 @@ from kstrade.bus.topics import (
 )
 from kstrade.config import Settings, SignalSettings
 from kstrade.schemas import Candle, Execution, FeatureVector, PnlEvent, Prediction
-from kstrade.schemas.models import OrderStatus
+from kstrade.schemas.models import OrderStatus, PredictedDirection
+from kstrade.signals import inputs
 from kstrade.signals.calibration import Calibrator, calibrator_from_spec
 from kstrade.signals.decision import Decision, ModelVote, calibrated_vote, decide, epoch_ns
-from kstrade.signals.join import MARKET_MEMORY, Key, MarketBook, OpenPositions, PredictionJoin
+from kstrade.signals.join import MARKET_MEMORY, Key, MarketBook, OpenPositions, PredictionJoin, put_in_time_order
 from kstrade.signals.reweighting import OutcomeWeights
 from kstrade.stage import Stage
 
@@ -79,11 +81,15 @@ class SignalAggregator(Stage):
         self.outcome_weights = OutcomeWeights(self.settings.weights, self.settings.reweighting)
         self.stats = SignalStats()
         #: Where each undecided candle's inputs sit on the bus (candle, features, predictions):
-        #: never committed past until the candle is decided, so a crash redelivers them.
-        self._held: dict[Key, list[tuple[str, int, int]]] = {}
+        #: never committed past until the candle is decided, so a crash redelivers them. Per
+        #: symbol, by candle time, in time order (see `put_in_time_order`).
+        self._held: dict[str, dict[datetime, list[tuple[str, int, int]]]] = {}
         self._lstm_topics = {predictions_lstm(s): s for s in self.symbols}
         self._candle_topics = {candles(s, "1m"): s for s in self.symbols}
         self._feature_topics = {features_aggregated(s): s for s in self.symbols}
+        self._candles = inputs.FastReader(self.codec(Candle))
+        self._vectors = inputs.FastReader(self.codec(FeatureVector))
+        self._predictions = inputs.FastReader(self.codec(Prediction))
 
     @classmethod
     def from_settings(cls, settings: Settings, calibrators: Mapping[str, Calibrator] | None = None) -> SignalAggregator:
@@ -113,11 +119,12 @@ class SignalAggregator(Stage):
     def retained(self) -> dict[tuple[str, int], int]:
         """The lowest offset, per partition, of an input of a candle not yet decided."""
         low: dict[tuple[str, int], int] = {}
-        for positions in self._held.values():
-            for topic, partition, offset in positions:
-                tp = (topic, partition)
-                if tp not in low or offset < low[tp]:
-                    low[tp] = offset
+        for held in self._held.values():
+            for positions in held.values():
+                for topic, partition, offset in positions:
+                    tp = (topic, partition)
+                    if tp not in low or offset < low[tp]:
+                        low[tp] = offset
         return low
 
     def _hold(self, key: Key, record: Record) -> None:
@@ -125,32 +132,39 @@ class SignalAggregator(Stage):
         done = self.join.decided_through.get(symbol)
         if done is not None and timestamp <= done:
             return  # already decided: nothing to keep
-        self._held.setdefault(key, []).append((record.topic, record.partition, record.offset))
-        # Bounded like the market book: a candle no model ever predicts (warm-up, a model down)
-        # is let go once it is older than what the book remembers.
-        mine = sorted(k for k in self._held if k[0] == symbol)
-        for old in mine[: max(0, len(mine) - MARKET_MEMORY)]:
-            del self._held[old]
+        held = self._held.get(symbol)
+        if held is None:
+            held = self._held[symbol] = {}
+        where = (record.topic, record.partition, record.offset)
+        positions = held.get(timestamp)
+        if positions is not None:
+            positions.append(where)
+        else:
+            # Bounded like the market book: a candle no model ever predicts (warm-up, a model
+            # down) is let go once it is older than what the book remembers.
+            put_in_time_order(held, timestamp, [where], MARKET_MEMORY)
 
     def handle(self, record: Record) -> Iterable[Output]:
         topic = record.topic
         if topic in self._lstm_topics or topic == PREDICTIONS_TRANSFORMER:
             return self._prediction(record)
         if topic in self._candle_topics:
-            candle = self.decode(record, Candle)
-            self._check_symbol(candle.symbol, self._candle_topics[topic], topic)
-            if candle.interval != "1m":
-                raise MessageError("WRONG_INTERVAL", f"{topic}: a {candle.interval} candle on the 1m topic")
-            self.market.add_close(candle.symbol, candle.timestamp, candle.close)
-            self._hold((candle.symbol, candle.timestamp), record)
-            self.outcome_weights.close(candle.symbol, candle.timestamp, candle.close)
-            return self._decide_all(self.join.ready((candle.symbol, candle.timestamp)))
+            symbol, timestamp, interval, close = self._read_candle(record)
+            self._check_symbol(symbol, self._candle_topics[topic], topic)
+            if interval != "1m":
+                raise MessageError("WRONG_INTERVAL", f"{topic}: a {interval} candle on the 1m topic")
+            self.market.add_close(symbol, timestamp, close)
+            key = (symbol, timestamp)
+            self._hold(key, record)
+            self.outcome_weights.close(symbol, timestamp, close)
+            return self._decide_all(self.join.ready(key))
         if topic in self._feature_topics:
-            vector = self.decode(record, FeatureVector)
-            self._check_symbol(vector.symbol, self._feature_topics[topic], topic)
-            self.market.add_features(vector.symbol, vector.timestamp, vector.features)
-            self._hold((vector.symbol, vector.timestamp), record)
-            return self._decide_all(self.join.ready((vector.symbol, vector.timestamp)))
+            symbol, timestamp, features = self._read_features(record)
+            self._check_symbol(symbol, self._feature_topics[topic], topic)
+            self.market.add_features(symbol, timestamp, features)
+            key = (symbol, timestamp)
+            self._hold(key, record)
+            return self._decide_all(self.join.ready(key))
         if topic == EXECUTIONS:
             fill = self.decode(record, Execution)
             if fill.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
@@ -161,28 +175,64 @@ class SignalAggregator(Stage):
             return ()
         raise MessageError("UNEXPECTED_TOPIC", f"the signals stage does not read {topic}")
 
+    # Inputs: the cheap native read when the record is a well-formed current message, else the
+    # full decode, which raises what it always raised (see `kstrade.signals.inputs`).
+    def _read_candle(self, record: Record) -> tuple[str, datetime, str, float]:
+        fast = self._candles.read(record)
+        if fast is not None:
+            fields = inputs.candle(fast[0])
+            if fields is not None:
+                return fields
+        candle = self.decode(record, Candle)
+        return candle.symbol, candle.timestamp, candle.interval, candle.close
+
+    def _read_features(self, record: Record) -> tuple[str, datetime, dict[str, float]]:
+        fast = self._vectors.read(record)
+        if fast is not None:
+            fields = inputs.feature_vector(fast[0])
+            if fields is not None:
+                return fields
+        vector = self.decode(record, FeatureVector)
+        return vector.symbol, vector.timestamp, vector.features
+
+    def _read_prediction(
+        self, record: Record
+    ) -> tuple[tuple[str, datetime, str, str, PredictedDirection, float, float], int]:
+        fast = self._predictions.read(record)
+        if fast is not None:
+            fields = inputs.prediction(fast[0])
+            if fields is not None:
+                return fields, fast[1]
+        p = self.decode(record, Prediction)
+        out = p.prediction
+        fields = (
+            p.symbol,
+            p.timestamp,
+            p.model_type.value,
+            p.model_version,
+            out.direction,
+            out.probability,
+            out.confidence,
+        )
+        return fields, self.origin_ns(record)
+
     def _prediction(self, record: Record) -> list[Output]:
-        prediction = self.decode(record, Prediction)
-        symbol = prediction.symbol
+        (symbol, timestamp, model_type, version, direction, probability, confidence), origin_ns = self._read_prediction(
+            record
+        )
         if record.topic in self._lstm_topics:
             self._check_symbol(symbol, self._lstm_topics[record.topic], record.topic)
-            if prediction.model_type.value != "lstm":
-                raise MessageError(
-                    "MODEL_TOPIC_MISMATCH", f"{record.topic}: a {prediction.model_type.value} prediction"
-                )
-        elif prediction.model_type.value != "transformer":
-            raise MessageError("MODEL_TOPIC_MISMATCH", f"{record.topic}: a {prediction.model_type.value} prediction")
+            if model_type != "lstm":
+                raise MessageError("MODEL_TOPIC_MISMATCH", f"{record.topic}: a {model_type} prediction")
+        elif model_type != "transformer":
+            raise MessageError("MODEL_TOPIC_MISMATCH", f"{record.topic}: a {model_type} prediction")
         elif symbol not in self._symbols:
             raise MessageError("UNKNOWN_SYMBOL", f"{record.topic}: symbol {symbol!r} is not configured")
-        out = prediction.prediction
-        vote = ModelVote(
-            prediction.model_type.value, prediction.model_version, out.direction, out.probability, out.confidence
-        )
-        keys = self.join.add(
-            vote, symbol, prediction.timestamp, now_ns=self.clock.now_ns(), origin_ns=self.origin_ns(record)
-        )
-        if (symbol, prediction.timestamp) in self.join.pending:
-            self._hold((symbol, prediction.timestamp), record)
+        vote = ModelVote(model_type, version, direction, probability, confidence)
+        key = (symbol, timestamp)
+        keys = self.join.add(vote, symbol, timestamp, now_ns=self.clock.now_ns(), origin_ns=origin_ns)
+        if key in self.join.pending:
+            self._hold(key, record)
         return self._decide_all(keys)
 
     @staticmethod
@@ -219,8 +269,9 @@ class SignalAggregator(Stage):
     def _decide_candle(self, key: Key, now_ns: int) -> list[Output]:
         context, origin_ns = self.join.take(key)
         symbol, timestamp = key
-        for held in [k for k in self._held if k[0] == symbol and k[1] <= timestamp]:
-            del self._held[held]  # decided: its inputs (and older ones of the symbol) are done
+        held = self._held.get(symbol)
+        while held and next(iter(held)) <= timestamp:
+            del held[next(iter(held))]  # decided: its inputs (and older ones of the symbol) are done
         self.stats.decided += 1
         reweighting = self.settings.reweighting.enabled
         decision = decide(
