@@ -23,13 +23,15 @@ from kstrade.bus.topics import (
     signals,
 )
 from kstrade.config import Settings, SignalSettings
-from kstrade.schemas import Candle, Execution, FeatureVector, PnlEvent, Prediction
+from kstrade.schemas import Candle, Execution, FeatureVector, PnlEvent, Prediction, Signal
+from kstrade.schemas.codec import HEADER_ORIGIN_NS
 from kstrade.schemas.models import OrderStatus, PredictedDirection
 from kstrade.signals import inputs
 from kstrade.signals.calibration import Calibrator, calibrator_from_spec
-from kstrade.signals.decision import Decision, ModelVote, calibrated_vote, decide, epoch_ns
+from kstrade.signals.decision import Decision, ModelVote, SignalPlan, calibrated_vote, epoch_ns, plan_signals
 from kstrade.signals.join import MARKET_MEMORY, Key, MarketBook, OpenPositions, PredictionJoin, put_in_time_order
 from kstrade.signals.reweighting import OutcomeWeights
+from kstrade.signals.wire import encode_plan
 from kstrade.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,9 @@ class SignalAggregator(Stage):
         self._lstm_topics = {predictions_lstm(s): s for s in self.symbols}
         self._candle_topics = {candles(s, "1m"): s for s in self.symbols}
         self._feature_topics = {features_aggregated(s): s for s in self.symbols}
+        self._topic_raw, self._topic_calibrated = signals("raw"), signals("calibrated")
+        self._topic_final, self._topic_filtered = signals("final"), signals("filtered")
+        self._signal_headers: list[tuple[str, bytes]] | None = None
         self._candles = inputs.FastReader(self.codec(Candle))
         self._vectors = inputs.FastReader(self.codec(FeatureVector))
         self._predictions = inputs.FastReader(self.codec(Prediction))
@@ -274,7 +279,7 @@ class SignalAggregator(Stage):
             del held[next(iter(held))]  # decided: its inputs (and older ones of the symbol) are done
         self.stats.decided += 1
         reweighting = self.settings.reweighting.enabled
-        decision = decide(
+        plan = plan_signals(
             context,
             self.settings,
             self.calibrators,
@@ -282,13 +287,57 @@ class SignalAggregator(Stage):
             position_open=self.positions.is_open(context.symbol, now_ns),
             weights=self.outcome_weights.weights() if reweighting else None,
         )
+        # The bodies straight from the plan's values when they are certainly valid; else the
+        # validated signals (raising, as `decide` does, before anything else happens).
+        bodies = decision = None
+        if plan is not None:
+            bodies = encode_plan(plan)
+            if bodies is None:
+                decision = plan.decision()
         if reweighting and context.close is not None:
             votes = {m: calibrated_vote(v, self.calibrators) for m, v in context.votes.items()}
             self.outcome_weights.predicted(context.symbol, context.timestamp, context.close, votes)
-        if decision is None:
+        if plan is None:
             self.stats.unpriced += 1
             return []
+        if bodies is not None:
+            return self._encoded_outputs(plan, bodies, origin_ns)
+        assert decision is not None
         return self._outputs(decision, origin_ns)
+
+    def _headers(self, origin_ns: int) -> list[tuple[str, bytes]]:
+        """`Codec(Signal).headers(origin_ns, "signals")`, from a template made once."""
+        template = self._signal_headers
+        if template is None:
+            template = self._signal_headers = self.codec(Signal).headers(0, self.name)
+        return [
+            (name, str(origin_ns).encode()) if name == HEADER_ORIGIN_NS else (name, value) for name, value in template
+        ]
+
+    def _encoded_outputs(self, plan: SignalPlan, bodies: tuple[bytes, bytes, bytes], origin_ns: int) -> list[Output]:
+        """What `_outputs` gives for `plan.decision()`, from bodies `encode_plan` wrote."""
+        calibrated = plan.calibrated
+        symbol = calibrated["symbol"]
+        key = symbol.encode()
+        outs = [
+            Output(self._topic_raw, bodies[0], key=key, headers=self._headers(origin_ns)),
+            Output(self._topic_calibrated, bodies[1], key=key, headers=self._headers(origin_ns)),
+        ]
+        if not plan.reasons:
+            expires = epoch_ns(calibrated["timestamp"]) + calibrated["ttl_seconds"] * 1_000_000_000
+            self.positions.reserve(symbol, str(calibrated["signal_id"]), expires)
+            self.stats.final += 1
+            outs.append(Output(self._topic_final, bodies[2], key=key, headers=self._headers(origin_ns)))
+        else:
+            reasons = [r.value for r in plan.reasons]
+            self.stats.rejected[reasons[0]] += 1
+            headers = [
+                *self._headers(origin_ns),
+                (REJECT_REASON, reasons[0].encode()),
+                (REJECT_REASONS, ",".join(reasons).encode()),
+            ]
+            outs.append(Output(self._topic_filtered, bodies[2], key=key, headers=headers))
+        return outs
 
     def _outputs(self, decision: Decision, origin_ns: int) -> list[Output]:
         key = decision.raw.symbol.encode()
