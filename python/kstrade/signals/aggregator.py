@@ -86,6 +86,8 @@ class SignalAggregator(Stage):
         #: never committed past until the candle is decided, so a crash redelivers them. Per
         #: symbol, by candle time, in time order (see `put_in_time_order`).
         self._held: dict[str, dict[datetime, list[tuple[str, int, int]]]] = {}
+        #: The same offsets as a multiset per (topic, partition): offset -> times held.
+        self._held_offsets: dict[tuple[str, int], dict[int, int]] = {}
         self._lstm_topics = {predictions_lstm(s): s for s in self.symbols}
         self._candle_topics = {candles(s, "1m"): s for s in self.symbols}
         self._feature_topics = {features_aggregated(s): s for s in self.symbols}
@@ -123,14 +125,7 @@ class SignalAggregator(Stage):
     # -- records -----------------------------------------------------------------------------
     def retained(self) -> dict[tuple[str, int], int]:
         """The lowest offset, per partition, of an input of a candle not yet decided."""
-        low: dict[tuple[str, int], int] = {}
-        for held in self._held.values():
-            for positions in held.values():
-                for topic, partition, offset in positions:
-                    tp = (topic, partition)
-                    if tp not in low or offset < low[tp]:
-                        low[tp] = offset
-        return low
+        return {tp: min(offsets) for tp, offsets in self._held_offsets.items() if offsets}
 
     def _hold(self, key: Key, record: Record) -> None:
         symbol, timestamp = key
@@ -140,6 +135,11 @@ class SignalAggregator(Stage):
         held = self._held.get(symbol)
         if held is None:
             held = self._held[symbol] = {}
+        tp = (record.topic, record.partition)
+        offsets = self._held_offsets.get(tp)
+        if offsets is None:
+            offsets = self._held_offsets[tp] = {}
+        offsets[record.offset] = offsets.get(record.offset, 0) + 1
         where = (record.topic, record.partition, record.offset)
         positions = held.get(timestamp)
         if positions is not None:
@@ -147,7 +147,18 @@ class SignalAggregator(Stage):
         else:
             # Bounded like the market book: a candle no model ever predicts (warm-up, a model
             # down) is let go once it is older than what the book remembers.
-            put_in_time_order(held, timestamp, [where], MARKET_MEMORY)
+            for dropped in put_in_time_order(held, timestamp, [where], MARKET_MEMORY):
+                self._release(dropped)
+
+    def _release(self, positions: list[tuple[str, int, int]]) -> None:
+        """Forget held inputs (their candle is decided or let go)."""
+        for topic, partition, offset in positions:
+            offsets = self._held_offsets[(topic, partition)]
+            n = offsets[offset] - 1
+            if n:
+                offsets[offset] = n
+            else:
+                del offsets[offset]
 
     def handle(self, record: Record) -> Iterable[Output]:
         topic = record.topic
@@ -276,7 +287,7 @@ class SignalAggregator(Stage):
         symbol, timestamp = key
         held = self._held.get(symbol)
         while held and next(iter(held)) <= timestamp:
-            del held[next(iter(held))]  # decided: its inputs (and older ones of the symbol) are done
+            self._release(held.pop(next(iter(held))))  # decided: its inputs (and older ones) are done
         self.stats.decided += 1
         reweighting = self.settings.reweighting.enabled
         plan = plan_signals(

@@ -116,6 +116,21 @@ def candle(value: dict[str, Any]) -> tuple[str, datetime, str, float] | None:
         return None
 
 
+#: The last feature-name list found well formed (str names, unique): vectors repeat one list.
+_known_names: list[list[str]] = [[]]
+_STR = frozenset((str,))
+_FLOAT = frozenset((float,))
+
+
+def _names_ok(names: list[Any]) -> bool:
+    if names == _known_names[0]:
+        return True
+    if set(map(type, names)) <= _STR and len(set(names)) == len(names):
+        _known_names[0] = names
+        return True
+    return False
+
+
 def feature_vector(value: dict[str, Any]) -> tuple[str, datetime, dict[str, float]] | None:
     """(symbol, time, features) if `FeatureVector` would accept the value, else None."""
     try:
@@ -127,9 +142,11 @@ def feature_vector(value: dict[str, Any]) -> tuple[str, datetime, dict[str, floa
             and type(names) is list
             and type(values) is list
             and len(names) == len(values)
-            and all(type(n) is str for n in names)
-            and all(_finite(v) for v in values)
-            and len(set(names)) == len(names)
+            and set(map(type, values)) <= _FLOAT
+            # A finite sum: no NaN or infinity among the values (an overflow only sends the
+            # vector down the full decode, which accepts it).
+            and _isfinite(sum(values))
+            and _names_ok(names)
         ):
             return None
         return value["symbol"], from_micros(value["timestamp"]), dict(zip(names, values, strict=True))

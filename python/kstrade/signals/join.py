@@ -37,21 +37,24 @@ class JoinStats:
     ignored: int = 0  # model types without a weight
 
 
-def put_in_time_order(book: dict[datetime, V], timestamp: datetime, value: V, memory: int) -> None:
+def put_in_time_order(book: dict[datetime, V], timestamp: datetime, value: V, memory: int) -> list[V]:
     """`book[timestamp] = value` on a dict kept in ascending time order, then the oldest entries
-    dropped until at most `memory` remain. Times that arrive in order (the usual case) append
-    and drop from the front in O(1); one that arrives out of order re-sorts the book once."""
+    dropped until at most `memory` remain; returns the values dropped. Times that arrive in
+    order (the usual case) append and drop from the front in O(1); one that arrives out of
+    order re-sorts the book once."""
     if timestamp in book:
         book[timestamp] = value  # a repeat: same place, same size
-        return
+        return []
     newest = next(reversed(book)) if book else None
     book[timestamp] = value
     if newest is not None and timestamp < newest:
         ordered = sorted(book.items(), key=_time)
         book.clear()
         book.update(ordered)
+    dropped: list[V] = []
     while len(book) > memory:
-        del book[next(iter(book))]  # the oldest: the book is in time order
+        dropped.append(book.pop(next(iter(book))))  # the oldest: the book is in time order
+    return dropped
 
 
 def _time(item: tuple[datetime, object]) -> datetime:

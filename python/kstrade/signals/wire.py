@@ -75,20 +75,30 @@ def _long(n: int) -> bytes:
     return bytes(out)
 
 
+#: Encoded strings seen before (map keys, booster and model names, symbols): they repeat on
+#: every signal. Bounded, in case something feeds it unbounded names.
+_STRINGS: dict[str, bytes] = {}
+_STRINGS_MAX = 4096
+
+
 def _string(s: str) -> bytes:
-    b = s.encode()
-    return _long(len(b)) + b
+    """Avro string: byte length, then UTF-8 (as fastavro's `write_utf8`)."""
+    b = _STRINGS.get(s)
+    if b is None:
+        raw = s.encode()
+        b = _long(len(raw)) + raw
+        if len(_STRINGS) >= _STRINGS_MAX:
+            _STRINGS.clear()
+        _STRINGS[s] = b
+    return b
 
 
 def _map(m: dict[str, float]) -> bytes:
+    """Avro map of doubles: one block of len(m) entries, then the empty block (as fastavro)."""
     if not m:
         return b"\x00"
-    parts = [_long(len(m))]
-    for k, v in m.items():
-        parts.append(_string(k))
-        parts.append(_double(v))
-    parts.append(b"\x00")
-    return b"".join(parts)
+    string, double = _string, _double
+    return b"".join([_long(len(m)), *[string(k) + double(v) for k, v in m.items()], b"\x00"])
 
 
 def _array(items: list[str]) -> bytes:
@@ -104,8 +114,16 @@ def _finite(v: Any) -> bool:
     return type(v) is float and _isfinite(v)
 
 
+_STR = frozenset((str,))
+_FLOAT = frozenset((float,))
+
+
 def _doubles(m: Any) -> bool:
-    return type(m) is dict and all(type(k) is str and _finite(v) for k, v in m.items())
+    """A dict[str, float] of finite values (a finite sum: no NaN or infinity among them; an
+    overflowing sum only sends the values down the validated path)."""
+    if type(m) is not dict:
+        return False
+    return set(map(type, m)) <= _STR and set(map(type, m.values())) <= _FLOAT and _isfinite(sum(m.values()))
 
 
 def _valid(f: dict[str, Any]) -> bool:
@@ -139,7 +157,7 @@ def _valid(f: dict[str, Any]) -> bool:
         and _doubles(f.get("features_snapshot", {}))
         and _doubles(f.get("ensemble_weights", {}))
         and type(boosters) is list
-        and all(type(b) is str for b in boosters)
+        and set(map(type, boosters)) <= _STR
         and type(ttl) is int
         and 0 < ttl < 2**31
     ):
@@ -154,8 +172,11 @@ class _Body:
 
     __slots__ = ("head", "mid", "size", "tail")
 
-    def __init__(self, f: dict[str, Any]) -> None:
-        self.head = _long(to_micros(f["timestamp"])) + _string(f["symbol"]) + _string(str(f["signal_id"]))
+    def __init__(self, f: dict[str, Any], head: bytes | None = None) -> None:
+        """`head`: the encoded timestamp, symbol and signal id, when already known."""
+        if head is None:
+            head = _long(to_micros(f["timestamp"])) + _string(f["symbol"]) + _string(str(f["signal_id"]))
+        self.head = head
         self.mid = b"".join(
             (
                 _DIRECTION[f["direction"]],
@@ -168,10 +189,11 @@ class _Body:
         )
         size = f.get("position_size")
         self.size = b"\x00" if size is None else b"\x02" + _double(size)
+        weights = f.get("ensemble_weights", {})
         self.tail = b"".join(
             (
                 _map(f.get("features_snapshot", {})),
-                _map(f.get("ensemble_weights", {})),
+                _map(weights),
                 _array(f.get("boosters_applied", [])),
                 _long(f["ttl_seconds"]),
             )
@@ -191,8 +213,9 @@ def encode_plan(plan: SignalPlan) -> tuple[bytes, bytes, bytes] | None:
         raw, calibrated = plan.raw, plan.calibrated
         if not (_valid(raw) and _valid(calibrated)):
             return None
-        r = _Body(raw)
         c = _Body(calibrated)
+        same = all(raw[k] is calibrated[k] for k in ("timestamp", "symbol", "signal_id"))
+        r = _Body(raw, c.head if same else None)
         last = c.encode(SignalStage.FILTERED, without_size=True) if plan.reasons else c.encode(SignalStage.FINAL)
         return r.encode(raw["stage"]), c.encode(calibrated["stage"]), last
     except Exception:
