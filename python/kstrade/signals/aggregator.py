@@ -150,6 +150,12 @@ class SignalAggregator(Stage):
             for dropped in put_in_time_order(held, timestamp, [where], MARKET_MEMORY):
                 self._release(dropped)
 
+    def _decided(self, symbol: str, timestamp: datetime) -> None:
+        """A candle is decided: its inputs and those of the symbol's older candles are done."""
+        held = self._held.get(symbol)
+        while held and next(iter(held)) <= timestamp:
+            self._release(held.pop(next(iter(held))))
+
     def _release(self, positions: list[tuple[str, int, int]]) -> None:
         """Forget held inputs (their candle is decided or let go)."""
         for topic, partition, offset in positions:
@@ -285,9 +291,7 @@ class SignalAggregator(Stage):
     def _decide_candle(self, key: Key, now_ns: int) -> list[Output]:
         context, origin_ns = self.join.take(key)
         symbol, timestamp = key
-        held = self._held.get(symbol)
-        while held and next(iter(held)) <= timestamp:
-            self._release(held.pop(next(iter(held))))  # decided: its inputs (and older ones) are done
+        self._decided(symbol, timestamp)
         self.stats.decided += 1
         reweighting = self.settings.reweighting.enabled
         plan = plan_signals(
