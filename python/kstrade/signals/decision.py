@@ -50,6 +50,10 @@ class FilterReason(StrEnum):
     POSITION_OPEN = "POSITION_OPEN"  # one open position per symbol
 
 
+#: Each reason's place in the order they are checked (the order of `FilterReason`).
+_REASON_ORDER = {reason: i for i, reason in enumerate(FilterReason)}
+
+
 @dataclass(frozen=True, slots=True)
 class ModelVote:
     """One model's prediction for the candle, as the join keeps it."""
@@ -247,8 +251,7 @@ def plan_signals(
         reasons.append(FilterReason.VOLATILITY_REGIME)
     if settings.one_position_per_symbol and position_open:
         reasons.append(FilterReason.POSITION_OPEN)
-    order = list(FilterReason)
-    reasons.sort(key=order.index)
+    reasons.sort(key=_REASON_ORDER.__getitem__)
 
     snapshot: dict[str, float] = {
         "p_down": boosted.down,
