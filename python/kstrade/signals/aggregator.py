@@ -8,6 +8,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import ClassVar
 
 from kstrade.bus import MessageError, Output, Record
@@ -22,12 +23,15 @@ from kstrade.bus.topics import (
     signals,
 )
 from kstrade.config import Settings, SignalSettings
-from kstrade.schemas import Candle, Execution, FeatureVector, PnlEvent, Prediction
-from kstrade.schemas.models import OrderStatus
+from kstrade.schemas import Candle, Execution, FeatureVector, PnlEvent, Prediction, Signal
+from kstrade.schemas.codec import HEADER_ORIGIN_NS
+from kstrade.schemas.models import OrderStatus, PredictedDirection
+from kstrade.signals import inputs
 from kstrade.signals.calibration import Calibrator, calibrator_from_spec
-from kstrade.signals.decision import Decision, ModelVote, calibrated_vote, decide, epoch_ns
-from kstrade.signals.join import MARKET_MEMORY, Key, MarketBook, OpenPositions, PredictionJoin
+from kstrade.signals.decision import Decision, ModelVote, SignalPlan, calibrated_vote, epoch_ns, plan_signals
+from kstrade.signals.join import MARKET_MEMORY, Key, MarketBook, OpenPositions, PredictionJoin, put_in_time_order
 from kstrade.signals.reweighting import OutcomeWeights
+from kstrade.signals.wire import encode_plan
 from kstrade.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -79,11 +83,20 @@ class SignalAggregator(Stage):
         self.outcome_weights = OutcomeWeights(self.settings.weights, self.settings.reweighting)
         self.stats = SignalStats()
         #: Where each undecided candle's inputs sit on the bus (candle, features, predictions):
-        #: never committed past until the candle is decided, so a crash redelivers them.
-        self._held: dict[Key, list[tuple[str, int, int]]] = {}
+        #: never committed past until the candle is decided, so a crash redelivers them. Per
+        #: symbol, by candle time, in time order (see `put_in_time_order`).
+        self._held: dict[str, dict[datetime, list[tuple[str, int, int]]]] = {}
+        #: The same offsets as a multiset per (topic, partition): offset -> times held.
+        self._held_offsets: dict[tuple[str, int], dict[int, int]] = {}
         self._lstm_topics = {predictions_lstm(s): s for s in self.symbols}
         self._candle_topics = {candles(s, "1m"): s for s in self.symbols}
         self._feature_topics = {features_aggregated(s): s for s in self.symbols}
+        self._topic_raw, self._topic_calibrated = signals("raw"), signals("calibrated")
+        self._topic_final, self._topic_filtered = signals("final"), signals("filtered")
+        self._signal_headers: list[tuple[str, bytes]] | None = None
+        self._candles = inputs.FastReader(self.codec(Candle))
+        self._vectors = inputs.FastReader(self.codec(FeatureVector))
+        self._predictions = inputs.FastReader(self.codec(Prediction))
 
     @classmethod
     def from_settings(cls, settings: Settings, calibrators: Mapping[str, Calibrator] | None = None) -> SignalAggregator:
@@ -112,45 +125,68 @@ class SignalAggregator(Stage):
     # -- records -----------------------------------------------------------------------------
     def retained(self) -> dict[tuple[str, int], int]:
         """The lowest offset, per partition, of an input of a candle not yet decided."""
-        low: dict[tuple[str, int], int] = {}
-        for positions in self._held.values():
-            for topic, partition, offset in positions:
-                tp = (topic, partition)
-                if tp not in low or offset < low[tp]:
-                    low[tp] = offset
-        return low
+        return {tp: min(offsets) for tp, offsets in self._held_offsets.items() if offsets}
 
     def _hold(self, key: Key, record: Record) -> None:
         symbol, timestamp = key
         done = self.join.decided_through.get(symbol)
         if done is not None and timestamp <= done:
             return  # already decided: nothing to keep
-        self._held.setdefault(key, []).append((record.topic, record.partition, record.offset))
-        # Bounded like the market book: a candle no model ever predicts (warm-up, a model down)
-        # is let go once it is older than what the book remembers.
-        mine = sorted(k for k in self._held if k[0] == symbol)
-        for old in mine[: max(0, len(mine) - MARKET_MEMORY)]:
-            del self._held[old]
+        held = self._held.get(symbol)
+        if held is None:
+            held = self._held[symbol] = {}
+        tp = (record.topic, record.partition)
+        offsets = self._held_offsets.get(tp)
+        if offsets is None:
+            offsets = self._held_offsets[tp] = {}
+        offsets[record.offset] = offsets.get(record.offset, 0) + 1
+        where = (record.topic, record.partition, record.offset)
+        positions = held.get(timestamp)
+        if positions is not None:
+            positions.append(where)
+        else:
+            # Bounded like the market book: a candle no model ever predicts (warm-up, a model
+            # down) is let go once it is older than what the book remembers.
+            for dropped in put_in_time_order(held, timestamp, [where], MARKET_MEMORY):
+                self._release(dropped)
+
+    def _decided(self, symbol: str, timestamp: datetime) -> None:
+        """A candle is decided: its inputs and those of the symbol's older candles are done."""
+        held = self._held.get(symbol)
+        while held and next(iter(held)) <= timestamp:
+            self._release(held.pop(next(iter(held))))
+
+    def _release(self, positions: list[tuple[str, int, int]]) -> None:
+        """Forget held inputs (their candle is decided or let go)."""
+        for topic, partition, offset in positions:
+            offsets = self._held_offsets[(topic, partition)]
+            n = offsets[offset] - 1
+            if n:
+                offsets[offset] = n
+            else:
+                del offsets[offset]
 
     def handle(self, record: Record) -> Iterable[Output]:
         topic = record.topic
         if topic in self._lstm_topics or topic == PREDICTIONS_TRANSFORMER:
             return self._prediction(record)
         if topic in self._candle_topics:
-            candle = self.decode(record, Candle)
-            self._check_symbol(candle.symbol, self._candle_topics[topic], topic)
-            if candle.interval != "1m":
-                raise MessageError("WRONG_INTERVAL", f"{topic}: a {candle.interval} candle on the 1m topic")
-            self.market.add_close(candle.symbol, candle.timestamp, candle.close)
-            self._hold((candle.symbol, candle.timestamp), record)
-            self.outcome_weights.close(candle.symbol, candle.timestamp, candle.close)
-            return self._decide_all(self.join.ready((candle.symbol, candle.timestamp)))
+            symbol, timestamp, interval, close = self._read_candle(record)
+            self._check_symbol(symbol, self._candle_topics[topic], topic)
+            if interval != "1m":
+                raise MessageError("WRONG_INTERVAL", f"{topic}: a {interval} candle on the 1m topic")
+            self.market.add_close(symbol, timestamp, close)
+            key = (symbol, timestamp)
+            self._hold(key, record)
+            self.outcome_weights.close(symbol, timestamp, close)
+            return self._decide_all(self.join.ready(key))
         if topic in self._feature_topics:
-            vector = self.decode(record, FeatureVector)
-            self._check_symbol(vector.symbol, self._feature_topics[topic], topic)
-            self.market.add_features(vector.symbol, vector.timestamp, vector.features)
-            self._hold((vector.symbol, vector.timestamp), record)
-            return self._decide_all(self.join.ready((vector.symbol, vector.timestamp)))
+            symbol, timestamp, features = self._read_features(record)
+            self._check_symbol(symbol, self._feature_topics[topic], topic)
+            self.market.add_features(symbol, timestamp, features)
+            key = (symbol, timestamp)
+            self._hold(key, record)
+            return self._decide_all(self.join.ready(key))
         if topic == EXECUTIONS:
             fill = self.decode(record, Execution)
             if fill.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
@@ -161,28 +197,64 @@ class SignalAggregator(Stage):
             return ()
         raise MessageError("UNEXPECTED_TOPIC", f"the signals stage does not read {topic}")
 
+    # Inputs: the cheap native read when the record is a well-formed current message, else the
+    # full decode, which raises what it always raised (see `kstrade.signals.inputs`).
+    def _read_candle(self, record: Record) -> tuple[str, datetime, str, float]:
+        fast = self._candles.read(record)
+        if fast is not None:
+            fields = inputs.candle(fast[0])
+            if fields is not None:
+                return fields
+        candle = self.decode(record, Candle)
+        return candle.symbol, candle.timestamp, candle.interval, candle.close
+
+    def _read_features(self, record: Record) -> tuple[str, datetime, dict[str, float]]:
+        fast = self._vectors.read(record)
+        if fast is not None:
+            fields = inputs.feature_vector(fast[0])
+            if fields is not None:
+                return fields
+        vector = self.decode(record, FeatureVector)
+        return vector.symbol, vector.timestamp, vector.features
+
+    def _read_prediction(
+        self, record: Record
+    ) -> tuple[tuple[str, datetime, str, str, PredictedDirection, float, float], int]:
+        fast = self._predictions.read(record)
+        if fast is not None:
+            fields = inputs.prediction(fast[0])
+            if fields is not None:
+                return fields, fast[1]
+        p = self.decode(record, Prediction)
+        out = p.prediction
+        fields = (
+            p.symbol,
+            p.timestamp,
+            p.model_type.value,
+            p.model_version,
+            out.direction,
+            out.probability,
+            out.confidence,
+        )
+        return fields, self.origin_ns(record)
+
     def _prediction(self, record: Record) -> list[Output]:
-        prediction = self.decode(record, Prediction)
-        symbol = prediction.symbol
+        (symbol, timestamp, model_type, version, direction, probability, confidence), origin_ns = self._read_prediction(
+            record
+        )
         if record.topic in self._lstm_topics:
             self._check_symbol(symbol, self._lstm_topics[record.topic], record.topic)
-            if prediction.model_type.value != "lstm":
-                raise MessageError(
-                    "MODEL_TOPIC_MISMATCH", f"{record.topic}: a {prediction.model_type.value} prediction"
-                )
-        elif prediction.model_type.value != "transformer":
-            raise MessageError("MODEL_TOPIC_MISMATCH", f"{record.topic}: a {prediction.model_type.value} prediction")
+            if model_type != "lstm":
+                raise MessageError("MODEL_TOPIC_MISMATCH", f"{record.topic}: a {model_type} prediction")
+        elif model_type != "transformer":
+            raise MessageError("MODEL_TOPIC_MISMATCH", f"{record.topic}: a {model_type} prediction")
         elif symbol not in self._symbols:
             raise MessageError("UNKNOWN_SYMBOL", f"{record.topic}: symbol {symbol!r} is not configured")
-        out = prediction.prediction
-        vote = ModelVote(
-            prediction.model_type.value, prediction.model_version, out.direction, out.probability, out.confidence
-        )
-        keys = self.join.add(
-            vote, symbol, prediction.timestamp, now_ns=self.clock.now_ns(), origin_ns=self.origin_ns(record)
-        )
-        if (symbol, prediction.timestamp) in self.join.pending:
-            self._hold((symbol, prediction.timestamp), record)
+        vote = ModelVote(model_type, version, direction, probability, confidence)
+        key = (symbol, timestamp)
+        keys = self.join.add(vote, symbol, timestamp, now_ns=self.clock.now_ns(), origin_ns=origin_ns)
+        if key in self.join.pending:
+            self._hold(key, record)
         return self._decide_all(keys)
 
     @staticmethod
@@ -219,11 +291,10 @@ class SignalAggregator(Stage):
     def _decide_candle(self, key: Key, now_ns: int) -> list[Output]:
         context, origin_ns = self.join.take(key)
         symbol, timestamp = key
-        for held in [k for k in self._held if k[0] == symbol and k[1] <= timestamp]:
-            del self._held[held]  # decided: its inputs (and older ones of the symbol) are done
+        self._decided(symbol, timestamp)
         self.stats.decided += 1
         reweighting = self.settings.reweighting.enabled
-        decision = decide(
+        plan = plan_signals(
             context,
             self.settings,
             self.calibrators,
@@ -231,13 +302,57 @@ class SignalAggregator(Stage):
             position_open=self.positions.is_open(context.symbol, now_ns),
             weights=self.outcome_weights.weights() if reweighting else None,
         )
+        # The bodies straight from the plan's values when they are certainly valid; else the
+        # validated signals (raising, as `decide` does, before anything else happens).
+        bodies = decision = None
+        if plan is not None:
+            bodies = encode_plan(plan)
+            if bodies is None:
+                decision = plan.decision()
         if reweighting and context.close is not None:
             votes = {m: calibrated_vote(v, self.calibrators) for m, v in context.votes.items()}
             self.outcome_weights.predicted(context.symbol, context.timestamp, context.close, votes)
-        if decision is None:
+        if plan is None:
             self.stats.unpriced += 1
             return []
+        if bodies is not None:
+            return self._encoded_outputs(plan, bodies, origin_ns)
+        assert decision is not None
         return self._outputs(decision, origin_ns)
+
+    def _headers(self, origin_ns: int) -> list[tuple[str, bytes]]:
+        """`Codec(Signal).headers(origin_ns, "signals")`, from a template made once."""
+        template = self._signal_headers
+        if template is None:
+            template = self._signal_headers = self.codec(Signal).headers(0, self.name)
+        return [
+            (name, str(origin_ns).encode()) if name == HEADER_ORIGIN_NS else (name, value) for name, value in template
+        ]
+
+    def _encoded_outputs(self, plan: SignalPlan, bodies: tuple[bytes, bytes, bytes], origin_ns: int) -> list[Output]:
+        """What `_outputs` gives for `plan.decision()`, from bodies `encode_plan` wrote."""
+        calibrated = plan.calibrated
+        symbol = calibrated["symbol"]
+        key = symbol.encode()
+        outs = [
+            Output(self._topic_raw, bodies[0], key=key, headers=self._headers(origin_ns)),
+            Output(self._topic_calibrated, bodies[1], key=key, headers=self._headers(origin_ns)),
+        ]
+        if not plan.reasons:
+            expires = epoch_ns(calibrated["timestamp"]) + calibrated["ttl_seconds"] * 1_000_000_000
+            self.positions.reserve(symbol, str(calibrated["signal_id"]), expires)
+            self.stats.final += 1
+            outs.append(Output(self._topic_final, bodies[2], key=key, headers=self._headers(origin_ns)))
+        else:
+            reasons = [r.value for r in plan.reasons]
+            self.stats.rejected[reasons[0]] += 1
+            headers = [
+                *self._headers(origin_ns),
+                (REJECT_REASON, reasons[0].encode()),
+                (REJECT_REASONS, ",".join(reasons).encode()),
+            ]
+            outs.append(Output(self._topic_filtered, bodies[2], key=key, headers=headers))
+        return outs
 
     def _outputs(self, decision: Decision, origin_ns: int) -> list[Output]:
         key = decision.raw.symbol.encode()

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from kstrade.config import SignalSettings, TierBands
 from kstrade.schemas.models import EPOCH, PredictedDirection, Signal, SignalDirection, SignalStage, Tier
@@ -47,6 +48,10 @@ class FilterReason(StrEnum):
     TF_MISALIGNED = "TF_MISALIGNED"  # higher timeframes point the other way
     VOLATILITY_REGIME = "VOLATILITY_REGIME"  # regime blocked by configuration
     POSITION_OPEN = "POSITION_OPEN"  # one open position per symbol
+
+
+#: Each reason's place in the order they are checked (the order of `FilterReason`).
+_REASON_ORDER = {reason: i for i, reason in enumerate(FilterReason)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +165,20 @@ def decide(
 ) -> Decision | None:
     """The candle's signals, or None when there is no price at all to state an entry.
     `weights` replaces the configured ensemble weights (re-weighting from outcomes)."""
+    plan = plan_signals(context, settings, calibrators, now_ns=now_ns, position_open=position_open, weights=weights)
+    return None if plan is None else plan.decision()
+
+
+def plan_signals(
+    context: CandleContext,
+    settings: SignalSettings,
+    calibrators: Mapping[str, Calibrator],
+    *,
+    now_ns: int,
+    position_open: bool,
+    weights: Mapping[str, float] | None = None,
+) -> SignalPlan | None:
+    """What `decide` decides, as the field values of its signals (no model built yet)."""
     entry = context.close if context.close is not None else context.last_close
     if entry is None or entry <= 0:
         return None
@@ -232,8 +251,7 @@ def decide(
         reasons.append(FilterReason.VOLATILITY_REGIME)
     if settings.one_position_per_symbol and position_open:
         reasons.append(FilterReason.POSITION_OPEN)
-    order = list(FilterReason)
-    reasons.sort(key=order.index)
+    reasons.sort(key=_REASON_ORDER.__getitem__)
 
     snapshot: dict[str, float] = {
         "p_down": boosted.down,
@@ -252,7 +270,7 @@ def decide(
     if settings.risk_per_trade is not None and tier is not Tier.D:
         size = settings.risk_per_trade * settings.tier_size_scale.get(tier.value, 0.0) / abs(entry - level.stop_loss)
 
-    raw = Signal(
+    raw = dict(
         timestamp=context.timestamp,
         symbol=context.symbol,
         signal_id=sid,
@@ -266,7 +284,7 @@ def decide(
         ensemble_weights=weights,
         ttl_seconds=settings.ttl_seconds,
     )
-    calibrated = Signal(
+    calibrated = dict(
         timestamp=context.timestamp,
         symbol=context.symbol,
         signal_id=sid,
@@ -283,7 +301,23 @@ def decide(
         boosters_applied=boosters,
         ttl_seconds=settings.ttl_seconds,
     )
-    if reasons:
-        rejected = calibrated.model_copy(update={"stage": SignalStage.FILTERED, "position_size": None})
-        return Decision(raw, calibrated, None, rejected, reasons)
-    return Decision(raw, calibrated, calibrated.model_copy(update={"stage": SignalStage.FINAL}), None, [])
+    return SignalPlan(raw, calibrated, reasons)
+
+
+@dataclass(slots=True)
+class SignalPlan:
+    """One candle's decision as the keyword arguments of its `signals.raw` and
+    `signals.calibrated` signals, and the reasons it is filtered (none: it is final)."""
+
+    raw: dict[str, Any]
+    calibrated: dict[str, Any]
+    reasons: list[FilterReason]
+
+    def decision(self) -> Decision:
+        """The validated signals (raises, as `Signal` does, if a value is not valid)."""
+        raw = Signal(**self.raw)
+        calibrated = Signal(**self.calibrated)
+        if self.reasons:
+            rejected = calibrated.model_copy(update={"stage": SignalStage.FILTERED, "position_size": None})
+            return Decision(raw, calibrated, None, rejected, self.reasons)
+        return Decision(raw, calibrated, calibrated.model_copy(update={"stage": SignalStage.FINAL}), None, [])

@@ -9,9 +9,9 @@ and never used, so a candle yields at most one decision.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from kstrade.signals.decision import CandleContext, ModelVote
 
@@ -20,6 +20,7 @@ from kstrade.signals.decision import CandleContext, ModelVote
 MARKET_MEMORY = 64
 
 Key = tuple[str, datetime]
+V = TypeVar("V")
 
 
 @dataclass(slots=True)
@@ -36,25 +37,49 @@ class JoinStats:
     ignored: int = 0  # model types without a weight
 
 
+def put_in_time_order(book: dict[datetime, V], timestamp: datetime, value: V, memory: int) -> list[V]:
+    """`book[timestamp] = value` on a dict kept in ascending time order, then the oldest entries
+    dropped until at most `memory` remain; returns the values dropped. Times that arrive in
+    order (the usual case) append and drop from the front in O(1); one that arrives out of
+    order re-sorts the book once."""
+    if timestamp in book:
+        book[timestamp] = value  # a repeat: same place, same size
+        return []
+    newest = next(reversed(book)) if book else None
+    book[timestamp] = value
+    if newest is not None and timestamp < newest:
+        ordered = sorted(book.items(), key=_time)
+        book.clear()
+        book.update(ordered)
+    dropped: list[V] = []
+    while len(book) > memory:
+        dropped.append(book.pop(next(iter(book))))  # the oldest: the book is in time order
+    return dropped
+
+
+def _time(item: tuple[datetime, object]) -> datetime:
+    return item[0]
+
+
 class MarketBook:
-    """Recent 1m closes and feature vectors per symbol, by candle time."""
+    """Recent 1m closes and feature vectors per symbol, by candle time (each book in time order)."""
 
     def __init__(self, memory: int = MARKET_MEMORY) -> None:
         self.memory = memory
-        self._closes: dict[str, OrderedDict[datetime, float]] = {}
-        self._features: dict[str, OrderedDict[datetime, dict[str, float]]] = {}
+        self._closes: dict[str, dict[datetime, float]] = {}
+        self._features: dict[str, dict[datetime, dict[str, float]]] = {}
 
     def add_close(self, symbol: str, timestamp: datetime, close: float) -> None:
-        book = self._closes.setdefault(symbol, OrderedDict())
-        book[timestamp] = close
-        while len(book) > self.memory:
-            del book[min(book)]
+        book = self._closes.get(symbol)
+        if book is None:
+            book = self._closes[symbol] = {}
+        put_in_time_order(book, timestamp, close, self.memory)
 
     def add_features(self, symbol: str, timestamp: datetime, features: dict[str, float]) -> None:
-        book = self._features.setdefault(symbol, OrderedDict())
-        book[timestamp] = features
-        while len(book) > self.memory:
-            del book[min(book)]
+        book = self._features.get(symbol)
+        if book is None:
+            book = self._features[symbol] = {}
+        put_in_time_order(book, timestamp, features, self.memory)
 
     def close(self, symbol: str, timestamp: datetime) -> float | None:
         book = self._closes.get(symbol)
@@ -64,8 +89,10 @@ class MarketBook:
         book = self._closes.get(symbol)
         if not book:
             return None
-        earlier = [t for t in book if t < timestamp]
-        return book[max(earlier)] if earlier else None
+        for t in reversed(book):  # newest first: the first earlier time is the latest one
+            if t < timestamp:
+                return book[t]
+        return None
 
     def features(self, symbol: str, timestamp: datetime) -> dict[str, float] | None:
         book = self._features.get(symbol)
