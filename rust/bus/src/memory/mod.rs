@@ -295,7 +295,12 @@ impl MemoryConsumer {
                 continue;
             };
             let part = &log.partitions[tp.partition as usize];
-            let pos = self.positions.entry(tp.clone()).or_insert(0);
+            // A poll visits every owned partition: look the position up without cloning the
+            // key (a pattern subscriber like the metrics collector owns hundreds).
+            let pos = match self.positions.get_mut(tp) {
+                Some(pos) => pos,
+                None => self.positions.entry(tp.clone()).or_insert(0),
+            };
             let start = (*pos).clamp(0, part.len() as i64) as usize;
             let mut take = (max - out.len()).min(part.len() - start);
             if let Some(until) = self.until_ms {
@@ -404,7 +409,11 @@ impl Consumer for MemoryConsumer {
             .groups
             .get_mut(&self.group_id)
             .ok_or_else(|| BusError::Commit(format!("group '{}' is gone", self.group_id)))?;
-        let owned = group.assignment.get(&member).cloned().unwrap_or_default();
+        let owned: HashSet<&TopicPartition> = group
+            .assignment
+            .get(&member)
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
         // Like Kafka's generation check: a member may only commit partitions it owns now, so a
         // consumer that lost a partition cannot move the new owner's offset.
         if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !owned.contains(tp)) {
