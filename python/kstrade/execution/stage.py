@@ -87,7 +87,7 @@ class ExecutionStage(Stage):
         self.sizer = KellySizer(settings.kelly_fraction, settings.max_risk_pct)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
         self._guard: AccountGuard | None = None
-        self._saved_guard: dict[str, Any] | None = None
+        self._saved_guard: tuple[Any, ...] | None = None
         self._last_observe_ns = 0
         self._last_reconcile_ns = 0
         self._broker_down_since: int | None = None
@@ -183,10 +183,12 @@ class ExecutionStage(Stage):
                     self._flatten_alerted[p.ticket] = now
                     outs.append(self._alert(now, origin, "CRITICAL", "FLATTEN_FAILED", f"{p.ticket}: {reply.code}"))
             outs += self._closed(now, origin)
-        snapshot = guard.snapshot()
-        if snapshot != self._saved_guard:
-            self.journal.save_guard(snapshot)
-            self._saved_guard = snapshot
+        # Durable on every change that a restart would restore differently (not on every event:
+        # the snapshot's last-seen time moves each time; see AccountGuard.durable_key).
+        key = guard.durable_key()
+        if key != self._saved_guard:
+            self.journal.save_guard(guard.snapshot())
+            self._saved_guard = key
         return outs
 
     def _closed(self, now: int, origin: int) -> list[Output]:
