@@ -161,7 +161,7 @@ class ExecutionStage(Stage):
                 v = codec.decode_value(
                     record.value, version=headers.schema_version, topic=record.topic, offset=record.offset
                 )
-            except Exception:  # noqa: BLE001 - the model's path below raises the same error
+            except Exception:  # the model's path below raises the same error
                 v = None
             if v is not None and _valid_candle(v):
                 return v["symbol"], v["open"], v["high"], v["low"], v["close"], headers.origin_ns
@@ -458,7 +458,7 @@ def _valid_candle(v: dict[str, Any]) -> bool:
     for x in (o, h, low, c, volume):
         if type(x) is not float or not math.isfinite(x):
             return False
-    return volume >= 0 and low <= min(o, c) and max(o, c) <= h
+    return bool(volume >= 0 and low <= min(o, c) and max(o, c) <= h)
 
 
 def _stored(topic: str, message: Message) -> dict[str, Any]:
