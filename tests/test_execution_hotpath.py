@@ -308,3 +308,32 @@ def test_an_uncertain_order_found_after_a_restart_is_reconciled(tmp_path: Path) 
     after = again.journal.get(str(sig.signal_id))
     assert after is not None and after.state is JournalState.FILLED
     assert broker.sent == 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("schema", b"kstrade.Candle"), ("schema_version", b"1"), ("origin_ns", b"0042"), ("stage", b"t"),
+         ("encoding", b"avro")],
+        [("schema", b"kstrade.Candle"), ("schema_version", b"1"), ("origin_ns", b"-5"), ("stage", b"t"),
+         ("encoding", b"avro")],
+        [("schema", b"kstrade.Candle"), ("schema_version", b"1"), ("origin_ns", b" 7 "), ("stage", b"t"),
+         ("encoding", b"avro")],
+        [("schema", b"kstrade.Candle"), ("schema_version", b"1"), ("origin_ns", b"9"), ("stage", b"t")],
+        [("schema", b"kstrade.Candle"), ("schema_version", b"1"), ("origin_ns", b"9"), ("stage", b"t"),
+         ("encoding", b"avro"), ("origin_ns", b"10")],
+        [("origin_ns", b"3"), ("schema", b"kstrade.Candle"), ("schema_version", b"1"), ("stage", b"t"),
+         ("encoding", b"avro")],
+    ],
+)  # fmt: skip
+def test_the_fast_header_path_reads_what_the_headers_say(h: Harness, headers: list[tuple[str, bytes]]) -> None:
+    codec = Codec(Candle)
+    topic = candles("BTC-USD", "1m")
+    candle = Candle(timestamp=T0, symbol="BTC-USD", interval="1m", open=1, high=2, low=0.5, close=1.5, volume=1,
+                    source="test")  # fmt: skip
+    h.producer.send(topic, codec.encode(candle), key=b"BTC-USD", headers=headers)
+    h.producer.flush()
+    records = h.bus.consumer("peek")
+    records.subscribe([topic])
+    [r] = records.poll(max_records=10, timeout=0.0)
+    assert h.stage._candle(r) == model_path(h.stage, r)

@@ -29,7 +29,8 @@ from kstrade.execution.router import OrderRouter
 from kstrade.execution.sizing import KellySizer
 from kstrade.execution.trading_day import trading_session
 from kstrade.retry import Backoff
-from kstrade.schemas import MessageHeaders
+from kstrade.schemas import Codec, MessageHeaders
+from kstrade.schemas.codec import HEADER_ENCODING, HEADER_ORIGIN_NS, HEADER_SCHEMA, HEADER_SCHEMA_VERSION, HEADER_STAGE
 from kstrade.schemas.models import (
     EPOCH,
     Alert,
@@ -146,27 +147,27 @@ class ExecutionStage(Stage):
         interval, symbol, low <= open/close <= high, a representable timestamp). Anything else,
         or any doubt, takes the model's path (`self.decode`), which dead-letters a bad candle
         with the same error as always."""
-        headers = MessageHeaders.from_kafka(record.headers, topic=record.topic, offset=record.offset)
         codec = self.codec(Candle)
-        if (
-            codec.native
-            and codec.format == "avro"
-            and codec.wire == "bare"
-            and record.value is not None
-            and headers.schema == codec.schema_name
-            and headers.encoding == codec.encoding
-            and headers.schema_version == codec.version
-        ):
+        origin = _current_candle_origin(record.headers, codec)
+        if origin is None:
+            headers = MessageHeaders.from_kafka(record.headers, topic=record.topic, offset=record.offset)
+            origin = headers.origin_ns
+            current = (
+                headers.schema == codec.schema_name
+                and headers.encoding == codec.encoding
+                and headers.schema_version == codec.version
+            )
+        else:
+            current = True
+        if current and codec.native and codec.format == "avro" and codec.wire == "bare" and record.value is not None:
             try:
-                v = codec.decode_value(
-                    record.value, version=headers.schema_version, topic=record.topic, offset=record.offset
-                )
+                v = codec.decode_value(record.value, version=codec.version, topic=record.topic, offset=record.offset)
             except Exception:  # the model's path below raises the same error
                 v = None
             if v is not None and _valid_candle(v):
-                return v["symbol"], v["open"], v["high"], v["low"], v["close"], headers.origin_ns
+                return v["symbol"], v["open"], v["high"], v["low"], v["close"], origin
         candle = self.decode(record, Candle)
-        return candle.symbol, candle.open, candle.high, candle.low, candle.close, headers.origin_ns
+        return candle.symbol, candle.open, candle.high, candle.low, candle.close, origin
 
     def on_time(self, now_ns: int) -> Iterable[Output]:
         outs: list[Output] = []
@@ -442,6 +443,24 @@ _CANDLE_FIELDS = frozenset(Candle.model_fields)
 #: Epoch microseconds a datetime holds (years 1 to 9999), with a day to spare either side.
 _MICROS_MIN = -62_135_596_800_000_000 + 86_400_000_000
 _MICROS_MAX = 253_402_300_799_999_999 - 86_400_000_000
+
+
+def _current_candle_origin(headers: Any, codec: Codec) -> int | None:
+    """The origin time when the headers are exactly what `Codec.headers` writes for the current
+    bare Avro candle (schema, schema_version, origin_ns, stage, encoding; ASCII, a plain decimal
+    origin), where `MessageHeaders.from_kafka` would read the same; None for anything else."""
+    try:
+        (n0, v0), (n1, v1), (n2, v2), (n3, v3), (n4, v4) = headers
+    except (TypeError, ValueError):
+        return None
+    if (
+        n0 != HEADER_SCHEMA or n1 != HEADER_SCHEMA_VERSION or n2 != HEADER_ORIGIN_NS or n3 != HEADER_STAGE
+        or n4 != HEADER_ENCODING or v0 != codec.schema_name.encode() or v1 != str(codec.version).encode()
+        or v4 != codec.encoding.encode() or type(v2) is not bytes or type(v3) is not bytes
+        or not v2.isdigit() or not v3.isascii()
+    ):  # fmt: skip
+        return None
+    return int(v2)
 
 
 def _valid_candle(v: dict[str, Any]) -> bool:
