@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 from collections import deque
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -53,13 +53,30 @@ class DailyLossGuard:
         self.limit = rules.max_daily_loss_pct / 100 * rules.initial_balance
         self.day: date = trading_day(start_ns)
         self.day_start_balance = rules.initial_balance
+        #: [start, end) of `_bounds_day` in epoch ns: a time inside is on that Prague day, so
+        #: `roll` needs no time zone conversion on every event (recomputed when `day` changes).
+        self._bounds_day: date | None = None
+        self._bounds = (0, 0)
 
     @property
     def floor(self) -> float:
         return self.day_start_balance - self.limit
 
+    def bounds(self) -> tuple[int, int]:
+        """Prague midnight starting `day` and the one ending it, in epoch ns."""
+        if self._bounds_day != self.day:
+            try:
+                self._bounds = (prague_midnight_ns(self.day), prague_midnight_ns(self.day + timedelta(days=1)))
+            except OverflowError:  # the last day datetime knows: always convert
+                self._bounds = (0, 0)
+            self._bounds_day = self.day
+        return self._bounds
+
     def roll(self, now_ns: int, balance: float) -> bool:
         """Start a new day if `now_ns` is past Prague midnight; True when it did."""
+        start, end = self.bounds()
+        if start <= now_ns < end:
+            return False  # trading_day(now_ns) == self.day
         today = trading_day(now_ns)
         if today == self.day:
             return False
@@ -195,6 +212,8 @@ class AccountGuard:
         self.day_profit: dict[date, float] = {}
         self.target_announced = False
         self.last_seen_ns: int | None = None
+        #: Moves whenever `trading_days` or `day_profit` may have changed (see `durable_key`).
+        self._revision = 0
 
     # -- floors ----------------------------------------------------------------------------------
     @property
@@ -339,12 +358,39 @@ class AccountGuard:
     def record_open(self, now_ns: int) -> None:
         # FTMO: a day counts as a trading day when a position was opened on it.
         self.trading_days.add(trading_day(now_ns))
+        self._revision += 1
 
     def record_close(self, now_ns: int, realized: float) -> None:
         day = trading_day(now_ns)
         self.day_profit[day] = self.day_profit.get(day, 0.0) + realized
+        self._revision += 1
 
     # -- persistence across restarts --------------------------------------------------------------
+    def durable_key(self) -> tuple[Any, ...]:
+        """Cheap to compute, and equal for two moments whose `snapshot()`s restore guards that
+        behave identically: save the snapshot when this changes, not on every event.
+
+        Every field of the snapshot is in it as is (the trading days and daily profits through
+        a revision count), except `last_seen_ns`, which moves on every event. A restored
+        `last_seen_ns` is only ever read at the next day roll, to decide whether the day
+        started late (no event within `_LATE_ROLL_NS` before Prague midnight). It is always on
+        the guard's `day` (observe rolls first), so at that roll it is compared with the
+        midnight ending that day (or a later one, where any time of the day is late, or an
+        earlier one, where none is): only whether it is in the last `_LATE_ROLL_NS` of its day
+        decides. The key holds that, so a snapshot saved at the first event of a day, and again
+        at the first one in the day's last minutes, restores the same behaviour as one saved on
+        every event.
+        """
+        seen = self.last_seen_ns
+        late: bool | None = None
+        if seen is not None:
+            late = seen < self.daily.bounds()[1] - _LATE_ROLL_NS
+        return (
+            self.daily.day, self.daily.day_start_balance, self.max_loss.eod_high, self.halted_until_ns,
+            self.halted_for_good, self.target_announced, late, self._revision, len(self.trading_days),
+            len(self.day_profit),
+        )  # fmt: skip
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "day": self.daily.day.isoformat(),
@@ -368,5 +414,6 @@ class AccountGuard:
         self.day_profit = {date.fromisoformat(d): float(v) for d, v in data["day_profit"].items()}
         self.target_announced = bool(data["target_announced"])
         self.last_seen_ns = data.get("last_seen_ns")
+        self._revision += 1
         if self.halted_for_good or self.halted_until_ns is not None:
             self.state = TradingState.HALTED

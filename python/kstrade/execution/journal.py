@@ -73,6 +73,13 @@ class OrderJournal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        # Signals whose order is UNCERTAIN, kept in memory so the stage's periodic reconcile scan
+        # costs nothing while there are none. This process alone writes the journal (the lock),
+        # so the index follows every `record`; it is rebuilt from the table on every open.
+        self._uncertain: set[str] = {
+            row[0]
+            for row in self._db.execute("SELECT signal_id FROM orders WHERE state = ?", (JournalState.UNCERTAIN.value,))
+        }
 
     @staticmethod
     def _take_lock(lock_path: Path) -> int | None:
@@ -117,6 +124,8 @@ class OrderJournal:
         return None if row is None else self._entry(row)
 
     def in_state(self, state: JournalState) -> list[JournalEntry]:
+        if state is JournalState.UNCERTAIN and not self._uncertain:
+            return []  # the common case, without a query
         rows = self._db.execute(
             "SELECT signal_id, client_order_id, state, symbol, reason, messages, attempts, created_ns FROM orders "
             "WHERE state = ? ORDER BY created_ns",
@@ -148,6 +157,10 @@ class OrderJournal:
             "reason = excluded.reason, messages = excluded.messages, updated_ns = excluded.updated_ns",
             (signal_id, client_order_id, state.value, symbol, reason, json.dumps(kept), now_ns, now_ns),
         )
+        if state is JournalState.UNCERTAIN:
+            self._uncertain.add(signal_id)
+        else:
+            self._uncertain.discard(signal_id)
 
     def count_attempt(self, signal_id: str) -> None:
         """One more broker send for this signal (what the tests count: never more than one fill)."""

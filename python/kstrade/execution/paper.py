@@ -148,33 +148,38 @@ class PaperBroker:
     def mark(self, candle: Candle, now_ns: int) -> None:
         """A new candle: stops and targets first (the stop when both are in range: the worse
         case), at the open when the price gapped past them; then mark at the close."""
-        for ticket, held in list(self.positions.items()):
-            p = held.position
-            if p.symbol != candle.symbol:
-                continue
-            exit_price, reason = self._trigger(p, candle)
-            if exit_price is not None:
-                self._close(ticket, exit_price, now_ns, reason)
-                self._save()
-        self.prices[candle.symbol] = candle.close
-        for held in self.positions.values():
-            if held.position.symbol == candle.symbol:
-                held.position = replace(held.position, mark=candle.close)
+        self.mark_prices(candle.symbol, candle.open, candle.high, candle.low, candle.close, now_ns)
 
-    def _trigger(self, p: Position, c: Candle) -> tuple[float | None, str]:
+    def mark_prices(self, symbol: str, open: float, high: float, low: float, close: float, now_ns: int) -> None:
+        """`mark` from a candle's symbol and prices (the stage's hot path needs no model)."""
+        if self.positions:
+            for ticket, held in list(self.positions.items()):
+                p = held.position
+                if p.symbol != symbol:
+                    continue
+                exit_price, reason = self._trigger(p, open, high, low)
+                if exit_price is not None:
+                    self._close(ticket, exit_price, now_ns, reason)
+                    self._save()
+        self.prices[symbol] = close
+        for held in self.positions.values():
+            if held.position.symbol == symbol:
+                held.position = replace(held.position, mark=close)
+
+    def _trigger(self, p: Position, open: float, high: float, low: float) -> tuple[float | None, str]:
         long = p.side is Side.BUY
         stop_fill = self._slipped(p.stop_loss, Side.SELL if long else Side.BUY)
-        gapped_stop = c.open <= p.stop_loss if long else c.open >= p.stop_loss
-        gapped_target = c.open >= p.take_profit if long else c.open <= p.take_profit
+        gapped_stop = open <= p.stop_loss if long else open >= p.stop_loss
+        gapped_target = open >= p.take_profit if long else open <= p.take_profit
         if gapped_stop:
-            gap_fill = self._slipped(c.open, Side.SELL if long else Side.BUY)
+            gap_fill = self._slipped(open, Side.SELL if long else Side.BUY)
             self.gap_loss += abs(stop_fill - gap_fill) * p.quantity * p.value_per_unit
             return gap_fill, "STOP_LOSS_GAP"
         if gapped_target:
-            return c.open, "TAKE_PROFIT"
-        if (c.low <= p.stop_loss) if long else (c.high >= p.stop_loss):
+            return open, "TAKE_PROFIT"
+        if (low <= p.stop_loss) if long else (high >= p.stop_loss):
             return stop_fill, "STOP_LOSS"
-        if (c.high >= p.take_profit) if long else (c.low <= p.take_profit):
+        if (high >= p.take_profit) if long else (low <= p.take_profit):
             return p.take_profit, "TAKE_PROFIT"
         return None, ""
 

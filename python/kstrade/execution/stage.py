@@ -9,10 +9,11 @@ broker with retries and a circuit breaker; order events, fills, realized P&L and
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 from uuid import UUID
 
 from kstrade.bus import MessageError, Output, Record
@@ -28,11 +29,14 @@ from kstrade.execution.router import OrderRouter
 from kstrade.execution.sizing import KellySizer
 from kstrade.execution.trading_day import trading_session
 from kstrade.retry import Backoff
+from kstrade.schemas import Codec, MessageHeaders
+from kstrade.schemas.codec import HEADER_ENCODING, HEADER_ORIGIN_NS, HEADER_SCHEMA, HEADER_SCHEMA_VERSION, HEADER_STAGE
 from kstrade.schemas.models import (
     EPOCH,
     Alert,
     Candle,
     Execution,
+    Interval,
     Message,
     Order,
     OrderStatus,
@@ -87,7 +91,7 @@ class ExecutionStage(Stage):
         self.sizer = KellySizer(settings.kelly_fraction, settings.max_risk_pct)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
         self._guard: AccountGuard | None = None
-        self._saved_guard: dict[str, Any] | None = None
+        self._saved_guard: tuple[Any, ...] | None = None
         self._last_observe_ns = 0
         self._last_reconcile_ns = 0
         self._broker_down_since: int | None = None
@@ -111,14 +115,59 @@ class ExecutionStage(Stage):
         now = self.clock.now_ns()
         if record.topic == SIGNALS_FINAL:
             return self._on_signal(record, now)
-        candle = self.decode(record, Candle)
-        origin = self.origin_ns(record)
+        symbol, open_, high, low, close, origin = self._candle(record)
+        paper = self.broker if isinstance(self.broker, PaperBroker) else None
+        # A flat paper account: the observation below sees (balance, balance, no positions) and
+        # closes nothing; if the candle then moves nothing either, a second observation would see
+        # the same account at the same time, and the guard gives nothing new for that.
+        flat = paper is not None and not paper.positions
+        balance = paper.balance if paper is not None else 0.0
         outs = self._observe(now, origin)  # roll the Prague day before this candle moves anything
-        if isinstance(self.broker, PaperBroker):
-            self.broker.mark(candle, now)
-        outs += self._closed(now, origin)
+        if paper is not None:
+            paper.mark_prices(symbol, open_, high, low, close, now)
+        closed = self._closed(now, origin)
+        outs += closed
+        if (
+            flat
+            and paper is not None
+            and not closed
+            and not paper.positions
+            and paper.balance == balance
+            and self._broker_down_since is None
+        ):
+            return outs
         outs += self._observe(now, origin)
         return outs
+
+    def _candle(self, record: Record) -> tuple[str, float, float, float, float, int]:
+        """The candle's symbol, open, high, low and close, and the record's origin time.
+
+        The headers are read once; a current bare native Avro candle is decoded to a plain
+        value and checked for what the model checks (finite prices, volume >= 0, known
+        interval, symbol, low <= open/close <= high, a representable timestamp). Anything else,
+        or any doubt, takes the model's path (`self.decode`), which dead-letters a bad candle
+        with the same error as always."""
+        codec = self.codec(Candle)
+        origin = _current_candle_origin(record.headers, codec)
+        if origin is None:
+            headers = MessageHeaders.from_kafka(record.headers, topic=record.topic, offset=record.offset)
+            origin = headers.origin_ns
+            current = (
+                headers.schema == codec.schema_name
+                and headers.encoding == codec.encoding
+                and headers.schema_version == codec.version
+            )
+        else:
+            current = True
+        if current and codec.native and codec.format == "avro" and codec.wire == "bare" and record.value is not None:
+            try:
+                v = codec.decode_value(record.value, version=codec.version, topic=record.topic, offset=record.offset)
+            except Exception:  # the model's path below raises the same error
+                v = None
+            if v is not None and _valid_candle(v):
+                return v["symbol"], v["open"], v["high"], v["low"], v["close"], origin
+        candle = self.decode(record, Candle)
+        return candle.symbol, candle.open, candle.high, candle.low, candle.close, origin
 
     def on_time(self, now_ns: int) -> Iterable[Output]:
         outs: list[Output] = []
@@ -183,10 +232,12 @@ class ExecutionStage(Stage):
                     self._flatten_alerted[p.ticket] = now
                     outs.append(self._alert(now, origin, "CRITICAL", "FLATTEN_FAILED", f"{p.ticket}: {reply.code}"))
             outs += self._closed(now, origin)
-        snapshot = guard.snapshot()
-        if snapshot != self._saved_guard:
-            self.journal.save_guard(snapshot)
-            self._saved_guard = snapshot
+        # Durable on every change that a restart would restore differently (not on every event:
+        # the snapshot's last-seen time moves each time; see AccountGuard.durable_key).
+        key = guard.durable_key()
+        if key != self._saved_guard:
+            self.journal.save_guard(guard.snapshot())
+            self._saved_guard = key
         return outs
 
     def _closed(self, now: int, origin: int) -> list[Output]:
@@ -385,6 +436,48 @@ class ExecutionStage(Stage):
 
     def _backoff(self) -> Backoff:
         return Backoff(initial=self.settings.retry_initial_s, attempts=self.settings.retry_attempts)
+
+
+_INTERVALS = frozenset(get_args(Interval))
+_CANDLE_FIELDS = frozenset(Candle.model_fields)
+#: Epoch microseconds a datetime holds (years 1 to 9999), with a day to spare either side.
+_MICROS_MIN = -62_135_596_800_000_000 + 86_400_000_000
+_MICROS_MAX = 253_402_300_799_999_999 - 86_400_000_000
+
+
+def _current_candle_origin(headers: Any, codec: Codec) -> int | None:
+    """The origin time when the headers are exactly what `Codec.headers` writes for the current
+    bare Avro candle (schema, schema_version, origin_ns, stage, encoding; ASCII, a plain decimal
+    origin), where `MessageHeaders.from_kafka` would read the same; None for anything else."""
+    try:
+        (n0, v0), (n1, v1), (n2, v2), (n3, v3), (n4, v4) = headers
+    except (TypeError, ValueError):
+        return None
+    if (
+        n0 != HEADER_SCHEMA or n1 != HEADER_SCHEMA_VERSION or n2 != HEADER_ORIGIN_NS or n3 != HEADER_STAGE
+        or n4 != HEADER_ENCODING or v0 != codec.schema_name.encode() or v1 != str(codec.version).encode()
+        or v4 != codec.encoding.encode() or type(v2) is not bytes or type(v3) is not bytes
+        or not v2.isdigit() or not v3.isascii()
+    ):  # fmt: skip
+        return None
+    return int(v2)
+
+
+def _valid_candle(v: dict[str, Any]) -> bool:
+    """True when `Candle.model_validate` of this decoded value (timestamp in epoch micros)
+    certainly passes: only exact types and values the model accepts as they are."""
+    if v.keys() != _CANDLE_FIELDS:
+        return False
+    ts, symbol, interval, source = v["timestamp"], v["symbol"], v["interval"], v["source"]
+    o, h, low, c, volume = v["open"], v["high"], v["low"], v["close"], v["volume"]
+    if type(ts) is not int or not _MICROS_MIN <= ts <= _MICROS_MAX:
+        return False
+    if type(symbol) is not str or not symbol or type(source) is not str or interval not in _INTERVALS:
+        return False
+    for x in (o, h, low, c, volume):
+        if type(x) is not float or not math.isfinite(x):
+            return False
+    return bool(volume >= 0 and low <= min(o, c) and max(o, c) <= h)
 
 
 def _stored(topic: str, message: Message) -> dict[str, Any]:
