@@ -16,6 +16,9 @@ ratio measured on such a machine (see BENCHMARKS.md):
   the gap);
 - consume + decode of Avro candles: the native bus with batch decode into columns >= 2x
   confluent-kafka-python with fastavro (the issue's figure; measured 3.6x);
+- the replay (`python -m kstrade run`, 2 days x 3 symbols): batched >= 1.3x the record-at-a-time
+  path, and >= REPLAY_NAUTILUS_GATE x NautilusTrader replaying the same candles (a regression
+  guard far below the issue's 0.35x, which is not met yet; skipped loudly without the bench extra);
 - the design's absolute targets: feature engineering < 20 ms and signal aggregation < 10 ms per
   candle, inference < 30 ms per call (medians: a p99 of a few hundred samples on a loaded
   machine is one scheduler hiccup away from the limit; the p99 is printed). The end-to-end
@@ -29,6 +32,8 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +158,70 @@ def test_gate_inference_under_30_ms() -> None:
         p50, p99 = (float(x) for x in np.percentile(np.asarray(samples) * 1e3, [50, 99]))
         print(f"\n{model} batch 3: p50 {p50:.3f} ms, p99 {p99:.3f} ms (design < 30 ms, gated on p50)")
         assert p50 < 30.0
+
+
+#: The replay against NautilusTrader on the same candles. The issue's bar is 0.35x; kstrade is
+#: still well below it on this 2-core machine (BENCHMARKS.md), so the gate is a regression guard
+#: at about half of what is measured, and the ratio is printed.
+REPLAY_NAUTILUS_GATE = float(os.environ.get("KSTRADE_BENCH_REPLAY_GATE", "0.04"))
+#: The batched replay (stages ahead, whole polls) against the record-at-a-time, instant-by-instant
+#: one on the same candles (the same outputs: tests/test_pipeline_batch.py).
+REPLAY_BATCH_GATE = float(os.environ.get("KSTRADE_BENCH_REPLAY_BATCH_GATE", "1.3"))
+REPLAY_DAYS = 2
+
+
+def _replay_candles(tmp_path: Path) -> tuple[Path, int]:
+    """The default run's SYNTHETIC candles, REPLAY_DAYS of them: the file and the count."""
+    from kstrade.ingest import synthetic
+
+    symbols = ["BTC-USD", "ETH-USD", "SOL-USD"]
+    path = synthetic.write(symbols, datetime(2026, 1, 5, tzinfo=UTC), REPLAY_DAYS, 7, tmp_path)
+    return path, REPLAY_DAYS * synthetic.MINUTES_PER_DAY * len(symbols)
+
+
+def _replay_seconds(path: Path, out: Path, *, batched: bool = True) -> float:
+    """`python -m kstrade run` of the file: replay start to last output (set-up excluded)."""
+    from kstrade.app import RunOptions, run
+    from kstrade.config import load as load_settings
+
+    options = RunOptions(out=out, data=path, live_view=False, batched=batched)
+    return float(run(load_settings(), options, log=lambda _: None)["wall_seconds"])
+
+
+def test_gate_replay_batched_vs_record_at_a_time(tmp_path: Path) -> None:
+    path, n = _replay_candles(tmp_path)
+    slow = _replay_seconds(path, tmp_path / "record", batched=False)
+    fast = min(_replay_seconds(path, tmp_path / f"batched{i}") for i in range(2))
+    ratio = slow / fast
+    record("gate: replay, batched vs record at a time (x)", "kstrade", ratio, "x", True)
+    print(f"\nreplay {n:,} candles: batched {n / fast:,.0f}/s, record at a time {n / slow:,.0f}/s: {ratio:.2f}x")
+    assert ratio >= REPLAY_BATCH_GATE, f"batched replay only {ratio:.2f}x the record path (gate {REPLAY_BATCH_GATE}x)"
+
+
+def test_gate_replay_vs_nautilus_trader(tmp_path: Path) -> None:
+    import bench_replay as br
+
+    try:
+        import nautilus_trader  # noqa: F401
+    except ImportError:
+        pytest.skip(f"SKIPPED the NautilusTrader gate: nautilus_trader is not installed; {br.INSTALL}")
+    from kstrade.ingest.replay import read_candles
+
+    path, n = _replay_candles(tmp_path)
+    frame = read_candles(path)
+
+    def nautilus() -> float:
+        engine, _ = br.build_nautilus(frame)
+        try:
+            started = time.perf_counter()
+            engine.run()
+            return time.perf_counter() - started
+        finally:
+            engine.dispose()
+
+    theirs = min(nautilus() for _ in range(2))
+    ours = min(_replay_seconds(path, tmp_path / f"run{i}") for i in range(2))
+    ratio = theirs / ours
+    record("gate: replay, kstrade vs NautilusTrader (x)", "kstrade", ratio, "x", True)
+    print(f"\nreplay {n:,} candles: kstrade {n / ours:,.0f}/s, NautilusTrader {n / theirs:,.0f}/s: {ratio:.3f}x")
+    assert ratio >= REPLAY_NAUTILUS_GATE, f"replay only {ratio:.3f}x NautilusTrader (gate {REPLAY_NAUTILUS_GATE}x)"

@@ -297,7 +297,11 @@ def test_hot_reload_mid_stream_loses_and_doubles_nothing_and_refuses_bad_models(
         manifest = json.loads((slot_dir / "manifest.json").read_text())
         names = manifest["feature_names"]
         manifest["feature_names"] = [names[1], names[0], *names[2:]]
-        (slot_dir / "manifest.json").write_text(json.dumps(manifest))
+        # Written beside it and renamed over it, as a deployment does: a reader polling every
+        # 50 ms must never see half a file (that would be MANIFEST_UNREADABLE, a different case).
+        staged = slot_dir / "manifest.json.tmp"
+        staged.write_text(json.dumps(manifest))
+        staged.replace(slot_dir / "manifest.json")
         wait_alert("FEATURE_NAMES_MISMATCH")
         for when, values in rows[WINDOW + 15 : WINDOW + 30]:
             feed.send(alias, when, values)
