@@ -74,6 +74,11 @@ TARGETS = [
            "feature vector update per candle (1m + 5m/15m/1h)", 5.0, False, "TA-Lib stream"),
     Target(">= 100x talipp (same indicator set)",
            "feature vector update per candle (1m + 5m/15m/1h)", 100.0, False, "talipp"),
+    # The throughput issue (17): the default run's candles replayed through the whole pipeline.
+    Target("replay >= 0.35x NautilusTrader (same candles, 7 days x 3 symbols)",
+           "replay 1m candles, 7d x 3 symbols (candles/s)", 0.35, False, "NautilusTrader"),
+    Target("replay >= 10,000 candles/s (7 days x 3 symbols, whole pipeline)",
+           "replay 1m candles, 7d x 3 symbols (candles/s)", 10_000.0, False),
 ]  # fmt: skip
 
 

@@ -4,9 +4,9 @@ A stage is a class with a name (its consumer group is `kstrade.{name}`), the top
 `handle(record)` that returns the messages to emit, and optionally `on_time(now_ns)` for work
 driven by the clock (deadlines, TTLs, grace periods). A stage on the hot path may also override
 `handle_batch(batch)` to work on every record of a poll at once (one native decode, one model
-call); its outputs must be exactly what `handle` would give record by record. It never touches the bus itself: the
-runner polls, calls it, produces what it returns with the standard headers, sends failures to
-the dead-letter topic, flushes and commits. So the same stage object runs
+call); its outputs must be exactly what `handle` would give record by record. It never touches
+the bus itself: the runner polls, calls it, produces what it returns with the standard headers,
+sends failures to the dead-letter topic, flushes and commits. So the same stage object runs
 
 - in one process on the memory bus, deterministically, with the event clock (`Pipeline`:
   `python -m kstrade run` and backtests), or
