@@ -197,7 +197,11 @@ impl PyProducer {
             partition,
             timestamp_ms,
         };
-        // send can wait while librdkafka's queue is full, so it runs without the GIL.
+        // send can wait while librdkafka's queue is full, so it runs without the GIL. The
+        // memory log never waits: releasing the GIL there only hands it to another thread.
+        if self.transport == "memory" {
+            return self.inner.send(record).map_err(|e| err(py, e));
+        }
         py.detach(|| self.inner.send(record))
             .map_err(|e| err(py, e))
     }
@@ -205,6 +209,9 @@ impl PyProducer {
     #[pyo3(signature = (timeout=30.0))]
     fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
         let t = duration(timeout)?;
+        if self.transport == "memory" {
+            return self.inner.flush(t).map_err(|e| err(py, e));
+        }
         py.detach(|| self.inner.flush(t)).map_err(|e| err(py, e))
     }
 
@@ -229,6 +236,21 @@ impl PyConsumer {
         py: Python<'_>,
         f: impl FnOnce(&mut dyn kstrade_bus::Consumer) -> Result<T, RsBusError> + Send,
     ) -> PyResult<T> {
+        self.with_wait(py, false, f)
+    }
+
+    /// `with`, for a call that may wait (`poll` with a timeout). The memory transport never
+    /// blocks otherwise, and then keeps the GIL: releasing it would only hand it to another
+    /// thread for up to a switch interval (a replay's stages that run ahead live in one).
+    fn with_wait<T: Send>(
+        &self,
+        py: Python<'_>,
+        may_wait: bool,
+        f: impl FnOnce(&mut dyn kstrade_bus::Consumer) -> Result<T, RsBusError> + Send,
+    ) -> PyResult<T> {
+        if self.transport == "memory" && !may_wait {
+            return f(self.inner.lock().as_mut()).map_err(|e| err(py, e));
+        }
         py.detach(|| f(self.inner.lock().as_mut()))
             .map_err(|e| err(py, e))
     }
@@ -277,7 +299,7 @@ impl PyConsumer {
     #[pyo3(signature = (max_records=500, timeout=1.0))]
     fn poll(&self, py: Python<'_>, max_records: usize, timeout: f64) -> PyResult<Vec<PyRecord>> {
         let t = duration(timeout)?;
-        let records = self.with(py, |c| c.poll(max_records, t))?;
+        let records = self.with_wait(py, !t.is_zero(), |c| c.poll(max_records, t))?;
         Ok(records
             .into_iter()
             .map(|r| PyRecord::from_rs(py, r))
