@@ -188,3 +188,43 @@ def test_batches_of_any_size_and_boundary_give_the_record_path(
     assert len(rows["predictions.transformer"]) > 1000
     assert len(rows["dlq.market.candles.BTC-USD.1m"]) == 4  # two bad records, at two instants
     assert_same(record_by_record, rows)
+
+
+def test_plain_headers_is_true_only_where_decode_record_accepts_the_headers() -> None:
+    """The batch paths' header check never lets through what `decode_record` would refuse."""
+    from kstrade.schemas import CodecError
+
+    codec = Codec(Candle)
+    value = codec.encode(Candle(timestamp=START, symbol="BTC-USD", interval="1m", open=1.0, high=1.0,
+                                low=1.0, close=1.0, volume=1.0, source="test"))  # fmt: skip
+    good = codec.headers(123, "ingest")
+
+    class Rec:
+        topic, partition, offset = "t", 0, 0
+
+        def __init__(self, headers: list[tuple[str, bytes | None]], value: bytes | None = value) -> None:
+            self.headers, self.value = headers, value
+
+        def header(self, name: str) -> bytes | None:
+            return next((v for k, v in self.headers if k == name and v is not None), None)
+
+    cases = [
+        good,
+        [*good, ("extra", b"\xff")],  # not ASCII
+        [h for h in good if h[0] != "stage"],
+        [("origin_ns", b"-5"), *good],  # the first occurrence wins
+        [(k, b"2" if k == "schema_version" else v) for k, v in good],
+        [(k, b"kstrade.Signal" if k == "schema" else v) for k, v in good],
+        [(k, b"json" if k == "encoding" else v) for k, v in good],
+        [h for h in good if h[0] != "encoding"],  # absent: bare Avro
+        [("origin_ns", None), *good],  # a null header is skipped, as from_kafka does
+    ]
+    for headers in cases:
+        record = Rec(headers)
+        try:
+            codec.decode_record(record)
+            accepted = True
+        except CodecError:
+            accepted = False
+        assert not codec.plain_headers(record) or accepted, headers
+    assert codec.plain_headers(Rec(good)) and not codec.plain_headers(Rec(good, value=None))

@@ -32,13 +32,6 @@ from kstrade.bus import Batch, MessageError, Output, Record
 from kstrade.bus.topics import candles, features_aggregated
 from kstrade.features.engine import FEATURE_NAMES, FeatureEngine
 from kstrade.schemas import Candle, FeatureVector
-from kstrade.schemas.codec import (
-    HEADER_ENCODING,
-    HEADER_ORIGIN_NS,
-    HEADER_SCHEMA,
-    HEADER_SCHEMA_VERSION,
-    HEADER_STAGE,
-)
 from kstrade.stage import Stage, save_state
 
 #: Fewer candles of one symbol than this in a poll go the record-at-a-time way (live, a poll is
@@ -175,26 +168,9 @@ class FeatureStage(Stage):
                 out += self._symbol_batch(batch, symbol, records)
         return out
 
-    def _plain(self, records: list[Record]) -> list[bool]:
-        codec = self.codec(Candle)
-        schema, version = codec.schema_name.encode(), str(codec.version).encode()
-        plain = []
-        for r in records:
-            origin = r.header(HEADER_ORIGIN_NS)
-            plain.append(
-                r.value is not None
-                and r.header(HEADER_SCHEMA) == schema
-                and r.header(HEADER_SCHEMA_VERSION) == version
-                and r.header(HEADER_ENCODING) in (b"avro", None)
-                and r.header(HEADER_STAGE) is not None
-                and origin is not None
-                and origin.isdigit()
-            )
-        return plain
-
     def _symbol_batch(self, batch: Batch, symbol: str, records: list[Record]) -> list[Output]:
         codec = self.codec(Candle)
-        plain = self._plain(records)
+        plain = [codec.plain_headers(r) for r in records]
         values = [r.value or b"" for r in records]
         cols = codec.decode_batch(values, topic=records[0].topic, errors="skip")
         ok = np.zeros(len(records), dtype=bool)

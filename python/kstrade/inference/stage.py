@@ -29,13 +29,7 @@ from kstrade.bus.topics import METRICS_ALERTS, PREDICTIONS_TRANSFORMER, features
 from kstrade.config import Settings
 from kstrade.inference.manifest import ModelRefused
 from kstrade.inference.runtime import LoadedModel
-from kstrade.schemas.codec import (
-    HEADER_ENCODING,
-    HEADER_ORIGIN_NS,
-    HEADER_SCHEMA,
-    HEADER_SCHEMA_VERSION,
-    HEADER_STAGE,
-)
+from kstrade.schemas.codec import HEADER_ORIGIN_NS
 from kstrade.schemas.models import (
     EPOCH,
     Alert,
@@ -347,7 +341,6 @@ class InferenceStage(Stage):
             return list(batch.each(self.handle))
         self._settle_reloads()
         fv = self.codec(FeatureVector)
-        schema, version = fv.schema_name.encode(), str(fv.version).encode()
         cols = fv.decode_batch([r.value or b"" for r in records], errors="skip")
         plain = np.zeros(len(records), dtype=bool)
         decoded = np.full(len(records), -1, dtype=np.int64)
@@ -361,19 +354,12 @@ class InferenceStage(Stage):
             finite = np.isfinite(values).all(axis=1) & np.isfinite(as32).all(axis=1)
             micros = cols["timestamp"].astype(np.int64)
             for i, row in enumerate(rows.tolist()):
-                r = records[row]
-                origin = r.header(HEADER_ORIGIN_NS)
                 slot = self.slots.get(cols["symbol"][i])
                 plain[row] = bool(
                     finite[i]
                     and slot is not None
                     and cols["version"][i] == slot.model.manifest.feature_version
-                    and r.header(HEADER_SCHEMA) == schema
-                    and r.header(HEADER_SCHEMA_VERSION) == version
-                    and r.header(HEADER_ENCODING) in (b"avro", None)
-                    and r.header(HEADER_STAGE) is not None
-                    and origin is not None
-                    and origin.isdigit()
+                    and fv.plain_headers(records[row])
                 )
             if not all(names == slot.model.manifest.feature_names for slot in self.distinct_slots()):
                 plain[:] = False

@@ -492,6 +492,9 @@ class Codec:
             )
         self.native = engine != "fastavro" and native_ok
         self._enc1, self._dec1, self._encn, self._decn = _NATIVE.get(name, (None, None, None, None))
+        self._schema_header = self.schema_name.encode()
+        self._version_header = str(self.version).encode()
+        self._encoding_header = self.encoding.encode()
         self._schema_id: int | None = None
         self._current_ids: set[int] = set()
         self._lock = threading.Lock()
@@ -699,6 +702,31 @@ class Codec:
             return self.model.model_validate(value)
         except ValidationError as e:
             raise self._invalid(e, topic, offset) from None
+
+    def plain_headers(self, record: Any) -> bool:
+        """Whether `decode_record` would certainly accept `record`'s headers: this codec's schema,
+        current version and encoding, a stage and a decimal origin_ns, every header ASCII, and a
+        value. A batch path decodes such records natively and leaves the others to
+        `decode_record`, which names what is wrong."""
+        if record.value is None:
+            return False
+        first: dict[str, bytes] = {}
+        for name, value in record.headers:
+            if value is None or name in first:
+                continue
+            if not value.isascii():
+                return False  # MessageHeaders.from_kafka refuses any header that is not ASCII
+            first[name] = value
+        origin = first.get(HEADER_ORIGIN_NS)
+        encoding = first.get(HEADER_ENCODING)
+        return bool(
+            origin is not None
+            and origin.isdigit()
+            and first.get(HEADER_SCHEMA) == self._schema_header
+            and first.get(HEADER_SCHEMA_VERSION) == self._version_header
+            and (encoding == self._encoding_header or (encoding is None and self.encoding == "avro"))
+            and HEADER_STAGE in first
+        )
 
     def decode_record(self, record: Any) -> Message:
         """Decodes a consumed bus record, checking its headers against this codec."""
