@@ -210,6 +210,10 @@ correctness is in tests/.
 - Inference: ONNX model call with kstrade's session options vs onnxruntime's defaults; the
   transformer stage per feature vector (decode + window + run + encode).
 - Signals: the signals stage per candle (decode + join + decide + encode).
+- Replay: the default run's SYNTHETIC candles (7 days x 3 symbols) through `python -m kstrade
+  run`'s whole pipeline (replay start to last output), NautilusTrader's `BacktestEngine.run()`
+  and Backtrader's `cerebro.run()` with an RSI/MACD/EMA strategy per symbol, one after the other
+  (bench/bench_replay.py; the two engines are the `bench` extra).
 - End-to-end: every stage its own process and consumer group (`python -m kstrade service NAME`
   for features, inference.lstm, inference.transformer, signals, execution with the paper
   broker), 3 symbols x 4 timeframes (1m rolled up to 5m/15m/1h as `ingest replay` does), two
