@@ -16,7 +16,7 @@ ratio measured on such a machine (see BENCHMARKS.md):
   the gap);
 - consume + decode of Avro candles: the native bus with batch decode into columns >= 2x
   confluent-kafka-python with fastavro (the issue's figure; measured 3.6x);
-- the replay (`python -m kstrade run`, 2 days x 3 symbols): batched >= 1.3x the record-at-a-time
+- the replay (`python -m kstrade run`, 2 days x 3 symbols): batched >= 1.2x the record-at-a-time
   path, and >= REPLAY_NAUTILUS_GATE x NautilusTrader replaying the same candles (a regression
   guard far below the issue's 0.35x, which is not met yet; skipped loudly without the bench extra);
 - the design's absolute targets: feature engineering < 20 ms and signal aggregation < 10 ms per
@@ -165,8 +165,9 @@ def test_gate_inference_under_30_ms() -> None:
 #: at about half of what is measured, and the ratio is printed.
 REPLAY_NAUTILUS_GATE = float(os.environ.get("KSTRADE_BENCH_REPLAY_GATE", "0.04"))
 #: The batched replay (stages ahead, whole polls) against the record-at-a-time, instant-by-instant
-#: one on the same candles (the same outputs: tests/test_pipeline_batch.py).
-REPLAY_BATCH_GATE = float(os.environ.get("KSTRADE_BENCH_REPLAY_BATCH_GATE", "1.3"))
+#: one on the same candles (the same outputs: tests/test_pipeline_batch.py). Measured 1.66x at
+#: 2 days (mostly warm-up, where batching gains least), load 1.5.
+REPLAY_BATCH_GATE = float(os.environ.get("KSTRADE_BENCH_REPLAY_BATCH_GATE", "1.2"))
 REPLAY_DAYS = 2
 
 
