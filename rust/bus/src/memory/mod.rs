@@ -708,7 +708,10 @@ mod tests {
         let mut c = consumer(&broker, "g");
         c.set_read_until(Some(20)).unwrap();
         let first = c.poll(100, Duration::ZERO).unwrap();
-        assert_eq!(first.iter().map(|r| r.timestamp_ms).collect::<Vec<_>>(), [10, 20, 20]);
+        assert_eq!(
+            first.iter().map(|r| r.timestamp_ms).collect::<Vec<_>>(),
+            [10, 20, 20]
+        );
         assert!(c.poll(100, Duration::ZERO).unwrap().is_empty());
         c.set_read_until(Some(30)).unwrap();
         let rest = c.poll(100, Duration::ZERO).unwrap();
