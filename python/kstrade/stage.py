@@ -241,6 +241,8 @@ class Pipeline:
         ]  # fmt: skip
         self._producer = bus.producer()
         self.stats = PipelineStats()
+        for name in names:  # every stage has its counters, also one that never got a record
+            self.stats.polled[name] = self.stats.produced[name] = self.stats.dead_lettered[name] = 0
 
     def _now_ms(self, out: Output) -> int:
         return self.clock.now_ns() // 1_000_000
@@ -265,14 +267,10 @@ class Pipeline:
             if result.polled:
                 spent = (time.perf_counter() - started) * 1e6 / result.polled
                 stats.processing_us.setdefault(name, []).append(spent)
-                stats.polled[name] = stats.polled.get(name, 0) + result.polled
-                stats.produced[name] = stats.produced.get(name, 0) + result.produced
-                stats.dead_lettered[name] = stats.dead_lettered.get(name, 0) + result.dead_lettered
+                stats.polled[name] += result.polled
+                stats.produced[name] += result.produced
+                stats.dead_lettered[name] += result.dead_lettered
                 polled += result.polled
-            else:
-                stats.polled.setdefault(name, 0)
-                stats.produced.setdefault(name, 0)
-                stats.dead_lettered.setdefault(name, 0)
             timed = list(stage.on_time(now))
             if timed:
                 runner.send(timed)

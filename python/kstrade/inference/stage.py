@@ -29,7 +29,6 @@ from kstrade.bus.topics import METRICS_ALERTS, PREDICTIONS_TRANSFORMER, features
 from kstrade.config import Settings
 from kstrade.inference.manifest import ModelRefused
 from kstrade.inference.runtime import LoadedModel
-from kstrade.schemas.codec import HEADER_ORIGIN_NS
 from kstrade.schemas.models import (
     EPOCH,
     Alert,
@@ -205,8 +204,6 @@ class InferenceStage(Stage):
             self._inputs[symbol] = np.empty((1, model.window, len(model.manifest.feature_names)), dtype=np.float32)
         self._next_check = time.monotonic() + reload_check_seconds
         self._alerts: list[Alert] = []
-        #: Scaled windows waiting for one model call, per model slot (handle_batch).
-        self._staged: dict[int, list[np.ndarray]] = {}
         self.duplicates = 0
         self._dirty = False
         self.state_file = None if state_dir is None else Path(state_dir).expanduser() / f"{self.name}-state.json"
@@ -365,6 +362,7 @@ class InferenceStage(Stage):
                 plain[:] = False
         # In order: plain vectors enter their windows; a full window is a row of the model input.
         wanted: list[tuple[int, str, int]] = []  # (record index, symbol, window time in us)
+        staged: dict[int, list[np.ndarray]] = {}  # per model slot: the scaled windows, in order
         order: list[tuple[int, list[Output] | None]] = []  # per record: its outputs, or None: predicted
         for k, record in enumerate(records):
             if not plain[k]:
@@ -383,17 +381,19 @@ class InferenceStage(Stage):
             mean, inv_std = model.scalers[symbol]
             x = window.scaled_into(mean, inv_std, self._inputs[symbol])
             wanted.append((k, symbol, int(micros[i])))
-            self._staged.setdefault(id(self.slots[symbol]), []).append(x[0].copy())
+            staged.setdefault(id(self.slots[symbol]), []).append(x[0].copy())
             order.append((k, None))
-        predicted = self._run_models(wanted, records)
+        predicted = self._run_models(staged, wanted, records)
         out: list[Output] = []
         for k, outputs in order:
             out += predicted[k] if outputs is None else outputs
         return out
 
-    def _run_models(self, wanted: list[tuple[int, str, int]], records: list[Record]) -> dict[int, list[Output]]:
-        """One model call per model for the staged windows; the outputs by record index."""
-        staged, self._staged = self._staged, {}
+    def _run_models(
+        self, staged: dict[int, list[np.ndarray]], wanted: list[tuple[int, str, int]], records: list[Record]
+    ) -> dict[int, list[Output]]:
+        """One model call per model for the scaled windows `staged` per slot; the outputs by
+        record index."""
         results: dict[int, tuple[np.ndarray, float]] = {}
         for slot in self.distinct_slots():
             windows = staged.get(id(slot))
@@ -427,7 +427,7 @@ class InferenceStage(Stage):
         encoded = codec.encode_values(values)
         out: dict[int, list[Output]] = {}
         for (k, symbol, _), data in zip(where, encoded, strict=True):
-            origin = int(records[k].header(HEADER_ORIGIN_NS) or b"0")
+            origin = self.origin_ns(records[k])
             out[k] = [Output(self.topic_for(symbol), data, key=symbol.encode(),
                              headers=codec.headers(origin, self.name), origin_ns=origin)]  # fmt: skip
         return out
