@@ -1,6 +1,6 @@
 """Telegram alerts against a local server speaking the Bot API's HTTP shapes: a burst keeps its
 order within the rate limits, a 429's retry_after is honoured, and only the configured chat may
-send commands."""
+send commands (and other chats only when listed); /flatten waits for a confirmation."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from kstrade.bus.topics import METRICS_ALERTS
-from kstrade.config import MetricsSettings
+from kstrade.bus.topics import CONTROL_EXECUTION, METRICS_ALERTS
+from kstrade.config import MetricsSettings, TelegramSettings
 from kstrade.metrics import MetricsCollector
 from kstrade.metrics.telegram import SendRateLimiter, TelegramNotifier
-from kstrade.schemas import Alert, Codec
+from kstrade.schemas import Codec, ControlCommand
 
 TOKEN = "123456:SECRET-token-never-logged"
 CHAT = "42"
@@ -195,12 +195,43 @@ def test_commands_are_accepted_only_from_the_configured_chat(bot_api: tuple[BotA
     assert [chat for _, chat, _ in api.sent] == [CHAT, CHAT]  # nothing ever goes to the stranger
     assert api.sent[0][2].startswith("messages seen: 0")
     assert api.sent[1][2] == "balance: no closed trade yet"
-    assert [o for o in collector.on_time(1) if o.topic == METRICS_ALERTS] == []  # the stranger's /halt: ignored
+    assert [o for o in collector.on_time(1) if o.topic == CONTROL_EXECUTION] == []  # the stranger's /halt: ignored
     with api.lock:
         api.updates.append(
-            {"update_id": 13, "message": {"message_id": 4, "chat": {"id": int(CHAT)}, "text": "/halt", "date": 0}}
+            {"update_id": 13, "message": {"message_id": 4, "chat": {"id": int(CHAT)}, "text": "/halt news", "date": 0}}
         )
     _wait(lambda: len(api.sent) == 3)
     notifier.close()
-    [halt] = [Codec(Alert).decode(o.value) for o in collector.on_time(2) if o.topic == METRICS_ALERTS]
-    assert isinstance(halt, Alert) and (halt.code, halt.severity.value) == ("OPERATOR_HALT", "CRITICAL")
+    [halt] = [Codec(ControlCommand).decode(o.value) for o in collector.on_time(2) if o.topic == CONTROL_EXECUTION]
+    assert isinstance(halt, ControlCommand)
+    assert (halt.action.value, halt.issued_by, halt.reason, halt.account) == ("HALT", f"telegram:{CHAT}", "news", "*")
+    assert str(halt.command_id) in api.sent[2][2]  # the reply names the command the execution stage will confirm
+    assert [o for o in collector.on_time(3) if o.topic in (CONTROL_EXECUTION, METRICS_ALERTS)] == []  # sent once
+
+
+def test_flatten_needs_a_confirmation_from_the_same_chat_and_other_command_chats_are_obeyed() -> None:
+    settings = MetricsSettings(telegram=TelegramSettings(control_account="ftmo-1"))
+    collector = MetricsCollector(settings)
+    assert "/flatten confirm" in collector.command("/flatten spike", "42")
+    assert [o for o in collector.on_time(1) if o.topic == CONTROL_EXECUTION] == []  # nothing before it is confirmed
+    assert collector.command("/flatten confirm", "43").startswith("no flatten to confirm")  # another chat
+    assert collector.command("/flatten confirm", "42").startswith("flatten for account ftmo-1")
+    [flatten] = [Codec(ControlCommand).decode(o.value) for o in collector.on_time(2) if o.topic == CONTROL_EXECUTION]
+    assert isinstance(flatten, ControlCommand)
+    assert (flatten.action.value, flatten.reason, flatten.account) == ("FLATTEN", "spike", "ftmo-1")
+    assert collector.command("/flatten confirm", "42").startswith("no flatten to confirm")  # confirmed once
+
+
+def test_commands_from_the_listed_command_chats_are_obeyed(bot_api: tuple[BotApi, str]) -> None:
+    api, url = bot_api
+    collector = MetricsCollector(MetricsSettings())
+    api.updates = [
+        {"update_id": 1, "message": {"message_id": 1, "chat": {"id": 77}, "text": "/resume", "date": 0}},
+    ]
+    notifier = TelegramNotifier(token=TOKEN, chat_id=CHAT, api_url=url, per_chat_per_second=50.0,
+                                commands=collector.command, command_chats=["77"], poll_timeout=0.2)  # fmt: skip
+    _wait(lambda: len(api.sent) == 1)
+    notifier.close()
+    assert api.sent[0][1] == "77"  # answered where it was asked
+    [resume] = [Codec(ControlCommand).decode(o.value) for o in collector.on_time(1) if o.topic == CONTROL_EXECUTION]
+    assert isinstance(resume, ControlCommand) and resume.issued_by == "telegram:77"

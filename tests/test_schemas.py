@@ -51,6 +51,7 @@ def test_one_schema_per_message_type_of_the_design() -> None:
             "alert",
             "dead_letter",
             "ingest_health",
+            "control_command",
         }
     )
 
@@ -169,6 +170,9 @@ def samples() -> dict[str, Any]:
         ),
         "latency": dict(stage="signals", topic="signals.final", count=1000, p50_ms=2.1, p99_ms=7.9, max_ms=12.0),
         "alert": dict(severity="CRITICAL", source="execution", code="DAILY_LOSS_NEAR", message="4.5% of 5%"),
+        "control_command": dict(
+            command_id=sid, account="ftmo-1", action="FLATTEN", issued_by="telegram:42", reason="news spike"
+        ),
         "dead_letter": dict(
             source_topic="market.candles.BTC-USD.1m",
             source_partition=2,

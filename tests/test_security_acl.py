@@ -17,14 +17,14 @@ from pydantic import ValidationError
 
 from kstrade.bus import acl
 from kstrade.bus.acl import Acl, Operation, Pattern, Resource
-from kstrade.bus.topics import METRICS_ALERTS, dlq_topic, pipeline_topics
+from kstrade.bus.topics import CONTROL_EXECUTION, METRICS_ALERTS, dlq_topic, pipeline_topics
 from kstrade.config import ExecutionSettings, MetricsSettings
 from kstrade.metrics.prometheus import MetricsExporter
 from kstrade.services import STAGES
 
 SYMBOLS = ["BTC-USD", "ETH-USD"]
 #: The one topic several services write by design: alerts from inference, execution and metrics.
-SHARED = {METRICS_ALERTS}
+SHARED = {METRICS_ALERTS, CONTROL_EXECUTION}
 
 
 def _writes(acls: list[Acl]) -> set[str]:
@@ -38,7 +38,7 @@ def _reads(acls: list[Acl]) -> set[str]:
 def test_every_service_has_a_principal_and_the_stage_classes_are_the_services() -> None:
     assert set(acl.declared_stages()) == set(STAGES)
     by_service = acl.pipeline_acls(SYMBOLS)
-    assert set(by_service) == {*STAGES, "ingest"}
+    assert set(by_service) == {*STAGES, "ingest", "operator"}
     for service, acls in by_service.items():
         assert {a.principal for a in acls} == {f"User:kstrade-{service.replace('.', '-')}"}
 
@@ -71,6 +71,7 @@ def test_each_topic_has_one_writer_and_each_stage_reads_what_it_declares() -> No
             assert len(who) == 1 or topic in SHARED, (topic, who)
     assert writers["dlq.market.candles.BTC-USD.1m"] == {"features", "signals", "execution"}
     assert writers[METRICS_ALERTS] == {"ingest", "inference.lstm", "inference.transformer", "execution", "metrics"}
+    assert writers[CONTROL_EXECUTION] == {"operator", "metrics"}  # the command line and the Telegram bot
     everything = {t for name in pipeline_topics(SYMBOLS) for t in (name, dlq_topic(name))}
     assert set(writers) <= everything  # nothing outside the catalogue
     # Every topic a stage reads has a writer (the observer also reads features.technical/multi_tf,
@@ -78,7 +79,7 @@ def test_each_topic_has_one_writer_and_each_stage_reads_what_it_declares() -> No
     read = {t for s, acls in by_service.items() if s != "metrics" for t in _reads(acls) if not t.startswith("dlq.")}
     assert read <= set(writers), read - set(writers)
     for service, acls in by_service.items():
-        if service in ("ingest", "metrics"):
+        if service in ("ingest", "metrics", "operator"):
             continue
         stage = acl.declared_stages()[service]
         assert _reads(acls) == set(stage.inputs_for(SYMBOLS))
@@ -90,16 +91,18 @@ def test_each_topic_has_one_writer_and_each_stage_reads_what_it_declares() -> No
     assert Acl("User:kstrade-metrics", Resource.GROUP, "kstrade.features", Operation.DESCRIBE) in metrics
     for service, acls in by_service.items():  # the only group each may join is its own
         joins = {a.name for a in acls if a.resource is Resource.GROUP and a.operation is Operation.READ}
-        assert joins == ({"kstrade.ingest.resume."} if service == "ingest" else {f"kstrade.{service}"})
+        own = {"ingest": {"kstrade.ingest.resume."}, "operator": {"kstrade.operator."}}
+        assert joins == own.get(service, {f"kstrade.{service}"})
 
 
-def test_no_cluster_rights_no_create_and_only_the_ingest_resume_group_is_a_prefix() -> None:
+def test_no_cluster_rights_no_create_and_only_the_throwaway_groups_are_prefixes() -> None:
     every = [a for acls in acl.pipeline_acls(SYMBOLS).values() for a in acls]
     assert {a.operation for a in every} <= {Operation.READ, Operation.WRITE, Operation.DESCRIBE}
     assert {a.resource for a in every} == {Resource.TOPIC, Resource.GROUP}
     prefixed = [a for a in every if a.pattern is Pattern.PREFIXED]
-    assert prefixed == [
-        Acl("User:kstrade-ingest", Resource.GROUP, "kstrade.ingest.resume.", Operation.READ, Pattern.PREFIXED)
+    assert sorted(prefixed) == [
+        Acl("User:kstrade-ingest", Resource.GROUP, "kstrade.ingest.resume.", Operation.READ, Pattern.PREFIXED),
+        Acl("User:kstrade-operator", Resource.GROUP, "kstrade.operator.", Operation.READ, Pattern.PREFIXED),
     ]
     assert not [a for a in every if "*" in a.name]
 

@@ -10,6 +10,7 @@ python -m kstrade train [--out models] [--seed 7] [--days 14]   (needs the `trai
 python -m kstrade bench [--bootstrap HOST:PORT] [--quick]   benchmarks vs the anchors, BENCHMARKS.md
 python -m kstrade acl show [--config FILE] [--service NAME]   each service principal's ACLs
 python -m kstrade acl apply --bootstrap HOST:PORT [--config FILE]   as an admin (KSTRADE_BUS__SASL_*)
+python -m kstrade control halt|resume|flatten --reason TEXT [--account A] [--bootstrap HOST:PORT]
 """
 
 from __future__ import annotations
@@ -271,6 +272,48 @@ def _cmd_acl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_control(args: argparse.Namespace) -> int:
+    from kstrade.bus import Bus, BusError
+    from kstrade.config import ConfigError, load
+    from kstrade.execution.control import AckWatch, make_command, operator_name, publish
+
+    try:
+        settings = load(args.config, bus={"transport": "kafka", "bootstrap": args.bootstrap})
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    account = args.account or settings.execution.account
+    if args.action == "flatten" and not args.yes:
+        if not sys.stdin.isatty():
+            print("error: flatten closes every open position at market: confirm with --yes", file=sys.stderr)
+            return 2
+        answer = input(f"Close every open position of account {account} at market, then halt? Type FLATTEN: ")
+        if answer.strip() != "FLATTEN":
+            print("not confirmed: nothing sent", file=sys.stderr)
+            return 1
+    command = make_command(args.action, account=account, issued_by=args.by or operator_name(), reason=args.reason)
+    bus = Bus.from_settings(settings.bus)
+    try:
+        watch = AckWatch(bus) if args.wait > 0 else None
+        publish(bus, command)
+    except BusError as exc:
+        print(f"error: {args.action} not sent to {settings.bus.bootstrap}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.action} for account {account} on control.execution: command {command.command_id}")
+    if watch is None:
+        return 0
+    try:
+        ack = watch.wait(command, args.wait)
+    finally:
+        watch.close()
+    if ack is None:
+        print(f"warning: no execution service acknowledged it within {args.wait:g} s: check that one runs for "
+              f"account {account} (execution.account) and reads control.execution", file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"acknowledged: {ack.message}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kstrade", description="kstrade: real-time ML trading on Kafka")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -359,6 +402,23 @@ def build_parser() -> argparse.ArgumentParser:
     acls.add_argument("--bootstrap", default=None, help="apply: the cluster (default: the config's bus)")
     acls.add_argument("--service", default=None, help="only this service's principal (e.g. features)")
     acls.set_defaults(func=_cmd_acl)
+
+    control = sub.add_parser(
+        "control", help="operator commands to the execution stage: halt, resume, flatten (over Kafka)",
+        description="Writes a command to control.execution and waits for the execution stage to acknowledge it "
+        "on metrics.alerts. halt: no new orders (positions keep their stops); flatten: close every open position "
+        "at market, then halt; resume: lift an operator's halt (a loss limit's halt stands).",
+    )  # fmt: skip
+    control.add_argument("action", choices=["halt", "resume", "flatten"])
+    control.add_argument("--reason", required=True, help="why, in your words (journaled with the command)")
+    control.add_argument("--account", default=None, help="default: execution.account; '*' for every account")
+    control.add_argument("--by", default=None, help="who (default: cli:<user>@<host>)")
+    control.add_argument("--wait", type=float, default=15.0,
+                         help="seconds to wait for the acknowledgement, 0 not to wait (default 15)")  # fmt: skip
+    control.add_argument("--yes", action="store_true", help="flatten without the confirmation prompt")
+    control.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: the config's bus)")
+    control.add_argument("--config", help="TOML file (bus security, execution.account)")
+    control.set_defaults(func=_cmd_control)
 
     config = sub.add_parser("config", help="the effective configuration")
     config.add_argument("action", choices=["show"])

@@ -171,6 +171,10 @@ class ExecutionSettings(_Section):
     """The execution stage: broker, sizing, retries, circuit breaker, order journal."""
 
     broker: Literal["paper", "mt5", "mt5linux"] = "paper"
+    #: The account this execution process trades: the key of its commands on control.execution.
+    account: str = Field("default", min_length=1, pattern=r"^[A-Za-z0-9._:@-]+$")
+    #: A flatten read later than this after it was issued only halts (it closes nothing).
+    control_flatten_max_age_s: float = Field(300.0, gt=0)
     #: The durable signal_id -> order journal (SQLite); survives restarts.
     journal_path: Path = Path("~/.local/state/kstrade/execution/orders.sqlite3")
     guardrails: GuardrailSettings = Field(default_factory=lambda: GuardrailSettings())
@@ -334,7 +338,7 @@ class SignalSettings(_Section):
 
 
 class TelegramSettings(_Section):
-    """Alerts to one Telegram chat over the Bot API; commands accepted only from that chat."""
+    """Alerts to one Telegram chat over the Bot API; commands accepted only from the configured chats."""
 
     enabled: bool = False
     chat_id: str = ""
@@ -347,6 +351,10 @@ class TelegramSettings(_Section):
     overall_per_second: float = Field(30.0, gt=0)
     queue_size: int = Field(1000, ge=1)
     commands: bool = False
+    #: More chats whose commands are obeyed (the alert chat always is); alerts go to `chat_id` only.
+    command_chats: list[str] = Field(default_factory=list)
+    #: The account that /halt, /resume and /flatten address (execution.account); "*" for every one.
+    control_account: str = Field("*", min_length=1, pattern=r"^(\*|[A-Za-z0-9._:@-]+)$")
     min_severity: Literal["INFO", "WARNING", "CRITICAL"] = "WARNING"
 
     @model_validator(mode="after")

@@ -12,15 +12,18 @@ stage classes) and the topic catalogue, so adding a topic to a stage changes its
 - the metrics collector also gets DESCRIBE (not READ) on the groups whose lag it reports: it can
   read their committed offsets but cannot join them;
 - ingest writes and re-reads (to resume) the candle topics, with throwaway groups under
-  `kstrade.ingest.resume.`.
+  `kstrade.ingest.resume.`;
+- the operator (`python -m kstrade control`) writes `control.execution` and reads
+  `metrics.alerts` for the acknowledgement, in throwaway groups under `kstrade.operator.`. The
+  metrics collector also writes `control.execution` (the Telegram commands); nobody else may.
 
 Nothing on the cluster resource: since Kafka 3.0 (KIP-679) WRITE on a topic is enough for an
 idempotent producer, so no IDEMPOTENT_WRITE, and no service creates topics (an administrator creates
 the catalogue and runs `acl apply`: deploy/acls.md). Topic patterns are LITERAL: a principal is allowed the topics of
 the configured symbols, no more; adding a symbol means `topics create` and `acl apply` again,
 which go together anyway. A stage that subscribes by regular expression (metrics) is granted
-the catalogue topics the expression matches, also literally. The one PREFIXED pattern is the
-ingest resume group, whose name is random on each start.
+the catalogue topics the expression matches, also literally. The two PREFIXED patterns are the
+ingest resume group and the operator's group, whose names are random on each start.
 """
 
 from __future__ import annotations
@@ -31,7 +34,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from kstrade.bus.topics import INTERVALS, METRICS_ALERTS, METRICS_INGEST_HEALTH, candles, dlq_topic, pipeline_topics
+from kstrade.bus.topics import (
+    CONTROL_EXECUTION,
+    INTERVALS,
+    METRICS_ALERTS,
+    METRICS_INGEST_HEALTH,
+    candles,
+    dlq_topic,
+    pipeline_topics,
+)
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
@@ -41,6 +52,9 @@ USER_PREFIX = "kstrade-"
 INGEST = "ingest"
 #: Ingest reads the candle topics back to resume, each time in a fresh group under this prefix.
 INGEST_RESUME_GROUPS = "kstrade.ingest.resume."
+OPERATOR = "operator"
+#: The operator's command line waits for acknowledgements, each time in a fresh group under this.
+OPERATOR_GROUPS = "kstrade.operator."
 
 
 class Operation(StrEnum):
@@ -152,10 +166,20 @@ def ingest_acls(symbols: Sequence[str]) -> list[Acl]:
     return acls
 
 
+def operator_acls() -> list[Acl]:
+    """The operator's tooling: commands to the execution stage, and its acknowledgements."""
+    user = principal(OPERATOR)
+    return [
+        Acl(user, Resource.TOPIC, CONTROL_EXECUTION, Operation.WRITE),
+        Acl(user, Resource.TOPIC, METRICS_ALERTS, Operation.READ),
+        Acl(user, Resource.GROUP, OPERATOR_GROUPS, Operation.READ, Pattern.PREFIXED),
+    ]
+
+
 def pipeline_acls(symbols: Sequence[str], *, lag_groups: Iterable[str] = ()) -> dict[str, list[Acl]]:
-    """Every service's ACLs, by service name: ingest and the six stages."""
+    """Every service's ACLs, by service name: ingest, the six stages and the operator."""
     lag = list(lag_groups)
-    out = {INGEST: ingest_acls(symbols)}
+    out = {INGEST: ingest_acls(symbols), OPERATOR: operator_acls()}
     for name, stage in declared_stages().items():
         out[name] = stage_acls(stage, symbols, lag_groups=lag if name == "metrics" else ())
     return out

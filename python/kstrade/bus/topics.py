@@ -12,6 +12,7 @@ Families, as in the design document:
     trades.orders.{pending,confirmed}, trades.executions, trades.pnl
     metrics.{performance.realtime,model.drift,latency,alerts}
     metrics.ingest_health                      ingest feed health, keyed by source
+    control.execution                          operator commands (halt, resume, flatten), keyed by account
     dlq.{source topic}                         dead letters of each topic a stage consumes
 
 Every topic gets the design's settings: 3 partitions, 7-day retention, LZ4, delete cleanup, and
@@ -83,6 +84,9 @@ METRICS_LATENCY = "metrics.latency"
 METRICS_ALERTS = "metrics.alerts"
 #: Health snapshots of the ingest processes (keyed by source), read by the metrics collector.
 METRICS_INGEST_HEALTH = "metrics.ingest_health"
+#: Operator commands to the execution stage (halt, resume, flatten), keyed by account. Written by
+#: the Telegram bot (metrics collector) and `python -m kstrade control`; read by execution.
+CONTROL_EXECUTION = "control.execution"
 
 
 def dlq_topic(topic: str) -> str:
@@ -122,6 +126,7 @@ def pipeline_topics(symbols: tuple[str, ...] | list[str] = DEFAULT_SYMBOLS) -> l
     names += [signals(stage) for stage in SIGNAL_STAGES]
     names += [ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS, PNL]
     names += [METRICS_PERFORMANCE, METRICS_DRIFT, METRICS_LATENCY, METRICS_ALERTS, METRICS_INGEST_HEALTH]
+    names.append(CONTROL_EXECUTION)
     return names
 
 
@@ -142,8 +147,11 @@ def catalogue(
         configs["min.insync.replicas"] = str(min_insync_replicas)
     specs = []
     for name in pipeline_topics(symbols):
+        # One partition for operator commands: a halt and the resume after it stay in order
+        # whichever account key they carry (there are only a handful, and they must never race).
+        count = 1 if name == CONTROL_EXECUTION else partitions
         for topic in (name, dlq_topic(name)):
-            specs.append(TopicSpec(topic, partitions, replication_factor, dict(configs)))
+            specs.append(TopicSpec(topic, count, replication_factor, dict(configs)))
     return specs
 
 

@@ -34,6 +34,27 @@ class TradingState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class OperatorHold:
+    """An operator's halt (`control.execution`): no new orders until an operator resumes;
+    with `flatten`, every open position is closed as well, and kept closed, while it holds."""
+
+    command_id: str
+    issued_by: str
+    reason: str
+    issued_ns: int
+    flatten: bool = False
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"command_id": self.command_id, "issued_by": self.issued_by, "reason": self.reason,
+                "issued_ns": self.issued_ns, "flatten": self.flatten}  # fmt: skip
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> OperatorHold:
+        return cls(str(data["command_id"]), str(data["issued_by"]), str(data["reason"]), int(data["issued_ns"]),
+                   bool(data["flatten"]))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class GuardEvent:
     """Something the trader must hear about; `flatten` asks the stage to close every position, or
     only those on `symbols` when it names some."""
@@ -212,6 +233,8 @@ class AccountGuard:
         self.day_profit: dict[date, float] = {}
         self.target_announced = False
         self.last_seen_ns: int | None = None
+        #: An operator's halt (or flatten): holds until an operator resumes, across restarts.
+        self.operator: OperatorHold | None = None
         #: Moves whenever `trading_days` or `day_profit` may have changed (see `durable_key`).
         self._revision = 0
 
@@ -282,6 +305,8 @@ class AccountGuard:
         else:
             self.halted_until_ns = None
             self.state = TradingState.REDUCING if self._near_a_limit(account) else TradingState.ACTIVE
+        if self.operator is not None:
+            self.state = TradingState.HALTED  # the loss rules above still run: their floors and events hold
         if self.state is not before and self.state is not TradingState.HALTED:
             severity = "WARNING" if self.state is TradingState.REDUCING else "INFO"
             events.append(GuardEvent(f"STATE_{self.state.value}", severity, f"trading state {self.state.value}"))
@@ -332,6 +357,8 @@ class AccountGuard:
     def check_new_order(self, now_ns: int, account: AccountSnapshot, symbol: str, worst_loss: float) -> str | None:
         """None if an opening order that would lose `worst_loss` at its stop may go; else the
         stable code of the first rule that forbids it."""
+        if self.operator is not None:
+            return "OPERATOR_HALTED"
         if self.state is TradingState.HALTED:
             return "TRADING_HALTED"
         if self.state is TradingState.REDUCING:
@@ -351,6 +378,28 @@ class AccountGuard:
         if self.headroom(account) - worst_loss < -1e-8 * self.rules.initial_balance:
             return "WORST_CASE_BREACH"
         return None
+
+    @property
+    def flattening(self) -> bool:
+        """Every open position must be closed now: a loss limit halted trading, or an operator
+        asked to flatten. (An operator's plain halt keeps positions, with their stops.)"""
+        if self.operator is not None and self.operator.flatten:
+            return True
+        return self.state is TradingState.HALTED and (self.halted_for_good or self.halted_until_ns is not None)
+
+    # -- operator control ----------------------------------------------------------------------------
+    def hold(self, hold: OperatorHold) -> None:
+        """An operator halts (or flattens): from now on no new order, until `release`. A halt
+        after a flatten keeps flattening: the stricter command stands."""
+        if self.operator is not None and self.operator.flatten and not hold.flatten:
+            hold = OperatorHold(hold.command_id, hold.issued_by, hold.reason, hold.issued_ns, flatten=True)
+        self.operator = hold
+        self.state = TradingState.HALTED
+
+    def release(self) -> None:
+        """An operator resumes: lifts the operator's hold only. A loss limit's halt stands (the
+        next `observe` recomputes the state from the account)."""
+        self.operator = None
 
     def record_order(self, now_ns: int) -> None:
         self.rate.record(now_ns)
@@ -388,7 +437,7 @@ class AccountGuard:
         return (
             self.daily.day, self.daily.day_start_balance, self.max_loss.eod_high, self.halted_until_ns,
             self.halted_for_good, self.target_announced, late, self._revision, len(self.trading_days),
-            len(self.day_profit),
+            len(self.day_profit), self.operator,
         )  # fmt: skip
 
     def snapshot(self) -> dict[str, Any]:
@@ -402,6 +451,7 @@ class AccountGuard:
             "day_profit": {d.isoformat(): v for d, v in self.day_profit.items()},
             "target_announced": self.target_announced,
             "last_seen_ns": self.last_seen_ns,
+            "operator": None if self.operator is None else self.operator.snapshot(),
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -414,6 +464,8 @@ class AccountGuard:
         self.day_profit = {date.fromisoformat(d): float(v) for d, v in data["day_profit"].items()}
         self.target_announced = bool(data["target_announced"])
         self.last_seen_ns = data.get("last_seen_ns")
+        operator = data.get("operator")
+        self.operator = None if operator is None else OperatorHold.restore(operator)
         self._revision += 1
-        if self.halted_for_good or self.halted_until_ns is not None:
+        if self.halted_for_good or self.halted_until_ns is not None or self.operator is not None:
             self.state = TradingState.HALTED

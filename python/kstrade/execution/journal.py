@@ -60,7 +60,29 @@ CREATE TABLE IF NOT EXISTS orders (
     updated_ns INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS guard_state (id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS controls (
+    command_id TEXT PRIMARY KEY,
+    action TEXT NOT NULL,
+    issued_by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    issued_ns INTEGER NOT NULL,
+    applied_ns INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
 """
+
+
+@dataclass(frozen=True, slots=True)
+class ControlEntry:
+    """An operator command as applied: by whom, why, when, and the trading state it left."""
+
+    command_id: str
+    action: str
+    issued_by: str
+    reason: str
+    issued_ns: int
+    applied_ns: int
+    state: str
 
 
 class OrderJournal:
@@ -165,6 +187,27 @@ class OrderJournal:
     def count_attempt(self, signal_id: str) -> None:
         """One more broker send for this signal (what the tests count: never more than one fill)."""
         self._db.execute("UPDATE orders SET attempts = attempts + 1 WHERE signal_id = ?", (signal_id,))
+
+    def control_applied(self, command_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM controls WHERE command_id = ?", (command_id,)).fetchone() is not None
+
+    def record_control(
+        self, command_id: str, action: str, issued_by: str, reason: str, issued_ns: int, applied_ns: int, state: str
+    ) -> None:
+        """An operator command was applied (once: a redelivered one is recognised by its id)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO controls (command_id, action, issued_by, reason, issued_ns, applied_ns, state) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (command_id, action, issued_by, reason, issued_ns, applied_ns, state),
+        )
+
+    def controls(self) -> list[ControlEntry]:
+        """Every applied operator command, oldest first: the audit trail."""
+        rows = self._db.execute(
+            "SELECT command_id, action, issued_by, reason, issued_ns, applied_ns, state FROM controls "
+            "ORDER BY applied_ns, rowid"
+        ).fetchall()
+        return [ControlEntry(*row) for row in rows]
 
     def save_guard(self, data: dict[str, Any]) -> None:
         self._db.execute(

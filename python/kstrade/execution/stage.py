@@ -4,26 +4,39 @@ broker with retries and a circuit breaker; order events, fills, realized P&L and
     signals.final -> trades.orders.pending -> trades.orders.confirmed -> trades.executions
                                                                       -> trades.pnl (on close)
     market.candles.{symbol}.1m: marks the paper broker (stops and targets) and drives the clock
+    control.execution: the operator's halt / resume / flatten, applied before the other records
+                       of the same poll, journaled, acknowledged on metrics.alerts
     metrics.alerts: dropped signals, rejections, halts, the circuit breaker
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, get_args
 from uuid import UUID
 
 from kstrade.bus import MessageError, Output, Record
-from kstrade.bus.topics import EXECUTIONS, METRICS_ALERTS, ORDERS_CONFIRMED, ORDERS_PENDING, PNL, candles, signals
+from kstrade.bus.runner import Batch
+from kstrade.bus.topics import (
+    CONTROL_EXECUTION,
+    EXECUTIONS,
+    METRICS_ALERTS,
+    ORDERS_CONFIRMED,
+    ORDERS_PENDING,
+    PNL,
+    candles,
+    signals,
+)
 from kstrade.clock import EventClock
 from kstrade.config import ExecutionSettings, Settings, SymbolSettings
 from kstrade.execution.account import loss_to_stop
 from kstrade.execution.broker import LINK_ERRORS, Broker, BrokerReply, OrderRequest, Outcome
 from kstrade.execution.circuit import CircuitBreaker
-from kstrade.execution.guardrails import AccountGuard, NewsBlackout, TradingState
+from kstrade.execution.guardrails import AccountGuard, NewsBlackout, OperatorHold
 from kstrade.execution.journal import JournalEntry, JournalState, OrderJournal
 from kstrade.execution.paper import PaperBroker
 from kstrade.execution.router import OrderRouter
@@ -34,8 +47,11 @@ from kstrade.schemas import Codec, MessageHeaders
 from kstrade.schemas.codec import HEADER_ENCODING, HEADER_ORIGIN_NS, HEADER_SCHEMA, HEADER_SCHEMA_VERSION, HEADER_STAGE
 from kstrade.schemas.models import (
     EPOCH,
+    EVERY_ACCOUNT,
     Alert,
     Candle,
+    ControlAction,
+    ControlCommand,
     Execution,
     Interval,
     Message,
@@ -50,6 +66,8 @@ from kstrade.schemas.models import (
     SignalStage,
 )
 from kstrade.stage import Stage
+
+log = logging.getLogger(__name__)
 
 SIGNALS_FINAL = signals("final")
 _MODELS: dict[str, type[Message]] = {"order": Order, "execution": Execution}
@@ -105,17 +123,31 @@ class ExecutionStage(Stage):
 
     @classmethod
     def inputs_for(cls, symbols: Sequence[str]) -> list[str]:
-        return [SIGNALS_FINAL] + [candles(s, "1m") for s in symbols]
+        return [SIGNALS_FINAL] + [candles(s, "1m") for s in symbols] + [CONTROL_EXECUTION]
 
     @classmethod
     def outputs_for(cls, symbols: Sequence[str]) -> list[str]:
         """Topics it emits to (dead letters aside): what its principal may write (`kstrade.bus.acl`)."""
         return [ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS, PNL, METRICS_ALERTS]
 
+    def handle_batch(self, batch: Batch) -> Iterable[Output]:
+        """The records of one poll in order, except that operator commands go first: a halt
+        polled together with a signal stops that signal's order, whichever came first."""
+        records = batch.records
+        if not any(r.topic == CONTROL_EXECUTION for r in records):
+            return batch.each(self.handle)
+        return self._commands_first(batch)
+
+    def _commands_first(self, batch: Batch) -> Iterator[Output]:
+        yield from batch.each(self.handle, [r for r in batch.records if r.topic == CONTROL_EXECUTION])
+        yield from batch.each(self.handle, [r for r in batch.records if r.topic != CONTROL_EXECUTION])
+
     def handle(self, record: Record) -> Iterable[Output]:
         now = self.clock.now_ns()
         if record.topic == SIGNALS_FINAL:
             return self._on_signal(record, now)
+        if record.topic == CONTROL_EXECUTION:
+            return self._on_control(record, now)
         symbol, open_, high, low, close, origin = self._candle(record)
         paper = self.broker if isinstance(self.broker, PaperBroker) else None
         # A flat paper account: the observation below sees (balance, balance, no positions) and
@@ -219,7 +251,7 @@ class ExecutionStage(Stage):
         self._broker_down_since = None
         events = guard.observe(now, account)
         outs = [self._alert(now, origin, e.severity, e.code, e.message) for e in events]
-        if guard.state is TradingState.HALTED or any(e.flatten and not e.symbols for e in events):
+        if guard.flattening or any(e.flatten and not e.symbols for e in events):
             closing = list(account.positions)
         else:
             targeted = {s for e in events if e.flatten for s in e.symbols}
@@ -263,6 +295,54 @@ class ExecutionStage(Stage):
     def _alert(self, now: int, origin: int, severity: str, code: str, message: str) -> Output:
         alert = Alert(timestamp=_time(now), severity=Severity(severity), source=self.name, code=code, message=message)
         return self.emit(METRICS_ALERTS, alert, key=code.encode(), origin_ns=origin)
+
+    # -- operator control ------------------------------------------------------------------------
+    def _on_control(self, record: Record, now: int) -> list[Output]:
+        """Apply an operator's command once (the journal remembers its id), durably before it is
+        acknowledged: the guard's hold is saved, then the command is journaled, then the
+        acknowledgement (`OPERATOR_*` on metrics.alerts, with the resulting state) goes out."""
+        command = self.decode(record, ControlCommand)
+        origin = self.origin_ns(record)
+        account = self.settings.account
+        if command.account not in (account, EVERY_ACCOUNT):
+            log.info("execution: control command %s is for account %s, not %s: not ours", command.command_id,
+                     command.account, account)  # fmt: skip
+            return []
+        cid = str(command.command_id)
+        if self.journal.control_applied(cid):
+            return []  # redelivered (at-least-once): applied already
+        guard = self.guard
+        issued = _ns(command)
+        note = ""
+        if command.action is ControlAction.RESUME:
+            guard.release()
+        else:
+            flatten = command.action is ControlAction.FLATTEN
+            age_s = (now - issued) / 1e9
+            if flatten and age_s > self.settings.control_flatten_max_age_s:
+                # A flatten read long after it was issued (a restored consumer, a replayed topic):
+                # closing positions now could act on a market the operator never saw. Halt only.
+                flatten = False
+                limit = self.settings.control_flatten_max_age_s
+                note = f"; flatten issued {age_s:.0f}s ago (> {limit:.0f}s): halted only"
+            guard.hold(OperatorHold(cid, command.issued_by, command.reason, issued, flatten=flatten))
+        # Durable before anything else: a crash from here on restarts with the hold in place.
+        self.journal.save_guard(guard.snapshot())
+        self._saved_guard = guard.durable_key()
+        outs = self._observe(now, origin)  # a flatten closes the positions here (fills and P&L)
+        state = guard.state.value
+        self.journal.record_control(cid, command.action.value, command.issued_by, command.reason, issued, now, state)
+        try:
+            open_positions = len(self.broker.account(now).positions)
+            positions = f"{open_positions} position(s) open"
+        except LINK_ERRORS:
+            positions = "positions unknown: broker unreachable"
+        code = f"OPERATOR_{command.action.value}"
+        severity = "WARNING" if command.action is ControlAction.RESUME else "CRITICAL"
+        message = (f"{command.action.value.lower()} by {command.issued_by} ({command.reason or 'no reason given'}), "
+                   f"command {cid}: state {state}, {positions}{note}")  # fmt: skip
+        log.warning("execution: %s", message)
+        return [*outs, self._alert(now, origin, severity, code, message)]
 
     # -- signals ---------------------------------------------------------------------------------
     def spec(self, symbol: str) -> SymbolSettings:
@@ -493,8 +573,8 @@ def _stored(topic: str, message: Message) -> dict[str, Any]:
     return {"topic": topic, "model": message.schema_file, "data": message.model_dump_json()}
 
 
-def _ns(signal: Signal) -> int:
-    delta = signal.timestamp - EPOCH
+def _ns(message: Message) -> int:
+    delta = message.timestamp - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 

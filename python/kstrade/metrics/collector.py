@@ -9,6 +9,7 @@ import logging
 import math
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from kstrade.bus import Bus, BusError, Output, Record
 from kstrade.bus.topics import (
+    CONTROL_EXECUTION,
     EXECUTIONS,
     METRICS_ALERTS,
     METRICS_DRIFT,
@@ -31,6 +33,7 @@ from kstrade.bus.topics import (
 )
 from kstrade.clock import EventClock
 from kstrade.config import MetricsSettings
+from kstrade.execution.control import make_command
 from kstrade.metrics import alerts as codes
 from kstrade.metrics.alerts import AlertRules, RaisedAlert
 from kstrade.metrics.drift import (
@@ -69,7 +72,7 @@ from kstrade.schemas.codec import (
     codec_error,
     from_micros,
 )
-from kstrade.schemas.models import IngestHealth, ModelType, Severity, SignalStage
+from kstrade.schemas.models import ControlAction, ControlCommand, IngestHealth, ModelType, Severity, SignalStage
 from kstrade.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,8 @@ _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 _FLUSH_ROWS = 5_000
 _SIGN = {"DOWN": -1, "FLAT": 0, "UP": 1}
 _SIGNAL_TOPICS = frozenset(signals(stage) for stage in SIGNAL_STAGES)
+#: How long a /flatten waits for its /flatten confirm.
+FLATTEN_CONFIRM_S = 60.0
 
 
 def _origin_and_stage(record: Record) -> tuple[int, str]:
@@ -162,6 +167,10 @@ class MetricsCollector(Stage):
         self._predictions_seen = 0
         self._saw_trades = False
         self._operator: deque[RaisedAlert] = deque(maxlen=100)  # from the Telegram thread
+        #: Operator commands from Telegram, written to control.execution on the next `on_time`.
+        self._controls: deque[ControlCommand] = deque(maxlen=100)
+        #: Chat -> (monotonic deadline, reason) of a /flatten waiting for its confirmation.
+        self._flatten_pending: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
         self._replies: dict[str, str] = {}
         self._storage_failing = False
@@ -176,8 +185,9 @@ class MetricsCollector(Stage):
 
     @classmethod
     def outputs_for(cls, symbols: Sequence[str]) -> list[str]:
-        """Topics it emits to (it never dead-letters): what its principal may write (`kstrade.bus.acl`)."""
-        return [METRICS_LATENCY, METRICS_PERFORMANCE, METRICS_DRIFT, METRICS_ALERTS]
+        """Topics it emits to (it never dead-letters): what its principal may write (`kstrade.bus.acl`).
+        control.execution: the operator commands that come in over Telegram."""
+        return [METRICS_LATENCY, METRICS_PERFORMANCE, METRICS_DRIFT, METRICS_ALERTS, CONTROL_EXECUTION]
 
     # -- per record: cheap bookkeeping only ---------------------------------------------------------
     def handle(self, record: Record) -> Iterable[Output]:
@@ -348,6 +358,10 @@ class MetricsCollector(Stage):
         with self._lock:
             while self._operator:
                 raised.append(self._operator.popleft())
+            controls = list(self._controls)
+            self._controls.clear()
+        for command in controls:  # at once, whatever the emission interval: an operator is waiting
+            outputs.append(self.emit(CONTROL_EXECUTION, command, key=command.account.encode(), origin_ns=now_ns))
         if self.ingest_health:
             raised += self._ingest_feeds(now_ns)
         if self.lag_probe is not None and (
@@ -598,23 +612,40 @@ class MetricsCollector(Stage):
         with self._lock:
             self._replies = replies
 
-    def command(self, text: str) -> str:
-        """The reply to a bot command (called from the Telegram thread). /halt and /resume
-        become OPERATOR_* alerts on metrics.alerts, which the execution stage acts on."""
+    def command(self, text: str, chat: str = "") -> str:
+        """The reply to a bot command from `chat` (called from the Telegram thread, which obeys
+        only the configured chats). /halt, /resume and /flatten become commands on
+        control.execution; the execution stage's acknowledgement (OPERATOR_* on metrics.alerts)
+        comes back to Telegram as an alert. /flatten asks for a confirmation first."""
+        words = text.split()
+        name = words[0].split("@")[0].lower() if words else ""
+        rest = " ".join(words[1:])
         with self._lock:
-            reply = self._replies.get(text)
+            reply = self._replies.get(name)
         if reply is not None:
             return reply
-        if text in ("/halt", "/resume"):
-            halt = text == "/halt"
-            code = "OPERATOR_HALT" if halt else "OPERATOR_RESUME"
+        if name in ("/halt", "/resume"):
+            return self._control(ControlAction(name[1:].upper()), chat, rest)
+        if name == "/flatten":
+            if rest.lower() == "confirm":
+                with self._lock:
+                    pending = self._flatten_pending.pop(chat, None)
+                if pending is None or time.monotonic() > pending[0]:
+                    return "no flatten to confirm: send /flatten [reason], then /flatten confirm within 60 s"
+                return self._control(ControlAction.FLATTEN, chat, pending[1])
             with self._lock:
-                self._operator.append(RaisedAlert(
-                    Severity.CRITICAL if halt else Severity.INFO, code, "operator",
-                    "trading halt requested from Telegram" if halt else "trading resume requested from Telegram",
-                ))  # fmt: skip
-            return f"{text[1:]} requested: published as {code} on {METRICS_ALERTS}"
+                self._flatten_pending[chat] = (time.monotonic() + FLATTEN_CONFIRM_S, rest)
+            return (f"flatten closes every open position at market, then halts trading. To go ahead, send "
+                    f"/flatten confirm within {FLATTEN_CONFIRM_S:.0f} s.")  # fmt: skip
         return "commands: " + " ".join(COMMANDS)
+
+    def _control(self, action: ControlAction, chat: str, reason: str) -> str:
+        account = self.settings.telegram.control_account
+        command = make_command(action, account=account, issued_by=f"telegram:{chat}", reason=reason or "from Telegram")
+        with self._lock:
+            self._controls.append(command)
+        return (f"{action.value.lower()} for account {account} sent to {CONTROL_EXECUTION} (command "
+                f"{command.command_id}); the execution stage confirms it here once applied")  # fmt: skip
 
     def close(self) -> None:
         if self.store is not None:
@@ -650,7 +681,7 @@ def build_collector(settings: MetricsSettings, bus: Bus, *, serve: bool = True) 
         collector.notifier = TelegramNotifier(
             token=token, chat_id=tg.chat_id, api_url=tg.api_url, per_chat_per_second=tg.per_chat_per_second,
             overall_per_second=tg.overall_per_second, queue_size=tg.queue_size,
-            commands=collector.command if tg.commands else None,
+            commands=collector.command if tg.commands else None, command_chats=tg.command_chats,
         )  # fmt: skip
     return collector
 

@@ -1,6 +1,7 @@
 """Alerts to Telegram over the Bot API, off the pipeline's thread: a bounded queue drained by a
 sender that keeps Telegram's rate limits (1 message/s per chat, 30/s overall) and waits out a 429's
-`retry_after`; and, optionally, operator commands from the one configured chat."""
+`retry_after`; and, optionally, operator commands from the configured chats (the alert chat,
+and any others named in `telegram.command_chats`), each answered in the chat that asked."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -19,7 +20,9 @@ log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
 
 #: Commands the bot answers; anything else gets the list.
-COMMANDS = ("/status", "/profit", "/balance", "/halt", "/resume")
+COMMANDS = ("/status", "/profit", "/balance", "/positions", "/daily", "/halt", "/resume", "/flatten")
+#: Answers a command: (text, chat id) -> the reply to send back to that chat.
+CommandHandler = Callable[[str, str], str]
 
 
 class SendRateLimiter:
@@ -73,10 +76,13 @@ class TelegramNotifier:
         per_chat_per_second: float = 1.0,
         overall_per_second: float = 30.0,
         queue_size: int = 1000,
-        commands: Callable[[str], str] | None = None,
+        commands: CommandHandler | None = None,
+        command_chats: Sequence[str] = (),
         poll_timeout: float = 10.0,
     ) -> None:
         self.chat_id = chat_id
+        #: Chats whose commands are obeyed: the alert chat and `command_chats`.
+        self.command_chats = frozenset([chat_id, *command_chats])
         self._base = f"{api_url.rstrip('/')}/bot{token}"
         self._limiter = SendRateLimiter(per_chat=per_chat_per_second, overall=overall_per_second)
         self._queue: queue.Queue[Outgoing | None] = queue.Queue(maxsize=queue_size)
@@ -161,13 +167,13 @@ class TelegramNotifier:
                 text = str(message.get("text", "")).strip()
                 if not text.startswith("/"):
                     continue
-                if chat != self.chat_id:
-                    # Only the configured chat may steer the bot; others get nothing back.
+                if chat not in self.command_chats:
+                    # Only the configured chats may steer the bot; others get nothing back.
                     self.refused_commands += 1
                     log.warning("telegram: command from an unknown chat refused")
                     continue
                 assert self._commands is not None
-                self.notify(self._commands(text.split()[0].split("@")[0].lower()))
+                self.notify(self._commands(text, chat), chat_id=chat)
 
     def close(self, timeout: float = 5.0) -> None:
         """Sends what is queued (within `timeout`), then stops."""

@@ -283,6 +283,27 @@ class Alert(Message):
     message: str
 
 
+class ControlAction(StrEnum):
+    HALT = "HALT"
+    RESUME = "RESUME"
+    FLATTEN = "FLATTEN"
+
+
+#: `ControlCommand.account` that addresses every account.
+EVERY_ACCOUNT = "*"
+
+
+class ControlCommand(Message):
+    """An operator's command to one account's execution stage (`control.execution`)."""
+
+    schema_file: ClassVar[str] = "control_command"
+    command_id: UUID
+    account: str = Field(min_length=1)
+    action: ControlAction
+    issued_by: str = Field(min_length=1)
+    reason: str
+
+
 class DeadLetterHeader(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
     name: str
@@ -371,5 +392,6 @@ MODELS: dict[str, type[Message]] = {
         Alert,
         DeadLetter,
         IngestHealth,
+        ControlCommand,
     )
 }
