@@ -55,6 +55,10 @@ class BusSettings(_Section):
     #: Only from KSTRADE_BUS__SASL_PASSWORD or the file named by sasl_password_file.
     sasl_password: SecretStr | None = None
     sasl_password_file: Path | None = None
+    #: Time sanity at every live stage's door: a record whose market time (its origin_ns, a
+    #: candle's close) is more than this ahead of the wall clock is dead-lettered
+    #: FUTURE_TIMESTAMP and never moves state (replays have no wall clock: see Stage.future_limit_ns).
+    max_future_skew_s: float = Field(120.0, gt=0, le=86_400)
 
     @model_validator(mode="after")
     def _checks(self) -> BusSettings:
