@@ -11,6 +11,7 @@ file, and are redacted whenever the config is printed: by one rule on the name
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -22,6 +23,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -584,8 +586,30 @@ def load(path: Path | str | None = None, **flags: Any) -> Settings:
             key = ".".join(str(p) for p in e["loc"]) or "(root)"
             lines.append(f"  {key}: {e['msg']}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+    except SettingsError as exc:  # a KSTRADE_* variable of a table or list that is not JSON
+        raise ConfigError(_env_json_error(exc)) from None
     finally:
         _TOML_FILE.reset(token)
+
+
+def _env_json_error(exc: SettingsError) -> str:
+    """Which environment variable is not JSON, and why, in one line (never its value: it may
+    hold a secret). pydantic-settings names only the top-level field ("bus")."""
+    import json
+    import os
+
+    field = re.search(r'field "([^"]+)"', str(exc))
+    prefix = f"KSTRADE_{field.group(1)}".upper() if field else "KSTRADE_"
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if upper != prefix and not upper.startswith(prefix + "__"):
+            continue
+        try:
+            json.loads(os.environ[name])
+        except ValueError as err:
+            if upper == prefix or os.environ[name].lstrip()[:1] in "[{":
+                return f"{name} is not valid JSON ({err}): tables and lists are JSON in the environment"
+    return f"{exc} ({exc.__cause__})" if exc.__cause__ else str(exc)
 
 
 def _coinbase_urls(flags: dict[str, Any]) -> dict[str, Any]:
