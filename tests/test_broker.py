@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from kstrade.broker import BrokerError, cluster
 from kstrade.broker.local import free_port_block, metadata_broker_count
 from kstrade.bus import Bus
 from kstrade.bus.topics import catalogue, create_all
+from kstrade.cli import main
 
 from .conftest import drain
 
@@ -61,3 +64,66 @@ def test_cluster_ids_never_look_like_an_option() -> None:
 
     ids = [_random_cluster_id() for _ in range(2000)]  # about 31 would start with '-' otherwise
     assert not any(i.startswith("-") for i in ids) and all(len(i) == 22 for i in ids)
+
+
+def _stopped_three_node_dir(root: Path, pid: int | None = None) -> Path:
+    """A directory laid out as `broker start --nodes 3` then `broker stop` leave it (no Java)."""
+    directory = root / "three"
+    local = cluster(directory, nodes=3, base_port=29092)
+    for node in local.nodes:
+        data = directory / f"node-{node.node_id}" / "data"
+        data.mkdir(parents=True)
+        (data / "meta.properties").write_text(f"node.id={node.node_id}\n")
+        node.pid = pid
+    (directory / "cluster.id").write_text("AAAAAAAAAAAAAAAAAAAAAA")
+    local.save()
+    return directory
+
+
+def _tree(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+def test_status_and_stop_read_the_node_count_from_the_directory_and_delete_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = _stopped_three_node_dir(tmp_path)
+    before = _tree(directory)
+    assert main(["broker", "status", "--dir", str(directory)]) == 3  # was: deleted the directory
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines()] == ["node 1", "node 2", "node 3"]
+    assert "127.0.0.1:29096 stopped" in out
+    assert main(["broker", "status", "--nodes", "1", "--dir", str(directory)]) == 3  # a wrong --nodes too
+    assert main(["broker", "stop", "--dir", str(directory)]) == 0
+    assert "3 node(s)" in capsys.readouterr().out
+    # start with another node count refuses and names reset, instead of formatting afresh.
+    assert main(["broker", "start", "--nodes", "1", "--dir", str(directory)]) == 1
+    assert "broker reset --dir" in capsys.readouterr().err
+    assert _tree(directory) == before
+    with pytest.raises(BrokerError, match="3-node"):
+        cluster(directory, nodes=1)
+    assert len(cluster(directory).nodes) == 3 and _tree(directory) == before
+
+
+def test_reset_deletes_only_when_told_and_only_a_stopped_cluster_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = _stopped_three_node_dir(tmp_path)
+    assert main(["broker", "reset", "--dir", str(directory)]) == 2  # no --yes, no terminal to ask on
+    assert "--yes" in capsys.readouterr().err and directory.exists()
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert main(["broker", "reset", "--dir", str(directory)]) == 1 and directory.exists()
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    assert main(["broker", "reset", "--dir", str(directory)]) == 0 and not directory.exists()
+
+    running = _stopped_three_node_dir(tmp_path, pid=os.getpid())  # a pid that is alive: "running"
+    assert main(["broker", "reset", "--yes", "--dir", str(running)]) == 1
+    assert "stop it first" in capsys.readouterr().err and running.exists()
+
+    home_like = tmp_path / "home"
+    (home_like / "notes").mkdir(parents=True)
+    (home_like / "cluster.json").write_text('{"version": "4.1.0", "nodes": []}')
+    assert main(["broker", "reset", "--yes", "--dir", str(home_like)]) == 1  # more than a cluster in it
+    assert (home_like / "notes").exists()
+    assert main(["broker", "reset", "--yes", "--dir", str(tmp_path / "nothing")]) == 1

@@ -3,6 +3,7 @@ on the same candles, warm-up is never emitted, and bad candles are dead-lettered
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from kstrade.bus import Bus
 from kstrade.bus.topics import candles, dlq_topic, features_aggregated
+from kstrade.clock import WallClock
 from kstrade.features import FEATURE_NAMES, features_from_frame
 from kstrade.features.stage import FeatureStage
 from kstrade.ingest.synthetic import generate
@@ -119,3 +121,109 @@ def test_a_restart_from_the_checkpoint_is_warm_and_skips_what_it_already_handled
     uninterrupted = FeatureStage(["BTC-USD"])
     feed(uninterrupted, records)
     assert restarted.engines["BTC-USD"].snapshot() == uninterrupted.engines["BTC-USD"].snapshot()
+
+
+# -- time sanity: one far-future candle must not poison a symbol's clock --------------------------
+
+
+def _now_minutes() -> pl.DataFrame:
+    """Two days of SYNTHETIC minutes ending a minute ago: real candles to a live (wall clock) stage."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    return generate("BTC-USD", now - timedelta(days=2, minutes=1), 2, seed=5)
+
+
+def _close_ns(c: Candle) -> int:
+    return int((c.timestamp + timedelta(minutes=1)).timestamp() * 1e9)
+
+
+def _live_feed(stage: FeatureStage, sends: list[tuple[Candle, int]], *, batched: bool = True) -> Bus:
+    """`sends` (a candle, its origin_ns header) through a live stage: the wall clock, as a service."""
+    bus = _bus_with_topics(["BTC-USD"])
+    codec = Codec(Candle)
+    producer = bus.producer()
+    for c, origin in sends:
+        producer.send(TOPIC, codec.encode(c), key=b"BTC-USD", headers=codec.headers(origin, "test"))
+    Pipeline(bus, [stage], clock=WallClock(), batched=batched).drain()
+    return bus
+
+
+def _dead_letter_codes(bus: Bus, count: int) -> list[str]:
+    check = bus.consumer("check-dlq")
+    check.subscribe([dlq_topic(TOPIC)])
+    codes = [(r.header("dlq.error.code") or b"").decode() for r in drain(check, count)]
+    assert not check.poll(max_records=10, timeout=0.2)
+    return codes
+
+
+def test_a_far_future_candle_is_dead_lettered_and_the_real_ones_after_it_all_count(tmp_path: Path) -> None:
+    real = [_candle(row) for row in _now_minutes().iter_rows(named=True)]
+    split = 2450  # warm by then; and mid-poll (polls of 500): the batched path meets it
+    ahead = real[split].model_copy(update={"timestamp": real[split].timestamp + timedelta(days=365)})
+    # One honest about its time in the header (refused at the runner's door), one whose header
+    # claims the present (refused by the features stage on the payload's minute).
+    sends = [(c, _close_ns(c)) for c in real[:split]]
+    sends += [(ahead, _close_ns(ahead)), (ahead, _close_ns(real[split - 1]))]
+    sends += [(c, _close_ns(c)) for c in real[split : split + 100]]
+    poisoned = FeatureStage(["BTC-USD"], state_dir=tmp_path)
+    bus = _live_feed(poisoned, sends)
+    assert _dead_letter_codes(bus, 2) == ["FUTURE_TIMESTAMP", "FUTURE_TIMESTAMP"]  # and no LATE_CANDLE
+
+    # Restarted from its checkpoint (the last 5 candles come again): every later real candle
+    # gives its vector, none is dead-lettered ...
+    restarted = FeatureStage(["BTC-USD"], state_dir=tmp_path)
+    rest = [(c, _close_ns(c)) for c in real[split + 95 :]]
+    bus = _live_feed(restarted, rest)
+    assert restarted.stats.replayed == 5 and restarted.stats.emitted == len(rest) - 5
+    check = bus.consumer("check-dlq")
+    check.subscribe([dlq_topic(TOPIC)])
+    assert not check.poll(max_records=10, timeout=0.2)
+    # ... and the state is exactly that of a stage that never saw the future candle.
+    clean = FeatureStage(["BTC-USD"])
+    _live_feed(clean, [(c, _close_ns(c)) for c in real])
+    assert poisoned.stats.emitted + restarted.stats.emitted == clean.stats.emitted
+    assert restarted.engines["BTC-USD"].snapshot() == clean.engines["BTC-USD"].snapshot()
+
+
+def test_the_record_path_refuses_a_future_candle_before_the_engine() -> None:
+    real = [_candle(row) for row in _now_minutes().tail(6).iter_rows(named=True)]
+    ahead = real[3].model_copy(update={"timestamp": real[3].timestamp + timedelta(days=365)})
+    sends = [(c, _close_ns(c)) for c in real[:3]] + [(ahead, _close_ns(real[2]))]
+    sends += [(c, _close_ns(c)) for c in real[3:]]
+    stage = FeatureStage(["BTC-USD"])
+    bus = _live_feed(stage, sends, batched=False)
+    assert _dead_letter_codes(bus, 1) == ["FUTURE_TIMESTAMP"]
+    assert stage.stats.candles == 6  # every real candle reached the engine, none was late
+
+
+def test_a_checkpoint_poisoned_before_the_check_existed_is_discarded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = [_candle(row) for row in _now_minutes().tail(10).iter_rows(named=True)]
+    first = FeatureStage(["BTC-USD"], state_dir=tmp_path)
+    _live_feed(first, [(c, _close_ns(c)) for c in real[:5]])
+    assert first.state_file is not None
+    state = json.loads(first.state_file.read_text())
+    future = real[5].timestamp + timedelta(days=365)
+    state["symbols"]["BTC-USD"]["through_ms"] = int(future.timestamp() * 1000)  # as the bug left it
+    first.state_file.write_text(json.dumps(state))
+    restarted = FeatureStage(["BTC-USD"], state_dir=tmp_path)
+    assert "discarded" in capsys.readouterr().err
+    bus = _live_feed(restarted, [(c, _close_ns(c)) for c in real[5:]])
+    assert restarted.stats.candles == 5 and restarted.stats.replayed == 0
+    check = bus.consumer("check-dlq")
+    check.subscribe([dlq_topic(TOPIC)])
+    assert not check.poll(max_records=10, timeout=0.2)  # no LATE_CANDLE
+
+
+def test_a_replay_has_no_wall_clock_to_be_ahead_of(minutes: pl.DataFrame) -> None:
+    """On the event clock the data is the clock: candles of any date are the replay's present."""
+    stage = FeatureStage(["BTC-USD"])
+    later = [_candle(row) for row in minutes.head(3).iter_rows(named=True)]
+    later = [c.model_copy(update={"timestamp": c.timestamp + timedelta(days=3650)}) for c in later]
+    bus = _bus_with_topics(["BTC-USD"])
+    codec = Codec(Candle)
+    producer = bus.producer()
+    for c in later:
+        producer.send(TOPIC, codec.encode(c), key=b"BTC-USD", headers=codec.headers(_close_ns(c), "test"))
+    Pipeline(bus, [stage]).drain()
+    assert stage.stats.candles == 3

@@ -3,12 +3,13 @@ work on the event clock, deterministic output."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from kstrade.bus import Bus, MessageError, Output, Record
 from kstrade.bus.topics import dlq_topic
-from kstrade.clock import EventClock
+from kstrade.clock import EventClock, WallClock
 from kstrade.schemas import Candle, MessageHeaders
 from kstrade.stage import Pipeline, Source, Stage, _runner
 
@@ -185,3 +186,41 @@ def test_records_a_stage_still_holds_are_not_committed(bus: Bus, unique: str) ->
         if len(again.seen) >= 2:
             break
     assert again.seen == [1, 2]  # the held record comes back, then what followed it
+
+
+def test_live_a_record_from_beyond_the_allowed_skew_is_dead_lettered_at_the_door() -> None:
+    """Any stage, any message: origin_ns (the market time behind it) more than the skew ahead of
+    the wall clock goes to the DLQ as FUTURE_TIMESTAMP without reaching `handle`; in replays
+    (event clock) there is no wall clock to compare with and nothing is refused."""
+    now_ns = time.time_ns()
+    for clock, refused in ((WallClock(), 1), (EventClock(), 0)):
+        bus = Bus.memory()
+        bus.admin().create_topics([(t, 1, 1, {}) for t in ("in", "out", dlq_topic("in"))])
+        doubler = Doubler()
+        doubler.max_future_skew_ns = 60 * 10**9
+        codec = doubler.codec(Candle)
+        producer = bus.producer()
+        for origin in (now_ns, now_ns + 50 * 10**9, now_ns + 3600 * 10**9, now_ns):
+            producer.send("in", codec.encode(candle(0, 1.0)), key=b"BTC-USD", headers=codec.headers(origin, "t"))
+        pipeline = Pipeline(bus, [doubler], clock=clock)
+        pipeline.drain()
+        assert pipeline.stats.produced["doubler"] == 4 - refused
+        if refused:
+            check = bus.consumer("check")
+            check.subscribe([dlq_topic("in")])
+            (dead,) = drain(check, 1)
+            assert dead.header("dlq.error.code") == b"FUTURE_TIMESTAMP"
+            assert b"beyond the clock plus the allowed skew" in (dead.header("dlq.error.message") or b"")
+
+
+def test_services_take_the_skew_from_the_bus_settings() -> None:
+    from kstrade.config import load
+    from kstrade.metrics.collector import MetricsCollector
+    from kstrade.services import build
+
+    stage = build("features", load(bus={"max_future_skew_s": 5}), Bus.memory())
+    assert stage.max_future_skew_ns == 5 * 10**9
+    # The metrics collector observes and never dead-letters (it has no ACL to): no door check.
+    bus = Bus.memory()
+    assert _runner(bus, MetricsCollector(), poll_timeout=0.0).future_limit is None
+    assert _runner(bus, stage, poll_timeout=0.0).future_limit is not None

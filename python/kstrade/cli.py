@@ -1,7 +1,8 @@
 """The `python -m kstrade` command line.
 
 python -m kstrade broker start [--nodes 3]    a local Kafka cluster on 127.0.0.1 (no Docker)
-python -m kstrade broker status | stop
+python -m kstrade broker status | stop          the node count comes from the cluster directory
+python -m kstrade broker reset [--yes]          deletes the (stopped) cluster directory: topics, data
 python -m kstrade topics create [--bootstrap HOST:PORT] [--symbols ...] [--replication-factor N]
 python -m kstrade topics list | describe NAME...
 python -m kstrade ingest replay FILE [--speed max|realtime|xN] [--interval 1m] [--symbol S]
@@ -18,22 +19,34 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:
-    from kstrade.broker import BrokerError, cluster
+    from kstrade.broker import BrokerError, cluster, reset
+    from kstrade.broker.local import Cluster, default_cluster_dir
 
-    directory = Path(args.dir) if args.dir else None
+    directory = Path(args.dir) if args.dir else default_cluster_dir()
     try:
-        c = cluster(directory, nodes=args.nodes, base_port=args.port)
+        if args.action == "reset":
+            return _broker_reset(directory, args.yes, reset)
+        # status and stop read the node count and ports from the directory; --nodes is for start.
+        nodes = args.nodes if args.action == "start" else None
+        if args.action != "start" and Cluster.load(directory) is None:
+            if args.action == "stop":
+                print(f"no cluster in {directory}: nothing to stop")
+                return 0
+            print(f"no cluster in {directory}: stopped")
+            return 3
+        c = cluster(directory, nodes=nodes, base_port=args.port)
         if args.action == "start":
             c.start()
             print(f"kafka {c.version} running: {len(c.nodes)} node(s), bootstrap {c.bootstrap}")
             print(f"data and logs in {c.directory}")
         elif args.action == "stop":
             c.stop()
-            print("kafka stopped")
+            print(f"kafka stopped ({len(c.nodes)} node(s) in {c.directory})")
         else:
             states = c.status()
             for node, alive in states:
@@ -43,6 +56,20 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _broker_reset(directory: Path, yes: bool, reset: Callable[[Path], Path]) -> int:
+    """The one command that deletes a cluster: only with --yes or a 'y' typed at a terminal."""
+    if not yes:
+        if not sys.stdin.isatty():
+            print(f"error: refusing to delete {directory} without --yes (no terminal to confirm on)", file=sys.stderr)
+            return 2
+        answer = input(f"delete {directory}: the cluster's topics, data and logs? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    print(f"deleted {reset(directory)}")
     return 0
 
 
@@ -319,10 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     broker = sub.add_parser("broker", help="a local Apache Kafka cluster for development and tests")
-    broker.add_argument("action", choices=["start", "stop", "status"])
-    broker.add_argument("--nodes", type=int, default=1, help="1, or 3 for replication factor 3 / min ISR 2")
-    broker.add_argument("--port", type=int, default=9092, help="first client port; node i uses port + 2i")
+    broker.add_argument("action", choices=["start", "stop", "status", "reset"], help="reset deletes the directory")
+    broker.add_argument(
+        "--nodes", type=int, default=None, help="start: 1 (default), or 3 for replication factor 3 / min ISR 2"
+    )
+    broker.add_argument("--port", type=int, default=None, help="start: first client port (9092); node i: port + 2i")
     broker.add_argument("--dir", help="cluster directory (default ~/.cache/kstrade/cluster)")
+    broker.add_argument("--yes", action="store_true", help="reset: delete without asking")
     broker.set_defaults(func=_cmd_broker)
 
     topics = sub.add_parser("topics", help="create and inspect the pipeline's topics")
@@ -429,7 +459,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ModuleNotFoundError as exc:  # an optional extra not installed: say which, in one line
+        from kstrade.extras import missing_extra_message
+
+        message = missing_extra_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

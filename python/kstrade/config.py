@@ -3,14 +3,17 @@
 Every section rejects unknown keys and all fields are validated at once, so a broken config
 fails at start-up with one message that names every bad key. Secrets (e.g. the Kafka SASL
 password) come only from the environment or from a file named by `*_file`, never from the TOML
-file, and are redacted whenever the config is printed.
+file, and are redacted whenever the config is printed: by one rule on the name
+(`kstrade.redaction`), so a librdkafka property such as `ssl.key.pem` is masked without a list.
 
     KSTRADE_BUS__TRANSPORT=kafka KSTRADE_BUS__BOOTSTRAP=10.0.0.5:9092 python -m kstrade config show
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
+from collections.abc import Iterable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -20,10 +23,12 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 from kstrade.bus.topics import DEFAULT_SYMBOLS, candles
+from kstrade.redaction import is_secret_name, mask_properties, mask_tree
 
 #: The TOML file `load` is reading, for the settings source that sits under the environment.
 _TOML_FILE: ContextVar[Path | None] = ContextVar("kstrade_toml_file", default=None)
@@ -44,21 +49,29 @@ class BusSettings(_Section):
     bootstrap: str = "127.0.0.1:9092"
     replication_factor: int = Field(1, ge=1)
     min_insync_replicas: int | None = Field(None, ge=1)
-    #: Any librdkafka property, applied to every client (e.g. "security.protocol").
+    #: Any librdkafka property, applied to every client (e.g. "security.protocol"). One that
+    #: carries a secret (`ssl.key.pem`, `sasl.oauthbearer.client.secret`, ...) only from the
+    #: environment (KSTRADE_BUS__PROPERTIES, JSON); it is masked wherever settings are shown.
     properties: dict[str, str] = Field(default_factory=dict)
     sasl_username: str | None = None
     #: Only from KSTRADE_BUS__SASL_PASSWORD or the file named by sasl_password_file.
     sasl_password: SecretStr | None = None
     sasl_password_file: Path | None = None
+    #: Time sanity at every live stage's door: a record whose market time (its origin_ns, a
+    #: candle's close) is more than this ahead of the wall clock is dead-lettered
+    #: FUTURE_TIMESTAMP and never moves state (replays have no wall clock: see Stage.future_limit_ns).
+    max_future_skew_s: float = Field(120.0, gt=0, le=86_400)
 
     @model_validator(mode="after")
     def _checks(self) -> BusSettings:
         if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
             raise ValueError("min_insync_replicas cannot exceed replication_factor")
-        for key in self.properties:
-            if "password" in key or "secret" in key:
-                raise ValueError(f"properties.{key}: secrets go in the environment or a file, not in properties")
         return self
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # A traceback or log line that prints the settings must not print ssl.key.pem.
+        for name, value in super().__repr_args__():
+            yield name, mask_properties(value) if name == "properties" and isinstance(value, dict) else value
 
     def password(self) -> str | None:
         if self.sasl_password is not None:
@@ -565,6 +578,12 @@ def load(path: Path | str | None = None, **flags: Any) -> Settings:
             raise ConfigError("ingest.coinbase.jwt: secrets are not read from config files; use the environment")
         if "mt5_password" in from_file.get("execution", {}):
             raise ConfigError("execution.mt5_password: secrets are not read from config files; use the environment")
+        for key in from_file.get("bus", {}).get("properties", {}):
+            if is_secret_name(key):
+                raise ConfigError(
+                    f"bus.properties.{key}: secrets are not read from config files; use the environment "
+                    "(KSTRADE_BUS__PROPERTIES) or the property's file form (e.g. ssl.key.location)"
+                )
     clean_flags = _coinbase_urls(_without_none(flags))
     token = _TOML_FILE.set(Path(path) if path is not None else None)
     try:
@@ -575,8 +594,30 @@ def load(path: Path | str | None = None, **flags: Any) -> Settings:
             key = ".".join(str(p) for p in e["loc"]) or "(root)"
             lines.append(f"  {key}: {e['msg']}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+    except SettingsError as exc:  # a KSTRADE_* variable of a table or list that is not JSON
+        raise ConfigError(_env_json_error(exc)) from None
     finally:
         _TOML_FILE.reset(token)
+
+
+def _env_json_error(exc: SettingsError) -> str:
+    """Which environment variable is not JSON, and why, in one line (never its value: it may
+    hold a secret). pydantic-settings names only the top-level field ("bus")."""
+    import json
+    import os
+
+    field = re.search(r'field "([^"]+)"', str(exc))
+    prefix = f"KSTRADE_{field.group(1)}".upper() if field else "KSTRADE_"
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if upper != prefix and not upper.startswith(prefix + "__"):
+            continue
+        try:
+            json.loads(os.environ[name])
+        except ValueError as err:
+            if upper == prefix or os.environ[name].lstrip()[:1] in "[{":
+                return f"{name} is not valid JSON ({err}): tables and lists are JSON in the environment"
+    return f"{exc} ({exc.__cause__})" if exc.__cause__ else str(exc)
 
 
 def _coinbase_urls(flags: dict[str, Any]) -> dict[str, Any]:
@@ -600,6 +641,7 @@ def _coinbase_urls(flags: dict[str, Any]) -> dict[str, Any]:
 
 
 def redacted(settings: Settings) -> dict[str, Any]:
-    """The effective config as plain data, with every secret shown as '**********'."""
-    data: dict[str, Any] = settings.model_dump(mode="json")  # SecretStr dumps as '**********'
+    """The effective config as plain data, with every secret shown as '**********': the SecretStr
+    fields, and every other value whose name the redaction rule calls secret (bus properties)."""
+    data: dict[str, Any] = mask_tree(settings.model_dump(mode="json"))  # SecretStr dumps masked already
     return data

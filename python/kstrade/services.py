@@ -102,7 +102,9 @@ def build(name: str, settings: Settings, bus: Bus) -> Stage:
         factory = STAGES[name]
     except KeyError:
         raise ValueError(f"unknown stage {name!r}: choose from {', '.join(sorted(STAGES))}") from None
-    return factory(settings, bus)
+    stage = factory(settings, bus)
+    stage.max_future_skew_ns = int(settings.bus.max_future_skew_s * 1e9)
+    return stage
 
 
 def ensure_topics(bus: Bus, settings: Settings) -> None:

@@ -49,6 +49,10 @@ M = TypeVar("M", bound=Message)
 
 #: The interpreter's thread switch interval while stages run ahead in their own thread.
 AHEAD_SWITCH_INTERVAL_S = 0.0005
+#: How far ahead of the wall clock a record's market time may be (bus.max_future_skew_s): hosts
+#: on NTP differ by milliseconds; two minutes also absorb an exchange clock that runs ahead, and
+#: bound what one bad record can do (it cannot push a symbol's clock more than that ahead).
+DEFAULT_MAX_FUTURE_SKEW_NS = 120 * 1_000_000_000
 
 
 class _Emitter:
@@ -82,6 +86,10 @@ class Stage(_Emitter, ABC):
     #: Consumer properties this stage needs, e.g. {"partition.assignment.strategy": "range"}
     #: for a join that must see the same partition number of several co-partitioned topics.
     consumer_config: ClassVar[dict[str, str]] = {}
+    #: Live, a record whose market time (origin_ns, or a candle's close) is further ahead of the
+    #: wall clock than this is dead-lettered FUTURE_TIMESTAMP and never moves state (services
+    #: set it from bus.max_future_skew_s). Replays skip the check: see `future_limit_ns`.
+    max_future_skew_ns: int = DEFAULT_MAX_FUTURE_SKEW_NS
 
     @property
     def group(self) -> str:
@@ -118,6 +126,17 @@ class Stage(_Emitter, ABC):
         partition). Offsets from there on are not committed, so a crash redelivers them and the
         stage sees them again (its handle must treat a repeat as a repeat). Default: none."""
         return {}
+
+    def future_limit_ns(self) -> int | None:
+        """The latest market time (epoch ns) a record may carry now: the wall clock plus the
+        allowed skew. None on any other clock: in a replay or backtest (`EventClock`) the data
+        *is* the clock, so there is no outside time to be ahead of; the replay source reads its
+        file in time order, so a far-future row comes last and nothing after it can be judged
+        late against it. A stage that turns a payload time into state (features: a candle's
+        minute) checks it against this too."""
+        if not isinstance(self.clock, WallClock):
+            return None
+        return self.clock.now_ns() + self.max_future_skew_ns
 
     # -- helpers for subclasses ------------------------------------------------------------------
     def decode(self, record: Record, model: type[M]) -> M:
@@ -175,6 +194,8 @@ def _runner(
         stamp=stamp,
         dead_letter_timestamps=stamp is not None,
         time_ordered=time_ordered,
+        # An observer (the metrics collector) never dead-letters, and has no ACL to: no door check.
+        future_limit=stage.future_limit_ns if getattr(stage, "writes_dead_letters", True) else None,
     )
 
 

@@ -3,7 +3,8 @@
 The broker jars come from Maven Central through `mvn dependency:copy-dependencies` (see
 `pom.xml` beside this file) into a cache directory; each node is a `java kafka.Kafka` process
 that is both broker and controller. A cluster directory holds the node configs, data, logs and
-a `cluster.json` with the pids, so `status` and `stop` work from any later process.
+a `cluster.json` with the pids, so `status` and `stop` work from any later process, and read
+the node count from it. Only `reset` deletes a cluster directory.
 """
 
 from __future__ import annotations
@@ -249,21 +250,55 @@ class Cluster:
 
 def cluster(
     directory: Path | None = None,
-    nodes: int = 1,
-    base_port: int = DEFAULT_BASE_PORT,
+    nodes: int | None = None,
+    base_port: int | None = None,
     version: str = KAFKA_VERSION,
 ) -> Cluster:
-    """The cluster in `directory`, as last saved, or a new description of one."""
+    """The cluster in `directory`, as last saved (its node count and ports are the directory's),
+    or a new description of one (`nodes` default 1, `base_port` default 9092).
+
+    Never deletes anything: a `nodes` that differs from the saved cluster is an error that names
+    `reset`, the one way to delete a cluster directory."""
     directory = Path(directory) if directory is not None else default_cluster_dir()
     existing = Cluster.load(directory)
-    if existing is not None and len(existing.nodes) == nodes:
+    if existing is not None:
+        if nodes is not None and nodes != len(existing.nodes):
+            raise BrokerError(
+                f"{directory} holds a {len(existing.nodes)}-node cluster, not {nodes}: leave out --nodes to use "
+                f"it, or delete it first with `python -m kstrade broker reset --dir {directory}`"
+            )
         return existing
+    count = 1 if nodes is None else nodes
+    if count < 1:
+        raise BrokerError(f"a cluster needs at least one node, not {count}")
+    port = DEFAULT_BASE_PORT if base_port is None else base_port
+    made = [Node(i + 1, port + 2 * i, port + 2 * i + 1) for i in range(count)]
+    return Cluster(directory, made, version)
+
+
+#: What a cluster directory holds (`start`, and the secure cluster's `tls/`): `reset` deletes a
+#: directory only when it holds nothing else, so a mistyped `--dir ~` deletes nothing.
+_CLUSTER_ENTRIES = ("cluster.json", "cluster.id", "log4j2.properties", "tls")
+
+
+def reset(directory: Path | None = None) -> Path:
+    """Delete a stopped cluster's directory: its configs, logs, topics and data. Refuses a
+    running cluster and a directory that is not (only) a cluster directory."""
+    directory = Path(directory) if directory is not None else default_cluster_dir()
+    if not directory.exists():
+        raise BrokerError(f"no cluster directory at {directory}: nothing to delete")
+    entries = list(directory.iterdir())
+    names = {e.name for e in entries}
+    if not names & {"cluster.json", "cluster.id"}:
+        raise BrokerError(f"{directory} is not a cluster directory (no cluster.json or cluster.id): not deleting it")
+    foreign = sorted(n for n in names if n not in _CLUSTER_ENTRIES and not n.startswith("node-"))
+    if foreign:
+        raise BrokerError(f"{directory} holds more than a cluster ({', '.join(foreign[:5])}): not deleting it")
+    existing = Cluster.load(directory)
     if existing is not None and any(alive for _, alive in existing.status()):
         raise BrokerError(f"a {len(existing.nodes)}-node cluster is running in {directory}; stop it first")
-    if existing is not None:
-        shutil.rmtree(directory)
-    made = [Node(i + 1, base_port + 2 * i, base_port + 2 * i + 1) for i in range(nodes)]
-    return Cluster(directory, made, version)
+    shutil.rmtree(directory)
+    return directory
 
 
 def free_port_block(nodes: int = 1) -> int:

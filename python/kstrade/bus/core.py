@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
 
 from kstrade import _native
 from kstrade._native import Admin, BusError, Producer, Record
+from kstrade.redaction import scrub
 
 if TYPE_CHECKING:
     from kstrade.config import BusSettings
@@ -26,6 +28,17 @@ def _props(*layers: Mapping[str, ConfigValue] | None) -> dict[str, str]:
         for key, value in (layer or {}).items():
             out[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
     return out
+
+
+@contextmanager
+def _secrets_scrubbed(props: Mapping[str, str]) -> Iterator[None]:
+    """librdkafka's config errors quote property values (ssl.key.pem included): mask them
+    before the error reaches a log or a terminal. The same exception goes on, code and all."""
+    try:
+        yield
+    except BusError as exc:
+        exc.args = (scrub(str(exc), props),)
+        raise
 
 
 class Bus:
@@ -72,7 +85,8 @@ class Bus:
         props = _props(self.properties, config)
         if self._broker is not None:
             return Producer.memory(self._broker, props)
-        return Producer.kafka(props)
+        with _secrets_scrubbed(props):
+            return Producer.kafka(props)
 
     def consumer(
         self,
@@ -83,15 +97,20 @@ class Bus:
         on_revoke: RebalanceListener | None = None,
     ) -> Consumer:
         props = _props(self.properties, {"auto.offset.reset": "earliest"}, config, {"group.id": group_id})
-        native = (
-            _native.Consumer.memory(self._broker, props) if self._broker is not None else _native.Consumer.kafka(props)
-        )
+        with _secrets_scrubbed(props):
+            native = (
+                _native.Consumer.memory(self._broker, props)
+                if self._broker is not None
+                else _native.Consumer.kafka(props)
+            )
         return Consumer(native, on_assign=on_assign, on_revoke=on_revoke)
 
     def admin(self) -> Admin:
         if self._broker is not None:
             return Admin.memory(self._broker)
-        return Admin.kafka(_props(self.properties))
+        props = _props(self.properties)
+        with _secrets_scrubbed(props):
+            return Admin.kafka(props)
 
     def __repr__(self) -> str:
         where = f" {self.bootstrap}" if self.bootstrap else ""

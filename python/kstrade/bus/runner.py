@@ -13,6 +13,11 @@ the producer gave up on raise (DELIVERY_FAILED): the batch is not committed, the
 non-zero, and its restart gets the batch again. A commit the group refuses (a rebalance, or a
 coordinator restarted with the whole cluster) is not fatal either: the batch comes again, and
 what this runner already handled and delivered is skipped, not handled twice.
+
+Time sanity at the door: given a `future_limit` (live services: the wall clock plus the allowed
+skew), a record whose `origin_ns` (the market time behind it) lies beyond it is dead-lettered as
+FUTURE_TIMESTAMP before the stage sees it, so one record from the future can never move a
+stage's clock (a per-symbol "newest minute", a TTL, a daily reset) ahead of the real world.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from kstrade.bus.core import BusError, Consumer, Producer, Record
 from kstrade.bus.dlq import DeadLetters
@@ -37,6 +43,13 @@ class MessageError(Exception):
 
 
 log = logging.getLogger(__name__)
+
+#: Dead-letter code: the record's market time is further ahead of the stage's clock than allowed.
+FUTURE_TIMESTAMP = "FUTURE_TIMESTAMP"
+#: The standard header with the market event's time (kstrade.schemas.codec.HEADER_ORIGIN_NS).
+_ORIGIN_NS = "origin_ns"
+#: The latest market time (epoch ns) a record may carry now, or None: no check (a replay).
+FutureLimit = Callable[[], int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +134,17 @@ def _timestamp(record: Record) -> int:
     return record.timestamp_ms
 
 
+def future_message(what: str, at_ns: int, limit_ns: int) -> str:
+    """The FUTURE_TIMESTAMP dead letter's text: which time, when, and how far past the limit."""
+    when = datetime.fromtimestamp(at_ns / 1e9, UTC).isoformat()
+    return f"{what} {when} is {(at_ns - limit_ns) / 1e9:,.0f}s beyond the clock plus the allowed skew"
+
+
+def _origin_ns(record: Record) -> int | None:
+    raw = record.header(_ORIGIN_NS)
+    return int(raw) if raw is not None and raw.isdigit() else None
+
+
 class StageRunner:
     """Runs `handler` over the records of `consumer`, at least once, with dead letters.
 
@@ -146,8 +170,10 @@ class StageRunner:
         stamp: Stamp | None = None,
         dead_letter_timestamps: bool = False,
         time_ordered: bool = False,
+        future_limit: FutureLimit | None = None,
     ) -> None:
         self.consumer = consumer
+        self.future_limit = future_limit
         self.retained = retained
         self.checkpoint = checkpoint
         self.producer = producer
@@ -179,6 +205,7 @@ class StageRunner:
             return result
         fresh: list[Record] = []
         delivered, handled = self._delivered, self._handled
+        limit = self.future_limit() if self.future_limit is not None else None
         for record in records:
             where = (record.topic, record.partition)
             if record.offset <= delivered.get(where, -1):
@@ -195,6 +222,12 @@ class StageRunner:
                     "MESSAGE_TOO_LARGE",
                     f"{size} bytes exceeds this stage's limit of {self.max_message_bytes}",
                 )
+                result.dead_lettered += 1
+                continue
+            if limit is not None and (origin := _origin_ns(record)) is not None and origin > limit:
+                self._handle_fresh(fresh, result)
+                fresh = []
+                self.dead_letters.send(record, FUTURE_TIMESTAMP, future_message("origin_ns", origin, limit))
                 result.dead_lettered += 1
                 continue
             fresh.append(record)

@@ -12,6 +12,13 @@ atomically) and restored at start, so a restarted service continues warm instead
 a day and a half of candles warming the 1h timeframe again. Candles at or before a symbol's
 checkpointed minute (redelivered after a crash between checkpoint and commit) were already
 handled and emitted: they are skipped, not dead-lettered as late.
+
+Time sanity: live, a candle that closes more than the allowed skew after the wall clock
+(`Stage.future_limit_ns`, bus.max_future_skew_s) is dead-lettered FUTURE_TIMESTAMP before it
+reaches the engine, whatever its headers say. Without this one candle a year ahead became the
+symbol's newest minute, and every real candle after it was LATE_CANDLE, across restarts too.
+A checkpoint that holds such a minute (written before this check existed) is discarded for
+that symbol at start, with a warning: the symbol warms up again instead of staying poisoned.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +37,7 @@ import numpy as np
 
 from kstrade._native import Candle as NativeCandle
 from kstrade.bus import Batch, MessageError, Output, Record
+from kstrade.bus.runner import FUTURE_TIMESTAMP, future_message
 from kstrade.bus.topics import candles, features_aggregated
 from kstrade.features.engine import FEATURE_NAMES, FeatureEngine
 from kstrade.schemas import Candle, FeatureVector
@@ -37,6 +46,8 @@ from kstrade.stage import Stage, save_state
 #: Fewer candles of one symbol than this in a poll go the record-at-a-time way (live, a poll is
 #: usually one candle: nothing to gain from columns).
 _BATCH_FROM = 8
+#: A 1m candle closes a minute after it opens: the time it can first exist.
+_MINUTE_MS = 60_000
 
 
 @dataclass
@@ -77,10 +88,22 @@ class FeatureStage(Stage):
             state = json.loads(path.read_text())
             if state.get("version") != self.STATE_VERSION or state.get("features") != FeatureEngine.version:
                 raise ValueError(f"state version {state.get('version')}/{state.get('features')} is not this build's")
+            limit = self.future_limit_ns()
             for symbol, entry in state["symbols"].items():
                 if symbol in self.engines:
+                    through_ms = int(entry["through_ms"])
+                    if limit is not None and (through_ms + _MINUTE_MS) * 1_000_000 > limit:
+                        print(
+                            f"features: the checkpoint in {path} has {symbol} at a minute ahead of the clock "
+                            f"({future_message('its newest candle', (through_ms + _MINUTE_MS) * 1_000_000, limit)}): "
+                            "discarded, the symbol warms up again",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        self._dirty = True  # the next checkpoint no longer holds it
+                        continue
                     self.engines[symbol].restore(base64.b64decode(entry["engine"]))
-                    self._through_ms[symbol] = self._restored_ms[symbol] = int(entry["through_ms"])
+                    self._through_ms[symbol] = self._restored_ms[symbol] = through_ms
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"cannot restore the features state from {path}: {exc}") from exc
 
@@ -120,6 +143,11 @@ class FeatureStage(Stage):
         if candle.interval != "1m":
             raise MessageError("WRONG_INTERVAL", f"a {candle.interval} candle on {record.topic}")
         open_time_ms = int(candle.timestamp.timestamp() * 1000)
+        limit = self.future_limit_ns()
+        if limit is not None and (open_time_ms + _MINUTE_MS) * 1_000_000 > limit:
+            # Before the engine: a future minute would become the symbol's clock (LATE_CANDLE after).
+            close_ns = (open_time_ms + _MINUTE_MS) * 1_000_000
+            raise MessageError(FUTURE_TIMESTAMP, f"{symbol}: {future_message('candle close', close_ns, limit)}")
         if open_time_ms <= self._restored_ms.get(symbol, -1):
             self.stats.replayed += 1  # handled before the restart (checkpointed, not yet committed)
             return ()
@@ -186,6 +214,9 @@ class FeatureStage(Stage):
             ok[row] = bool(valid[i]) and cols["symbol"][i] == symbol and cols["interval"][i] == "1m" and plain[row]
         micros = cols["timestamp"].astype(np.int64)
         ok[rows[micros % 1000 != 0]] = False  # not on a millisecond: left to `handle`'s rounding
+        limit = self.future_limit_ns()
+        if limit is not None:  # from the future: `handle` dead-letters it (one comparison per poll)
+            ok[rows[micros // 1000 + _MINUTE_MS > limit // 1_000_000]] = False  # in ms: no int64 overflow
         times = np.full(len(records), -1, dtype=np.int64)
         times[rows] = micros // 1000
         where = np.full(len(records), -1, dtype=np.int64)

@@ -1,0 +1,49 @@
+"""Operator mistakes end in one line that names the cause and what to do, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import kstrade.services
+from kstrade.cli import main
+from kstrade.extras import extra_for
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("KSTRADE_BUS__PROPERTIES", '{"security.protocol": "SSL", "ssl.key.password": "hunter2"'),
+        ("KSTRADE_SYMBOLS", "BTC-USD,ETH-USD"),
+    ],
+)
+def test_bad_json_in_an_environment_variable_names_the_variable(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(variable, value)
+    for argv in (["config", "show"], ["service", "features", "--bus", "kafka"]):
+        assert main(argv) == 2  # was: a SettingsError traceback
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: {variable} is not valid JSON (")
+        assert "hunter2" not in err  # the value is never echoed: it may be a secret
+
+
+def test_mt5linux_without_rpyc_says_which_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "rpyc", None)  # as if not installed: import raises ModuleNotFoundError
+    monkeypatch.setattr(kstrade.services, "ensure_topics", lambda bus, settings: None)  # no broker needed
+    monkeypatch.setenv("KSTRADE_EXECUTION__BROKER", "mt5linux")
+    monkeypatch.setenv("KSTRADE_EXECUTION__JOURNAL_PATH", str(tmp_path / "orders.sqlite3"))
+    monkeypatch.setenv("KSTRADE_EXECUTION__PAPER_STATE_PATH", str(tmp_path / "paper.json"))
+    assert main(["service", "execution", "--bus", "kafka", "--bootstrap", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'kstrade[mt5linux]'" in err and "rpyc" in err
+
+
+def test_the_extras_come_from_the_package_metadata() -> None:
+    assert extra_for("rpyc") == "mt5linux"  # not `dev`, which lists it too
+    assert extra_for("confluent_kafka") == "acl" and extra_for("torch") == "train"
+    assert extra_for("numpy") is None  # a core dependency: a broken install, not a missing extra
