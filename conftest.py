@@ -24,6 +24,11 @@ hypothesis_settings.register_profile("kstrade", deadline=None)
 hypothesis_settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "kstrade")
 
+# The execution service serves its account gauges on 9465 by default: tests (and the services
+# they start, which inherit this environment) do not, or two of them (or two test runs on one
+# machine) would collide on the port. A test of the endpoint asks for one (port 0: a free one).
+os.environ.setdefault("KSTRADE_EXECUTION__PROMETHEUS_PORT", "0")
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

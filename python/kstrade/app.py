@@ -147,7 +147,11 @@ def _isolated(settings: Settings, out: Path) -> Settings:
     return settings.model_copy(
         update={
             "execution": settings.execution.model_copy(
-                update={"journal_path": state / "orders.sqlite3", "paper_state_path": state / "paper-account.json"}
+                update={
+                    "journal_path": state / "orders.sqlite3",
+                    "paper_state_path": state / "paper-account.json",
+                    "prometheus_port": 0,
+                }
             ),
             "features": settings.features.model_copy(update={"state_dir": None}),  # one process: no restart
             "inference": settings.inference.model_copy(update={"state_dir": None}),

@@ -213,6 +213,9 @@ class ExecutionSettings(_Section):
     mt5_server: str | None = None
     #: Only from KSTRADE_EXECUTION__MT5_PASSWORD, never from the config file.
     mt5_password: SecretStr | None = None
+    #: The account's Prometheus endpoint (equity, headroom, states, orders); 0 disables it.
+    prometheus_port: int = Field(9465, ge=0, le=65535)
+    prometheus_addr: str = "127.0.0.1"
 
 
 class TierBands(_Section):

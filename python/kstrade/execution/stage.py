@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 from uuid import UUID
 
 from kstrade.bus import MessageError, Output, Record
@@ -67,6 +67,9 @@ from kstrade.schemas.models import (
 )
 from kstrade.stage import Stage
 
+if TYPE_CHECKING:
+    from kstrade.execution.gauges import AccountGauges
+
 log = logging.getLogger(__name__)
 
 SIGNALS_FINAL = signals("final")
@@ -99,6 +102,7 @@ class ExecutionStage(Stage):
         symbols: Sequence[str],
         *,
         news: NewsBlackout | None = None,
+        gauges: AccountGauges | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -116,6 +120,8 @@ class ExecutionStage(Stage):
         self._broker_down_since: int | None = None
         self._last_down_alert_ns = 0
         self._flatten_alerted: dict[str, int] = {}
+        #: The account on Prometheus (`execution.prometheus_port`); None in replays: no cost.
+        self.gauges = gauges
 
     # -- Stage -----------------------------------------------------------------------------------
     def inputs(self) -> list[str]:
@@ -271,6 +277,8 @@ class ExecutionStage(Stage):
         if key != self._saved_guard:
             self.journal.save_guard(guard.snapshot())
             self._saved_guard = key
+        if self.gauges is not None:  # positions being closed: their account is read next time
+            self.gauges.observe(now, None if closing else account, guard, self.breaker)
         return outs
 
     def _closed(self, now: int, origin: int) -> list[Output]:
@@ -369,6 +377,8 @@ class ExecutionStage(Stage):
         self.journal.record(
             sid, client_order_id(signal.signal_id), JournalState.DROPPED, signal.symbol, now, reason=reason
         )
+        if self.gauges is not None:
+            self.gauges.dropped(reason)
         return [self._alert(now, origin, "INFO", reason, f"signal {sid} {signal.symbol}: no order: {detail}")]
 
     def _decide(self, signal: Signal, now: int, origin: int) -> list[Output]:
@@ -448,6 +458,8 @@ class ExecutionStage(Stage):
     ) -> list[Output]:
         sid, cid = str(signal.signal_id), pending.order_id
         key = signal.symbol.encode()
+        if self.gauges is not None:
+            self.gauges.settled(reply)
         if reply.outcome is Outcome.FILLED and reply.fill is not None:
             fill = reply.fill
             sign = 1 if pending.side is Side.BUY else -1
@@ -592,7 +604,8 @@ def _signal_of(order: Order) -> Signal:
 
 
 def build(settings: Settings) -> ExecutionStage:
-    """The execution stage as configured: its broker (paper by default), journal and news calendar."""
+    """The execution stage as configured: its broker (paper by default), journal, news calendar and
+    Prometheus endpoint (when `execution.prometheus_port` is not 0)."""
     ex = settings.execution
     broker: Broker
     if ex.broker == "paper":
@@ -606,4 +619,10 @@ def build(settings: Settings) -> ExecutionStage:
     news = None
     if ex.guardrails.news_calendar is not None:
         news = NewsBlackout.from_file(ex.guardrails.news_calendar, ex.guardrails.news_window_minutes)
-    return ExecutionStage(ex, broker, OrderJournal(ex.journal_path), settings.symbols, news=news)
+    gauges = None
+    if ex.prometheus_port:
+        from kstrade.execution.gauges import AccountGauges
+
+        gauges = AccountGauges(ex.account)
+        gauges.serve(ex.prometheus_port, ex.prometheus_addr)
+    return ExecutionStage(ex, broker, OrderJournal(ex.journal_path), settings.symbols, news=news, gauges=gauges)
