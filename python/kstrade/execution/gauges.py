@@ -96,6 +96,8 @@ class AccountGauges:
         self._positions: dict[str, Gauge] = {}
         self._key: tuple[object, ...] | None = None
         self._last_ns: int | None = None
+        #: The scrape endpoint, once `serve` started it.
+        self.server: WSGIServer | None = None
 
     # -- from the stage --------------------------------------------------------------------------
     def observe(
@@ -165,5 +167,5 @@ class AccountGauges:
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> WSGIServer:
         """Starts the scrape endpoint in a daemon thread; port 0 picks a free one."""
-        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
-        return server
+        self.server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return self.server
