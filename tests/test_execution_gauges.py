@@ -2,7 +2,9 @@
 its Prometheus endpoint on `execution.prometheus_port`) trades, is refused by the sizer, the
 expiry check and the broker, breaches the daily loss and is halted by an operator; each time the
 real endpoint is scraped and must say what the order journal, the paper account and the P&L
-events say. The Grafana account dashboard queries only what the endpoint exports."""
+events say. The Grafana account dashboard queries only what the endpoint exports. The metrics
+collector reads the same bus, and its Telegram /positions and /daily say what the paper account
+and the P&L events say."""
 
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ from kstrade.bus.topics import (
     CONTROL_EXECUTION,
     EXECUTIONS,
     METRICS_ALERTS,
+    METRICS_DRIFT,
+    METRICS_LATENCY,
+    METRICS_PERFORMANCE,
     ORDERS_CONFIRMED,
     ORDERS_PENDING,
     PNL,
@@ -32,7 +37,7 @@ from kstrade.bus.topics import (
     signals,
 )
 from kstrade.clock import EventClock
-from kstrade.config import GuardrailSettings, Settings, load
+from kstrade.config import GuardrailSettings, MetricsSettings, Settings, load
 from kstrade.execution import (
     AccountGuard,
     AccountSnapshot,
@@ -47,14 +52,20 @@ from kstrade.execution import (
 from kstrade.execution.gauges import AccountGauges
 from kstrade.execution.stage import build
 from kstrade.execution.trading_day import trading_day
+from kstrade.metrics import MetricsCollector
+from kstrade.metrics.account import AccountView
 from kstrade.schemas import Codec
 from kstrade.schemas.models import (
     Alert,
     Candle,
     ControlAction,
     ControlCommand,
+    Execution,
     Message,
+    OrderStatus,
+    OrderType,
     PnlEvent,
+    Side,
     Signal,
     SignalDirection,
     SignalStage,
@@ -105,9 +116,14 @@ class Service:
         self.bus = Bus.memory()
         topics = [signals("final"), candles(SYMBOL, "1m"), CONTROL_EXECUTION]
         outputs = [ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS, PNL, METRICS_ALERTS]
-        self.bus.admin().create_topics([(t, 1, 1, {}) for t in topics + outputs + [dlq_topic(t) for t in topics]])
+        metrics = [METRICS_LATENCY, METRICS_PERFORMANCE, METRICS_DRIFT]
+        self.bus.admin().create_topics(
+            [(t, 1, 1, {}) for t in topics + outputs + metrics + [dlq_topic(t) for t in topics]]
+        )
         self.clock = EventClock(ns(T0))
-        self.pipeline = Pipeline(self.bus, [stage], self.clock)
+        # The metrics collector on the same bus: the Telegram bot's process.
+        self.collector = MetricsCollector(MetricsSettings(prometheus_port=0, database_url="", lag_groups=[]))
+        self.pipeline = Pipeline(self.bus, [stage, self.collector], self.clock)
         self.producer = self.bus.producer()
         self.reader = self.bus.consumer("test-reader")
         self.reader.subscribe([PNL, METRICS_ALERTS])
@@ -196,6 +212,17 @@ def check(svc: Service) -> Samples:
     # no refusal counted that the journal does not hold
     counted = {k for k, v in samples.items() if k[0] == "kstrade_execution_rejections_total" and v}
     assert counted <= set(want)
+    # Telegram, from the collector's view of the same bus: the paper account's positions, and
+    # today's P&L as the P&L events add up
+    positions = svc.paper.account(ns(now)).positions
+    rows = [f"{p.symbol} {p.side.value} {p.quantity:g} @ {p.entry_price:g} ({p.ticket})" for p in positions]
+    assert svc.collector.command("/positions") == (
+        "\n".join([f"open positions: {len(rows)}", *rows]) if rows else "open positions: none"
+    )
+    today = want[("kstrade_account_realized_pnl_today", ())]
+    daily = svc.collector.command("/daily")
+    assert daily.startswith(f"today ({trading_day(ns(now)).isoformat()}, Prague): realized P&L {today:.2f} "), daily
+    assert daily.endswith(f"balance {svc.paper.balance:.2f} USD") or not svc.pnl, daily
     return samples
 
 
@@ -305,3 +332,38 @@ def test_equity_moves_at_most_once_a_clock_second_and_a_discrete_change_at_once(
     assert equity() == 98_000  # the balance moved: at once
     gauges.observe(ns(T0) + 1_700_000_000, AccountSnapshot(98_000, 97_500), guard, breaker)
     assert equity() == 97_500  # a second on
+
+
+def _fill(order_id: str, symbol: str, qty: float, t: datetime) -> Execution:
+    return Execution(
+        timestamp=t, signal_id=uuid.uuid4(), order_id=order_id, execution_id=f"deal-{order_id}", symbol=symbol,
+        side=Side.BUY, order_type=OrderType.MARKET, quantity=qty, price=100.0, status=OrderStatus.FILLED,
+        fill_price=100.0, slippage_bps=0.0, latency_ms=1.0, session="london",
+    )  # fmt: skip
+
+
+def _close(order_id: str, symbol: str, qty: float, pnl: float, balance: float, t: datetime) -> PnlEvent:
+    return PnlEvent(
+        timestamp=t, signal_id=uuid.uuid4(), order_id=order_id, symbol=symbol, side=Side.BUY, quantity=qty,
+        entry_price=100.0, exit_price=100.0 + pnl / qty, realized_pnl=pnl, commission=0.0, currency="USD",
+        balance=balance,
+    )  # fmt: skip
+
+
+def test_the_account_view_matches_fills_to_closes_by_order_id_and_counts_the_prague_day() -> None:
+    view = AccountView()
+    late = datetime(2026, 1, 5, 22, 30, tzinfo=UTC)  # 23:30 in Prague: still 5 January
+    view.execution(_fill("paper-1", "BTC-USD", 1.0, late))
+    view.execution(_fill("paper-2", "ETH-USD", 2.0, late))
+    view.pnl(_close("paper-1", "BTC-USD", 1.0, -50.0, 99_950.0, late))
+    view.execution(_fill("paper-1", "BTC-USD", 1.0, late))  # redelivered after its close: stays closed
+    view.pnl(_close("paper-2", "ETH-USD", 0.5, 30.0, 99_980.0, late + timedelta(hours=1)))  # 00:30 Prague: 6 Jan
+    assert view.positions_reply() == "open positions: 1\nETH-USD BUY 1.5 @ 100 (paper-2)"
+    assert view.daily_reply(ns(late)) == (
+        "today (2026-01-05, Prague): realized P&L -50.00 over 1 closed trade(s), win rate 0.0%; balance 99980.00 USD"
+    )
+    assert view.daily_reply(ns(late + timedelta(hours=2))).startswith(
+        "today (2026-01-06, Prague): realized P&L 30.00 over 1 closed trade(s), win rate 100.0%"
+    )
+    view.pnl(_close("paper-2", "ETH-USD", 1.5, 10.0, 99_990.0, late + timedelta(hours=1)))
+    assert view.positions_reply() == "open positions: none"

@@ -35,6 +35,7 @@ from kstrade.clock import EventClock
 from kstrade.config import MetricsSettings
 from kstrade.execution.control import make_command
 from kstrade.metrics import alerts as codes
+from kstrade.metrics.account import AccountView
 from kstrade.metrics.alerts import AlertRules, RaisedAlert
 from kstrade.metrics.drift import (
     PSI_SIGNIFICANT,
@@ -174,6 +175,9 @@ class MetricsCollector(Stage):
         self._lock = threading.Lock()
         self._replies: dict[str, str] = {}
         self._storage_failing = False
+        #: Open positions and today's P&L from the fills and closes seen (/positions, /daily).
+        self.account = AccountView()
+        self._replied_revision = -1
         self._refresh_replies(0)
 
     def inputs(self) -> str:
@@ -282,10 +286,14 @@ class MetricsCollector(Stage):
             for window in self.performances.values():
                 window.record(ClosedTrade(closed_ns, event.realized_pnl, event.balance))
             self.tiers.outcome(event.signal_id, event.realized_pnl)
+            self.account.pnl(event)
             if self.store is not None:
                 self.store.trade(event)
-        elif topic == EXECUTIONS and self.store is not None:
-            self.store.execution(self.decode(record, Execution))
+        elif topic == EXECUTIONS:
+            fill = self.decode(record, Execution)
+            self.account.execution(fill)
+            if self.store is not None:
+                self.store.execution(fill)
         elif topic == METRICS_ALERTS and stage != self.name:
             alert = self.decode(record, Alert)  # guardrails, circuit breaker: relayed as they are
             self.exporter.alerts_of(alert.code, alert.severity.value).inc()
@@ -392,7 +400,7 @@ class MetricsCollector(Stage):
                 raised.append(alert)
         for alert in raised:
             outputs.append(self._alert(now_ns, alert))
-        if outputs:
+        if outputs or self.account.revision != self._replied_revision:
             self._refresh_replies(now_ns)
         # Writes go out once per tick, or sooner when the buffer is large, but a failing database
         # is retried only once per tick, not on every poll.
@@ -594,8 +602,9 @@ class MetricsCollector(Stage):
 
     # -- operator commands (Telegram thread) -----------------------------------------------------------
     def _refresh_replies(self, now_ns: int) -> None:
-        """Answers to /status, /profit and /balance, computed on the collector's thread: the
-        Telegram thread only reads these strings, never the windows being written."""
+        """Answers to /status, /profit, /balance, /positions and /daily, computed on the
+        collector's thread: the Telegram thread only reads these strings, never the windows
+        being written."""
         snaps = [w.snapshot(now_ns) for w in self.performances.values()]
         balance = snaps[-1].balance
         firing = ", ".join(f"{c}:{s}" for c, s in self.rules.firing) or "none"
@@ -608,7 +617,10 @@ class MetricsCollector(Stage):
                 for snap in snaps
             ),
             "/balance": f"balance: {balance:.2f}" if balance is not None else "balance: no closed trade yet",
+            "/positions": self.account.positions_reply(),
+            "/daily": self.account.daily_reply(now_ns),
         }
+        self._replied_revision = self.account.revision
         with self._lock:
             self._replies = replies
 
