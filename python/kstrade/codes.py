@@ -4,7 +4,7 @@ guardrail states. Dashboards, Telegram filters, runbooks and tests key on these 
 
 Shape: one small `StrEnum` per family, each member carrying its one-line `meaning` and the
 modules that emit it (`emitters`, relative to `kstrade`; `rust/...` for the native core). A
-member *is* its wire string (`Alert.CIRCUIT_OPEN == "CIRCUIT_OPEN"`, `.encode()` works), so an
+member *is* its wire string (`AlertCode.CIRCUIT_OPEN == "CIRCUIT_OPEN"`, `.encode()` works), so an
 emitter writes `Drop.SIGNAL_EXPIRED` where it wrote `"SIGNAL_EXPIRED"` and the bytes on the bus
 do not change; the family says what kind of code it is, and a code that means two things (the
 alert `WEEKEND_CLOSE` and the refusal `WEEKEND_CLOSE`) is two members with two meanings.
@@ -62,7 +62,7 @@ class TradingState(_Code):
     )
 
 
-class Alert(_Code):
+class AlertCode(_Code):
     """Codes of `Alert` records on `metrics.alerts` (besides the derived ones: see `alert_codes`)."""
 
     severity: str
@@ -276,6 +276,11 @@ class BrokerCode(_Code):
         "execution.paper",
     )
     POSITION_NOT_FOUND = "POSITION_NOT_FOUND", "no open position with that ticket", "execution.paper, execution.mt5"
+    NEVER_CONFIRMED = (
+        "NEVER_CONFIRMED",
+        "journal only: an uncertain order still not found at the broker after a day, given up (not a broker reply)",
+        "execution.stage",
+    )
     NOT_SENT = "NOT_SENT", "the router never got to send", "execution.router"
     RECONCILE_FAILED = "RECONCILE_FAILED", "looking for an earlier send failed: not sent again", "execution.router"
     CIRCUIT_OPEN = "CIRCUIT_OPEN", "the circuit breaker is open: not sent", "execution.router"
@@ -317,12 +322,12 @@ RETCODE_PREFIX = "RETCODE_"
 RESOLVED_SUFFIX = "_RESOLVED"
 #: Alert codes the metrics rules watch as conditions (each followed by <CODE>_RESOLVED).
 CONDITIONS = (
-    Alert.LATENCY_P99_OVER_TARGET,
-    Alert.CONSUMER_LAG_OVER_THRESHOLD,
-    Alert.FEATURE_DRIFT_SIGNIFICANT,
-    Alert.INGEST_STALLED,
-    Alert.INGEST_FEED_STALE,
-    Alert.STORAGE_FAILED,
+    AlertCode.LATENCY_P99_OVER_TARGET,
+    AlertCode.CONSUMER_LAG_OVER_THRESHOLD,
+    AlertCode.FEATURE_DRIFT_SIGNIFICANT,
+    AlertCode.INGEST_STALLED,
+    AlertCode.INGEST_FEED_STALE,
+    AlertCode.STORAGE_FAILED,
 )
 
 
@@ -481,7 +486,7 @@ class ModelRefusal(_Code):
     UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL", "no scaler for a symbol the service serves", "inference.stage"
 
 
-class FeedError(_Code):
+class FeedCode(_Code):
     """Why ingest ignored an exchange WebSocket frame (`FeedMessageError`: counted as
     malformed_messages in the ingest health report, and logged)."""
 
@@ -492,14 +497,14 @@ class FeedError(_Code):
 
 #: Every family, in the order the docs list them.
 FAMILIES: tuple[type[_Code], ...] = (
-    Alert, Drop, FilterReason, BrokerCode, DeadLetter, TradingState, MarketCode, BusCode, ModelRefusal, FeedError,
+    AlertCode, Drop, FilterReason, BrokerCode, DeadLetter, TradingState, MarketCode, BusCode, ModelRefusal, FeedCode,
 )  # fmt: skip
 
 
 def alert_codes() -> list[tuple[str, str, str, str]]:
     """Every code that can appear on `metrics.alerts`: (code, severity, meaning, emitters);
     patterns (`ORDER_<BrokerCode>`) as one row each."""
-    rows = [(a.value, a.severity, a.meaning, ", ".join(a.emitters)) for a in Alert]
+    rows = [(a.value, a.severity, a.meaning, ", ".join(a.emitters)) for a in AlertCode]
     rows += [(c + RESOLVED_SUFFIX, "INFO", f"{c} cleared", "metrics.collector") for c in CONDITIONS]
     rows += [(d.value, "INFO", f"no order: {d.meaning}", ", ".join(d.emitters)) for d in Drop]
     rows.append((

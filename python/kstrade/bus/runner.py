@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from kstrade.bus.core import BusError, Consumer, Producer, Record
 from kstrade.bus.dlq import DeadLetters
+from kstrade.codes import BusCode, DeadLetter
 
 
 class MessageError(Exception):
@@ -81,7 +82,7 @@ class Batch:
         if isinstance(code, str) and code:
             self.reject(record, code, str(exc))
         else:
-            self.reject(record, "HANDLER_ERROR", f"{type(exc).__name__}: {exc}")
+            self.reject(record, DeadLetter.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
 
     def each(
         self, handler: Callable[[Record], Iterable[Output]], records: Iterable[Record] | None = None
@@ -192,7 +193,7 @@ class StageRunner:
                 fresh = []
                 self.dead_letters.send(
                     record,
-                    "MESSAGE_TOO_LARGE",
+                    DeadLetter.MESSAGE_TOO_LARGE,
                     f"{size} bytes exceeds this stage's limit of {self.max_message_bytes}",
                 )
                 result.dead_lettered += 1
@@ -256,7 +257,7 @@ class StageRunner:
         try:
             self.consumer.commit(offsets)
         except BusError as exc:
-            if exc.code != "COMMIT_FAILED":
+            if exc.code != BusCode.COMMIT_FAILED:
                 raise
             print(f"bus: {exc}: left uncommitted (next batch or redelivery)", file=sys.stderr, flush=True)
 
@@ -270,7 +271,7 @@ class StageRunner:
                 self.producer.flush(self.flush_timeout)
                 break
             except BusError as exc:
-                if exc.code != "TIMEOUT":
+                if exc.code != BusCode.TIMEOUT:
                     raise
                 waited += 1
                 print(
