@@ -484,3 +484,18 @@ def test_funded_accounts_are_flat_over_the_weekend(tmp_path: Path) -> None:
     assert pnl.exit_price == 50_000 and pnl.realized_pnl == 0
     h.signal(datetime(2026, 1, 10, 12, 0, tzinfo=UTC), 50_200, 49_200, 52_200)  # Saturday: nothing opens
     assert h.broker.sent == 1
+
+
+def test_a_candle_of_another_symbol_on_a_candle_topic_is_dead_lettered(h: Harness) -> None:
+    """Issue 19 (was a KNOWN_GAP of the poison test): it marked the paper broker with its prices."""
+    h.candle(T0, 50_000, 50_000, 50_000, 50_000)
+    check = h.bus.consumer("check")
+    check.subscribe([dlq_topic(candles("BTC-USD", "1m"))])
+    t = T0 + timedelta(minutes=1)
+    h.at(t)
+    msg = Candle(timestamp=t, symbol="ZZZ-USD", interval="1m", open=1.0, high=1.0, low=1.0, close=1.0, volume=1.0,
+                 source="test")  # fmt: skip
+    h.send(candles("BTC-USD", "1m"), msg, ns(t))
+    dead = check.poll(max_records=10, timeout=0.0)
+    assert [r.header("dlq.error.code") for r in dead] == [b"SYMBOL_TOPIC_MISMATCH"]
+    assert "ZZZ-USD" not in h.broker.prices and h.broker.prices["BTC-USD"] == 50_000

@@ -365,3 +365,23 @@ def test_a_crash_before_the_decision_redelivers_the_candle_with_its_price() -> N
     decided = decode(check.poll(max_records=100, timeout=0.0), signals("raw"))
     assert len(decided) == 1 and decided[0][0].entry_price == 100.0  # priced, not NO_PRICE
     assert restarted.retained() == {}
+
+
+def test_an_execution_or_pnl_of_a_symbol_not_traded_here_is_dead_lettered() -> None:
+    """Issue 19 (was a KNOWN_GAP of the poison test): ignored before, so a mis-keyed upstream went unnoticed."""
+    bus = Bus.memory()
+    create_all(bus.admin(), catalogue(["BTC-USD", "ETH-USD"]))
+    pipeline = Pipeline(bus, [SignalAggregator(["BTC-USD", "ETH-USD"], SignalSettings())])
+    feed = Feed()
+    sid = str(signal_id("BTC-USD", minute(0), VERSIONS))
+    outs = [feed.fill("ZZZ-USD", minute(0), sid), feed.closed("ZZZ-USD", minute(1), sid), feed.fill("BTC-USD", T0, sid)]
+    feed.source = Replay([(minute(2), outs)])
+    pipeline.run(feed.source)
+    pipeline.drain()
+    check = bus.consumer("check")
+    check.subscribe([dlq_topic(EXECUTIONS), dlq_topic(PNL)])
+    dead = check.poll(max_records=100, timeout=0.0)
+    assert sorted((r.topic, r.header("dlq.error.code")) for r in dead) == [
+        (dlq_topic(EXECUTIONS), b"UNKNOWN_SYMBOL"),
+        (dlq_topic(PNL), b"UNKNOWN_SYMBOL"),
+    ]

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 from kstrade.bus.core import BusError, Consumer, Producer, Record
 from kstrade.bus.dlq import DeadLetters
+from kstrade.codes import BusCode, DeadLetter
 
 
 class MessageError(Exception):
@@ -94,7 +95,7 @@ class Batch:
         if isinstance(code, str) and code:
             self.reject(record, code, str(exc))
         else:
-            self.reject(record, "HANDLER_ERROR", f"{type(exc).__name__}: {exc}")
+            self.reject(record, DeadLetter.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
 
     def each(
         self, handler: Callable[[Record], Iterable[Output]], records: Iterable[Record] | None = None
@@ -219,7 +220,7 @@ class StageRunner:
                 fresh = []
                 self.dead_letters.send(
                     record,
-                    "MESSAGE_TOO_LARGE",
+                    DeadLetter.MESSAGE_TOO_LARGE,
                     f"{size} bytes exceeds this stage's limit of {self.max_message_bytes}",
                 )
                 result.dead_lettered += 1
@@ -289,7 +290,7 @@ class StageRunner:
         try:
             self.consumer.commit(offsets)
         except BusError as exc:
-            if exc.code != "COMMIT_FAILED":
+            if exc.code != BusCode.COMMIT_FAILED:
                 raise
             print(f"bus: {exc}: left uncommitted (next batch or redelivery)", file=sys.stderr, flush=True)
 
@@ -303,7 +304,7 @@ class StageRunner:
                 self.producer.flush(self.flush_timeout)
                 break
             except BusError as exc:
-                if exc.code != "TIMEOUT":
+                if exc.code != BusCode.TIMEOUT:
                     raise
                 waited += 1
                 print(

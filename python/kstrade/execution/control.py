@@ -27,11 +27,16 @@ from datetime import UTC, datetime
 from kstrade.bus import Bus, Consumer
 from kstrade.bus.acl import OPERATOR_GROUPS
 from kstrade.bus.topics import CONTROL_EXECUTION, METRICS_ALERTS
+from kstrade.codes import AlertCode
 from kstrade.schemas import Codec
 from kstrade.schemas.models import Alert, ControlAction, ControlCommand
 
 #: The acknowledgement code of each action, as the execution stage emits it.
-ACK_CODES = {action: f"OPERATOR_{action.value}" for action in ControlAction}
+ACK_CODES = {
+    ControlAction.HALT: AlertCode.OPERATOR_HALT,
+    ControlAction.RESUME: AlertCode.OPERATOR_RESUME,
+    ControlAction.FLATTEN: AlertCode.OPERATOR_FLATTEN,
+}
 
 
 def operator_name() -> str:

@@ -12,10 +12,11 @@ import csv
 from collections import deque
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from kstrade.codes import AlertCode, Drop
+from kstrade.codes import TradingState as TradingState  # defined with the other codes; imported from here too
 from kstrade.config import GuardrailSettings
 from kstrade.execution.account import AccountSnapshot
 from kstrade.execution.trading_day import next_midnight_ns, prague_midnight_ns, to_datetime, to_ns, trading_day
@@ -25,12 +26,8 @@ _MINUTE_NS = 60_000_000_000
 _LATE_ROLL_NS = 5 * _MINUTE_NS
 
 
-class TradingState(StrEnum):
-    ACTIVE = "ACTIVE"
-    #: Near a limit: only orders that reduce exposure (closes).
-    REDUCING = "REDUCING"
-    #: At a limit: flatten, no new orders until the next Prague midnight (or for good).
-    HALTED = "HALTED"
+#: The alert announcing a move to each state (HALTED is announced by the breach that caused it).
+_STATE_ALERTS = {TradingState.ACTIVE: AlertCode.STATE_ACTIVE, TradingState.REDUCING: AlertCode.STATE_REDUCING}
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +274,7 @@ class AccountGuard:
                 # Not watching at midnight (down, or no events): stops or targets hit meanwhile at
                 # the broker are already in this balance, so the floor may differ from FTMO's.
                 events.append(GuardEvent(
-                    "DAY_START_LATE", "CRITICAL",
+                    AlertCode.DAY_START_LATE, "CRITICAL",
                     f"day {self.daily.day} started from the balance {account.balance:.2f} seen at "
                     f"{to_datetime(now_ns).isoformat()}: check it against the balance at Prague midnight",
                 ))  # fmt: skip
@@ -288,7 +285,7 @@ class AccountGuard:
             self.state = TradingState.HALTED
             self.halted_for_good = True
             events.append(GuardEvent(
-                "MAX_LOSS_BREACHED", "CRITICAL",
+                AlertCode.MAX_LOSS_BREACHED, "CRITICAL",
                 f"equity {account.equity:.2f} at or below the maximum loss floor {self.max_loss.floor:.2f}: "
                 "flattening; no new orders, for good", flatten=True,
             ))  # fmt: skip
@@ -298,7 +295,7 @@ class AccountGuard:
             self.state = TradingState.HALTED
             self.halted_until_ns = next_midnight_ns(now_ns)
             events.append(GuardEvent(
-                "DAILY_LOSS_BREACHED", "CRITICAL",
+                AlertCode.DAILY_LOSS_BREACHED, "CRITICAL",
                 f"equity {account.equity:.2f} at or below today's floor {self.daily.floor:.2f}: flattening; "
                 "no new orders until the next Prague midnight", flatten=True,
             ))  # fmt: skip
@@ -309,7 +306,7 @@ class AccountGuard:
             self.state = TradingState.HALTED  # the loss rules above still run: their floors and events hold
         if self.state is not before and self.state is not TradingState.HALTED:
             severity = "WARNING" if self.state is TradingState.REDUCING else "INFO"
-            events.append(GuardEvent(f"STATE_{self.state.value}", severity, f"trading state {self.state.value}"))
+            events.append(GuardEvent(_STATE_ALERTS[self.state], severity, f"trading state {self.state.value}"))
         if self.news is not None:
             lead = int(self.rules.news_close_lead_minutes * _MINUTE_NS)
             targeted = tuple(sorted({
@@ -317,11 +314,14 @@ class AccountGuard:
             }))  # fmt: skip
             if targeted:
                 events.append(GuardEvent(
-                    "NEWS_CLOSE", "INFO", f"funded account: closing {', '.join(targeted)} before high-impact news",
+                    AlertCode.NEWS_CLOSE, "INFO",
+                    f"funded account: closing {', '.join(targeted)} before high-impact news",
                     flatten=True, symbols=targeted,
                 ))  # fmt: skip
         if self.weekend is not None and self.weekend.closed(now_ns) and account.positions:
-            events.append(GuardEvent("WEEKEND_CLOSE", "INFO", "funded account: closing before the weekend", True))
+            events.append(
+                GuardEvent(AlertCode.WEEKEND_CLOSE, "INFO", "funded account: closing before the weekend", True)
+            )
         events += self._objectives(account)
         return events
 
@@ -340,7 +340,7 @@ class AccountGuard:
             return []
         self.target_announced = True
         return [GuardEvent(
-            "PROFIT_TARGET_REACHED", "INFO",
+            AlertCode.PROFIT_TARGET_REACHED, "INFO",
             f"profit {profit:.2f} >= target {target:.2f} over {len(self.trading_days)} trading days",
         )]  # fmt: skip
 
@@ -354,29 +354,29 @@ class AccountGuard:
         return max(self.day_profit.values()) <= self.rules.best_day_pct / 100 * total
 
     # -- pre-trade -------------------------------------------------------------------------------
-    def check_new_order(self, now_ns: int, account: AccountSnapshot, symbol: str, worst_loss: float) -> str | None:
+    def check_new_order(self, now_ns: int, account: AccountSnapshot, symbol: str, worst_loss: float) -> Drop | None:
         """None if an opening order that would lose `worst_loss` at its stop may go; else the
         stable code of the first rule that forbids it."""
         if self.operator is not None:
-            return "OPERATOR_HALTED"
+            return Drop.OPERATOR_HALTED
         if self.state is TradingState.HALTED:
-            return "TRADING_HALTED"
+            return Drop.TRADING_HALTED
         if self.state is TradingState.REDUCING:
-            return "REDUCING_ONLY"
+            return Drop.REDUCING_ONLY
         if self.weekend is not None and self.weekend.closed(now_ns):
-            return "WEEKEND_CLOSE"
+            return Drop.WEEKEND_CLOSE
         # nothing is opened that would have to be closed for the news a moment later
         lead = int(self.rules.news_close_lead_minutes * _MINUTE_NS)
         if self.news is not None and self.news.blocking(now_ns, symbol, lead) is not None:
-            return "NEWS_BLACKOUT"
+            return Drop.NEWS_BLACKOUT
         if len(account.positions) >= self.rules.max_open_positions:
-            return "MAX_OPEN_POSITIONS"
+            return Drop.MAX_OPEN_POSITIONS
         if not self.rate.allows(now_ns):
-            return "ORDER_RATE_LIMIT"
+            return Drop.ORDER_RATE_LIMIT
         # The worst case: every open stop hit, then this one, each with slippage: still above both floors.
         # Float noise of a cent per million is not a breach (sizes are rounded to whole steps).
         if self.headroom(account) - worst_loss < -1e-8 * self.rules.initial_balance:
-            return "WORST_CASE_BREACH"
+            return Drop.WORST_CASE_BREACH
         return None
 
     @property

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kstrade.codes import RETCODE_PREFIX, BrokerCode
 from kstrade.config import ExecutionSettings, SymbolSettings
 from kstrade.execution.account import AccountSnapshot, Position
 from kstrade.execution.broker import LINK_ERRORS, BrokerReply, ClosedTrade, Fill, OrderRequest, Outcome
@@ -25,12 +26,18 @@ from kstrade.schemas.models import Side
 
 #: MqlTradeResult.retcode values (MT5 documentation): name, and what to do about them.
 DONE = (10008, 10009, 10010)  # PLACED, DONE, DONE_PARTIAL: look the deal up
-RETRYABLE = {10004: "REQUOTE", 10020: "PRICE_CHANGED", 10021: "PRICE_OFF", 10024: "TOO_MANY_REQUESTS"}
-UNKNOWN = {10012: "TIMEOUT", 10031: "CONNECTION"}
-REJECTED = {
-    10006: "REJECT", 10013: "INVALID", 10014: "INVALID_VOLUME", 10015: "INVALID_PRICE", 10016: "INVALID_STOPS",
-    10017: "TRADE_DISABLED", 10018: "MARKET_CLOSED", 10019: "NO_MONEY", 10027: "AUTOTRADING_DISABLED",
-    10030: "INVALID_FILL",
+RETRYABLE: dict[int, str] = {
+    10004: BrokerCode.REQUOTE,
+    10020: BrokerCode.PRICE_CHANGED,
+    10021: BrokerCode.PRICE_OFF,
+    10024: BrokerCode.TOO_MANY_REQUESTS,
+}
+UNKNOWN: dict[int, str] = {10012: BrokerCode.TIMEOUT, 10031: BrokerCode.CONNECTION}
+REJECTED: dict[int, str] = {
+    10006: BrokerCode.REJECT, 10013: BrokerCode.INVALID, 10014: BrokerCode.INVALID_VOLUME,
+    10015: BrokerCode.INVALID_PRICE, 10016: BrokerCode.INVALID_STOPS, 10017: BrokerCode.TRADE_DISABLED,
+    10018: BrokerCode.MARKET_CLOSED, 10019: BrokerCode.NO_MONEY, 10027: BrokerCode.AUTOTRADING_DISABLED,
+    10030: BrokerCode.INVALID_FILL,
 }  # fmt: skip
 #: last_error() codes of the MetaTrader5 package's own link to the terminal (RES_E_INTERNAL_FAIL_*):
 #: the terminal exited or restarted, and nothing works until initialize() is called again.
@@ -118,7 +125,7 @@ class MT5Broker:
         code, message = mt5.last_error()
         if int(code) in IPC_LOST:
             self.mt5 = None
-        return BrokerReply(Outcome.UNKNOWN, "NO_RESULT", f"order_send returned nothing: {code} {message}")
+        return BrokerReply(Outcome.UNKNOWN, BrokerCode.NO_RESULT, f"order_send returned nothing: {code} {message}")
 
     def _all(self, found: Any, what: str) -> tuple[Any, ...]:
         """A query's result as a tuple: None is an empty answer unless the link is gone (an
@@ -143,7 +150,7 @@ class MT5Broker:
             price = self.price(request.symbol, request.side, now_ns)
         except LINK_ERRORS as exc:
             # Nothing was sent (no terminal to send to): a plain failure, not an unknown outcome.
-            return BrokerReply(Outcome.RETRYABLE, "NOT_CONNECTED", f"nothing sent: {exc}")
+            return BrokerReply(Outcome.RETRYABLE, BrokerCode.NOT_CONNECTED, f"nothing sent: {exc}")
         with self._link(now_ns) as mt5:
             return self._send(mt5, request, price, now_ns)
 
@@ -151,7 +158,7 @@ class MT5Broker:
         if price is None:
             code, message = mt5.last_error()
             # nothing was sent: safe to try again with a fresh price
-            return BrokerReply(Outcome.RETRYABLE, "NO_PRICE", f"symbol_info_tick failed: {code} {message}")
+            return BrokerReply(Outcome.RETRYABLE, BrokerCode.NO_PRICE, f"symbol_info_tick failed: {code} {message}")
         order = {
             "action": mt5.TRADE_ACTION_DEAL, "symbol": request.symbol, "volume": float(request.quantity),
             "type": mt5.ORDER_TYPE_BUY if request.side is Side.BUY else mt5.ORDER_TYPE_SELL, "price": price,
@@ -168,13 +175,13 @@ class MT5Broker:
         if rc in DONE:
             fill = self.find(request.client_order_id, now_ns)
             if fill is None:
-                return BrokerReply(Outcome.UNKNOWN, "DONE_UNCONFIRMED", f"retcode {rc} but no deal found yet")
-            return BrokerReply(Outcome.FILLED, "DONE", comment, fill)
+                return BrokerReply(Outcome.UNKNOWN, BrokerCode.DONE_UNCONFIRMED, f"retcode {rc} but no deal found yet")
+            return BrokerReply(Outcome.FILLED, BrokerCode.DONE, comment, fill)
         if rc in RETRYABLE:
             return BrokerReply(Outcome.RETRYABLE, RETRYABLE[rc], comment)
         if rc in UNKNOWN:
             return BrokerReply(Outcome.UNKNOWN, UNKNOWN[rc], comment)
-        return BrokerReply(Outcome.REJECTED, REJECTED.get(rc, f"RETCODE_{rc}"), comment)
+        return BrokerReply(Outcome.REJECTED, REJECTED.get(rc, f"{RETCODE_PREFIX}{rc}"), comment)
 
     def _filling(self, symbol: str) -> int:
         """Allowed filling modes are per symbol (symbol_info.filling_mode flags: 1 FOK, 2 IOC)."""
@@ -239,7 +246,7 @@ class MT5Broker:
     def _close_position(self, mt5: Any, ticket: str, now_ns: int, reason: str) -> BrokerReply:
         found = self._all(mt5.positions_get(ticket=int(ticket)), "positions_get")
         if not found:
-            return BrokerReply(Outcome.REJECTED, "POSITION_NOT_FOUND", ticket)
+            return BrokerReply(Outcome.REJECTED, BrokerCode.POSITION_NOT_FOUND, ticket)
         p = found[0]
         closing_buy = int(p.type) != int(mt5.POSITION_TYPE_BUY)
         price = self.price(str(p.symbol), Side.BUY if closing_buy else Side.SELL, now_ns)
@@ -255,8 +262,8 @@ class MT5Broker:
             return self._no_result(mt5)
         rc = int(result.retcode)
         if rc in DONE:
-            return BrokerReply(Outcome.FILLED, "DONE")
-        name = RETRYABLE.get(rc) or UNKNOWN.get(rc) or REJECTED.get(rc, f"RETCODE_{rc}")
+            return BrokerReply(Outcome.FILLED, BrokerCode.DONE)
+        name = RETRYABLE.get(rc) or UNKNOWN.get(rc) or REJECTED.get(rc, f"{RETCODE_PREFIX}{rc}")
         return BrokerReply(Outcome.REJECTED, name, str(result.comment))
 
     def closed_trades(self, now_ns: int) -> list[ClosedTrade]:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from kstrade.codes import BrokerCode
 from kstrade.execution.account import AccountSnapshot, Position
 from kstrade.execution.broker import BrokerReply, ClosedTrade, Fill, OrderRequest, Outcome
 from kstrade.schemas.models import Candle, Side
@@ -93,13 +94,13 @@ class PaperBroker:
     def send(self, request: OrderRequest, now_ns: int) -> BrokerReply:
         self.sent += 1
         if request.client_order_id in self.fills:
-            return BrokerReply(Outcome.REJECTED, "DUPLICATE_CLIENT_ORDER_ID", "already filled")
+            return BrokerReply(Outcome.REJECTED, BrokerCode.DUPLICATE_CLIENT_ORDER_ID, "already filled")
         price = self._slipped(self.prices.get(request.symbol, request.reference_price), request.side)
         long = request.side is Side.BUY
         if not (
             request.stop_loss < price < request.take_profit if long else request.take_profit < price < request.stop_loss
         ):
-            return BrokerReply(Outcome.REJECTED, "INVALID_STOPS", f"fill {price} outside stop/target")
+            return BrokerReply(Outcome.REJECTED, BrokerCode.INVALID_STOPS, f"fill {price} outside stop/target")
         commission = request.quantity * request.commission_per_lot
         ticket = self._next("paper")
         fill = Fill(ticket, self._next("deal"), price, request.quantity, commission, now_ns)
@@ -115,7 +116,7 @@ class PaperBroker:
         )  # fmt: skip
         self.fills[request.client_order_id] = fill
         self._save()
-        return BrokerReply(Outcome.FILLED, "DONE", fill=fill)
+        return BrokerReply(Outcome.FILLED, BrokerCode.DONE, fill=fill)
 
     def price(self, symbol: str, side: Side, now_ns: int) -> float | None:
         return self.prices.get(symbol)
@@ -130,13 +131,13 @@ class PaperBroker:
     def close_position(self, ticket: str, now_ns: int, reason: str) -> BrokerReply:
         held = self.positions.get(ticket)
         if held is None:
-            return BrokerReply(Outcome.REJECTED, "POSITION_NOT_FOUND", ticket)
+            return BrokerReply(Outcome.REJECTED, BrokerCode.POSITION_NOT_FOUND, ticket)
         p = held.position
         exit_price = self._slipped(p.mark, Side.SELL if p.side is Side.BUY else Side.BUY)
         self.close_slippage += abs(p.mark - exit_price) * p.quantity * p.value_per_unit
         self._close(ticket, exit_price, now_ns, reason)
         self._save()
-        return BrokerReply(Outcome.FILLED, "DONE")
+        return BrokerReply(Outcome.FILLED, BrokerCode.DONE)
 
     def closed_trades(self, now_ns: int) -> list[ClosedTrade]:
         out, self._closed = self._closed, []

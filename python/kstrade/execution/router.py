@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kstrade.clock import Clock
+from kstrade.codes import BrokerCode
 from kstrade.execution.broker import LINK_ERRORS, Broker, BrokerReply, OrderRequest, Outcome
 from kstrade.execution.circuit import CircuitBreaker
 from kstrade.retry import Backoff, retry
@@ -36,7 +37,7 @@ class OrderRouter:
         self.clock = clock
 
     def submit(self, request: OrderRequest) -> RouteResult:
-        result = RouteResult(BrokerReply(Outcome.UNKNOWN, "NOT_SENT"))
+        result = RouteResult(BrokerReply(Outcome.UNKNOWN, BrokerCode.NOT_SENT))
 
         def attempt() -> BrokerReply:
             now = self.clock.now_ns()
@@ -48,18 +49,18 @@ class OrderRouter:
                 except LINK_ERRORS as exc:
                     # Cannot tell whether it was filled: sending again could open a second position.
                     self.breaker.failure(now)
-                    raise _TryAgain(BrokerReply(Outcome.UNKNOWN, "RECONCILE_FAILED", str(exc))) from exc
+                    raise _TryAgain(BrokerReply(Outcome.UNKNOWN, BrokerCode.RECONCILE_FAILED, str(exc))) from exc
                 if found is not None:
                     result.notes.append("reconciled: the earlier send was filled")
                     self.breaker.success()
-                    return BrokerReply(Outcome.FILLED, "RECONCILED", fill=found)
+                    return BrokerReply(Outcome.FILLED, BrokerCode.RECONCILED, fill=found)
             if not self.breaker.allows(now):
-                return BrokerReply(Outcome.REJECTED, "CIRCUIT_OPEN", "circuit breaker open: not sending")
+                return BrokerReply(Outcome.REJECTED, BrokerCode.CIRCUIT_OPEN, "circuit breaker open: not sending")
             result.sends += 1
             try:
                 reply = self.broker.send(request, now)
             except LINK_ERRORS as exc:
-                reply = BrokerReply(Outcome.UNKNOWN, "CONNECTION", str(exc))
+                reply = BrokerReply(Outcome.UNKNOWN, BrokerCode.CONNECTION, str(exc))
             result.reply = reply
             if reply.outcome is Outcome.FILLED:
                 self.breaker.success()
@@ -82,6 +83,6 @@ class OrderRouter:
                 except LINK_ERRORS:
                     found = None  # stays UNKNOWN: journaled UNCERTAIN, reconciled later, never resent
                 if found is not None:
-                    final = BrokerReply(Outcome.FILLED, "RECONCILED", fill=found)
+                    final = BrokerReply(Outcome.FILLED, BrokerCode.RECONCILED, fill=found)
         result.reply = final
         return result

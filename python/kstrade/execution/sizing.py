@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
+from kstrade.codes import SIZED, Drop
 from kstrade.config import SymbolSettings
 
 
@@ -67,20 +68,20 @@ class KellySizer:
         `limit`: an upstream size cap (the signal's position_size), if any."""
         risk_distance = abs(entry - stop_loss)
         if risk_distance <= 0:
-            return SizeDecision(0.0, "ZERO_STOP_DISTANCE")
+            return SizeDecision(0.0, Drop.ZERO_STOP_DISTANCE)
         b = abs(take_profit - entry) / risk_distance
         f = kelly_fraction(probability, b)
         if f <= 0:
-            return SizeDecision(0.0, "KELLY_NON_POSITIVE", kelly=f)
+            return SizeDecision(0.0, Drop.KELLY_NON_POSITIVE, kelly=f)
         risk_fraction = min(self.fraction * f, self.max_risk_pct / 100.0)
         risk_amount = min(risk_fraction * equity, headroom)
         if risk_amount <= 0:
-            return SizeDecision(0.0, "NO_HEADROOM", kelly=f)
+            return SizeDecision(0.0, Drop.NO_HEADROOM, kelly=f)
         loss_per_unit = risk_distance * spec.value_per_unit + extra_loss_per_unit
         quantity = min(risk_amount / loss_per_unit, spec.volume_max)
         if limit is not None:
             quantity = min(quantity, limit)
         quantity = round_down_to_step(quantity, spec.volume_step)
         if quantity < spec.volume_min:
-            return SizeDecision(0.0, "BELOW_MIN_VOLUME", kelly=f, risk_amount=risk_amount)
-        return SizeDecision(quantity, "SIZED", kelly=f, risk_amount=quantity * loss_per_unit)
+            return SizeDecision(0.0, Drop.BELOW_MIN_VOLUME, kelly=f, risk_amount=risk_amount)
+        return SizeDecision(quantity, SIZED, kelly=f, risk_amount=quantity * loss_per_unit)

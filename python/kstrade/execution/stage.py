@@ -32,10 +32,12 @@ from kstrade.bus.topics import (
     signals,
 )
 from kstrade.clock import EventClock
+from kstrade.codes import ORDER_REJECTED_PREFIX, AlertCode, BrokerCode, DeadLetter, Drop
 from kstrade.config import ExecutionSettings, Settings, SymbolSettings
 from kstrade.execution.account import loss_to_stop
 from kstrade.execution.broker import LINK_ERRORS, Broker, BrokerReply, OrderRequest, Outcome
 from kstrade.execution.circuit import CircuitBreaker
+from kstrade.execution.control import ACK_CODES
 from kstrade.execution.guardrails import AccountGuard, NewsBlackout, OperatorHold
 from kstrade.execution.journal import JournalEntry, JournalState, OrderJournal
 from kstrade.execution.paper import PaperBroker
@@ -110,6 +112,8 @@ class ExecutionStage(Stage):
         self.broker = broker
         self.journal = journal
         self.symbols = list(symbols)
+        #: Each 1m candle topic's symbol: a candle of another symbol on it is dead-lettered.
+        self._candle_symbols = {candles(s, "1m"): s for s in self.symbols}
         self.news = news
         self.sizer = KellySizer(settings.kelly_fraction, settings.max_risk_pct)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
@@ -185,7 +189,8 @@ class ExecutionStage(Stage):
         value and checked for what the model checks (finite prices, volume >= 0, known
         interval, symbol, low <= open/close <= high, a representable timestamp). Anything else,
         or any doubt, takes the model's path (`self.decode`), which dead-letters a bad candle
-        with the same error as always."""
+        with the same error as always. On either path a candle whose symbol is not its topic's
+        is dead-lettered (SYMBOL_TOPIC_MISMATCH): a dict lookup, not a topic parse."""
         codec = self.codec(Candle)
         origin = _current_candle_origin(record.headers, codec)
         if origin is None:
@@ -204,8 +209,12 @@ class ExecutionStage(Stage):
             except Exception:  # the model's path below raises the same error
                 v = None
             if v is not None and _valid_candle(v):
+                if v["symbol"] != self._candle_symbols.get(record.topic):
+                    raise _symbol_topic_mismatch(v["symbol"], record.topic)
                 return v["symbol"], v["open"], v["high"], v["low"], v["close"], origin
         candle = self.decode(record, Candle)
+        if candle.symbol != self._candle_symbols.get(record.topic):
+            raise _symbol_topic_mismatch(candle.symbol, record.topic)
         return candle.symbol, candle.open, candle.high, candle.low, candle.close, origin
 
     def on_time(self, now_ns: int) -> Iterable[Output]:
@@ -219,8 +228,8 @@ class ExecutionStage(Stage):
                 if now_ns - entry.created_ns > _GIVE_UP_NS:
                     # A day without a deal: it never happened, or it needs a human. Stop asking.
                     self.journal.record(entry.signal_id, entry.client_order_id, JournalState.REJECTED, entry.symbol,
-                                        now_ns, reason="NEVER_CONFIRMED")  # fmt: skip
-                    outs.append(self._alert(now_ns, now_ns, "CRITICAL", "ORDER_NEVER_CONFIRMED",
+                                        now_ns, reason=BrokerCode.NEVER_CONFIRMED)  # fmt: skip
+                    outs.append(self._alert(now_ns, now_ns, "CRITICAL", AlertCode.ORDER_NEVER_CONFIRMED,
                                             f"order {entry.client_order_id} (signal {entry.signal_id}) not found at "
                                             "the broker after a day: check the terminal by hand"))  # fmt: skip
                     continue
@@ -245,7 +254,7 @@ class ExecutionStage(Stage):
         if now - self._last_down_alert_ns < _MINUTE_NS:
             return []
         self._last_down_alert_ns = now
-        return [self._alert(now, origin, "CRITICAL", "BROKER_UNAVAILABLE", f"{self.broker.name}: {exc}")]
+        return [self._alert(now, origin, "CRITICAL", AlertCode.BROKER_UNAVAILABLE, f"{self.broker.name}: {exc}")]
 
     def _observe(self, now: int, origin: int) -> list[Output]:
         self._last_observe_ns = now
@@ -269,7 +278,9 @@ class ExecutionStage(Stage):
                 last = self._flatten_alerted.get(p.ticket, -_MINUTE_NS)
                 if reply.outcome is not Outcome.FILLED and now - last >= _MINUTE_NS:
                     self._flatten_alerted[p.ticket] = now
-                    outs.append(self._alert(now, origin, "CRITICAL", "FLATTEN_FAILED", f"{p.ticket}: {reply.code}"))
+                    outs.append(
+                        self._alert(now, origin, "CRITICAL", AlertCode.FLATTEN_FAILED, f"{p.ticket}: {reply.code}")
+                    )
             outs += self._closed(now, origin)
         # Durable on every change that a restart would restore differently (not on every event:
         # the snapshot's last-seen time moves each time; see AccountGuard.durable_key).
@@ -345,7 +356,7 @@ class ExecutionStage(Stage):
             positions = f"{open_positions} position(s) open"
         except LINK_ERRORS:
             positions = "positions unknown: broker unreachable"
-        code = f"OPERATOR_{command.action.value}"
+        code = ACK_CODES[command.action]
         severity = "WARNING" if command.action is ControlAction.RESUME else "CRITICAL"
         message = (f"{command.action.value.lower()} by {command.issued_by} ({command.reason or 'no reason given'}), "
                    f"command {cid}: state {state}, {positions}{note}")  # fmt: skip
@@ -360,9 +371,11 @@ class ExecutionStage(Stage):
         signal = self.decode(record, Signal)
         origin = self.origin_ns(record)
         if signal.stage is not SignalStage.FINAL:
-            raise MessageError("NOT_FINAL_SIGNAL", f"signal {signal.signal_id} has stage {signal.stage.value}")
+            raise MessageError(DeadLetter.NOT_FINAL_SIGNAL, f"signal {signal.signal_id} has stage {signal.stage.value}")
         if signal.symbol not in self.symbols:
-            raise MessageError("UNKNOWN_SYMBOL", f"signal {signal.signal_id} for {signal.symbol}, not traded here")
+            raise MessageError(
+                DeadLetter.UNKNOWN_SYMBOL, f"signal {signal.signal_id} for {signal.symbol}, not traded here"
+            )
         entry = self.journal.get(str(signal.signal_id))
         if entry is not None:
             # Redelivered (at-least-once): the journal decided this signal already. Never a second
@@ -385,10 +398,10 @@ class ExecutionStage(Stage):
         outs = self._observe(now, origin)
         expires = signal.timestamp + timedelta(seconds=signal.ttl_seconds)
         if _time(now) > expires:
-            return outs + self._drop(signal, now, origin, "SIGNAL_EXPIRED", f"expired at {expires.isoformat()}")
+            return outs + self._drop(signal, now, origin, Drop.SIGNAL_EXPIRED, f"expired at {expires.isoformat()}")
         guard = self.guard
         if self._broker_down_since is not None:
-            return outs + self._drop(signal, now, origin, "BROKER_UNAVAILABLE", f"{self.broker.name} unreachable")
+            return outs + self._drop(signal, now, origin, Drop.BROKER_UNAVAILABLE, f"{self.broker.name} unreachable")
         account = self.broker.account(now)
         refusal = guard.check_new_order(now, account, signal.symbol, 0.0)
         if refusal is not None:
@@ -402,7 +415,7 @@ class ExecutionStage(Stage):
         long = side is Side.BUY
         if not (signal.stop_loss < fill_estimate < signal.take_profit if long else
                 signal.take_profit < fill_estimate < signal.stop_loss):  # fmt: skip
-            return outs + self._drop(signal, now, origin, "PRICE_BEYOND_STOPS", f"market {market} vs stops")
+            return outs + self._drop(signal, now, origin, Drop.PRICE_BEYOND_STOPS, f"market {market} vs stops")
         decision = self.sizer.size(
             probability=signal.confidence, entry=fill_estimate, stop_loss=signal.stop_loss,
             take_profit=signal.take_profit, equity=account.equity, headroom=guard.headroom(account), spec=spec,
@@ -448,7 +461,7 @@ class ExecutionStage(Stage):
             self.journal.count_attempt(sid)
         latency_ms = self._stopwatch() - started
         if result.breaker_opened:
-            outs.append(self._alert(now, origin, "CRITICAL", "CIRCUIT_OPEN",
+            outs.append(self._alert(now, origin, "CRITICAL", AlertCode.CIRCUIT_OPEN,
                                     f"{self.breaker.consecutive} consecutive broker failures: sending stopped "
                                     f"for {self.settings.breaker_cooldown_s:.0f}s"))  # fmt: skip
         return outs + self._settle(signal, pending, result.reply, latency_ms, self.clock.now_ns(), origin)
@@ -485,7 +498,7 @@ class ExecutionStage(Stage):
         if reply.outcome is Outcome.UNKNOWN:
             # Not known whether the order exists: never resent; reconciled from on_time.
             self.journal.record(sid, cid, JournalState.UNCERTAIN, signal.symbol, now, reason=reply.code)
-            return [self._alert(now, origin, "CRITICAL", "ORDER_UNCERTAIN",
+            return [self._alert(now, origin, "CRITICAL", AlertCode.ORDER_UNCERTAIN,
                                 f"signal {sid} order {cid}: {reply.code} {reply.message}; reconciling")]  # fmt: skip
         rejected = pending.model_copy(update={"timestamp": _time(now), "status": OrderStatus.REJECTED,
                                               "latency_ms": latency_ms})  # fmt: skip
@@ -493,7 +506,7 @@ class ExecutionStage(Stage):
                             messages=[_stored(ORDERS_CONFIRMED, rejected)])  # fmt: skip
         return [
             self.emit(ORDERS_CONFIRMED, rejected, key=key, origin_ns=origin),
-            self._alert(now, origin, "WARNING", f"ORDER_{reply.code}",
+            self._alert(now, origin, "WARNING", ORDER_REJECTED_PREFIX + reply.code,
                         f"signal {sid} order {cid} rejected: {reply.code} {reply.message}"),
         ]  # fmt: skip
 
@@ -504,13 +517,15 @@ class ExecutionStage(Stage):
         except LINK_ERRORS as exc:
             if signal is not None:
                 # redelivered while the broker is away: not safe to decide; the DLQ keeps it for replay
-                raise MessageError("BROKER_UNAVAILABLE", f"cannot reconcile {entry.client_order_id}: {exc}") from exc
+                raise MessageError(
+                    DeadLetter.BROKER_UNAVAILABLE, f"cannot reconcile {entry.client_order_id}: {exc}"
+                ) from exc
             return self._broker_down(now, origin, exc)
         stored = [m for m in entry.messages if m["topic"] == ORDERS_PENDING]
         if fill is not None and stored:
             pending = Order.model_validate_json(stored[0]["data"])
             sig = signal or _signal_of(pending)
-            reply = BrokerReply(Outcome.FILLED, "RECONCILED", fill=fill)
+            reply = BrokerReply(Outcome.FILLED, BrokerCode.RECONCILED, fill=fill)
             # redelivered after a crash mid-send: the pending order may never have reached the bus
             again = [self.emit(ORDERS_PENDING, pending, key=entry.symbol.encode(), origin_ns=origin)] if signal else []
             return again + self._settle(sig, pending, reply, 0.0, now, origin)
@@ -579,6 +594,10 @@ def _valid_candle(v: dict[str, Any]) -> bool:
         if type(x) is not float or not math.isfinite(x):
             return False
     return bool(volume >= 0 and low <= min(o, c) and max(o, c) <= h)
+
+
+def _symbol_topic_mismatch(symbol: str, topic: str) -> MessageError:
+    return MessageError(DeadLetter.SYMBOL_TOPIC_MISMATCH, f"a {symbol!r} candle on {topic}")
 
 
 def _stored(topic: str, message: Message) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from kstrade._native import Candle as NativeCandle
 from kstrade.bus import Batch, MessageError, Output, Record
 from kstrade.bus.runner import FUTURE_TIMESTAMP, future_message
 from kstrade.bus.topics import candles, features_aggregated
+from kstrade.codes import DeadLetter
 from kstrade.features.engine import FEATURE_NAMES, FeatureEngine
 from kstrade.schemas import Candle, FeatureVector
 from kstrade.stage import Stage, save_state
@@ -136,12 +137,12 @@ class FeatureStage(Stage):
     def handle(self, record: Record) -> Iterable[Output]:
         symbol = self._topic_symbol.get(record.topic)
         if symbol is None:
-            raise MessageError("UNKNOWN_TOPIC", f"{record.topic} is not a 1m candle topic of {self.symbols}")
+            raise MessageError(DeadLetter.UNKNOWN_TOPIC, f"{record.topic} is not a 1m candle topic of {self.symbols}")
         candle = self.decode(record, Candle)
         if candle.symbol != symbol:
-            raise MessageError("SYMBOL_TOPIC_MISMATCH", f"a {candle.symbol} candle on {record.topic}")
+            raise MessageError(DeadLetter.SYMBOL_TOPIC_MISMATCH, f"a {candle.symbol} candle on {record.topic}")
         if candle.interval != "1m":
-            raise MessageError("WRONG_INTERVAL", f"a {candle.interval} candle on {record.topic}")
+            raise MessageError(DeadLetter.WRONG_INTERVAL, f"a {candle.interval} candle on {record.topic}")
         open_time_ms = int(candle.timestamp.timestamp() * 1000)
         limit = self.future_limit_ns()
         if limit is not None and (open_time_ms + _MINUTE_MS) * 1_000_000 > limit:
@@ -165,7 +166,9 @@ class FeatureStage(Stage):
             return ()
         values = vector.values
         if not all(math.isfinite(v) for v in values):  # the engine promises this when ready
-            raise MessageError("NON_FINITE_FEATURE", f"{symbol} at {candle.timestamp}: a ready vector with NaN/inf")
+            raise MessageError(
+                DeadLetter.NON_FINITE_FEATURE, f"{symbol} at {candle.timestamp}: a ready vector with NaN/inf"
+            )
         message = FeatureVector(
             timestamp=datetime.fromtimestamp(vector.open_time_ms / 1000, UTC),
             symbol=symbol,
@@ -278,7 +281,7 @@ class FeatureStage(Stage):
             vector = matrix[:, row]
             if not np.isfinite(vector).all():
                 at = datetime.fromtimestamp(open_ms / 1000, UTC)
-                batch.reject(record, "NON_FINITE_FEATURE", f"{symbol} at {at}: a ready vector with NaN/inf")
+                batch.reject(record, DeadLetter.NON_FINITE_FEATURE, f"{symbol} at {at}: a ready vector with NaN/inf")
                 continue
             value = {"timestamp": open_ms * 1000, "symbol": symbol, "version": FeatureEngine.version,
                      "names": self._names, "values": vector.tolist()}  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kstrade.codes import ModelRefusal
 from kstrade.config import CalibratorSpec
 
 MANIFEST_FORMAT: Literal["kstrade.model-manifest/1"] = "kstrade.model-manifest/1"
@@ -73,11 +74,11 @@ class Manifest(BaseModel):
         try:
             raw = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise ModelRefused("MANIFEST_UNREADABLE", f"{path}: {exc}") from exc
+            raise ModelRefused(ModelRefusal.MANIFEST_UNREADABLE, f"{path}: {exc}") from exc
         try:
             return cls.model_validate(raw)
         except ValueError as exc:
-            raise ModelRefused("MANIFEST_INVALID", f"{path}: {exc}") from exc
+            raise ModelRefused(ModelRefusal.MANIFEST_INVALID, f"{path}: {exc}") from exc
 
     def write(self, directory: Path) -> None:
         text = json.dumps(self.model_dump(mode="json", exclude_none=True), indent=2) + "\n"
@@ -88,7 +89,7 @@ class Manifest(BaseModel):
         naming the first difference."""
         if self.feature_version != feature_version:
             raise ModelRefused(
-                "FEATURE_VERSION_MISMATCH",
+                ModelRefusal.FEATURE_VERSION_MISMATCH,
                 f"{self.model_type} {self.model_version} was trained on features {self.feature_version}, "
                 f"the running FeatureEngine emits {feature_version}",
             )
@@ -99,10 +100,10 @@ class Manifest(BaseModel):
             else:
                 i = next(i for i, (a, b) in enumerate(zip(self.feature_names, names, strict=True)) if a != b)
                 detail = f"feature {i} is {self.feature_names[i]!r} in the manifest, {names[i]!r} running"
-            raise ModelRefused("FEATURE_NAMES_MISMATCH", f"{self.model_type} {self.model_version}: {detail}")
+            raise ModelRefused(ModelRefusal.FEATURE_NAMES_MISMATCH, f"{self.model_type} {self.model_version}: {detail}")
         for symbol, scaler in self.scaler.per_symbol.items():
             if len(scaler.mean) != len(names) or len(scaler.std) != len(names):
-                raise ModelRefused("SCALER_INVALID", f"scaler of {symbol} does not have {len(names)} values")
+                raise ModelRefused(ModelRefusal.SCALER_INVALID, f"scaler of {symbol} does not have {len(names)} values")
 
 
 def sha256_of(path: Path) -> str:

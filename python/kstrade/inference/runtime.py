@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from kstrade.codes import ModelRefusal
 from kstrade.features import FEATURE_NAMES, FEATURE_VERSION
 from kstrade.inference.manifest import VERSION_DIGITS, Manifest, ModelRefused
 from kstrade.signals.calibration import Calibrator, calibrator_from_spec
@@ -85,18 +86,21 @@ class LoadedModel:
             # the file could change between the check and the load.
             data = path.read_bytes()
         except OSError as exc:
-            raise ModelRefused("MODEL_UNREADABLE", f"{path}: {exc}") from exc
+            raise ModelRefused(ModelRefusal.MODEL_UNREADABLE, f"{path}: {exc}") from exc
         sha = hashlib.sha256(data).hexdigest()
         if sha != manifest.sha256:
             raise ModelRefused(
-                "MODEL_SHA256_MISMATCH", f"{path}: sha256 {sha[:16]}... but the manifest says {manifest.sha256[:16]}..."
+                ModelRefusal.MODEL_SHA256_MISMATCH,
+                f"{path}: sha256 {sha[:16]}... but the manifest says {manifest.sha256[:16]}...",
             )
         if manifest.model_version != sha[:VERSION_DIGITS]:
-            raise ModelRefused("MANIFEST_INVALID", f"model_version {manifest.model_version} is not the sha256 prefix")
+            raise ModelRefused(
+                ModelRefusal.MANIFEST_INVALID, f"model_version {manifest.model_version} is not the sha256 prefix"
+            )
         try:
             session = ort.InferenceSession(data, session_options(), providers=provider_list or providers())
         except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
-            raise ModelRefused("MODEL_UNLOADABLE", f"{path}: {exc}") from exc
+            raise ModelRefused(ModelRefusal.MODEL_UNLOADABLE, f"{path}: {exc}") from exc
         _check_shapes(session, manifest, len(feature_names))
         calibrator = calibrator_from_spec(manifest.calibration)
         scalers = {
@@ -121,18 +125,20 @@ class LoadedModel:
             with np.load(path, allow_pickle=False) as ref:
                 x, expected = ref["x"].astype(np.float32), ref["probabilities"]
         except (OSError, KeyError, ValueError) as exc:
-            raise ModelRefused("REFERENCE_UNREADABLE", f"{path}: {exc}") from exc
+            raise ModelRefused(ModelRefusal.REFERENCE_UNREADABLE, f"{path}: {exc}") from exc
         try:
             got = self.probabilities(x)
             single = self.probabilities(x[:1])  # batch 1 is the live path: it must agree too
         except Exception as exc:
-            raise ModelRefused("MODEL_SHAPE_MISMATCH", f"{self.directory}: reference windows rejected: {exc}") from exc
+            raise ModelRefused(
+                ModelRefusal.MODEL_SHAPE_MISMATCH, f"{self.directory}: reference windows rejected: {exc}"
+            ) from exc
         if got.shape != expected.shape:
-            raise ModelRefused("REFERENCE_MISMATCH", f"output shape {got.shape}, reference {expected.shape}")
+            raise ModelRefused(ModelRefusal.REFERENCE_MISMATCH, f"output shape {got.shape}, reference {expected.shape}")
         error = max(float(np.max(np.abs(got - expected))), float(np.max(np.abs(single - expected[:1]))))
         if not error <= REFERENCE_TOLERANCE:
             raise ModelRefused(
-                "REFERENCE_MISMATCH",
+                ModelRefusal.REFERENCE_MISMATCH,
                 f"{self.directory}: ONNX differs from the PyTorch reference by {error:.3g} > {REFERENCE_TOLERANCE}",
             )
         return error
@@ -141,18 +147,20 @@ class LoadedModel:
 def _check_shapes(session: ort.InferenceSession, manifest: Manifest, features: int) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or inputs[0].name != manifest.input_name:
-        raise ModelRefused("MODEL_SHAPE_MISMATCH", f"inputs {[i.name for i in inputs]}, manifest {manifest.input_name}")
+        raise ModelRefused(
+            ModelRefusal.MODEL_SHAPE_MISMATCH, f"inputs {[i.name for i in inputs]}, manifest {manifest.input_name}"
+        )
     shape = list(inputs[0].shape)
     if len(shape) != 3 or isinstance(shape[0], int) or shape[1:] != [manifest.window, features]:
         raise ModelRefused(
-            "MODEL_SHAPE_MISMATCH",
+            ModelRefusal.MODEL_SHAPE_MISMATCH,
             f"input shape {shape}, expected [batch, {manifest.window}, {features}] with a dynamic batch axis",
         )
     if inputs[0].type != "tensor(float)":
-        raise ModelRefused("MODEL_SHAPE_MISMATCH", f"input type {inputs[0].type}, expected tensor(float)")
+        raise ModelRefused(ModelRefusal.MODEL_SHAPE_MISMATCH, f"input type {inputs[0].type}, expected tensor(float)")
     if not outputs or outputs[0].name != manifest.output_name or list(outputs[0].shape)[1:] != [len(manifest.classes)]:
         raise ModelRefused(
-            "MODEL_SHAPE_MISMATCH",
+            ModelRefusal.MODEL_SHAPE_MISMATCH,
             f"output {outputs[0].name if outputs else None} shape "
             f"{list(outputs[0].shape) if outputs else None}, expected [batch, {len(manifest.classes)}]",
         )

@@ -26,6 +26,7 @@ import numpy as np
 
 from kstrade.bus import Batch, MessageError, Output, Record
 from kstrade.bus.topics import METRICS_ALERTS, PREDICTIONS_TRANSFORMER, features_aggregated, predictions_lstm
+from kstrade.codes import AlertCode, DeadLetter, ModelRefusal
 from kstrade.config import Settings
 from kstrade.inference.manifest import ModelRefused
 from kstrade.inference.runtime import LoadedModel
@@ -159,17 +160,20 @@ class ModelSlot:
         except ModelRefused as exc:
             return exc
         except Exception as exc:  # anything else a broken file can raise: refused all the same
-            return ModelRefused("MODEL_UNLOADABLE", f"{self.directory}: {exc!r}")
+            return ModelRefused(ModelRefusal.MODEL_UNLOADABLE, f"{self.directory}: {exc!r}")
         old = self.model
         if candidate.manifest == old.manifest:
             return None  # the same model again (e.g. a file touched or restored): nothing to swap
         if candidate.window != old.window:
             return ModelRefused(
-                "WINDOW_MISMATCH", f"{self.directory}: window {candidate.window}, the running model's is {old.window}"
+                ModelRefusal.WINDOW_MISMATCH,
+                f"{self.directory}: window {candidate.window}, the running model's is {old.window}",
             )
         missing = set(old.scalers) - set(candidate.scalers)
         if missing:
-            return ModelRefused("UNKNOWN_SYMBOL", f"{self.directory}: no scaler for {', '.join(sorted(missing))}")
+            return ModelRefused(
+                ModelRefusal.UNKNOWN_SYMBOL, f"{self.directory}: no scaler for {', '.join(sorted(missing))}"
+            )
         self.model = candidate  # the swap: one reference; the next record uses the new model
         return old, candidate
 
@@ -199,7 +203,9 @@ class InferenceStage(Stage):
         for symbol, slot in self.slots.items():
             model = slot.model
             if symbol not in model.scalers:
-                raise ModelRefused("UNKNOWN_SYMBOL", f"{slot.directory}: the model was not trained for {symbol}")
+                raise ModelRefused(
+                    ModelRefusal.UNKNOWN_SYMBOL, f"{slot.directory}: the model was not trained for {symbol}"
+                )
             self._windows[symbol] = FeatureWindow(model.window, len(model.manifest.feature_names))
             self._inputs[symbol] = np.empty((1, model.window, len(model.manifest.feature_names)), dtype=np.float32)
         self._next_check = time.monotonic() + reload_check_seconds
@@ -269,17 +275,17 @@ class InferenceStage(Stage):
         vector = self.decode(record, FeatureVector)
         slot = self.slots.get(vector.symbol)
         if slot is None:
-            raise MessageError("UNKNOWN_SYMBOL", f"no {self.model_type.value} model serves {vector.symbol!r}")
+            raise MessageError(DeadLetter.UNKNOWN_SYMBOL, f"no {self.model_type.value} model serves {vector.symbol!r}")
         model = slot.model
         manifest = model.manifest
         if vector.version != manifest.feature_version:
             raise MessageError(
-                "FEATURE_VERSION_MISMATCH",
+                DeadLetter.FEATURE_VERSION_MISMATCH,
                 f"features {vector.version}, model {model.version} was trained on {manifest.feature_version}",
             )
         if vector.names != manifest.feature_names:
             raise MessageError(
-                "FEATURE_NAMES_MISMATCH",
+                DeadLetter.FEATURE_NAMES_MISMATCH,
                 f"{len(vector.names)} features that differ from the {len(manifest.feature_names)} "
                 f"model {model.version} was trained on",
             )
@@ -288,7 +294,7 @@ class InferenceStage(Stage):
         finite = np.isfinite(values)
         if not finite.all():
             bad = manifest.feature_names[int(np.argmin(finite))]
-            raise MessageError("NON_FINITE_FEATURE", f"{bad} is not finite (or overflows float32)")
+            raise MessageError(DeadLetter.NON_FINITE_FEATURE, f"{bad} is not finite (or overflows float32)")
         window = self._windows[vector.symbol]
         time_us = (vector.timestamp - EPOCH) // timedelta(microseconds=1)
         if not window.push(time_us, values):
@@ -466,7 +472,7 @@ class InferenceStage(Stage):
                         timestamp=now,
                         severity=Severity.INFO,
                         source=self.name,
-                        code="MODEL_RELOADED",
+                        code=AlertCode.MODEL_RELOADED,
                         message=f"{slot.directory}: {old.version} -> {new.version}",
                     )
                 )

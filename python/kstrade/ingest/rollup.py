@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from kstrade._native import MarketError
 from kstrade.bus import Output
 from kstrade.bus.topics import INTERVALS, candles
+from kstrade.codes import MarketCode
 from kstrade.features import Candle as NativeCandle
 from kstrade.features import CandleAggregator, ClosedBar
 from kstrade.ingest.health import IngestHealth
@@ -108,7 +109,7 @@ class MultiTimeframeCandles:
         except MarketError as exc:
             # A correction after the fact or a late minute: never rewritten, never fatal.
             self.health.rejected += 1
-            code = getattr(exc, "code", "MARKET_ERROR")
+            code = getattr(exc, "code", MarketCode.MARKET_ERROR)
             log.warning("ingest %s: 1m candle at %d rejected (%s): %s", self.symbol, candle.open_time_ms, code, exc)
             return []
         if result is None:

@@ -1,27 +1,13 @@
 """Threshold rules that turn metrics into alerts for `metrics.alerts`: each condition alerts once
-when it starts, again only after `repeat_after_s` while it lasts, and once more when it clears."""
+when it starts, again only after `repeat_after_s` while it lasts, and once more when it clears.
+The codes themselves live in `kstrade.codes` (`Alert`, `CONDITIONS`, `RESOLVED_SUFFIX`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kstrade.codes import RESOLVED_SUFFIX
 from kstrade.schemas.models import Severity
-
-# Stable alert codes: dashboards, Telegram filters and runbooks key on these.
-LATENCY_P99 = "LATENCY_P99_OVER_TARGET"
-CONSUMER_LAG = "CONSUMER_LAG_OVER_THRESHOLD"
-FEATURE_DRIFT = "FEATURE_DRIFT_SIGNIFICANT"
-ERROR_DRIFT = "MODEL_ERROR_DRIFT"
-INGEST_STALLED = "INGEST_STALLED"
-#: The live feed's last message from the exchange is older than `ingest_feed_stale_s`.
-INGEST_FEED_STALE = "INGEST_FEED_STALE"
-#: Raised by ingest: a 5m bar built from 1m candles differs from the exchange's own 5m candle.
-INGEST_CROSS_CHECK_MISMATCH = "INGEST_CROSS_CHECK_MISMATCH"
-STORAGE_FAILED = "STORAGE_FAILED"
-#: Raised by the execution stage on metrics.alerts; the collector relays them.
-GUARDRAIL_STATE = "GUARDRAIL_STATE_CHANGED"
-CIRCUIT_BREAKER_OPEN = "CIRCUIT_BREAKER_OPEN"
-RESOLVED_SUFFIX = "_RESOLVED"
 
 
 @dataclass(frozen=True, slots=True)

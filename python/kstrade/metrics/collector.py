@@ -32,9 +32,9 @@ from kstrade.bus.topics import (
     signals,
 )
 from kstrade.clock import EventClock
+from kstrade.codes import RESOLVED_SUFFIX, AlertCode, DeadLetter
 from kstrade.config import MetricsSettings
 from kstrade.execution.control import make_command
-from kstrade.metrics import alerts as codes
 from kstrade.metrics.account import AccountView
 from kstrade.metrics.alerts import AlertRules, RaisedAlert
 from kstrade.metrics.drift import (
@@ -99,7 +99,7 @@ def _origin_and_stage(record: Record) -> tuple[int, str]:
     stage = record.header(HEADER_STAGE)
     if origin is None or stage is None:
         field = HEADER_ORIGIN_NS if origin is None else HEADER_STAGE
-        raise codec_error("MISSING_HEADER", "required on every message", schema="headers", field=field,
+        raise codec_error(DeadLetter.MISSING_HEADER, "required on every message", schema="headers", field=field,
                           topic=record.topic, offset=record.offset)  # fmt: skip
     return int(origin), stage.decode("ascii")
 
@@ -230,18 +230,18 @@ class MetricsCollector(Stage):
         codec, schema, encoding = expect
         topic, offset = record.topic, record.offset
         if record.header(HEADER_SCHEMA) != schema:
-            raise codec_error("SCHEMA_MISMATCH", f"not a {codec.schema_name}", schema=codec.schema_name,
+            raise codec_error(DeadLetter.SCHEMA_MISMATCH, f"not a {codec.schema_name}", schema=codec.schema_name,
                               field=HEADER_SCHEMA, topic=topic, offset=offset)  # fmt: skip
         if (record.header(HEADER_ENCODING) or b"avro") != encoding:
-            raise codec_error("FORMAT_MISMATCH", f"this codec reads {codec.encoding}", schema=codec.schema_name,
-                              field=HEADER_ENCODING, topic=topic, offset=offset)  # fmt: skip
+            raise codec_error(DeadLetter.FORMAT_MISMATCH, f"this codec reads {codec.encoding}",
+                              schema=codec.schema_name, field=HEADER_ENCODING, topic=topic, offset=offset)  # fmt: skip
         version = record.header(HEADER_SCHEMA_VERSION)
         value = record.value
         if version is None:
-            raise codec_error("MISSING_HEADER", "required on every message", schema=codec.schema_name,
+            raise codec_error(DeadLetter.MISSING_HEADER, "required on every message", schema=codec.schema_name,
                               field=HEADER_SCHEMA_VERSION, topic=topic, offset=offset)  # fmt: skip
         if value is None:
-            raise codec_error("MALFORMED", "the record has no value", schema=codec.schema_name, field="",
+            raise codec_error(DeadLetter.MALFORMED, "the record has no value", schema=codec.schema_name, field="",
                               topic=topic, offset=offset)  # fmt: skip
         decoded: dict[str, Any] = codec.decode_value(value, version=int(version), topic=topic, offset=offset)
         return decoded
@@ -393,7 +393,7 @@ class MetricsCollector(Stage):
             self._tick_counts = dict(self.counts)
             stalled = self._last_candle_ns is not None and now_ns - self._last_candle_ns > s.ingest_stall_s * 1e9
             alert = self.rules.check(
-                now_ns, codes.INGEST_STALLED, "ingest", stalled, Severity.CRITICAL,
+                now_ns, AlertCode.INGEST_STALLED, "ingest", stalled, Severity.CRITICAL,
                 f"no closed candle for more than {s.ingest_stall_s:.0f} s",
             )  # fmt: skip
             if alert:
@@ -425,7 +425,7 @@ class MetricsCollector(Stage):
             age = report.last_message_age_s + since_report_s
             self.exporter.ingest_last_message_age_of(source).set(age)
             alert = self.rules.check(
-                now_ns, codes.INGEST_FEED_STALE, source, age > threshold, Severity.CRITICAL,
+                now_ns, AlertCode.INGEST_FEED_STALE, source, age > threshold, Severity.CRITICAL,
                 f"{source}: no message from the exchange for {age:.0f} s (threshold {threshold:g} s); "
                 f"{report.reconnects} reconnect(s) so far",
             )  # fmt: skip
@@ -454,7 +454,7 @@ class MetricsCollector(Stage):
             worst[stage] = max(worst.get(stage, 0.0), summary.p99_ms)
         for stage, p99 in sorted(worst.items()):
             alert = self.rules.check(
-                now_ns, codes.LATENCY_P99, stage, p99 > target, Severity.WARNING,
+                now_ns, AlertCode.LATENCY_P99_OVER_TARGET, stage, p99 > target, Severity.WARNING,
                 f"{stage}: p99 latency {p99:.1f} ms over the {target:g} ms target",
             )  # fmt: skip
             if alert:
@@ -509,7 +509,8 @@ class MetricsCollector(Stage):
                 if self.store is not None:
                     self.store.metric("feature_psi", {"symbol": f.symbol, "feature": f.feature}, at, f.psi)
                 alert = self.rules.check(
-                    now_ns, codes.FEATURE_DRIFT, f"{f.symbol}/{f.feature}", f.significant, Severity.WARNING,
+                    now_ns, AlertCode.FEATURE_DRIFT_SIGNIFICANT, f"{f.symbol}/{f.feature}", f.significant,
+                    Severity.WARNING,
                     f"{f.symbol} {f.feature}: PSI {f.psi:.3f} >= {PSI_SIGNIFICANT} against the training reference",
                 )  # fmt: skip
                 if alert:
@@ -535,7 +536,7 @@ class MetricsCollector(Stage):
             ), key=symbol.encode(), origin_ns=now_ns))  # fmt: skip
             if fired:
                 raised.append(self.rules.event(
-                    codes.ERROR_DRIFT, f"{model_type}/{symbol}", Severity.WARNING,
+                    AlertCode.MODEL_ERROR_DRIFT, f"{model_type}/{symbol}", Severity.WARNING,
                     f"{model_type} {symbol}: the error rate rose (Page-Hinkley); rolling accuracy {accuracy:.1%}",
                 ))  # fmt: skip
         return out
@@ -556,7 +557,7 @@ class MetricsCollector(Stage):
             if self.store is not None and group in per_group:
                 self.store.metric("consumer_lag", {"group": group}, at, behind)
             alert = self.rules.check(
-                now_ns, codes.CONSUMER_LAG, group, behind > threshold, Severity.WARNING,
+                now_ns, AlertCode.CONSUMER_LAG_OVER_THRESHOLD, group, behind > threshold, Severity.WARNING,
                 f"{group}: {behind} messages behind (threshold {threshold})",
             )  # fmt: skip
             if alert:
@@ -576,7 +577,7 @@ class MetricsCollector(Stage):
         if self.notifier is None:
             return
         least = Severity(self.settings.telegram.min_severity)
-        if _SEVERITY_RANK[alert.severity] >= _SEVERITY_RANK[least] or alert.code.endswith(codes.RESOLVED_SUFFIX):
+        if _SEVERITY_RANK[alert.severity] >= _SEVERITY_RANK[least] or alert.code.endswith(RESOLVED_SUFFIX):
             if not self.notifier.notify(f"[{alert.severity.value}] {alert.code}\n{alert.message}"):
                 self.exporter.telegram_dropped.inc()
 
@@ -586,7 +587,7 @@ class MetricsCollector(Stage):
             for table, n in self.store.flush().items():
                 self.exporter.stored_rows_of(table).inc(n)
             self._storage_failing = False
-            alert = self.rules.check(now_ns, codes.STORAGE_FAILED, "database", False, Severity.CRITICAL, "")
+            alert = self.rules.check(now_ns, AlertCode.STORAGE_FAILED, "database", False, Severity.CRITICAL, "")
             if alert:
                 with self._lock:
                     self._operator.append(alert)
@@ -594,7 +595,7 @@ class MetricsCollector(Stage):
             self._storage_failing = True
             # The rows stay buffered for the next flush; the database may only be restarting.
             log.error("metrics: database write failed: %s", type(exc).__name__)
-            alert = self.rules.check(now_ns, codes.STORAGE_FAILED, "database", True, Severity.CRITICAL,
+            alert = self.rules.check(now_ns, AlertCode.STORAGE_FAILED, "database", True, Severity.CRITICAL,
                                      f"metrics database write failed: {type(exc).__name__}")  # fmt: skip
             if alert:
                 with self._lock:

@@ -33,6 +33,7 @@ import orjson
 from pydantic import ValidationError
 
 from kstrade import _native
+from kstrade.codes import DeadLetter
 from kstrade.schemas.models import MODELS, FeatureVector, Message, PredictedDirection, Prediction
 
 if TYPE_CHECKING:
@@ -125,12 +126,12 @@ class MessageHeaders:
                 found[name] = value.decode("ascii")
             except UnicodeDecodeError:
                 raise codec_error(
-                    "BAD_HEADER", "not ASCII text", schema="headers", field=name, topic=topic, offset=offset
+                    DeadLetter.BAD_HEADER, "not ASCII text", schema="headers", field=name, topic=topic, offset=offset
                 ) from None
         for name in (HEADER_SCHEMA, HEADER_SCHEMA_VERSION, HEADER_ORIGIN_NS, HEADER_STAGE):
             if name not in found:
                 raise codec_error(
-                    "MISSING_HEADER",
+                    DeadLetter.MISSING_HEADER,
                     "required on every message",
                     schema="headers",
                     field=name,
@@ -140,7 +141,7 @@ class MessageHeaders:
         encoding = found.get(HEADER_ENCODING, "avro")
         if encoding not in ENCODINGS:
             raise codec_error(
-                "BAD_HEADER",
+                DeadLetter.BAD_HEADER,
                 f"unknown encoding {encoding!r}",
                 schema="headers",
                 field=HEADER_ENCODING,
@@ -153,7 +154,7 @@ class MessageHeaders:
                 ints[name] = int(found[name])
             except ValueError:
                 raise codec_error(
-                    "BAD_HEADER",
+                    DeadLetter.BAD_HEADER,
                     f"{found[name]!r} is not an integer",
                     schema="headers",
                     field=name,
@@ -259,9 +260,9 @@ def locate_failure(schema: Any, data: bytes) -> tuple[str, str]:
 
     def need(n: int, field: str) -> None:
         if n < 0:
-            raise _Stop("MALFORMED", field)
+            raise _Stop(DeadLetter.MALFORMED, field)
         if pos + n > len(data):
-            raise _Stop("TRUNCATED", field)
+            raise _Stop(DeadLetter.TRUNCATED, field)
 
     def long(field: str) -> int:
         nonlocal pos
@@ -275,7 +276,7 @@ def locate_failure(schema: Any, data: bytes) -> tuple[str, str]:
             if not b & 0x80:
                 return (z >> 1) ^ -(z & 1)
             if shift >= 70:
-                raise _Stop("MALFORMED", field)
+                raise _Stop(DeadLetter.MALFORMED, field)
 
     def min_size(s: Any) -> int:
         """The fewest bytes a value of this type takes (0 for null)."""
@@ -303,7 +304,7 @@ def locate_failure(schema: Any, data: bytes) -> tuple[str, str]:
         if isinstance(s, list):
             i = long(field)
             if not 0 <= i < len(s):
-                raise _Stop("MALFORMED", field)
+                raise _Stop(DeadLetter.MALFORMED, field)
             walk(s[i], field)
             return
         t = s if isinstance(s, str) else s["type"]
@@ -314,7 +315,7 @@ def locate_failure(schema: Any, data: bytes) -> tuple[str, str]:
         if t == "boolean":
             need(1, field)
             if data[pos] > 1:
-                raise _Stop("MALFORMED", field)
+                raise _Stop(DeadLetter.MALFORMED, field)
             pos += 1
         elif t in ("int", "long"):
             long(field)
@@ -329,7 +330,7 @@ def locate_failure(schema: Any, data: bytes) -> tuple[str, str]:
                 try:
                     data[pos : pos + n].decode()
                 except UnicodeDecodeError:
-                    raise _Stop("MALFORMED", field) from None
+                    raise _Stop(DeadLetter.MALFORMED, field) from None
             pos += n
         elif t == "fixed":
             need(s["size"], field)
@@ -337,7 +338,7 @@ def locate_failure(schema: Any, data: bytes) -> tuple[str, str]:
         elif t == "enum":
             i = long(field)
             if not 0 <= i < len(s["symbols"]):
-                raise _Stop("MALFORMED", field)
+                raise _Stop(DeadLetter.MALFORMED, field)
         elif t in ("array", "map"):
             while True:
                 count = long(field)
@@ -350,7 +351,7 @@ def locate_failure(schema: Any, data: bytes) -> tuple[str, str]:
                 # of the array itself (and never a reason to loop 2**40 times).
                 item = min_size(s["values"] if t == "map" else s["items"]) + (1 if t == "map" else 0)
                 if count * max(item, 1) > len(data) - pos:
-                    raise _Stop("TRUNCATED", field)
+                    raise _Stop(DeadLetter.TRUNCATED, field)
                 for i in range(count):
                     if t == "map":
                         walk("string", field)
@@ -370,10 +371,10 @@ def locate_failure(schema: Any, data: bytes) -> tuple[str, str]:
     except _Stop as stop:
         return stop.code, stop.field
     except RecursionError:
-        return "MALFORMED", ""
+        return DeadLetter.MALFORMED, ""
     if pos != len(data):
-        return "TRAILING_BYTES", ""
-    return "MALFORMED", ""
+        return DeadLetter.TRAILING_BYTES, ""
+    return DeadLetter.MALFORMED, ""
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -524,7 +525,7 @@ class Codec:
 
     def _invalid(self, e: ValidationError, topic: str | None, offset: int | None) -> Exception:
         first = e.errors()[0]
-        code = "NON_FINITE" if first["type"] == "finite_number" else "INVALID"
+        code = DeadLetter.NON_FINITE if first["type"] == "finite_number" else DeadLetter.INVALID
         return self._err(code, first["msg"], _field_path(first["loc"]), topic, offset)
 
     def _check_version(self, version: int | None, topic: str | None, offset: int | None) -> int | None:
@@ -535,7 +536,7 @@ class Codec:
             return version
         known = sorted({*released_versions(self.name), self.version})
         raise self._err(
-            "UNKNOWN_SCHEMA_VERSION",
+            DeadLetter.UNKNOWN_SCHEMA_VERSION,
             f"version {version} is not one of {known}",
             HEADER_SCHEMA_VERSION,
             topic,
@@ -555,7 +556,7 @@ class Codec:
             try:
                 fastavro.schemaless_writer(buf, self._parsed, value)
             except (ValueError, TypeError, KeyError, AttributeError) as e:
-                raise self._err("INVALID", str(e)) from None
+                raise self._err(DeadLetter.INVALID, str(e)) from None
             body = buf.getvalue()
         return self._frame(body)
 
@@ -575,7 +576,7 @@ class Codec:
             try:
                 result: dict[str, Any] = orjson.loads(data)
             except orjson.JSONDecodeError as e:
-                raise self._err("MALFORMED", f"invalid JSON: {e}", "", topic, offset) from None
+                raise self._err(DeadLetter.MALFORMED, f"invalid JSON: {e}", "", topic, offset) from None
             return result
         data, writer = self._unframe(data, version, topic, offset)
         if self.native and writer is None:
@@ -596,10 +597,12 @@ class Codec:
             code, field = locate_failure(writer_schema, data)
             raise self._err(code, f"{type(e).__name__}: {e}", field, topic, offset) from None
         if not isinstance(raw, dict):
-            raise self._err("MALFORMED", "the body is not a record", "", topic, offset)
+            raise self._err(DeadLetter.MALFORMED, "the body is not a record", "", topic, offset)
         value: dict[str, Any] = raw
         if buf.tell() != len(data):
-            raise self._err("TRAILING_BYTES", f"{len(data) - buf.tell()} byte(s) after the record", "", topic, offset)
+            raise self._err(
+                DeadLetter.TRAILING_BYTES, f"{len(data) - buf.tell()} byte(s) after the record", "", topic, offset
+            )
         return value
 
     # framing: bare body or Confluent wire format
@@ -624,7 +627,7 @@ class Codec:
             return data, (None if old is None else _parsed(self.name, old))
         if len(data) < _CONFLUENT.size or data[0] != 0:
             raise self._err(
-                "MALFORMED",
+                DeadLetter.MALFORMED,
                 "not in Confluent wire format (magic byte 0 + 4-byte schema id)",
                 "<wire header>",
                 topic,
@@ -639,10 +642,10 @@ class Codec:
         try:
             writer = self.registry.schema_by_id(schema_id)
         except LookupError as e:
-            raise self._err("UNKNOWN_SCHEMA_ID", str(e), "<wire header>", topic, offset) from None
+            raise self._err(DeadLetter.UNKNOWN_SCHEMA_ID, str(e), "<wire header>", topic, offset) from None
         if full_name(writer) != self.schema_name:
             raise self._err(
-                "SCHEMA_MISMATCH",
+                DeadLetter.SCHEMA_MISMATCH,
                 f"schema id {schema_id} is {full_name(writer)}",
                 "<wire header>",
                 topic,
@@ -687,10 +690,10 @@ class Codec:
                     return self.model.model_validate(_json_in(self.name, orjson.loads(data)))
                 return self.model.model_validate_json(data)
             except orjson.JSONDecodeError as e:
-                raise self._err("MALFORMED", f"invalid JSON: {e}", "", topic, offset) from None
+                raise self._err(DeadLetter.MALFORMED, f"invalid JSON: {e}", "", topic, offset) from None
             except ValidationError as e:
                 if e.errors()[0]["type"] == "json_invalid":
-                    raise self._err("MALFORMED", e.errors()[0]["msg"], "", topic, offset) from None
+                    raise self._err(DeadLetter.MALFORMED, e.errors()[0]["msg"], "", topic, offset) from None
                 raise self._invalid(e, topic, offset) from None
         data, writer = self._unframe(data, version, topic, offset)
         if self.native and writer is None:
@@ -733,7 +736,7 @@ class Codec:
         h = MessageHeaders.from_kafka(record.headers, topic=record.topic, offset=record.offset)
         if h.schema != self.schema_name:
             raise self._err(
-                "SCHEMA_MISMATCH",
+                DeadLetter.SCHEMA_MISMATCH,
                 f"the record carries {h.schema}",
                 HEADER_SCHEMA,
                 record.topic,
@@ -741,14 +744,14 @@ class Codec:
             )
         if h.encoding != self.encoding:
             raise self._err(
-                "FORMAT_MISMATCH",
+                DeadLetter.FORMAT_MISMATCH,
                 f"the record is {h.encoding}, this codec reads {self.encoding}",
                 HEADER_ENCODING,
                 record.topic,
                 record.offset,
             )
         if record.value is None:
-            raise self._err("MALFORMED", "the record has no value", "", record.topic, record.offset)
+            raise self._err(DeadLetter.MALFORMED, "the record has no value", "", record.topic, record.offset)
         return self.decode(record.value, version=h.schema_version, topic=record.topic, offset=record.offset)
 
     # batches

@@ -22,6 +22,7 @@ from kstrade.bus.topics import (
     predictions_lstm,
     signals,
 )
+from kstrade.codes import DeadLetter
 from kstrade.config import Settings, SignalSettings
 from kstrade.schemas import Candle, Execution, FeatureVector, PnlEvent, Prediction, Signal
 from kstrade.schemas.codec import HEADER_ORIGIN_NS
@@ -174,7 +175,7 @@ class SignalAggregator(Stage):
             symbol, timestamp, interval, close = self._read_candle(record)
             self._check_symbol(symbol, self._candle_topics[topic], topic)
             if interval != "1m":
-                raise MessageError("WRONG_INTERVAL", f"{topic}: a {interval} candle on the 1m topic")
+                raise MessageError(DeadLetter.WRONG_INTERVAL, f"{topic}: a {interval} candle on the 1m topic")
             self.market.add_close(symbol, timestamp, close)
             key = (symbol, timestamp)
             self._hold(key, record)
@@ -189,13 +190,18 @@ class SignalAggregator(Stage):
             return self._decide_all(self.join.ready(key))
         if topic == EXECUTIONS:
             fill = self.decode(record, Execution)
+            if fill.symbol not in self._symbols:
+                raise MessageError(DeadLetter.UNKNOWN_SYMBOL, f"{topic}: symbol {fill.symbol!r} is not configured")
             if fill.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
                 self.positions.filled(fill.symbol, str(fill.signal_id))
             return ()
         if topic == PNL:
-            self.positions.closed(str(self.decode(record, PnlEvent).signal_id))
+            pnl = self.decode(record, PnlEvent)
+            if pnl.symbol not in self._symbols:
+                raise MessageError(DeadLetter.UNKNOWN_SYMBOL, f"{topic}: symbol {pnl.symbol!r} is not configured")
+            self.positions.closed(str(pnl.signal_id))
             return ()
-        raise MessageError("UNEXPECTED_TOPIC", f"the signals stage does not read {topic}")
+        raise MessageError(DeadLetter.UNEXPECTED_TOPIC, f"the signals stage does not read {topic}")
 
     # Inputs: the cheap native read when the record is a well-formed current message, else the
     # full decode, which raises what it always raised (see `kstrade.signals.inputs`).
@@ -245,11 +251,11 @@ class SignalAggregator(Stage):
         if record.topic in self._lstm_topics:
             self._check_symbol(symbol, self._lstm_topics[record.topic], record.topic)
             if model_type != "lstm":
-                raise MessageError("MODEL_TOPIC_MISMATCH", f"{record.topic}: a {model_type} prediction")
+                raise MessageError(DeadLetter.MODEL_TOPIC_MISMATCH, f"{record.topic}: a {model_type} prediction")
         elif model_type != "transformer":
-            raise MessageError("MODEL_TOPIC_MISMATCH", f"{record.topic}: a {model_type} prediction")
+            raise MessageError(DeadLetter.MODEL_TOPIC_MISMATCH, f"{record.topic}: a {model_type} prediction")
         elif symbol not in self._symbols:
-            raise MessageError("UNKNOWN_SYMBOL", f"{record.topic}: symbol {symbol!r} is not configured")
+            raise MessageError(DeadLetter.UNKNOWN_SYMBOL, f"{record.topic}: symbol {symbol!r} is not configured")
         vote = ModelVote(model_type, version, direction, probability, confidence)
         key = (symbol, timestamp)
         keys = self.join.add(vote, symbol, timestamp, now_ns=self.clock.now_ns(), origin_ns=origin_ns)
@@ -260,7 +266,7 @@ class SignalAggregator(Stage):
     @staticmethod
     def _check_symbol(symbol: str, expected: str, topic: str) -> None:
         if symbol != expected:
-            raise MessageError("SYMBOL_TOPIC_MISMATCH", f"{topic}: a message for {symbol!r}")
+            raise MessageError(DeadLetter.SYMBOL_TOPIC_MISMATCH, f"{topic}: a message for {symbol!r}")
 
     # -- decisions ---------------------------------------------------------------------------
     def on_time(self, now_ns: int) -> Iterable[Output]:

@@ -10,9 +10,9 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
+from kstrade.codes import FilterReason as FilterReason  # defined with the other codes; imported from here too
 from kstrade.config import SignalSettings, TierBands
 from kstrade.schemas.models import EPOCH, PredictedDirection, Signal, SignalDirection, SignalStage, Tier
 from kstrade.signals.boosters import (
@@ -33,21 +33,6 @@ SIGNAL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://kstrade.invalid/signa
 #: Stop distance (fraction of the entry) used only to fill in the levels of a signal that is
 #: rejected for lack of an ATR: such a signal is never traded, but the schema needs levels.
 PLACEHOLDER_ATR_FRACTION = 0.001
-
-
-class FilterReason(StrEnum):
-    """Why a signal was not sent to `signals.final`. Stable codes: dashboards and alerts key
-    on them. Listed in the order they are checked; the first is the signal's reason."""
-
-    NO_PRICE = "NO_PRICE"  # no 1m close for the candle time: no honest entry price
-    NO_FEATURES = "NO_FEATURES"  # no feature vector for the candle time, or a feature missing
-    NO_ATR = "NO_ATR"  # ATR not positive (warming up) or stops would cross zero
-    STALE = "STALE"  # decided after the signal's TTL had already run out
-    FLAT = "FLAT"  # the ensemble's most likely class is FLAT: no move to trade
-    TIER_D = "TIER_D"  # calibrated confidence below tier C: never traded
-    TF_MISALIGNED = "TF_MISALIGNED"  # higher timeframes point the other way
-    VOLATILITY_REGIME = "VOLATILITY_REGIME"  # regime blocked by configuration
-    POSITION_OPEN = "POSITION_OPEN"  # one open position per symbol
 
 
 #: Each reason's place in the order they are checked (the order of `FilterReason`).

@@ -31,6 +31,7 @@ import websockets
 from kstrade.bus import Output
 from kstrade.bus.topics import METRICS_ALERTS
 from kstrade.clock import Clock, WallClock
+from kstrade.codes import AlertCode
 from kstrade.config import CoinbaseSettings
 from kstrade.features import Candle as NativeCandle
 from kstrade.features import ClosedBar
@@ -50,7 +51,6 @@ from kstrade.ingest.coinbase.rest import CandlesRest
 from kstrade.ingest.health import IngestHealth
 from kstrade.ingest.resume import ResumePoint
 from kstrade.ingest.rollup import MultiTimeframeCandles, close_time_ns
-from kstrade.metrics.alerts import INGEST_CROSS_CHECK_MISMATCH
 from kstrade.retry import Backoff
 from kstrade.schemas import Alert
 from kstrade.schemas.models import Severity
@@ -411,10 +411,10 @@ class CoinbaseSource(Source):
             timestamp=datetime.now(UTC),
             severity=Severity.WARNING,
             source=self.name,
-            code=INGEST_CROSS_CHECK_MISMATCH,
+            code=AlertCode.INGEST_CROSS_CHECK_MISMATCH,
             message=message,
         )
         origin_ns = close_time_ns(ours.open_time_ms, "5m")
         self._alerts.append(
-            self.emit(METRICS_ALERTS, alert, key=INGEST_CROSS_CHECK_MISMATCH.encode(), origin_ns=origin_ns)
+            self.emit(METRICS_ALERTS, alert, key=AlertCode.INGEST_CROSS_CHECK_MISMATCH.encode(), origin_ns=origin_ns)
         )

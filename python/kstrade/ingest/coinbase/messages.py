@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from kstrade.codes import FeedCode
+
 
 class FeedMessageError(ValueError):
     """A message the client cannot use; `code` is stable (MALFORMED_JSON, BAD_FIELD, ...)."""
@@ -85,17 +87,17 @@ FeedEvent = TradesEvent | Heartbeat | Subscriptions | CandlesEvent | FeedError |
 def parse_time_ms(text: str) -> int:
     """RFC 3339 with up to nanoseconds ('2023-02-09T20:19:35.39625135Z') to epoch ms."""
     if not isinstance(text, str) or not text.endswith("Z") or "T" not in text:
-        raise FeedMessageError("BAD_FIELD", f"time {text!r} is not RFC 3339 UTC")
+        raise FeedMessageError(FeedCode.BAD_FIELD, f"time {text!r} is not RFC 3339 UTC")
     body = text[:-1]
     frac = ""
     if "." in body:
         body, frac = body.split(".", 1)
         if not frac.isdigit():
-            raise FeedMessageError("BAD_FIELD", f"time {text!r} has a bad fraction")
+            raise FeedMessageError(FeedCode.BAD_FIELD, f"time {text!r} has a bad fraction")
     try:
         whole = datetime.fromisoformat(body + "+00:00")
     except ValueError:
-        raise FeedMessageError("BAD_FIELD", f"time {text!r} is not RFC 3339 UTC") from None
+        raise FeedMessageError(FeedCode.BAD_FIELD, f"time {text!r} is not RFC 3339 UTC") from None
     millis = int((frac + "000")[:3]) if frac else 0
     return int(whole.timestamp()) * 1000 + millis
 
@@ -103,29 +105,29 @@ def parse_time_ms(text: str) -> int:
 def _num(value: Any, field: str) -> float:
     # Coinbase sends numbers as strings; accept plain numbers too.
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise FeedMessageError("BAD_FIELD", f"{field} is {value!r}, not a number")
+        raise FeedMessageError(FeedCode.BAD_FIELD, f"{field} is {value!r}, not a number")
     try:
         out = float(value)
     except ValueError:
-        raise FeedMessageError("BAD_FIELD", f"{field} is {value!r}, not a number") from None
+        raise FeedMessageError(FeedCode.BAD_FIELD, f"{field} is {value!r}, not a number") from None
     if out != out or out in (float("inf"), float("-inf")):
-        raise FeedMessageError("BAD_FIELD", f"{field} is not finite")
+        raise FeedMessageError(FeedCode.BAD_FIELD, f"{field} is not finite")
     return out
 
 
 def _int(value: Any, field: str) -> int:
     if isinstance(value, bool):
-        raise FeedMessageError("BAD_FIELD", f"{field} is {value!r}, not an integer")
+        raise FeedMessageError(FeedCode.BAD_FIELD, f"{field} is {value!r}, not an integer")
     if isinstance(value, int):
         return value
     if isinstance(value, str) and value.lstrip("-").isdigit():
         return int(value)
-    raise FeedMessageError("BAD_FIELD", f"{field} is {value!r}, not an integer")
+    raise FeedMessageError(FeedCode.BAD_FIELD, f"{field} is {value!r}, not an integer")
 
 
 def _trade(raw: Any) -> Trade:
     if not isinstance(raw, dict):
-        raise FeedMessageError("BAD_FIELD", "a trade is not an object")
+        raise FeedMessageError(FeedCode.BAD_FIELD, "a trade is not an object")
     try:
         price = _num(raw["price"], "price")
         size = _num(raw["size"], "size")
@@ -133,11 +135,11 @@ def _trade(raw: Any) -> Trade:
         trade_id = raw["trade_id"]
         time_ms = parse_time_ms(raw["time"])
     except KeyError as exc:
-        raise FeedMessageError("BAD_FIELD", f"a trade has no {exc.args[0]}") from None
+        raise FeedMessageError(FeedCode.BAD_FIELD, f"a trade has no {exc.args[0]}") from None
     if not isinstance(product, str) or not product:
-        raise FeedMessageError("BAD_FIELD", "trade product_id missing")
+        raise FeedMessageError(FeedCode.BAD_FIELD, "trade product_id missing")
     if price <= 0 or size < 0:
-        raise FeedMessageError("BAD_FIELD", f"trade {trade_id}: price {price}, size {size}")
+        raise FeedMessageError(FeedCode.BAD_FIELD, f"trade {trade_id}: price {price}, size {size}")
     return Trade(product, str(trade_id), price, size, time_ms)
 
 
@@ -152,9 +154,9 @@ def parse_with_time(text: str | bytes) -> tuple[FeedEvent, int | None]:
     try:
         msg = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise FeedMessageError("MALFORMED_JSON", str(exc)) from None
+        raise FeedMessageError(FeedCode.MALFORMED_JSON, str(exc)) from None
     if not isinstance(msg, dict):
-        raise FeedMessageError("MALFORMED", "a message must be a JSON object")
+        raise FeedMessageError(FeedCode.MALFORMED, "a message must be a JSON object")
     server_ms: int | None = None
     stamp = msg.get("timestamp")
     if isinstance(stamp, str):
@@ -170,27 +172,27 @@ def _event(msg: dict[str, Any]) -> FeedEvent:
         return FeedError(str(msg.get("message", "")))
     channel = msg.get("channel")
     if not isinstance(channel, str):
-        raise FeedMessageError("MALFORMED", "no channel")
+        raise FeedMessageError(FeedCode.MALFORMED, "no channel")
     seq = _int(msg.get("sequence_num"), "sequence_num") if "sequence_num" in msg else None
     events = msg.get("events", [])
     if not isinstance(events, list):
-        raise FeedMessageError("MALFORMED", "events is not a list")
+        raise FeedMessageError(FeedCode.MALFORMED, "events is not a list")
     if channel not in ("market_trades", "heartbeats", "subscriptions", "candles"):
         return UnknownChannel(seq, channel)
     if seq is None:
-        raise FeedMessageError("MALFORMED", f"{channel} message without sequence_num")
+        raise FeedMessageError(FeedCode.MALFORMED, f"{channel} message without sequence_num")
     if channel == "market_trades":
         trades: list[Trade] = []
         snapshot = False
         for ev in events:
             if not isinstance(ev, dict):
-                raise FeedMessageError("MALFORMED", "an event is not an object")
+                raise FeedMessageError(FeedCode.MALFORMED, "an event is not an object")
             snapshot = snapshot or ev.get("type") == "snapshot"
             trades += [_trade(t) for t in ev.get("trades", [])]
         return TradesEvent(seq, snapshot, trades)
     if channel == "heartbeats":
         if not events or not isinstance(events[0], dict) or "heartbeat_counter" not in events[0]:
-            raise FeedMessageError("MALFORMED", "heartbeat without heartbeat_counter")
+            raise FeedMessageError(FeedCode.MALFORMED, "heartbeat without heartbeat_counter")
         return Heartbeat(seq, _int(events[0]["heartbeat_counter"], "heartbeat_counter"))
     if channel == "subscriptions":
         channels: dict[str, list[str]] = {}
@@ -202,10 +204,10 @@ def _event(msg: dict[str, Any]) -> FeedEvent:
     out: list[ChannelCandle] = []
     for ev in events:
         if not isinstance(ev, dict) or not isinstance(ev.get("candles", []), list):
-            raise FeedMessageError("MALFORMED", "a candles event is not an object with a list")
+            raise FeedMessageError(FeedCode.MALFORMED, "a candles event is not an object with a list")
         for c in ev.get("candles", []):
             if not isinstance(c, dict):
-                raise FeedMessageError("MALFORMED", "a candle is not an object")
+                raise FeedMessageError(FeedCode.MALFORMED, "a candle is not an object")
             try:
                 out.append(
                     ChannelCandle(
@@ -219,5 +221,5 @@ def _event(msg: dict[str, Any]) -> FeedEvent:
                     )
                 )
             except KeyError as exc:
-                raise FeedMessageError("BAD_FIELD", f"a candle has no {exc.args[0]}") from None
+                raise FeedMessageError(FeedCode.BAD_FIELD, f"a candle has no {exc.args[0]}") from None
     return CandlesEvent(seq, out)
