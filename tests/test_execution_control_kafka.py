@@ -30,6 +30,7 @@ from kstrade.bus import Bus, Record
 from kstrade.bus.topics import CONTROL_EXECUTION, METRICS_ALERTS, ORDERS_CONFIRMED, PNL, signals
 from kstrade.config import MetricsSettings, TelegramSettings
 from kstrade.execution import PaperBroker
+from kstrade.execution.control import settle_at_end
 from kstrade.metrics.collector import build_collector
 from kstrade.schemas import Codec
 from kstrade.schemas.models import Alert, ControlCommand, Order, PnlEvent, Signal, SignalDirection, SignalStage
@@ -57,12 +58,7 @@ class Watch:
         self.seen: list[tuple[Record, Any]] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        deadline = time.monotonic() + 30
-        while not self.consumer.assignment() and time.monotonic() < deadline:
-            self.consumer.poll(max_records=100, timeout=0.2)
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:  # the "latest" positions settle once assigned
-            self.consumer.poll(max_records=100, timeout=0.1)
+        settle_at_end(self.consumer)
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 

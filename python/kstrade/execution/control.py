@@ -65,6 +65,18 @@ def publish(bus: Bus, command: ControlCommand, *, stage: str = "operator", timeo
     producer.flush(timeout)
 
 
+def settle_at_end(consumer: Consumer, *, settle_s: float = 1.0, timeout: float = 30.0) -> None:
+    """Poll a consumer subscribed with `auto.offset.reset = latest` until it is assigned, and a
+    moment more: its "latest" position is looked up once the partitions are assigned, and only
+    what is written after that is what it will read."""
+    deadline = time.monotonic() + timeout
+    while not consumer.assignment() and time.monotonic() < deadline:
+        consumer.poll(max_records=100, timeout=0.2)
+    end = time.monotonic() + settle_s
+    while time.monotonic() < end:
+        consumer.poll(max_records=100, timeout=0.1)
+
+
 class AckWatch:
     """Reads `metrics.alerts` from its end, to see the execution stage acknowledge a command.
     Open it before publishing: what is written after it is assigned is what it sees."""
@@ -73,13 +85,7 @@ class AckWatch:
         group = f"{OPERATOR_GROUPS}{uuid.uuid4().hex[:12]}"
         self.consumer: Consumer = bus.consumer(group, {"auto.offset.reset": "latest", "enable.auto.commit": "false"})
         self.consumer.subscribe([METRICS_ALERTS])
-        deadline = time.monotonic() + 30.0
-        while not self.consumer.assignment() and time.monotonic() < deadline:
-            self.consumer.poll(max_records=100, timeout=0.2)
-        # The "latest" position is looked up once the partitions are assigned: give it that moment.
-        end = time.monotonic() + settle_s
-        while time.monotonic() < end:
-            self.consumer.poll(max_records=100, timeout=0.1)
+        settle_at_end(self.consumer, settle_s=settle_s)
         self._codec = Codec(Alert)
 
     def wait(self, command: ControlCommand, timeout: float) -> Alert | None:
