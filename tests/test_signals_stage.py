@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -38,7 +39,7 @@ from kstrade.schemas.models import (
     Tier,
 )
 from kstrade.signals import REJECT_REASON, REJECT_REASONS, FilterReason, SignalAggregator, signal_id
-from kstrade.stage import Pipeline, Source
+from kstrade.stage import Pipeline, Source, _runner
 
 from .conftest import quiet
 
@@ -286,6 +287,56 @@ def test_over_the_real_broker_at_most_one_final_per_candle(kafka_bootstrap: str,
     assert [(s.symbol, s.timestamp) for s in missing] == [(symbols[1], start + timedelta(minutes=4))]
     # The repeats are counted, never used: as repeated if their candle still waited, else late.
     assert stage.join.stats.repeated + stage.join.stats.late == 2
+
+
+def test_over_the_real_broker_a_deadline_waits_until_every_input_on_the_bus_is_read(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    """Issue 18: a deadline that passes while a candle's missing prediction is still on the bus
+    (the cluster was away, the service catches up) decides nothing; once all is read it does."""
+    bus = Bus.kafka(kafka_bootstrap)
+    symbol = f"S{unique}W"
+    create_all(bus.admin(), catalogue([symbol]))
+    stage = SignalAggregator([symbol], SignalSettings(join_deadline_ms=300, one_position_per_symbol=False))
+    runner = _runner(bus, stage, poll_timeout=0.2)
+    stage.caught_up = runner.caught_up  # as run_service binds it
+    check = bus.consumer(f"check-{unique}")
+    check.subscribe(SIGNAL_TOPICS)
+    feed, producer = Feed(), bus.producer()
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
+
+    def send(outs: list[Output]) -> None:
+        for o in outs:
+            producer.send(o.topic, o.value, key=o.key, headers=o.headers)
+        producer.flush()
+
+    def read_until(done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 30
+        while not done() and time.monotonic() < deadline:
+            runner.run_once()
+        assert done()
+
+    try:
+        send([*feed.market(symbol, t0, 100.0, 0.5), feed.prediction("lstm", symbol, t0, PredictedDirection.UP, 0.8)])
+        read_until(lambda: (symbol, t0) in stage.join.pending and stage.market.close(symbol, t0) is not None)
+        send([feed.prediction("transformer", symbol, t0, PredictedDirection.UP, 0.7)])  # on the bus, not read
+        time.sleep(0.5)  # past the deadline
+        assert list(stage.on_time(stage.clock.now_ns())) == []  # the transformer is the next record
+        read_until(lambda: (symbol, t0) not in stage.join.pending)
+        # Then a candle whose transformer never comes: decided at its deadline, all being read.
+        t1 = t0 + timedelta(minutes=1)
+        send([*feed.market(symbol, t1, 101.0, 0.5), feed.prediction("lstm", symbol, t1, PredictedDirection.UP, 0.8)])
+        read_until(lambda: (symbol, t1) in stage.join.pending and stage.market.features(symbol, t1) is not None)
+        time.sleep(1.2)  # past the deadline, and past the runner's pause after its last "no"
+        runner.send(stage.on_time(stage.clock.now_ns()))
+        runner.commit_progress()
+        got = [r for r in quiet(check, 3.0) if r.key == symbol.encode()]
+    finally:
+        runner.consumer.close()
+    raw = {s.timestamp: s for s, _ in decode(got, signals("raw"))}
+    assert set(raw) == {t0, t1}
+    assert raw[t0].ensemble_weights["transformer"] > 0  # joined with both models, as an uninterrupted run
+    assert raw[t1].ensemble_weights["transformer"] == 0.0
 
 
 def test_a_decision_that_fails_is_counted_and_the_next_candle_is_still_decided() -> None:

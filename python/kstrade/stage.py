@@ -91,6 +91,16 @@ class Stage(_Emitter, ABC):
     #: set it from bus.max_future_skew_s). Replays skip the check: see `future_limit_ns`.
     max_future_skew_ns: int = DEFAULT_MAX_FUTURE_SKEW_NS
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: Whether everything on the stage's input topics has been read, for work on a deadline
+        #: that must not run while inputs are still on their way (the signals join: a candle
+        #: is decided without a model only once nothing more is to be read). In one process
+        #: (`Pipeline`) every stage has drained before `on_time`: always true. A service is
+        #: bound to its runner's lag probe (`StageRunner.caught_up`): false while the cluster
+        #: is away and while it catches up after.
+        self.caught_up: Callable[[], bool] = _always
+
     @property
     def group(self) -> str:
         return f"kstrade.{self.name}"
@@ -153,6 +163,10 @@ class Stage(_Emitter, ABC):
         if raw is not None and raw.isdigit():  # the common case, without reading every header
             return int(raw)
         return MessageHeaders.from_kafka(record.headers, topic=record.topic, offset=record.offset).origin_ns
+
+
+def _always() -> bool:
+    return True
 
 
 class Source(_Emitter, ABC):
@@ -395,6 +409,7 @@ def run_service(bus: Bus, stage: Stage, stop: threading.Event, *, poll_timeout: 
     finishes the batch in hand (outputs flushed, offsets committed) and leaves the group."""
     stage.clock = WallClock()
     runner = _runner(bus, stage, poll_timeout=poll_timeout)
+    stage.caught_up = runner.caught_up
     producer = runner.producer
     try:
         while not stop.is_set():

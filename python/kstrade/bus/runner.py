@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -194,6 +195,9 @@ class StageRunner:
         #: the same for the batch in hand (merged once its outputs are).
         self._delivered: dict[tuple[str, int], int] = {}
         self._handled: dict[tuple[str, int], int] = {}
+        #: `caught_up`: how long one lag probe may wait, and how often a "no" is asked again.
+        self.lag_timeout, self.lag_every = 1.0, 1.0
+        self._lag_not_before = 0.0
 
     def run_once(self, timeout: float | None = None) -> BatchResult:
         records = self.consumer.poll(self.max_records, self.poll_timeout if timeout is None else timeout)
@@ -294,28 +298,52 @@ class StageRunner:
                 raise
             print(f"bus: {exc}: left uncommitted (next batch or redelivery)", file=sys.stderr, flush=True)
 
+    def caught_up(self) -> bool:
+        """Whether the consumer has read everything its partitions hold now (lag 0 on each, by
+        position). False when it cannot tell: no partitions assigned (a rebalance, a rejoin) or
+        the cluster did not answer within `lag_timeout` (it is away). Asked at most once per
+        `lag_every` seconds while the answer is no; a yes is asked again each time."""
+        now = time.monotonic()
+        if now < self._lag_not_before:
+            return False
+        try:
+            lag = self.consumer.lag(self.lag_timeout)
+        except BusError:
+            lag = {}
+        if lag and not any(lag.values()):
+            return True
+        self._lag_not_before = now + self.lag_every
+        return False
+
     def deliver(self) -> None:
-        """Flush until every output is acknowledged, however long the cluster is away. A flush
-        timeout is not a failure (the records are still queued and retried); what the producer
-        gave up on after `message.timeout.ms` is, and is raised."""
-        waited = 0
-        while True:
-            try:
-                self.producer.flush(self.flush_timeout)
-                break
-            except BusError as exc:
-                if exc.code != BusCode.TIMEOUT:
-                    raise
-                waited += 1
-                print(
-                    f"bus: {self.producer.in_flight} outputs not acknowledged after "
-                    f"{waited * self.flush_timeout:.0f}s: waiting for the cluster, nothing committed",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        if waited:
-            print("bus: outputs acknowledged: going on", file=sys.stderr, flush=True)
+        """Flush until every output is acknowledged, however long the cluster is away (`deliver`)."""
+        deliver(self.producer, self.flush_timeout, "nothing committed")
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.run_once()
+
+
+def deliver(producer: Producer, flush_timeout: float = 30.0, meanwhile: str = "") -> None:
+    """Flush `producer` until every record it holds is acknowledged, however long the cluster is
+    away: a flush timeout is not a failure (the records are still queued, and the producer
+    resends them until `message.timeout.ms`), so it is logged every `flush_timeout` seconds and
+    the flush tried again. What the producer gave up on is raised (DELIVERY_FAILED).
+    `meanwhile` says in the log what the caller holds back while it waits."""
+    waited = 0
+    while True:
+        try:
+            producer.flush(flush_timeout)
+            break
+        except BusError as exc:
+            if exc.code != BusCode.TIMEOUT:
+                raise
+            waited += 1
+            print(
+                f"bus: {producer.in_flight} outputs not acknowledged after {waited * flush_timeout:.0f}s: "
+                f"waiting for the cluster{', ' + meanwhile if meanwhile else ''}",
+                file=sys.stderr,
+                flush=True,
+            )
+    if waited:
+        print("bus: outputs acknowledged: going on", file=sys.stderr, flush=True)

@@ -2,7 +2,9 @@
 to the bus, flushing (delivery confirmed) every `flush_every` instants and whenever the source
 is idle. A crash loses at most the unflushed instants, which the next start rebuilds from the
 topics (see `kstrade.ingest.resume`): live and paced replays flush every instant, a replay at
-full speed every 1000 (a Kafka flush costs a delivery round trip).
+full speed every 1000 (a Kafka flush costs a delivery round trip). A cluster that is away is
+waited out at each flush (`kstrade.bus.runner.deliver`): the source waits with it, and ingest
+goes on where it was once the cluster acknowledges what it holds.
 
 A source with `health` also gets its health published on `metrics.ingest_health` every
 `health_every_s` of wall time and once at shutdown, through a producer of its own: a health
@@ -15,6 +17,7 @@ import threading
 from collections.abc import Iterable
 
 from kstrade.bus import Bus, BusError, Producer
+from kstrade.bus.runner import deliver
 from kstrade.bus.topics import INTERVALS, METRICS_ALERTS, METRICS_INGEST_HEALTH, TopicSpec, candles, create_all
 from kstrade.ingest.health import HEALTH_EVERY_S, HealthReport, IngestHealth
 from kstrade.stage import Source
@@ -74,11 +77,11 @@ def run_ingest(
             batches += 1
             unflushed += 1
             if unflushed >= every or not batch:
-                producer.flush()
+                deliver(producer, meanwhile="the source waits")  # a cluster away is waited out
                 unflushed = 0
             if report is not None and health_producer is not None and report.due():
                 _publish_health(health_producer, report)
-        producer.flush()
+        deliver(producer)
     finally:
         # The last word, also after a failure: what the counters were when ingest stopped.
         if report is not None and health_producer is not None:

@@ -270,9 +270,15 @@ class SignalAggregator(Stage):
 
     # -- decisions ---------------------------------------------------------------------------
     def on_time(self, now_ns: int) -> Iterable[Output]:
-        """Decide every candle whose deadline passed, with the models present."""
+        """Decide every candle whose deadline passed, with the models present; but only once
+        every input on the bus is read (`caught_up`): a deadline that passed while the cluster
+        was away, or while this stage catches up after it, says nothing about a model being
+        down, since its prediction (or the candle or vector) may be the next record."""
+        due = self.join.due(now_ns)
+        if not due or not self.caught_up():
+            return []
         out: list[Output] = []
-        for key in self.join.due(now_ns):
+        for key in due:
             out += self._decide(key, now_ns)
         return out
 
