@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import polars as pl
+
 from kstrade.bus import Bus, Consumer, Record
 from kstrade.bus.topics import (
     EXECUTIONS,
@@ -153,16 +155,18 @@ class Stream:
     tail: list[list[Candle]]
 
     @classmethod
-    def make(cls, aliases: dict[str, str], seed: int = 21) -> Stream:
+    def make(cls, aliases: dict[str, str], seed: int = 21, source: str = "synthetic") -> Stream:
+        """`aliases`: symbol -> the generator's symbol it follows. `source`: the candles' `source`
+        field (what `ingest replay` writes is "replay")."""
         end = datetime.now(UTC).replace(second=0, microsecond=0)
         start = end - timedelta(days=2)
         warm: list[Candle] = []
         minutes: dict[datetime, list[Candle]] = defaultdict(list)
-        for alias, source in aliases.items():
-            for i, row in enumerate(generate(source, start, 2, seed).iter_rows(named=True)):
+        for alias, like in aliases.items():
+            for i, row in enumerate(generate(like, start, 2, seed).iter_rows(named=True)):
                 c = Candle(
                     timestamp=row["timestamp"], symbol=alias, interval="1m", open=row["open"], high=row["high"],
-                    low=row["low"], close=row["close"], volume=row["volume"], source="synthetic",
+                    low=row["low"], close=row["close"], volume=row["volume"], source=source,
                 )  # fmt: skip
                 if i < WARM_MINUTES:
                     warm.append(c)
@@ -172,6 +176,15 @@ class Stream:
 
     def shortened(self, minutes: int) -> Stream:
         return Stream(self.warm, self.tail[:minutes])
+
+    def write_tail(self, path: Path) -> Path:
+        """The tail as a candle file for `python -m kstrade ingest replay` (Parquet)."""
+        rows = [
+            (c.timestamp, c.symbol, c.open, c.high, c.low, c.close, c.volume) for minute in self.tail for c in minute
+        ]
+        names = ["timestamp", "symbol", "open", "high", "low", "close", "volume"]
+        pl.DataFrame(rows, schema=names, orient="row").write_parquet(path)
+        return path
 
 
 def send_candles(producer: Any, batch: Iterable[Candle]) -> None:
@@ -376,9 +389,16 @@ class Services:
         env = self.env
         if replica:
             env = {k: (f"{v}-{replica}" if k.endswith("__STATE_DIR") else v) for k, v in env.items()}
+        self._spawn(key, ["service", name, "--bus", "kafka"], env)
+
+    def start_ingest(self, path: Path, speed: str) -> None:
+        """`python -m kstrade ingest replay PATH --speed SPEED` as process "ingest"."""
+        self._spawn("ingest", ["ingest", "replay", str(path), "--speed", speed], self.env)
+
+    def _spawn(self, key: str, command: list[str], env: dict[str, str]) -> None:
         self.starts[key] += 1
         log = open(self._log(key), "wb")  # the process keeps its own copy of the descriptor
-        run = [sys.executable, "-m", "kstrade", "service", name, "--bus", "kafka", "--bootstrap", self.bootstrap]
+        run = [sys.executable, "-m", "kstrade", *command, "--bootstrap", self.bootstrap]
         self.procs[key] = subprocess.Popen(run, env=env, stderr=log, stdout=log)
         log.close()
 

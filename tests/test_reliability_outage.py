@@ -1,0 +1,135 @@
+"""Issue 18, the whole cluster away: `ingest replay` and the six services stream SYNTHETIC
+candles on a three-broker KRaft cluster (replication 3, min ISR 2), and every broker goes away
+at once mid-stream: stopped for 60 s (a controlled shutdown of every node), or SIGKILLed and
+restarted after 30 s (a crash of every node). Nobody restarts a process by hand.
+
+Afterwards every topic must hold what an uninterrupted run writes (the reference of
+tests/pipeline_services.py: by id and content, a repeat only as an identical re-emission),
+every final signal has its order or its reason for none, no signal two orders; every process
+was alive throughout, ingest finished its file (exit 0), and each service stops cleanly on
+SIGTERM. The catch-up time after the cluster is back is printed (pytest -s).
+
+Marked `cluster` (and `kafka`): the module starts its own three nodes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kstrade.broker import Cluster
+from kstrade.bus import Bus
+from kstrade.bus.topics import METRICS_ALERTS, ORDERS_PENDING, signals
+
+from .conftest import FAST_GROUP, three_brokers
+from .pipeline_services import (
+    SERVICES,
+    TRADE_TOPICS,
+    Services,
+    Stream,
+    TopicReader,
+    aliased_models,
+    data_topics,
+    env_for,
+    expected,
+    judge,
+    missing,
+    overrides,
+    settings_for,
+    undecided_finals,
+    wait_until,
+    warm_features,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.kafka]
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from three_brokers(tmp_path_factory.mktemp("outage3"))
+
+
+#: The services' session as in every group test here (see test_reliability_pipeline.PROPERTIES).
+PROPERTIES = {k: str(v) for k, v in FAST_GROUP.items()}
+#: Minutes streamed, and the pace: 2 minutes a second (`ingest replay --speed x120`).
+MINUTES, SPEED = 200, "x120"
+#: Seconds of streaming before the outage.
+BEFORE_S = 15.0
+
+
+def _alive(services: Services) -> list[str]:
+    """Processes that exited (ingest may, once its file is done)."""
+    return [f"{k} exited {p.returncode}" for k, p in services.procs.items() if p.poll() is not None and k != "ingest"]
+
+
+#: The SIGKILL case is opt-in (KSTRADE_OUTAGE_KILL=1): each case takes about 4 minutes on two
+#: cores, and CI's 30-minute budget holds one; the stop case (the longer outage) runs in CI.
+KILL = pytest.param(
+    "kill", 30.0,
+    marks=pytest.mark.skipif(os.environ.get("KSTRADE_OUTAGE_KILL") != "1", reason="opt in: KSTRADE_OUTAGE_KILL=1"),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(("how", "outage_s"), [("stop", 60.0), KILL])
+def test_the_whole_cluster_away_mid_stream_every_process_rides_it_out_and_nothing_is_lost(
+    three: Cluster, unique: str, tmp_path: Path, how: str, outage_s: float
+) -> None:
+    aliases = {f"B{unique}": "BTC-USD", f"E{unique}": "ETH-USD"}
+    symbols = list(aliases)
+    nested = overrides(tmp_path / "run", aliased_models(tmp_path / "models", aliases))
+    stream = Stream.make(aliases, source="replay").shortened(MINUTES)
+    settings = settings_for(symbols, nested)
+    warm_features(stream, settings)
+    want = expected(stream, settings, tmp_path / "reference")
+    tail = stream.write_tail(tmp_path / "tail.parquet")
+    (tmp_path / "logs").mkdir()
+    profile = {"transport": "kafka", "bootstrap": three.bootstrap, "replication_factor": 3, "min_insync_replicas": 2}
+    services = Services(three.bootstrap, env_for(profile, symbols, nested, PROPERTIES), tmp_path / "logs")
+    bus = Bus.kafka(three.bootstrap)
+    reader: TopicReader | None = None
+    try:
+        for name in SERVICES:
+            services.start(name)
+        services.wait_ready(timeout=120)
+        services.start_ingest(tail, SPEED)
+        time.sleep(BEFORE_S)
+        assert not _alive(services), _alive(services)
+        down_at = time.monotonic()
+        if how == "stop":
+            three.stop()
+        else:
+            for node in three.nodes:
+                three.kill_node(node.node_id)
+        while time.monotonic() - down_at < outage_s:
+            assert not _alive(services), f"while the cluster was away: {_alive(services)}"
+            time.sleep(1.0)
+        three.start(timeout=180)
+        back_at = time.monotonic()
+        ingest = services.procs["ingest"]
+        assert ingest.wait(timeout=240) == 0, (tmp_path / "logs" / "ingest.1.log").read_text()[-3000:]
+        reader = TopicReader(bus, [*data_topics(symbols), *TRADE_TOPICS, METRICS_ALERTS], symbols, unique)
+        finals = list(want[signals("final")])
+        drained = wait_until(
+            lambda: not missing(reader, want) and not undecided_finals(reader, finals), 240, reader.poll
+        )
+        caught_up_s = time.monotonic() - back_at
+        reader.poll(3.0)  # anything late (a re-emission) arrives too
+        verdict = judge(reader, want)
+        print(f"\ncluster {how} for {outage_s:.0f}s; caught up {caught_up_s:.1f}s after it was back")
+        print(verdict.table())
+        assert not _alive(services), _alive(services)
+        assert drained and not verdict.problems, "\n".join([*verdict.problems, str(missing(reader, want))])
+        assert verdict.counts[ORDERS_PENDING][1] > 0  # execution traded: its one-order check is not empty
+        for name in SERVICES:
+            services.stop(name)
+        assert not services.errors(), "\n".join(services.errors())
+    finally:
+        if reader is not None:
+            reader.close()
+        services.close()
+        if not all(alive for _, alive in three.status()):
+            three.start(timeout=180)  # the next case needs all three brokers
