@@ -519,6 +519,22 @@ class Verdict:
         return "\n".join(rows)
 
 
+def order_breaks(reader: TopicReader, topics: Iterable[str]) -> list[str]:
+    """Where a symbol's candle times go backwards on a data topic, in the order read (a
+    symbol's records share a partition, so that is their log order): for a failure's report."""
+    out = []
+    for topic in topics:
+        last: dict[str, str] = {}
+        for ident, _ in reader.by_topic.get(topic, []):
+            if "|" not in ident:
+                continue  # a signal, an order: not keyed by candle time
+            symbol, when = ident.split("|")[:2]
+            if symbol in last and when < last[symbol]:
+                out.append(f"{topic}: {symbol} {when[11:16]} after {last[symbol][11:16]}")
+            last[symbol] = max(when, last.get(symbol, when))
+    return out
+
+
 def _when(content: str) -> str:
     """The symbol and candle time of a record's content (JSON), to say where a problem lies."""
     data = json.loads(content)

@@ -9,6 +9,7 @@ and never used, so a candle yields at most one decision.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -21,6 +22,8 @@ MARKET_MEMORY = 64
 
 Key = tuple[str, datetime]
 V = TypeVar("V")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -120,6 +123,12 @@ class PredictionJoin:
         key = (symbol, timestamp)
         if (done is not None and timestamp <= done) and key not in self.pending:
             self.stats.late += 1
+            # Never silent: a late prediction is a model slower than the deadline, or inputs
+            # that reached this stage out of order (the candle was decided without it).
+            log.warning(
+                "signals: %s prediction for %s at %s came after the symbol was decided through %s: not used",
+                vote.model_type, symbol, timestamp.isoformat(), done.isoformat(),
+            )  # fmt: skip
             return []
         entry = self.pending.get(key)
         if entry is None:
