@@ -23,7 +23,8 @@ from kstrade.metrics.prometheus import MetricsExporter
 from kstrade.services import STAGES
 
 SYMBOLS = ["BTC-USD", "ETH-USD"]
-#: The one topic several services write by design: alerts from inference, execution and metrics.
+#: The topics several services write by design: alerts (every service raises its own NO_PROGRESS)
+#: and operator commands.
 SHARED = {METRICS_ALERTS, CONTROL_EXECUTION}
 
 
@@ -53,6 +54,7 @@ def test_features_gets_exactly_its_inputs_group_outputs_and_dead_letters() -> No
             Acl(user, Resource.TOPIC, f"features.aggregated.{s}", Operation.WRITE),
             Acl(user, Resource.TOPIC, f"dlq.market.candles.{s}.1m", Operation.WRITE),
         }
+    expected.add(Acl(user, Resource.TOPIC, METRICS_ALERTS, Operation.WRITE))  # its own NO_PROGRESS
     assert got == expected
 
 
@@ -70,7 +72,7 @@ def test_each_topic_has_one_writer_and_each_stage_reads_what_it_declares() -> No
         else:
             assert len(who) == 1 or topic in SHARED, (topic, who)
     assert writers["dlq.market.candles.BTC-USD.1m"] == {"features", "signals", "execution"}
-    assert writers[METRICS_ALERTS] == {"ingest", "inference.lstm", "inference.transformer", "execution", "metrics"}
+    assert writers[METRICS_ALERTS] == {"ingest", *STAGES}  # every service: its NO_PROGRESS, at least
     assert writers[CONTROL_EXECUTION] == {"operator", "metrics"}  # the command line and the Telegram bot
     everything = {t for name in pipeline_topics(SYMBOLS) for t in (name, dlq_topic(name))}
     assert set(writers) <= everything  # nothing outside the catalogue

@@ -201,6 +201,13 @@ class AlertCode(_Code):
         "metrics.collector",
     )
     STORAGE_FAILED = "STORAGE_FAILED", "CRITICAL", "the collector cannot write its database", "metrics.collector"
+    # every service (its liveness watch)
+    NO_PROGRESS = (
+        "NO_PROGRESS",
+        "CRITICAL",
+        "a service has records waiting but has handled none for service.no_progress_s (once per stall)",
+        "liveness",
+    )
     # ingest
     INGEST_CROSS_CHECK_MISMATCH = (
         "INGEST_CROSS_CHECK_MISMATCH",

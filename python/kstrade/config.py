@@ -507,6 +507,28 @@ class InferenceSettings(_Section):
     state_dir: Path | None = None
 
 
+class ServiceSettings(_Section):
+    """Liveness of every `python -m kstrade service NAME` process (`kstrade.liveness`): its
+    HTTP endpoint (`/healthz`, `/readyz`, `/progress`) and when it calls itself stalled."""
+
+    #: Serve the endpoint. On by default: it only listens on loopback, and without it nothing
+    #: outside the process can tell a stalled service from a working one.
+    health_endpoint: bool = True
+    health_addr: str = "127.0.0.1"
+    #: 0 (the default): a free port, logged at start ("NAME: health on http://ADDR:PORT"), so
+    #: several services on one host never collide; give each one its own port for systemd or
+    #: an orchestrator's probes.
+    health_port: int = Field(0, ge=0, le=65535)
+    #: Records waiting (lag > 0, or a batch in hand) and none handled for this long: the service
+    #: is stalled: `/readyz` answers 503 and one NO_PROGRESS alert goes to metrics.alerts.
+    no_progress_s: float = Field(60.0, gt=0)
+    #: The loop has not come round for this long: `/healthz` answers 503 (restart me). Longer
+    #: than a flush timeout (30 s): a loop waiting out a cluster outage still comes round.
+    stuck_s: float = Field(120.0, gt=0)
+    #: How often the loop probes its consumer lag (wall seconds; not on every round).
+    lag_interval_s: float = Field(5.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything configurable, one section per concern; stages add their sections here."""
 
@@ -522,6 +544,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=lambda: IngestSettings())
     features: FeatureSettings = Field(default_factory=lambda: FeatureSettings())
     inference: InferenceSettings = Field(default_factory=lambda: InferenceSettings())
+    service: ServiceSettings = Field(default_factory=lambda: ServiceSettings())
 
     @field_validator("symbols")
     @classmethod

@@ -7,6 +7,10 @@ ask for range assignment so a symbol's partitions stay together).
 Shutdown: the first SIGINT/SIGTERM stops intake; the batch in hand is finished, its outputs
 delivered and its offsets committed, and the process leaves the group and exits 0. A second
 signal exits at once (what was not committed is redelivered to the group).
+
+Liveness (`kstrade.liveness`): each process serves /healthz, /readyz and /progress on loopback
+(`[service]` settings; a free port by default, logged at start) and raises NO_PROGRESS when
+records wait and none is handled for `service.no_progress_s`.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
 from kstrade.bus import Bus, BusError
 from kstrade.bus.topics import catalogue, create_all
 from kstrade.config import Settings
+from kstrade.liveness import Liveness, watching
 from kstrade.stage import Stage, run_service
 
 
@@ -143,6 +149,14 @@ def serve(name: str, settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     print(f"{name}: consuming as {stage.group} on {bus}", file=sys.stderr, flush=True)
-    run_service(bus, stage, stop)
+    liveness = Liveness.from_settings(name, settings.service)
+    with ExitStack() as watch:
+        try:
+            watch.enter_context(watching(bus, liveness, settings.service))
+        except OSError as exc:  # the health port is taken, or the address is not this host's
+            where = f"{settings.service.health_addr}:{settings.service.health_port}"
+            print(f"error: {name}: cannot serve health on {where}: {exc} (service.health_port)", file=sys.stderr)
+            return 2
+        run_service(bus, stage, stop, liveness=liveness)
     print(f"{name}: stopped cleanly", file=sys.stderr, flush=True)
     return 0

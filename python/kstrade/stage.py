@@ -42,6 +42,7 @@ from typing import ClassVar, TypeVar
 from kstrade.bus import Batch, Bus, Output, Record, StageRunner
 from kstrade.bus.runner import Stamp
 from kstrade.clock import Clock, EventClock, WallClock
+from kstrade.liveness import Liveness
 from kstrade.schemas import Codec, Message, MessageHeaders
 from kstrade.schemas.codec import HEADER_ORIGIN_NS
 
@@ -404,15 +405,23 @@ class Pipeline:
         return batches
 
 
-def run_service(bus: Bus, stage: Stage, stop: threading.Event, *, poll_timeout: float = 0.1) -> None:
+def run_service(
+    bus: Bus, stage: Stage, stop: threading.Event, *, poll_timeout: float = 0.1, liveness: Liveness | None = None
+) -> None:
     """One stage as its own process member of `kstrade.{name}`, until `stop` is set. On stop it
-    finishes the batch in hand (outputs flushed, offsets committed) and leaves the group."""
+    finishes the batch in hand (outputs flushed, offsets committed) and leaves the group. Given
+    a `liveness`, the loop beats it each round and probes its lag (`kstrade.liveness`)."""
     stage.clock = WallClock()
     runner = _runner(bus, stage, poll_timeout=poll_timeout)
     stage.caught_up = runner.caught_up
     producer = runner.producer
+    if liveness is not None:
+        liveness.attach(runner, stop)
     try:
         while not stop.is_set():
+            if liveness is not None:
+                liveness.beat()
+                liveness.probe()
             runner.run_once()
             timed = list(stage.on_time(stage.clock.now_ns()))
             for out in timed:
@@ -420,6 +429,8 @@ def run_service(bus: Bus, stage: Stage, stop: threading.Event, *, poll_timeout: 
             if timed:
                 runner.commit_progress()
     finally:
+        if liveness is not None:
+            liveness.stopped()
         producer.flush()
         runner.consumer.close()
         stage.close()

@@ -9,6 +9,8 @@ stage classes) and the topic catalogue, so adding a topic to a stage changes its
   and READ on its consumer group `kstrade.{name}` (join, commit);
 - WRITE on every output topic and on the dead-letter topic of every input (WRITE implies
   DESCRIBE), except for an observer that never dead-letters (the metrics collector);
+- WRITE on `metrics.alerts` for every stage: each service raises its own NO_PROGRESS alert
+  when it stalls (`kstrade.liveness`);
 - the metrics collector also gets DESCRIBE (not READ) on the groups whose lag it reports: it can
   read their committed offsets but cannot join them;
 - ingest writes and re-reads (to resume) the candle topics, with throwaway groups under
@@ -145,7 +147,7 @@ def stage_acls(stage: type[DeclaredStage], symbols: Sequence[str], *, lag_groups
     """What the principal of `stage` needs, and nothing else."""
     user = principal(stage.name)
     reads = topics_read(stage.inputs_for(symbols), symbols)
-    writes = list(stage.outputs_for(symbols))
+    writes = [*stage.outputs_for(symbols), METRICS_ALERTS]  # NO_PROGRESS (kstrade.liveness)
     if getattr(stage, "writes_dead_letters", True):
         writes += [dlq_topic(t) for t in reads]
     acls = [Acl(user, Resource.TOPIC, t, Operation.READ) for t in reads]

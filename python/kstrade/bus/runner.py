@@ -198,6 +198,17 @@ class StageRunner:
         #: `caught_up`: how long one lag probe may wait, and how often a "no" is asked again.
         self.lag_timeout, self.lag_every = 1.0, 1.0
         self._lag_not_before = 0.0
+        #: Progress, for a watcher in another thread (`kstrade.liveness`), in monotonic seconds:
+        #: the batch in hand (records polled and not yet committed, and since when), records
+        #: handled, the last one (topic, partition, offset, timestamp_ms) and when, the last commit.
+        self.in_hand = 0
+        self.in_hand_since: float | None = None
+        self.handled = 0
+        self.last_record: tuple[str, int, int, int] | None = None
+        self.last_handled_at: float | None = None
+        self.committed_at: float | None = None
+        #: Called each time a flush times out while the cluster is away: the loop is waiting, not stuck.
+        self.on_wait: Callable[[], None] | None = None
 
     def run_once(self, timeout: float | None = None) -> BatchResult:
         records = self.consumer.poll(self.max_records, self.poll_timeout if timeout is None else timeout)
@@ -208,6 +219,7 @@ class StageRunner:
         result = BatchResult(polled=len(records))
         if not records:
             return result
+        self.in_hand, self.in_hand_since = len(records), time.monotonic()
         fresh: list[Record] = []
         delivered, handled = self._delivered, self._handled
         limit = self.future_limit() if self.future_limit is not None else None
@@ -238,6 +250,10 @@ class StageRunner:
             fresh.append(record)
         self._handle_fresh(fresh, result)
         self.commit_progress()
+        last = records[-1]
+        self.last_record = (last.topic, last.partition, last.offset, last.timestamp_ms)
+        self.handled += result.polled - result.redelivered
+        self.last_handled_at, self.in_hand, self.in_hand_since = time.monotonic(), 0, None
         return result
 
     def _handle_fresh(self, fresh: list[Record], result: BatchResult) -> None:
@@ -297,6 +313,8 @@ class StageRunner:
             if exc.code != BusCode.COMMIT_FAILED:
                 raise
             print(f"bus: {exc}: left uncommitted (next batch or redelivery)", file=sys.stderr, flush=True)
+        else:
+            self.committed_at = time.monotonic()
 
     def caught_up(self) -> bool:
         """Whether the consumer has read everything its partitions hold now (lag 0 on each, by
@@ -317,19 +335,22 @@ class StageRunner:
 
     def deliver(self) -> None:
         """Flush until every output is acknowledged, however long the cluster is away (`deliver`)."""
-        deliver(self.producer, self.flush_timeout, "nothing committed")
+        deliver(self.producer, self.flush_timeout, "nothing committed", on_wait=self.on_wait)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.run_once()
 
 
-def deliver(producer: Producer, flush_timeout: float = 30.0, meanwhile: str = "") -> None:
+def deliver(
+    producer: Producer, flush_timeout: float = 30.0, meanwhile: str = "", *, on_wait: Callable[[], None] | None = None
+) -> None:
     """Flush `producer` until every record it holds is acknowledged, however long the cluster is
     away: a flush timeout is not a failure (the records are still queued, and the producer
     resends them until `message.timeout.ms`), so it is logged every `flush_timeout` seconds and
     the flush tried again. What the producer gave up on is raised (DELIVERY_FAILED).
-    `meanwhile` says in the log what the caller holds back while it waits."""
+    `meanwhile` says in the log what the caller holds back while it waits; `on_wait` is called
+    after each timed-out flush (a liveness beat: waiting for the cluster is not being stuck)."""
     waited = 0
     while True:
         try:
@@ -339,6 +360,8 @@ def deliver(producer: Producer, flush_timeout: float = 30.0, meanwhile: str = ""
             if exc.code != BusCode.TIMEOUT:
                 raise
             waited += 1
+            if on_wait is not None:
+                on_wait()
             print(
                 f"bus: {producer.in_flight} outputs not acknowledged after {waited * flush_timeout:.0f}s: "
                 f"waiting for the cluster{', ' + meanwhile if meanwhile else ''}",

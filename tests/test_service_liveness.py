@@ -1,0 +1,257 @@
+"""Liveness and progress of a service (`kstrade.liveness`) against the real broker: a stage whose
+handle hangs, or whose consumer fetches nothing while records wait, answers /readyz 503 and raises
+one NO_PROGRESS alert on metrics.alerts within service.no_progress_s; a healthy one answers 200 on
+/healthz and /readyz, reports its numbers and raises nothing; `python -m kstrade service` serves
+the endpoint on a free loopback port and logs it (issue 18, "liveness and progress")."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import pytest
+
+from kstrade.bus import Bus, Consumer, Output, Record
+from kstrade.bus.topics import METRICS_ALERTS, TopicSpec, create_all
+from kstrade.codes import AlertCode
+from kstrade.config import ServiceSettings
+from kstrade.liveness import Liveness, watching
+from kstrade.schemas import Alert, Codec
+from kstrade.stage import Stage, run_service
+
+from .conftest import FAST_GROUP, make_topic
+
+pytestmark = pytest.mark.kafka
+
+#: Short enough for a test, long enough that a 2-core machine under load does not trip it.
+NO_PROGRESS_S = 2.0
+#: How late the alert or the 503 may come after no_progress_s: the alarm looks every 0.5 s,
+#: the lag is probed every 0.5 s, and the alert needs a round trip to the broker.
+SLACK_S = 3.0
+
+
+class Gate(Stage):
+    """Handles a record only once its gate is open: closed, the first record hangs the loop."""
+
+    name: ClassVar[str] = "liveness"
+    consumer_config: ClassVar[dict[str, str]] = {k: str(v) for k, v in FAST_GROUP.items()}
+
+    def __init__(self, name: str, topic: str, *, open_: bool) -> None:
+        super().__init__()
+        self.name = name  # type: ignore[misc]  # one group per test
+        self.topic = topic
+        self.gate = threading.Event()
+        if open_:
+            self.gate.set()
+        self.entered_at: float | None = None  # wall time the first record reached handle
+        self.handled: list[int] = []
+
+    def inputs(self) -> list[str]:
+        return [self.topic]
+
+    def handle(self, record: Record) -> Iterable[Output]:
+        if self.entered_at is None:
+            self.entered_at = time.time()
+        assert self.gate.wait(120), "the test never opened the gate"
+        self.handled.append(record.offset)
+        return ()
+
+
+def get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def eventually(what: str, check: Any, timeout: float) -> float:
+    """Seconds until `check()` is true (fails after `timeout`)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def logged(capsys: pytest.CaptureFixture[str], line: str, timeout: float = 5.0) -> None:
+    """Wait for `line` on this process's stderr (the alarm logs from its own thread)."""
+    seen = ""
+
+    def there() -> bool:
+        nonlocal seen
+        seen += capsys.readouterr().err
+        return line in seen
+
+    eventually(f"{line!r} logged", there, timeout)
+
+
+@contextmanager
+def service(bootstrap: str, stage: Stage, **settings: Any) -> Iterator[tuple[Liveness, str]]:
+    """`stage` run as a service in a thread, as `python -m kstrade service` runs it: its liveness
+    watched, its endpoint on a free loopback port."""
+    bus = Bus.kafka(bootstrap)
+    config = ServiceSettings(no_progress_s=NO_PROGRESS_S, lag_interval_s=0.5, **settings)
+    liveness = Liveness.from_settings(stage.name, config)
+    stop = threading.Event()
+    with watching(bus, liveness, config) as endpoint:
+        assert endpoint is not None and endpoint.url.startswith("http://127.0.0.1:")
+        loop = threading.Thread(target=run_service, args=(bus, stage, stop), kwargs={"liveness": liveness})
+        loop.start()
+        try:
+            yield liveness, endpoint.url
+        finally:
+            if isinstance(stage, Gate):
+                stage.gate.set()  # a test that failed with the gate closed must not hang its loop
+            stop.set()
+            loop.join(60)
+            assert not loop.is_alive()
+
+
+def send(bootstrap: str, topic: str, n: int) -> None:
+    producer = Bus.kafka(bootstrap).producer()
+    for i in range(n):
+        producer.send(topic, f"record {i}".encode(), key=b"k")
+    producer.flush(30)
+
+
+def alerts_reader(bootstrap: str, unique: str) -> Consumer:
+    bus = Bus.kafka(bootstrap)
+    create_all(bus.admin(), [TopicSpec(METRICS_ALERTS)])
+    consumer = bus.consumer(f"test.liveness.alerts.{unique}")
+    consumer.subscribe([METRICS_ALERTS])
+    return consumer
+
+
+def no_progress_alerts(consumer: Consumer, source: str, seconds: float) -> list[tuple[float, Alert]]:
+    """NO_PROGRESS alerts from `source` that arrive within `seconds`, with their arrival (wall) time."""
+    codec, out = Codec(Alert), []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for record in consumer.poll(100, 0.1):
+            alert = codec.decode_record(record)
+            assert isinstance(alert, Alert)
+            if alert.source == source and alert.code == AlertCode.NO_PROGRESS:
+                out.append((time.time(), alert))
+    return out
+
+
+def test_a_stage_whose_handle_hangs_is_not_ready_not_healthy_and_raises_no_progress_once(
+    kafka_bootstrap: str, unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = f"liveness.hang.{unique}"
+    topic = make_topic(Bus.kafka(kafka_bootstrap), f"test.liveness.hang.{unique}", partitions=1)
+    alerts = alerts_reader(kafka_bootstrap, unique)
+    stage = Gate(name, topic, open_=False)
+    with service(kafka_bootstrap, stage, stuck_s=3.0) as (_, url):
+        eventually("ready on an empty topic", lambda: get(url + "/readyz")[0] == 200, 30)
+        send(kafka_bootstrap, topic, 5)
+        eventually("the first record in handle", lambda: stage.entered_at is not None, 30)
+        assert stage.entered_at is not None
+        waited = eventually("/readyz 503", lambda: get(url + "/readyz")[0] == 503, NO_PROGRESS_S + SLACK_S)
+        status, body = get(url + "/readyz")
+        assert status == 503 and "no progress" in body["reason"] and body["progress"]["in_hand"] == 5, body
+        print(f"/readyz 503 after {waited:.1f} s: {body['reason']}")
+        raised = no_progress_alerts(alerts, name, NO_PROGRESS_S + SLACK_S)
+        assert len(raised) == 1, raised
+        at, alert = raised[0]
+        late = at - stage.entered_at
+        assert NO_PROGRESS_S - 0.2 <= late <= NO_PROGRESS_S + SLACK_S, late  # neither early nor late
+        assert alert.severity == "CRITICAL" and "5 records wait" in alert.message, alert
+        print(f"NO_PROGRESS {late:.1f} s after the stall began: {alert.message}")
+        # the loop itself hangs: past stuck_s the process is no longer healthy either
+        eventually("/healthz 503", lambda: get(url + "/healthz")[0] == 503, 3.0 + SLACK_S)
+        assert "has not come round" in get(url + "/healthz")[1]["reason"]
+        assert no_progress_alerts(alerts, name, 2.0) == []  # once per stall, not once per look
+        stage.gate.set()
+        eventually("ready again", lambda: get(url + "/readyz")[0] == 200, 30)
+        assert get(url + "/healthz")[0] == 200
+        progress = get(url + "/progress")[1]
+        assert progress["records_handled"] == 5 and progress["last_record"]["offset"] == 4, progress
+        assert stage.handled == [0, 1, 2, 3, 4]
+        logged(capsys, f"{name}: moving again")
+
+
+def test_a_consumer_that_fetches_nothing_while_records_wait_raises_no_progress_and_stays_healthy(
+    kafka_bootstrap: str, unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The inference worker of issue 18: the loop comes round, polls nothing, lag grows."""
+    name = f"liveness.paused.{unique}"
+    topic = make_topic(Bus.kafka(kafka_bootstrap), f"test.liveness.paused.{unique}", partitions=1)
+    alerts = alerts_reader(kafka_bootstrap, unique)
+    stage = Gate(name, topic, open_=True)
+    with service(kafka_bootstrap, stage) as (liveness, url):
+        eventually("ready on an empty topic", lambda: get(url + "/readyz")[0] == 200, 30)
+        assert liveness.runner is not None
+        consumer = liveness.runner.consumer
+        consumer.pause(consumer.assignment())  # it stops fetching (a lost coordinator does the same)
+        send(kafka_bootstrap, topic, 7)
+        sent_at = time.time()
+        raised = no_progress_alerts(alerts, name, 0.5 + NO_PROGRESS_S + SLACK_S)
+        assert len(raised) == 1, raised
+        late = raised[0][0] - sent_at
+        assert NO_PROGRESS_S - 0.2 <= late <= 0.5 + NO_PROGRESS_S + SLACK_S, late
+        assert "7 records wait" in raised[0][1].message, raised[0][1]
+        status, body = get(url + "/readyz")
+        assert status == 503 and "no progress" in body["reason"] and body["progress"]["lag"] == 7, body
+        assert get(url + "/healthz")[0] == 200  # the loop runs: alive, not ready
+        assert stage.handled == []
+        consumer.resume(consumer.assignment())
+        eventually("ready again", lambda: get(url + "/readyz")[0] == 200, 30)
+        assert stage.handled == list(range(7))
+        logged(capsys, f"{name}: moving again")
+
+
+def test_a_healthy_service_is_ready_reports_its_progress_and_raises_nothing(kafka_bootstrap: str, unique: str) -> None:
+    name = f"liveness.healthy.{unique}"
+    topic = make_topic(Bus.kafka(kafka_bootstrap), f"test.liveness.healthy.{unique}", partitions=1)
+    alerts = alerts_reader(kafka_bootstrap, unique)
+    stage = Gate(name, topic, open_=True)
+    with service(kafka_bootstrap, stage) as (_, url):
+        eventually("ready on an empty topic", lambda: get(url + "/readyz")[0] == 200, 30)
+        send(kafka_bootstrap, topic, 20)
+        eventually("every record handled", lambda: get(url + "/progress")[1]["records_handled"] == 20, 30)
+        # idle with nothing to do for longer than no_progress_s: still ready, no alert
+        assert no_progress_alerts(alerts, name, NO_PROGRESS_S + 2.0) == []
+        status, body = get(url + "/readyz")
+        assert (status, body["reason"]) == (200, "caught up (lag 0)"), body
+        assert get(url + "/healthz")[0] == 200
+        progress = body["progress"]
+        assert progress["lag"] == 0 and progress["lag_error"] is None and progress["in_hand"] == 0
+        assert progress["last_record"]["topic"] == topic and progress["last_record"]["offset"] == 19
+        assert progress["last_commit_at"] is not None and progress["lag_probed_at"] is not None
+        assert get(url + "/nope")[0] == 404
+
+
+def test_the_service_command_serves_health_on_a_logged_loopback_port(kafka_bootstrap: str, unique: str) -> None:
+    env = {**os.environ, "KSTRADE_SYMBOLS": f'["L{unique}"]', "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "kstrade", "service", "features", "--bus", "kafka", "--bootstrap", kafka_bootstrap]
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        assert "consuming as kstrade.features" in proc.stderr.readline()
+        line = proc.stderr.readline()
+        found = re.search(r"features: health on (http://127\.0\.0\.1:\d+) ", line)
+        assert found, line
+        url = found.group(1)
+        assert get(url + "/healthz")[0] == 200
+        eventually("/readyz 200", lambda: get(url + "/readyz")[0] == 200, 60)
+        assert get(url + "/progress")[1]["service"] == "features"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
