@@ -151,13 +151,19 @@ def no_progress_alerts(consumer: Consumer, source: str, seconds: float) -> list[
     return out
 
 
+def gated(bootstrap: str, unique: str, kind: str, *, open_: bool) -> tuple[Gate, Consumer]:
+    """A `Gate` stage named liveness.KIND.UNIQUE over a fresh one-partition topic of its own, and
+    a reader of metrics.alerts subscribed before the stage runs."""
+    topic = make_topic(Bus.kafka(bootstrap), f"test.liveness.{kind}.{unique}", partitions=1)
+    alerts = alerts_reader(bootstrap, unique)
+    return Gate(f"liveness.{kind}.{unique}", topic, open_=open_), alerts
+
+
 def test_a_stage_whose_handle_hangs_is_not_ready_not_healthy_and_raises_no_progress_once(
     kafka_bootstrap: str, unique: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    name = f"liveness.hang.{unique}"
-    topic = make_topic(Bus.kafka(kafka_bootstrap), f"test.liveness.hang.{unique}", partitions=1)
-    alerts = alerts_reader(kafka_bootstrap, unique)
-    stage = Gate(name, topic, open_=False)
+    stage, alerts = gated(kafka_bootstrap, unique, "hang", open_=False)
+    name, topic = stage.name, stage.topic
     with service(kafka_bootstrap, stage, stuck_s=3.0) as (_, url):
         eventually("ready on an empty topic", lambda: get(url + "/readyz")[0] == 200, 30)
         send(kafka_bootstrap, topic, 5)
@@ -191,10 +197,8 @@ def test_a_consumer_that_fetches_nothing_while_records_wait_raises_no_progress_a
     kafka_bootstrap: str, unique: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The inference worker of issue 18: the loop comes round, polls nothing, lag grows."""
-    name = f"liveness.paused.{unique}"
-    topic = make_topic(Bus.kafka(kafka_bootstrap), f"test.liveness.paused.{unique}", partitions=1)
-    alerts = alerts_reader(kafka_bootstrap, unique)
-    stage = Gate(name, topic, open_=True)
+    stage, alerts = gated(kafka_bootstrap, unique, "paused", open_=True)
+    name, topic = stage.name, stage.topic
     with service(kafka_bootstrap, stage) as (liveness, url):
         eventually("ready on an empty topic", lambda: get(url + "/readyz")[0] == 200, 30)
         assert liveness.runner is not None
@@ -218,10 +222,8 @@ def test_a_consumer_that_fetches_nothing_while_records_wait_raises_no_progress_a
 
 
 def test_a_healthy_service_is_ready_reports_its_progress_and_raises_nothing(kafka_bootstrap: str, unique: str) -> None:
-    name = f"liveness.healthy.{unique}"
-    topic = make_topic(Bus.kafka(kafka_bootstrap), f"test.liveness.healthy.{unique}", partitions=1)
-    alerts = alerts_reader(kafka_bootstrap, unique)
-    stage = Gate(name, topic, open_=True)
+    stage, alerts = gated(kafka_bootstrap, unique, "healthy", open_=True)
+    name, topic = stage.name, stage.topic
     with service(kafka_bootstrap, stage) as (_, url):
         eventually("ready on an empty topic", lambda: get(url + "/readyz")[0] == 200, 30)
         send(kafka_bootstrap, topic, 20)

@@ -41,9 +41,6 @@ if TYPE_CHECKING:
     from kstrade.bus import StageRunner
     from kstrade.config import ServiceSettings
 
-#: How long one lag probe may wait for the broker (the loop waits with it).
-LAG_TIMEOUT_S = 1.0
-
 
 class Verdict(NamedTuple):
     ok: bool
@@ -109,7 +106,7 @@ class Liveness:
             return
         self._next_probe = now + self.lag_interval_s
         try:
-            lag = self.runner.consumer.lag(LAG_TIMEOUT_S)
+            lag = self.runner.consumer.lag(self.runner.lag_timeout)  # the loop waits with it
         except BusError as exc:
             self.lag_error, self.lag_at = str(exc), self._clock()
             return
