@@ -190,7 +190,9 @@ def test_the_command_line_halts_through_a_sigkill_resumes_and_flattens(service: 
         [(cmd_record, _)] = watch.find(lambda r, m: r.topic == CONTROL_EXECUTION and str(m.command_id) == command_id)
         [(ack_record, _)] = watch.find(_ack("OPERATOR_HALT", command_id))
         # The issue's bar is 1 s; 1,015 ms was seen with the whole suite and three engineers' tests on 2 cores.
-        assert ack_record.timestamp_ms - cmd_record.timestamp_ms < 2000  # HALTED within 2 s of the topic
+        halt_ms = ack_record.timestamp_ms - cmd_record.timestamp_ms
+        print(f"halt latency (command on topic -> HALTED ack): {halt_ms} ms")
+        assert halt_ms < 2000  # HALTED within 2 s of the topic
 
         blocked = service.signal()
         assert watch.find(_dropped(blocked, "OPERATOR_HALTED"))
