@@ -3,6 +3,8 @@
 - `wire.encode_plan` writes the same bytes as `Codec(Signal).encode` of `plan.decision()`, over a
   seeded grid of thousands of decisions (LONG/SHORT, every tier, every FilterReason, placeholder
   levels, NO_PRICE, boosters, sizes, re-weighting), and declines what is not certainly valid;
+- `wire.read_signal` (the metrics collector's reader) gives the fields `Codec(Signal).decode`
+  gives, and refuses exactly the bodies it refuses (values out of range, corrupted bytes);
 - `inputs` accepts a decoded value only when the pydantic model accepts it, with the same fields,
   and reads `origin_ns` only from headers `Codec.decode_record` accepts;
 - `put_in_time_order` (market book, held offsets) keeps what the old min()/sorted() code kept, and
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import random
@@ -130,6 +133,68 @@ def test_the_written_bodies_equal_the_validated_signals_encoded() -> None:
     wanted |= {"final", "filtered", "sized", "unsized", "placeholder", "atr", "unpriced"}
     wanted |= {"booster tf_alignment", "booster volatility_adaptive"}
     assert wanted <= set(seen), wanted - set(seen)
+
+
+_STORED = ("timestamp", "symbol", "signal_id", "stage", "direction", "confidence", "tier", "entry_price",
+           "stop_loss", "take_profit", "position_size")  # fmt: skip
+
+
+def _decoded(body: bytes) -> dict[str, Any] | None:
+    try:
+        signal = CODEC.decode(body)
+    except Exception:
+        return None
+    return {k: getattr(signal, k) for k in _STORED}
+
+
+def _read(body: bytes) -> dict[str, Any] | None:
+    try:
+        return wire.read_signal(body)
+    except Exception:
+        return None
+
+
+def test_a_signal_is_read_cheaply_exactly_as_the_codec_reads_it() -> None:
+    import fastavro
+
+    rng = random.Random(20261203)
+    calibrators = {"lstm-v2": Platt(0.8, 0.1), "transformer-v3": Platt(1.3, -0.2)}
+    parsed = fastavro.parse_schema(CODEC.schema)
+    seen: Counter[str] = Counter()
+    for context in itertools.islice(_contexts(rng), 1500):
+        plan = plan_signals(context, rng.choice(SETTINGS), calibrators, now_ns=epoch_ns(context.timestamp) + 10**9,
+                            position_open=False)  # fmt: skip
+        if plan is None or (bodies := wire.encode_plan(plan)) is None:
+            continue
+        for body in bodies:
+            assert _read(body) == _decoded(body) is not None
+            seen["valid"] += 1
+            cut = body[: rng.randrange(len(body))]  # truncated: both refuse
+            assert _read(cut) is None and _decoded(cut) is None
+            flipped = bytearray(body)  # a corrupted byte: both read the same, or both refuse
+            flipped[rng.randrange(len(body))] ^= 1 << rng.randrange(8)
+            fast, slow = _read(bytes(flipped)), _decoded(bytes(flipped))
+            assert fast == slow
+            seen["corrupt accepted" if fast is not None else "corrupt refused"] += 1
+        # Well-formed Avro whose values `Signal` refuses (or accepts at the edge).
+        value = {**CODEC.decode(bodies[1]).model_dump(mode="python")}
+        value["timestamp"] = to_micros(value["timestamp"])
+        value["signal_id"] = str(value["signal_id"])
+        for k in ("stage", "direction", "tier"):
+            value[k] = value[k].value if value[k] is not None else None
+        field, bad = rng.choice([("confidence", 1.5), ("confidence", 1.0), ("confidence", -0.0),
+                                 ("entry_price", -1.0), ("stop_loss", value["take_profit"]), ("symbol", ""),
+                                 ("ttl_seconds", 0), ("position_size", -1.0), ("position_size", None),
+                                 ("take_profit", math.nan), ("signal_id", "not-a-uuid"),
+                                 ("features_snapshot", {"x": math.inf})])  # fmt: skip
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, {**value, field: bad})
+        body = out.getvalue()
+        fast, slow = _read(body), _decoded(body)
+        assert fast == slow
+        seen[f"{field} {'accepted' if fast is not None else 'refused'}"] += 1
+    assert seen["valid"] > 1000 and seen["corrupt refused"] > 100 and seen["corrupt accepted"] > 100
+    assert seen["confidence refused"] and seen["confidence accepted"] and seen["signal_id refused"]
 
 
 def _plan() -> Any:

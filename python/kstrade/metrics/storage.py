@@ -190,12 +190,15 @@ class MetricsStore:
              "commission": e.commission, "latency_ms": e.latency_ms, "session": e.session}
         )  # fmt: skip
 
-    def signal(self, s: Signal) -> None:
+    def signal(self, s: Signal | Mapping[str, Any]) -> None:
+        """A signal, or its fields as `signals.wire.read_signal` gives them."""
+        f = s if isinstance(s, Mapping) else dict(s)
+        tier = f["tier"]
         self._rows["signals"].append(
-            {"signal_id": str(s.signal_id), "stage": s.stage.value, "created_at": s.timestamp, "symbol": s.symbol,
-             "direction": s.direction.value, "confidence": s.confidence,
-             "tier": s.tier.value if s.tier is not None else None, "entry_price": s.entry_price,
-             "stop_loss": s.stop_loss, "take_profit": s.take_profit, "position_size": s.position_size}
+            {"signal_id": str(f["signal_id"]), "stage": f["stage"].value, "created_at": f["timestamp"],
+             "symbol": f["symbol"], "direction": f["direction"].value, "confidence": f["confidence"],
+             "tier": tier.value if tier is not None else None, "entry_price": f["entry_price"],
+             "stop_loss": f["stop_loss"], "take_profit": f["take_profit"], "position_size": f["position_size"]}
         )  # fmt: skip
 
     def prediction(self, p: Prediction, *, topic: str, partition: int, offset: int) -> None:
