@@ -52,11 +52,10 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 #: The services' consumers: a SIGKILLed member leaves no LeaveGroup, so its group waits for its
 #: session to expire before the restarted one gets the partitions. With the profile's 30 s that
-#: is an hour of candles at this test's speed (2 minutes a second), longer than signals keeps
-#: closes (MARKET_MEMORY, 64 minutes): measured with the 30 s session, the candles whose LSTM
-#: vote came back after their close was forgotten (about 25 minutes per symbol) were decided
-#: without a price and wrote nothing. Live, 30 s is half a candle. The tests' 6 s session (as
-#: every group test here) keeps the pause as short in stream time as it is live.
+#: is an hour of candles at this test's speed (2 minutes a second). Signals keeps the price of
+#: every candle still to be decided (MARKET_BACKLOG), so a vote that comes back that late is
+#: still used; the tests' 6 s session (as every group test here) keeps the pause as short in
+#: stream time as it is live (30 s is half a candle).
 PROPERTIES = {k: str(v) for k, v in FAST_GROUP.items()}
 
 #: Minute of the stream -> the stage SIGKILLed (and restarted at once) after it was sent. The

@@ -31,7 +31,7 @@ from kstrade.schemas.codec import MessageHeaders, from_micros, to_micros
 from kstrade.schemas.models import PredictedDirection, SignalDirection, Tier
 from kstrade.signals import FilterReason, Platt, SignalAggregator, inputs, wire
 from kstrade.signals.decision import CandleContext, ModelVote, decide, epoch_ns, plan_signals
-from kstrade.signals.join import MARKET_MEMORY, MarketBook, put_in_time_order
+from kstrade.signals.join import MARKET_BACKLOG, MarketBook, put_in_time_order
 
 T0 = datetime(2026, 1, 5, 12, 0, 17, 123456, tzinfo=UTC)  # not on a minute: every micro counts
 CODEC = Codec(Signal)
@@ -414,7 +414,7 @@ def test_retained_is_the_lowest_held_offset_per_partition() -> None:
             stage.join.decided_through[symbol] = t
             stage._decided(symbol, t)
         held = stage._held.get(symbol, {})
-        assert list(held) == sorted(held) and len(held) <= MARKET_MEMORY
+        assert list(held) == sorted(held) and len(held) <= MARKET_BACKLOG
         low: dict[tuple[str, int], int] = {}
         for positions in (p for h in stage._held.values() for p in h.values()):
             for topic, partition, offset in positions:

@@ -70,3 +70,23 @@ def test_any_arrival_order_decides_each_candle_once_in_time_order(events: list[t
     used = sum(len(v) for v in votes_seen.values())
     stats = join.stats
     assert used + stats.late + stats.repeated + stats.ignored == predictions  # every prediction accounted for
+
+
+def test_the_market_book_keeps_every_undecided_candle_up_to_its_backlog() -> None:
+    decided: dict[str, datetime] = {}
+    book = MarketBook(memory=4, decided_through=decided, backlog=10)
+    minute = [T0 + timedelta(minutes=m) for m in range(40)]
+    for m in range(12):  # nothing decided yet: kept up to the backlog, the oldest then forgotten
+        book.add_close("BTC-USD", minute[m], float(m))
+    assert [book.close("BTC-USD", minute[m]) for m in range(12)] == [None, None, *map(float, range(2, 12))]
+    assert book.forgotten_undecided == 2
+    decided["BTC-USD"] = minute[9]  # decided through 9: those go while the book holds more than `memory`
+    book.add_close("BTC-USD", minute[12], 12.0)
+    kept = [m for m in range(13) if book.close("BTC-USD", minute[m]) is not None]
+    assert kept == [9, 10, 11, 12] and book.forgotten_undecided == 2
+    assert book.last_close_before("BTC-USD", minute[10]) == 9.0
+    for m in range(13, 40):  # decided as they come: the book stays at `memory`
+        decided["BTC-USD"] = minute[m - 1]
+        book.add_close("BTC-USD", minute[m], float(m))
+    assert [m for m in range(40) if book.close("BTC-USD", minute[m]) is not None] == [36, 37, 38, 39]
+    assert book.forgotten_undecided == 2

@@ -436,3 +436,31 @@ def test_an_execution_or_pnl_of_a_symbol_not_traded_here_is_dead_lettered() -> N
         (dlq_topic(EXECUTIONS), b"UNKNOWN_SYMBOL"),
         (dlq_topic(PNL), b"UNKNOWN_SYMBOL"),
     ]
+
+
+def test_a_backlog_of_candles_ahead_of_the_predictions_is_decided_with_every_price() -> None:
+    """After an outage the market topics catch up faster than the models: the stage reads 200
+    minutes of candles and features before the first prediction. Every candle is still decided
+    once, with its own close and both models (none unpriced, none without its price)."""
+    bus = Bus.memory()
+    create_all(bus.admin(), catalogue(["BTC-USD"]))
+    feed = Feed()
+    producer = bus.producer()
+    minutes = 200
+    up = PredictedDirection.UP
+    backlog = [out for m in range(minutes) for out in feed.market("BTC-USD", minute(m), 100.0 + m, 0.5)]
+    backlog += [feed.prediction(model, "BTC-USD", minute(m), up, 0.8)
+                for m in range(minutes) for model in ("lstm", "transformer")]  # fmt: skip
+    for out in backlog:
+        producer.send(out.topic, out.value, key=out.key, headers=out.headers)
+    stage = SignalAggregator(["BTC-USD"], SignalSettings())
+    pipeline = Pipeline(bus, [stage])
+    pipeline.drain()
+    check = bus.consumer("check")
+    check.subscribe(SIGNAL_TOPICS)
+    raw = decode(check.poll(max_records=10_000, timeout=0.0), signals("raw"))
+    assert stage.stats.unpriced == 0
+    assert [(s.timestamp, s.entry_price) for s, _ in raw] == [(minute(m), 100.0 + m) for m in range(minutes)]
+    assert all(s.ensemble_weights.keys() == {"lstm", "transformer"} and min(s.ensemble_weights.values()) > 0
+               for s, _ in raw)  # fmt: skip
+    assert stage.retained() == {}

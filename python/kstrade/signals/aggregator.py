@@ -30,7 +30,7 @@ from kstrade.schemas.models import OrderStatus, PredictedDirection
 from kstrade.signals import inputs
 from kstrade.signals.calibration import Calibrator, calibrator_from_spec
 from kstrade.signals.decision import Decision, ModelVote, SignalPlan, calibrated_vote, epoch_ns, plan_signals
-from kstrade.signals.join import MARKET_MEMORY, Key, MarketBook, OpenPositions, PredictionJoin, put_in_time_order
+from kstrade.signals.join import MARKET_BACKLOG, Key, MarketBook, OpenPositions, PredictionJoin, put_in_time_order
 from kstrade.signals.reweighting import OutcomeWeights
 from kstrade.signals.wire import encode_plan
 from kstrade.stage import Stage
@@ -146,9 +146,9 @@ class SignalAggregator(Stage):
         if positions is not None:
             positions.append(where)
         else:
-            # Bounded like the market book: a candle no model ever predicts (warm-up, a model
-            # down) is let go once it is older than what the book remembers.
-            for dropped in put_in_time_order(held, timestamp, [where], MARKET_MEMORY):
+            # Bounded like the market book: every candle here is undecided, and is let go only
+            # beyond its backlog (a candle no model ever predicts: warm-up, a model down).
+            for dropped in put_in_time_order(held, timestamp, [where], MARKET_BACKLOG):
                 self._release(dropped)
 
     def _decided(self, symbol: str, timestamp: datetime) -> None:

@@ -10,15 +10,21 @@ and never used, so a candle yields at most one decision.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
 from kstrade.signals.decision import CandleContext, ModelVote
 
-#: Candle times of closes and feature vectors kept per symbol: enough to cover a join deadline
-#: and a TTL of 1m candles several times over, small enough to stay in cache.
+#: Candle times of closes and feature vectors kept per symbol once decided: enough to cover a
+#: join deadline and a TTL of 1m candles several times over, small enough to stay in cache.
 MARKET_MEMORY = 64
+#: Candles not yet decided are kept, however far the market topics run ahead of the models
+#: (after an outage the candles and features catch up long before the predictions do), up to
+#: this many per symbol: a day of 1m candles, about 7 MiB of feature vectors. Beyond it the
+#: oldest undecided candle is forgotten, with a warning: its predictions will find no price.
+MARKET_BACKLOG = 1440
 
 Key = tuple[str, datetime]
 V = TypeVar("V")
@@ -40,11 +46,20 @@ class JoinStats:
     ignored: int = 0  # model types without a weight
 
 
-def put_in_time_order(book: dict[datetime, V], timestamp: datetime, value: V, memory: int) -> list[V]:
+def put_in_time_order(
+    book: dict[datetime, V],
+    timestamp: datetime,
+    value: V,
+    memory: int,
+    *,
+    undecided: Callable[[datetime], bool] | None = None,
+    backlog: int = MARKET_BACKLOG,
+) -> list[V]:
     """`book[timestamp] = value` on a dict kept in ascending time order, then the oldest entries
-    dropped until at most `memory` remain; returns the values dropped. Times that arrive in
-    order (the usual case) append and drop from the front in O(1); one that arrives out of
-    order re-sorts the book once."""
+    dropped until at most `memory` remain; returns the values dropped. Given `undecided` (is
+    this candle time still to be decided?), the oldest entry is kept while it is undecided and
+    the book holds at most `backlog`. Times that arrive in order (the usual case) append and
+    drop from the front in O(1); one that arrives out of order re-sorts the book once."""
     if timestamp in book:
         book[timestamp] = value  # a repeat: same place, same size
         return []
@@ -56,7 +71,10 @@ def put_in_time_order(book: dict[datetime, V], timestamp: datetime, value: V, me
         book.update(ordered)
     dropped: list[V] = []
     while len(book) > memory:
-        dropped.append(book.pop(next(iter(book))))  # the oldest: the book is in time order
+        oldest = next(iter(book))  # the book is in time order
+        if undecided is not None and len(book) <= backlog and undecided(oldest):
+            break  # kept for its predictions
+        dropped.append(book.pop(oldest))
     return dropped
 
 
@@ -65,24 +83,52 @@ def _time(item: tuple[datetime, object]) -> datetime:
 
 
 class MarketBook:
-    """Recent 1m closes and feature vectors per symbol, by candle time (each book in time order)."""
+    """1m closes and feature vectors per symbol, by candle time (each book in time order): every
+    candle not yet decided (up to `backlog`), and decided ones while the book holds fewer than
+    `memory` (the last close before a candle, for one decided without its own price).
 
-    def __init__(self, memory: int = MARKET_MEMORY) -> None:
-        self.memory = memory
+    `decided_through` (per symbol, the newest candle time decided) is the join's: a book that
+    is given none keeps only the last `memory` candles."""
+
+    def __init__(
+        self,
+        memory: int = MARKET_MEMORY,
+        *,
+        decided_through: dict[str, datetime] | None = None,
+        backlog: int = MARKET_BACKLOG,
+    ) -> None:
+        self.memory, self.backlog = memory, backlog
+        self.decided_through = decided_through
         self._closes: dict[str, dict[datetime, float]] = {}
         self._features: dict[str, dict[datetime, dict[str, float]]] = {}
+        self.forgotten_undecided = 0
+
+    def _put(self, book: dict[datetime, V], symbol: str, timestamp: datetime, value: V) -> None:
+        decided = self.decided_through
+        if decided is None:
+            put_in_time_order(book, timestamp, value, self.memory)
+            return
+        through = decided.get(symbol)
+        undecided = (lambda t: True) if through is None else (lambda t: t > through)
+        if timestamp not in book and len(book) >= self.backlog and undecided(next(iter(book))):
+            self.forgotten_undecided += 1
+            log.warning(
+                "signals: %s has %d candles not yet decided (the models are behind); forgetting the price of %s",
+                symbol, len(book), next(iter(book)).isoformat(),
+            )  # fmt: skip
+        put_in_time_order(book, timestamp, value, self.memory, undecided=undecided, backlog=self.backlog)
 
     def add_close(self, symbol: str, timestamp: datetime, close: float) -> None:
         book = self._closes.get(symbol)
         if book is None:
             book = self._closes[symbol] = {}
-        put_in_time_order(book, timestamp, close, self.memory)
+        self._put(book, symbol, timestamp, close)
 
     def add_features(self, symbol: str, timestamp: datetime, features: dict[str, float]) -> None:
         book = self._features.get(symbol)
         if book is None:
             book = self._features[symbol] = {}
-        put_in_time_order(book, timestamp, features, self.memory)
+        self._put(book, symbol, timestamp, features)
 
     def close(self, symbol: str, timestamp: datetime) -> float | None:
         book = self._closes.get(symbol)
@@ -110,8 +156,10 @@ class PredictionJoin:
         self.deadline_ns = deadline_ns
         self.market = market
         self.pending: dict[Key, PendingCandle] = {}
-        #: Per symbol, the newest candle time decided: anything at or before it is late.
+        #: Per symbol, the newest candle time decided: anything at or before it is late. The
+        #: market book keeps every candle after it (its price waits for the predictions).
         self.decided_through: dict[str, datetime] = {}
+        market.decided_through = self.decided_through
         self.stats = JoinStats()
 
     def add(self, vote: ModelVote, symbol: str, timestamp: datetime, *, now_ns: int, origin_ns: int) -> list[Key]:
