@@ -326,6 +326,10 @@ class SignalAggregator(Stage):
             self.outcome_weights.predicted(context.symbol, context.timestamp, context.close, votes)
         if plan is None:
             self.stats.unpriced += 1
+            # Never silent: the market book forgot the candle (a backlog beyond its bound) or
+            # no close of the symbol was ever read.
+            log.warning("signals: %s at %s has no price (no close of it or before it): no signal", symbol,
+                        timestamp.isoformat())  # fmt: skip
             return []
         if bodies is not None:
             return self._encoded_outputs(plan, bodies, origin_ns)
