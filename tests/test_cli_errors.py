@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 import kstrade.services
+from kstrade.broker.local import free_port_block
 from kstrade.cli import main
 from kstrade.extras import extra_for
 
@@ -35,6 +37,7 @@ def test_mt5linux_without_rpyc_says_which_extra_to_install(
 ) -> None:
     monkeypatch.setitem(sys.modules, "rpyc", None)  # as if not installed: import raises ModuleNotFoundError
     monkeypatch.setattr(kstrade.services, "ensure_topics", lambda bus, settings: None)  # no broker needed
+    monkeypatch.setattr(kstrade.services, "check_reachable", lambda bus, protocol: None)
     monkeypatch.setenv("KSTRADE_EXECUTION__BROKER", "mt5linux")
     monkeypatch.setenv("KSTRADE_EXECUTION__JOURNAL_PATH", str(tmp_path / "orders.sqlite3"))
     monkeypatch.setenv("KSTRADE_EXECUTION__PAPER_STATE_PATH", str(tmp_path / "paper.json"))
@@ -47,3 +50,40 @@ def test_the_extras_come_from_the_package_metadata() -> None:
     assert extra_for("rpyc") == "mt5linux"  # not `dev`, which lists it too
     assert extra_for("confluent_kafka") == "acl" and extra_for("torch") == "train"
     assert extra_for("numpy") is None  # a core dependency: a broken install, not a missing extra
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["topics", "list"],
+        ["topics", "create"],
+        ["service", "features", "--bus", "kafka"],
+        ["ingest", "replay", "eurusd"],
+        ["control", "halt", "--reason", "test", "--wait", "0"],
+    ],
+)
+def test_an_unreachable_bootstrap_is_one_line_naming_the_address_within_seconds(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = f"127.0.0.1:{free_port_block(1)}"  # nothing listens there
+    started = time.monotonic()
+    assert main([*argv, "--bootstrap", address]) == 2  # was: 60 s, then a traceback or a bare "timed out"
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: cannot reach the Kafka cluster at {address} (")
+    assert "refused" in err.lower() and "--bootstrap" in err
+    assert elapsed < 15.0
+
+
+@pytest.mark.kafka
+def test_a_tls_client_against_a_plaintext_listener_is_one_line_naming_the_protocol(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KSTRADE_BUS__PROPERTIES", '{"security.protocol": "SSL"}')
+    started = time.monotonic()
+    assert main(["topics", "list", "--bootstrap", kafka_bootstrap]) == 2
+    err = capsys.readouterr().err
+    assert time.monotonic() - started < 15.0
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: the Kafka cluster at {kafka_bootstrap} accepts connections but did not answer")
+    assert "did not answer as SSL within" in err and "protocol is SSL" in err

@@ -75,6 +75,7 @@ def _broker_reset(directory: Path, yes: bool, reset: Callable[[Path], Path]) -> 
 
 def _cmd_topics(args: argparse.Namespace) -> int:
     from kstrade.bus import Bus, BusError
+    from kstrade.bus.reach import ClusterUnreachable, check_reachable
     from kstrade.bus.topics import catalogue, create_all
     from kstrade.config import ConfigError, load
 
@@ -85,7 +86,8 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     try:
         settings = load(args.config, bus={"transport": "kafka", "bootstrap": explicit})
         bus = Bus.from_settings(settings.bus)
-    except (ConfigError, BusError) as exc:
+        check_reachable(bus, settings.bus.protocol)
+    except (ConfigError, BusError, ClusterUnreachable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     admin = bus.admin()
@@ -145,6 +147,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_service(args: argparse.Namespace) -> int:
+    from kstrade.bus.reach import ClusterUnreachable
     from kstrade.config import ConfigError, load
     from kstrade.services import serve
 
@@ -159,7 +162,7 @@ def _cmd_service(args: argparse.Namespace) -> int:
         return 2
     try:
         return serve(args.name, settings)
-    except ValueError as exc:
+    except (ValueError, ClusterUnreachable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -170,6 +173,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     import threading
 
     from kstrade.bus import Bus, BusError
+    from kstrade.bus.reach import ClusterUnreachable, check_reachable
     from kstrade.config import ConfigError, load
     from kstrade.ingest.replay import ReplaySource, Speed, eurusd_1h_candles, interval_of, read_candles
     from kstrade.ingest.resume import resume_points
@@ -183,6 +187,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         # --bootstrap names the address only; security and credentials still come from the settings.
         settings = load(args.config, bus={"transport": "kafka", "bootstrap": args.bootstrap} if args.bootstrap else {})
         bus = Bus.from_settings(settings.bus)
+        check_reachable(bus, settings.bus.protocol)
         source: Source
         if args.action == "replay":
             frame = eurusd_1h_candles() if args.file == "eurusd" else read_candles(args.file, args.symbol)
@@ -206,7 +211,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             close = getattr(source, "close", None)
             if close is not None:
                 close()
-    except (ConfigError, BusError, ValueError, OSError, TimeoutError) as exc:
+    except (ConfigError, BusError, ClusterUnreachable, ValueError, OSError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     health = getattr(source, "health", None)
@@ -269,7 +274,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_acl(args: argparse.Namespace) -> int:
-    from kstrade.bus import acl
+    from kstrade.bus import Bus, BusError, acl
+    from kstrade.bus.reach import ClusterUnreachable, check_reachable
     from kstrade.config import ConfigError, load
 
     try:
@@ -287,6 +293,11 @@ def _cmd_acl(args: argparse.Namespace) -> int:
             print(binding)
         return 0
     try:
+        check_reachable(Bus.from_settings(settings.bus), settings.bus.protocol)
+    except (BusError, ClusterUnreachable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         applied = acl.apply(chosen, settings.bus.client_properties())
     except (ConfigError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -301,6 +312,7 @@ def _cmd_acl(args: argparse.Namespace) -> int:
 
 def _cmd_control(args: argparse.Namespace) -> int:
     from kstrade.bus import Bus, BusError
+    from kstrade.bus.reach import ClusterUnreachable, check_reachable
     from kstrade.config import ConfigError, load
     from kstrade.execution.control import AckWatch, make_command, operator_name, publish
 
@@ -320,6 +332,11 @@ def _cmd_control(args: argparse.Namespace) -> int:
             return 1
     command = make_command(args.action, account=account, issued_by=args.by or operator_name(), reason=args.reason)
     bus = Bus.from_settings(settings.bus)
+    try:
+        check_reachable(bus, settings.bus.protocol)
+    except ClusterUnreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         watch = AckWatch(bus) if args.wait > 0 else None
         publish(bus, command)

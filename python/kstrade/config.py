@@ -83,6 +83,11 @@ class BusSettings(_Section):
                 raise ConfigError(f"bus.sasl_password_file: cannot read {self.sasl_password_file}: {exc}") from exc
         return None
 
+    @property
+    def protocol(self) -> str:
+        """The client's `security.protocol` (librdkafka's default: PLAINTEXT)."""
+        return self.properties.get("security.protocol", "PLAINTEXT").upper()
+
     def client_properties(self) -> dict[str, str]:
         """librdkafka properties for this cluster, credentials included."""
         props = {**self.properties, "bootstrap.servers": self.bootstrap}

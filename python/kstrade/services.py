@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from kstrade.bus import Bus, BusError
+from kstrade.bus.reach import check_reachable
 from kstrade.bus.topics import catalogue, create_all
 from kstrade.config import Settings
 from kstrade.liveness import Liveness, watching
@@ -135,6 +136,7 @@ def serve(name: str, settings: Settings) -> int:
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}: choose from {', '.join(sorted(STAGES))}")
     bus = Bus.from_settings(settings.bus)
+    check_reachable(bus, settings.bus.protocol)  # a wrong address or protocol: one line, in seconds
     ensure_topics(bus, settings)
     stage = build(name, settings, bus)
     stop = threading.Event()
