@@ -202,6 +202,10 @@ pub struct MemoryConsumer {
     generation: u64,
     owned: BTreeSet<TopicPartition>,
     positions: HashMap<TopicPartition, i64>,
+    /// Partitions whose position moved (or was set) since the last commit of all positions:
+    /// what `commit(None)` writes. Committing an unchanged offset again changes nothing, and a
+    /// pattern subscriber (the metrics collector) owns hundreds of partitions.
+    moved: Vec<TopicPartition>,
     paused: HashSet<TopicPartition>,
     events: Vec<RebalanceEvent>,
     reset: OffsetReset,
@@ -233,6 +237,7 @@ impl MemoryConsumer {
             generation: 0,
             owned: BTreeSet::new(),
             positions: HashMap::new(),
+            moved: Vec::new(),
             paused: HashSet::new(),
             events: Vec::new(),
             reset,
@@ -273,6 +278,7 @@ impl MemoryConsumer {
                 (None, OffsetReset::Latest) => end,
             };
             self.positions.insert(tp.clone(), start);
+            self.moved.push(tp.clone());
         }
         if !revoked.is_empty() {
             self.events.push(RebalanceEvent::Revoked(revoked));
@@ -288,7 +294,7 @@ impl MemoryConsumer {
             if out.len() >= max {
                 break;
             }
-            if self.paused.contains(tp) {
+            if !self.paused.is_empty() && self.paused.contains(tp) {
                 continue;
             }
             let Some(log) = state.topics.get(&tp.topic) else {
@@ -311,6 +317,9 @@ impl MemoryConsumer {
                     .position(|s| s.timestamp_ms > until)
                     .unwrap_or(take);
             }
+            if take > 0 {
+                self.moved.push(tp.clone());
+            }
             for (i, s) in part[start..start + take].iter().enumerate() {
                 out.push(Record {
                     topic: tp.topic.clone(),
@@ -323,6 +332,11 @@ impl MemoryConsumer {
                 });
             }
             *pos = (start + take) as i64;
+        }
+        if self.moved.len() > 2 * self.owned.len() + 64 {
+            // A consumer that commits explicit offsets only (`retained`) never drains the list.
+            self.moved.sort_unstable();
+            self.moved.dedup();
         }
     }
 
@@ -398,29 +412,54 @@ impl Consumer for MemoryConsumer {
         let member = self
             .member
             .ok_or_else(|| BusError::Commit("not subscribed to a group".into()))?;
+        let all = offsets.is_none();
         let offsets = offsets.unwrap_or_else(|| {
-            self.positions
-                .iter()
-                .map(|(tp, o)| (tp.clone(), *o))
+            // Every position that moved since the last such commit (the others are committed).
+            let mut moved = std::mem::take(&mut self.moved);
+            moved.sort_unstable();
+            moved.dedup();
+            moved
+                .into_iter()
+                .filter_map(|tp| self.positions.get(&tp).map(|o| (tp, *o)))
                 .collect()
         });
         let mut state = self.broker.state.lock();
-        let group = state
-            .groups
-            .get_mut(&self.group_id)
-            .ok_or_else(|| BusError::Commit(format!("group '{}' is gone", self.group_id)))?;
-        let owned: HashSet<&TopicPartition> = group
-            .assignment
-            .get(&member)
-            .map(|v| v.iter().collect())
-            .unwrap_or_default();
+        let Some(group) = state.groups.get_mut(&self.group_id) else {
+            return Err(BusError::Commit(format!(
+                "group '{}' is gone",
+                self.group_id
+            )));
+        };
         // Like Kafka's generation check: a member may only commit partitions it owns now, so a
-        // consumer that lost a partition cannot move the new owner's offset.
-        if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !owned.contains(tp)) {
-            return Err(BusError::NotAssigned {
+        // consumer that lost a partition cannot move the new owner's offset. While the group is
+        // at the generation this consumer last synced, what it owns is `self.owned`.
+        let current = group.generation == self.generation;
+        let owned: HashSet<&TopicPartition> = if current {
+            HashSet::new()
+        } else {
+            group
+                .assignment
+                .get(&member)
+                .map(|v| v.iter().collect())
+                .unwrap_or_default()
+        };
+        let owns = |tp: &TopicPartition| {
+            if current {
+                self.owned.contains(tp)
+            } else {
+                owned.contains(tp)
+            }
+        };
+        if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !owns(tp)) {
+            let err = BusError::NotAssigned {
                 topic: tp.topic.clone(),
                 partition: tp.partition,
-            });
+            };
+            if all {
+                // Not committed: still to be written by the next commit of all positions.
+                self.moved.extend(offsets.into_iter().map(|(tp, _)| tp));
+            }
+            return Err(err);
         }
         for (tp, off) in offsets {
             group.committed.insert(tp, off);
@@ -450,6 +489,7 @@ impl Consumer for MemoryConsumer {
             });
         }
         self.positions.insert(tp.clone(), offset.max(0));
+        self.moved.push(tp.clone());
         Ok(())
     }
 
@@ -753,6 +793,41 @@ mod tests {
             c.commit(Some(vec![(tp, 0)])),
             Err(BusError::NotAssigned { .. })
         ));
+    }
+
+    #[test]
+    fn a_commit_of_all_positions_writes_each_partition_as_far_as_it_was_read() {
+        let (broker, p, _) = setup(3);
+        for i in 0..30 {
+            send(&p, &format!("k{}", i % 5), &i.to_string());
+        }
+        let config: HashMap<String, String> = [("group.id", "l"), ("auto.offset.reset", "latest")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let mut latest = MemoryConsumer::new(Arc::clone(&broker), &config).unwrap();
+        latest
+            .subscribe(Subscription::Topics(vec!["t".into()]))
+            .unwrap();
+        latest.commit(None).unwrap(); // never polled: the reset position (the end) is committed
+        latest.close().unwrap();
+        let mut after = consumer(&broker, "l"); // an earliest-reset member starts from the commit
+        assert!(after.poll(100, Duration::ZERO).unwrap().is_empty());
+        let mut c = consumer(&broker, "g");
+        let tps: Vec<TopicPartition> = (0..3).map(|i| TopicPartition::new("t", i)).collect();
+        let committed = |c: &mut MemoryConsumer| -> Vec<Option<i64>> {
+            let got = c.committed(&tps, Duration::ZERO).unwrap();
+            got.into_iter().map(|(_, o)| o).collect()
+        };
+        let mut read: HashMap<i32, i64> = HashMap::new();
+        for round in 0..4 {
+            for r in c.poll(4, Duration::ZERO).unwrap() {
+                read.insert(r.partition, r.offset + 1);
+            }
+            c.commit(None).unwrap();
+            let want: Vec<Option<i64>> =
+                (0..3).map(|i| Some(*read.get(&i).unwrap_or(&0))).collect();
+            assert_eq!(committed(&mut c), want, "round {round}");
+        }
     }
 
     #[test]
