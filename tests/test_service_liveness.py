@@ -221,6 +221,35 @@ def test_a_consumer_that_fetches_nothing_while_records_wait_raises_no_progress_a
         logged(capsys, f"{name}: moving again")
 
 
+def test_a_consumer_that_fetches_nothing_for_rejoin_after_s_is_replaced_and_consumes_again(
+    kafka_bootstrap: str, unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The self-healing half: the same stuck consumer, and nobody resumes it. After
+    service.rejoin_after_s the loop replaces it; the new member rejoins the group, resumes from
+    the committed offsets and handles every waiting record, each once."""
+    stage, _ = gated(kafka_bootstrap, unique, "rejoin", open_=True)
+    name, topic = stage.name, stage.topic
+    rejoin_after_s = 4.0
+    with service(kafka_bootstrap, stage, rejoin_after_s=rejoin_after_s) as (liveness, url):
+        eventually("ready on an empty topic", lambda: get(url + "/readyz")[0] == 200, 30)
+        send(kafka_bootstrap, topic, 3)
+        eventually("the first records handled", lambda: stage.handled == [0, 1, 2], 30)
+        assert liveness.runner is not None
+        stuck = liveness.runner.consumer
+        stuck.pause(stuck.assignment())  # fetches nothing from now on (a lost coordinator does the same)
+        send(kafka_bootstrap, topic, 7)
+        sent_at = time.monotonic()
+        eventually("handled by a new consumer", lambda: len(stage.handled) == 10, rejoin_after_s + 30)
+        healed = time.monotonic() - sent_at
+        assert healed > rejoin_after_s - 0.5, healed  # not before it was due
+        assert stage.handled == list(range(10))  # every record once: the first three not again
+        assert liveness.runner.consumer is not stuck and liveness.rejoins == 1
+        eventually("ready again", lambda: get(url + "/readyz")[0] == 200, 30)
+        assert get(url + "/progress")[1]["rejoins"] == 1
+        print(f"rejoined and consumed again {healed:.1f} s after the records were sent")
+    logged(capsys, f"{name}: no record fetched for more than {rejoin_after_s:g} s while 7 wait: rejoining the group")
+
+
 def test_a_healthy_service_is_ready_reports_its_progress_and_raises_nothing(kafka_bootstrap: str, unique: str) -> None:
     stage, alerts = gated(kafka_bootstrap, unique, "healthy", open_=True)
     name, topic = stage.name, stage.topic

@@ -532,6 +532,11 @@ class ServiceSettings(_Section):
     stuck_s: float = Field(120.0, gt=0)
     #: How often the loop probes its consumer lag (wall seconds; not on every round).
     lag_interval_s: float = Field(5.0, gt=0)
+    #: The loop comes round and records wait, but the consumer has fetched none for this long
+    #: (what a consumer that lost its coordinator or its group membership can look like after a
+    #: whole-cluster restart): the service replaces its consumer, which rejoins the group and
+    #: resumes from the committed offsets. At most once per this interval.
+    rejoin_after_s: float = Field(120.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -17,6 +17,10 @@ Stalled means: records wait (lag > 0 by position, or a batch polled and not fini
 was handled for `no_progress_s`, or the loop itself has not come round for that long. The
 `StallAlarm` publishes one CRITICAL `NO_PROGRESS` alert on `metrics.alerts` when a stall starts,
 logs it, and logs a recovery line when the service moves again.
+
+A stall of the consumer itself (the loop comes round, records wait, nothing is fetched) that
+lasts `rejoin_after_s` is healed by the loop: it replaces its consumer, which rejoins the group
+and resumes from the committed offsets (`fetch_stalled`; counted as `rejoins` in /progress).
 """
 
 from __future__ import annotations
@@ -61,12 +65,16 @@ class Liveness:
         no_progress_s: float = 60.0,
         stuck_s: float = 120.0,
         lag_interval_s: float = 5.0,
+        rejoin_after_s: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.no_progress_s = no_progress_s
         self.stuck_s = stuck_s
         self.lag_interval_s = lag_interval_s
+        self.rejoin_after_s = rejoin_after_s
+        self.rejoins = 0
+        self._rejoined_at: float | None = None
         self._clock = clock
         self.started_at = clock()
         # Monotonic seconds are what is judged; wall time is only for showing them.
@@ -86,8 +94,9 @@ class Liveness:
     @classmethod
     def from_settings(cls, name: str, settings: ServiceSettings) -> Liveness:
         return cls(
-            name, no_progress_s=settings.no_progress_s, stuck_s=settings.stuck_s, lag_interval_s=settings.lag_interval_s
-        )
+            name, no_progress_s=settings.no_progress_s, stuck_s=settings.stuck_s,
+            lag_interval_s=settings.lag_interval_s, rejoin_after_s=settings.rejoin_after_s,
+        )  # fmt: skip
 
     # -- the loop's side (one thread: the service loop) -------------------------------------------
     def attach(self, runner: StageRunner, stop: threading.Event) -> None:
@@ -120,6 +129,26 @@ class Liveness:
 
     def stopped(self) -> None:
         self.stopping = True
+
+    def fetch_stalled(self) -> bool:
+        """The loop comes round (it is asking), records wait on the consumer's partitions, none
+        is in hand, and none was handled for `rejoin_after_s` (nor since the last rejoin): the
+        consumer fetches nothing. Asked by the loop, before each poll."""
+        runner = self.runner
+        if runner is None or runner.in_hand or self.lag_since is None or self.lag_error is not None:
+            return False
+        now = self._clock()
+        since = max(self.lag_since, runner.last_handled_at or self.started_at, self._rejoined_at or 0.0)
+        return now - since > self.rejoin_after_s
+
+    def fetch_stall_reason(self) -> str:
+        return f"no record fetched for more than {self.rejoin_after_s:g} s while {self.waiting()} wait"
+
+    def rejoined(self) -> None:
+        """The loop replaced its consumer: the lag is probed again before anything is judged."""
+        self.rejoins += 1
+        self._rejoined_at = self._clock()
+        self.lag, self.lag_since, self._next_probe = None, None, 0.0
 
     # -- judgements (any thread) ------------------------------------------------------------------
     def _is_stopping(self) -> bool:
@@ -202,6 +231,7 @@ class Liveness:
             "lag_probed_at": at(self.lag_at),
             "lag_error": self.lag_error,
             "stalled_for_s": round(self.stalled_for(), 3),
+            "rejoins": self.rejoins,
             "no_progress_s": self.no_progress_s,
             "age_s": round(now - self.started_at, 3),
         }

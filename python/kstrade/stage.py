@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
-from kstrade.bus import Batch, Bus, Output, Record, StageRunner
+from kstrade.bus import Batch, Bus, Consumer, Output, Record, StageRunner
 from kstrade.bus.runner import Stamp
 from kstrade.clock import Clock, EventClock, WallClock
 from kstrade.liveness import Liveness
@@ -179,6 +179,17 @@ class Source(_Emitter, ABC):
     def next_batch(self) -> list[Output] | None: ...
 
 
+def _consumer(bus: Bus, stage: Stage) -> Consumer:
+    """A member of the stage's group, subscribed to its inputs."""
+    consumer = bus.consumer(stage.group, stage.consumer_config)
+    inputs = stage.inputs()
+    if isinstance(inputs, str):
+        consumer.subscribe_pattern(inputs)
+    else:
+        consumer.subscribe(list(inputs))
+    return consumer
+
+
 def _runner(
     bus: Bus,
     stage: Stage,
@@ -189,14 +200,8 @@ def _runner(
     max_records: int = 500,
     time_ordered: bool = False,
 ) -> StageRunner:
-    consumer = bus.consumer(stage.group, stage.consumer_config)
-    inputs = stage.inputs()
-    if isinstance(inputs, str):
-        consumer.subscribe_pattern(inputs)
-    else:
-        consumer.subscribe(list(inputs))
     return StageRunner(
-        consumer,
+        _consumer(bus, stage),
         bus.producer(),
         stage.handle,
         stage=stage.name,
@@ -422,6 +427,14 @@ def run_service(
             if liveness is not None:
                 liveness.beat()
                 liveness.probe()
+                if liveness.fetch_stalled():
+                    # A fresh member rejoins and resumes from the committed offsets; what this
+                    # process already handled and delivered is skipped when it comes again.
+                    print(f"{stage.name}: {liveness.fetch_stall_reason()}: rejoining the group with a new consumer",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    runner.consumer.close()
+                    runner.consumer = _consumer(bus, stage)
+                    liveness.rejoined()
             runner.run_once()
             timed = list(stage.on_time(stage.clock.now_ns()))
             for out in timed:
