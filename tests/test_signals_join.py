@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -72,7 +73,7 @@ def test_any_arrival_order_decides_each_candle_once_in_time_order(events: list[t
     assert used + stats.late + stats.repeated + stats.ignored == predictions  # every prediction accounted for
 
 
-def test_the_market_book_keeps_every_undecided_candle_up_to_its_backlog() -> None:
+def test_the_market_book_keeps_every_undecided_candle_up_to_its_backlog(caplog: pytest.LogCaptureFixture) -> None:
     decided: dict[str, datetime] = {}
     book = MarketBook(memory=4, decided_through=decided, backlog=10)
     minute = [T0 + timedelta(minutes=m) for m in range(40)]
@@ -80,6 +81,7 @@ def test_the_market_book_keeps_every_undecided_candle_up_to_its_backlog() -> Non
         book.add_close("BTC-USD", minute[m], float(m))
     assert [book.close("BTC-USD", minute[m]) for m in range(12)] == [None, None, *map(float, range(2, 12))]
     assert book.forgotten_undecided == 2
+    assert not caplog.records  # warming up (nothing decided yet): let go quietly
     decided["BTC-USD"] = minute[9]  # decided through 9: those go while the book holds more than `memory`
     book.add_close("BTC-USD", minute[12], 12.0)
     kept = [m for m in range(13) if book.close("BTC-USD", minute[m]) is not None]
@@ -90,3 +92,10 @@ def test_the_market_book_keeps_every_undecided_candle_up_to_its_backlog() -> Non
         book.add_close("BTC-USD", minute[m], float(m))
     assert [m for m in range(40) if book.close("BTC-USD", minute[m]) is not None] == [36, 37, 38, 39]
     assert book.forgotten_undecided == 2
+    for m in range(40, 60):  # the models stop: undecided candles pile up past the backlog
+        book.add_close("BTC-USD", T0 + timedelta(minutes=m), float(m))
+    kept = [m for m in range(60) if book.close("BTC-USD", T0 + timedelta(minutes=m)) is not None]
+    assert kept == list(range(50, 60))  # the newest `backlog` undecided; 39..49 forgotten
+    assert book.forgotten_undecided == 2 + 11
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "forgetting the price of 2026-01-05T00:39:00+00:00 (1 so far)" in warnings[0]

@@ -102,6 +102,7 @@ class MarketBook:
         self._closes: dict[str, dict[datetime, float]] = {}
         self._features: dict[str, dict[datetime, dict[str, float]]] = {}
         self.forgotten_undecided = 0
+        self._forgotten: dict[str, int] = {}  # per symbol, forgotten after its first decision
 
     def _put(self, book: dict[datetime, V], symbol: str, timestamp: datetime, value: V) -> None:
         decided = self.decided_through
@@ -112,10 +113,16 @@ class MarketBook:
         undecided = (lambda t: True) if through is None else (lambda t: t > through)
         if timestamp not in book and len(book) >= self.backlog and undecided(next(iter(book))):
             self.forgotten_undecided += 1
-            log.warning(
-                "signals: %s has %d candles not yet decided (the models are behind); forgetting the price of %s",
-                symbol, len(book), next(iter(book)).isoformat(),
-            )  # fmt: skip
+            # Before its first decision a symbol is warming up (no model predicts yet): its
+            # oldest candles are let go quietly. After it, a forgotten price is a lost decision:
+            # said on the first and then every 100th.
+            n = self._forgotten.get(symbol, 0) + 1 if through is not None else 0
+            self._forgotten[symbol] = n
+            if n == 1 or (n and n % 100 == 0):
+                log.warning(
+                    "signals: %s has %d candles not yet decided (the models are behind); forgetting the price "
+                    "of %s (%d so far)", symbol, len(book), next(iter(book)).isoformat(), n,
+                )  # fmt: skip
         put_in_time_order(book, timestamp, value, self.memory, undecided=undecided, backlog=self.backlog)
 
     def add_close(self, symbol: str, timestamp: datetime, close: float) -> None:
