@@ -94,6 +94,39 @@ def test_unreadable_records_are_counted_never_dead_lettered_and_other_stages_ale
     assert check.poll(10, 0.2) == []
 
 
+def test_its_own_liveness_alarm_is_relayed_like_any_other_services(tmp_path: Path) -> None:
+    """The collector's liveness alarm writes NO_PROGRESS with the collector's own stage header
+    (kstrade.liveness): it is relayed to Telegram, stored and counted like another service's."""
+    bus = Bus.memory()
+    bus.admin().create_topics([(METRICS_ALERTS, 1, 1, {})])
+    codec, producer = Codec(Alert), bus.producer()
+    for source in ("signals", "metrics"):
+        alert = Alert(timestamp=datetime.now(UTC), severity=Severity.CRITICAL, source=source, code="NO_PROGRESS",
+                      message=f"{source}: no progress for 61 s while 5 records wait")  # fmt: skip
+        producer.send(METRICS_ALERTS, codec.encode(alert), key=b"NO_PROGRESS",
+                      headers=codec.headers(time.time_ns(), source))  # fmt: skip
+    producer.flush()
+    store = MetricsStore(f"sqlite:///{tmp_path / 'm.db'}")
+    collector = MetricsCollector(store=store)
+    sent: list[str] = []
+
+    class Notes:
+        def notify(self, text: str, chat_id: str | None = None) -> bool:
+            sent.append(text)
+            return True
+
+        def close(self) -> None:
+            pass
+
+    collector.notifier = Notes()  # type: ignore[assignment]
+    Pipeline(bus, [collector]).drain()
+    collector.close()
+    assert [t.splitlines()[1].split(":")[0] for t in sent] == ["signals", "metrics"]
+    assert sorted(a["source"] for a in store.rows("alerts")) == ["metrics", "signals"]
+    scrape = collector.exporter.registry.get_sample_value
+    assert scrape("kstrade_alerts_total", {"code": "NO_PROGRESS", "severity": "CRITICAL"}) == 2.0
+
+
 def test_a_replay_on_the_event_clock_does_not_pollute_latency() -> None:
     # origin times from 2026-01 against wall-clock create times: implausible, counted, not recorded
     bus = Bus.memory()

@@ -92,6 +92,8 @@ _FLUSH_ROWS = 5_000
 _REPLAY_FLUSH_ROWS = 25_000
 _SIGN = {"DOWN": -1, "FLAT": 0, "UP": 1}
 _SIGNAL_TOPICS = frozenset(signals(stage) for stage in SIGNAL_STAGES)
+#: The key of the NO_PROGRESS alert a service's liveness alarm writes (the collector's too).
+_LIVENESS_KEY = AlertCode.NO_PROGRESS.encode()
 #: How long a /flatten waits for its /flatten confirm.
 FLATTEN_CONFIRM_S = 60.0
 
@@ -314,8 +316,11 @@ class MetricsCollector(Stage):
             self.account.execution(fill)
             if self.store is not None:
                 self.store.execution(fill)
-        elif topic == METRICS_ALERTS and stage != self.name:
-            alert = self.decode(record, Alert)  # guardrails, circuit breaker: relayed as they are
+        elif topic == METRICS_ALERTS and (stage != self.name or record.key == _LIVENESS_KEY):
+            # Guardrails, circuit breaker, another service's NO_PROGRESS: relayed as they are.
+            # Its own alerts it counted when it raised them, except the one its liveness alarm
+            # raises from outside the stage (`kstrade.liveness`): that one is relayed too.
+            alert = self.decode(record, Alert)
             self.exporter.alerts_of(alert.code, alert.severity.value).inc()
             if self.store is not None:
                 self.store.alert(alert)
