@@ -49,6 +49,20 @@ def test_rules_announce_a_condition_once_repeat_it_slowly_and_say_when_it_clears
     assert check(80 * NS, "CONSUMER_LAG_OVER_THRESHOLD", "kstrade.signals", False, Severity.WARNING, "") is None
 
 
+class Notes:
+    """Stands in for the Telegram notifier (it cannot run here): keeps what would be sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def notify(self, text: str, chat_id: str | None = None) -> bool:
+        self.sent.append(text)
+        return True
+
+    def close(self) -> None:
+        pass
+
+
 def test_unreadable_records_are_counted_never_dead_lettered_and_other_stages_alerts_are_relayed(
     tmp_path: Path,
 ) -> None:
@@ -65,17 +79,9 @@ def test_unreadable_records_are_counted_never_dead_lettered_and_other_stages_ale
     producer.flush()
     store = MetricsStore(f"sqlite:///{tmp_path / 'm.db'}")
     collector = MetricsCollector(store=store)
-    sent: list[str] = []
-
-    class Notes:
-        def notify(self, text: str, chat_id: str | None = None) -> bool:
-            sent.append(text)
-            return True
-
-        def close(self) -> None:
-            pass
-
-    collector.notifier = Notes()  # type: ignore[assignment]
+    notes = Notes()
+    collector.notifier = notes  # type: ignore[assignment]
+    sent = notes.sent
     pipeline = Pipeline(bus, [collector])
     pipeline.drain()
     assert pipeline.stats.dead_lettered["metrics"] == 0 and collector.unreadable == 2
@@ -108,17 +114,9 @@ def test_its_own_liveness_alarm_is_relayed_like_any_other_services(tmp_path: Pat
     producer.flush()
     store = MetricsStore(f"sqlite:///{tmp_path / 'm.db'}")
     collector = MetricsCollector(store=store)
-    sent: list[str] = []
-
-    class Notes:
-        def notify(self, text: str, chat_id: str | None = None) -> bool:
-            sent.append(text)
-            return True
-
-        def close(self) -> None:
-            pass
-
-    collector.notifier = Notes()  # type: ignore[assignment]
+    notes = Notes()
+    collector.notifier = notes  # type: ignore[assignment]
+    sent = notes.sent
     Pipeline(bus, [collector]).drain()
     collector.close()
     assert [t.splitlines()[1].split(":")[0] for t in sent] == ["signals", "metrics"]
