@@ -116,13 +116,13 @@ class MarketBook:
             # Before its first decision a symbol is warming up (no model predicts yet): its
             # oldest candles are let go quietly. After it, a forgotten price is a lost decision:
             # said on the first and then every 100th.
-            n = self._forgotten.get(symbol, 0) + 1 if through is not None else 0
-            self._forgotten[symbol] = n
-            if n == 1 or (n and n % 100 == 0):
-                log.warning(
-                    "signals: %s has %d candles not yet decided (the models are behind); forgetting the price "
-                    "of %s (%d so far)", symbol, len(book), next(iter(book)).isoformat(), n,
-                )  # fmt: skip
+            if through is not None:
+                n = self._forgotten[symbol] = self._forgotten.get(symbol, 0) + 1
+                if n == 1 or n % 100 == 0:
+                    log.warning(
+                        "signals: %s has %d candles not yet decided (the models are behind); forgetting the price "
+                        "of %s (%d so far)", symbol, len(book), next(iter(book)).isoformat(), n,
+                    )  # fmt: skip
         put_in_time_order(book, timestamp, value, self.memory, undecided=undecided, backlog=self.backlog)
 
     def add_close(self, symbol: str, timestamp: datetime, close: float) -> None:
