@@ -32,7 +32,7 @@ from confluent_kafka.admin._resource import ResourceType as KafkaResource
 from pydantic import SecretStr
 
 from kstrade.broker.local import free_port_block
-from kstrade.broker.secure import MECHANISM, SecureCluster, secure_cluster
+from kstrade.broker.secure import MECHANISM, SecureCluster, make_ca_and_server_cert, secure_cluster
 from kstrade.bus import Bus, BusError, acl
 from kstrade.bus.acl import Acl, Operation
 from kstrade.bus.topics import candles, features_aggregated, predictions_lstm
@@ -289,12 +289,80 @@ def test_the_grants_are_what_allows_it_removed_acls_refuse_the_same_writes(secur
 def test_the_listener_needs_tls_and_the_right_scram_password(secure: Secure) -> None:
     ok = _bus(secure, "features").admin().list_topics(10.0)
     assert features_aggregated("BTC-USD") in ok  # its ACLs let it see its own topics
-    with pytest.raises(BusError):  # TLS + SASL against the PLAINTEXT listener: no handshake
-        _bus(secure, "features", bootstrap=secure.cluster.bootstrap).admin().list_topics(5.0)
-    with pytest.raises(BusError):  # the right listener, the wrong password
-        _bus(secure, "features", password="not-the-password").admin().list_topics(5.0)
+    # (`probe`: one metadata request that ends at a refusal instead of retrying for 5 s)
+    with pytest.raises(BusError, match="SSL handshake failed"):  # TLS + SASL against the PLAINTEXT listener
+        _bus(secure, "features", bootstrap=secure.cluster.bootstrap).probe(5.0)
+    with pytest.raises(BusError, match="invalid credentials"):  # the right listener, the wrong password
+        _bus(secure, "features", password="not-the-password").probe(5.0)
     with pytest.raises(BusError):  # a plaintext client against the SASL_SSL listener
-        Bus.kafka(secure.cluster.secure_bootstrap).admin().list_topics(5.0)
+        Bus.kafka(secure.cluster.secure_bootstrap).probe(5.0)
+
+
+@pytest.mark.parametrize(
+    ("case", "cause", "check"),
+    [
+        ("wrong password", "refused the credentials of user 'kstrade-features'", "bus.sasl_password"),
+        ("TLS and SASL against the PLAINTEXT listener", "answers in plain text, not TLS", '"security.protocol"'),
+        ("SASL without TLS against the PLAINTEXT listener", "does not accept SASL SCRAM-SHA-512 on this listener",
+         "that the listener's protocol is SASL_PLAINTEXT"),
+        ("a CA that did not sign the brokers' certificates", "presents a certificate this client does not trust",
+         '"ssl.ca.location"'),
+    ],
+)  # fmt: skip
+def test_each_security_mismatch_is_one_line_naming_its_cause_within_seconds(
+    secure: Secure, case: str, cause: str, check: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:  # fmt: skip
+    """What a service or command prints when the cluster refuses it: the cause and what to check,
+    in one line, non-zero, within seconds (was: 60 s of silence, then OperationTimedOut). The
+    refusal ends the wait: librdkafka says it once, after which it only retries."""
+    from kstrade.cli import main
+
+    properties, bootstrap, password = dict(secure.tls), secure.cluster.secure_bootstrap, secure.password("features")
+    if case == "wrong password":
+        password = "not-the-password"
+    elif case.startswith("TLS and SASL"):
+        bootstrap = secure.cluster.bootstrap
+    elif case.startswith("SASL without TLS"):
+        bootstrap = secure.cluster.bootstrap
+        properties["security.protocol"] = "SASL_PLAINTEXT"
+    else:
+        other = tmp_path / "other-ca"
+        make_ca_and_server_cert(other)
+        properties["ssl.ca.location"] = str(other / "ca.crt")
+    monkeypatch.setenv("KSTRADE_BUS__PROPERTIES", json.dumps(properties))
+    monkeypatch.setenv("KSTRADE_BUS__SASL_USERNAME", acl.username("features"))
+    monkeypatch.setenv("KSTRADE_BUS__SASL_PASSWORD", password)
+    started = time.monotonic()
+    assert main(["topics", "list", "--bootstrap", bootstrap]) == 2
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    print(f"{case}: {elapsed:.1f} s: {err.strip()}")
+    assert err.count("\n") == 1 and err.startswith(f"error: the Kafka cluster at {bootstrap} {cause}: check ")
+    assert check in err and "librdkafka:" in err
+    assert password not in err
+    assert elapsed < 15.0
+
+
+def test_acl_apply_with_a_services_credentials_is_one_line_naming_the_principal_and_the_fix(
+    secure: Secure, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: `failed: ` and the broker's dump of the whole request."""
+    from kstrade.cli import main
+
+    monkeypatch.setenv("KSTRADE_BUS__PROPERTIES", json.dumps(secure.tls))
+    monkeypatch.setenv("KSTRADE_BUS__SASL_USERNAME", acl.username("signals"))
+    monkeypatch.setenv("KSTRADE_BUS__SASL_PASSWORD", secure.password("signals"))
+    monkeypatch.setenv("KSTRADE_SYMBOLS", json.dumps(SYMBOLS))
+    started = time.monotonic()
+    code = main(["acl", "apply", "--service", "signals", "--bootstrap", secure.cluster.secure_bootstrap])
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    print(f"{elapsed:.1f} s: {err.strip()}")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: the cluster refused to change ACLs for User:kstrade-signals (CLUSTER_AUTHORIZATION")
+    assert "super.users" in err and secure.password("signals") not in err
+    assert elapsed < 15.0
 
 
 def _service(secure: Secure, name: str, tmp_path: Path) -> subprocess.Popen[str]:

@@ -222,9 +222,40 @@ def apply(acls: Iterable[Acl], client_config: Mapping[str, str], timeout: float 
         return 0
     admin = _admin(client_config)  # held until the futures resolve: its destruction cancels them
     futures = admin.create_acls(bindings, request_timeout=timeout)
+    refused = None
     for future in futures.values():
-        future.result(timeout=timeout)
+        try:
+            future.result(timeout=timeout)
+        except Exception as exc:
+            refused = _refusal(exc, client_config)
+            break
+    if refused is not None:  # raised out here: no traceback keeps the client (and its retries) alive
+        raise refused
     return len(bindings)
+
+
+class AclRefused(RuntimeError):
+    """The cluster would not create (or delete) ACLs for this principal; the message says why."""
+
+
+def _refusal(exc: Exception, client_config: Mapping[str, str]) -> Exception:
+    """An `AclRefused` naming the principal and the fix when the broker denied the request,
+    else `exc` itself. (The broker's own message repeats the whole Java request: not kept.)"""
+    error = exc.args[0] if exc.args else None
+    name = getattr(error, "name", lambda: "")()
+    principal = f"User:{client_config.get('sasl.username') or 'ANONYMOUS'}"
+    if name == "CLUSTER_AUTHORIZATION_FAILED":
+        return AclRefused(
+            f"the cluster refused to change ACLs for {principal} (CLUSTER_AUTHORIZATION_FAILED: it may not ALTER "
+            "the cluster): run `acl apply` as an administrator, a principal in the brokers' super.users "
+            "(KSTRADE_BUS__SASL_USERNAME / KSTRADE_BUS__SASL_PASSWORD), not with a service's credentials"
+        )
+    if name == "SECURITY_DISABLED":
+        return AclRefused(
+            "the cluster has no authorizer (SECURITY_DISABLED): set authorizer.class.name on the brokers "
+            "(deploy/acls.md) before applying ACLs"
+        )
+    return exc
 
 
 def revoke(acls: Iterable[Acl], client_config: Mapping[str, str], timeout: float = 30.0) -> int:
@@ -243,4 +274,9 @@ def revoke(acls: Iterable[Acl], client_config: Mapping[str, str], timeout: float
         return 0
     admin = _admin(client_config)
     futures = admin.delete_acls(filters, request_timeout=timeout)
-    return sum(len(future.result(timeout=timeout)) for future in futures.values())
+    refused = None
+    try:
+        return sum(len(future.result(timeout=timeout)) for future in futures.values())
+    except Exception as exc:
+        refused = _refusal(exc, client_config)
+    raise refused

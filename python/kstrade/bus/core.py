@@ -112,6 +112,16 @@ class Bus:
         with _secrets_scrubbed(props):
             return Admin.kafka(props)
 
+    def probe(self, timeout: float = 10.0) -> list[str]:
+        """The cluster's topic names, asked once within `timeout` s. A failed request raises
+        `BusError` whose message ends with what the client heard meanwhile (`the client said:
+        ...`: a refused TLS handshake or credentials), which an admin client never reports."""
+        if self._broker is not None:
+            return self.admin().list_topics(timeout)
+        props = _props(self.properties)
+        with _secrets_scrubbed(props):
+            return _native.probe_kafka(props, timeout)
+
     def __repr__(self) -> str:
         where = f" {self.bootstrap}" if self.bootstrap else ""
         return f"Bus({self.transport}{where})"

@@ -79,10 +79,46 @@ def check_reachable(bus: Bus, protocol: str = "PLAINTEXT", timeout_s: float = DE
         )
     left = max(1.0, timeout_s - (time.monotonic() - started))
     try:
-        bus.admin().list_topics(left)
+        bus.probe(left)
     except BusError as exc:
-        raise ClusterUnreachable(
-            f"the Kafka cluster at {bootstrap} accepts connections but did not answer as {protocol} within "
-            f"{left:.0f} s ({exc}): check that the listener's protocol is {protocol} (TLS or SASL on one side "
-            "only?) and that the broker accepts the credentials (bus.sasl_username, bus.sasl_password)"
-        ) from None
+        raise ClusterUnreachable(_refused(bootstrap, protocol, left, str(exc), bus.properties)) from None
+
+
+#: What librdkafka said, read for its cause: (words in the line, what is wrong, what to check).
+_CAUSES = [
+    ("invalid credentials", "refused the credentials of user {user!r}",
+     "bus.sasl_username and bus.sasl_password (or sasl_password_file)"),
+    ("mechanism handshake failed", "does not accept SASL {mechanism} on this listener",
+     "that the listener's protocol is {protocol} and bus.properties.\"sasl.mechanisms\""),
+    ("connecting to a PLAINTEXT broker listener", "answers in plain text, not TLS",
+     "the address (the cluster's TLS listener?) and bus.properties.\"security.protocol\""),
+    ("certificate verify failed", "presents a certificate this client does not trust",
+     "bus.properties.\"ssl.ca.location\" (the CA that signed the brokers' certificates)"),
+    ("SSL handshake failed", "refused the TLS handshake", "bus.properties.\"security.protocol\" and the TLS settings"),
+]  # fmt: skip
+
+
+def _refused(bootstrap: str, protocol: str, waited: float, error: str, properties: dict[str, str]) -> str:
+    """The one line for a cluster that took the connection but did not answer."""
+    _, _, said = error.partition("; the client said: ")
+    heard = [line for line in said.split(" | ") if line and not line.startswith("AllBrokersDown")]
+    for words, wrong, check in _CAUSES:
+        line = next((h for h in heard if words in h), None)
+        if line is None:
+            continue
+        values = {
+            "user": properties.get("sasl.username", ""),
+            "mechanism": properties.get("sasl.mechanisms", properties.get("sasl.mechanism", "GSSAPI")),
+            "protocol": protocol,
+        }
+        _, _, detail = line.partition(": ")
+        return (
+            f"the Kafka cluster at {bootstrap} {wrong.format(**values)}: check {check.format(**values)} "
+            f"(librdkafka: {detail})"
+        )
+    return (
+        f"the Kafka cluster at {bootstrap} accepts connections but did not answer as {protocol} within "
+        f"{waited:.0f} s ({error.partition('; the client said: ')[0]}): check that the listener's protocol is "
+        f"{protocol} (TLS or SASL on one side only?) and that the broker accepts the credentials "
+        "(bus.sasl_username, bus.sasl_password)"
+    )

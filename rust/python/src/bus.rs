@@ -501,6 +501,21 @@ fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
     partitioner::partition_for_key(key, partitions)
 }
 
+/// The cluster's topic names, asked once within `timeout` seconds with these librdkafka
+/// properties. Raises `BusError`; when the request fails, the message ends with what the client
+/// heard while it waited (`the client said: ...`: a refused handshake or credentials).
+#[pyfunction]
+#[pyo3(signature = (config, timeout=10.0))]
+fn probe_kafka(
+    py: Python<'_>,
+    config: HashMap<String, String>,
+    timeout: f64,
+) -> PyResult<Vec<String>> {
+    let t = duration(timeout)?;
+    py.detach(|| kafka::probe(&config, t))
+        .map_err(|e| err(py, e))
+}
+
 #[pyfunction]
 fn librdkafka_version() -> String {
     kafka::librdkafka_version()
@@ -516,5 +531,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(murmur2, m)?)?;
     m.add_function(wrap_pyfunction!(partition_for_key, m)?)?;
     m.add_function(wrap_pyfunction!(librdkafka_version, m)?)?;
+    m.add_function(wrap_pyfunction!(probe_kafka, m)?)?;
     Ok(())
 }

@@ -5,10 +5,12 @@
 mod admin;
 pub mod config;
 mod consumer;
+mod probe;
 mod producer;
 
 pub use admin::KafkaAdmin;
 pub use consumer::KafkaConsumer;
+pub use probe::probe;
 pub use producer::KafkaProducer;
 
 use rdkafka::error::KafkaError;
