@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 from kstrade.broker import BrokerError, cluster
 from kstrade.broker.local import free_port_block, metadata_broker_count
-from kstrade.bus import Bus
+from kstrade.bus import Bus, BusError
 from kstrade.bus.topics import catalogue, create_all
 from kstrade.cli import main
 
@@ -127,3 +128,70 @@ def test_reset_deletes_only_when_told_and_only_a_stopped_cluster_directory(
     assert main(["broker", "reset", "--yes", "--dir", str(home_like)]) == 1  # more than a cluster in it
     assert (home_like / "notes").exists()
     assert main(["broker", "reset", "--yes", "--dir", str(tmp_path / "nothing")]) == 1
+
+
+@pytest.mark.kafka
+def test_broker_start_secure_gives_each_service_a_user_and_its_printed_steps_work(tmp_path: Path) -> None:
+    """`broker start --secure` as a user follows it: the printed administrator steps create the
+    topics and apply the ACLs over SASL_SSL; a service's user then reads only its own topics; a
+    plaintext client on the SASL_SSL listener and a wrong password are refused; a restart from
+    the directory (without --secure) is the same secure cluster; the passwords are 0600 files,
+    never in cluster.json or the output."""
+    port = free_port_block(2)
+    directory = tmp_path / "secure"
+    started = _cli("start", "--secure", "--port", str(port), "--dir", str(directory))
+    try:
+        assert started.returncode == 0, started.stderr
+        secure = f"127.0.0.1:{port + 2}"
+        exports = dict(
+            line.removeprefix("  export ").split("=", 1)
+            for line in started.stdout.splitlines()
+            if line.startswith("  export KSTRADE_BUS__PROPERTIES=")
+        )
+        properties = exports["KSTRADE_BUS__PROPERTIES"].strip("'")
+        admin_file = directory / "secrets" / "admin.password"
+        assert f"KSTRADE_BUS__SASL_PASSWORD_FILE={admin_file}" in started.stdout and secure in started.stdout
+        tls = directory / "tls"
+        for path in [*(directory / "secrets").iterdir(), tls / "server.pem", tls / "ca.key", tls / "server.key"]:
+            assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+        passwords = [p.read_text().strip() for p in (directory / "secrets").iterdir()]
+        assert len(passwords) == 9 and all(len(p) >= 20 for p in passwords)
+        assert not any(p in started.stdout + (directory / "cluster.json").read_text() for p in passwords)
+
+        admin_env = {**os.environ, "KSTRADE_BUS__PROPERTIES": properties, "KSTRADE_BUS__SASL_USERNAME": "admin",
+                     "KSTRADE_BUS__SASL_PASSWORD_FILE": str(admin_file), "KSTRADE_SYMBOLS": '["BTC-USD"]'}  # fmt: skip
+        for step in (["topics", "create"], ["acl", "apply"]):
+            done = subprocess.run([sys.executable, "-m", "kstrade", *step, "--bootstrap", secure],
+                                  capture_output=True, text=True, env=admin_env, timeout=120)  # fmt: skip
+            assert done.returncode == 0, f"{step}: {done.stdout}{done.stderr}"
+
+        def service_bus(password: str | None = None) -> Bus:
+            user = "kstrade-features"
+            pw = password or (directory / "secrets" / f"{user}.password").read_text().strip()
+            return Bus.kafka(secure, {**json.loads(properties), "sasl.username": user, "sasl.password": pw})
+
+        seen = service_bus().probe(10.0)
+        assert "features.aggregated.BTC-USD" in seen and "signals.final" not in seen  # its ACLs, no more
+        with pytest.raises(BusError, match="invalid credentials"):
+            service_bus("not-the-password").probe(10.0)
+        with pytest.raises(BusError):
+            Bus.kafka(secure).probe(3.0)
+
+        assert _cli("stop", "--dir", str(directory)).returncode == 0
+        again = _cli("start", "--dir", str(directory))  # no --secure: the directory says it is secure
+        assert again.returncode == 0, again.stderr
+        assert "SASL_SSL" in again.stdout
+        assert "features.aggregated.BTC-USD" in service_bus().probe(10.0)
+        status = _cli("status", "--dir", str(directory))
+        assert f"SASL_SSL {secure} running" in status.stdout
+    finally:
+        _cli("stop", "--dir", str(directory))
+
+
+def test_a_plaintext_cluster_is_never_made_secure_in_place(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    directory = _stopped_three_node_dir(tmp_path)
+    before = _tree(directory)
+    assert main(["broker", "start", "--secure", "--dir", str(directory)]) == 1
+    err = capsys.readouterr().err
+    assert "holds a plaintext cluster" in err and "broker reset --dir" in err
+    assert _tree(directory) == before

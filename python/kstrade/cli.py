@@ -1,6 +1,7 @@
 """The `python -m kstrade` command line.
 
 python -m kstrade broker start [--nodes 3]    a local Kafka cluster on 127.0.0.1 (no Docker)
+python -m kstrade broker start --secure        the same, clients on SASL_SSL with a user per service
 python -m kstrade broker status | stop          the node count comes from the cluster directory
 python -m kstrade broker reset [--yes]          deletes the (stopped) cluster directory: topics, data
 python -m kstrade topics create [--bootstrap HOST:PORT] [--symbols ...] [--replication-factor N]
@@ -17,15 +18,22 @@ python -m kstrade control halt|resume|flatten --reason TEXT [--account A] [--boo
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kstrade.broker.local import Cluster
+    from kstrade.broker.secure import SecureCluster
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:
     from kstrade.broker import BrokerError, cluster, reset
     from kstrade.broker.local import Cluster, default_cluster_dir
+    from kstrade.broker.secure import SecureCluster
 
     directory = Path(args.dir) if args.dir else default_cluster_dir()
     try:
@@ -39,24 +47,67 @@ def _cmd_broker(args: argparse.Namespace) -> int:
                 return 0
             print(f"no cluster in {directory}: stopped")
             return 3
-        c = cluster(directory, nodes=nodes, base_port=args.port)
+        if args.action == "start" and args.secure:
+            c = _secure_cluster(directory, nodes, args.port)
+        else:
+            c = cluster(directory, nodes=nodes, base_port=args.port)
         if args.action == "start":
             c.start()
             print(f"kafka {c.version} running: {len(c.nodes)} node(s), bootstrap {c.bootstrap}")
             print(f"data and logs in {c.directory}")
+            if isinstance(c, SecureCluster):
+                _print_secure(c)
         elif args.action == "stop":
             c.stop()
             print(f"kafka stopped ({len(c.nodes)} node(s) in {c.directory})")
         else:
             states = c.status()
-            for node, alive in states:
+            for i, (node, alive) in enumerate(states):
                 state = f"running (pid {node.pid})" if alive else "stopped"
-                print(f"node {node.node_id}: 127.0.0.1:{node.port} {state}")
+                secure = f", SASL_SSL 127.0.0.1:{c.secure_ports[i]}" if isinstance(c, SecureCluster) else ""
+                print(f"node {node.node_id}: 127.0.0.1:{node.port}{secure} {state}")
             return 0 if states and all(alive for _, alive in states) else 3
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _secure_cluster(directory: Path, nodes: int | None, port: int | None) -> Cluster:
+    """`broker start --secure`: the secure cluster in `directory`, or a new one with a password
+    file per user; never a plaintext cluster turned secure in place (its data has no ACLs)."""
+    from kstrade.broker import BrokerError, cluster
+    from kstrade.broker.local import Cluster
+    from kstrade.broker.secure import SecureCluster, new_local_secure_cluster
+
+    existing = Cluster.load(directory)
+    if existing is None:
+        return new_local_secure_cluster(directory, nodes or 1, port)
+    if not isinstance(existing, SecureCluster):
+        raise BrokerError(
+            f"{directory} holds a plaintext cluster: start it without --secure, or delete it first with "
+            f"`python -m kstrade broker reset --dir {directory}`"
+        )
+    return cluster(directory, nodes=nodes)
+
+
+def _print_secure(c: SecureCluster) -> None:
+    """How to reach a secure cluster, as the administrator and as a service."""
+    from kstrade.broker.secure import ADMIN, MECHANISM
+
+    tls = json.dumps({"security.protocol": "SASL_SSL", "sasl.mechanisms": MECHANISM,
+                      "ssl.ca.location": str(c.ca_file)}, separators=(",", ":"))  # fmt: skip
+    users = ", ".join(sorted(c.users))
+    print(f"clients: SASL_SSL ({MECHANISM} over TLS) on {c.secure_bootstrap}; CA {c.ca_file}")
+    print(f"users: {users}; one password file each in {c.secrets_dir}/ (mode 0600)")
+    print(f"the PLAINTEXT listener {c.bootstrap} is the brokers' own (replication, readiness checks): every")
+    print("  client on it is a super user, so it listens on 127.0.0.1 only; give clients the SASL_SSL one")
+    print("as the administrator (create the topics, then apply the ACLs):")
+    print(f"  export KSTRADE_BUS__PROPERTIES='{tls}'")
+    print(f"  export KSTRADE_BUS__SASL_USERNAME={ADMIN} KSTRADE_BUS__SASL_PASSWORD_FILE={c.password_file(ADMIN)}")
+    print(f"  python -m kstrade topics create --bootstrap {c.secure_bootstrap}")
+    print(f"  python -m kstrade acl apply --bootstrap {c.secure_bootstrap}")
+    print("a service: the same properties, KSTRADE_BUS__SASL_USERNAME=kstrade-<service> and its password file")
 
 
 def _broker_reset(directory: Path, yes: bool, reset: Callable[[Path], Path]) -> int:
@@ -370,6 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--port", type=int, default=None, help="start: first client port (9092); node i: port + 2i")
     broker.add_argument("--dir", help="cluster directory (default ~/.cache/kstrade/cluster)")
     broker.add_argument("--yes", action="store_true", help="reset: delete without asking")
+    broker.add_argument(
+        "--secure",
+        action="store_true",
+        help="start: clients on SASL_SSL (SCRAM-SHA-512 over TLS, a local CA), one user per service, ACLs enforced",
+    )
     broker.set_defaults(func=_cmd_broker)
 
     topics = sub.add_parser("topics", help="create and inspect the pipeline's topics")

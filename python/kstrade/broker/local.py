@@ -96,16 +96,27 @@ class Cluster:
 
     # -- persistence -------------------------------------------------------------------------
     def save(self) -> None:
-        state = {"version": self.version, "nodes": [asdict(n) for n in self.nodes]}
+        state = {"version": self.version, "nodes": [asdict(n) for n in self.nodes], **self._extra_state()}
         (self.directory / "cluster.json").write_text(json.dumps(state, indent=2))
+
+    def _extra_state(self) -> dict[str, object]:
+        """What a subclass adds to cluster.json (never a secret)."""
+        return {}
 
     @classmethod
     def load(cls, directory: Path) -> Cluster | None:
+        """The cluster saved in `directory`: a `SecureCluster` when it was made secure, so that
+        a restart keeps its TLS, SASL and ACL settings."""
         path = directory / "cluster.json"
         if not path.exists():
             return None
         state = json.loads(path.read_text())
-        return cls(directory, [Node(**n) for n in state["nodes"]], state["version"])
+        nodes = [Node(**n) for n in state["nodes"]]
+        if "secure_ports" in state:
+            from kstrade.broker.secure import SecureCluster
+
+            return SecureCluster.restore(directory, nodes, state)
+        return cls(directory, nodes, state["version"])
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 90.0) -> None:
@@ -278,7 +289,7 @@ def cluster(
 
 #: What a cluster directory holds (`start`, and the secure cluster's `tls/`): `reset` deletes a
 #: directory only when it holds nothing else, so a mistyped `--dir ~` deletes nothing.
-_CLUSTER_ENTRIES = ("cluster.json", "cluster.id", "log4j2.properties", "tls")
+_CLUSTER_ENTRIES = ("cluster.json", "cluster.id", "log4j2.properties", "tls", "secrets")
 
 
 def reset(directory: Path | None = None) -> Path:

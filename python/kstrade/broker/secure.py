@@ -17,16 +17,20 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kstrade.broker.local import HOST, BrokerError, Cluster, Node, _random_cluster_id, fetch_jars
 
 MECHANISM = "SCRAM-SHA-512"
 ADMIN = "admin"
+#: How long the certificates of `broker start --secure` are valid (tests make 2-day ones).
+CLI_CERT_DAYS = 365
 
 
-def make_ca_and_server_cert(directory: Path) -> tuple[Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 signed by it. Returns (the CA
-    certificate for clients, the broker's PEM keystore: its key and certificate chain)."""
+def make_ca_and_server_cert(directory: Path, days: int = 2) -> tuple[Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it, valid `days`. Returns
+    (the CA certificate for clients, the broker's PEM keystore: its key and certificate chain).
+    The private keys are readable by this user only."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
     key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
@@ -38,15 +42,18 @@ def make_ca_and_server_cert(directory: Path) -> tuple[Path, Path]:
         if done.returncode != 0:
             raise BrokerError(f"openssl {args[0]} failed: {done.stderr}")
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=kstrade-test-ca",
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", str(days), "-subj", "/CN=kstrade-local-ca",
         "-keyout", str(ca_key), "-out", str(ca_crt))  # fmt: skip
     run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(csr))
     run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key), "-CAcreateserial",
-        "-days", "2", "-extfile", str(ext), "-out", str(crt))  # fmt: skip
+        "-days", str(days), "-extfile", str(ext), "-out", str(crt))  # fmt: skip
     pkcs8 = directory / "server.pk8"
     run("pkcs8", "-topk8", "-nocrypt", "-in", str(key), "-out", str(pkcs8))
     keystore = directory / "server.pem"
+    keystore.touch(mode=0o600, exist_ok=True)
     keystore.write_text(pkcs8.read_text() + crt.read_text() + ca_crt.read_text())
+    for private in (ca_key, key, pkcs8, keystore):
+        private.chmod(0o600)
     return ca_crt, keystore
 
 
@@ -76,6 +83,37 @@ class SecureCluster(Cluster):
             "sasl.password": self.users[user],
             "ssl.ca.location": str(self.ca_file),
         }
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Where `broker start --secure` keeps each user's password, one 0600 file per user."""
+        return self.directory / "secrets"
+
+    def password_file(self, user: str) -> Path:
+        return self.secrets_dir / f"{user}.password"
+
+    def write_secrets(self) -> None:
+        """Each user's password in its own file, readable by this user only (never cluster.json)."""
+        self.secrets_dir.mkdir(parents=True, exist_ok=True)
+        self.secrets_dir.chmod(0o700)
+        for user, password in self.users.items():
+            path = self.password_file(user)
+            path.touch(mode=0o600, exist_ok=True)
+            path.chmod(0o600)
+            path.write_text(password + "\n")
+
+    def _extra_state(self) -> dict[str, object]:
+        return {"secure_ports": self.secure_ports, "users": sorted(self.users)}
+
+    @classmethod
+    def restore(cls, directory: Path, nodes: list[Node], state: dict[str, Any]) -> SecureCluster:
+        """The secure cluster saved in `directory`; passwords from its secrets/ files where it
+        has them (a cluster made in code keeps them in memory only: then "" for each user)."""
+        made = cls(directory, nodes, state["version"], secure_ports=list(state["secure_ports"]))
+        for user in state.get("users", []):
+            path = made.password_file(user)
+            made.users[user] = path.read_text().strip() if path.exists() else ""
+        return made
 
     def start(self, timeout: float = 90.0) -> None:
         if len(self.secure_ports) != len(self.nodes):
@@ -149,3 +187,27 @@ def secure_cluster(directory: Path, base_port: int, users: dict[str, str], nodes
     made = [Node(i + 1, base_port + 2 * i, base_port + 2 * i + 1) for i in range(nodes)]
     secure = [base_port + 2 * nodes + i for i in range(nodes)]
     return SecureCluster(Path(directory), made, secure_ports=secure, users=dict(users))
+
+
+def service_users() -> list[str]:
+    """The SCRAM users of a pipeline: `admin`, one per service (`kstrade-features`, ...) and the
+    operator's (`kstrade-operator`), as `acl show` names their principals."""
+    from kstrade.bus import acl
+    from kstrade.bus.topics import DEFAULT_SYMBOLS
+
+    return [ADMIN, *(acl.username(name) for name in acl.pipeline_acls(DEFAULT_SYMBOLS))]
+
+
+def new_local_secure_cluster(directory: Path, nodes: int = 1, base_port: int | None = None) -> SecureCluster:
+    """What `broker start --secure` makes: a secure cluster with a fresh random password for
+    each of `service_users()`, kept in `directory/secrets/` (0600 files)."""
+    import secrets
+
+    from kstrade.broker.local import DEFAULT_BASE_PORT
+
+    users = {user: secrets.token_urlsafe(18) for user in service_users()}
+    made = secure_cluster(directory, DEFAULT_BASE_PORT if base_port is None else base_port, users, nodes)
+    directory.mkdir(parents=True, exist_ok=True)
+    made.write_secrets()
+    make_ca_and_server_cert(made.ca_file.parent, days=CLI_CERT_DAYS)
+    return made
