@@ -295,7 +295,7 @@ def test_the_listener_needs_tls_and_the_right_scram_password(secure: Secure) -> 
     with pytest.raises(BusError, match="invalid credentials"):  # the right listener, the wrong password
         _bus(secure, "features", password="not-the-password").probe(5.0)
     with pytest.raises(BusError):  # a plaintext client against the SASL_SSL listener
-        Bus.kafka(secure.cluster.secure_bootstrap).probe(5.0)
+        Bus.kafka(secure.cluster.secure_bootstrap).probe(3.0)
 
 
 @pytest.mark.parametrize(
