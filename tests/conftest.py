@@ -3,6 +3,7 @@ the three-broker cluster of the fault tests."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,11 +66,36 @@ def until(predicate: Callable[[], bool], consumers: list[Consumer], timeout: flo
 
 
 def three_brokers(directory: Path) -> Iterator[Cluster]:
-    """A three-node KRaft cluster on 127.0.0.1 for one test module (a fault test that takes nodes
-    down brings all three back before it ends)."""
+    """A three-node KRaft cluster on 127.0.0.1 (a fault test that takes nodes down brings all
+    three back before it ends)."""
     local = cluster(directory, nodes=3, base_port=free_port_block(3))
     local.start(timeout=180)
     try:
         yield local
     finally:
         local.stop()
+
+
+@pytest.fixture(scope="session")
+def three_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from three_brokers(tmp_path_factory.mktemp("three"))
+
+
+@pytest.fixture
+def three(three_session: Cluster) -> Cluster:
+    """The three-node cluster of the fault modules (test_reliability_cluster, _pipeline,
+    _outage), started once for the session: each start costs half a minute of CI. Every test
+    gets it with all three nodes up and ready (topics and groups are per test: `unique`)."""
+    if not all(alive for _, alive in three_session.status()):
+        three_session.start(timeout=180)
+    three_session.wait_ready(60)
+    return three_session
+
+
+def proc_status(pid: int) -> tuple[int, float]:
+    """(resident memory in KiB, CPU seconds used so far) of a live process, from /proc."""
+    with open(f"/proc/{pid}/status") as status:
+        rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -1,7 +1,7 @@
 """The production profile and broker loss on a real three-broker KRaft cluster on 127.0.0.1.
 
-Marked `cluster` (and `kafka`): the module starts its own three nodes (about 15 s) in a
-temporary directory and stops them at the end. Every loop is bounded in count and time; a test
+Marked `cluster` (and `kafka`): on the session's three-node cluster (`three` in conftest, started
+once for the fault modules). Every loop is bounded in count and time; a test
 that takes nodes down brings all three back before it ends, pass or fail.
 """
 
@@ -13,38 +13,29 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import pytest
 from confluent_kafka.admin import AdminClient
 
 from kstrade.broker import Cluster
 from kstrade.bus import Bus, BusError
 from kstrade.bus.core import Producer
-from kstrade.bus.topics import RETENTION_MS, candles, catalogue, dlq_topic, features_aggregated
+from kstrade.bus.topics import RETENTION_MS, candles, catalogue, dlq_topic
 from kstrade.config import load
-from kstrade.features import FEATURE_NAMES, features_from_frame
 from kstrade.ingest.synthetic import generate
-from kstrade.schemas import Candle, Codec, FeatureVector
+from kstrade.schemas import Candle, Codec
 from kstrade.services import ensure_topics
 
-from .conftest import FAST_GROUP, three_brokers
+from .conftest import FAST_GROUP
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kafka]
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "deploy" / "production.toml"
 RUST_DEFAULTS = ROOT / "rust" / "bus" / "src" / "kafka" / "config.rs"
-
-
-@pytest.fixture(scope="module")
-def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from three_brokers(tmp_path_factory.mktemp("cluster3"))
 
 
 def _defaults(name: str) -> dict[str, str]:
@@ -318,143 +309,3 @@ def _end_offsets(bus: Bus, topic: str, timeout: float = 30.0) -> list[int]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-
-
-def _proc_status(pid: int) -> tuple[int, float]:
-    """(resident memory in KiB, CPU seconds used so far) of a live process, from /proc."""
-    with open(f"/proc/{pid}/status") as status:
-        rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _records(bus: Bus, topic: str, count: int, timeout: float) -> list[Any]:
-    """The first `count` records of a one-partition topic (fewer if they do not come in time)."""
-    reader = bus.consumer(f"check-{uuid.uuid4().hex[:8]}", FAST_GROUP)
-    reader.subscribe([topic])
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(out) < count and time.monotonic() < deadline:
-            out += reader.poll(max_records=1000, timeout=0.2)
-    finally:
-        reader.close()
-    return out
-
-
-def _vector(record: Any) -> FeatureVector:
-    vector = Codec(FeatureVector).decode_record(record)
-    assert isinstance(vector, FeatureVector)
-    return vector
-
-
-def test_the_whole_cluster_down_for_30s_the_service_waits_and_resumes_losing_nothing(
-    three: Cluster, unique: str
-) -> None:
-    """`python -m kstrade service features`, warm and emitting, while all three brokers are
-    SIGKILLed (a crash of every node: no controlled shutdown, so nothing is handed over; the OS
-    keeps what the brokers had written) for 30 s and restarted. The candle source keeps sending
-    all the while. The service stays up, idle (CPU) and bounded (RSS, sampled every second);
-    afterwards its group has committed every candle, the candle log holds each candle once, and
-    the output topic holds exactly the vectors the batch path computes from the same candles
-    (repeats, if any, identical). Figures are printed (pytest -s)."""
-    symbol = f"D{unique}"
-    topic, output = candles(symbol, "1m"), features_aggregated(symbol)
-    bus = Bus.kafka(three.bootstrap)
-    codec = Codec(Candle)
-    minutes = generate("BTC-USD", datetime(2026, 1, 5, tzinfo=UTC), 2, seed=7)  # SYNTHETIC
-    rows = list(minutes.iter_rows(named=True))
-    ready = features_from_frame(minutes.rename({"timestamp": "open_time"})).filter(pl.col("ready"))
-    expected = dict(zip(ready["open_time_ms"].to_list(), ready.select(FEATURE_NAMES).rows(), strict=True))
-    warm, kill_at, outage_s = 2100, 2300, 30.0  # the 1h timeframe is warm after about 2040 minutes
-    assert min(expected) < int(rows[warm]["timestamp"].timestamp() * 1000)  # emitting before the outage
-    proc = _service(three.bootstrap, symbol)
-    stderr = ""
-    try:
-        producer = bus.producer()
-        for i in range(warm):
-            _send_candle(producer, codec, symbol, rows[i])
-        producer.flush()
-        deadline = time.monotonic() + 120
-        while _committed(bus, "kstrade.features", topic, 3) != _end_offsets(bus, topic):
-            assert time.monotonic() < deadline, "the warm-up candles were never all committed"
-            time.sleep(0.2)
-        sent = warm
-        while sent < kill_at:  # a steady stream, ending in a burst the service is still handling
-            burst = 100 if sent + 100 == kill_at else 10
-            for _ in range(burst):
-                _send_candle(producer, codec, symbol, rows[sent])
-                sent += 1
-            if sent < kill_at:
-                time.sleep(0.1)
-        producer.flush()
-        rss_before, cpu_before = _proc_status(proc.pid)
-        for node in three.nodes:
-            three.kill_node(node.node_id)
-        down_at = time.monotonic()
-        samples: list[int] = []
-        while time.monotonic() - down_at < outage_s:
-            assert proc.poll() is None, f"the service exited with {proc.returncode} while the cluster was down"
-            for _ in range(5):  # the source keeps trying: its producer queues what it cannot deliver
-                _send_candle(producer, codec, symbol, rows[sent])
-                sent += 1
-            samples.append(_proc_status(proc.pid)[0])
-            time.sleep(1.0)
-        rss_after, cpu_after = _proc_status(proc.pid)
-        cpu_down = cpu_after - cpu_before
-        three.start(timeout=180)
-        back_at = time.monotonic()
-        assert proc.poll() is None
-        first_after_kill_ms = int(rows[kill_at]["timestamp"].timestamp() * 1000)
-        reader = bus.consumer(f"resume-{unique}", FAST_GROUP)
-        reader.subscribe([output])
-        first_output: float | None = None
-        deadline = time.monotonic() + 120
-        while (sent < len(rows) or first_output is None) and time.monotonic() < deadline:
-            for _ in range(min(10, len(rows) - sent)):
-                _send_candle(producer, codec, symbol, rows[sent])
-                sent += 1
-            for r in reader.poll(max_records=1000, timeout=0.1):
-                vector = _vector(r)
-                if first_output is None and vector.timestamp.timestamp() * 1000 >= first_after_kill_ms:
-                    first_output = time.monotonic()
-        reader.close()
-        assert sent == len(rows) and first_output is not None, "no output from a candle sent after the kill"
-        producer.flush(120)  # every candle acknowledged by the cluster: none lost by the source
-        ends = _end_offsets(bus, topic)
-        assert sum(ends) == len(rows)
-        assert _features_committed(bus, topic, ends, 120) == ends  # every candle consumed and committed
-        logged = [Codec(Candle).decode_record(r).timestamp for r in _records(bus, topic, len(rows), 60)]
-        assert logged == [row["timestamp"] for row in rows]  # each candle once, in order
-        produced = _end_offsets(bus, output)
-        vectors = [_vector(r) for r in _records(bus, output, sum(produced), 60)]
-        assert len(vectors) == sum(produced)
-        got: dict[int, list[float]] = {}
-        repeats = 0
-        for v in vectors:
-            at = int(v.timestamp.timestamp() * 1000)
-            assert list(v.values) == list(expected[at]), f"vector at {v.timestamp} differs from the batch path"
-            repeats += at in got
-            got[at] = list(v.values)
-        assert sorted(got) == sorted(expected)  # every expected vector, none more
-        assert sum(_end_offsets(bus, dlq_topic(topic))) == 0
-        proc.send_signal(signal.SIGTERM)
-        stderr = proc.communicate(timeout=60)[1]
-        assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        if not all(alive for _, alive in three.status()):
-            three.start(timeout=180)  # later tests of the module need all three brokers
-    growth = max(samples) - rss_before
-    print(
-        f"\ncluster down {outage_s:.0f}s: service RSS {rss_before} KiB before, max {max(samples)} KiB while down "
-        f"(+{growth} KiB), {rss_after} KiB at the end; CPU {cpu_down:.2f}s in {outage_s:.0f}s; "
-        f"restart {back_at - down_at - outage_s:.1f}s; first output {first_output - back_at:.1f}s after the cluster "
-        f"was back; {len(vectors)} vectors, {repeats} repeats; outputs in flight at the kill (flush waited): "
-        f"{'waiting for the cluster' in stderr}; a commit refused after the restart: {'left uncommitted' in stderr}"
-    )
-    assert growth < 64 * 1024  # bounded: nothing accumulates while it waits (measured: well under 1 MiB)
-    assert cpu_down < 0.25 * outage_s  # waiting, not spinning (measured: about 0.3 s)

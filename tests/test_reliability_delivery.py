@@ -10,11 +10,16 @@ through receives the whole batch again.
 from __future__ import annotations
 
 import socket
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from kstrade.broker import cluster
+from kstrade.broker.local import free_port_block
 from kstrade.bus import Bus, BusError, Output, Record, StageRunner
+from kstrade.bus.runner import deliver
 
 from .conftest import FAST_GROUP
 
@@ -45,7 +50,7 @@ def test_a_batch_whose_outputs_never_arrive_is_not_committed_and_comes_again(
     unreachable = Bus.kafka(f"127.0.0.1:{_closed_port()}").producer({"message.timeout.ms": 3000})
     consumer = bus.consumer(group, FAST_GROUP)
     consumer.subscribe([source])
-    runner = StageRunner(consumer, unreachable, handle, stage="outage", flush_timeout=0.5)
+    runner = StageRunner(consumer, unreachable, handle, stage="outage", flush_timeout=0.5, resend_limit=1)
     started = time.monotonic()
     with pytest.raises(BusError) as failed:
         deadline = time.monotonic() + 60
@@ -55,8 +60,10 @@ def test_a_batch_whose_outputs_never_arrive_is_not_committed_and_comes_again(
     assert failed.value.code == "DELIVERY_FAILED"
     [(_, _, polled_to)] = consumer.position()
     assert polled_to > 0  # raised inside a batch, before its commit
-    waits = capsys.readouterr().err.count("not acknowledged")
+    err = capsys.readouterr().err
+    waits = err.count("not acknowledged")
     assert waits >= 2  # flush timeouts (0.5 s) were waited through, not raised
+    assert err.count("sent again on a new connection (1 of 1 times)") == 1  # given up on: sent again, once
     assert consumer.committed([(source, 0)]) == [(source, 0, None)]  # nothing committed
     consumer.close()
 
@@ -111,3 +118,63 @@ def test_a_refused_commit_does_not_stop_the_stage_and_the_batch_comes_again(
     assert redelivered == 10  # the batch came again, whole ...
     assert seen == list(range(10))  # ... and was not handled twice
     assert bus.admin().end_offsets(sink) == [10]
+
+
+def test_what_the_producer_gave_up_on_is_sent_again_and_a_commit_without_coordinator_is_bounded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stuck-client case of a whole-cluster outage (issue 18: ingest once exited 2 with one
+    candle never acknowledged after the cluster was back): `deliver` takes the records the
+    producer gave up on (`message.timeout.ms`), renews the client and sends them again, as often
+    as it takes, until the cluster acknowledges them. Here no broker listens at first; the
+    producer gives up twice or more; then a broker starts on that port with the topic."""
+    port = free_port_block(1)
+    producer = Bus.kafka(f"127.0.0.1:{port}").producer({"message.timeout.ms": 1500})
+    topic = "given-up"
+    for i in range(10):
+        producer.send(topic, str(i).encode(), key=f"k{i % 3}".encode(), headers=[("id", str(i).encode())])
+    errors: list[BaseException] = []
+
+    def wait_it_out() -> None:
+        try:
+            deliver(producer, flush_timeout=0.5, resend_limit=100)
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiting = threading.Thread(target=wait_it_out, daemon=True)
+    waiting.start()
+    time.sleep(4.0)  # two give-ups or more
+    assert waiting.is_alive() and not errors, errors  # was: DELIVERY_FAILED raised at the first
+    local = cluster(tmp_path / "late", nodes=1, base_port=port)
+    local.start(timeout=120)
+    try:
+        bus = Bus.kafka(local.bootstrap)
+        bus.admin().create_topics([(topic, 3, 1, {})], 30.0)
+        waiting.join(90)
+        assert not waiting.is_alive() and not errors, errors
+        err = capsys.readouterr().err
+        assert err.count("sent again on a new connection") >= 2
+        consumer = bus.consumer("given-up-check", {**FAST_GROUP, "kstrade.commit.timeout.ms": 3000})
+        consumer.subscribe([topic])
+        got: list[Record] = []
+        deadline = time.monotonic() + 30
+        while len({r.value for r in got}) < 10 and time.monotonic() < deadline:
+            got += consumer.poll(max_records=100, timeout=0.2)
+        assert sorted({int(r.value or b"-1") for r in got}) == list(range(10))
+        for r in got:  # as sent: key (and so partition) and headers
+            i = int(r.value or b"-1")
+            assert r.key == f"k{i % 3}".encode() and r.header("id") == str(i).encode()
+        print(f"\n{err.count('sent again')} give-ups sent again; {len(got)} records read for 10 sent")
+
+        # A commit with no coordinator to answer it is bounded: it fails (the runner leaves the
+        # batch uncommitted and goes on), where librdkafka's synchronous commit waits for good.
+        local.stop()
+        started = time.monotonic()
+        with pytest.raises(BusError) as refused:
+            consumer.commit()
+        took = time.monotonic() - started
+        print(f"commit with the cluster away: {refused.value} after {took:.1f} s")
+        assert refused.value.code == "COMMIT_FAILED" and took < 10.0
+        consumer.close()
+    finally:
+        local.stop()

@@ -6,13 +6,12 @@ says how that reference is made).
 At-least-once: a SIGKILLed stage redelivers its uncommitted batch, so it may write some outputs
 twice. The guarantee checked here: no id is missing on any topic, every repeat is an identical
 re-emission of the same id, and no final signal gets a second order (execution's journal).
-Marked `cluster` (and `kafka`): the module starts its own three nodes and stops them at the end.
+Marked `cluster` (and `kafka`): on the session's three-node cluster (`three` in conftest).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from kstrade.broker import Cluster
 from kstrade.bus import Bus
 from kstrade.bus.topics import METRICS_ALERTS, ORDERS_PENDING, signals
 
-from .conftest import FAST_GROUP, three_brokers
+from .conftest import FAST_GROUP
 from .pipeline_services import (
     SERVICES,
     TRADE_TOPICS,
@@ -43,11 +42,6 @@ from .pipeline_services import (
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kafka]
-
-
-@pytest.fixture(scope="module")
-def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from three_brokers(tmp_path_factory.mktemp("pipeline3"))
 
 
 #: The services' consumers: a SIGKILLed member leaves no LeaveGroup, so its group waits for its

@@ -420,3 +420,28 @@ def test_retained_is_the_lowest_held_offset_per_partition() -> None:
             for topic, partition, offset in positions:
                 low[(topic, partition)] = min(offset, low.get((topic, partition), offset))
         assert stage.retained() == low
+
+
+def test_retained_is_the_lowest_held_offset_when_offsets_come_in_order_and_after_a_redelivery() -> None:
+    """The common case (each partition's records in offset order: the first held offset is the
+    lowest) and a rebalance's redelivery (an offset older than one held: then the full min)."""
+    rng = random.Random(8)
+    stage = SignalAggregator(["BTC-USD", "ETH-USD"])
+    next_offset: dict[tuple[str, int], int] = {}
+    for step in range(4000):
+        symbol = rng.choice(["BTC-USD", "ETH-USD"])
+        t = T0 + timedelta(minutes=step // 4 + rng.choice([0, 0, 0, -1, -5]))
+        tp = (rng.choice(["a", "b"]), rng.randint(0, 1))
+        offset = next_offset.get(tp, 0)
+        if step == 2500 and offset > 50:  # a redelivery: the partition is read again from earlier
+            offset -= 50
+        next_offset[tp] = offset + 1
+        stage._hold((symbol, t), _Record([], topic=tp[0], partition=tp[1], offset=offset))  # type: ignore[arg-type]
+        if rng.random() < 0.05:
+            stage.join.decided_through[symbol] = t
+            stage._decided(symbol, t)
+        low: dict[tuple[str, int], int] = {}
+        for positions in (p for h in stage._held.values() for p in h.values()):
+            for topic, partition, held in positions:
+                low[(topic, partition)] = min(held, low.get((topic, partition), held))
+        assert stage.retained() == low, step

@@ -49,6 +49,10 @@ class Producer:
     def transport(self) -> str: ...
     @property
     def in_flight(self) -> int: ...
+    def take_failed(
+        self,
+    ) -> list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]], int | None, int | None]]: ...
+    def renew(self) -> None: ...
     def send(
         self,
         topic: str,
@@ -120,6 +124,9 @@ NATIVE_SCHEMA_VERSIONS: dict[str, int]
 #: Every schemas/*.avsc (and released/*.avsc) this build was compiled from: path -> JSON text.
 SCHEMA_FILES: dict[str, str]
 
+def read_signal_fields(
+    body: bytes,
+) -> tuple[int, str, str, int, int, float, int | None, float, float, float, float | None]: ...
 def encode_candle(record: dict[str, Any]) -> bytes: ...
 def decode_candle(
     data: bytes, *, version: int | None = None, topic: str | None = None, offset: int | None = None

@@ -8,9 +8,10 @@ A crash anywhere before the commit redelivers the batch (at-least-once); a bad r
 never stops the loop.
 
 While the cluster is unreachable the runner waits: a flush that times out is tried again, since
-the producer keeps the outputs queued and resends them until `message.timeout.ms`. Only outputs
-the producer gave up on raise (DELIVERY_FAILED): the batch is not committed, the service exits
-non-zero, and its restart gets the batch again. A commit the group refuses (a rebalance, or a
+the producer keeps the outputs queued and resends them until `message.timeout.ms`. Outputs the
+producer gave up on are sent again on a renewed client (`deliver`), up to `RESEND_LIMIT` times;
+only then DELIVERY_FAILED is raised: the batch is not committed, the service exits non-zero,
+and its restart gets the batch again. A commit the group refuses (a rebalance, or a
 coordinator restarted with the whole cluster) is not fatal either: the batch comes again, and
 what this runner already handled and delivered is skipped, not handled twice.
 
@@ -48,6 +49,12 @@ log = logging.getLogger(__name__)
 
 #: Dead-letter code: the record's market time is further ahead of the stage's clock than allowed.
 FUTURE_TIMESTAMP = "FUTURE_TIMESTAMP"
+
+#: How many times `deliver` sends again what the producer gave up on (after librdkafka's
+#: `message.timeout.ms`, 5 minutes by default) before it raises DELIVERY_FAILED: about an hour
+#: of a cluster away, or of a client stuck after the cluster came back.
+RESEND_LIMIT = 12
+
 #: The standard header with the market event's time (kstrade.schemas.codec.HEADER_ORIGIN_NS).
 _ORIGIN_NS = "origin_ns"
 #: The latest market time (epoch ns) a record may carry now, or None: no check (a replay).
@@ -173,9 +180,11 @@ class StageRunner:
         dead_letter_timestamps: bool = False,
         time_ordered: bool = False,
         future_limit: FutureLimit | None = None,
+        resend_limit: int = RESEND_LIMIT,
     ) -> None:
         self.consumer = consumer
         self.future_limit = future_limit
+        self.resend_limit = resend_limit
         self.retained = retained
         self.checkpoint = checkpoint
         self.producer = producer
@@ -335,28 +344,70 @@ class StageRunner:
 
     def deliver(self) -> None:
         """Flush until every output is acknowledged, however long the cluster is away (`deliver`)."""
-        deliver(self.producer, self.flush_timeout, "nothing committed", on_wait=self.on_wait)
+        deliver(
+            self.producer, self.flush_timeout, "nothing committed", on_wait=self.on_wait, resend_limit=self.resend_limit
+        )
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.run_once()
 
 
+def _given_up(
+    producer: Producer, flush_timeout: float, on_wait: Callable[[], None] | None
+) -> list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]], int | None, int | None]]:
+    """Every record the producer gave up on, once nothing is in flight any more (the others
+    delivered, or given up on too): in the order their failures came."""
+    failed = producer.take_failed()
+    while producer.in_flight:
+        try:
+            producer.flush(flush_timeout)
+        except BusError as exc:
+            if exc.code not in (BusCode.TIMEOUT, BusCode.DELIVERY_FAILED):
+                raise
+            if on_wait is not None:
+                on_wait()
+        failed += producer.take_failed()
+    return failed + producer.take_failed()
+
+
 def deliver(
-    producer: Producer, flush_timeout: float = 30.0, meanwhile: str = "", *, on_wait: Callable[[], None] | None = None
+    producer: Producer,
+    flush_timeout: float = 30.0,
+    meanwhile: str = "",
+    *,
+    on_wait: Callable[[], None] | None = None,
+    resend_limit: int = RESEND_LIMIT,
 ) -> None:
     """Flush `producer` until every record it holds is acknowledged, however long the cluster is
     away: a flush timeout is not a failure (the records are still queued, and the producer
     resends them until `message.timeout.ms`), so it is logged every `flush_timeout` seconds and
-    the flush tried again. What the producer gave up on is raised (DELIVERY_FAILED).
+    the flush tried again. What the producer gave up on (a cluster away for longer than
+    `message.timeout.ms`, or a client that stays stuck on a partition after the cluster came
+    back) is sent again on a renewed client, up to `RESEND_LIMIT` times, and then raised
+    (DELIVERY_FAILED). A record timed out in flight may have been written: sent again, it is
+    an identical repeat, which every reader here already takes (at-least-once).
     `meanwhile` says in the log what the caller holds back while it waits; `on_wait` is called
     after each timed-out flush (a liveness beat: waiting for the cluster is not being stuck)."""
-    waited = 0
+    waited = resent = 0
     while True:
         try:
             producer.flush(flush_timeout)
             break
         except BusError as exc:
+            if exc.code == BusCode.DELIVERY_FAILED and resent < resend_limit:
+                resent += 1
+                again = _given_up(producer, flush_timeout, on_wait)
+                producer.renew()  # the old client may stay stuck on those partitions
+                for topic, value, key, headers, partition, at_ms in again:
+                    producer.send(topic, value, key=key, headers=headers, partition=partition, timestamp_ms=at_ms)
+                print(
+                    f"bus: the producer gave up on {len(again)} output(s) ({exc}): sent again on a new "
+                    f"connection ({resent} of {resend_limit} times)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                continue
             if exc.code != BusCode.TIMEOUT:
                 raise
             waited += 1

@@ -89,6 +89,9 @@ class SignalAggregator(Stage):
         self._held: dict[str, dict[datetime, list[tuple[str, int, int]]]] = {}
         #: The same offsets as a multiset per (topic, partition): offset -> times held.
         self._held_offsets: dict[tuple[str, int], dict[int, int]] = {}
+        #: The newest offset held per partition, and the partitions where an older one came after it.
+        self._newest_held: dict[tuple[str, int], int] = {}
+        self._unordered: set[tuple[str, int]] = set()
         self._lstm_topics = {predictions_lstm(s): s for s in self.symbols}
         self._candle_topics = {candles(s, "1m"): s for s in self.symbols}
         self._feature_topics = {features_aggregated(s): s for s in self.symbols}
@@ -126,7 +129,15 @@ class SignalAggregator(Stage):
     # -- records -----------------------------------------------------------------------------
     def retained(self) -> dict[tuple[str, int], int]:
         """The lowest offset, per partition, of an input of a candle not yet decided."""
-        return {tp: min(offsets) for tp, offsets in self._held_offsets.items() if offsets}
+        # A partition's records arrive in offset order, so its held offsets (a dict: insertion
+        # order) start with the lowest; only one that saw an offset come back (a redelivery
+        # after a rebalance) needs the full min().
+        unordered = self._unordered
+        return {
+            tp: min(offsets) if tp in unordered else next(iter(offsets))
+            for tp, offsets in self._held_offsets.items()
+            if offsets
+        }
 
     def _hold(self, key: Key, record: Record) -> None:
         symbol, timestamp = key
@@ -140,7 +151,11 @@ class SignalAggregator(Stage):
         offsets = self._held_offsets.get(tp)
         if offsets is None:
             offsets = self._held_offsets[tp] = {}
-        offsets[record.offset] = offsets.get(record.offset, 0) + 1
+        offset = record.offset
+        if offset < self._newest_held.get(tp, -1):
+            self._unordered.add(tp)
+        self._newest_held[tp] = max(offset, self._newest_held.get(tp, -1))
+        offsets[offset] = offsets.get(offset, 0) + 1
         where = (record.topic, record.partition, record.offset)
         positions = held.get(timestamp)
         if positions is not None:

@@ -4,7 +4,8 @@ pydantic `Signal`s and walking fastavro's writer for each: the same bare Avro by
 paths equal over thousands of decisions).
 
 `read_signal` goes the other way for the metrics collector, which reads every `signals.*`
-record: the fields it stores, checked as `Signal` checks them, without pydantic or fastavro.
+record: the fields it stores, checked as `Signal` checks them, by the native reader (no
+pydantic, no fastavro).
 
 `encode_plan` first checks every value against the rules `Signal` validates; if one is not
 certainly valid (or a type is not exactly the one validation would leave) it returns None and the
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from kstrade import _native
 from kstrade.schemas.codec import from_micros, schema_json, to_micros
 from kstrade.schemas.models import SignalDirection, SignalStage, Tier
 from kstrade.signals.decision import SignalPlan
@@ -56,7 +58,6 @@ def _layout_matches() -> bool:
 ENABLED = _layout_matches()
 
 _double = struct.Struct("<d").pack
-_unpack_double = struct.Struct("<d").unpack_from
 _isfinite = math.isfinite
 _STAGE = {s: bytes([2 * i]) for i, s in enumerate(SignalStage)}  # enum index, zigzag varint
 _DIRECTION = {d: bytes([2 * i]) for i, d in enumerate(SignalDirection)}
@@ -233,111 +234,19 @@ _DIRECTIONS = list(SignalDirection)
 _TIERS = list(Tier)
 
 
-class _Cursor:
-    """Avro primitives read from one body; any overrun or bad value raises ValueError."""
-
-    __slots__ = ("at", "data")
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.at = data, 0
-
-    def long(self) -> int:
-        data, at = self.data, self.at
-        if at < len(data) and (z := data[at]) < 0x80:  # one byte: small counts, lengths, indexes
-            self.at = at + 1
-            return (z >> 1) ^ -(z & 1)
-        shift = z = 0
-        while True:
-            if at >= len(data):
-                raise ValueError("the body ends inside a number")
-            b = data[at]
-            at += 1
-            z |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
-            if shift > 63:
-                raise ValueError("a number longer than 10 bytes")
-        self.at = at
-        return (z >> 1) ^ -(z & 1)
-
-    def string(self) -> str:
-        n = self.long()
-        start, end = self.at, self.at + n
-        if n < 0 or end > len(self.data):
-            raise ValueError("a string runs past the end of the body")
-        self.at = end
-        return self.data[start:end].decode()
-
-    def double(self) -> float:
-        if self.at + 8 > len(self.data):
-            raise ValueError("the body ends inside a double")
-        (v,) = _unpack_double(self.data, self.at)
-        self.at += 8
-        if not _isfinite(v):
-            raise ValueError("a double that is not finite")
-        return float(v)
-
-    def index(self, options: list[Any]) -> Any:
-        i = self.long()
-        if not 0 <= i < len(options):
-            raise ValueError(f"enum or union index {i} out of range")
-        return options[i]
-
-    def skip(self, doubles: bool) -> None:
-        """Walk (and check) a map of doubles (`doubles`) or an array of strings: blocks of
-        items, a zero count ends it. Keys must be UTF-8 and doubles finite, as the codec checks."""
-        while (n := self.long()) != 0:
-            if n < 0:  # a negative count is followed by the block's size in bytes
-                n = -n
-                self.long()
-            for _ in range(n):
-                self.string()
-                if doubles:
-                    self.double()
-
-
 def read_signal(body: bytes) -> dict[str, Any]:
     """The stored fields of a bare Avro `Signal` v1 body (`LAYOUT`): timestamp (aware UTC),
     symbol, signal_id (UUID), stage, direction, confidence, tier (or None), entry_price,
     stop_loss, take_profit and position_size (or None), with every rule `Signal` validates
-    checked (maps, boosters and ttl included). Raises ValueError on a body that
-    `Codec(Signal).decode` would refuse. Only for v1 bodies while `ENABLED`."""
-    r = _Cursor(body)
-    timestamp = from_micros(r.long())
-    symbol = r.string()
-    signal_id = UUID(r.string())
-    stage = r.index(_STAGES)
-    direction = r.index(_DIRECTIONS)
-    confidence = r.double()
-    tier = None
-    branch = r.long()
-    if branch == 1:
-        tier = r.index(_TIERS)
-    elif branch != 0:
-        raise ValueError(f"union index {branch} out of range for tier")
-    entry, stop, target = r.double(), r.double(), r.double()
-    branch = r.long()
-    size = r.double() if branch == 1 else None
-    if branch not in (0, 1):
-        raise ValueError(f"union index {branch} out of range for position_size")
-
-    r.skip(doubles=True)  # features_snapshot
-    r.skip(doubles=True)  # ensemble_weights
-    r.skip(doubles=False)  # boosters_applied
-    ttl = r.long()
-    if r.at != len(body):
-        raise ValueError(f"{len(body) - r.at} byte(s) after the record")
-    if not symbol:
-        raise ValueError("a signal without a symbol")
-    if not (0.0 <= confidence <= 1.0 and entry > 0 and stop > 0 and target > 0 and 0 < ttl < 2**31):
-        raise ValueError("confidence, a price or ttl_seconds out of range")
-    if size is not None and size < 0:
-        raise ValueError("a negative position_size")
-    if not ((stop < entry < target) if direction is SignalDirection.LONG else (target < entry < stop)):
-        raise ValueError(f"{direction.value}: stop_loss / entry_price / take_profit out of order")
+    checked (maps, boosters and ttl included) by the native reader
+    (`kstrade_codec::signal`). Raises ValueError on a body that `Codec(Signal).decode` would
+    refuse. Only for v1 bodies while `ENABLED`."""
+    ts, symbol, signal_id, stage, direction, confidence, tier, entry, stop, target, size = _native.read_signal_fields(
+        body
+    )
     return {
-        "timestamp": timestamp, "symbol": symbol, "signal_id": signal_id, "stage": stage, "direction": direction,
-        "confidence": confidence, "tier": tier, "entry_price": entry, "stop_loss": stop, "take_profit": target,
-        "position_size": size,
+        "timestamp": from_micros(ts), "symbol": symbol, "signal_id": UUID(signal_id), "stage": _STAGES[stage],
+        "direction": _DIRECTIONS[direction], "confidence": confidence,
+        "tier": None if tier is None else _TIERS[tier], "entry_price": entry, "stop_loss": stop,
+        "take_profit": target, "position_size": size,
     }  # fmt: skip

@@ -24,6 +24,17 @@ pub trait Producer: Send + Sync {
     fn flush(&self, timeout: Duration) -> BusResult<()>;
     /// Records enqueued and not yet acknowledged (or failed).
     fn in_flight(&self) -> usize;
+    /// The records the producer gave up on since the last call (those a failed flush counted),
+    /// as they were sent, in the order their failures came: for the caller to send again.
+    fn take_failed(&self) -> Vec<OutRecord> {
+        Vec::new()
+    }
+    /// Start over with a new client of the same settings (a fresh connection to every broker,
+    /// a new producer id), once nothing is in flight. A client that gave up on records after
+    /// a whole-cluster restart can stay stuck on their partition; its successor is not.
+    fn renew(&self) -> BusResult<()> {
+        Ok(())
+    }
 }
 
 pub trait Consumer: Send {

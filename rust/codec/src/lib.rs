@@ -16,6 +16,7 @@ pub mod embedded {
     include!(concat!(env!("OUT_DIR"), "/schema_files.rs"));
 }
 pub mod records;
+pub mod signal;
 
 pub use avro::{Reader, Writer};
 pub use error::{CodecError, CodecResult, Context, Location};

@@ -219,6 +219,37 @@ impl PyProducer {
     fn in_flight(&self) -> usize {
         self.inner.in_flight()
     }
+
+    /// The records the producer gave up on since the last call, as sent:
+    /// `[(topic, value, key, headers, partition, timestamp_ms)]`, for `send` again.
+    #[allow(clippy::type_complexity)]
+    fn take_failed<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        self.inner
+            .take_failed()
+            .into_iter()
+            .map(|r| {
+                let headers: Vec<(String, Option<Bound<'py, PyBytes>>)> = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_deref().map(|b| PyBytes::new(py, b))))
+                    .collect();
+                (
+                    r.topic,
+                    r.value.as_deref().map(|b| PyBytes::new(py, b)),
+                    r.key.as_deref().map(|b| PyBytes::new(py, b)),
+                    headers,
+                    r.partition,
+                    r.timestamp_ms,
+                )
+                    .into_pyobject(py)
+            })
+            .collect()
+    }
+
+    /// A new client with the same settings, once nothing is in flight (raises otherwise).
+    fn renew(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.renew()).map_err(|e| err(py, e))
+    }
 }
 
 /// Consumes from either transport in a consumer group, with explicit commits.

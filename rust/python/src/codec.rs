@@ -337,6 +337,42 @@ impl PyConvert for Prediction {
     }
 }
 
+/// What a signal's stored fields are to Python: the enums as their schema indexes.
+type SignalTuple = (
+    i64,
+    String,
+    String,
+    usize,
+    usize,
+    f64,
+    Option<usize>,
+    f64,
+    f64,
+    f64,
+    Option<f64>,
+);
+
+/// `(timestamp_us, symbol, signal_id, stage, direction, confidence, tier, entry_price,
+/// stop_loss, take_profit, position_size)` of a bare Avro `Signal` v1 body, checked as
+/// `Codec(Signal).decode` checks it (`kstrade_codec::signal`). Raises `CodecError`.
+#[pyfunction]
+fn read_signal_fields(py: Python<'_>, body: &[u8]) -> PyResult<SignalTuple> {
+    let f = codec::signal::read_signal_fields(body).map_err(|e| err(py, e))?;
+    Ok((
+        f.timestamp_us,
+        f.symbol,
+        f.signal_id,
+        f.stage,
+        f.direction,
+        f.confidence,
+        f.tier,
+        f.entry_price,
+        f.stop_loss,
+        f.take_profit,
+        f.position_size,
+    ))
+}
+
 fn ctx(topic: Option<String>, offset: Option<i64>) -> Context {
     Context { topic, offset }
 }
@@ -554,6 +590,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         files.set_item(*path, *text)?;
     }
     m.add("SCHEMA_FILES", files)?;
+    m.add_function(wrap_pyfunction!(read_signal_fields, m)?)?;
     m.add_function(wrap_pyfunction!(encode_candle, m)?)?;
     m.add_function(wrap_pyfunction!(decode_candle, m)?)?;
     m.add_function(wrap_pyfunction!(encode_candles, m)?)?;

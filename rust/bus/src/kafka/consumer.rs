@@ -6,7 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -18,6 +18,72 @@ use crate::traits::{Consumer, Subscription};
 
 /// Commits that hit a rebalance in progress are retried this many times.
 const COMMIT_ATTEMPTS: u32 = 3;
+/// How long one commit waits for its result unless `kstrade.commit.timeout.ms` says otherwise.
+/// librdkafka's synchronous commit waits without limit for the group coordinator, and after a
+/// whole-cluster restart a client can stay without one: a service's loop then blocked in
+/// commit for good (no progress, deaf to SIGTERM; issue 18). A timed-out commit is a failed
+/// one: the runner leaves the batch uncommitted and goes on.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Our own consumer setting (not passed to librdkafka): the bound above, in milliseconds.
+pub const COMMIT_TIMEOUT_PROPERTY: &str = "kstrade.commit.timeout.ms";
+
+/// Why a bounded commit did not succeed.
+enum CommitFailure {
+    Kafka(RDKafkaErrorCode),
+    TimedOut,
+}
+
+/// Commit `tpl` and wait at most `timeout` for the result: `rd_kafka_commit_queue` with a
+/// queue of our own, polled with a timeout (rust-rdkafka's sync commit waits forever).
+fn commit_bounded(
+    consumer: &BaseConsumer<RebalanceLog>,
+    tpl: &TopicPartitionList,
+    timeout: Duration,
+) -> Result<(), CommitFailure> {
+    use rdkafka::bindings as rd;
+    use rdkafka::types::RDKafkaRespErr;
+
+    let rk = consumer.client().native_ptr();
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: `rk` and `tpl` outlive every call below; the queue and the event are created
+    // and destroyed here exactly once. librdkafka counts references to the queue, so a result
+    // that arrives after our timeout goes to a queue only librdkafka still holds.
+    unsafe {
+        let queue = rd::rd_kafka_queue_new(rk);
+        let started = rd::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
+        if started != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+            rd::rd_kafka_queue_destroy(queue);
+            return Err(CommitFailure::Kafka(started.into()));
+        }
+        let event = rd::rd_kafka_queue_poll(queue, ms);
+        if event.is_null() {
+            rd::rd_kafka_queue_destroy(queue);
+            return Err(CommitFailure::TimedOut);
+        }
+        let mut err = rd::rd_kafka_event_error(event);
+        if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+            // The request went through; a partition may still have been refused.
+            let parts = rd::rd_kafka_event_topic_partition_list(event);
+            if !parts.is_null() {
+                let list = &*parts;
+                for i in 0..usize::try_from(list.cnt).unwrap_or(0) {
+                    let e = (*list.elems.add(i)).err;
+                    if e != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+                        err = e;
+                        break;
+                    }
+                }
+            }
+        }
+        rd::rd_kafka_event_destroy(event);
+        rd::rd_kafka_queue_destroy(queue);
+        if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Ok(())
+        } else {
+            Err(CommitFailure::Kafka(err.into()))
+        }
+    }
+}
 
 #[derive(Default)]
 struct RebalanceLog {
@@ -65,6 +131,8 @@ pub struct KafkaConsumer {
     events: Vec<RebalanceEvent>,
     /// The last non-fatal client error seen while polling (broker down, ...), for diagnostics.
     pub last_error: Option<String>,
+    /// How long a commit waits for its result (`COMMIT_TIMEOUT`).
+    commit_timeout: Duration,
 }
 
 impl KafkaConsumer {
@@ -74,10 +142,20 @@ impl KafkaConsumer {
                 "group.id is required for a consumer".into(),
             ));
         }
-        let inner: BaseConsumer<RebalanceLog> = client_config(CONSUMER_DEFAULTS, config)
+        let mut config = config.clone();
+        let commit_timeout = match config.remove(COMMIT_TIMEOUT_PROPERTY) {
+            None => COMMIT_TIMEOUT,
+            Some(ms) => Duration::from_millis(ms.parse().map_err(|_| {
+                BusError::Config(format!(
+                    "{COMMIT_TIMEOUT_PROPERTY}: {ms:?} is not a number of milliseconds"
+                ))
+            })?),
+        };
+        let inner: BaseConsumer<RebalanceLog> = client_config(CONSUMER_DEFAULTS, &config)
             .create_with_context(RebalanceLog::default())
             .map_err(|e| BusError::Config(e.to_string()))?;
         Ok(Self {
+            commit_timeout,
             inner: Some(inner),
             positions: HashMap::new(),
             events: Vec::new(),
@@ -207,18 +285,24 @@ impl Consumer for KafkaConsumer {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.client()?.commit(&tpl, CommitMode::Sync) {
+            match commit_bounded(self.client()?, &tpl, self.commit_timeout) {
                 Ok(()) => return Ok(()),
-                Err(e)
-                    if attempt < COMMIT_ATTEMPTS
-                        && matches!(
-                            e.rdkafka_error_code(),
-                            Some(RDKafkaErrorCode::RebalanceInProgress)
-                        ) =>
+                Err(CommitFailure::Kafka(RDKafkaErrorCode::RebalanceInProgress))
+                    if attempt < COMMIT_ATTEMPTS =>
                 {
                     thread::sleep(Duration::from_millis(100));
                 }
-                Err(e) => return Err(BusError::Commit(e.to_string())),
+                Err(CommitFailure::Kafka(code)) => {
+                    return Err(BusError::Commit(format!(
+                        "Consumer commit error: {code:?} ({code})"
+                    )))
+                }
+                Err(CommitFailure::TimedOut) => {
+                    return Err(BusError::Commit(format!(
+                        "no answer within {} ms (no group coordinator?)",
+                        self.commit_timeout.as_millis()
+                    )))
+                }
             }
         }
     }

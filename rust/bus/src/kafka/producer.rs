@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header as RdHeader, Message, OwnedHeaders};
+use rdkafka::message::{Header as RdHeader, Headers as _, Message, OwnedHeaders};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
 };
@@ -26,6 +26,8 @@ const QUEUE_FULL_PATIENCE: Duration = Duration::from_secs(30);
 struct DeliveryTracker {
     in_flight: AtomicUsize,
     failures: Mutex<Vec<String>>,
+    /// The records behind `failures`, as sent, until the caller takes them (`take_failed`).
+    failed: Mutex<Vec<OutRecord>>,
     /// Signalled when the last in-flight record's delivery report arrives, so `flush` wakes at
     /// once. (rdkafka's own flush polls the main queue in 100 ms slices; with the threaded
     /// producer's poller taking the report instead, every flush cost a full 100 ms.)
@@ -65,23 +67,48 @@ impl ProducerContext for DeliveryTracker {
         if let Err((err, msg)) = result {
             let failure = format!("{}[{}]: {err}", msg.topic(), msg.partition());
             self.failures.lock().push(failure);
+            let headers = msg
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.failed.lock().push(OutRecord {
+                topic: msg.topic().to_string(),
+                key: msg.key().map(<[u8]>::to_vec),
+                value: msg.payload().map(<[u8]>::to_vec),
+                headers,
+                partition: Some(msg.partition()),
+                timestamp_ms: msg.timestamp().to_millis(),
+            });
         }
         self.settled();
     }
 }
 
 pub struct KafkaProducer {
-    inner: ThreadedProducer<DeliveryTracker>,
+    /// Behind a lock only so that `renew` can replace it; every other call takes a read lock.
+    inner: RwLock<ThreadedProducer<DeliveryTracker>>,
     limit: SizeLimit,
+    config: HashMap<String, String>,
 }
 
 impl KafkaProducer {
     pub fn new(config: &HashMap<String, String>) -> BusResult<Self> {
         let limit = SizeLimit::from_config(config)?;
-        let inner = client_config(PRODUCER_DEFAULTS, config)
+        Ok(Self {
+            inner: RwLock::new(Self::client(config)?),
+            limit,
+            config: config.clone(),
+        })
+    }
+
+    fn client(config: &HashMap<String, String>) -> BusResult<ThreadedProducer<DeliveryTracker>> {
+        client_config(PRODUCER_DEFAULTS, config)
             .create_with_context(DeliveryTracker::default())
-            .map_err(|e| BusError::Config(e.to_string()))?;
-        Ok(Self { inner, limit })
+            .map_err(|e| BusError::Config(e.to_string()))
     }
 }
 
@@ -109,10 +136,11 @@ impl Producer for KafkaProducer {
             base = base.timestamp(ts);
         }
         let deadline = Instant::now() + QUEUE_FULL_PATIENCE;
-        let tracker = self.inner.context();
+        let inner = self.inner.read();
+        let tracker = inner.context();
         tracker.in_flight.fetch_add(1, Ordering::AcqRel);
         loop {
-            match self.inner.send(base) {
+            match inner.send(base) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if Instant::now() < deadline =>
@@ -138,8 +166,9 @@ impl Producer for KafkaProducer {
     }
 
     fn flush(&self, timeout: Duration) -> BusResult<()> {
-        let flushed = self.inner.context().wait_idle(timeout);
-        let failures = std::mem::take(&mut *self.inner.context().failures.lock());
+        let inner = self.inner.read();
+        let flushed = inner.context().wait_idle(timeout);
+        let failures = std::mem::take(&mut *inner.context().failures.lock());
         if let Some(first) = failures.first() {
             return Err(BusError::Delivery {
                 failed: failures.len(),
@@ -154,6 +183,28 @@ impl Producer for KafkaProducer {
     }
 
     fn in_flight(&self) -> usize {
-        self.inner.context().in_flight.load(Ordering::Acquire)
+        self.inner
+            .read()
+            .context()
+            .in_flight
+            .load(Ordering::Acquire)
+    }
+
+    fn take_failed(&self) -> Vec<OutRecord> {
+        std::mem::take(&mut *self.inner.read().context().failed.lock())
+    }
+
+    fn renew(&self) -> BusResult<()> {
+        let mut inner = self.inner.write();
+        let waiting = inner.context().in_flight.load(Ordering::Acquire);
+        if waiting > 0 {
+            return Err(BusError::Config(format!(
+                "renew: {waiting} record(s) still in flight: flush first"
+            )));
+        }
+        let old = std::mem::replace(&mut *inner, Self::client(&self.config)?);
+        drop(inner);
+        drop(old); // nothing in flight: nothing is purged
+        Ok(())
     }
 }
