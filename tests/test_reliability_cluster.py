@@ -146,10 +146,22 @@ def test_killing_the_partition_leader_mid_stream_loses_and_duplicates_nothing(th
             assert time.monotonic() < deadline, "topic never got a leader"
             time.sleep(0.2)
     victim = _leader(three.bootstrap, topic)
-    group = _group_coordinated_by(bus, three.bootstrap, victim, f"leader-kill-{unique}")
+    # The group's coordinator is the victim once it has joined: the leaders of __consumer_offsets
+    # may still move just after it is made (preferred-leader election), so ask again if not.
+    for attempt in range(6):
+        group = _group_coordinated_by(bus, three.bootstrap, victim, f"leader-kill-{unique}-{attempt}")
+        consumer = bus.consumer(group, FAST_GROUP)
+        consumer.subscribe([topic])
+        joined = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < joined:
+            consumer.poll(max_records=1, timeout=0.2)
+        if _coordinator(three.bootstrap, group) == victim:
+            break
+        consumer.close()
+        time.sleep(2.0)
+    else:
+        raise AssertionError(f"no group coordinated by node {victim} after 6 tries")
     producer = bus.producer()
-    consumer = bus.consumer(group, FAST_GROUP)
-    consumer.subscribe([topic])
     received: list[int] = []
     arrivals: list[float] = []
     uncertain: set[int] = set()  # ids of batches whose commit was refused

@@ -182,13 +182,7 @@ impl Admin for KafkaAdmin {
 
     fn list_topics(&self, timeout: Duration) -> BusResult<Vec<String>> {
         let metadata = self.inner.inner().fetch_metadata(None, timeout)?;
-        let mut names: Vec<String> = metadata
-            .topics()
-            .iter()
-            .map(|t| t.name().to_string())
-            .collect();
-        names.sort();
-        Ok(names)
+        Ok(super::topic_names(&metadata))
     }
 
     fn end_offsets(&self, topic: &str, timeout: Duration) -> BusResult<Vec<i64>> {

@@ -14,6 +14,7 @@ pub use probe::probe;
 pub use producer::KafkaProducer;
 
 use rdkafka::error::KafkaError;
+use rdkafka::metadata::Metadata;
 
 use crate::error::BusError;
 
@@ -32,4 +33,15 @@ impl From<KafkaError> for BusError {
 /// The librdkafka version linked into this build, e.g. "2.12.1".
 pub fn librdkafka_version() -> String {
     rdkafka::util::get_rdkafka_version().1
+}
+
+/// The topic names a metadata answer lists, sorted.
+fn topic_names(metadata: &Metadata) -> Vec<String> {
+    let mut names: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect();
+    names.sort();
+    names
 }

@@ -78,15 +78,7 @@ pub fn probe(config: &HashMap<String, String>, timeout: Duration) -> BusResult<V
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match producer.client().fetch_metadata(None, left.min(SLICE)) {
-            Ok(metadata) => {
-                let mut names: Vec<String> = metadata
-                    .topics()
-                    .iter()
-                    .map(|t| t.name().to_string())
-                    .collect();
-                names.sort();
-                return Ok(names);
-            }
+            Ok(metadata) => return Ok(super::topic_names(&metadata)),
             Err(e) => {
                 let context = producer.context();
                 let refused = context.errors.lock().iter().any(|l| is_refusal(l));
