@@ -312,14 +312,29 @@ def reset(directory: Path | None = None) -> Path:
     return directory
 
 
+def _ephemeral_low(default: int = 32768) -> int:
+    """The lowest port the OS hands out as a connection's source port (Linux:
+    net.ipv4.ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
 def free_port_block(nodes: int = 1) -> int:
     """A base port p (even) with p .. p + 2*nodes - 1 all free on 127.0.0.1: node i takes
-    p + 2i for clients and p + 2i + 1 for its controller."""
+    p + 2i for clients and p + 2i + 1 for its controller.
+
+    Below the OS's ephemeral range: while a node is down, a client reconnecting to its port can
+    be given that very port as its source port (a TCP self-connect, which succeeds) and hold
+    it, and the node then fails to start with "Address already in use" (seen in outage tests)."""
     import random
 
     rng = random.Random()
+    top = _ephemeral_low() - 2 * nodes
+    low, high = (10000, top) if top > 12000 else (20000, 60000)
     for _ in range(500):
-        base = rng.randrange(20000, 60000, 2)
+        base = rng.randrange(low, high, 2)
         socks = []
         try:
             for port in range(base, base + 2 * nodes):
