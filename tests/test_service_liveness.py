@@ -250,6 +250,77 @@ def test_a_consumer_that_fetches_nothing_for_rejoin_after_s_is_replaced_and_cons
     logged(capsys, f"{name}: no record fetched for more than {rejoin_after_s:g} s while 7 wait: rejoining the group")
 
 
+def test_a_member_left_with_nothing_assigned_while_its_groups_records_wait_is_alerted_then_rejoins(
+    kafka_bootstrap: str, unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The LSTM worker of a 60 s whole-cluster stop: its loop came round, it had no partition,
+    its group's records waited, and nothing said so (its own lag was empty). Here its consumer is
+    moved onto a topic that does not exist, so it holds nothing and keeps polling: the group's
+    waiting records make it a stall (NO_PROGRESS, /readyz 503 naming it), and after
+    rejoin_after_s a new member takes the partition and handles every waiting record once."""
+    stage, alerts = gated(kafka_bootstrap, unique, "unassigned", open_=True)
+    name, topic = stage.name, stage.topic
+    rejoin_after_s = 8.0
+    with service(kafka_bootstrap, stage, rejoin_after_s=rejoin_after_s) as (liveness, url):
+        eventually("ready on an empty topic", lambda: get(url + "/readyz")[0] == 200, 30)
+        send(kafka_bootstrap, topic, 3)
+        eventually("the first records handled", lambda: stage.handled == [0, 1, 2], 30)
+        assert liveness.runner is not None
+        stranded = liveness.runner.consumer
+        stranded.subscribe([f"{topic}.never-created"])  # a member of the group with nothing assigned
+        eventually("nothing assigned", lambda: get(url + "/progress")[1]["lag_by_partition"] == {}, 30)
+        send(kafka_bootstrap, topic, 7)
+        sent_at = time.time()
+        raised = no_progress_alerts(alerts, name, 1.0 + NO_PROGRESS_S + SLACK_S)
+        assert len(raised) == 1, raised
+        assert "no partition assigned while 7 records of the group wait" in raised[0][1].message, raised[0][1]
+        print(f"NO_PROGRESS {raised[0][0] - sent_at:.1f} s after the records were sent: {raised[0][1].message}")
+        status, body = get(url + "/readyz")
+        assert status == 503 and "no partition assigned" in body["reason"], body
+        assert body["progress"]["group_waiting"] == 7, body
+        assert stage.handled == [0, 1, 2]
+        eventually("handled by a new member", lambda: len(stage.handled) == 10, rejoin_after_s + 30)
+        healed = time.time() - sent_at
+        assert healed > rejoin_after_s - 0.5, healed
+        assert stage.handled == list(range(10))  # every record once
+        assert liveness.runner.consumer is not stranded and liveness.rejoins == 1
+        eventually("ready again", lambda: get(url + "/readyz")[0] == 200, 30)
+        print(f"rejoined and consumed again {healed:.1f} s after the records were sent")
+    logged(capsys, f"{name}: no partition assigned for more than {rejoin_after_s:g} s while 7 records of the group")
+
+
+def test_a_member_with_nothing_assigned_beside_a_member_that_commits_is_not_a_stall(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    """More members than partitions is normal (a scaled-out group): while another member
+    consumes and commits the group's records, the idle one is not stalled: /readyz says it has
+    no partition (not "no progress"), it raises nothing and does not rejoin."""
+    stage, alerts = gated(kafka_bootstrap, unique, "spare", open_=True)
+    name, topic = stage.name, stage.topic
+    bus = Bus.kafka(kafka_bootstrap)
+    # The busy member joins first (cooperative-sticky keeps its partition when the service joins)
+    # and works slowly: it commits every record, so the group's records wait and move.
+    busy = bus.consumer(stage.group, {k: str(v) for k, v in FAST_GROUP.items()})
+    busy.subscribe([topic])
+    eventually("the busy member has the partition", lambda: bool(busy.poll(10, 0.2) or busy.assignment()), 30)
+    with service(kafka_bootstrap, stage, rejoin_after_s=4.0) as (liveness, url):
+        eventually("the service has joined", lambda: get(url + "/progress")[1]["lag_by_partition"] == {}, 30)
+        send(kafka_bootstrap, topic, 12)
+        handled = 0
+        deadline = time.monotonic() + NO_PROGRESS_S + SLACK_S + 4.0
+        while time.monotonic() < deadline:
+            for record in busy.poll(1, 0.1):
+                handled += 1
+                busy.commit([(record.topic, record.partition, record.offset + 1)])
+                time.sleep(0.4)  # slow, but moving
+            body = get(url + "/readyz")[1]
+            assert body["reason"].startswith("no partitions assigned"), body
+        assert handled >= 8, handled
+        assert no_progress_alerts(alerts, name, 0.5) == []
+        assert liveness.rejoins == 0 and stage.handled == []
+    busy.close()
+
+
 def test_a_healthy_service_is_ready_reports_its_progress_and_raises_nothing(kafka_bootstrap: str, unique: str) -> None:
     stage, alerts = gated(kafka_bootstrap, unique, "healthy", open_=True)
     name, topic = stage.name, stage.topic

@@ -21,6 +21,13 @@ logs it, and logs a recovery line when the service moves again.
 A stall of the consumer itself (the loop comes round, records wait, nothing is fetched) that
 lasts `rejoin_after_s` is healed by the loop: it replaces its consumer, which rejoins the group
 and resumes from the committed offsets (`fetch_stalled`; counted as `rejoins` in /progress).
+
+A member with nothing assigned has no lag of its own, so the loop also watches its group
+(`GroupBacklog`, asked only while the assignment is empty): records waiting on the group's
+input partitions while the group's committed offsets do not move means no member consumes them
+(a member left unassigned after a whole-cluster restart, or a peer that holds partitions and
+does not poll). That is a stall like any other (/readyz 503, NO_PROGRESS) and, after
+`rejoin_after_s`, a rejoin.
 """
 
 from __future__ import annotations
@@ -29,21 +36,26 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from kstrade.bus import Bus, BusError, Producer
+from kstrade.bus import Bus, BusError, Consumer, Producer
 from kstrade.bus.topics import METRICS_ALERTS
-from kstrade.codes import AlertCode
+from kstrade.codes import AlertCode, BusCode
 from kstrade.schemas import Alert, Codec
 from kstrade.schemas.models import Severity
 
 if TYPE_CHECKING:
     from kstrade.bus import StageRunner
     from kstrade.config import ServiceSettings
+
+#: The group's side, asked while this member has nothing assigned: (records waiting on the
+#: group's input partitions, the sum of the group's committed offsets there), or None if the
+#: topics are not known (a pattern subscription).
+GroupBacklog = Callable[[], tuple[int, int] | None]
 
 
 class Verdict(NamedTuple):
@@ -90,6 +102,12 @@ class Liveness:
         #: Since when consecutive probes have seen lag > 0 (None: the last one saw none).
         self.lag_since: float | None = None
         self._next_probe = 0.0
+        self._group_backlog: GroupBacklog | None = None
+        #: While nothing is assigned: records waiting in the group, and since when they have
+        #: waited with the group's committed offsets standing still (None: not so).
+        self.group_waiting: int | None = None
+        self.unassigned_since: float | None = None
+        self._group_committed: int | None = None
 
     @classmethod
     def from_settings(cls, name: str, settings: ServiceSettings) -> Liveness:
@@ -99,8 +117,9 @@ class Liveness:
         )  # fmt: skip
 
     # -- the loop's side (one thread: the service loop) -------------------------------------------
-    def attach(self, runner: StageRunner, stop: threading.Event) -> None:
+    def attach(self, runner: StageRunner, stop: threading.Event, group_backlog: GroupBacklog | None = None) -> None:
         self.runner, self._stop = runner, stop
+        self._group_backlog = group_backlog
         runner.on_wait = self.beat
         self.beat()
 
@@ -126,6 +145,28 @@ class Liveness:
                 self.lag_since = now
         else:
             self.lag_since = None
+        self._probe_group(now, assigned=bool(lag))
+
+    def _probe_group(self, now: float, *, assigned: bool) -> None:
+        """While nothing is assigned: does the group have records waiting that nobody commits?"""
+        if assigned or self._group_backlog is None:
+            self.group_waiting = self.unassigned_since = self._group_committed = None
+            return
+        try:
+            backlog = self._group_backlog()
+        except BusError as exc:
+            self.lag_error = f"group offsets: {exc}"
+            return
+        if backlog is None:
+            return
+        waiting, committed = backlog
+        self.group_waiting = waiting
+        if waiting <= 0 or committed != self._group_committed:
+            # Nothing waits, or another member is committing: not a stall (yet).
+            self.unassigned_since = now if waiting > 0 else None
+        elif self.unassigned_since is None:
+            self.unassigned_since = now
+        self._group_committed = committed
 
     def stopped(self) -> None:
         self.stopping = True
@@ -135,13 +176,19 @@ class Liveness:
         is in hand, and none was handled for `rejoin_after_s` (nor since the last rejoin): the
         consumer fetches nothing. Asked by the loop, before each poll."""
         runner = self.runner
-        if runner is None or runner.in_hand or self.lag_since is None or self.lag_error is not None:
+        if runner is None or runner.in_hand or self.lag_error is not None:
+            return False
+        waits_since = self.lag_since if self.lag_since is not None else self.unassigned_since
+        if waits_since is None:
             return False
         now = self._clock()
-        since = max(self.lag_since, runner.last_handled_at or self.started_at, self._rejoined_at or 0.0)
+        since = max(waits_since, runner.last_handled_at or self.started_at, self._rejoined_at or 0.0)
         return now - since > self.rejoin_after_s
 
     def fetch_stall_reason(self) -> str:
+        if self.lag_since is None and self.unassigned_since is not None:
+            return (f"no partition assigned for more than {self.rejoin_after_s:g} s while {self.waiting()} records "
+                    f"of the group wait and no member commits")  # fmt: skip
         return f"no record fetched for more than {self.rejoin_after_s:g} s while {self.waiting()} wait"
 
     def rejoined(self) -> None:
@@ -149,6 +196,7 @@ class Liveness:
         self.rejoins += 1
         self._rejoined_at = self._clock()
         self.lag, self.lag_since, self._next_probe = None, None, 0.0
+        self.group_waiting = self.unassigned_since = self._group_committed = None
 
     # -- judgements (any thread) ------------------------------------------------------------------
     def _is_stopping(self) -> bool:
@@ -157,6 +205,8 @@ class Liveness:
     def waiting(self) -> int:
         """Records known to wait: the lag at the last probe plus the batch in hand."""
         in_hand = self.runner.in_hand if self.runner is not None else 0
+        if not self.lag and self.unassigned_since is not None:
+            return (self.group_waiting or 0) + in_hand  # nothing assigned: the group's waiting records
         return sum((self.lag or {}).values()) + in_hand
 
     def stalled_for(self) -> float:
@@ -167,7 +217,7 @@ class Liveness:
         runner = self.runner
         if runner is None:
             return loop
-        waits = [t for t in (runner.in_hand_since, self.lag_since) if t is not None]
+        waits = [t for t in (runner.in_hand_since, self.lag_since, self.unassigned_since) if t is not None]
         if not waits:
             return loop
         since = max(min(waits), runner.last_handled_at or self.started_at)
@@ -200,6 +250,9 @@ class Liveness:
         loop = self._clock() - self.beat_at
         if loop >= stalled and not self.waiting():
             return f"no progress for {stalled:.0f} s: the loop has not come round"
+        if not self.lag and self.unassigned_since is not None:
+            return (f"no progress for {stalled:.0f} s: no partition assigned while {self.waiting()} records of the "
+                    f"group wait and no member commits them")  # fmt: skip
         return f"no progress for {stalled:.0f} s while {self.waiting()} records wait"
 
     def progress(self) -> dict[str, Any]:
@@ -230,11 +283,44 @@ class Liveness:
             "lag_by_partition": self.lag,
             "lag_probed_at": at(self.lag_at),
             "lag_error": self.lag_error,
+            "group_waiting": self.group_waiting,
             "stalled_for_s": round(self.stalled_for(), 3),
             "rejoins": self.rejoins,
             "no_progress_s": self.no_progress_s,
             "age_s": round(now - self.started_at, 3),
         }
+
+
+def group_backlog(bus: Bus, inputs: Sequence[str] | str, consumer: Callable[[], Consumer],
+                  timeout: float = 5.0) -> GroupBacklog | None:  # fmt: skip
+    """The `GroupBacklog` of a member subscribed to `inputs`: end offsets of every partition of
+    those topics (the admin client) against the group's committed offsets there (the member's
+    consumer, the current one: a rejoin replaces it). A partition the group never committed
+    counts from 0 (services read from the earliest offset). None for a pattern subscription."""
+    if isinstance(inputs, str):
+        return None
+    topics = list(inputs)
+    admin = bus.admin()
+
+    def backlog() -> tuple[int, int]:
+        ends: dict[tuple[str, int], int] = {}
+        for topic in topics:
+            try:
+                for partition, end in enumerate(admin.end_offsets(topic, timeout)):
+                    ends[(topic, partition)] = end
+            except BusError as exc:
+                if exc.code != BusCode.UNKNOWN_TOPIC:  # a topic not created yet holds nothing
+                    raise
+        if not ends:
+            return 0, 0
+        waiting = committed_sum = 0
+        for topic, partition, offset in consumer().committed(list(ends), timeout):
+            done = offset if offset is not None and offset >= 0 else 0
+            waiting += max(0, ends[(topic, partition)] - done)
+            committed_sum += done
+        return waiting, committed_sum
+
+    return backlog
 
 
 class StallAlarm:

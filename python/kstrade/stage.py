@@ -42,7 +42,7 @@ from typing import ClassVar, TypeVar
 from kstrade.bus import Batch, Bus, Consumer, Output, Record, StageRunner
 from kstrade.bus.runner import Stamp
 from kstrade.clock import Clock, EventClock, WallClock
-from kstrade.liveness import Liveness
+from kstrade.liveness import Liveness, group_backlog
 from kstrade.schemas import Codec, Message, MessageHeaders
 from kstrade.schemas.codec import HEADER_ORIGIN_NS
 
@@ -421,7 +421,7 @@ def run_service(
     stage.caught_up = runner.caught_up
     producer = runner.producer
     if liveness is not None:
-        liveness.attach(runner, stop)
+        liveness.attach(runner, stop, group_backlog(bus, stage.inputs(), lambda: runner.consumer))
     try:
         while not stop.is_set():
             if liveness is not None:
