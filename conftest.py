@@ -25,9 +25,10 @@ hypothesis_settings.register_profile("ci", deadline=None, derandomize=True, prin
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "kstrade")
 
 # The execution service serves its account gauges on 9465 by default: tests (and the services
-# they start, which inherit this environment) do not, or two of them (or two test runs on one
-# machine) would collide on the port. A test of the endpoint asks for one (port 0: a free one).
+# they start, which inherit this environment) do not, or two of them (two test workers, or two
+# test runs on one machine) would collide on the port. A test of the endpoint asks for one (port 0: a free one).
 os.environ.setdefault("KSTRADE_EXECUTION__PROMETHEUS_PORT", "0")
+os.environ.setdefault("KSTRADE_METRICS__PROMETHEUS_PORT", "0")  # the collector's 9464, likewise
 
 
 @pytest.fixture(scope="session")

@@ -191,8 +191,13 @@ def _replay_seconds(path: Path, out: Path, *, batched: bool = True) -> float:
 
 def test_gate_replay_batched_vs_record_at_a_time(tmp_path: Path) -> None:
     path, n = _replay_candles(tmp_path)
-    slow = _replay_seconds(path, tmp_path / "record", batched=False)
-    fast = min(_replay_seconds(path, tmp_path / f"batched{i}") for i in range(2))
+    # Best of two for each side, interleaved, so that a busy moment of the machine (CI shares
+    # it) lands on both sides alike: one record-path run against the best of two batched ones
+    # read 1.16x once at load 1.4, and 1.28x quiet.
+    slow = fast = float("inf")
+    for i in range(2):
+        slow = min(slow, _replay_seconds(path, tmp_path / f"record{i}", batched=False))
+        fast = min(fast, _replay_seconds(path, tmp_path / f"batched{i}"))
     ratio = slow / fast
     record("gate: replay, batched vs record at a time (x)", "kstrade", ratio, "x", True)
     print(f"\nreplay {n:,} candles: batched {n / fast:,.0f}/s, record at a time {n / slow:,.0f}/s: {ratio:.2f}x")

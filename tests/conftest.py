@@ -65,6 +65,18 @@ def until(predicate: Callable[[], bool], consumers: list[Consumer], timeout: flo
     raise AssertionError(f"condition not reached within {timeout}s")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (scripts/test runs two workers, `--dist loadgroup`) a module runs in
+    one worker, so its module-scoped brokers start once; the fault modules that share the
+    session's three-node cluster (`three`) run together in one worker, so it starts once too."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        group = "three" if "three" in fixtures else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def three_brokers(directory: Path) -> Iterator[Cluster]:
     """A three-node KRaft cluster on 127.0.0.1 (a fault test that takes nodes down brings all
     three back before it ends)."""

@@ -108,6 +108,7 @@ def overrides(work: Path, models: Path) -> dict[str, Any]:
             "journal_path": str(work / "orders.sqlite3"),
             "paper_state_path": str(work / "paper-account.json"),
             "guardrails": {"max_orders_per_minute": 10_000, "max_open_positions": 10_000},
+            "prometheus_port": 0,  # two test workers may run a pipeline each: no fixed port
         },
         "metrics": {"prometheus_port": 0, "database_url": f"sqlite:///{work / 'metrics.sqlite3'}"},
     }
