@@ -274,27 +274,50 @@ def test_a_candle_is_read_cheaply_only_when_the_model_accepts_it() -> None:
     assert 300 < accepted < 2700
 
 
-def test_a_feature_vector_is_read_cheaply_only_when_the_model_accepts_it() -> None:
+def test_a_feature_vector_is_picked_natively_only_when_the_model_accepts_it() -> None:
+    """`FeaturePicker` (the signals stage's reader of feature vectors): on bodies fastavro writes
+    with any names and values (duplicates, NaN, infinities, lengths that differ, empty symbol or
+    version) and on corrupted bytes, it gives the wanted values exactly when `Codec(FeatureVector)`
+    decodes the body, and then the very values the model holds."""
+    import fastavro
+
+    from kstrade import _native
+
+    codec = Codec(FeatureVector)
+    parsed = fastavro.parse_schema(codec.schema)
+    wanted = ["c", "a", "zz"]
+    picker = _native.FeaturePicker(wanted)
     rng = random.Random(2)
     accepted = 0
-    for _ in range(3000):
+    for i in range(3000):
         names = [rng.choice(["a", "b", "c", "d", "e"]) for _ in range(rng.randint(0, 4))]
         if rng.random() < 0.5:
             names = list(dict.fromkeys(names))
+        if i % 3 == 0:
+            names = ["a", "b", "c"]  # a repeated list: the picker reuses the positions it found
         values = [rng.choice([0.5, -2.0, 1e308, math.nan, math.inf]) if rng.random() < 0.1 else rng.random()
                   for _ in range(len(names) + (rng.random() < 0.1))]  # fmt: skip
-        value = {"timestamp": to_micros(T0), "symbol": rng.choice(["BTC-USD", ""]),
-                 "version": rng.choice(["v1", ""]), "names": names, "values": values}  # fmt: skip
-        fast = inputs.feature_vector(value)
-        model = _model_fields(FeatureVector, value)
-        if fast is not None:
-            assert model is not None
-            assert fast == (model.symbol, model.timestamp, model.features)
-            accepted += 1
-        else:
-            # Declined: the model rejects it, or (a finite overflowing sum) accepts it on the
-            # full decode; never the other way round.
-            assert model is None or not math.isfinite(sum(values))
+        value = {"timestamp": to_micros(T0), "symbol": rng.choice(["BTC-USD", "BTC-USD", ""]),
+                 "version": rng.choice(["v1", "v1", ""]), "names": names, "values": values}  # fmt: skip
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, value)
+        body = out.getvalue()
+        if rng.random() < 0.1:  # corrupted: a byte flipped, or cut short, or one too many
+            cut = rng.randrange(len(body))
+            body = rng.choice([body[:cut] + bytes([body[cut] ^ 0x41]) + body[cut + 1 :], body[:cut], body + b"\x00"])
+        try:
+            model = codec.decode(body)
+        except Exception:
+            model = None
+        try:
+            micros, symbol, picked = picker.read(body)
+        except _native.CodecError:
+            assert model is None, (value, body)
+            continue
+        assert isinstance(model, FeatureVector), (value, body)
+        assert (symbol, from_micros(micros)) == (model.symbol, model.timestamp)
+        assert picked == [model.features.get(n) for n in wanted]
+        accepted += 1
     assert 300 < accepted < 2700
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
+from kstrade import _native
 from kstrade.bus import MessageError, Output, Record
 from kstrade.bus.topics import (
     EXECUTIONS,
@@ -25,7 +26,7 @@ from kstrade.bus.topics import (
 from kstrade.codes import DeadLetter
 from kstrade.config import Settings, SignalSettings
 from kstrade.schemas import Candle, Execution, FeatureVector, PnlEvent, Prediction, Signal
-from kstrade.schemas.codec import HEADER_ORIGIN_NS
+from kstrade.schemas.codec import HEADER_ORIGIN_NS, from_micros
 from kstrade.schemas.models import OrderStatus, PredictedDirection
 from kstrade.signals import inputs
 from kstrade.signals.calibration import Calibrator, calibrator_from_spec
@@ -100,6 +101,11 @@ class SignalAggregator(Stage):
         self._signal_headers: list[tuple[str, bytes]] | None = None
         self._candles = inputs.FastReader(self.codec(Candle))
         self._vectors = inputs.FastReader(self.codec(FeatureVector))
+        #: The only features a decision reads (`decision.plan_signals`): the rest of a vector
+        #: is never decoded on the fast path, nor kept.
+        s = self.settings
+        self._wanted_features = sorted({s.atr_feature, s.alignment_feature, *s.regime_features.values()})
+        self._picker = _native.FeaturePicker(self._wanted_features) if self._vectors.enabled else None
         self._predictions = inputs.FastReader(self.codec(Prediction))
 
     @classmethod
@@ -230,13 +236,19 @@ class SignalAggregator(Stage):
         return candle.symbol, candle.timestamp, candle.interval, candle.close
 
     def _read_features(self, record: Record) -> tuple[str, datetime, dict[str, float]]:
-        fast = self._vectors.read(record)
-        if fast is not None:
-            fields = inputs.feature_vector(fast[0])
-            if fields is not None:
-                return fields
+        """(symbol, time, the features a decision uses): natively picked from a well-formed
+        current vector, else from the full decode (which raises what it always raised)."""
+        picker, value, wanted = self._picker, record.value, self._wanted_features
+        if picker is not None and value is not None and self._vectors.origin_ns(record) is not None:
+            try:
+                micros, symbol, values = picker.read(value)
+            except Exception:  # not one the picker takes: the full decode judges it
+                pass
+            else:
+                return symbol, from_micros(micros), {n: v for n, v in zip(wanted, values, strict=True) if v is not None}
         vector = self.decode(record, FeatureVector)
-        return vector.symbol, vector.timestamp, vector.features
+        features = vector.features
+        return vector.symbol, vector.timestamp, {n: features[n] for n in wanted if n in features}
 
     def _read_prediction(
         self, record: Record

@@ -1,7 +1,9 @@
-"""The signals stage's inputs read cheaply: a record whose headers and body are those of a
-current, well-formed message is decoded natively to a plain Avro value (`Codec.decode_value`)
-and checked here with exactly the rules its pydantic model applies; anything else goes through
-the full `Stage.decode`, which raises the same `CodecError` (code, field, message) as before.
+"""The signals stage's candles and predictions read cheaply (feature vectors have their own
+native reader, `kstrade._native.FeaturePicker`, which picks the few values a decision uses): a
+record whose headers and body are those of a current, well-formed message is decoded natively
+to a plain Avro value (`Codec.decode_value`) and checked here with exactly the rules its
+pydantic model applies; anything else goes through the full `Stage.decode`, which raises the
+same `CodecError` (code, field, message) as before.
 
 The checks accept only what the model would accept, so a record either yields the very values
 the model would hold, or takes the slow path and is judged (and dead-lettered) as it always was.
@@ -112,44 +114,6 @@ def candle(value: dict[str, Any]) -> tuple[str, datetime, str, float] | None:
         ):
             return None
         return value["symbol"], from_micros(value["timestamp"]), value["interval"], c
-    except Exception:
-        return None
-
-
-#: The last feature-name list found well formed (str names, unique): vectors repeat one list.
-_known_names: list[list[str]] = [[]]
-_STR = frozenset((str,))
-_FLOAT = frozenset((float,))
-
-
-def _names_ok(names: list[Any]) -> bool:
-    if names == _known_names[0]:
-        return True
-    if set(map(type, names)) <= _STR and len(set(names)) == len(names):
-        _known_names[0] = names
-        return True
-    return False
-
-
-def feature_vector(value: dict[str, Any]) -> tuple[str, datetime, dict[str, float]] | None:
-    """(symbol, time, features) if `FeatureVector` would accept the value, else None."""
-    try:
-        names, values = value["names"], value["values"]
-        if not (
-            len(value) == 5
-            and _text(value["symbol"])
-            and _text(value["version"])
-            and type(names) is list
-            and type(values) is list
-            and len(names) == len(values)
-            and set(map(type, values)) <= _FLOAT
-            # A finite sum: no NaN or infinity among the values (an overflow only sends the
-            # vector down the full decode, which accepts it).
-            and _isfinite(sum(values))
-            and _names_ok(names)
-        ):
-            return None
-        return value["symbol"], from_micros(value["timestamp"]), dict(zip(names, values, strict=True))
     except Exception:
         return None
 

@@ -81,6 +81,16 @@ impl<'a> Reader<'a> {
         self.buf.len() - self.pos
     }
 
+    /// How many bytes have been read.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Step over `n` bytes (already known to be what they should be).
+    pub fn skip(&mut self, n: usize, field: &str) -> CodecResult<()> {
+        self.take(n, field).map(drop)
+    }
+
     fn take(&mut self, n: usize, field: &str) -> CodecResult<&'a [u8]> {
         if n > self.remaining() {
             return Err(CodecError::Truncated {

@@ -11,6 +11,7 @@
 
 mod avro;
 pub mod error;
+pub mod feature_pick;
 /// The schema files, embedded at build time from `schemas/` (see build.rs).
 pub mod embedded {
     include!(concat!(env!("OUT_DIR"), "/schema_files.rs"));

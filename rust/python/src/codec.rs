@@ -373,6 +373,44 @@ fn read_signal_fields(py: Python<'_>, body: &[u8]) -> PyResult<SignalTuple> {
     ))
 }
 
+/// Picks a few named values from feature vector bodies (`kstrade_codec::feature_pick`): what the
+/// signals stage uses of a vector, without decoding its ~90 names and values into Python.
+#[pyclass(module = "kstrade._native", name = "FeaturePicker", frozen)]
+pub struct FeaturePicker {
+    inner: std::sync::Mutex<codec::feature_pick::FeaturePick>,
+}
+
+#[pymethods]
+impl FeaturePicker {
+    #[new]
+    fn new(wanted: Vec<String>) -> Self {
+        Self {
+            inner: std::sync::Mutex::new(codec::feature_pick::FeaturePick::new(wanted)),
+        }
+    }
+
+    #[getter]
+    fn wanted(&self) -> Vec<String> {
+        self.lock().wanted().to_vec()
+    }
+
+    /// `(timestamp_us, symbol, values)` of a bare Avro `FeatureVector` v1 body, `values[i]` the
+    /// value of `wanted[i]` or None; raises `CodecError` on what the full decode would refuse
+    /// (and may refuse more: the caller then decodes in full, which judges the record).
+    fn read(&self, py: Python<'_>, body: &[u8]) -> PyResult<(i64, String, Vec<Option<f64>>)> {
+        let picked = self.lock().read(body).map_err(|e| err(py, e))?;
+        Ok((picked.timestamp_us, picked.symbol, picked.values))
+    }
+}
+
+impl FeaturePicker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, codec::feature_pick::FeaturePick> {
+        // A panic while held cannot leave the cache half-written in a way that matters: the
+        // next read either matches the cached names exactly or recomputes them.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 fn ctx(topic: Option<String>, offset: Option<i64>) -> Context {
     Context { topic, offset }
 }
@@ -591,6 +629,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     m.add("SCHEMA_FILES", files)?;
     m.add_function(wrap_pyfunction!(read_signal_fields, m)?)?;
+    m.add_class::<FeaturePicker>()?;
     m.add_function(wrap_pyfunction!(encode_candle, m)?)?;
     m.add_function(wrap_pyfunction!(decode_candle, m)?)?;
     m.add_function(wrap_pyfunction!(encode_candles, m)?)?;
