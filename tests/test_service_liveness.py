@@ -18,10 +18,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
+from kstrade.broker import cluster
+from kstrade.broker.local import free_port_block
 from kstrade.bus import Bus, Consumer, Output, Record
 from kstrade.bus.topics import METRICS_ALERTS, TopicSpec, create_all
 from kstrade.codes import AlertCode
@@ -319,6 +322,35 @@ def test_a_member_with_nothing_assigned_beside_a_member_that_commits_is_not_a_st
         assert no_progress_alerts(alerts, name, 0.5) == []
         assert liveness.rejoins == 0 and stage.handled == []
     busy.close()
+
+
+def test_with_the_cluster_away_a_service_is_alive_not_ready_cluster_unreachable_and_ready_again_after(
+    tmp_path: Path, unique: str
+) -> None:
+    """Its own one-node cluster stopped under a running service: the lag probe fails, so
+    /readyz answers 503 "cluster unreachable" while /healthz stays 200 (the loop comes round);
+    the cluster started again, the service is ready and handles what is sent."""
+    local = cluster(tmp_path / "kafka", nodes=1, base_port=free_port_block(1))
+    local.start(timeout=120)
+    try:
+        bootstrap = local.bootstrap
+        stage, _ = gated(bootstrap, unique, "unreachable", open_=True)
+        with service(bootstrap, stage) as (_, url):
+            eventually("ready", lambda: get(url + "/readyz")[0] == 200, 30)
+            local.stop()
+            waited = eventually(
+                "cluster unreachable", lambda: "cluster unreachable" in get(url + "/readyz")[1]["reason"], 30
+            )
+            status, body = get(url + "/readyz")
+            assert status == 503 and body["progress"]["lag_error"], body
+            assert get(url + "/healthz")[0] == 200  # alive: the loop comes round, waiting
+            print(f"/readyz 503 {waited:.1f} s after the stop: {body['reason']}")
+            local.start(timeout=120)
+            eventually("ready again", lambda: get(url + "/readyz")[0] == 200, 60)
+            send(bootstrap, stage.topic, 4)
+            eventually("records handled after the restart", lambda: stage.handled == [0, 1, 2, 3], 60)
+    finally:
+        local.stop()
 
 
 def test_a_healthy_service_is_ready_reports_its_progress_and_raises_nothing(kafka_bootstrap: str, unique: str) -> None:
