@@ -368,7 +368,9 @@ class InferenceStage(Stage):
                 plain[:] = False
         # In order: plain vectors enter their windows; a full window is a row of the model input.
         wanted: list[tuple[int, str, int]] = []  # (record index, symbol, window time in us)
-        staged: dict[int, list[np.ndarray]] = {}  # per model slot: the scaled windows, in order
+        # Per model slot: the scaled windows, in order, written straight into the model's input
+        # (at most one per record), and how many so far.
+        staged: dict[int, tuple[np.ndarray, int]] = {}
         order: list[tuple[int, list[Output] | None]] = []  # per record: its outputs, or None: predicted
         for k, record in enumerate(records):
             if not plain[k]:
@@ -383,11 +385,13 @@ class InferenceStage(Stage):
             self._dirty = True
             if not window.full:
                 continue
-            model = self.slots[symbol].model
+            slot = self.slots[symbol]
+            model = slot.model
             mean, inv_std = model.scalers[symbol]
-            x = window.scaled_into(mean, inv_std, self._inputs[symbol])
+            inputs, n = staged.get(id(slot)) or (np.empty((len(records), *window.rows.shape), dtype=np.float32), 0)
+            window.scaled_into(mean, inv_std, inputs[n : n + 1])
+            staged[id(slot)] = (inputs, n + 1)
             wanted.append((k, symbol, int(micros[i])))
-            staged.setdefault(id(self.slots[symbol]), []).append(x[0].copy())
             order.append((k, None))
         predicted = self._run_models(staged, wanted, records)
         out: list[Output] = []
@@ -396,32 +400,35 @@ class InferenceStage(Stage):
         return out
 
     def _run_models(
-        self, staged: dict[int, list[np.ndarray]], wanted: list[tuple[int, str, int]], records: list[Record]
+        self, staged: dict[int, tuple[np.ndarray, int]], wanted: list[tuple[int, str, int]], records: list[Record]
     ) -> dict[int, list[Output]]:
-        """One model call per model for the scaled windows `staged` per slot; the outputs by
-        record index."""
-        results: dict[int, tuple[np.ndarray, float]] = {}
+        """One model call per model for the scaled windows `staged` per slot (the first n rows
+        of its input); the outputs by record index."""
+        # Per slot: each row's winning class and its probability (as Python ints and floats),
+        # and the call's time per window.
+        results: dict[int, tuple[list[int], list[float], float]] = {}
         for slot in self.distinct_slots():
-            windows = staged.get(id(slot))
-            if not windows:
+            inputs, n = staged.get(id(slot)) or (None, 0)
+            if inputs is None or not n:
                 continue
             started = time.perf_counter()
-            probabilities = slot.model.probabilities(np.stack(windows))
-            share_ms = (time.perf_counter() - started) * 1000.0 / len(windows)
-            results[id(slot)] = (probabilities, share_ms)
+            probabilities = slot.model.probabilities(inputs[:n])
+            share_ms = (time.perf_counter() - started) * 1000.0 / n
+            winners = probabilities.argmax(axis=1)
+            tops = probabilities[np.arange(len(winners)), winners]
+            results[id(slot)] = (winners.tolist(), tops.tolist(), share_ms)
         taken: dict[int, int] = {}
         codec = self.codec(Prediction)
         values: list[dict[str, object]] = []
         where: list[tuple[int, str, int]] = []
         for k, symbol, time_us in wanted:
             slot = self.slots[symbol]
-            probabilities, share_ms = results[id(slot)]
+            winners, tops, share_ms = results[id(slot)]
             n = taken.get(id(slot), 0)
             taken[id(slot)] = n + 1
-            row = probabilities[n]
             model = slot.model
-            winner = int(np.argmax(row))
-            probability = min(max(float(row[winner]), 0.0), 1.0)
+            winner = winners[n]
+            probability = min(max(tops[n], 0.0), 1.0)
             values.append({
                 "timestamp": time_us, "symbol": symbol, "model_type": self.model_type.value,
                 "model_version": model.version,
