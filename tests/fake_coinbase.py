@@ -80,6 +80,9 @@ class Scenario:
     #: The `candles` channel reports one more unit of volume for the 5m bucket starting here
     #: (the exchange counted a trade the client never saw).
     skewed_5m_at_ms: int | None = None
+    #: How REST reads `end`: Coinbase's docs do not say whether the candle starting at `end` is
+    #: in the answer, so the client must be right under both readings.
+    rest_end: Literal["inclusive", "exclusive"] = "inclusive"
 
 
 def _rfc3339(ms: int) -> str:
@@ -135,12 +138,14 @@ class FakeCoinbase:
 
     # -- REST --------------------------------------------------------------------------------
     def rest_candles(self, start_s: int, end_s: int) -> list[dict[str, str]]:
-        """ONE_MINUTE candles with start in [start_s, end_s], newest first, closed minutes only."""
+        """ONE_MINUTE candles with start in [start_s, end_s] (or [start_s, end_s) when the
+        scenario reads `end` as exclusive), newest first, closed minutes only."""
         now_ms = self.clock.now_ns() // 1_000_000
+        last_s = end_s if self.scenario.rest_end == "inclusive" else end_s - 60
         buckets: dict[int, list[FakeTrade]] = {}
         for t in self.trades:
             minute = t.time_ms // 60_000 * 60
-            if start_s <= minute <= end_s and (minute + 60) * 1000 <= now_ms:
+            if start_s <= minute <= last_s and (minute + 60) * 1000 <= now_ms:
                 buckets.setdefault(minute, []).append(t)
         out = []
         for minute in sorted(buckets, reverse=True):

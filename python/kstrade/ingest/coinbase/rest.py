@@ -1,6 +1,7 @@
 """Coinbase Advanced Trade REST candles (the public market endpoint), for backfill.
 
-Windows are split into pages of `PAGE_MINUTES` (< 300; the endpoint allows 350), each page is
+Windows are split into pages of `PAGE_MINUTES` (< 300; the endpoint allows 350) asked for so
+that either reading of the range's `end` covers them (see `_page`), each page is
 retried with the one backoff helper on HTTP 429, 5xx and network errors, `Retry-After` and
 `x-ratelimit-remaining` / `x-ratelimit-reset` are honoured, and the candles come back as
 validated native candles in time order.
@@ -70,10 +71,13 @@ class CandlesRest:
     def _page(self, product: str, start_ms: int, end_ms: int) -> list[NativeCandle]:
         params = {
             "start": str(start_ms // 1000),
-            # The last minute we want opens one minute before end_ms.
-            "end": str((end_ms - MINUTE_MS) // 1000),
+            # `end` is the first minute not wanted: the docs do not say whether the candle that
+            # starts at `end` is in the answer. Read as exclusive, that is exactly the page; read
+            # as inclusive, one minute more (dropped by `candles`). Asking for the last wanted
+            # minute instead lost it under the exclusive reading (issue 20).
+            "end": str(end_ms // 1000),
             "granularity": "ONE_MINUTE",
-            "limit": str(PAGE_MINUTES),
+            "limit": str(PAGE_MINUTES + 1),  # room for that one more under either reading
         }
         path = f"/api/v3/brokerage/market/products/{product}/candles"
 
