@@ -69,6 +69,9 @@ class Scenario:
     drop_trades_message: int | None = None
     #: First connection: hang up at this market time.
     disconnect_at_ms: int | None = None
+    #: Hang up at each of these market times, whichever connection is open then (each once; one
+    #: that fell due while the client was away hangs up its next connection).
+    disconnects_at_ms: tuple[int, ...] = ()
     #: First connection: from this market time, send nothing at all (no heartbeats).
     stall_at_ms: int | None = None
     #: Send malformed JSON and an unknown channel after the n-th trades message.
@@ -103,6 +106,8 @@ class FakeCoinbase:
     #: (start, end, granularity, limit, status, candles returned) for each REST request.
     rest_log: list[tuple[int, int, str, int, int, list[dict[str, str]]]] = field(default_factory=list)
     connections: int = 0
+    #: The `disconnects_at_ms` already done.
+    disconnected_at: set[int] = field(default_factory=set)
     subscribes: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -311,6 +316,11 @@ class FakeCoinbase:
                     seq += 1
                 now = self.clock.now_ns() // 1_000_000
                 if first and sc.disconnect_at_ms is not None and now >= sc.disconnect_at_ms:
+                    await ws.close()
+                    return
+                due = [at for at in sc.disconnects_at_ms if at <= now and at not in self.disconnected_at]
+                if due:  # one hang-up per connection: two that fell due together are two in a row
+                    self.disconnected_at.add(min(due))
                     await ws.close()
                     return
                 if first and sc.stall_at_ms is not None and now >= sc.stall_at_ms:

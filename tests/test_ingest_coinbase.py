@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 import pytest
@@ -81,9 +82,15 @@ def expected_minutes() -> dict[int, tuple[float, float, float, float, float]]:
 
 
 def run_feed(
-    scenario: Scenario, *, until_ms: int, candles_channel: bool = False, alerts: list[Alert] | None = None
+    scenario: Scenario,
+    *,
+    until_ms: int,
+    candles_channel: bool = False,
+    alerts: list[Alert] | None = None,
+    **overrides: Any,
 ) -> tuple[list[tuple[str, int, Candle]], FakeCoinbase, CoinbaseSource]:
-    """The candles the feed produced (topic, open time, candle); alerts it raised go to `alerts`."""
+    """The candles the feed produced (topic, open time, candle); alerts it raised go to `alerts`;
+    `overrides` replace the feed's test settings."""
     clock = ScaledClock((T0 + 20_000) * 1_000_000, speed=60, paused=True)
     with FakeCoinbase("BTC-USD", TRADES, clock, scenario) as server:
         settings = CoinbaseSettings(
@@ -96,7 +103,7 @@ def run_feed(
             reconnect_initial_s=0.05,
             reconnect_max_s=0.3,
             candles_channel=candles_channel,
-        )
+        ).model_copy(update=overrides)
         source = CoinbaseSource(["BTC-USD"], settings, clock=clock, poll_s=0.05)
         got: list[tuple[str, int, Candle]] = []
         wall_deadline = time.monotonic() + 40
@@ -187,6 +194,28 @@ def test_no_minute_lost_no_duplicate_backfill_equals_rest(
     if name == "junk and 429":
         assert h.malformed_messages == 1 and h.unknown_channels == 1 and h.rate_limited == 2
     assert h.last_message_age_s() is not None and h.candles_produced == len(got)
+
+
+def test_the_reconnect_backoff_starts_again_after_a_session_that_streamed_healthily(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Three hang-ups in a row grow the delay (0.2, 0.4, 0.8 s, +/- 30% jitter); then minutes of
+    healthy streaming (longer than reconnect_reset_after_s); the next hang-up waits the initial
+    delay again, not 1.6 s. Before, a session ended only in an exception, so its 'healthy, reset'
+    branch never ran and the delays only grew (0.47 -> 0.92 -> 2.39 s across separate incidents)."""
+    caplog.set_level(logging.INFO, logger="kstrade")
+    at = T0 + MIN
+    scenario = Scenario(disconnects_at_ms=(at, at + 1_000, at + 2_000, T0 + 6 * MIN))
+    got, server, _ = run_feed(
+        scenario, until_ms=T0 + 8 * MIN, reconnect_initial_s=0.2, reconnect_max_s=5.0, reconnect_reset_after_s=1.0
+    )
+    delays = [float(m) for m in re.findall(r"reconnecting in ([0-9.]+)s", caplog.text)]
+    assert len(delays) == 4 and server.disconnected_at == set(scenario.disconnects_at_ms), (delays, server)
+    for delay, base in zip(delays[:3], (0.2, 0.4, 0.8), strict=True):
+        assert base * 0.69 <= delay <= base * 1.31, delays
+    assert delays[3] <= 0.2 * 1.31, f"the backoff did not start again after healthy streaming: {delays}"
+    minutes = [t for topic, t, _ in got if topic.endswith(".1m")]
+    assert len(minutes) == len(set(minutes)) and minutes[-1] >= T0 + 5 * MIN  # and the feed went on
 
 
 def test_both_message_variants_parse() -> None:

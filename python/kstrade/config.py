@@ -477,6 +477,9 @@ class CoinbaseSettings(_Section):
     warmup_hours: float = Field(24.0, ge=0, le=24 * 30)
     reconnect_initial_s: float = Field(0.5, gt=0, le=60)
     reconnect_max_s: float = Field(30.0, gt=0, le=600)
+    #: A session that streamed trusted data (subscribed, in sequence) for this long before its
+    #: incident starts the reconnect backoff again from `reconnect_initial_s`.
+    reconnect_reset_after_s: float = Field(60.0, gt=0, le=3600)
     #: A JWT for authenticated subscriptions, only from the environment (public channels need none).
     jwt: SecretStr | None = None
 

@@ -113,6 +113,8 @@ class CoinbaseFeed:
         #: the feed has proven alive past its end + grace (a silent stall must not close it).
         self._alive_ms: int | None = None
         self.connected = threading.Event()
+        #: Wall (monotonic) time the current session became trusted; None: not (yet).
+        self._trusted_at: float | None = None
         #: The `candles` channel's newest 5m candle per (product, start); read by the source.
         self.channel_5m: dict[tuple[str, int], ChannelCandle] = {}
 
@@ -161,10 +163,9 @@ class CoinbaseFeed:
                 if self._stop.is_set():
                     return
             first = False
+            self._trusted_at = None
             try:
-                healthy = await self._session()
-                if healthy:
-                    delays = self.backoff.delays(self.rng)  # a good session resets the backoff
+                await self._session()
             except _Reconnect as exc:
                 self._incident(str(exc))
             except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
@@ -174,6 +175,11 @@ class CoinbaseFeed:
                 # incident (REST fills the minutes), reconnect.
                 log.exception("coinbase: unexpected error in the feed")
                 self._incident(f"unexpected error: {exc!r}")
+            # A session ends only in an incident (or the stop): one that streamed trusted data
+            # long enough first was healthy, and the next reconnect starts the backoff afresh.
+            trusted_at = self._trusted_at
+            if trusted_at is not None and time.monotonic() - trusted_at >= self.settings.reconnect_reset_after_s:
+                delays = self.backoff.delays(self.rng)
 
     async def _sleep(self, seconds: float) -> None:
         end = asyncio.get_running_loop().time() + seconds
@@ -202,8 +208,8 @@ class CoinbaseFeed:
             msgs.append(msg)
         return msgs
 
-    async def _session(self) -> bool:
-        """One connection, until it fails. Returns whether it got as far as trusted data."""
+    async def _session(self) -> None:
+        """One connection, until it fails (an exception) or the feed stops."""
         url = self.settings.ws_url
         async with websockets.connect(url, open_timeout=SUBSCRIBE_WITHIN_S, max_size=2**22) as ws:
             for msg in self._subscribe_messages():
@@ -248,6 +254,7 @@ class CoinbaseFeed:
                         for m in self.minutes.values():
                             m.resubscribed(now)
                         self.connected.set()
+                        self._trusted_at = time.monotonic()
                         log.info("coinbase: subscribed %s", event.channels)
                 elif isinstance(event, TradesEvent):
                     for t in event.trades:
@@ -261,7 +268,6 @@ class CoinbaseFeed:
                         self.channel_5m[(c.product_id, c.start_ms)] = c
                 elif isinstance(event, Heartbeat):
                     pass  # liveness is any message (recorded above)
-            return trusted
 
     # -- clock-driven work -------------------------------------------------------------------
     async def _tick(self) -> None:
