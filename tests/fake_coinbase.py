@@ -83,6 +83,8 @@ class Scenario:
     #: The `candles` channel reports one more unit of volume for the 5m bucket starting here
     #: (the exchange counted a trade the client never saw).
     skewed_5m_at_ms: int | None = None
+    #: REST never returns the candles of these minutes (open times): an exchange that lost them.
+    rest_withholds_ms: tuple[int, ...] = ()
     #: How REST reads `end`: Coinbase's docs do not say whether the candle starting at `end` is
     #: in the answer, so the client must be right under both readings.
     rest_end: Literal["inclusive", "exclusive"] = "inclusive"
@@ -150,7 +152,8 @@ class FakeCoinbase:
         buckets: dict[int, list[FakeTrade]] = {}
         for t in self.trades:
             minute = t.time_ms // 60_000 * 60
-            if start_s <= minute <= last_s and (minute + 60) * 1000 <= now_ms:
+            withheld = minute * 1000 in self.scenario.rest_withholds_ms
+            if start_s <= minute <= last_s and (minute + 60) * 1000 <= now_ms and not withheld:
                 buckets.setdefault(minute, []).append(t)
         out = []
         for minute in sorted(buckets, reverse=True):

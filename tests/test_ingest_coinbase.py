@@ -218,6 +218,30 @@ def test_the_reconnect_backoff_starts_again_after_a_session_that_streamed_health
     assert len(minutes) == len(set(minutes)) and minutes[-1] >= T0 + 5 * MIN  # and the feed went on
 
 
+def test_a_minute_with_trades_that_rest_withholds_is_asked_again_then_alerted_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The feed hangs up mid-minute (it saw trades of that minute, then dropped it as partial);
+    REST never returns that minute. The window is asked for again, then one INGEST_MINUTE_LOST
+    alert names the symbol and the minute; every other minute is there exactly once."""
+    caplog.set_level(logging.INFO, logger="kstrade")
+    withheld = T0 + 2 * MIN  # trades at :04 and :14 of it, before the hang-up at :30
+    scenario = Scenario(disconnect_at_ms=withheld + 30_000, rest_withholds_ms=(withheld,))
+    alerts: list[Alert] = []
+    got, server, _ = run_feed(scenario, until_ms=T0 + 8 * MIN, alerts=alerts)
+    minutes = [t for topic, t, _ in got if topic.endswith(".1m")]
+    assert len(minutes) == len(set(minutes)) and minutes[-1] >= T0 + 5 * MIN
+    want = {t for t in expected_minutes() if WARM_UP_FROM <= t <= minutes[-1]}
+    assert set(minutes) == want - {withheld}
+    lost = [a for a in alerts if a.code == "INGEST_MINUTE_LOST"]
+    stamp = datetime.fromtimestamp(withheld / 1000, tz=UTC).isoformat()
+    assert len(lost) == 1 and "BTC-USD" in lost[0].message and stamp in lost[0].message, alerts
+    assert lost[0].severity == Severity.CRITICAL
+    windows = [(r[0], r[1]) for r in server.rest_log if r[4] == 200 and r[0] <= withheld // 1000 < r[1]]
+    assert len(windows) == 2 and windows[0] == windows[1], server.rest_log  # asked twice, the same window
+    assert f"minute {stamp} LOST" in caplog.text
+
+
 def test_both_message_variants_parse() -> None:
     docs = parse(
         '{"channel":"heartbeats","client_id":"","timestamp":"2023-06-23T20:31:56.121961769Z","sequence_num":7,'

@@ -209,6 +209,12 @@ class AlertCode(_Code):
         "liveness",
     )
     # ingest
+    INGEST_MINUTE_LOST = (
+        "INGEST_MINUTE_LOST",
+        "CRITICAL",
+        "the live feed saw trades in a minute and REST has no candle for it, asked twice: it is missing",
+        "ingest.coinbase.feed",
+    )
     INGEST_CROSS_CHECK_MISMATCH = (
         "INGEST_CROSS_CHECK_MISMATCH",
         "WARNING",

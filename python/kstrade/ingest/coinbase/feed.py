@@ -87,6 +87,8 @@ class CoinbaseFeed:
         self.health = health or IngestHealth()
         self.rng = rng or random.Random()
         self.out: queue.Queue[tuple[str, list[NativeCandle]]] = queue.Queue()
+        #: (product, minute open time) of minutes found LOST (`LiveMinutes`), for the source.
+        self.lost: queue.Queue[tuple[str, int]] = queue.Queue()
         resume = resume or {}
         self.minutes = {
             p: LiveMinutes(
@@ -303,7 +305,7 @@ class CoinbaseFeed:
             )
         else:
             self._backfill_delays[product] = self.backoff.delays(self.rng)
-            self.minutes[product].on_backfill(window, candles)
+            self.minutes[product].on_backfill(window, candles, self.clock.now_ns() // 1_000_000)
             self._publish()
         finally:
             self._backfilling.discard(product)
@@ -313,6 +315,8 @@ class CoinbaseFeed:
             got = m.take()
             if got:
                 self.out.put((p, got))
+            for minute in m.take_lost():
+                self.lost.put((p, minute))
 
 
 class CoinbaseSource(Source):
@@ -381,9 +385,33 @@ class CoinbaseSource(Source):
                 item = self.feed.out.get_nowait()
             except queue.Empty:
                 break
+        self._lost_alerts()
         outputs += self._alerts
         self._alerts = []
         return outputs
+
+    def _lost_alerts(self) -> None:
+        """INGEST_MINUTE_LOST on metrics.alerts for each minute the feed found LOST."""
+        while True:
+            try:
+                symbol, minute = self.feed.lost.get_nowait()
+            except queue.Empty:
+                return
+            start = datetime.fromtimestamp(minute / 1000, tz=UTC)
+            alert = Alert(
+                timestamp=datetime.now(UTC),
+                severity=Severity.CRITICAL,
+                source=self.name,
+                code=AlertCode.INGEST_MINUTE_LOST,
+                message=(
+                    f"{symbol} minute {start.isoformat()} lost: the feed saw trades in it and REST has no "
+                    "candle for it (asked twice); it is missing from the candle topics"
+                ),
+            )
+            origin_ns = close_time_ns(minute, "1m")
+            self._alerts.append(
+                self.emit(METRICS_ALERTS, alert, key=AlertCode.INGEST_MINUTE_LOST.encode(), origin_ns=origin_ns)
+            )
 
     def close(self) -> None:
         self.feed.stop()

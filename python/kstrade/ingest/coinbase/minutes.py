@@ -16,12 +16,18 @@ Rules (the live half of "no minute lost, no duplicate candle"):
   start (nothing was handed out meanwhile), and never reaches back before the warm-up floor.
 - Live candles closed while a window is pending are held back and released after it, so
   candles always leave in time order (the aggregator refuses late minutes).
+- A minute of a window in which the feed saw trades (the partial minute an incident dropped,
+  trades that came while the feed was untrusted) must come back from REST. If it does not, the
+  window is asked for again `rest_delay_ms` later; still missing, the minute is LOST: logged,
+  handed to `take_lost` (the source raises INGEST_MINUTE_LOST on metrics.alerts), never
+  silently dropped. The rest of the window is handed out either way.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from kstrade.features import Candle as NativeCandle
 from kstrade.ingest.coinbase.messages import Trade
@@ -34,6 +40,10 @@ MINUTE_MS = 60_000
 
 def minute_of(time_ms: int) -> int:
     return time_ms // MINUTE_MS * MINUTE_MS
+
+
+def _iso(time_ms: int) -> str:
+    return datetime.fromtimestamp(time_ms / 1000, tz=UTC).isoformat()
 
 
 @dataclass
@@ -91,6 +101,12 @@ class LiveMinutes:
         self._window: Window | None = None
         self._held: list[NativeCandle] = []
         self._ready: list[NativeCandle] = []
+        #: Minutes after `last_ms` in which trades were seen that REST is to give (see rules).
+        self._seen: set[int] = set()
+        #: The window asked for again because REST lacked a seen minute, and when it is due.
+        self._retried: Window | None = None
+        self._retry_due_ms = 0
+        self._lost: list[int] = []
 
     # -- incidents ---------------------------------------------------------------------------
     def incident(self, reason: str, *, start_floor_ms: int | None = None) -> None:
@@ -104,6 +120,7 @@ class LiveMinutes:
                 self._building.open_ms,
                 reason,
             )
+            self._seen.add(self._building.open_ms)
             self._building = None
         # Held live candles are inside the new window now: REST gives them again.
         self._held.clear()
@@ -130,7 +147,11 @@ class LiveMinutes:
     def on_trade(self, trade: Trade) -> None:
         minute = minute_of(trade.time_ms)
         if self._trusted_from is None or minute < self._trusted_from:
-            return  # inside a backfill window (or before the first one): REST is the source
+            # Inside a backfill window (or before the first one): REST is the source, and must
+            # have this minute.
+            if self.last_ms is None or minute > self.last_ms:
+                self._seen.add(minute)
+            return
         if self._last_built_ms is not None and minute <= self._last_built_ms:
             self.health.rejected += 1
             log.warning(
@@ -171,15 +192,38 @@ class LiveMinutes:
     # -- backfill ----------------------------------------------------------------------------
     def backfill_due(self, now_ms: int) -> Window | None:
         w = self._window
-        if w is not None and now_ms >= w.end_ms + self.rest_delay_ms:
-            return w
-        return None
+        if w is None:
+            return None
+        due = self._retry_due_ms if w == self._retried else w.end_ms + self.rest_delay_ms
+        return w if now_ms >= due else None
 
-    def on_backfill(self, window: Window, rest_candles: list[NativeCandle]) -> None:
-        """The REST candles of `window`: handed out in order, then the held live candles."""
+    def on_backfill(self, window: Window, rest_candles: list[NativeCandle], now_ms: int = 0) -> None:
+        """The REST candles of `window`: handed out in order, then the held live candles. A
+        minute the feed saw trades in and REST lacks: the window is asked for again once, then
+        the minute is LOST (see the module doc)."""
         if self._window != window:
             return  # superseded by a newer incident; its window covers this one
         by_minute = {c.open_time_ms: c for c in rest_candles if window.start_ms <= c.open_time_ms < window.end_ms}
+        last = self.last_ms
+        lacking = sorted(
+            t for t in self._seen
+            if window.start_ms <= t < window.end_ms and t not in by_minute and (last is None or t > last)
+        )  # fmt: skip
+        if lacking and self._retried != window:
+            self._retried, self._retry_due_ms = window, now_ms + self.rest_delay_ms
+            log.warning(
+                "coinbase %s: REST has no candle for %d minute(s) with trades (%s): asking again",
+                self.product, len(lacking), ", ".join(_iso(t) for t in lacking),
+            )  # fmt: skip
+            return
+        for t in lacking:
+            log.error(
+                "coinbase %s: minute %s LOST: trades were seen in it, REST has no candle for it (asked twice)",
+                self.product, _iso(t),
+            )  # fmt: skip
+        self._lost += lacking
+        self._seen = {t for t in self._seen if t >= window.end_ms}
+        self._retried = None
         fill = [by_minute[t] for t in sorted(by_minute) if self.last_ms is None or t > self.last_ms]
         self._ready += fill
         self._ready += self._held
@@ -195,6 +239,11 @@ class LiveMinutes:
 
     def take(self) -> list[NativeCandle]:
         out, self._ready = self._ready, []
+        return out
+
+    def take_lost(self) -> list[int]:
+        """Open times of minutes found LOST since the last call."""
+        out, self._lost = self._lost, []
         return out
 
     @property
