@@ -343,7 +343,7 @@ def test_the_command_line_replays_the_bundled_eurusd_series() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "ingest replay: 6225 batch(es)" in done.stdout and "'candles_produced': 6225" in done.stdout
+    assert "ingest replay: 6225 batch(es); health: " in done.stdout and "candles produced 6,225" in done.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "kstrade", "ingest", "replay", "/nonexistent.txt"],
         capture_output=True,

@@ -233,7 +233,12 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def on_sigterm(*_: object) -> None:
+        logging.getLogger("kstrade.ingest").info("ingest: SIGTERM: finishing the batch in hand, then stopping")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         # --bootstrap names the address only; security and credentials still come from the settings.
         settings = load(args.config, bus={"transport": "kafka", "bootstrap": args.bootstrap} if args.bootstrap else {})
@@ -266,8 +271,22 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     health = getattr(source, "health", None)
-    print(f"ingest {args.action}: {batches} batch(es); health {health.snapshot() if health else {}}")
+    print(f"ingest {args.action}: {batches} batch(es); {_health_line(health)}")
     return 0
+
+
+def _health_line(health: object) -> str:
+    """The ingest health counters as one readable line: `name value`, non-zero ones only."""
+    snapshot = getattr(health, "snapshot", None)
+    if snapshot is None:
+        return "no health counters"
+    parts = []
+    for name, value in snapshot().items():
+        if name == "last_message_ns" or not value:
+            continue
+        shown = f"{value:.1f} s" if isinstance(value, float) else f"{value:,}"
+        parts.append(f"{name.replace('_', ' ')} {shown}")
+    return "health: " + (", ".join(parts) if parts else "all counters zero")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

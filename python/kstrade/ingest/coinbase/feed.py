@@ -46,7 +46,7 @@ from kstrade.ingest.coinbase.messages import (
     UnknownChannel,
     parse_with_time,
 )
-from kstrade.ingest.coinbase.minutes import MINUTE_MS, LiveMinutes, Window, minute_of
+from kstrade.ingest.coinbase.minutes import MINUTE_MS, LiveMinutes, Window, minute_of, window_text
 from kstrade.ingest.coinbase.rest import CandlesRest
 from kstrade.ingest.health import IngestHealth
 from kstrade.ingest.resume import ResumePoint
@@ -128,9 +128,9 @@ class CoinbaseFeed:
             if m.last_ms is not None and m.last_ms + MINUTE_MS < floor:
                 log.warning(
                     "coinbase %s: last candle on the topics is older than the warm-up window; "
-                    "minutes before %d are not backfilled",
+                    "minutes before %s are not backfilled",
                     p,
-                    floor,
+                    datetime.fromtimestamp(floor / 1000, tz=UTC).isoformat(),
                 )
             m.incident("start-up", start_floor_ms=floor)
         self._thread = threading.Thread(target=self._run_thread, name="coinbase-feed", daemon=True)
@@ -300,9 +300,7 @@ class CoinbaseFeed:
         except Exception as exc:  # RestError, or anything unforeseen: never fatal
             # The window stays pending (nothing after it is released): ask again after a backoff.
             self._backfill_not_before[product] = time.monotonic() + next(self._backfill_delays[product])
-            log.error(
-                "coinbase %s: backfill of %d-%d failed, will retry: %s", product, window.start_ms, window.end_ms, exc
-            )
+            log.error("coinbase %s: backfill of %s failed, will retry: %s", product, window_text(window), exc)
         else:
             self._backfill_delays[product] = self.backoff.delays(self.rng)
             self.minutes[product].on_backfill(window, candles, self.clock.now_ns() // 1_000_000)

@@ -46,6 +46,11 @@ def _iso(time_ms: int) -> str:
     return datetime.fromtimestamp(time_ms / 1000, tz=UTC).isoformat()
 
 
+def window_text(window: Window) -> str:
+    """`[start, end)` of a window in ISO UTC, for logs."""
+    return f"[{_iso(window.start_ms)}, {_iso(window.end_ms)})"
+
+
 @dataclass
 class _Building:
     open_ms: int
@@ -115,9 +120,9 @@ class LiveMinutes:
             self._floor_ms = start_floor_ms
         if self._building is not None:
             log.info(
-                "coinbase %s: partial minute %d dropped (%s); REST will fill it",
+                "coinbase %s: partial minute %s dropped (%s); REST will fill it",
                 self.product,
-                self._building.open_ms,
+                _iso(self._building.open_ms),
                 reason,
             )
             self._seen.add(self._building.open_ms)
@@ -155,7 +160,7 @@ class LiveMinutes:
         if self._last_built_ms is not None and minute <= self._last_built_ms:
             self.health.rejected += 1
             log.warning(
-                "coinbase %s: trade %s for closed minute %d ignored (late)", self.product, trade.trade_id, minute
+                "coinbase %s: trade %s for closed minute %s ignored (late)", self.product, trade.trade_id, _iso(minute)
             )
             return
         b = self._building
@@ -233,9 +238,7 @@ class LiveMinutes:
         self._window = None
         self.health.gaps_backfilled += 1
         self.health.backfilled_candles += len(fill)
-        log.info(
-            "coinbase %s: backfilled %d candle(s) for %d-%d", self.product, len(fill), window.start_ms, window.end_ms
-        )
+        log.info("coinbase %s: backfilled %d candle(s) for %s", self.product, len(fill), window_text(window))
 
     def take(self) -> list[NativeCandle]:
         out, self._ready = self._ready, []
