@@ -134,7 +134,8 @@ SCENARIOS = {
         Scenario(drop_trades_message=6, rest_first_delay_s=4.0),
         ["sequence gap"],
     ),
-    "disconnect mid-minute": (Scenario(disconnect_at_ms=T0 + 3 * MIN + 30_000), ["disconnected"]),
+    # Minute 2 has trades before and after :30: the hang-up drops a partial minute REST must fill.
+    "disconnect mid-minute": (Scenario(disconnect_at_ms=T0 + 2 * MIN + 30_000), ["disconnected", "partial minute"]),
     "silent stall": (Scenario(variant="production", stall_at_ms=T0 + 2 * MIN + 40_000), ["stalled"]),
     "junk and 429": (Scenario(junk_after_trades_message=3, rest_429=2), ["bad message", "unknown channel", "429"]),
 }
