@@ -349,6 +349,11 @@ class DeadLetter(_Code):
 
     # the runner
     HANDLER_ERROR = "HANDLER_ERROR", "the handler raised something that is not bad input (a bug)", "bus.runner"
+    FUTURE_TIMESTAMP = (
+        "FUTURE_TIMESTAMP",
+        "live: the record's market time is more than bus.max_future_skew_s ahead of the wall clock",
+        "bus.runner",
+    )
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE", "the record is over the stage's max_message_bytes", "bus.runner"
     # decoding (the Python codec and the native one agree on these)
     TRUNCATED = "TRUNCATED", "the body ends inside a field", "schemas.codec, rust/codec"

@@ -48,7 +48,7 @@ class MessageError(Exception):
 log = logging.getLogger(__name__)
 
 #: Dead-letter code: the record's market time is further ahead of the stage's clock than allowed.
-FUTURE_TIMESTAMP = "FUTURE_TIMESTAMP"
+FUTURE_TIMESTAMP = DeadLetter.FUTURE_TIMESTAMP
 
 #: How many times `deliver` sends again what the producer gave up on (after librdkafka's
 #: `message.timeout.ms`, 5 minutes by default) before it raises DELIVERY_FAILED: about an hour
