@@ -92,6 +92,7 @@ def test_headers_round_trip_byte_exact(bus: Bus, unique: str) -> None:
     assert first.headers == headers
     assert first.value == b"\x00value\xff" and first.key == b"\x00"
     assert first.header("dup") == b"1" and first.header("missing") is None
+    assert first.header("empty") == b"" and first.header("null") is None and first.header("unicodé") == "µs".encode()
     assert second.value is None and second.key is None and second.headers == []
 
 

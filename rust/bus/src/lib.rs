@@ -19,6 +19,7 @@ mod traits;
 
 pub use error::{BusError, BusResult};
 pub use record::{
-    Header, OutRecord, RebalanceEvent, Record, TopicDescription, TopicPartition, TopicSpec,
+    Header, OutRecord, RebalanceEvent, Record, RecordRef, TopicDescription, TopicPartition,
+    TopicSpec,
 };
 pub use traits::{Admin, Consumer, Producer, Subscription};

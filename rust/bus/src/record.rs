@@ -81,6 +81,58 @@ impl Record {
     }
 }
 
+/// A consumed record where the transport keeps it, borrowed rather than copied: what
+/// [`crate::Consumer::drain`] hands its visitor, which copies only what it keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [(&'a str, Option<&'a [u8]>)],
+    pub timestamp_ms: i64,
+}
+
+impl Record {
+    /// Call `f` with this record as a [`RecordRef`].
+    pub fn with_ref<T>(&self, f: impl FnOnce(RecordRef<'_>) -> T) -> T {
+        let headers: Vec<(&str, Option<&[u8]>)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        f(RecordRef {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+            headers: &headers,
+            timestamp_ms: self.timestamp_ms,
+        })
+    }
+}
+
+impl RecordRef<'_> {
+    /// An owned copy.
+    pub fn to_record(&self) -> Record {
+        Record {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key.map(<[u8]>::to_vec),
+            value: self.value.map(<[u8]>::to_vec),
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), v.map(<[u8]>::to_vec)))
+                .collect(),
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
     pub topic: String,

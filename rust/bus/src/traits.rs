@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::error::BusResult;
 use crate::record::{
-    OutRecord, RebalanceEvent, Record, TopicDescription, TopicPartition, TopicSpec,
+    OutRecord, RebalanceEvent, Record, RecordRef, TopicDescription, TopicPartition, TopicSpec,
 };
 
 /// Topics to follow: an explicit list or a regular expression over topic names (Kafka's `^...`).
@@ -41,6 +41,17 @@ pub trait Consumer: Send {
     fn subscribe(&mut self, subscription: Subscription) -> BusResult<()>;
     /// Up to `max` records, waiting at most `timeout` for the first one.
     fn poll(&mut self, max: usize, timeout: Duration) -> BusResult<Vec<Record>>;
+    /// Up to `max` records that are already here, each handed to `visit` where the transport
+    /// keeps it (no copy on the way), without waiting; positions move as with `poll`. Returns
+    /// how many were visited. A binding builds its own objects straight from the client's
+    /// buffers this way; the default goes through `poll`.
+    fn drain(&mut self, max: usize, visit: &mut dyn FnMut(RecordRef<'_>)) -> BusResult<usize> {
+        let records = self.poll(max, Duration::ZERO)?;
+        for r in &records {
+            r.with_ref(&mut *visit);
+        }
+        Ok(records.len())
+    }
     /// Commit the given next-offsets, or, with `None`, the position after every record polled
     /// so far on the partitions still owned. Synchronous: returns once the commit is durable.
     fn commit(&mut self, offsets: Option<Vec<(TopicPartition, i64)>>) -> BusResult<()>;

@@ -9,14 +9,14 @@ use parking_lot::Mutex;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use kstrade_bus::kafka::{self, KafkaAdmin, KafkaConsumer, KafkaProducer};
 use kstrade_bus::memory::{self, MemoryAdmin, MemoryConsumer, MemoryProducer};
 use kstrade_bus::partitioner;
 use kstrade_bus::{
-    BusError as RsBusError, OutRecord, RebalanceEvent, Record as RsRecord, Subscription,
-    TopicPartition, TopicSpec,
+    BusError as RsBusError, OutRecord, RebalanceEvent, RecordRef, Subscription, TopicPartition,
+    TopicSpec,
 };
 
 create_exception!(
@@ -71,8 +71,9 @@ impl PyMemoryBroker {
 /// A consumed record. `key` and `value` are bytes or None; headers are (name, bytes | None).
 #[pyclass(module = "kstrade._native", name = "Record", frozen)]
 pub struct PyRecord {
+    /// Interned: every record of a topic shares one string (its hash computed once).
     #[pyo3(get)]
-    topic: String,
+    topic: Py<PyString>,
     #[pyo3(get)]
     partition: i32,
     #[pyo3(get)]
@@ -83,21 +84,146 @@ pub struct PyRecord {
     value: Option<Py<PyBytes>>,
     #[pyo3(get)]
     timestamp_ms: i64,
-    raw_headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Header names and values back to back, and where each lies: two allocations per record
+    /// however many headers it has.
+    header_bytes: Box<[u8]>,
+    header_spans: Box<[HeaderSpan]>,
+}
+
+/// One header in `PyRecord::header_bytes`: the name ends where the value starts.
+#[derive(Clone, Copy)]
+struct HeaderSpan {
+    name_start: u32,
+    name_end: u32,
+    /// The value's end, or None for a null value.
+    value_end: Option<u32>,
 }
 
 impl PyRecord {
-    fn from_rs(py: Python<'_>, r: RsRecord) -> Self {
-        Self {
-            key: r.key.map(|k| PyBytes::new(py, &k).unbind()),
-            value: r.value.map(|v| PyBytes::new(py, &v).unbind()),
-            topic: r.topic,
+    fn header_list(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+        let bytes = &self.header_bytes;
+        self.header_spans.iter().map(move |s| {
+            let (a, b) = (s.name_start as usize, s.name_end as usize);
+            // Written from a &str in `Records::push`.
+            let name = std::str::from_utf8(&bytes[a..b]).unwrap_or("");
+            (name, s.value_end.map(|e| &bytes[b..e as usize]))
+        })
+    }
+}
+
+/// A poll's records as the transport handed them out, copied once into one buffer with the
+/// GIL released; `into_py` then makes the Python objects. Per record only what Python keeps
+/// is allocated (the record, its key and value bytes, its headers), and each topic's name
+/// once per poll.
+#[derive(Default)]
+struct Records {
+    bytes: Vec<u8>,
+    topics: Vec<String>,
+    records: Vec<RawRecord>,
+    headers: Vec<(Span, Option<Span>)>,
+}
+
+type Span = (usize, usize);
+
+struct RawRecord {
+    topic: usize,
+    partition: i32,
+    offset: i64,
+    timestamp_ms: i64,
+    key: Option<Span>,
+    value: Option<Span>,
+    headers: Span,
+}
+
+impl Records {
+    fn keep(&mut self, data: &[u8]) -> Span {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        (start, self.bytes.len())
+    }
+
+    fn push(&mut self, r: RecordRef<'_>) {
+        // The records of a poll come partition after partition: the last topic usually matches.
+        let topic = match self.topics.iter().rposition(|t| t == r.topic) {
+            Some(i) => i,
+            None => {
+                self.topics.push(r.topic.to_string());
+                self.topics.len() - 1
+            }
+        };
+        let first_header = self.headers.len();
+        for (name, value) in r.headers {
+            let name = self.keep(name.as_bytes());
+            let value = value.map(|v| self.keep(v));
+            self.headers.push((name, value));
+        }
+        let record = RawRecord {
+            topic,
             partition: r.partition,
             offset: r.offset,
             timestamp_ms: r.timestamp_ms,
-            raw_headers: r.headers,
-        }
+            key: r.key.map(|k| self.keep(k)),
+            value: r.value.map(|v| self.keep(v)),
+            headers: (first_header, self.headers.len()),
+        };
+        self.records.push(record);
     }
+
+    fn into_py(self, py: Python<'_>) -> PyResult<Vec<PyRecord>> {
+        let topics: Vec<Py<PyString>> = self
+            .topics
+            .iter()
+            .map(|t| PyString::intern(py, t).unbind())
+            .collect();
+        let bytes = &self.bytes;
+        let slice = |(a, b): Span| &bytes[a..b];
+        self.records
+            .iter()
+            .map(|r| {
+                let spans = &self.headers[r.headers.0..r.headers.1];
+                let (header_bytes, header_spans) = match spans.first() {
+                    None => (Box::default(), Box::default()),
+                    Some(((first, _), _)) => {
+                        // A record's headers lie back to back in the buffer: one copy.
+                        let end = spans
+                            .iter()
+                            .map(|(n, v)| v.map_or(n.1, |v| v.1))
+                            .max()
+                            .unwrap_or(*first);
+                        let offset = |at: usize| u32::try_from(at - first).ok();
+                        let header_spans = spans
+                            .iter()
+                            .map(|(n, v)| {
+                                Ok(HeaderSpan {
+                                    name_start: offset(n.0).ok_or_else(too_large)?,
+                                    name_end: offset(n.1).ok_or_else(too_large)?,
+                                    value_end: match v {
+                                        None => None,
+                                        Some(v) => Some(offset(v.1).ok_or_else(too_large)?),
+                                    },
+                                })
+                            })
+                            .collect::<PyResult<Box<[HeaderSpan]>>>()?;
+                        (Box::from(&bytes[*first..end]), header_spans)
+                    }
+                };
+                Ok(PyRecord {
+                    topic: topics[r.topic].clone_ref(py),
+                    partition: r.partition,
+                    offset: r.offset,
+                    key: r.key.map(|k| PyBytes::new(py, slice(k)).unbind()),
+                    value: r.value.map(|v| PyBytes::new(py, slice(v)).unbind()),
+                    timestamp_ms: r.timestamp_ms,
+                    header_bytes,
+                    header_spans,
+                })
+            })
+            .collect()
+    }
+}
+
+fn too_large() -> PyErr {
+    pyo3::exceptions::PyValueError::new_err("a record's headers exceed 4 GiB")
 }
 
 #[pymethods]
@@ -105,11 +231,10 @@ impl PyRecord {
     #[getter]
     fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let items: Vec<Bound<'py, PyTuple>> = self
-            .raw_headers
-            .iter()
+            .header_list()
             .map(|(k, v)| {
-                let value: Option<Bound<'py, PyBytes>> = v.as_ref().map(|v| PyBytes::new(py, v));
-                (k.as_str(), value).into_pyobject(py)
+                let value: Option<Bound<'py, PyBytes>> = v.map(|v| PyBytes::new(py, v));
+                (k, value).into_pyobject(py)
             })
             .collect::<PyResult<_>>()?;
         PyList::new(py, items)
@@ -117,16 +242,21 @@ impl PyRecord {
 
     /// The first header with this name, or None.
     fn header<'py>(&self, py: Python<'py>, name: &str) -> Option<Bound<'py, PyBytes>> {
-        self.raw_headers
+        let (bytes, name) = (&self.header_bytes, name.as_bytes());
+        let s = self
+            .header_spans
             .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.as_ref().map(|v| PyBytes::new(py, v)))
+            .find(|s| &bytes[s.name_start as usize..s.name_end as usize] == name)?;
+        let value = &bytes[s.name_end as usize..s.value_end? as usize];
+        Some(PyBytes::new(py, value))
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "Record(topic={:?}, partition={}, offset={})",
-            self.topic, self.partition, self.offset
+            self.topic.bind(py).to_string(),
+            self.partition,
+            self.offset
         )
     }
 }
@@ -327,14 +457,50 @@ impl PyConsumer {
         self.with(py, |c| c.subscribe(Subscription::Pattern(pattern)))
     }
 
+    /// Up to `max_records` records, waiting at most `timeout` for the first. The first is
+    /// waited for; the rest are what the client has already fetched, copied straight from its
+    /// buffers (`Consumer::drain`).
     #[pyo3(signature = (max_records=500, timeout=1.0))]
-    fn poll(&self, py: Python<'_>, max_records: usize, timeout: f64) -> PyResult<Vec<PyRecord>> {
+    fn poll<'py>(
+        &self,
+        py: Python<'py>,
+        max_records: usize,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyList>> {
         let t = duration(timeout)?;
-        let records = self.with_wait(py, !t.is_zero(), |c| c.poll(max_records, t))?;
-        Ok(records
+        let records = self.with_wait(py, !t.is_zero(), |c| {
+            let mut records = Records::default();
+            let mut rest = max_records.max(1);
+            if !t.is_zero() {
+                for r in c.poll(1, t)? {
+                    r.with_ref(|r| records.push(r));
+                }
+                if records.records.is_empty() {
+                    return Ok(records);
+                }
+                rest -= 1;
+            }
+            if rest > 0 {
+                c.drain(rest, &mut |r| records.push(r))?;
+            }
+            Ok(records)
+        })?;
+        let records = records
+            .into_py(py)?
             .into_iter()
-            .map(|r| PyRecord::from_rs(py, r))
-            .collect())
+            .map(|r| {
+                let record = Bound::new(py, r)?;
+                // A record holds only strings and bytes, so it can never be part of a cycle:
+                // the cycle collector need not visit it. Untracked, a poll of 500 records no
+                // longer makes every collection walk them (nor later ones, while a stage keeps
+                // them).
+                // SAFETY: `record` is a fully built object of a GC type; CPython checks that
+                // it is tracked before untracking, and its deallocation does the same.
+                unsafe { pyo3::ffi::PyObject_GC_UnTrack(record.as_ptr().cast()) };
+                Ok(record)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, records)
     }
 
     /// Event-time fence (memory transport only): `poll` then stops, on each partition, before

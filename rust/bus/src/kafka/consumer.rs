@@ -13,7 +13,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::config::{client_config, CONSUMER_DEFAULTS};
 use crate::error::{BusError, BusResult};
-use crate::record::{RebalanceEvent, Record, TopicPartition};
+use crate::record::{RebalanceEvent, Record, RecordRef, TopicPartition};
 use crate::traits::{Consumer, Subscription};
 
 /// Commits that hit a rebalance in progress are retried this many times.
@@ -170,18 +170,56 @@ impl KafkaConsumer {
     /// Move rebalance events from the context to the caller's queue and forget positions of
     /// partitions this consumer no longer owns (their progress belongs to the new owner).
     fn absorb_rebalance_events(&mut self) {
-        let Some(inner) = self.inner.as_ref() else {
-            return;
-        };
-        let drained: Vec<RebalanceEvent> = std::mem::take(&mut *inner.context().events.lock());
-        for event in &drained {
-            if let RebalanceEvent::Revoked(parts) | RebalanceEvent::Lost(parts) = event {
-                for tp in parts {
-                    self.positions.remove(tp);
-                }
-            }
+        if let Some(inner) = self.inner.as_ref() {
+            absorb(inner, &mut self.positions, &mut self.events);
         }
-        self.events.extend(drained);
+    }
+
+    /// Poll the client once, waiting at most `wait`; a record is handed to `visit` straight
+    /// from librdkafka's buffers and its position noted in `run`. Whether one came.
+    fn visit_next(
+        &mut self,
+        wait: Duration,
+        run: &mut PositionRun,
+        visit: &mut dyn FnMut(RecordRef<'_>),
+    ) -> BusResult<bool> {
+        let client = self.inner.as_ref().ok_or(BusError::Closed)?;
+        let got = match client.poll(wait) {
+            // Also after a rebalance, which rust-rdkafka serves inside poll and reports as none.
+            None => false,
+            Some(Ok(msg)) => {
+                let headers: Vec<(&str, Option<&[u8]>)> =
+                    msg.headers().map_or_else(Vec::new, |h| {
+                        h.iter().map(|hd| (hd.key, hd.value)).collect()
+                    });
+                let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+                visit(RecordRef {
+                    topic,
+                    partition,
+                    offset,
+                    key: msg.key(),
+                    value: msg.payload(),
+                    headers: &headers,
+                    timestamp_ms: msg.timestamp().to_millis().unwrap_or(-1),
+                });
+                run.note(&mut self.positions, topic, partition, offset + 1);
+                true
+            }
+            Some(Err(err)) if is_fatal(&err) => {
+                run.flush(&mut self.positions);
+                return Err(err.into());
+            }
+            Some(Err(err)) => {
+                self.last_error = Some(err.to_string());
+                false
+            }
+        };
+        if !client.context().events.lock().is_empty() {
+            // Positions of what was handed out first, then the revocations may remove them.
+            run.flush(&mut self.positions);
+            absorb(client, &mut self.positions, &mut self.events);
+        }
+        Ok(got)
     }
 
     fn to_tpl(offsets: &[(TopicPartition, i64)]) -> BusResult<TopicPartitionList> {
@@ -190,6 +228,54 @@ impl KafkaConsumer {
             tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*off))?;
         }
         Ok(tpl)
+    }
+}
+
+/// Move rebalance events from `inner`'s context to `events`, forgetting the positions of
+/// partitions revoked or lost.
+fn absorb(
+    inner: &BaseConsumer<RebalanceLog>,
+    positions: &mut HashMap<TopicPartition, i64>,
+    events: &mut Vec<RebalanceEvent>,
+) {
+    let drained: Vec<RebalanceEvent> = std::mem::take(&mut *inner.context().events.lock());
+    for event in &drained {
+        if let RebalanceEvent::Revoked(parts) | RebalanceEvent::Lost(parts) = event {
+            for tp in parts {
+                positions.remove(tp);
+            }
+        }
+    }
+    events.extend(drained);
+}
+
+/// The next offset of the partition whose records are being handed out, written to the
+/// position map once its run ends: librdkafka hands out a fetched partition's records one
+/// after another, so this is one map update (and one key) per run instead of per record.
+#[derive(Default)]
+struct PositionRun(Option<(TopicPartition, i64)>);
+
+impl PositionRun {
+    fn note(
+        &mut self,
+        positions: &mut HashMap<TopicPartition, i64>,
+        topic: &str,
+        partition: i32,
+        next: i64,
+    ) {
+        match &mut self.0 {
+            Some((tp, at)) if tp.partition == partition && tp.topic == topic => *at = next,
+            _ => {
+                self.flush(positions);
+                self.0 = Some((TopicPartition::new(topic, partition), next));
+            }
+        }
+    }
+
+    fn flush(&mut self, positions: &mut HashMap<TopicPartition, i64>) {
+        if let Some((tp, next)) = self.0.take() {
+            positions.insert(tp, next);
+        }
     }
 }
 
@@ -221,53 +307,39 @@ impl Consumer for KafkaConsumer {
     }
 
     fn poll(&mut self, max: usize, timeout: Duration) -> BusResult<Vec<Record>> {
-        let max = max.max(1);
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
+        let mut run = PositionRun::default();
+        let mut keep = |r: RecordRef<'_>| out.push(r.to_record());
+        // Wait for the first record up to the deadline (a rebalance or a transient error can
+        // wake the client early: keep waiting); then take what is already fetched.
         loop {
-            // Wait for the first record up to the deadline; then drain what is already fetched.
-            let wait = if out.is_empty() {
-                deadline.saturating_duration_since(Instant::now())
-            } else {
-                Duration::ZERO
-            };
-            let got = match self.client()?.poll(wait) {
-                None => false,
-                Some(Ok(msg)) => {
-                    let headers = msg.headers().map_or_else(Vec::new, |h| {
-                        h.iter()
-                            .map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec)))
-                            .collect()
-                    });
-                    let record = Record {
-                        topic: msg.topic().to_string(),
-                        partition: msg.partition(),
-                        offset: msg.offset(),
-                        key: msg.key().map(<[u8]>::to_vec),
-                        value: msg.payload().map(<[u8]>::to_vec),
-                        headers,
-                        timestamp_ms: msg.timestamp().to_millis().unwrap_or(-1),
-                    };
-                    self.positions.insert(
-                        TopicPartition::new(&record.topic, record.partition),
-                        record.offset + 1,
-                    );
-                    out.push(record);
-                    true
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let got = self.visit_next(wait, &mut run, &mut keep);
+            if got.is_err() || got == Ok(true) || Instant::now() >= deadline {
+                run.flush(&mut self.positions);
+                if got? {
+                    break;
                 }
-                Some(Err(err)) if is_fatal(&err) => return Err(err.into()),
-                Some(Err(err)) => {
-                    self.last_error = Some(err.to_string());
-                    false
-                }
-            };
-            self.absorb_rebalance_events();
-            // A rebalance or a transient error can wake poll early: keep waiting until the
-            // deadline while nothing has arrived.
-            if out.len() >= max || (!got && (!out.is_empty() || Instant::now() >= deadline)) {
                 return Ok(out);
             }
         }
+        self.drain(max.max(1) - 1, &mut keep)?;
+        Ok(out)
+    }
+
+    fn drain(&mut self, max: usize, visit: &mut dyn FnMut(RecordRef<'_>)) -> BusResult<usize> {
+        let mut run = PositionRun::default();
+        let mut n = 0;
+        while n < max {
+            match self.visit_next(Duration::ZERO, &mut run, visit) {
+                Ok(true) => n += 1,
+                Ok(false) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        run.flush(&mut self.positions);
+        Ok(n)
     }
 
     fn commit(&mut self, offsets: Option<Vec<(TopicPartition, i64)>>) -> BusResult<()> {

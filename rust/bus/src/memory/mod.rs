@@ -19,7 +19,8 @@ use regex::Regex;
 use crate::error::{BusError, BusResult};
 use crate::partitioner::partition_for_key;
 use crate::record::{
-    OutRecord, RebalanceEvent, Record, SizeLimit, TopicDescription, TopicPartition, TopicSpec,
+    OutRecord, RebalanceEvent, Record, RecordRef, SizeLimit, TopicDescription, TopicPartition,
+    TopicSpec,
 };
 use crate::traits::{Admin, Consumer, Producer, Subscription};
 
@@ -289,9 +290,13 @@ impl MemoryConsumer {
         self.owned = now;
     }
 
-    fn fetch(&mut self, state: &State, max: usize, out: &mut Vec<Record>) {
+    /// Hand up to `max` records to `visit`, partition after partition, where the log keeps
+    /// them (the visitor copies what it keeps), and move the positions past them.
+    fn fetch(&mut self, state: &State, max: usize, visit: &mut dyn FnMut(RecordRef<'_>)) -> usize {
+        let mut n = 0;
+        let mut headers: Vec<(&str, Option<&[u8]>)> = Vec::new();
         for tp in &self.owned {
-            if out.len() >= max {
+            if n >= max {
                 break;
             }
             if !self.paused.is_empty() && self.paused.contains(tp) {
@@ -308,7 +313,7 @@ impl MemoryConsumer {
                 None => self.positions.entry(tp.clone()).or_insert(0),
             };
             let start = (*pos).clamp(0, part.len() as i64) as usize;
-            let mut take = (max - out.len()).min(part.len() - start);
+            let mut take = (max - n).min(part.len() - start);
             if let Some(until) = self.until_ms {
                 // A partition's records are in production order, and a replay stamps them
                 // with the instant that produced them: the fence is the first later stamp.
@@ -321,16 +326,19 @@ impl MemoryConsumer {
                 self.moved.push(tp.clone());
             }
             for (i, s) in part[start..start + take].iter().enumerate() {
-                out.push(Record {
-                    topic: tp.topic.clone(),
+                headers.clear();
+                headers.extend(s.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
+                visit(RecordRef {
+                    topic: &tp.topic,
                     partition: tp.partition,
                     offset: (start + i) as i64,
-                    key: s.key.clone(),
-                    value: s.value.clone(),
-                    headers: s.headers.clone(),
+                    key: s.key.as_deref(),
+                    value: s.value.as_deref(),
+                    headers: &headers,
                     timestamp_ms: s.timestamp_ms,
                 });
             }
+            n += take;
             *pos = (start + take) as i64;
         }
         if self.moved.len() > 2 * self.owned.len() + 64 {
@@ -338,6 +346,7 @@ impl MemoryConsumer {
             self.moved.sort_unstable();
             self.moved.dedup();
         }
+        n
     }
 
     fn check_open(&self) -> BusResult<()> {
@@ -393,18 +402,26 @@ impl Consumer for MemoryConsumer {
         let broker = Arc::clone(&self.broker);
         let mut state = broker.state.lock();
         let mut out = Vec::new();
+        let mut keep = |r: RecordRef<'_>| out.push(r.to_record());
         loop {
             self.sync_assignment(&state);
-            self.fetch(&state, max.max(1), &mut out);
-            if !out.is_empty() || !self.events.is_empty() {
+            if self.fetch(&state, max.max(1), &mut keep) > 0 || !self.events.is_empty() {
                 return Ok(out);
             }
             if broker.changed.wait_until(&mut state, deadline).timed_out() {
                 self.sync_assignment(&state);
-                self.fetch(&state, max.max(1), &mut out);
+                self.fetch(&state, max.max(1), &mut keep);
                 return Ok(out);
             }
         }
+    }
+
+    fn drain(&mut self, max: usize, visit: &mut dyn FnMut(RecordRef<'_>)) -> BusResult<usize> {
+        self.check_open()?;
+        let broker = Arc::clone(&self.broker);
+        let state = broker.state.lock();
+        self.sync_assignment(&state);
+        Ok(self.fetch(&state, max, visit))
     }
 
     fn commit(&mut self, offsets: Option<Vec<(TopicPartition, i64)>>) -> BusResult<()> {
