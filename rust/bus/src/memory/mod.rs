@@ -94,6 +94,9 @@ impl Group {
 #[derive(Default)]
 struct State {
     topics: BTreeMap<String, TopicLog>,
+    /// Bumped by every change to the logs (a record appended, a topic created or deleted): a
+    /// consumer that saw everything there was at one version has nothing new while it holds.
+    version: u64,
     groups: HashMap<String, Group>,
     next_member: u64,
     round_robin: u64,
@@ -173,6 +176,7 @@ impl Producer for MemoryProducer {
             timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
         });
         state.round_robin = rr.wrapping_add(1);
+        state.version += 1;
         drop(state);
         self.broker.changed.notify_all();
         Ok(())
@@ -213,6 +217,12 @@ pub struct MemoryConsumer {
     closed: bool,
     /// The event-time fence of [`Consumer::set_read_until`].
     until_ms: Option<i64>,
+    /// The log version at which a fetch last took everything it could (not cut short by its
+    /// `max`): until the logs change, or this consumer's view of them does (assignment, seek,
+    /// resume, fence), a fetch finds nothing and need not visit its partitions. A lockstep
+    /// replay polls the metrics collector's hundreds of partitions twice per instant, the
+    /// second time for nothing.
+    drained_at: Option<u64>,
 }
 
 impl MemoryConsumer {
@@ -244,6 +254,7 @@ impl MemoryConsumer {
             reset,
             closed: false,
             until_ms: None,
+            drained_at: None,
         })
     }
 
@@ -257,6 +268,7 @@ impl MemoryConsumer {
             return;
         }
         self.generation = group.generation;
+        self.drained_at = None;
         let now: BTreeSet<TopicPartition> = group
             .assignment
             .get(&member)
@@ -293,6 +305,9 @@ impl MemoryConsumer {
     /// Hand up to `max` records to `visit`, partition after partition, where the log keeps
     /// them (the visitor copies what it keeps), and move the positions past them.
     fn fetch(&mut self, state: &State, max: usize, visit: &mut dyn FnMut(RecordRef<'_>)) -> usize {
+        if self.drained_at == Some(state.version) {
+            return 0;
+        }
         let mut n = 0;
         let mut headers: Vec<(&str, Option<&[u8]>)> = Vec::new();
         for tp in &self.owned {
@@ -346,6 +361,7 @@ impl MemoryConsumer {
             self.moved.sort_unstable();
             self.moved.dedup();
         }
+        self.drained_at = (n < max).then_some(state.version);
         n
     }
 
@@ -507,6 +523,7 @@ impl Consumer for MemoryConsumer {
         }
         self.positions.insert(tp.clone(), offset.max(0));
         self.moved.push(tp.clone());
+        self.drained_at = None;
         Ok(())
     }
 
@@ -519,6 +536,7 @@ impl Consumer for MemoryConsumer {
         for tp in partitions {
             self.paused.remove(tp);
         }
+        self.drained_at = None;
         Ok(())
     }
 
@@ -560,6 +578,9 @@ impl Consumer for MemoryConsumer {
     }
 
     fn set_read_until(&mut self, until_ms: Option<i64>) -> BusResult<()> {
+        if until_ms != self.until_ms {
+            self.drained_at = None;
+        }
         self.until_ms = until_ms;
         Ok(())
     }
@@ -633,6 +654,7 @@ impl Admin for MemoryAdmin {
             results.push((spec.name.clone(), created));
         }
         if results.iter().any(|(_, created)| *created) {
+            state.version += 1;
             state.rebalance_all(); // a new topic may match a pattern subscription
         }
         drop(state);
@@ -650,6 +672,7 @@ impl Admin for MemoryAdmin {
                 group.committed.retain(|tp, _| &tp.topic != name);
             }
         }
+        state.version += 1;
         state.rebalance_all();
         drop(state);
         self.broker.changed.notify_all();
