@@ -16,9 +16,10 @@ signal TIER_D, filtered, no orders); so that orders flow, this benchmark lowers 
 A/B/C = 0.50/0.45/0.38 through KSTRADE_SIGNALS__TIERS__* (the latency, not the trading, is
 measured here).
 
-Then a short ramp: the rate is doubled step by step until the lag grows (1m candles produced
-minus signals decided, final or filtered: each candle ends in exactly one, after features and
-both models); the last rate held is reported.
+Between the warm-up and the timed candles, a short ramp: the rate is doubled step by step until
+the lag grows (1m candles produced minus signals decided, final or filtered: each candle ends in
+exactly one, after features and both models); the last rate held is reported, and its backlog
+cleared before the timed candles start.
 Memory: resident set of each stage process after the run, divided by the 3 symbols.
 
     python -m pytest bench/bench_e2e.py -q -s     # about 1.5 to 2.5 minutes; loopback only
@@ -165,6 +166,9 @@ def services(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     env["KSTRADE_EXECUTION__JOURNAL_PATH"] = str(state / "orders.sqlite3")
     env["KSTRADE_EXECUTION__PAPER_STATE_PATH"] = str(state / "paper.json")
     env["KSTRADE_SYMBOLS"] = '["' + '","'.join(SYMBOLS) + '"]'
+    # The timed phase replays TIMED_SECONDS * RATE minutes from about now in seconds: its market
+    # times run hours ahead of the wall clock, which the door check allows up to a day.
+    env["KSTRADE_BUS__MAX_FUTURE_SKEW_S"] = str(86_400)
     procs = []
     for name in SERVICES:
         log = (state / f"{name}.log").open("w")
@@ -218,7 +222,14 @@ def test_end_to_end_latency_and_sustained_rate(
     measure.start()
     assert measure.ready.wait(30)
     now_ms = int(time.time() * 1000)
-    start_ms = (now_ms // 3_600_000) * 3_600_000 - warmup_minutes * 60_000
+    # Market time: the warm-up and the ramp replay minutes far faster than real time, so they lie
+    # in the past and end before now; the timed candles follow, from about now on (their signals
+    # must not be STALE, so that final signals and orders are timed too). A candle more than
+    # bus.max_future_skew_s ahead of the wall clock is dead-lettered FUTURE_TIMESTAMP at the door:
+    # the services allow the timed phase's span (`services`). With the ramp after the timed
+    # phase, every ramp candle lay hours ahead, was dead-lettered, and the sustained rate read 0.
+    ramp_minutes = sum(int(RAMP_STEP_SECONDS * r) for r in ramp)
+    start_ms = ((now_ms - (warmup_minutes + ramp_minutes) * 60_000) // 3_600_000) * 3_600_000
     feed = Feed(kafka_bootstrap, start_ms)
     # 1. warm-up: two days of minutes, as fast as the producer takes them
     for _ in range(warmup_minutes):
@@ -230,7 +241,45 @@ def test_end_to_end_latency_and_sustained_rate(
     assert warmed, f"the models never predicted during warm-up: {dict(measure.count)}"
     time.sleep(2.0)  # let the tail of the warm-up drain
     warm_seconds = time.monotonic() - began
-    # 2. timed: candles at a fixed rate, origin_ns = wall clock at produce
+
+    # 2. ramp: the highest rate at which the chain keeps up: every 1m candle ends in one signal
+    # (final or filtered), so lag = 1m candles produced - signals decided, and it must not grow.
+    # (Its candles are old: their signals are STALE, filtered, which is as decided as final.)
+    def decided() -> int:
+        return measure.count["signals.final"] + measure.count["signals.filtered"]
+
+    held = 0.0
+    ramp_lines: list[str] = []
+    for rate in ramp:
+        lag_start = feed.produced_1m - decided()
+        period = 1.0 / rate
+        steps = int(RAMP_STEP_SECONDS * rate)
+        t0 = time.perf_counter()
+        for i in range(steps):
+            feed.instant(stamp_now=False)  # linger.ms=0: sent at once; flushed (acks) at the end
+            delay = t0 + (i + 1) * period - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        feed.flush()
+        achieved = steps / (time.perf_counter() - t0)
+        time.sleep(1.0)  # one second of grace: lag that a second clears is not growing
+        lag_end = feed.produced_1m - decided()
+        keeps_up = achieved >= 0.9 * rate and lag_end - lag_start <= 0.05 * steps * len(SYMBOLS) + 10
+        verdict = "held" if keeps_up else "NOT held"
+        ramp_lines.append(f"  ramp {rate:5d} instants/s ({achieved * len(SYMBOLS):7.0f} 1m candles/s offered): "
+                          f"lag (candles not yet decided) {lag_start} -> {lag_end}: {verdict}")  # fmt: skip
+        if not keeps_up:
+            break
+        held = achieved * len(SYMBOLS)
+    if ramp:
+        record("sustained 1m candle rate (features, models, signals keep up)", "kstrade", held, "candles/s", True)
+        # The step that was not held left a backlog: the timed candles wait for it to clear.
+        baseline = feed.produced_1m - decided()
+        cleared = _wait_for(lambda: feed.produced_1m - decided() <= lag_start, 120)
+        ramp_lines.append(f"  (backlog after the ramp: {baseline - lag_start} candles, "
+                          + ("cleared before the timed phase)" if cleared else "NOT cleared in 120 s: the timed phase waited behind it)"))  # fmt: skip
+
+    # 3. timed: candles at a fixed rate, origin_ns = wall clock at produce
     measure.since_ns = time.time_ns()
     period = 1.0 / RATE
     n = int(timed_seconds * RATE)
@@ -257,36 +306,8 @@ def test_end_to_end_latency_and_sustained_rate(
         lines.append(f"  {group:26s} n={len(values):6d} p50 {p50:8.2f} ms  p99 {p99:8.2f} ms  max {mx:8.2f} ms")
         for label, v in (("p50", p50), ("p99", p99), ("max", mx)):
             record(f"end-to-end candle -> {group} {label}", "kstrade", v, "ms", False)
+    lines += ramp_lines
 
-    # 3. ramp: the highest rate at which the chain keeps up: every 1m candle ends in one signal
-    # (final or filtered), so lag = 1m candles produced - signals decided, and it must not grow.
-    def decided() -> int:
-        return measure.count["signals.final"] + measure.count["signals.filtered"]
-
-    held = 0.0
-    for rate in ramp:
-        lag_start = feed.produced_1m - decided()
-        period = 1.0 / rate
-        steps = int(RAMP_STEP_SECONDS * rate)
-        t0 = time.perf_counter()
-        for i in range(steps):
-            feed.instant(stamp_now=False)  # linger.ms=0: sent at once; flushed (acks) at the end
-            delay = t0 + (i + 1) * period - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-        feed.flush()
-        achieved = steps / (time.perf_counter() - t0)
-        time.sleep(1.0)  # one second of grace: lag that a second clears is not growing
-        lag_end = feed.produced_1m - decided()
-        keeps_up = achieved >= 0.9 * rate and lag_end - lag_start <= 0.05 * steps * len(SYMBOLS) + 10
-        verdict = "held" if keeps_up else "NOT held"
-        lines.append(f"  ramp {rate:5d} instants/s ({achieved * len(SYMBOLS):7.0f} 1m candles/s offered): "
-                     f"lag (candles not yet decided) {lag_start} -> {lag_end}: {verdict}")  # fmt: skip
-        if not keeps_up:
-            break
-        held = achieved * len(SYMBOLS)
-    if ramp:
-        record("sustained 1m candle rate (features, models, signals keep up)", "kstrade", held, "candles/s", True)
     rss = {name: _rss_mb(pid) for name, pid in services.items()}
     total = sum(rss.values())
     lines.append("  resident memory: " + ", ".join(f"{k} {v:.0f} MB" for k, v in rss.items()))
