@@ -276,8 +276,8 @@ def test_end_to_end_latency_and_sustained_rate(
         # The step that was not held left a backlog: the timed candles wait for it to clear.
         baseline = feed.produced_1m - decided()
         cleared = _wait_for(lambda: feed.produced_1m - decided() <= lag_start, 120)
-        ramp_lines.append(f"  (backlog after the ramp: {baseline - lag_start} candles, "
-                          + ("cleared before the timed phase)" if cleared else "NOT cleared in 120 s: the timed phase waited behind it)"))  # fmt: skip
+        outcome = "cleared before the timed phase" if cleared else "NOT cleared in 120 s: timed candles queued after it"
+        ramp_lines.append(f"  (backlog after the ramp: {baseline - lag_start} candles, {outcome})")
 
     # 3. timed: candles at a fixed rate, origin_ns = wall clock at produce
     measure.since_ns = time.time_ns()
