@@ -43,7 +43,7 @@ from figures import record
 pytestmark = pytest.mark.skipif(os.environ.get("KSTRADE_BENCH_GATE") != "1", reason="set KSTRADE_BENCH_GATE=1")
 
 FEATURE_RATIO_GATE = 3.0
-#: Measured 0.80-1.00x on a quiet 2-core machine, best of three rounds (0.71-0.91x before the
+#: Measured 0.75-1.00x on a quiet 2-core machine, best of three rounds (0.71-0.91x before the
 #: binding copied records once, `Consumer::drain`): the native consume path does not reach the
 #: issue's 2x. Gated at about half of what is measured, as a regression guard; the gap and what
 #: would close it are in BENCHMARKS.md.
