@@ -94,8 +94,10 @@ def _java_hash(text: str) -> int:
 
 def _group_coordinated_by(bus: Bus, bootstrap: str, node_id: int, prefix: str) -> str:
     """A group name whose coordinator is `node_id`. Kafka keeps a group on partition
-    `(hashCode & 0x7fffffff) % partitions` of __consumer_offsets; that partition's leader is the
-    group's coordinator (the caller checks it with describe_consumer_groups once it has joined)."""
+    `Utils.abs(hashCode) % partitions` of __consumer_offsets (Math.abs, with Integer.MIN_VALUE
+    taken as 0: not the sign-bit mask, which differs for every negative hash); that partition's
+    leader is the group's coordinator (the caller checks it with describe_consumer_groups once it
+    has joined)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topics = admin.list_topics(timeout=10).topics
     if "__consumer_offsets" not in topics:  # made on the first FindCoordinator: ask once
@@ -110,7 +112,8 @@ def _group_coordinated_by(bus: Bus, bootstrap: str, node_id: int, prefix: str) -
     partitions = topics["__consumer_offsets"].partitions
     for i in range(10_000):
         name = f"{prefix}-{i}"
-        if partitions[(_java_hash(name) & 0x7FFFFFFF) % len(partitions)].leader == node_id:
+        h = _java_hash(name)
+        if partitions[(0 if h == -(1 << 31) else abs(h)) % len(partitions)].leader == node_id:
             return name
     raise AssertionError(f"no group name coordinated by node {node_id}")
 
