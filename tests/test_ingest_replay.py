@@ -18,15 +18,18 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from kstrade.broker.local import free_port_block
 from kstrade.bus import Bus, Output, Record
 from kstrade.bus.topics import INTERVALS, METRICS_INGEST_HEALTH, candles
 from kstrade.clock import EventClock
 from kstrade.data import DATA_DIR
 from kstrade.features import Candle as NativeCandle
+from kstrade.ingest.health import HealthReport
+from kstrade.ingest.health import IngestHealth as SourceHealth
 from kstrade.ingest.replay import ReplaySource, Speed, eurusd_1h_candles, interval_of, read_candles
 from kstrade.ingest.resume import resume_points
 from kstrade.ingest.rollup import INTERVAL_MS, MultiTimeframeCandles
-from kstrade.ingest.service import ensure_candle_topics, run_ingest
+from kstrade.ingest.service import HealthPublisher, ensure_candle_topics, run_ingest
 from kstrade.ingest.synthetic import generate
 from kstrade.schemas import Candle, Codec, MessageHeaders
 from kstrade.schemas.models import IngestHealth
@@ -151,6 +154,55 @@ def test_replay_fills_all_four_timeframes_exactly(bus: Bus, unique: str) -> None
     produced = sum(expected(frame, i).height for i in INTERVALS)
     assert (last.source, last.candles_produced, last.missing_minutes) == ("replay", produced, 6)
     assert last.last_message_age_s is None and len({r.started for r in reports}) == 1
+
+
+def _unreachable_bus() -> Bus:
+    """A Kafka bus on a port where nothing listens: a send is queued and never acknowledged (as
+    while the cluster is away, or a client stays stuck after it came back)."""
+    return Bus.kafka(f"127.0.0.1:{free_port_block(1)}")
+
+
+def test_health_reports_that_cannot_be_delivered_never_hold_up_the_candles(unique: str) -> None:
+    """The replay at full speed with a report due at every instant that never gets through:
+    every candle is produced at once (a health report that waited for its acknowledgement, as it
+    did, held each instant up for 10 s here), and only the last report is waited for, once."""
+    bus = Bus.memory()
+    symbols = [f"BTC{unique}"]
+    frame = synthetic_minutes(symbols[0], 600, seed=3)
+    ensure_candle_topics(bus, symbols)
+    source = ReplaySource(frame)
+    started = time.monotonic()
+    batches = run_ingest(bus, source, health_every_s=0.0, health_bus=_unreachable_bus())
+    took = time.monotonic() - started
+    assert batches == 600
+    assert source.health.candles_produced == sum(expected(frame, i).height for i in INTERVALS)
+    assert took < 10.0 + 8.0, f"{took:.1f} s: the loop waited for health reports"  # the last one waits 10 s
+
+
+def test_an_unacknowledged_health_report_is_not_queued_behind_and_a_stuck_one_is_renewed() -> None:
+    """While the last report is on its way, a due one is skipped (memory stays one report); once
+    the last has been stuck for `stale_after_s`, its client is dropped and the next report goes
+    on a new one; on a bus that answers, every due report is sent."""
+    report = HealthReport(SourceHealth(), "replay", ["BTC-USD"], every_s=0.01)
+    publisher = HealthPublisher(_unreachable_bus(), report, stale_after_s=0.5, final_flush_s=0.1)
+    first = publisher.producer
+    assert publisher.publish()
+    for _ in range(5):
+        assert not publisher.publish()
+    assert (publisher.skipped, publisher.renewed, publisher.producer.in_flight) == (5, 0, 1)
+    time.sleep(0.6)
+    assert publisher.publish()
+    assert publisher.renewed == 1 and publisher.producer is not first and publisher.producer.in_flight == 1
+    started = time.monotonic()
+    publisher.close()
+    assert time.monotonic() - started < 2.0
+    answering = Bus.memory()
+    ensure_candle_topics(answering, ["BTC-USD"])
+    publisher = HealthPublisher(answering, report)
+    assert all(publisher.publish() for _ in range(5)) and publisher.skipped == 0
+    reader = answering.consumer("health-reader")
+    reader.subscribe([METRICS_INGEST_HEALTH])
+    assert len(drain(reader, 5)) == 5
 
 
 @pytest.mark.kafka

@@ -83,6 +83,10 @@ class HealthReport:
     def due(self) -> bool:
         return time.monotonic() >= self._next
 
+    def skip(self) -> None:
+        """The report due now is not sent: the next one is due `every_s` from now."""
+        self._next = time.monotonic() + self.every_s
+
     def message(self, now_ns: int) -> messages.IngestHealth:
         counters = {name: getattr(self.health, name) for name in COUNTERS}
         return messages.IngestHealth(

@@ -7,18 +7,20 @@ waited out at each flush (`kstrade.bus.runner.deliver`): the source waits with i
 goes on where it was once the cluster acknowledges what it holds.
 
 A source with `health` also gets its health published on `metrics.ingest_health` every
-`health_every_s` of wall time and once at shutdown, through a producer of its own: a health
-message that cannot be delivered is logged, and never holds up or fails the candles."""
+`health_every_s` of wall time and once at shutdown (`HealthPublisher`): a health message that
+cannot be delivered is logged, and never holds up or fails the candles."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 
-from kstrade.bus import Bus, BusError, Producer
+from kstrade.bus import Bus, BusError
 from kstrade.bus.runner import deliver
 from kstrade.bus.topics import INTERVALS, METRICS_ALERTS, METRICS_INGEST_HEALTH, TopicSpec, candles, create_all
+from kstrade.codes import BusCode
 from kstrade.ingest.health import HEALTH_EVERY_S, HealthReport, IngestHealth
 from kstrade.stage import Source
 
@@ -42,13 +44,83 @@ def health_report(source: Source, every_s: float = HEALTH_EVERY_S) -> HealthRepo
     )
 
 
-def _publish_health(producer: Producer, report: HealthReport) -> None:
-    out = report.output()
-    try:
-        producer.send(out.topic, out.value, key=out.key, headers=out.headers)
-        producer.flush(10.0)
-    except BusError as exc:
-        log.warning("ingest: health report on %s not delivered: %s", out.topic, exc)
+class HealthPublisher:
+    """Sends a `HealthReport` when it is due, through a producer of its own, and never waits for
+    it: the report goes to the producer's thread, and the next due one looks at how the last
+    fared. While the last is not acknowledged (the cluster away), a new one is not queued behind
+    it (each supersedes the last: queueing them would only grow memory), and is counted in
+    `skipped`. A report stuck longer than `stale_after_s` (a client that stays stuck on a
+    partition after the cluster came back) is dropped with its client: the next goes on a new one
+    (`renewed`). Only the last report, at shutdown, is waited for, up to `final_flush_s`."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        report: HealthReport,
+        *,
+        stale_after_s: float | None = None,
+        final_flush_s: float = 10.0,
+    ) -> None:
+        self.bus = bus
+        self.report = report
+        self.stale_after_s = max(3 * report.every_s, 30.0) if stale_after_s is None else stale_after_s
+        self.final_flush_s = final_flush_s
+        self.producer = bus.producer()
+        self.sent_at: float | None = None  # monotonic time of the last report sent
+        self.skipped = 0
+        self.renewed = 0
+        self._waiting_logged = False
+
+    def tick(self) -> None:
+        """Publish if a report is due (a few microseconds when none is)."""
+        if self.report.due():
+            self.publish()
+
+    def publish(self) -> bool:
+        """Queue the health as of now unless the last report is still on its way; True if queued."""
+        self._settle()
+        if self.producer.in_flight:
+            waited = time.monotonic() - (self.sent_at or 0.0)
+            if waited < self.stale_after_s:
+                self.report.skip()
+                self.skipped += 1
+                if not self._waiting_logged:
+                    self._waiting_logged = True
+                    log.warning("ingest: health report not acknowledged after %.0f s: later ones wait for it", waited)
+                return False
+            # Stuck: the old client (and its report, superseded anyway) goes; a new one takes over.
+            self.producer = self.bus.producer()
+            self.renewed += 1
+            log.warning("ingest: health report stuck for %.0f s: dropped, sending on a new client", waited)
+        out = self.report.output()
+        try:
+            self.producer.send(out.topic, out.value, key=out.key, headers=out.headers)
+        except BusError as exc:
+            log.warning("ingest: health report on %s not sent: %s", out.topic, exc)
+            return False
+        self.sent_at = time.monotonic()
+        return True
+
+    def _settle(self) -> None:
+        """Note what the producer's thread did with the last report, without waiting."""
+        try:
+            self.producer.flush(0.0)
+        except BusError as exc:
+            if exc.code == BusCode.TIMEOUT:
+                return  # still on its way
+            log.warning("ingest: health report on %s not delivered: %s", METRICS_INGEST_HEALTH, exc)
+            self.producer.take_failed()  # superseded by the next report: not sent again
+        if not self.producer.in_flight and self._waiting_logged:
+            self._waiting_logged = False
+            log.info("ingest: health reports acknowledged again (%d skipped meanwhile)", self.skipped)
+
+    def close(self) -> None:
+        """The last word: the health as it is now, waited for up to `final_flush_s`."""
+        self.publish()
+        try:
+            self.producer.flush(self.final_flush_s)
+        except BusError as exc:
+            log.warning("ingest: last health report on %s not delivered: %s", METRICS_INGEST_HEALTH, exc)
 
 
 def run_ingest(
@@ -58,13 +130,15 @@ def run_ingest(
     max_batches: int | None = None,
     flush_every: int | None = None,
     health_every_s: float = HEALTH_EVERY_S,
+    health_bus: Bus | None = None,
 ) -> int:
     """Produce `source` to `bus` until it is exhausted, `stop` is set or `max_batches` were sent.
-    `flush_every` defaults to the source's `flush_every` (1 if it has none). Returns batches."""
+    `flush_every` defaults to the source's `flush_every` (1 if it has none). The source's health
+    goes to `health_bus` (default: `bus`). Returns batches."""
     every = flush_every or int(getattr(source, "flush_every", 1))
     producer = bus.producer()
     report = health_report(source, health_every_s)
-    health_producer = bus.producer() if report is not None else None
+    health = HealthPublisher(health_bus or bus, report) if report is not None else None
     batches = 0
     unflushed = 0
     try:
@@ -79,11 +153,11 @@ def run_ingest(
             if unflushed >= every or not batch:
                 deliver(producer, meanwhile="the source waits")  # a cluster away is waited out
                 unflushed = 0
-            if report is not None and health_producer is not None and report.due():
-                _publish_health(health_producer, report)
+            if health is not None:
+                health.tick()
         deliver(producer)
     finally:
         # The last word, also after a failure: what the counters were when ingest stopped.
-        if report is not None and health_producer is not None:
-            _publish_health(health_producer, report)
+        if health is not None:
+            health.close()
     return batches
