@@ -213,13 +213,40 @@ def test_live_a_record_from_beyond_the_allowed_skew_is_dead_lettered_at_the_door
             assert b"beyond the clock plus the allowed skew" in (dead.header("dlq.error.message") or b"")
 
 
+def test_live_a_record_from_far_behind_its_partitions_newest_is_dead_lettered_at_the_door() -> None:
+    """Backwards: once a partition gave a record of now, one a year older goes to the DLQ as
+    PAST_TIMESTAMP without reaching `handle`; one a few hours older (a redelivery after a
+    rebalance, a catch-up) is handled. The first record a process sees is taken however old it
+    is (nothing to jump back from: a service catching up after a long outage), and in replays
+    (event clock) nothing is refused."""
+    now_ns = time.time_ns()
+    year, hours = 365 * 86_400 * 10**9, 5 * 3600 * 10**9
+    for clock, refused in ((WallClock(), 1), (EventClock(), 0)):
+        bus = Bus.memory()
+        bus.admin().create_topics([(t, 1, 1, {}) for t in ("in", "out", dlq_topic("in"))])
+        doubler = Doubler()
+        codec = doubler.codec(Candle)
+        producer = bus.producer()
+        for origin in (now_ns - 2 * year, now_ns, now_ns - hours, now_ns - year, now_ns):
+            producer.send("in", codec.encode(candle(0, 1.0)), key=b"BTC-USD", headers=codec.headers(origin, "t"))
+        pipeline = Pipeline(bus, [doubler], clock=clock)
+        pipeline.drain()
+        assert pipeline.stats.produced["doubler"] == 5 - refused
+        if refused:
+            check = bus.consumer("check")
+            check.subscribe([dlq_topic("in")])
+            (dead,) = drain(check, 1)
+            assert dead.header("dlq.error.code") == b"PAST_TIMESTAMP" and dead.header("dlq.source.offset") == b"3"
+            assert b"days behind this partition's newest" in (dead.header("dlq.error.message") or b"")
+
+
 def test_services_take_the_skew_from_the_bus_settings() -> None:
     from kstrade.config import load
     from kstrade.metrics.collector import MetricsCollector
     from kstrade.services import build
 
-    stage = build("features", load(bus={"max_future_skew_s": 5}), Bus.memory())
-    assert stage.max_future_skew_ns == 5 * 10**9
+    stage = build("features", load(bus={"max_future_skew_s": 5, "max_past_jump_s": 60}), Bus.memory())
+    assert stage.max_future_skew_ns == 5 * 10**9 and stage.max_past_jump_ns == 60 * 10**9
     # The metrics collector observes and never dead-letters (it has no ACL to): no door check.
     bus = Bus.memory()
     assert _runner(bus, MetricsCollector(), poll_timeout=0.0).future_limit is None

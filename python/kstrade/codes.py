@@ -354,6 +354,11 @@ class DeadLetter(_Code):
         "live: the record's market time is more than bus.max_future_skew_s ahead of the wall clock",
         "bus.runner",
     )
+    PAST_TIMESTAMP = (
+        "PAST_TIMESTAMP",
+        "live: the record's market time is more than bus.max_past_jump_s behind its partition's newest",
+        "bus.runner",
+    )
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE", "the record is over the stage's max_message_bytes", "bus.runner"
     # decoding (the Python codec and the native one agree on these)
     TRUNCATED = "TRUNCATED", "the body ends inside a field", "schemas.codec, rust/codec"

@@ -61,6 +61,10 @@ class BusSettings(_Section):
     #: candle's close) is more than this ahead of the wall clock is dead-lettered
     #: FUTURE_TIMESTAMP and never moves state (replays have no wall clock: see Stage.future_limit_ns).
     max_future_skew_s: float = Field(120.0, gt=0, le=86_400)
+    #: Backwards: live, a record whose market time lies more than this behind the newest a stage
+    #: handled from the same partition is dead-lettered PAST_TIMESTAMP (a week: the topics'
+    #: retention, so never a redelivery).
+    max_past_jump_s: float = Field(7 * 86_400.0, gt=0)
 
     @model_validator(mode="after")
     def _checks(self) -> BusSettings:

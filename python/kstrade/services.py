@@ -111,6 +111,7 @@ def build(name: str, settings: Settings, bus: Bus) -> Stage:
         raise ValueError(f"unknown stage {name!r}: choose from {', '.join(sorted(STAGES))}") from None
     stage = factory(settings, bus)
     stage.max_future_skew_ns = int(settings.bus.max_future_skew_s * 1e9)
+    stage.max_past_jump_ns = int(settings.bus.max_past_jump_s * 1e9)
     return stage
 
 

@@ -54,6 +54,8 @@ AHEAD_SWITCH_INTERVAL_S = 0.0005
 #: on NTP differ by milliseconds; two minutes also absorb an exchange clock that runs ahead, and
 #: bound what one bad record can do (it cannot push a symbol's clock more than that ahead).
 DEFAULT_MAX_FUTURE_SKEW_NS = 120 * 1_000_000_000
+#: bus.max_past_jump_s's default: a week, the topics' retention.
+DEFAULT_MAX_PAST_JUMP_NS = 7 * 86_400 * 1_000_000_000
 
 
 class _Emitter:
@@ -91,6 +93,10 @@ class Stage(_Emitter, ABC):
     #: wall clock than this is dead-lettered FUTURE_TIMESTAMP and never moves state (services
     #: set it from bus.max_future_skew_s). Replays skip the check: see `future_limit_ns`.
     max_future_skew_ns: int = DEFAULT_MAX_FUTURE_SKEW_NS
+    #: Live, a record whose market time lies further behind the newest handled from its
+    #: partition than this is dead-lettered PAST_TIMESTAMP (services set it from
+    #: bus.max_past_jump_s; the runner's doc says why a week).
+    max_past_jump_ns: int = DEFAULT_MAX_PAST_JUMP_NS
 
     def __init__(self) -> None:
         super().__init__()
@@ -216,6 +222,7 @@ def _runner(
         time_ordered=time_ordered,
         # An observer (the metrics collector) never dead-letters, and has no ACL to: no door check.
         future_limit=stage.future_limit_ns if getattr(stage, "writes_dead_letters", True) else None,
+        max_backwards_ns=stage.max_past_jump_ns,
     )
 
 

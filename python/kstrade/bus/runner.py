@@ -19,6 +19,11 @@ Time sanity at the door: given a `future_limit` (live services: the wall clock p
 skew), a record whose `origin_ns` (the market time behind it) lies beyond it is dead-lettered as
 FUTURE_TIMESTAMP before the stage sees it, so one record from the future can never move a
 stage's clock (a per-symbol "newest minute", a TTL, a daily reset) ahead of the real world.
+Backwards, given `max_backwards_ns` too: a record whose origin lies further behind the newest
+origin this runner handled from the same partition is dead-lettered as PAST_TIMESTAMP. The
+default bound is the topics' retention (a week): nothing that far back can be a redelivery (a
+rebalance or a restart goes back only to the last commit), and a fresh process, which has seen
+nothing yet, takes whatever it is given (catching up after a long outage).
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ log = logging.getLogger(__name__)
 
 #: Dead-letter code: the record's market time is further ahead of the stage's clock than allowed.
 FUTURE_TIMESTAMP = DeadLetter.FUTURE_TIMESTAMP
+#: Dead-letter code: the record's market time lies implausibly far behind its partition's newest.
+PAST_TIMESTAMP = DeadLetter.PAST_TIMESTAMP
 
 #: How many times `deliver` sends again what the producer gave up on (after librdkafka's
 #: `message.timeout.ms`, 5 minutes by default) before it raises DELIVERY_FAILED: about an hour
@@ -149,6 +156,13 @@ def future_message(what: str, at_ns: int, limit_ns: int) -> str:
     return f"{what} {when} is {(at_ns - limit_ns) / 1e9:,.0f}s beyond the clock plus the allowed skew"
 
 
+def past_message(at_ns: int, newest_ns: int) -> str:
+    """The PAST_TIMESTAMP dead letter's text: which time, and how far behind the newest."""
+    when = datetime.fromtimestamp(at_ns / 1e9, UTC).isoformat()
+    newest = datetime.fromtimestamp(newest_ns / 1e9, UTC).isoformat()
+    return f"origin_ns {when} is {(newest_ns - at_ns) / 86_400e9:,.1f} days behind this partition's newest ({newest})"
+
+
 def _origin_ns(record: Record) -> int | None:
     raw = record.header(_ORIGIN_NS)
     return int(raw) if raw is not None and raw.isdigit() else None
@@ -180,10 +194,14 @@ class StageRunner:
         dead_letter_timestamps: bool = False,
         time_ordered: bool = False,
         future_limit: FutureLimit | None = None,
+        max_backwards_ns: int | None = None,
         resend_limit: int = RESEND_LIMIT,
     ) -> None:
         self.consumer = consumer
         self.future_limit = future_limit
+        self.max_backwards_ns = max_backwards_ns
+        #: Per (topic, partition), the newest origin_ns handled (with `future_limit`, live only).
+        self._newest_origin: dict[tuple[str, int], int] = {}
         self.resend_limit = resend_limit
         self.retained = retained
         self.checkpoint = checkpoint
@@ -250,12 +268,22 @@ class StageRunner:
                 )
                 result.dead_lettered += 1
                 continue
-            if limit is not None and (origin := _origin_ns(record)) is not None and origin > limit:
-                self._handle_fresh(fresh, result)
-                fresh = []
-                self.dead_letters.send(record, FUTURE_TIMESTAMP, future_message("origin_ns", origin, limit))
-                result.dead_lettered += 1
-                continue
+            if limit is not None and (origin := _origin_ns(record)) is not None:
+                refused: tuple[str, str] | None = None
+                newest = self._newest_origin.get(where)
+                back = self.max_backwards_ns
+                if origin > limit:
+                    refused = (FUTURE_TIMESTAMP, future_message("origin_ns", origin, limit))
+                elif newest is not None and back is not None and origin < newest - back:
+                    refused = (PAST_TIMESTAMP, past_message(origin, newest))
+                elif newest is None or origin > newest:
+                    self._newest_origin[where] = origin
+                if refused is not None:
+                    self._handle_fresh(fresh, result)
+                    fresh = []
+                    self.dead_letters.send(record, *refused)
+                    result.dead_lettered += 1
+                    continue
             fresh.append(record)
         self._handle_fresh(fresh, result)
         self.commit_progress()
