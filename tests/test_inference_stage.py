@@ -343,6 +343,26 @@ def test_a_mismatched_manifest_is_refused_at_start_naming_the_mismatch(tmp_path:
     assert info.value.code == "MANIFEST_UNREADABLE"
 
 
+@pytest.mark.parametrize("model_dir", ["lstm/BTC-USD", "transformer"])
+def test_a_big_model_call_runs_in_slices_with_the_very_probabilities_of_one_call(model_dir: str) -> None:
+    """On the CPU a call of more than CPU_CALL_ROWS windows runs in slices (faster: the batch
+    stays in cache); every probability is bit for bit what one call, and one window at a time,
+    give, for a batch that does not divide evenly."""
+    from dataclasses import replace
+
+    from kstrade.inference.runtime import CPU_CALL_ROWS, LoadedModel
+
+    sliced = LoadedModel.load(MODELS / model_dir)
+    assert sliced.call_rows == CPU_CALL_ROWS
+    whole = replace(sliced, call_rows=0)
+    n = 2 * CPU_CALL_ROWS + 7
+    windows = np.random.default_rng(5).standard_normal((n, sliced.window, len(FEATURE_NAMES))).astype(np.float32)
+    got = sliced.probabilities(windows)
+    assert got.shape == (n, 3)
+    assert np.array_equal(got, whole.probabilities(windows))
+    assert np.array_equal(got, np.concatenate([whole.probabilities(windows[i : i + 1]) for i in range(n)]))
+
+
 def test_window_arrays_are_reused_not_reallocated() -> None:
     from kstrade.inference.stage import FeatureWindow
 
