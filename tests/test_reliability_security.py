@@ -35,7 +35,7 @@ from kstrade.broker.local import free_port_block
 from kstrade.broker.secure import MECHANISM, SecureCluster, make_ca_and_server_cert, secure_cluster
 from kstrade.bus import Bus, BusError, acl
 from kstrade.bus.acl import Acl, Operation
-from kstrade.bus.topics import candles, features_aggregated, predictions_lstm
+from kstrade.bus.topics import INGEST_RESUME_GROUPS, candles, features_aggregated, predictions_lstm
 from kstrade.config import BusSettings, Settings, load
 from kstrade.ingest.synthetic import generate
 from kstrade.schemas import Candle, Codec
@@ -171,7 +171,7 @@ def _refused(action: str, attempt: Callable[[], object], timeout: float = 60.0) 
 
 
 def _group(service: str) -> str:
-    return acl.INGEST_RESUME_GROUPS + "test" if service == "ingest" else f"kstrade.{service}"
+    return INGEST_RESUME_GROUPS + "test" if service == "ingest" else f"kstrade.{service}"
 
 
 def _inputs(service: str) -> list[str] | str:

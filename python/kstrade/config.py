@@ -27,8 +27,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from kstrade.bus.topics import DEFAULT_SYMBOLS, candles
 from kstrade.redaction import is_secret_name, mask_properties, mask_tree
+from kstrade.symbols import DEFAULT_SYMBOLS, check_symbol
 
 #: The TOML file `load` is reading, for the settings source that sits under the environment.
 _TOML_FILE: ContextVar[Path | None] = ContextVar("kstrade_toml_file", default=None)
@@ -569,7 +569,7 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("at least one symbol is needed")
         for s in value:
-            candles(s, "1m")  # the topic-name rules are the symbol rules
+            check_symbol(s)  # a symbol is part of topic names
         if len(set(value)) != len(value):
             raise ValueError("symbols repeat")
         return value

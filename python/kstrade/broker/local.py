@@ -21,6 +21,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any, ClassVar
 
 KAFKA_VERSION = "4.1.0"
 DEFAULT_BASE_PORT = 9092
@@ -84,11 +85,25 @@ class Node:
 
 @dataclass
 class Cluster:
-    """One local cluster: its directory, nodes and the jars it runs."""
+    """One local cluster: its directory, nodes and the jars it runs.
+
+    A subclass that saves more in cluster.json names the key that marks its state
+    (`state_marker`) and restores itself from it (`restore`): `load` finds it by that key, so
+    a restart keeps what the subclass is (`SecureCluster`, kstrade.broker.secure, which the
+    package imports beside this module)."""
 
     directory: Path
     nodes: list[Node] = field(default_factory=list)
     version: str = KAFKA_VERSION
+
+    #: The cluster.json key that marks a subclass's saved state (None: a plain cluster).
+    state_marker: ClassVar[str | None] = None
+    _kinds: ClassVar[list[type[Cluster]]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.state_marker is not None:
+            Cluster._kinds.append(cls)
 
     @property
     def bootstrap(self) -> str:
@@ -112,10 +127,16 @@ class Cluster:
             return None
         state = json.loads(path.read_text())
         nodes = [Node(**n) for n in state["nodes"]]
-        if "secure_ports" in state:
-            from kstrade.broker.secure import SecureCluster
+        for kind in Cluster._kinds:
+            if kind.state_marker in state:
+                return kind.restore(directory, nodes, state)
+        if "secure_ports" in state:  # never restarted as a plain cluster (plaintext configs)
+            raise BrokerError(f"{directory} holds a secure cluster, but kstrade.broker.secure is not loaded")
+        return Cluster(directory, nodes, state["version"])
 
-            return SecureCluster.restore(directory, nodes, state)
+    @classmethod
+    def restore(cls, directory: Path, nodes: list[Node], state: dict[str, Any]) -> Cluster:
+        """The cluster saved in `directory` as `state` (cluster.json)."""
         return cls(directory, nodes, state["version"])
 
     # -- lifecycle ---------------------------------------------------------------------------

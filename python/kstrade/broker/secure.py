@@ -17,7 +17,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from kstrade.broker.local import HOST, BrokerError, Cluster, Node, _random_cluster_id, fetch_jars
 
@@ -60,6 +60,8 @@ def make_ca_and_server_cert(directory: Path, days: int = 2) -> tuple[Path, Path]
 @dataclass
 class SecureCluster(Cluster):
     """A `Cluster` with a SASL_SSL listener per node on `secure_ports`, SCRAM users and ACLs."""
+
+    state_marker: ClassVar[str | None] = "secure_ports"
 
     secure_ports: list[int] = field(default_factory=list)
     #: SCRAM-SHA-512 users created at format time (name -> password); `admin` is a super user.
@@ -193,7 +195,7 @@ def service_users() -> list[str]:
     """The SCRAM users of a pipeline: `admin`, one per service (`kstrade-features`, ...) and the
     operator's (`kstrade-operator`), as `acl show` names their principals."""
     from kstrade.bus import acl
-    from kstrade.bus.topics import DEFAULT_SYMBOLS
+    from kstrade.symbols import DEFAULT_SYMBOLS
 
     return [ADMIN, *(acl.username(name) for name in acl.pipeline_acls(DEFAULT_SYMBOLS))]
 

@@ -38,9 +38,11 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from kstrade.bus.topics import (
     CONTROL_EXECUTION,
+    INGEST_RESUME_GROUPS,
     INTERVALS,
     METRICS_ALERTS,
     METRICS_INGEST_HEALTH,
+    OPERATOR_GROUPS,
     candles,
     dlq_topic,
     pipeline_topics,
@@ -52,11 +54,7 @@ if TYPE_CHECKING:
 
 USER_PREFIX = "kstrade-"
 INGEST = "ingest"
-#: Ingest reads the candle topics back to resume, each time in a fresh group under this prefix.
-INGEST_RESUME_GROUPS = "kstrade.ingest.resume."
 OPERATOR = "operator"
-#: The operator's command line waits for acknowledgements, each time in a fresh group under this.
-OPERATOR_GROUPS = "kstrade.operator."
 
 
 class Operation(StrEnum):

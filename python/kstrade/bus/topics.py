@@ -21,26 +21,16 @@ the replication factor the caller gives (1 on a laptop, 3 in production with min
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from kstrade.bus.core import Admin
+from kstrade.symbols import DEFAULT_SYMBOLS
+from kstrade.symbols import check_symbol as _symbol
 
 INTERVALS = ("1m", "5m", "15m", "1h")
 SIGNAL_STAGES = ("raw", "calibrated", "filtered", "final")
-DEFAULT_SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD")
 DEFAULT_PARTITIONS = 3
 RETENTION_MS = 7 * 24 * 3600 * 1000
-
-_SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-
-
-def _symbol(symbol: str) -> str:
-    if not _SYMBOL.match(symbol):
-        raise ValueError(
-            f"invalid symbol {symbol!r} for a topic name: use letters, digits, '-' and '_' (e.g. BTC-USD, EURUSD)"
-        )
-    return symbol
 
 
 def candles(symbol: str, interval: str) -> str:
@@ -87,6 +77,11 @@ METRICS_INGEST_HEALTH = "metrics.ingest_health"
 #: Operator commands to the execution stage (halt, resume, flatten), keyed by account. Written by
 #: the Telegram bot (metrics collector) and `python -m kstrade control`; read by execution.
 CONTROL_EXECUTION = "control.execution"
+
+#: Consumer groups made afresh each time, under a prefix (what the ACLs grant): ingest reads the
+#: candle topics back to resume, and the operator's command line waits for acknowledgements.
+INGEST_RESUME_GROUPS = "kstrade.ingest.resume."
+OPERATOR_GROUPS = "kstrade.operator."
 
 
 def dlq_topic(topic: str) -> str:

@@ -25,8 +25,7 @@ import uuid
 from datetime import UTC, datetime
 
 from kstrade.bus import Bus, Consumer
-from kstrade.bus.acl import OPERATOR_GROUPS
-from kstrade.bus.topics import CONTROL_EXECUTION, METRICS_ALERTS
+from kstrade.bus.topics import CONTROL_EXECUTION, METRICS_ALERTS, OPERATOR_GROUPS
 from kstrade.codes import AlertCode
 from kstrade.schemas import Codec
 from kstrade.schemas.models import Alert, ControlAction, ControlCommand

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kstrade.bus import Admin, Bus, BusError
-from kstrade.bus.topics import INTERVALS, candles
+from kstrade.bus.topics import INGEST_RESUME_GROUPS, INTERVALS, candles
 from kstrade.features import Candle as NativeCandle
 from kstrade.ingest.rollup import INTERVAL_MS
 from kstrade.retry import Backoff, retry
@@ -69,7 +69,7 @@ def _read_all(bus: Bus, topics: list[str], timeout: float) -> dict[str, list[Can
     if not ends:
         return out
     codec = Codec(Candle)
-    consumer = bus.consumer(f"kstrade.ingest.resume.{uuid.uuid4().hex}")
+    consumer = bus.consumer(f"{INGEST_RESUME_GROUPS}{uuid.uuid4().hex}")
     try:
         consumer.subscribe(sorted({t for t, _ in ends}))
         deadline = time.monotonic() + timeout
