@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -231,7 +232,6 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from kstrade.ingest.service import ensure_candle_topics, run_ingest
     from kstrade.stage import Source
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
 
     def on_sigterm(*_: object) -> None:
@@ -428,11 +428,67 @@ def _cmd_control(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m kstrade", description="kstrade: real-time ML trading on Kafka")
-    sub = parser.add_subparsers(dest="command", required=True)
+#: The stages `service NAME` runs (kstrade.services.STAGES, which a test holds this to; not
+#: imported here: it loads every stage's settings, and `--help` should answer at once).
+SERVICE_NAMES = ("features", "inference.lstm", "inference.transformer", "signals", "execution", "metrics")
 
-    broker = sub.add_parser("broker", help="a local Apache Kafka cluster for development and tests")
+#: The level each command logs at unless --log-level says otherwise.
+_COMMAND_LOG_LEVEL = {"ingest": "INFO"}
+
+
+def program_name() -> str:
+    """The command as the user typed it: `kstrade` (the installed script) or `python -m kstrade`."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "python -m kstrade" if name in ("", "-c", "__main__.py") else name
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Help pages that keep the examples' lines as written and show each option's default
+    (where it has one to show and its text does not already name it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kstrade import __version__, logs
+
+    prog = program_name()
+    parser = argparse.ArgumentParser(
+        prog=prog, formatter_class=_Help,
+        description="kstrade: real-time ML trading on Kafka (or on an embedded bus: no broker needed)",
+        epilog=f"examples:\n  {prog} run --days 1          the whole pipeline on SYNTHETIC candles, no broker\n"
+        f"  {prog} service --help        the stages that run as services\n"
+        f"  {prog} COMMAND --help        what a command does, its options and defaults",
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"kstrade {__version__}")
+    # The logging options, before or after the command: given after it, they win.
+    logging_options = argparse.ArgumentParser(add_help=False)
+    for target, default in ((parser, None), (logging_options, argparse.SUPPRESS)):
+        target.add_argument("--log-level", choices=logs.LEVELS, type=str.upper, default=default,
+                            help="default: INFO for ingest, WARNING for the others")  # fmt: skip
+        target.add_argument("--log-format", choices=logs.FORMATS, default=default,
+                            help="text lines or one JSON object per line, on stderr (default: text)")  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, summary: str, examples: list[str], *, description: str | None = None,
+            parents: list[argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:  # fmt: skip
+        """A command's page: its summary in the command list, a description and its examples."""
+        lines = "\n".join(f"  {prog} {example}" for example in examples)
+        return sub.add_parser(
+            name, help=summary, description=textwrap.fill(description or summary[0].upper() + summary[1:] + ".", 88),
+            epilog=f"examples:\n{lines}", formatter_class=_Help, parents=[logging_options, *(parents or [])],
+        )  # fmt: skip
+
+    broker = add(
+        "broker",
+        "a local Apache Kafka cluster for development and tests (KRaft, no Docker)",
+        ["broker start", "broker start --nodes 3", "broker start --secure", "broker status", "broker stop"],
+    )
     broker.add_argument("action", choices=["start", "stop", "status", "reset"], help="reset deletes the directory")
     broker.add_argument(
         "--nodes", type=int, default=None, help="start: 1 (default), or 3 for replication factor 3 / min ISR 2"
@@ -447,7 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     broker.set_defaults(func=_cmd_broker)
 
-    topics = sub.add_parser("topics", help="create and inspect the pipeline's topics")
+    topics = add(
+        "topics",
+        "create and inspect the pipeline's topics",
+        ["topics create --bootstrap 127.0.0.1:9092", "topics list", "topics describe market.candles.BTC-USD.1m"],
+    )
     on_kafka = argparse.ArgumentParser(add_help=False)
     on_kafka.add_argument(
         "--bootstrap", help="Kafka bootstrap servers (default $KSTRADE_BOOTSTRAP, then bus.bootstrap)"
@@ -463,22 +523,27 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("names", nargs="+")
     topics.set_defaults(func=_cmd_topics)
 
-    data = sub.add_parser("data", help="bundled and synthetic market data")
+    data = add("data", "bundled and SYNTHETIC market data", ["data synth --days 7 --seed 7 --out data"])
     data.add_argument("action", choices=["synth"])
     data.add_argument("--symbols", default="BTC-USD,ETH-USD,SOL-USD")
     data.add_argument("--start", default="2026-01-05", help="first UTC day, YYYY-MM-DD")
     data.add_argument("--days", type=int, default=30)
-    data.add_argument("--seed", type=int, default=7)
+    data.add_argument("--seed", type=int, default=7, help="seeds the generator: same seed, same candles")
     data.add_argument("--out", default="data", help="directory for the Parquet file")
     data.set_defaults(func=_cmd_data)
 
-    service = sub.add_parser("service", help="run one stage as its own process (its own consumer group)")
-    service.add_argument("name", help="the stage: features, signals, ...")
+    service = add("service", "run one stage as its own process (its own consumer group)",
+                  ["service features --bootstrap 127.0.0.1:9092 --bus kafka", "service signals --config prod.toml"],
+                  description="Runs one stage as its own process, in consumer group kstrade.NAME, until SIGTERM. "
+                  f"Stages: {', '.join(SERVICE_NAMES)}.")  # fmt: skip
+    service.add_argument("name", metavar="NAME", choices=SERVICE_NAMES, help=f"one of: {', '.join(SERVICE_NAMES)}")
     service.add_argument("--config", help="TOML file (then KSTRADE_* variables override it)")
-    service.add_argument("--bus", choices=["memory", "kafka"], default=None)
+    service.add_argument("--bus", choices=["memory", "kafka"], default=None, help="kafka (a service needs it)")
     service.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers")
     service.set_defaults(func=_cmd_service)
-    ingest = sub.add_parser("ingest", help="market data into market.candles.* (replay or live Coinbase)")
+    ingest = add("ingest", "market data into market.candles.* (replay or live Coinbase)",
+                 ["ingest replay eurusd --bootstrap 127.0.0.1:9092", "ingest replay data/candles.parquet --speed x60",
+                  "ingest coinbase --symbols BTC-USD,ETH-USD"])  # fmt: skip
     ingest.add_argument("action", choices=["replay", "coinbase"])
     ingest.add_argument("file", nargs="?", default="eurusd", help="replay: CSV/Parquet candles, or 'eurusd'")
     ingest.add_argument("--speed", default="max", help="replay: max, realtime or xN")
@@ -494,39 +559,63 @@ def build_parser() -> argparse.ArgumentParser:
     on_bus.add_argument("--bus", choices=["memory", "kafka"], default=None, help="default: memory (embedded)")
     on_bus.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (with --bus kafka)")
     on_bus.add_argument("--out", help="run directory (default ./runs/<command>-<UTC time>)")
-    run_p = sub.add_parser("run", parents=[on_bus], help="the whole pipeline in one process, replaying data")
+    run_p = add(
+        "run",
+        "the whole pipeline in one process, replaying data",
+        ["run", "run --days 1 --no-live", "run --data candles.parquet", "run --bus kafka --bootstrap 127.0.0.1:9092"],
+        parents=[on_bus],
+    )
     run_p.add_argument("--data", help="candle file (CSV/Parquet); default: SYNTHETIC minutes for the symbols")
     run_p.add_argument("--days", type=int, default=7, help="days of synthetic data (without --data)")
-    run_p.add_argument("--seed", type=int, default=7)
+    run_p.add_argument("--seed", type=int, default=7, help="seeds the SYNTHETIC candles (without --data)")
     run_p.add_argument("--no-live", action="store_true", help="no live terminal view")
     run_p.set_defaults(func=_cmd_run)
-    backtest = sub.add_parser("backtest", parents=[on_bus], help="the live code path over a file, deterministic")
+    backtest = add(
+        "backtest",
+        "the live code path over a file, deterministic",
+        ["backtest --data candles.parquet --from 2026-01-05 --to 2026-01-12"],
+        parents=[on_bus],
+    )
     backtest.add_argument("--data", required=True, help="candle file (CSV or Parquet)")
     backtest.add_argument("--from", dest="since", help="first UTC day, YYYY-MM-DD")
     backtest.add_argument("--to", dest="until", help="UTC day to stop before, YYYY-MM-DD")
     backtest.set_defaults(func=_cmd_run)
-    training = sub.add_parser("train", help="train the LSTM and Transformer on the bundled data, export ONNX")
+    training = add(
+        "train",
+        "train the LSTM and Transformer on SYNTHETIC data, export ONNX",
+        ["train --out models --days 14 --seed 7"],
+    )
     training.add_argument("--out", default="models", help="models directory to (re)write")
     training.add_argument("--seed", type=int, default=7, help="seeds the data, the weights and the batches")
     training.add_argument("--days", type=int, default=14, help="days of SYNTHETIC 1m candles per symbol")
     training.set_defaults(func=_cmd_train)
 
-    bench = sub.add_parser("bench", help="benchmarks beside the anchors and design targets; writes BENCHMARKS.md")
+    bench = add(
+        "bench",
+        "benchmarks beside the anchors and design targets; writes BENCHMARKS.md",
+        ["bench --quick", "bench --out /tmp/bench.md"],
+    )
     bench.add_argument("--bootstrap", default=None, help="Kafka to use (default: the suite starts its own)")
     bench.add_argument("--out", default=None, help="where to write the report (default: BENCHMARKS.md)")
     bench.add_argument("--quick", action="store_true", help="fewer messages and a shorter end-to-end run")
     bench.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     bench.set_defaults(func=_cmd_bench)
 
-    acls = sub.add_parser("acl", help="per-service principals and the ACLs derived from the stages")
+    acls = add(
+        "acl",
+        "per-service principals and the ACLs derived from the stages",
+        ["acl show", "acl show --service features", "acl apply --config secure.toml"],
+    )
     acls.add_argument("action", choices=["show", "apply"])
     acls.add_argument("--config", help="TOML file: symbols, metrics.lag_groups, and bus for apply")
     acls.add_argument("--bootstrap", default=None, help="apply: the cluster (default: the config's bus)")
     acls.add_argument("--service", default=None, help="only this service's principal (e.g. features)")
     acls.set_defaults(func=_cmd_acl)
 
-    control = sub.add_parser(
-        "control", help="operator commands to the execution stage: halt, resume, flatten (over Kafka)",
+    control = add(
+        "control", "operator commands to the execution stage: halt, resume, flatten (over Kafka)",
+        ['control halt --reason "news at 14:30"', 'control resume --reason "news out"',
+         'control flatten --reason "end of week" --yes'],
         description="Writes a command to control.execution and waits for the execution stage to acknowledge it "
         "on metrics.alerts. halt: no new orders (positions keep their stops); flatten: close every open position "
         "at market, then halt; resume: lift an operator's halt (a loss limit's halt stands).",
@@ -542,15 +631,29 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_argument("--config", help="TOML file (bus security, execution.account)")
     control.set_defaults(func=_cmd_control)
 
-    config = sub.add_parser("config", help="the effective configuration")
+    config = add("config", "the effective configuration (secrets redacted)", ["config show --config prod.toml"])
     config.add_argument("action", choices=["show"])
     config.add_argument("--config", help="TOML file (then KSTRADE_* variables override it)")
     config.set_defaults(func=_cmd_config)
+    _show_defaults(parser)
     return parser
 
 
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """An option without a help text still shows its default (`_Help` adds it to the others)."""
+    for action in parser._actions:
+        if action.help is None and action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            action.help = "default: %(default)s"
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _show_defaults(child)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from kstrade import logs
+
     args = build_parser().parse_args(argv)
+    logs.configure(args.log_level or _COMMAND_LOG_LEVEL.get(args.command, "WARNING"), args.log_format or "text")
     try:
         return int(args.func(args))
     except ModuleNotFoundError as exc:  # an optional extra not installed: say which, in one line

@@ -11,6 +11,7 @@ import sys
 import threading
 from types import FrameType
 
+from kstrade import logs
 from kstrade.bus import Bus
 from kstrade.config import ConfigError, load
 from kstrade.metrics.collector import build_collector
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kstrade.metrics", description=__doc__)
     parser.add_argument("--config", help="TOML file (then KSTRADE_* variables override it)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure("INFO")
     try:
         settings = load(args.config)
         bus = Bus.from_settings(settings.bus)
