@@ -182,6 +182,7 @@ def test_broker_start_secure_gives_each_service_a_user_and_its_printed_steps_wor
             service_bus("not-the-password").probe(10.0)
         with pytest.raises(BusError):
             Bus.kafka(secure).probe(3.0)
+        _brokers_own_listener_refuses_a_local_client(port, tls / "ca.crt")
 
         assert _cli("stop", "--dir", str(directory)).returncode == 0
         again = _cli("start", "--dir", str(directory))  # no --secure: the directory says it is secure
@@ -191,8 +192,21 @@ def test_broker_start_secure_gives_each_service_a_user_and_its_printed_steps_wor
         capsys.readouterr()
         assert main(["broker", "status", "--dir", str(directory)]) == 0
         assert f"SASL_SSL {secure} running" in capsys.readouterr().out
+        _brokers_own_listener_refuses_a_local_client(port, tls / "ca.crt")  # still, after the restart
     finally:
         _cli("stop", "--dir", str(directory))
+
+
+def _brokers_own_listener_refuses_a_local_client(port: int, ca: Path) -> None:
+    """The brokers' listener (replication, readiness) serves no local process without the
+    brokers' key: not a plaintext client (it was a super user there), not a raw Metadata
+    request, not a TLS client that trusts the CA but has no certificate of its own."""
+    with pytest.raises(BusError):
+        Bus.kafka(f"127.0.0.1:{port}").probe(3.0)
+    with pytest.raises(OSError):
+        metadata_broker_count("127.0.0.1", port)
+    with pytest.raises(BusError):
+        Bus.kafka(f"127.0.0.1:{port}", {"security.protocol": "SSL", "ssl.ca.location": str(ca)}).probe(3.0)
 
 
 def test_a_plaintext_cluster_is_never_made_secure_in_place(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -54,7 +54,8 @@ def _cmd_broker(args: argparse.Namespace) -> int:
             c = cluster(directory, nodes=nodes, base_port=args.port)
         if args.action == "start":
             c.start()
-            print(f"kafka {c.version} running: {len(c.nodes)} node(s), bootstrap {c.bootstrap}")
+            bootstrap = c.secure_bootstrap if isinstance(c, SecureCluster) else c.bootstrap
+            print(f"kafka {c.version} running: {len(c.nodes)} node(s), bootstrap {bootstrap}")
             print(f"data and logs in {c.directory}")
             if isinstance(c, SecureCluster):
                 _print_secure(c)
@@ -65,8 +66,11 @@ def _cmd_broker(args: argparse.Namespace) -> int:
             states = c.status()
             for i, (node, alive) in enumerate(states):
                 state = f"running (pid {node.pid})" if alive else "stopped"
-                secure = f", SASL_SSL 127.0.0.1:{c.secure_ports[i]}" if isinstance(c, SecureCluster) else ""
-                print(f"node {node.node_id}: 127.0.0.1:{node.port}{secure} {state}")
+                if isinstance(c, SecureCluster):
+                    print(f"node {node.node_id}: INTERNAL 127.0.0.1:{node.port} (the brokers' own), "
+                          f"SASL_SSL 127.0.0.1:{c.secure_ports[i]} {state}")  # fmt: skip
+                else:
+                    print(f"node {node.node_id}: 127.0.0.1:{node.port} {state}")
             return 0 if states and all(alive for _, alive in states) else 3
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -101,8 +105,8 @@ def _print_secure(c: SecureCluster) -> None:
     users = ", ".join(sorted(c.users))
     print(f"clients: SASL_SSL ({MECHANISM} over TLS) on {c.secure_bootstrap}; CA {c.ca_file}")
     print(f"users: {users}; one password file each in {c.secrets_dir}/ (mode 0600)")
-    print(f"the PLAINTEXT listener {c.bootstrap} is the brokers' own (replication, readiness checks): every")
-    print("  client on it is a super user, so it listens on 127.0.0.1 only; give clients the SASL_SSL one")
+    print(f"the brokers' own listeners (INTERNAL {c.bootstrap}, and CONTROLLER) take only a client that")
+    print("  presents the brokers' certificate (TLS both ways): give clients the SASL_SSL address")
     print("as the administrator (create the topics, then apply the ACLs):")
     print(f"  export KSTRADE_BUS__PROPERTIES='{tls}'")
     print(f"  export KSTRADE_BUS__SASL_USERNAME={ADMIN} KSTRADE_BUS__SASL_PASSWORD_FILE={c.password_file(ADMIN)}")

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import time
@@ -212,7 +213,8 @@ class Cluster:
                     tail = _tail(self.directory / f"node-{node.node_id}" / "server.log")
                     raise BrokerError(f"kafka node {node.node_id} exited during start-up:\n{tail}")
             try:
-                counts = [metadata_broker_count(HOST, n.port) for n in self.nodes]
+                tls = self._ready_tls()
+                counts = [metadata_broker_count(HOST, n.port, tls=tls) for n in self.nodes]
                 if all(c == len(self.nodes) for c in counts):
                     return
                 last = f"brokers registered per node: {counts}"
@@ -220,6 +222,10 @@ class Cluster:
                 last = str(exc)
             time.sleep(0.3)
         raise BrokerError(f"kafka cluster not ready after {timeout:.0f}s ({last})")
+
+    def _ready_tls(self) -> ssl.SSLContext | None:
+        """How the readiness check reaches the nodes' `port` (None: plaintext)."""
+        return None
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM every node (a controlled shutdown), then SIGKILL what is left."""
@@ -371,17 +377,18 @@ def free_port_block(nodes: int = 1) -> int:
     raise BrokerError("no block of free ports on 127.0.0.1")
 
 
-def metadata_broker_count(host: str, port: int, timeout: float = 2.0) -> int:
+def metadata_broker_count(host: str, port: int, timeout: float = 2.0, *, tls: ssl.SSLContext | None = None) -> int:
     """Send a Metadata v4 request (all topics) and return the number of brokers it lists.
 
     Raw Kafka protocol so readiness needs neither librdkafka nor a JVM client: request header v1
     (api_key, api_version, correlation_id, client_id), Metadata v4 body (topics = null,
     allow_auto_topic_creation = false); response header v0, then throttle_time_ms and the
-    brokers array length.
+    brokers array length. With `tls`, over TLS (a listener that wants the client's certificate).
     """
     client_id = b"kstrade-ready"
     body = struct.pack(">hhih", 3, 4, 7, len(client_id)) + client_id + struct.pack(">ib", -1, 0)
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        sock = tls.wrap_socket(raw, server_hostname=host) if tls is not None else raw
         sock.sendall(struct.pack(">i", len(body)) + body)
         head = _recv_exact(sock, 4)
         (size,) = struct.unpack(">i", head)

@@ -5,15 +5,17 @@ TLS with a throwaway CA made here with openssl (the CA file is `ca_file`, for cl
 users created at format time (`StorageTool format --add-scram`), and the StandardAuthorizer with
 `allow.everyone.if.no.acl.found=false`, so a SCRAM user can do only what an ACL grants it.
 
-With several nodes (`secure_cluster(..., nodes=3)`) only the client listener is SASL_SSL: the
-controller quorum and replication between brokers stay on the PLAINTEXT and CONTROLLER listeners
-of `Cluster` (no TLS), which also serve the start-up check. Their principal (`User:ANONYMOUS`)
-and `User:admin` are super users. Every listener is bound to 127.0.0.1 like everything else
-here: a local test set-up, not a deployment (see deploy/acls.md for one).
+The brokers' own listeners, replication between brokers (INTERNAL, on `port`) and the KRaft
+quorum (CONTROLLER), speak TLS and want the client's certificate: the brokers present theirs
+(the server certificate, signed by the CA), and their principal `User:CN=127.0.0.1` and
+`User:admin` are the super users. A local process without the brokers' key (a 0600 file) gets
+nothing there; clients use the SASL_SSL address. Every listener is bound to 127.0.0.1 like
+everything else here: a local set-up, not a deployment (see deploy/acls.md for one).
 """
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,8 @@ from kstrade.broker.local import HOST, BrokerError, Cluster, Node, _random_clust
 
 MECHANISM = "SCRAM-SHA-512"
 ADMIN = "admin"
+#: The brokers' principal on their own listeners: the subject of their certificate.
+BROKER_PRINCIPAL = "User:CN=127.0.0.1"
 #: How long the certificates of `broker start --secure` are valid (tests make 2-day ones).
 CLI_CERT_DAYS = 365
 
@@ -163,27 +167,45 @@ class SecureCluster(Cluster):
         lines = []
         for line in base.splitlines():
             if line.startswith(("listeners=", "advertised.listeners=")):
-                line += f",SASL_SSL://{HOST}:{port}"
+                line = line.replace("PLAINTEXT://", "INTERNAL://") + f",SASL_SSL://{HOST}:{port}"
+            elif line.startswith("inter.broker.listener.name="):
+                line = "inter.broker.listener.name=INTERNAL"
             elif line.startswith("listener.security.protocol.map="):
-                line += ",SASL_SSL:SASL_SSL"
+                line = "listener.security.protocol.map=CONTROLLER:SSL,INTERNAL:SSL,SASL_SSL:SASL_SSL"
             lines.append(line)
-        keystore = self.directory / "tls" / "server.pem"
         jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
         lines += [
             f"sasl.enabled.mechanisms={MECHANISM}",
             f"listener.name.sasl_ssl.{MECHANISM.lower()}.sasl.jaas.config={jaas}",
+            # One key and certificate for every listener, and as the client of the others.
             "ssl.keystore.type=PEM",
-            f"ssl.keystore.location={keystore}",
+            f"ssl.keystore.location={self.keystore_file}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.ca_file}",
+            # The brokers' own listeners take only a client with a certificate the CA signed.
+            "listener.name.internal.ssl.client.auth=required",
+            "listener.name.controller.ssl.client.auth=required",
             "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            f"super.users=User:ANONYMOUS;User:{ADMIN}",
+            f"super.users={BROKER_PRINCIPAL};User:{ADMIN}",
             "allow.everyone.if.no.acl.found=false",
             "",
         ]
         return "\n".join(lines)
 
+    @property
+    def keystore_file(self) -> Path:
+        """The brokers' key and certificate chain (PEM, 0600)."""
+        return self.directory / "tls" / "server.pem"
+
+    def _ready_tls(self) -> ssl.SSLContext:
+        """The readiness check on INTERNAL: TLS, the CA checked, the brokers' own certificate."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.keystore_file))
+        return context
+
 
 def secure_cluster(directory: Path, base_port: int, users: dict[str, str], nodes: int = 1) -> SecureCluster:
-    """A new secure cluster description: node i takes base_port + 2i (PLAINTEXT) and
+    """A new secure cluster description: node i takes base_port + 2i (INTERNAL) and
     base_port + 2i + 1 (controller), and base_port + 2 * nodes + i (SASL_SSL); use
     `free_port_block(nodes + (nodes + 1) // 2)` or more for base_port."""
     made = [Node(i + 1, base_port + 2 * i, base_port + 2 * i + 1) for i in range(nodes)]
