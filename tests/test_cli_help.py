@@ -1,6 +1,7 @@
 """The command line explains itself: its version, every command's page with a description,
-examples and the defaults, the stages `service` runs, its name as typed, and logging set up
-once for every command (level and text or JSON, before or after the command)."""
+examples and the defaults, the stages `service` runs (an unknown one refused in one line), its
+name as typed, and logging set up once for every command (level and text or JSON, before or
+after the command)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ def test_service_lists_exactly_the_stages_it_can_run() -> None:
     assert SERVICE_NAMES == tuple(STAGES)
     page = cli("service", "--help").stdout
     assert all(name in page for name in STAGES)
-    wrong = cli("service", "feature")
-    assert wrong.returncode == 2 and "invalid choice: 'feature'" in wrong.stderr and "inference.lstm" in wrong.stderr
+    wrong = cli("service", "feature", "--bus", "kafka")
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1
+    assert wrong.stderr.startswith("error: unknown stage 'feature'") and "inference.lstm" in wrong.stderr
 
 
 def test_every_command_page_has_a_description_examples_and_shows_defaults() -> None:

@@ -540,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
                   ["service features --bootstrap 127.0.0.1:9092 --bus kafka", "service signals --config prod.toml"],
                   description="Runs one stage as its own process, in consumer group kstrade.NAME, until SIGTERM. "
                   f"Stages: {', '.join(SERVICE_NAMES)}.")  # fmt: skip
-    service.add_argument("name", metavar="NAME", choices=SERVICE_NAMES, help=f"one of: {', '.join(SERVICE_NAMES)}")
+    # Not argparse choices: an unknown name is one line naming the stages (kstrade.services.build).
+    service.add_argument("name", metavar="NAME", help=f"one of: {', '.join(SERVICE_NAMES)}")
     service.add_argument("--config", help="TOML file (then KSTRADE_* variables override it)")
     service.add_argument("--bus", choices=["memory", "kafka"], default=None, help="kafka (a service needs it)")
     service.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers")
