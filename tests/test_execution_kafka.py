@@ -139,7 +139,9 @@ def test_killed_before_commit_then_restarted_sends_no_second_order(
         )  # fmt: skip
         codec = Codec(Signal)
         producer = bus.producer()
-        producer.send(signals("final"), codec.encode(sig), key=symbol.encode(), headers=codec.headers(1, "test"))
+        # A live service: the origin is now (PAST_TIMESTAMP refuses a week behind its partition's newest)
+        headers = codec.headers(time.time_ns(), "test")
+        producer.send(signals("final"), codec.encode(sig), key=symbol.encode(), headers=headers)
         producer.flush()
         _line(first, said)
     finally:
@@ -197,7 +199,9 @@ def test_python_m_kstrade_service_execution_trades_a_signal(kafka_bootstrap: str
         )  # fmt: skip
         codec = Codec(Signal)
         producer = bus.producer()
-        producer.send(signals("final"), codec.encode(sig), key=symbol.encode(), headers=codec.headers(1, "test"))
+        # A live service: the origin is now (PAST_TIMESTAMP refuses a week behind its partition's newest)
+        headers = codec.headers(time.time_ns(), "test")
+        producer.send(signals("final"), codec.encode(sig), key=symbol.encode(), headers=headers)
         producer.flush()
         mine: list[Any] = []
         deadline = time.monotonic() + 60
