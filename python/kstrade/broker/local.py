@@ -207,13 +207,13 @@ class Cluster:
         """Wait until every node answers a Metadata request that lists all the brokers."""
         deadline = time.monotonic() + timeout
         last = "no answer yet"
+        tls = self._ready_tls()
         while time.monotonic() < deadline:
             for node in self.nodes:
                 if node.pid is not None and not _alive(node.pid):
                     tail = _tail(self.directory / f"node-{node.node_id}" / "server.log")
                     raise BrokerError(f"kafka node {node.node_id} exited during start-up:\n{tail}")
             try:
-                tls = self._ready_tls()
                 counts = [metadata_broker_count(HOST, n.port, tls=tls) for n in self.nodes]
                 if all(c == len(self.nodes) for c in counts):
                     return

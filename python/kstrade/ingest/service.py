@@ -76,22 +76,24 @@ class HealthPublisher:
         if self.report.due():
             self.publish()
 
-    def publish(self) -> bool:
-        """Queue the health as of now unless the last report is still on its way; True if queued."""
+    def publish(self, *, final: bool = False) -> bool:
+        """Queue the health as of now unless the last report is still on its way (the `final`
+        one, at shutdown, is queued behind it); True if queued."""
         self._settle()
         if self.producer.in_flight:
             waited = time.monotonic() - (self.sent_at or 0.0)
-            if waited < self.stale_after_s:
+            if waited >= self.stale_after_s:
+                # Stuck: the old client (and its report, superseded anyway) goes; a new one takes over.
+                self.producer = self.bus.producer()
+                self.renewed += 1
+                log.warning("ingest: health report stuck for %.0f s: dropped, sending on a new client", waited)
+            elif not final:
                 self.report.skip()
                 self.skipped += 1
                 if not self._waiting_logged:
                     self._waiting_logged = True
-                    log.warning("ingest: health report not acknowledged after %.0f s: later ones wait for it", waited)
+                    log.warning("ingest: health report not acknowledged after %.0f s: skipping later ones", waited)
                 return False
-            # Stuck: the old client (and its report, superseded anyway) goes; a new one takes over.
-            self.producer = self.bus.producer()
-            self.renewed += 1
-            log.warning("ingest: health report stuck for %.0f s: dropped, sending on a new client", waited)
         out = self.report.output()
         try:
             self.producer.send(out.topic, out.value, key=out.key, headers=out.headers)
@@ -116,7 +118,7 @@ class HealthPublisher:
 
     def close(self) -> None:
         """The last word: the health as it is now, waited for up to `final_flush_s`."""
-        self.publish()
+        self.publish(final=True)
         try:
             self.producer.flush(self.final_flush_s)
         except BusError as exc:
