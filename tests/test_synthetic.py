@@ -58,6 +58,7 @@ def test_the_us_open_is_busier_than_the_asian_night(btc: pl.DataFrame) -> None:
 
 def test_same_seed_same_bytes_and_labelled_synthetic(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "kstrade", "data", "synth", "--symbols", "ETH-USD,SOL-USD", "--days", "2"]
+    cmd += ["--market", "control"]
     paths = []
     for out in ("a", "b"):
         done = subprocess.run([*cmd, "--out", str(tmp_path / out)], capture_output=True, text=True)

@@ -1,10 +1,13 @@
-"""Seeded SYNTHETIC 1-minute candles for BTC-USD, ETH-USD and SOL-USD.
+"""Seeded SYNTHETIC 1-minute candles for BTC-USD, ETH-USD and SOL-USD, from one of two markets:
+`edge` (`kstrade.ingest.planted`: a planted, documented edge, with the true label probabilities;
+what `run`, `backtest` and `train` use by default) and `control` (the model below: close to
+unpredictable by construction; a pipeline must find no edge there).
 
 No package ships minute-level crypto candles and machines here cannot download any, so tests,
 demos and backtests use this generator. Every file it writes says "synthetic" in its name and in
 its Parquet metadata (`kstrade.synthetic = "true"`); nothing here is market data.
 
-The model, per symbol:
+The control model, per symbol:
 - 1-minute log returns r_t = mu_k + sigma_t * s(minute of day) * g_k * z_t, where z_t is a
   Student-t shock (nu = 5) scaled to unit variance: heavy tails as in real crypto returns;
 - sigma_t^2 follows GARCH(1,1) (alpha = 0.06, beta = 0.92) around the per-minute variance of the
@@ -22,31 +25,22 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from kstrade.ingest import planted
+from kstrade.ingest.synthetic_symbols import MINUTES_PER_DAY, MODELS, SymbolModel, candles, intraday_pattern
+
 GENERATOR = "kstrade.synthetic.garch_t_regimes/1"
-MINUTES_PER_DAY = 1440
+__all__ = ["MARKETS", "MINUTES_PER_DAY", "MODELS", "SymbolModel", "generate", "generator", "intraday_pattern", "write"]
+#: The markets, by name; `edge` is the default of the commands.
+MARKETS = ("edge", "control")
+DEFAULT_MARKET = "edge"
 
-
-@dataclass(frozen=True)
-class SymbolModel:
-    symbol: str
-    start_price: float
-    daily_vol: float  # target realised daily volatility of log returns
-    base_volume: float  # mean volume per minute, in units of the base asset
-
-
-#: Typical realised daily volatility (assumed, see the module doc) and price levels.
-MODELS: dict[str, SymbolModel] = {
-    "BTC-USD": SymbolModel("BTC-USD", 60_000.0, 0.029, 12.0),
-    "ETH-USD": SymbolModel("ETH-USD", 3_000.0, 0.036, 150.0),
-    "SOL-USD": SymbolModel("SOL-USD", 150.0, 0.050, 2_500.0),
-}
 
 NU = 5.0
 GARCH_ALPHA = 0.06
@@ -64,20 +58,6 @@ REGIME_TRANSITIONS = np.array(
 )
 
 
-def intraday_pattern() -> np.ndarray:
-    """Volatility multiplier per minute of the UTC day, with mean square 1 (so the daily
-    variance stays on target)."""
-    minute = np.arange(MINUTES_PER_DAY)
-    hour = minute / 60.0
-    pattern = (
-        0.75
-        + 0.25 * np.exp(-(((hour - 8.0) / 1.5) ** 2))  # Europe opens
-        + 0.55 * np.exp(-(((hour - 14.5) / 1.6) ** 2))  # US open: the busiest hours
-        + 0.15 * np.exp(-(((hour - 0.5) / 1.0) ** 2))  # Asia opens
-    )
-    return np.asarray(pattern / np.sqrt(np.mean(pattern**2)))
-
-
 def _regime_scale_norm() -> float:
     """E[g_k^2] under the regime chain's stationary law, so regimes keep the target volatility."""
     vals, vecs = np.linalg.eig(REGIME_TRANSITIONS.T)
@@ -86,8 +66,23 @@ def _regime_scale_norm() -> float:
     return float(math.sqrt(float(stationary @ REGIME_VOL**2)))
 
 
-def generate(symbol: str, start: datetime, days: int, seed: int) -> pl.DataFrame:
-    """`days` of SYNTHETIC 1-minute candles for `symbol`, starting at `start` (UTC, whole minute)."""
+def generator(market: str) -> str:
+    """The generator's name and version for a market (what files and manifests record)."""
+    return {"edge": planted.GENERATOR, "control": GENERATOR}[_market(market)]
+
+
+def _market(market: str) -> str:
+    if market not in MARKETS:
+        raise ValueError(f"unknown synthetic market {market!r}: choose from {', '.join(MARKETS)}")
+    return market
+
+
+def generate(symbol: str, start: datetime, days: int, seed: int, market: str = "control") -> pl.DataFrame:
+    """`days` of SYNTHETIC 1-minute candles for `symbol`, starting at `start` (UTC, whole minute),
+    from `market` (the planted-edge one also has columns p_down, p_flat and p_up: the true
+    probabilities of the label classes)."""
+    if _market(market) == "edge":
+        return planted.generate(symbol, start, days, seed)
     if symbol not in MODELS:
         raise ValueError(f"no synthetic model for {symbol!r}: choose from {', '.join(MODELS)}")
     if days < 1:
@@ -124,50 +119,38 @@ def generate(symbol: str, start: datetime, days: int, seed: int) -> pl.DataFrame
         returns[t] = REGIME_DRIFT[regime] * scale + scale * shocks[t]
         regimes[t] = regime
 
-    close = model.start_price * np.exp(np.cumsum(returns))
-    open_ = np.concatenate(([model.start_price], close[:-1]))
-    minute_vol = np.sqrt(var_minute) * season
-    wick_up = np.abs(rng.normal(0, 0.5, n)) * minute_vol
-    wick_down = np.abs(rng.normal(0, 0.5, n)) * minute_vol
-    high = np.maximum(open_, close) * np.exp(wick_up)
-    low = np.minimum(open_, close) * np.exp(-wick_down)
-    activity = 0.6 + 0.4 * np.abs(returns) / np.sqrt(var_minute)
-    volume = model.base_volume * season * activity * rng.lognormal(0.0, 0.5, n)
-
-    timestamps = [start + timedelta(minutes=i) for i in range(n)]
-    return pl.DataFrame(
-        {
-            "timestamp": pl.Series(timestamps, dtype=pl.Datetime("us", "UTC")),
-            "symbol": [symbol] * n,
-            "open": open_,
-            "high": high,
-            "low": low,
-            "close": close,
-            "volume": volume,
-            "regime": regimes,
-        }
-    )
+    frame = candles(model, start, returns, math.sqrt(var_minute), season, rng)
+    return frame.with_columns(pl.Series("regime", regimes))
 
 
-def file_name(symbols: list[str], start: datetime, days: int, seed: int) -> str:
+def file_name(symbols: list[str], start: datetime, days: int, seed: int, market: str = "control") -> str:
     joined = "_".join(symbols)
-    return f"synthetic_{joined}_1m_{start:%Y%m%d}_{days}d_seed{seed}.parquet"
+    kind = "synthetic" if market == "control" else f"synthetic-{market}"
+    return f"{kind}_{joined}_1m_{start:%Y%m%d}_{days}d_seed{seed}.parquet"
 
 
-def write(symbols: list[str], start: datetime, days: int, seed: int, out_dir: Path) -> Path:
+def write(symbols: list[str], start: datetime, days: int, seed: int, out_dir: Path, market: str = "control") -> Path:
     """Generate every symbol and write one Parquet file labelled synthetic in name and metadata."""
-    frames = [generate(s, start, days, seed) for s in symbols]
+    frames = [generate(s, start, days, seed, market) for s in symbols]
     table = pl.concat(frames).sort(["timestamp", "symbol"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / file_name(symbols, start, days, seed)
+    path = out_dir / file_name(symbols, start, days, seed, market)
+    note = "SYNTHETIC data from a seeded GARCH(1,1)-t model with regimes; not market data."
+    extra: dict[str, str] = {}
+    if market == "edge":
+        note = ("SYNTHETIC data with a planted, documented edge (kstrade.ingest.planted); not market data, "
+                "and real markets are much harder. p_down/p_flat/p_up are the true label probabilities.")  # fmt: skip
+        extra["kstrade.parameters"] = json.dumps(planted.parameters())
     metadata = {
         "kstrade.synthetic": "true",
-        "kstrade.generator": GENERATOR,
+        "kstrade.market": market,
+        "kstrade.generator": generator(market),
         "kstrade.seed": str(seed),
         "kstrade.start": start.isoformat(),
         "kstrade.days": str(days),
         "kstrade.models": json.dumps([asdict(MODELS[s]) for s in symbols]),
-        "kstrade.note": "SYNTHETIC data from a seeded GARCH(1,1)-t model with regimes; not market data.",
+        "kstrade.note": note,
+        **extra,
     }
     table.write_parquet(path, metadata=metadata)
     return path
