@@ -22,7 +22,7 @@ def minutes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data")
     done = _kstrade("data", "synth", "--symbols", "BTC-USD,ETH-USD", "--days", "3", "--seed", "21", "--out", str(out))
     assert done.returncode == 0, done.stderr
-    [path] = out.glob("synthetic_*.parquet")
+    [path] = out.glob("synthetic*.parquet")
     return path
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,9 @@ import polars as pl
 from kstrade.bus import Bus
 from kstrade.bus.topics import EXECUTIONS, ORDERS_PENDING, signals
 from kstrade.config import Settings
+from kstrade.features.engine import FEATURE_NAMES, FeatureEngine
+from kstrade.features.stage import FeatureStage
+from kstrade.inference.stage import InferenceStage
 from kstrade.ingest import synthetic
 from kstrade.report import write_run_directory
 from kstrade.services import STAGES, ensure_topics
@@ -35,12 +38,21 @@ PIPELINE_ORDER = ("features", "inference.lstm", "inference.transformer", "signal
 RUN_AHEAD = ("features", "inference.lstm", "inference.transformer")
 
 
+#: History replayed into the indicators and the models' windows before a run's period (`warm_up`):
+#: the 1h timeframe's indicators need about 34 hours, the models 30 vectors more.
+WARMUP = timedelta(days=2)
+#: What a replay reads of a SYNTHETIC frame (not its state or true probabilities).
+CANDLE_COLUMNS = ("timestamp", "symbol", "open", "high", "low", "close", "volume")
+
+
 @dataclass(frozen=True)
 class RunOptions:
     out: Path
     data: Path | None = None  # a CSV/Parquet candle file; None: SYNTHETIC minutes for the symbols
     days: int = 7
     seed: int = 7
+    #: The SYNTHETIC market (without `data`): `kstrade.ingest.synthetic.MARKETS`.
+    market: str = synthetic.DEFAULT_MARKET
     start: datetime = datetime(2026, 1, 5, tzinfo=UTC)
     since: datetime | None = None
     until: datetime | None = None
@@ -57,10 +69,14 @@ def pipeline_stages(settings: Settings, bus: Bus) -> list[Stage]:
     return [STAGES[name](settings, bus) for name in PIPELINE_ORDER if name in STAGES]
 
 
-def load_candles(settings: Settings, options: RunOptions) -> tuple[pl.DataFrame, str]:
-    """The 1m candles to replay and a label saying where they came from."""
+def load_candles(settings: Settings, options: RunOptions) -> tuple[pl.DataFrame, pl.DataFrame, str]:
+    """The 1m candles of the history before the period (`WARMUP` of it, where there is any: the
+    SYNTHETIC market is generated from `WARMUP` before its start; a file gives what it holds
+    before `since`), the candles of the period to replay, and a label saying where they came
+    from."""
     from kstrade.ingest.replay import read_candles
 
+    since = options.since
     if options.data is not None:
         frame = read_candles(options.data)
         label = str(options.data)
@@ -71,18 +87,45 @@ def load_candles(settings: Settings, options: RunOptions) -> tuple[pl.DataFrame,
                 f"no synthetic model for {', '.join(unknown)}: pass --data FILE or use symbols "
                 f"{', '.join(synthetic.MODELS)}"
             )
-        frames = [synthetic.generate(s, options.start, options.days, options.seed) for s in settings.symbols]
-        frame = pl.concat(frames).sort(["timestamp", "symbol"]).drop("regime")
-        label = f"SYNTHETIC {options.days}d seed {options.seed} ({synthetic.GENERATOR})"
+        first = options.start - WARMUP
+        days = options.days + WARMUP.days
+        frames = [synthetic.generate(s, first, days, options.seed, options.market) for s in settings.symbols]
+        frame = pl.concat(frames).sort(["timestamp", "symbol"]).select(CANDLE_COLUMNS)
+        label = (f"SYNTHETIC {options.market} market {options.days}d seed {options.seed} "
+                 f"({synthetic.generator(options.market)})")  # fmt: skip
+        since = max(since or options.start, options.start)
     if "timestamp" in frame.columns and "open_time_ms" not in frame.columns:
         frame = frame.with_columns(pl.col("timestamp").dt.epoch("ms").alias("open_time_ms"))
-    if options.since is not None:
-        frame = frame.filter(pl.col("open_time_ms") >= int(options.since.timestamp() * 1000))
+    history = frame.clear()
+    if since is not None:
+        since_ms = int(since.timestamp() * 1000)
+        first_ms = int((since - WARMUP).timestamp() * 1000)
+        history = frame.filter((pl.col("open_time_ms") >= first_ms) & (pl.col("open_time_ms") < since_ms))
+        frame = frame.filter(pl.col("open_time_ms") >= since_ms)
     if options.until is not None:
         frame = frame.filter(pl.col("open_time_ms") < int(options.until.timestamp() * 1000))
     if frame.is_empty():
         raise ValueError("no candles to replay in the chosen range")
-    return frame, label
+    return history, frame, label
+
+
+def warm_up(stages: Sequence[Stage], history: pl.DataFrame) -> int:
+    """Replay `history` into the features stage's engines and the inference stages' windows
+    (nothing is emitted, nothing is decided or traded), so the period's first minute is decided
+    like any other. Returns the candles replayed."""
+    features = next((s for s in stages if isinstance(s, FeatureStage)), None)
+    if features is None or history.is_empty():
+        return 0
+    models = [s for s in stages if isinstance(s, InferenceStage)]
+    for symbol in sorted(history["symbol"].unique().to_list()):
+        if symbol not in features.engines:
+            continue
+        rows = history.filter(pl.col("symbol") == symbol).sort("open_time_ms")
+        prices = [rows[c].cast(pl.Float64).to_numpy() for c in ("open", "high", "low", "close", "volume")]
+        times, vectors = features.warm_up(symbol, rows["open_time_ms"].to_numpy(), prices)
+        for model in models:
+            model.warm_up(symbol, times, vectors, FEATURE_NAMES, FeatureEngine.version)
+    return history.height
 
 
 class _Progress:
@@ -172,7 +215,7 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
     """Replay the candles through every stage and write the run directory. Returns the summary."""
     from kstrade.ingest.replay import ReplaySource
 
-    frame, label = load_candles(settings, options)
+    history, frame, label = load_candles(settings, options)
     symbols = sorted(frame["symbol"].unique().to_list())
     missing = [s for s in symbols if s not in settings.symbols]
     if missing:
@@ -186,6 +229,13 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
         ahead = []
     pipeline = Pipeline(bus, stages, ahead=ahead, chunk=options.chunk, batched=options.batched)
     minutes = frame["open_time_ms"].n_unique()
+    warmed = warm_up(stages, history)
+    if warmed:
+        hours = history["open_time_ms"].n_unique() / 60
+        log(f"warm-up: {warmed:,} candles ({hours:,.0f} hours before the period) into the indicators and the "
+            "models' windows (nothing traded)")  # fmt: skip
+    else:
+        log("no history before the period: its first ~34 hours warm the indicators (no decision before)")
     log(f"replaying {frame.height:,} candles ({minutes:,} minutes, {', '.join(symbols)}) from {label}")
     log(f"stages: {', '.join(s.name for s in stages)} on the {bus.transport} bus")
     started = time.perf_counter()
@@ -202,6 +252,10 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
         "start": datetime.fromtimestamp(min(times) / 1000, UTC).isoformat(),
         "end": datetime.fromtimestamp(max(times) / 1000, UTC).isoformat(),
         "candles": frame.height,
+        "warmup_candles": warmed,
+        "warmup_start": (
+            datetime.fromtimestamp(min(history["open_time_ms"].to_list()) / 1000, UTC).isoformat() if warmed else None
+        ),
         "bus": bus.transport,
         "wall_seconds": wall,
         "candles_per_second": frame.height / wall if wall > 0 else None,

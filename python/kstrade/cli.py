@@ -8,7 +8,7 @@ python -m kstrade topics create [--bootstrap HOST:PORT] [--symbols ...] [--repli
 python -m kstrade topics list | describe NAME...
 python -m kstrade ingest replay FILE [--speed max|realtime|xN] [--interval 1m] [--symbol S]
 python -m kstrade ingest coinbase [--symbols BTC-USD,...]   the live feed (URLs from the config)
-python -m kstrade train [--out models] [--seed 7] [--days 14]   (needs the `train` extra: torch)
+python -m kstrade train [--out models] [--seed 7] [--days 21] [--market edge]   (needs the `train` extra: torch)
 python -m kstrade bench [--bootstrap HOST:PORT] [--quick]   benchmarks vs the anchors, BENCHMARKS.md
 python -m kstrade acl show [--config FILE] [--service NAME]   each service principal's ACLs
 python -m kstrade acl apply --bootstrap HOST:PORT [--config FILE]   as an admin (KSTRADE_BUS__SASL_*)
@@ -194,11 +194,12 @@ def _cmd_data(args: argparse.Namespace) -> int:
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
     try:
         start = datetime.strptime(args.start, "%Y-%m-%d").replace(tzinfo=UTC)
-        path = synthetic.write(symbols, start, args.days, args.seed, Path(args.out))
+        path = synthetic.write(symbols, start, args.days, args.seed, Path(args.out), args.market)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote SYNTHETIC 1m candles for {', '.join(symbols)} ({args.days} days, seed {args.seed}): {path}")
+    print(f"wrote SYNTHETIC 1m candles ({args.market} market) for {', '.join(symbols)} ({args.days} days, "
+          f"seed {args.seed}): {path}")  # fmt: skip
     return 0
 
 
@@ -298,6 +299,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from kstrade.app import RunOptions, run
     from kstrade.config import ConfigError, load
+    from kstrade.ingest import synthetic
 
     def day(text: str | None) -> datetime | None:
         return None if text is None else datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
@@ -311,6 +313,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             data=Path(args.data) if args.data else None,
             days=getattr(args, "days", 7),
             seed=getattr(args, "seed", 7),
+            market=getattr(args, "market", synthetic.DEFAULT_MARKET),
             since=day(getattr(args, "since", None)),
             until=day(getattr(args, "until", None)),
             live_view=args.command == "run" and not args.no_live,
@@ -323,6 +326,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{summary['signals_final']:,} final signals, {summary['orders']:,} orders, "
         f"{summary['trades_closed']:,} trades closed, realized P&L {summary['realized_pnl']:,.2f}"
     )
+    if "planted_edge" in str(summary.get("data", "")):
+        print("(SYNTHETIC market with a planted edge, put there on purpose: real markets are much harder)")
     print(f"run directory: {options.out}  (report.html, summary.json, signals/orders/executions/pnl.parquet)")
     return 0
 
@@ -336,7 +341,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     options = TrainOptions(out=Path(args.out), seed=args.seed)
-    options = replace(options, data=replace(options.data, days=args.days))
+    options = replace(options, data=replace(options.data, days=args.days, market=args.market))
     train(options)
     return 0
 
@@ -434,6 +439,9 @@ def _cmd_control(args: argparse.Namespace) -> int:
 
 #: The stages `service NAME` runs (kstrade.services.STAGES, which a test holds this to; not
 #: imported here: it loads every stage's settings, and `--help` should answer at once).
+#: `kstrade.ingest.synthetic.MARKETS`, named here so that --help does not import numpy (a test
+#: holds the two equal).
+MARKET_CHOICES = ("edge", "control")
 SERVICE_NAMES = ("features", "inference.lstm", "inference.transformer", "signals", "execution", "metrics")
 
 #: The level each command logs at unless --log-level says otherwise.
@@ -533,6 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--start", default="2026-01-05", help="first UTC day, YYYY-MM-DD")
     data.add_argument("--days", type=int, default=30)
     data.add_argument("--seed", type=int, default=7, help="seeds the generator: same seed, same candles")
+    data.add_argument(
+        "--market",
+        choices=MARKET_CHOICES,
+        default="edge",
+        help="SYNTHETIC market: edge (a planted, documented edge) or control (none)",
+    )
     data.add_argument("--out", default="data", help="directory for the Parquet file")
     data.set_defaults(func=_cmd_data)
 
@@ -573,6 +587,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_p.add_argument("--data", help="candle file (CSV/Parquet); default: SYNTHETIC minutes for the symbols")
     run_p.add_argument("--days", type=int, default=7, help="days of synthetic data (without --data)")
     run_p.add_argument("--seed", type=int, default=7, help="seeds the SYNTHETIC candles (without --data)")
+    run_p.add_argument(
+        "--market",
+        choices=MARKET_CHOICES,
+        default="edge",
+        help="SYNTHETIC market: edge (a planted, documented edge) or control (none)",
+    )
     run_p.add_argument("--no-live", action="store_true", help="no live terminal view")
     run_p.set_defaults(func=_cmd_run)
     backtest = add(
@@ -588,11 +608,17 @@ def build_parser() -> argparse.ArgumentParser:
     training = add(
         "train",
         "train the LSTM and Transformer on SYNTHETIC data, export ONNX",
-        ["train --out models --days 14 --seed 7"],
+        ["train --out models --days 21 --seed 7", "train --market control --out /tmp/control-models"],
     )
     training.add_argument("--out", default="models", help="models directory to (re)write")
     training.add_argument("--seed", type=int, default=7, help="seeds the data, the weights and the batches")
-    training.add_argument("--days", type=int, default=14, help="days of SYNTHETIC 1m candles per symbol")
+    training.add_argument("--days", type=int, default=21, help="days of SYNTHETIC 1m candles per symbol")
+    training.add_argument(
+        "--market",
+        choices=MARKET_CHOICES,
+        default="edge",
+        help="SYNTHETIC market: edge (a planted, documented edge) or control (none)",
+    )
     training.set_defaults(func=_cmd_train)
 
     bench = add(

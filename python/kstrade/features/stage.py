@@ -56,6 +56,9 @@ class FeatureStats:
     candles: int = 0
     emitted: int = 0
     warming: int = 0
+    #: Candles of the history replayed before a replay's period (`warm_up`), and those refused.
+    warmup: int = 0
+    warmup_rejected: int = 0
     duplicates: int = 0
     replayed: int = 0  # redelivered candles already in the restored state
     per_symbol: dict[str, int] = field(default_factory=dict)
@@ -181,6 +184,24 @@ class FeatureStage(Stage):
         return [self.emit(features_aggregated(symbol), message, key=record.key, origin_ns=self.origin_ns(record))]
 
     # -- many candles at once ------------------------------------------------------------------------
+    def warm_up(self, symbol: str, times_ms: np.ndarray, prices: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """History before a replay's period, straight into the symbol's engine (open times in ms,
+        then open, high, low, close and volume columns, in time order): nothing is emitted, so
+        the period starts with warm indicators. Returns the open times and the rows (time, feature)
+        of the ready vectors, for the models' windows. A candle the engine refuses is skipped and
+        counted (`stats.warmup_rejected`): it only makes the warm-up shorter."""
+        engine = self.engines[symbol]
+        raw, open_times, ready, rejected = engine.update_batch(
+            np.ascontiguousarray(times_ms, dtype=np.int64), *(np.ascontiguousarray(p, dtype=np.float64) for p in prices)
+        )
+        self.stats.warmup += len(times_ms)
+        self.stats.warmup_rejected += len(rejected)
+        if open_times:
+            self._through_ms[symbol] = max(self._through_ms.get(symbol, -1), int(open_times[-1]))
+        rows = np.frombuffer(raw, dtype=np.float64).reshape(len(self._names), len(open_times)).T
+        keep = np.asarray(ready, dtype=bool) & np.isfinite(rows).all(axis=1)
+        return np.asarray(open_times, dtype=np.int64)[keep], rows[keep]
+
     def handle_batch(self, batch: Batch) -> Iterable[Output]:
         """`handle` for a whole poll: each symbol's candles decoded natively in one call and fed
         to its engine in one call, vectors encoded in one call. A candle that is anything but

@@ -331,6 +331,25 @@ class InferenceStage(Stage):
             ),
         )
 
+    def warm_up(self, symbol: str, open_ms: np.ndarray, rows: np.ndarray, names: Sequence[str], version: str) -> int:
+        """The feature vectors of the history before a replay's period (`FeatureStage.warm_up`)
+        into the symbol's window, so the period's first vector gets a prediction. Nothing is
+        predicted or emitted. A model that does not serve the symbol, or reads other features,
+        is left cold (the live path then says why, as it always does). Returns vectors pushed."""
+        slot = self.slots.get(symbol)
+        window = self._windows.get(symbol)
+        if slot is None or window is None:
+            return 0
+        manifest = slot.model.manifest
+        if list(names) != list(manifest.feature_names) or version != manifest.feature_version:
+            return 0
+        length = window.rows.shape[0]
+        pushed = 0
+        for t, row in zip(open_ms[-length:].tolist(), rows[-length:], strict=True):
+            pushed += window.push(t * 1000, row.astype(np.float32))
+        self._dirty = self._dirty or pushed > 0
+        return pushed
+
     # -- many vectors at once -------------------------------------------------------------------
     def handle_batch(self, batch: Batch) -> Iterable[Output]:
         """`handle` for a whole poll: the vectors decoded natively in one call, every full

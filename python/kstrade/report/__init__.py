@@ -18,6 +18,8 @@ from __future__ import annotations
 import html
 import json
 import math
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,9 +78,34 @@ def _rows(bus: Bus, topic: str, model: type[Message]) -> list[dict[str, Any]]:
     return rows
 
 
-def _frame(rows: list[dict[str, Any]], sort: Sequence[str]) -> pl.DataFrame:
+def _dtype(annotation: Any) -> Any:
+    """The column type a field of `model` gets in a run's Parquet (as `_frame` writes rows)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args and typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = args[0]
+    origin = typing.get_origin(annotation) or annotation
+    if origin is bool:
+        return pl.Boolean
+    if origin is int:
+        return pl.Int64
+    if origin is float:
+        return pl.Float64
+    return pl.String  # text, enums, ids, times but `timestamp` (JSON mode), maps or lists (as JSON)
+
+
+def _empty(model: type[Message]) -> pl.DataFrame:
+    """No records: still the columns a file with records has, so a reader's code works on both."""
+    return pl.DataFrame(
+        schema={
+            name: pl.Datetime("us", "UTC") if name == "timestamp" else _dtype(f.annotation)
+            for name, f in model.model_fields.items()
+        }
+    )
+
+
+def _frame(rows: list[dict[str, Any]], sort: Sequence[str], model: type[Message]) -> pl.DataFrame:
     if not rows:
-        return pl.DataFrame()
+        return _empty(model)
     flat = []
     for row in rows:
         flat.append({k: (json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v) for k, v in row.items()})
@@ -100,11 +127,11 @@ def collect(bus: Bus) -> RunOutputs:
     counts = {t: sum(admin.end_offsets(t, 10.0)) for t in admin.list_topics(10.0) if not t.startswith("__")}
     orders = _rows(bus, ORDERS_PENDING, Order) + _rows(bus, ORDERS_CONFIRMED, Order)
     return RunOutputs(
-        signals=_frame(_rows(bus, signals("final"), Signal), ["timestamp", "symbol", "signal_id"]),
-        orders=_frame(orders, ["timestamp", "symbol", "order_id", "status"]),
-        executions=_frame(_rows(bus, EXECUTIONS, Execution), ["timestamp", "symbol", "execution_id"]),
-        pnl=_frame(_rows(bus, PNL, PnlEvent), ["timestamp", "symbol", "order_id"]),
-        alerts=_frame(_rows(bus, METRICS_ALERTS, Alert), ["timestamp"]),
+        signals=_frame(_rows(bus, signals("final"), Signal), ["timestamp", "symbol", "signal_id"], Signal),
+        orders=_frame(orders, ["timestamp", "symbol", "order_id", "status"], Order),
+        executions=_frame(_rows(bus, EXECUTIONS, Execution), ["timestamp", "symbol", "execution_id"], Execution),
+        pnl=_frame(_rows(bus, PNL, PnlEvent), ["timestamp", "symbol", "order_id"], PnlEvent),
+        alerts=_frame(_rows(bus, METRICS_ALERTS, Alert), ["timestamp"], Alert),
         topic_counts={k: v for k, v in sorted(counts.items()) if v},
         rejections=_rejections(bus),
     )
@@ -209,6 +236,13 @@ def render_html(summary: dict[str, Any], outputs: RunOutputs, stats: PipelineSta
         ("symbols", ", ".join(summary.get("symbols", []))),
         ("period", f"{summary.get('start', '')} to {summary.get('end', '')}"),
         ("candles replayed", f"{summary.get('candles', 0):,}"),
+        (
+            "warm-up",
+            f"{summary['warmup_candles']:,} candles from {summary['warmup_start']} into the indicators and the "
+            "models' windows (nothing traded)"
+            if summary.get("warmup_candles")
+            else "none: the period's first ~34 hours warm the indicators",
+        ),
         ("final signals", f"{summary['signals_final']:,}"),
         (
             "candidates rejected",
@@ -248,13 +282,19 @@ def render_html(summary: dict[str, Any], outputs: RunOutputs, stats: PipelineSta
         cut = sorted(samples)[max(0, math.ceil(0.99 * len(samples)) - 1)] if samples else 0.0
         shown = [v for v in samples if v <= cut]
         charts.append(histogram(f"{name}: processing time per record (up to p99)", shown, x_label="microseconds"))
-    synthetic = "SYNTHETIC" in str(summary.get("data", "")).upper()
-    warning = (
-        "<p class='warn'>The input is SYNTHETIC data from a seeded generator, not market data: these results "
-        "say nothing about real markets.</p>"
-        if synthetic
-        else ""
-    )
+    data = str(summary.get("data", ""))
+    warning = ""
+    if "SYNTHETIC" in data.upper():
+        warning = (
+            "<p class='warn'>The input is SYNTHETIC data from a seeded generator, not market data: these results "
+            "say nothing about real markets.</p>"
+        )
+    if "planted_edge" in data:
+        warning = (
+            "<p class='warn'>The input is SYNTHETIC data from a market with a planted edge (kstrade.ingest.planted), "
+            "put there on purpose so the pipeline has something to find: these profits say nothing about real "
+            "markets, which are much harder.</p>"
+        )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>kstrade run report</title><style>"
         "body{font-family:sans-serif;max-width:720px;margin:2em auto;color:#222}"
