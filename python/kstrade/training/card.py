@@ -12,11 +12,10 @@ from kstrade.inference.manifest import Manifest
 _INTRO = """# kstrade models: model card
 
 **Data: SYNTHETIC.** Every model here was trained and evaluated on seeded synthetic 1-minute
-candles (`kstrade.ingest.synthetic`: GARCH(1,1) volatility with Student-t shocks, three Markov
-regimes, an intraday volatility pattern). It is not market data; nothing below says anything
-about real markets. The bundled real EURUSD file is hourly and the feature engine consumes
+candles from {market}. It is not market data; nothing below says anything about real markets,
+which are much harder. The bundled real EURUSD file is hourly and the feature engine consumes
 1-minute candles, so it is not used for training (see "Not done").
-
+{market_note}
 ## What the models do
 - Input: the last {window} feature vectors (`{feature_version}`, {features} features, oldest first)
   of `features.aggregated.{{symbol}}`, standardised with each symbol's training-slice mean/std.
@@ -31,26 +30,62 @@ epoch), calibration = next 20% (Platt fitted here only), test = last 20% (every 
 Slices are purged by the label horizon. Baselines, fitted on the training slice:
 - always-flat: predicts FLAT, with the training class frequencies as probabilities;
 - last-direction: predicts the direction of the last completed {horizon}-minute move, with the
-  training slice's P(label | last direction) as probabilities.
+  training slice's P(label | last direction) as probabilities;
+- logistic: a multinomial logistic regression on the window's last feature vector, fitted on the
+  training slice as the models are.
 ECE: 15 equal-width bins of the winning class's probability against whether it was right.
+Where the data knows the truth (the planted-edge market), the **Bayes ceiling** is the score of
+the true class probabilities themselves (no model can do better on average), and calibration is
+also measured against the true probability of the class each prediction names ("ECE vs truth",
+free of the sampling noise of outcomes). Brier: multi-class, against the outcomes and against the
+true probabilities.
 
 ## Results on the test slice
 """
 
 
 def _row(name: str, m: dict[str, Any]) -> str:
+    logistic = m.get("logistic")
+    logistic_cells = f"{logistic['accuracy']:.3f} | {logistic['log_loss']:.4f}" if logistic else "- | -"
     return (
         f"| {name} | {m['samples']} | {m['model']['accuracy']:.3f} | {m['model']['log_loss']:.4f} "
         f"| {m['always_flat']['accuracy']:.3f} | {m['always_flat']['log_loss']:.4f} "
         f"| {m['last_direction']['accuracy']:.3f} | {m['last_direction']['log_loss']:.4f} "
-        f"| {m['ece_raw']:.3f} | {m['ece_calibrated']:.3f} |"
+        f"| {logistic_cells} | {m['ece_raw']:.3f} | {m['ece_calibrated']:.3f} |"
+    )
+
+
+_EDGE_NOTE = """
+The market (`kstrade.ingest.planted`, the default of `run`, `backtest` and `train`) has a planted,
+documented edge: a latent state switches slowly between a range (prices revert to where it began)
+and up or down trends (a drift of {drift} of a minute's volatility per minute), with volatility
+higher in trends. The features can see it, so the models can learn it; its parameters are in the
+generated file's metadata, and the generator writes the true probability of every label class.
+The other market (`--market control`: GARCH(1,1) volatility with Student-t shocks and nearly no
+drift) is close to unpredictable by construction: a model that beats the baselines there would be
+a bug, not a skill.
+"""
+
+
+def _truth_row(name: str, m: dict[str, Any]) -> str:
+    bayes = m["bayes_ceiling"]
+    return (
+        f"| {name} | {m['model']['accuracy']:.3f} | {bayes['accuracy']:.3f} | {m['model']['log_loss']:.4f} "
+        f"| {bayes['log_loss']:.4f} | {m['brier']:.4f} | {m['brier_vs_truth']:.4f} "
+        f"| {m['ece_calibrated']:.3f} | {m['ece_calibrated_vs_truth']:.3f} |"
     )
 
 
 def write_card(models_dir: Path) -> Path:
     manifests = [Manifest.read(p.parent) for p in sorted(models_dir.glob("**/manifest.json"))]
     first = manifests[0]
+    source = str(first.data.get("source", ""))
+    edge = "planted_edge" in source
+    from kstrade.ingest import planted
+
     text = _INTRO.format(
+        market="the planted-edge market" if edge else "the control market (`kstrade.ingest.synthetic`)",
+        market_note=_EDGE_NOTE.format(drift=planted.DRIFT) if edge else "",
         window=first.window,
         feature_version=first.feature_version,
         features=len(first.feature_names),
@@ -63,27 +98,53 @@ def write_card(models_dir: Path) -> Path:
     text += "\n"
     text += (
         "| model | test samples | accuracy | log-loss | flat acc. | flat log-loss | last-dir acc. "
-        "| last-dir log-loss | ECE raw | ECE calibrated |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        "| last-dir log-loss | logistic acc. | logistic log-loss | ECE raw | ECE calibrated |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     verdicts = []
+    names = {}
     for m in manifests:
-        name = f"{m.model_type} {m.symbols[0]}" if m.model_type == "lstm" else "transformer (all symbols)"
-        text += _row(f"{name} `{m.model_version}`", m.metrics) + "\n"
-        best = min(m.metrics["always_flat"]["log_loss"], m.metrics["last_direction"]["log_loss"])
-        beats = m.metrics["model"]["log_loss"] < best
-        verdicts.append(
-            f"- {name}: log-loss {m.metrics['model']['log_loss']:.4f} vs best baseline {best:.4f}: "
-            + ("**beats both baselines**" if beats else "**does not beat the best naive baseline**")
+        name = names[m.model_version] = (
+            f"{m.model_type} {m.symbols[0]}" if m.model_type == "lstm" else "transformer (all symbols)"
         )
+        text += _row(f"{name} `{m.model_version}`", m.metrics) + "\n"
+        baselines = {"always-flat": m.metrics["always_flat"], "last-direction": m.metrics["last_direction"]}
+        if "logistic" in m.metrics:
+            baselines["logistic"] = m.metrics["logistic"]
+        best_name = min(baselines, key=lambda k: baselines[k]["log_loss"])
+        best = baselines[best_name]["log_loss"]
+        beats = m.metrics["model"]["log_loss"] < best
+        verdict = (
+            f"- {name}: log-loss {m.metrics['model']['log_loss']:.4f} vs the best baseline ({best_name}) {best:.4f}: "
+            + ("**beats every baseline**" if beats else "**does not beat the best baseline**")
+        )
+        if "bayes_ceiling" in m.metrics:
+            gap = m.metrics["bayes_ceiling"]["accuracy"] - m.metrics["model"]["accuracy"]
+            verdict += f"; accuracy {gap * 100:.1f} points below the Bayes ceiling"
+        verdicts.append(verdict)
+    if all("bayes_ceiling" in m.metrics for m in manifests):
+        text += (
+            "\nAgainst the truth (the same test slice):\n\n| model | accuracy | Bayes accuracy | log-loss "
+            "| Bayes log-loss | Brier | Brier vs truth | ECE calibrated | ECE calibrated vs truth |\n"
+            "|---|---|---|---|---|---|---|---|---|\n"
+        )
+        for m in manifests:
+            text += _truth_row(names[m.model_version], m.metrics) + "\n"
     text += "\n## Verdict, plainly\n" + "\n".join(verdicts) + "\n"
     text += (
         "\nLog-loss is the score that matters here: it judges the probabilities the signals stage trades on and "
         "punishes confident mistakes. Accuracy can sit above the baselines' while log-loss is worse (a model "
         "that names the more frequent move more often but is over-confident), so read both. Differences of "
-        "a few thousandths are within noise on this test slice. On synthetic data whose returns are close to "
-        "unpredictable by construction (the regimes' drift is small; volatility clustering says how big a "
-        "move is, not its sign), a model that does not beat the baselines is the expected, honest outcome: "
-        "do not trade these models; retrain on real data and re-read this card.\n"
+        "a few thousandths are within noise on this test slice (one test slice, no intervals yet). "
+        + (
+            "These models were trained on a market with a planted edge: that they find it shows the pipeline "
+            "works end to end, not that they would find anything in a real market. Do not trade them; "
+            "retrain on real data and re-read this card.\n"
+            if edge
+            else "On synthetic data whose returns are close to unpredictable by construction, a model that does "
+            "not beat the baselines is the expected, honest outcome: do not trade these models; retrain on "
+            "real data and re-read this card.\n"
+        )
     )
     text += (
         "\n## Calibration\n`reliability.png`: confidence (x) vs hit rate (y), 15 bins, grey diagonal = "
@@ -106,10 +167,13 @@ def write_card(models_dir: Path) -> Path:
         text += f"{summary['options']['seed']}, {summary['options']['threads']} torch threads on CPU).\n"
     text += (
         "\n## Retrain\n`pip install -e '.[train]'` (torch 2.13.0, onnx, onnxscript), then `python -m kstrade train` "
-        "(`--seed`, `--days`, `--out`). The same seed gives byte-identical ONNX files; the inference stage "
+        "(`--seed`, `--days`, `--market`, `--out`). The same seed gives byte-identical ONNX files; the inference stage "
         "picks a new version up by itself (hot reload) once its `manifest.json` changes.\n"
         "\n## Not done\n- No training on real 1-minute data (none ships; the EURUSD file is hourly).\n"
-        "- A single walk-forward fold (train / calibration / test), not a rolling series of folds.\n"
+        "- A single walk-forward fold (train / calibration / test), not a rolling series of folds, and no "
+        "bootstrap intervals on the figures yet.\n"
+        "- A prediction carries only its winning class and that class's probability; the signals stage splits "
+        "the rest evenly between the other two classes (not the model's own distribution).\n"
     )
     path = models_dir / "MODEL_CARD.md"
     path.write_text(text)

@@ -41,12 +41,14 @@ class LabelDefinition:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which bundled data a run trains on: seeded SYNTHETIC 1m candles (see `ingest.synthetic`)."""
+    """Which bundled data a run trains on: seeded SYNTHETIC 1m candles (see `ingest.synthetic`)
+    of one market (`edge`: the planted-edge market the shipped models are trained on)."""
 
     symbols: tuple[str, ...] = ("BTC-USD", "ETH-USD", "SOL-USD")
     start: datetime = datetime(2026, 1, 5, tzinfo=UTC)
-    days: int = 14
+    days: int = 21
     seed: int = 7
+    market: str = synthetic.DEFAULT_MARKET
 
 
 @dataclass
@@ -58,6 +60,9 @@ class SymbolSeries:
     features: np.ndarray  # float32 (n, F)
     labels: np.ndarray  # int64 (n,), -1 where the horizon runs past the data
     previous: np.ndarray  # int64 (n,): direction of the last completed horizon, -1 if none
+    #: float64 (n, 3): the true P(DOWN), P(FLAT), P(UP) of each row's label, where the data
+    #: knows them (the planted-edge SYNTHETIC market); None elsewhere.
+    truth: np.ndarray | None = None
 
 
 def direction_labels(close: np.ndarray, label: LabelDefinition) -> np.ndarray:
@@ -83,6 +88,10 @@ def symbol_series(candles: pl.DataFrame, symbol: str, label: LabelDefinition) ->
     previous = np.full_like(labels, -1)
     previous[label.horizon_minutes :] = labels[: -label.horizon_minutes]
     by_time = pl.DataFrame({"open_time_ms": frame["open_time_ms"], "label": labels, "previous": previous})
+    truth_columns = ["p_down", "p_flat", "p_up"]
+    known = all(c in candles.columns for c in truth_columns)
+    if known:
+        by_time = by_time.with_columns(candles.select(truth_columns))
     joined = feats.join(by_time, on="open_time_ms", how="left").filter(pl.col("ready"))
     values = joined.select(list(FEATURE_NAMES)).to_numpy().astype(np.float32)
     finite = np.isfinite(values).all(axis=1)
@@ -93,11 +102,15 @@ def symbol_series(candles: pl.DataFrame, symbol: str, label: LabelDefinition) ->
         np.ascontiguousarray(values),
         joined["label"].fill_null(-1).to_numpy().astype(np.int64),
         joined["previous"].fill_null(-1).to_numpy().astype(np.int64),
+        joined.select(truth_columns).to_numpy().astype(np.float64) if known else None,
     )
 
 
 def load_series(data: DataSpec, label: LabelDefinition) -> list[SymbolSeries]:
-    return [symbol_series(synthetic.generate(s, data.start, data.days, data.seed), s, label) for s in data.symbols]
+    return [
+        symbol_series(synthetic.generate(s, data.start, data.days, data.seed, data.market), s, label)
+        for s in data.symbols
+    ]
 
 
 @dataclass(frozen=True)

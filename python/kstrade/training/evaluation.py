@@ -77,6 +77,23 @@ def ece(confidence: np.ndarray, correct: np.ndarray) -> float:
     return expected_calibration_error([float(c) for c in confidence], [bool(c) for c in correct], ECE_BINS)
 
 
+def brier(probabilities: np.ndarray, target: np.ndarray) -> float:
+    """Multi-class Brier score: the mean over rows of sum_k (p_k - t_k)^2, where the target is
+    either the labels (one-hot: against outcomes) or the true class probabilities."""
+    if target.ndim == 1:
+        target = np.eye(3)[target]
+    return float(np.mean(np.sum((probabilities - target) ** 2, axis=1)))
+
+
+def ece_against_truth(confidence: np.ndarray, true_probability: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE against the truth instead of outcomes: the bin-weighted mean gap between stated
+    confidence and the true probability of the class it was stated for (no sampling noise from
+    outcomes: where the truth is known, this is calibration itself)."""
+    b = np.minimum((confidence * bins).astype(int), bins - 1)
+    n = confidence.shape[0]
+    return float(sum(abs(confidence[b == k].sum() - true_probability[b == k].sum()) / n for k in range(bins)))
+
+
 @dataclass(frozen=True)
 class ReliabilityCurve:
     """Per confidence bin: mean confidence, hit rate, count (empty bins have count 0)."""

@@ -45,3 +45,18 @@ class DirectionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(x), dim=-1)
+
+
+class LastStepLogistic(nn.Module):
+    """The logistic baseline: multinomial logistic regression on the window's last feature
+    vector (what a model with no memory and no nonlinearity can get from the same features)."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(features, 3)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x[:, -1, :])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(x), dim=-1)

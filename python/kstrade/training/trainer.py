@@ -30,7 +30,7 @@ from kstrade.ingest import synthetic
 from kstrade.training import dataset as ds
 from kstrade.training import evaluation as ev
 from kstrade.training.card import write_card
-from kstrade.training.nets import DirectionLSTM, DirectionTransformer
+from kstrade.training.nets import DirectionLSTM, DirectionTransformer, LastStepLogistic
 
 INPUT_NAME = "x"
 OUTPUT_NAME = "probabilities"
@@ -47,6 +47,7 @@ class TrainOptions:
     split: ds.Split = field(default_factory=ds.Split)
     lstm_hidden: int = 32
     lstm_epochs: int = 4
+    logistic_epochs: int = 10
     transformer_d: int = 32
     transformer_epochs: int = 3
     batch_size: int = 256
@@ -176,6 +177,8 @@ class Slices:
     scalers: dict[str, ds.Scaler]
     ranges: dict[str, dict[str, str]]
     symbols: list[str]
+    #: The true class probabilities of the test windows (planted-edge data), else None.
+    truth: np.ndarray | None = None
 
 
 def _iso(ms: int) -> str:
@@ -185,7 +188,7 @@ def _iso(ms: int) -> str:
 def _slices(series: list[ds.SymbolSeries], opts: TrainOptions) -> Slices:
     w, h = opts.window, opts.label.horizon_minutes
     parts: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("xf", "yf", "xv", "yv", "xc", "yc", "xt", "yt", "pt", "ytr", "ptr")
+        k: [] for k in ("xf", "yf", "xv", "yv", "xc", "yc", "xt", "yt", "pt", "ytr", "ptr", "tt")
     }
     scalers: dict[str, ds.Scaler] = {}
     ranges: dict[str, dict[str, str]] = {}
@@ -210,6 +213,8 @@ def _slices(series: list[ds.SymbolSeries], opts: TrainOptions) -> Slices:
         parts["xt"].append(ds.gather_windows(x, test_ends, w))
         parts["yt"].append(s.labels[test_ends])
         parts["pt"].append(s.previous[test_ends])
+        if s.truth is not None:
+            parts["tt"].append(s.truth[test_ends])
         train_ends = ds.window_ends(s.labels, a0, a1 - h, w)
         parts["ytr"].append(s.labels[train_ends])
         parts["ptr"].append(s.previous[train_ends])
@@ -219,6 +224,7 @@ def _slices(series: list[ds.SymbolSeries], opts: TrainOptions) -> Slices:
             "calibration": f"{_iso(t[b0])} .. {_iso(t[b1 - 1])}",
             "test": f"{_iso(t[c0])} .. {_iso(t[c1 - 1])}",
         }
+    truth = np.concatenate(parts.pop("tt")) if all(s.truth is not None for s in series) else None
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     return Slices(
         (cat["xf"], cat["yf"]),
@@ -229,13 +235,26 @@ def _slices(series: list[ds.SymbolSeries], opts: TrainOptions) -> Slices:
         scalers,
         ranges,
         [s.symbol for s in series],
+        truth,
     )
 
 
+def _logistic(sl: Slices, opts: TrainOptions) -> np.ndarray:
+    """The logistic baseline's probabilities on the test windows, fitted as the models are."""
+    torch.manual_seed(opts.seed)
+    model = LastStepLogistic(sl.test[0].shape[2])
+    _fit(model, *sl.fit, *sl.validation, opts.logistic_epochs, opts, "logistic baseline")
+    with torch.no_grad():
+        return torch.cat(
+            [model(torch.from_numpy(sl.test[0][i : i + 4096])) for i in range(0, len(sl.test[0]), 4096)]
+        ).numpy()
+
+
 def _score(
-    session: ort.InferenceSession, sl: Slices
+    session: ort.InferenceSession, sl: Slices, logistic: np.ndarray
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, ev.ReliabilityCurve]]:
-    """Metrics on the test slice, baselines beside them; Platt fitted on the calibration slice."""
+    """Metrics on the test slice, baselines beside them (and the Bayes ceiling where the truth
+    is known); Platt fitted on the calibration slice."""
     xc, yc = sl.calibration
     xt, yt, prev = sl.test
     pc, pt = _predict(session, xc), _predict(session, xt)
@@ -258,6 +277,8 @@ def _score(
             "accuracy": round(float(np.mean(np.where(has_prev, prev, 1) == yt)), 4),
             "log_loss": round(ev.log_loss(last, yt), 4),
         },
+        "logistic": {"accuracy": round(ev.accuracy(logistic, yt), 4), "log_loss": round(ev.log_loss(logistic, yt), 4)},
+        "brier": round(ev.brier(pt, yt), 4),
         "ece_raw": round(ev.ece(winner, correct), 4),
         "ece_calibrated": round(ev.ece(calibrated, correct), 4),
         "ece_note": "ECE (15 bins) of the winning class's probability vs whether it was right",
@@ -265,6 +286,17 @@ def _score(
     }
     metrics["beats_always_flat"] = bool(metrics["model"]["log_loss"] < metrics["always_flat"]["log_loss"])
     metrics["beats_last_direction"] = bool(metrics["model"]["log_loss"] < metrics["last_direction"]["log_loss"])
+    metrics["beats_logistic"] = bool(metrics["model"]["log_loss"] < metrics["logistic"]["log_loss"])
+    truth = sl.truth
+    if truth is not None:  # the planted-edge market: how good could any model be?
+        chosen = truth[np.arange(len(yt)), np.argmax(pt, axis=1)]
+        metrics["bayes_ceiling"] = {
+            "accuracy": round(ev.accuracy(truth, yt), 4),
+            "log_loss": round(ev.log_loss(truth, yt), 4),
+            "note": "the true class probabilities as the forecast: no model can do better on average",
+        }
+        metrics["brier_vs_truth"] = round(ev.brier(pt, truth), 4)
+        metrics["ece_calibrated_vs_truth"] = round(ev.ece_against_truth(calibrated, chosen), 4)
     fit = {
         "method": "platt",
         "on": "calibration slice (60-80% of each symbol's rows)",
@@ -289,7 +321,7 @@ def _finish(
     xt = sl.test[0]
     _export(model, xt[:2], path)
     session = _session(path)
-    metrics, fit, curves = _score(session, sl)
+    metrics, fit, curves = _score(session, sl, _logistic(sl, opts))
     versions = _versions()
     proto = onnx.load(str(path))
     versions["opset"] = str(max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")))
@@ -318,7 +350,7 @@ def _finish(
         "calibration_fit": fit,
         "data": {
             "synthetic": True,
-            "source": f"SYNTHETIC 1m candles, {synthetic.GENERATOR}, seed {opts.data.seed}, "
+            "source": f"SYNTHETIC 1m candles, {synthetic.generator(opts.data.market)}, seed {opts.data.seed}, "
             f"{opts.data.days} days from {opts.data.start:%Y-%m-%d}: not market data",
             "ranges": sl.ranges,
             "split": "by time per symbol: train 0-60% (last 20% of it for epoch selection), "
