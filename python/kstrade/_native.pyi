@@ -134,6 +134,42 @@ class FeaturePicker:
     def wanted(self) -> list[str]: ...
     def read(self, body: bytes) -> tuple[int, str, list[float | None]]: ...
 
+class SignalPlanner:
+    def __init__(
+        self,
+        *,
+        weights: list[tuple[str, float]],
+        tiers: list[float],
+        stop_loss_atr: float,
+        take_profit_atr: float,
+        ttl_seconds: int,
+        tf_alignment: float | None,
+        volatility: tuple[float, float] | None,
+        alignment_floor: float,
+        blocked: list[bool],
+        one_position_per_symbol: bool,
+        risk_per_trade: float | None,
+        tier_size_scale: list[float | None],
+        features: list[str],
+        atr: int,
+        alignment: int,
+        regimes: list[tuple[int, int]],
+        snapshot: list[int],
+        calibrators: list[tuple[str, str, float, float, list[float], list[float]]],
+    ) -> None: ...
+    def plan(
+        self,
+        symbol: str,
+        timestamp_us: int,
+        votes: list[tuple[str, str, int, float, float]],
+        features: list[float | None] | None,
+        close: float | None,
+        last_close: float | None,
+        now_ns: int,
+        position_open: bool,
+        weights: list[tuple[str, float]] | None = None,
+    ) -> tuple[bytes, bytes, bytes, int, str, str] | None: ...
+
 def encode_candle(record: dict[str, Any]) -> bytes: ...
 def decode_candle(
     data: bytes, *, version: int | None = None, topic: str | None = None, offset: int | None = None

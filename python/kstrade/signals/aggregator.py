@@ -23,15 +23,24 @@ from kstrade.bus.topics import (
     predictions_lstm,
     signals,
 )
-from kstrade.codes import DeadLetter
+from kstrade.codes import DeadLetter, FilterReason
 from kstrade.config import Settings, SignalSettings
 from kstrade.schemas import Candle, Execution, FeatureVector, PnlEvent, Prediction, Signal
 from kstrade.schemas.codec import HEADER_ORIGIN_NS, from_micros
 from kstrade.schemas.models import OrderStatus, PredictedDirection
 from kstrade.signals import inputs
 from kstrade.signals.calibration import Calibrator, calibrator_from_spec
-from kstrade.signals.decision import Decision, ModelVote, SignalPlan, calibrated_vote, epoch_ns, plan_signals
+from kstrade.signals.decision import (
+    CandleContext,
+    Decision,
+    ModelVote,
+    SignalPlan,
+    calibrated_vote,
+    epoch_ns,
+    plan_signals,
+)
 from kstrade.signals.join import MARKET_BACKLOG, Key, MarketBook, OpenPositions, PredictionJoin, put_in_time_order
+from kstrade.signals.native import planner
 from kstrade.signals.reweighting import OutcomeWeights
 from kstrade.signals.wire import encode_plan
 from kstrade.stage import Stage
@@ -107,6 +116,8 @@ class SignalAggregator(Stage):
         self._wanted_features = sorted({s.atr_feature, s.alignment_feature, *s.regime_features.values()})
         self._picker = _native.FeaturePicker(self._wanted_features) if self._vectors.enabled else None
         self._predictions = inputs.FastReader(self.codec(Prediction))
+        #: The decision in one native call (None: only the Python path can decide here).
+        self._planner = planner(self.settings, self.calibrators, self._wanted_features)
 
     @classmethod
     def from_settings(cls, settings: Settings, calibrators: Mapping[str, Calibrator] | None = None) -> SignalAggregator:
@@ -333,13 +344,24 @@ class SignalAggregator(Stage):
         self._decided(symbol, timestamp)
         self.stats.decided += 1
         reweighting = self.settings.reweighting.enabled
+        position_open = self.positions.is_open(context.symbol, now_ns)
+        weights = self.outcome_weights.weights() if reweighting else None
+        if self._planner is not None:
+            native = self._planner.plan(context, now_ns=now_ns, position_open=position_open, weights=weights)
+            if native is not None:
+                if reweighting and context.close is not None:
+                    self._reweigh(context)
+                written = (native.raw, native.calibrated, native.last)
+                return self._written(
+                    context.symbol, context.timestamp, native.signal_id, written, native.reasons, origin_ns
+                )
         plan = plan_signals(
             context,
             self.settings,
             self.calibrators,
             now_ns=now_ns,
-            position_open=self.positions.is_open(context.symbol, now_ns),
-            weights=self.outcome_weights.weights() if reweighting else None,
+            position_open=position_open,
+            weights=weights,
         )
         # The bodies straight from the plan's values when they are certainly valid; else the
         # validated signals (raising, as `decide` does, before anything else happens).
@@ -349,8 +371,7 @@ class SignalAggregator(Stage):
             if bodies is None:
                 decision = plan.decision()
         if reweighting and context.close is not None:
-            votes = {m: calibrated_vote(v, self.calibrators) for m, v in context.votes.items()}
-            self.outcome_weights.predicted(context.symbol, context.timestamp, context.close, votes)
+            self._reweigh(context)
         if plan is None:
             self.stats.unpriced += 1
             # Never silent: the market book forgot the candle (a backlog beyond its bound) or
@@ -362,6 +383,12 @@ class SignalAggregator(Stage):
             return self._encoded_outputs(plan, bodies, origin_ns)
         assert decision is not None
         return self._outputs(decision, origin_ns)
+
+    def _reweigh(self, context: CandleContext) -> None:
+        """The candle's calibrated votes, for the outcome re-weighting to score once it closes."""
+        assert context.close is not None
+        votes = {m: calibrated_vote(v, self.calibrators) for m, v in context.votes.items()}
+        self.outcome_weights.predicted(context.symbol, context.timestamp, context.close, votes)
 
     def _headers(self, origin_ns: int) -> list[tuple[str, bytes]]:
         """`Codec(Signal).headers(origin_ns, "signals")`, from a template made once."""
@@ -375,24 +402,37 @@ class SignalAggregator(Stage):
     def _encoded_outputs(self, plan: SignalPlan, bodies: tuple[bytes, bytes, bytes], origin_ns: int) -> list[Output]:
         """What `_outputs` gives for `plan.decision()`, from bodies `encode_plan` wrote."""
         calibrated = plan.calibrated
-        symbol = calibrated["symbol"]
+        symbol, timestamp, signal_id = calibrated["symbol"], calibrated["timestamp"], str(calibrated["signal_id"])
+        return self._written(symbol, timestamp, signal_id, bodies, plan.reasons, origin_ns)
+
+    def _written(
+        self,
+        symbol: str,
+        timestamp: datetime,
+        signal_id: str,
+        bodies: tuple[bytes, bytes, bytes],
+        reasons: list[FilterReason],
+        origin_ns: int,
+    ) -> list[Output]:
+        """The outputs of a decision whose bodies are written (raw, calibrated, then filtered or
+        final): a final signal reserves the symbol's position until it expires."""
         key = symbol.encode()
         outs = [
             Output(self._topic_raw, bodies[0], key=key, headers=self._headers(origin_ns)),
             Output(self._topic_calibrated, bodies[1], key=key, headers=self._headers(origin_ns)),
         ]
-        if not plan.reasons:
-            expires = epoch_ns(calibrated["timestamp"]) + calibrated["ttl_seconds"] * 1_000_000_000
-            self.positions.reserve(symbol, str(calibrated["signal_id"]), expires)
+        if not reasons:
+            expires = epoch_ns(timestamp) + self.settings.ttl_seconds * 1_000_000_000
+            self.positions.reserve(symbol, signal_id, expires)
             self.stats.final += 1
             outs.append(Output(self._topic_final, bodies[2], key=key, headers=self._headers(origin_ns)))
         else:
-            reasons = [r.value for r in plan.reasons]
-            self.stats.rejected[reasons[0]] += 1
+            codes = [r.value for r in reasons]
+            self.stats.rejected[codes[0]] += 1
             headers = [
                 *self._headers(origin_ns),
-                (REJECT_REASON, reasons[0].encode()),
-                (REJECT_REASONS, ",".join(reasons).encode()),
+                (REJECT_REASON, codes[0].encode()),
+                (REJECT_REASONS, ",".join(codes).encode()),
             ]
             outs.append(Output(self._topic_filtered, bodies[2], key=key, headers=headers))
         return outs

@@ -5,6 +5,7 @@
 mod bus;
 mod codec;
 mod market;
+mod signals;
 
 use pyo3::prelude::*;
 
@@ -14,5 +15,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     bus::register(m)?;
     codec::register(m)?;
     market::register(m)?;
+    signals::register(m)?;
     Ok(())
 }
