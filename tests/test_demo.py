@@ -93,7 +93,27 @@ def test_the_default_market_trades_in_every_tier_and_every_invariant_holds(
     wins, n, _mean, _se = _pooled(out)
     assert _wilson(wins, n)[0] > BREAK_EVEN  # the planted edge is found: above chance beyond doubt
     report = (out / "report.html").read_text()
-    assert "planted edge" in report and "warm-up" in report
+    assert "planted edge" in report and "warm-up" in report and "Reliability" in report
+
+
+def test_the_report_measures_the_stated_confidence_against_outcomes_and_the_truth(
+    one_day: tuple[Path, dict[str, object]],
+) -> None:
+    """Every decided minute with a known outcome (all but the day's last 5 per symbol) is in the
+    reliability table, binned by its calibrated confidence; the true probabilities of the moves
+    it stated sit near the confidence (the models are calibrated, within a few points) and rise
+    with it, bin by bin. (Outcomes five minutes apart overlap, so the Wilson intervals of one day
+    are too narrow to hold the truth bin by bin: tests/test_synthetic_planted.py checks the truth
+    against outcomes on a long sample.)"""
+    _out, summary = one_day
+    calibration = summary["calibration"]
+    assert isinstance(calibration, dict)
+    assert calibration["signals"] == SYMBOLS * (1440 - 5)
+    bins = calibration["bins"]
+    assert sum(b["signals"] for b in bins) == calibration["signals"]
+    assert 0.0 <= calibration["ece_vs_truth"] < 0.08 and 0.0 <= calibration["ece_vs_outcomes"] < 0.1
+    truth = [b["true_probability"] for b in bins]
+    assert truth == sorted(truth) and len(bins) >= 3, bins
 
 
 def test_the_control_market_shows_no_edge(tmp_path: Path) -> None:

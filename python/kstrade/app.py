@@ -69,14 +69,26 @@ def pipeline_stages(settings: Settings, bus: Bus) -> list[Stage]:
     return [STAGES[name](settings, bus) for name in PIPELINE_ORDER if name in STAGES]
 
 
-def load_candles(settings: Settings, options: RunOptions) -> tuple[pl.DataFrame, pl.DataFrame, str]:
+@dataclass(frozen=True)
+class Candles:
+    """What a run replays: `history` before the period (into the indicators only), the
+    `period`, a `label` saying where they came from, and the `truth` (symbol, open_time_ms,
+    p_down, p_up) where the SYNTHETIC generator knows the true label probabilities."""
+
+    history: pl.DataFrame
+    period: pl.DataFrame
+    label: str
+    truth: pl.DataFrame | None = None
+
+
+def load_candles(settings: Settings, options: RunOptions) -> Candles:
     """The 1m candles of the history before the period (`WARMUP` of it, where there is any: the
     SYNTHETIC market is generated from `WARMUP` before its start; a file gives what it holds
-    before `since`), the candles of the period to replay, and a label saying where they came
-    from."""
+    before `since`) and of the period to replay."""
     from kstrade.ingest.replay import read_candles
 
     since = options.since
+    truth: pl.DataFrame | None = None
     if options.data is not None:
         frame = read_candles(options.data)
         label = str(options.data)
@@ -90,7 +102,10 @@ def load_candles(settings: Settings, options: RunOptions) -> tuple[pl.DataFrame,
         first = options.start - WARMUP
         days = options.days + WARMUP.days
         frames = [synthetic.generate(s, first, days, options.seed, options.market) for s in settings.symbols]
-        frame = pl.concat(frames).sort(["timestamp", "symbol"]).select(CANDLE_COLUMNS)
+        frame = pl.concat(frames).sort(["timestamp", "symbol"])
+        if {"p_down", "p_up"} <= set(frame.columns):  # the planted-edge market knows the truth
+            truth = frame.select("symbol", pl.col("timestamp").dt.epoch("ms").alias("open_time_ms"), "p_down", "p_up")
+        frame = frame.select(CANDLE_COLUMNS)
         label = (f"SYNTHETIC {options.market} market {options.days}d seed {options.seed} "
                  f"({synthetic.generator(options.market)})")  # fmt: skip
         since = max(since or options.start, options.start)
@@ -106,7 +121,7 @@ def load_candles(settings: Settings, options: RunOptions) -> tuple[pl.DataFrame,
         frame = frame.filter(pl.col("open_time_ms") < int(options.until.timestamp() * 1000))
     if frame.is_empty():
         raise ValueError("no candles to replay in the chosen range")
-    return history, frame, label
+    return Candles(history, frame, label, truth)
 
 
 def warm_up(stages: Sequence[Stage], history: pl.DataFrame) -> int:
@@ -215,7 +230,8 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
     """Replay the candles through every stage and write the run directory. Returns the summary."""
     from kstrade.ingest.replay import ReplaySource
 
-    history, frame, label = load_candles(settings, options)
+    candles = load_candles(settings, options)
+    history, frame, label = candles.history, candles.period, candles.label
     symbols = sorted(frame["symbol"].unique().to_list())
     missing = [s for s in symbols if s not in settings.symbols]
     if missing:
@@ -260,6 +276,8 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
         "wall_seconds": wall,
         "candles_per_second": frame.height / wall if wall > 0 else None,
     }
-    summary = write_run_directory(options.out, bus, pipeline.stats, meta)
+    summary = write_run_directory(
+        options.out, bus, pipeline.stats, meta, frame.select("symbol", "open_time_ms", "close"), candles.truth
+    )
     log(f"done in {wall:.1f} s ({frame.height / wall:,.0f} candles/s)")
     return summary

@@ -29,6 +29,7 @@ import polars as pl
 
 from kstrade.bus import Bus, Record
 from kstrade.bus.topics import EXECUTIONS, METRICS_ALERTS, ORDERS_CONFIRMED, ORDERS_PENDING, PNL, signals
+from kstrade.report.calibration import reliability, wilson
 from kstrade.report.svg import bar_chart, histogram, line_chart
 from kstrade.schemas import Alert, Codec, Execution, Message, Order, PnlEvent, Signal
 from kstrade.stage import PipelineStats
@@ -182,12 +183,15 @@ def _tier_table(outputs: RunOutputs) -> list[dict[str, Any]]:
                 "mean_confidence": sum(rows["confidence"].to_list()) / rows.height,
                 "closed": len(closed),
                 "hit_rate": (sum(closed) / len(closed)) if closed else None,
+                "hit_rate_interval": list(wilson(sum(closed), len(closed))) if closed else None,
             }
         )
     return table
 
 
-def summarize(outputs: RunOutputs, stats: PipelineStats, meta: dict[str, Any]) -> dict[str, Any]:
+def summarize(
+    outputs: RunOutputs, stats: PipelineStats, meta: dict[str, Any], calibration: dict[str, Any] | None = None
+) -> dict[str, Any]:
     equity = _equity(outputs.pnl)
     realized = float(sum(outputs.pnl["realized_pnl"].to_list())) if not outputs.pnl.is_empty() else 0.0
     wins = int((outputs.pnl["realized_pnl"] > 0).sum()) if not outputs.pnl.is_empty() else 0
@@ -219,7 +223,35 @@ def summarize(outputs: RunOutputs, stats: PipelineStats, meta: dict[str, Any]) -
         "max_drawdown": min(_drawdown(equity)) if equity else 0.0,
         "tiers": _tier_table(outputs),
         "guardrail_events": guardrails,
+        "calibration": calibration,
     }
+
+
+def _ece_text(calibration: dict[str, Any] | None) -> str:
+    if not calibration or not calibration["signals"]:
+        return "no decided candle with a known outcome"
+    text = f"{calibration['ece_vs_outcomes']:.3f} against outcomes"
+    if calibration["ece_vs_truth"] is not None:
+        text += f", {calibration['ece_vs_truth']:.3f} against the true probabilities"
+    return text + f" ({calibration['signals']:,} calibrated signals)"
+
+
+def _reliability_chart(calibration: dict[str, Any] | None) -> str:
+    """Per confidence bin: the mean stated confidence, how often it came true, and (where the
+    data knows it) the true probability: on a calibrated model the three bars are level."""
+    bins = calibration["bins"] if calibration else []
+    series: dict[str, Sequence[float]] = {
+        "mean confidence": [b["mean_confidence"] for b in bins],
+        "came true": [b["hit_rate"] for b in bins],
+    }
+    if bins and all(b["true_probability"] is not None for b in bins):
+        series["true probability"] = [b["true_probability"] for b in bins]
+    return bar_chart(
+        "Reliability: calibrated confidence (bin, signals) vs how often the 5-minute move came true",
+        [f"{b['bin']} ({b['signals']:,})" for b in bins],
+        series,
+        y_max=1.0,
+    )
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
@@ -257,6 +289,7 @@ def render_html(summary: dict[str, Any], outputs: RunOutputs, stats: PipelineSta
         ("final balance", money),
         ("max drawdown", f"{summary['max_drawdown']:.2%}"),
         ("guardrail events", str(summary["guardrail_events"])),
+        ("calibration (ECE of the stated confidence)", _ece_text(summary.get("calibration"))),
         ("wall time", f"{summary.get('wall_seconds', 0):.1f} s"),
     ]
     for name, st in summary["stages"].items():
@@ -268,8 +301,8 @@ def render_html(summary: dict[str, Any], outputs: RunOutputs, stats: PipelineSta
         line_chart("Equity (balance after each closed trade)", equity, "trades"),
         line_chart("Drawdown from peak", _drawdown(equity), "trades", color="#f85149"),
         bar_chart(
-            "Tier: predicted confidence vs realized hit rate",
-            [t["tier"] for t in tiers],
+            "Tier: predicted confidence vs realized hit rate of its closed trades (count)",
+            [f"{t['tier']} ({t['closed']})" for t in tiers],
             {
                 "mean confidence": [t["mean_confidence"] for t in tiers],
                 "hit rate": [t["hit_rate"] or 0.0 for t in tiers],
@@ -277,6 +310,7 @@ def render_html(summary: dict[str, Any], outputs: RunOutputs, stats: PipelineSta
             y_max=1.0,
         ),
     ]
+    charts.append(_reliability_chart(summary.get("calibration")))
     for name, samples in stats.processing_us.items():
         # The tail beyond p99 (GC pauses, first calls) would squash every bar into the first bin.
         cut = sorted(samples)[max(0, math.ceil(0.99 * len(samples)) - 1)] if samples else 0.0
@@ -305,15 +339,27 @@ def render_html(summary: dict[str, Any], outputs: RunOutputs, stats: PipelineSta
     )
 
 
-def write_run_directory(out: Path, bus: Bus, stats: PipelineStats, meta: dict[str, Any]) -> dict[str, Any]:
-    """Collect the run's outputs from the bus and write the run directory. Returns the summary."""
+def write_run_directory(
+    out: Path,
+    bus: Bus,
+    stats: PipelineStats,
+    meta: dict[str, Any],
+    candles: pl.DataFrame | None = None,
+    truth: pl.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Collect the run's outputs from the bus and write the run directory. Returns the summary.
+    `candles` (symbol, open_time_ms, close) give the outcomes the calibration is judged by,
+    `truth` (symbol, open_time_ms, p_down, p_up) the true probabilities where they are known."""
     out.mkdir(parents=True, exist_ok=True)
     outputs = collect(bus)
+    calibration = None
+    if candles is not None:
+        calibration = reliability(_records(bus, signals("calibrated"), "kstrade.report.calibration"), candles, truth)
     outputs.signals.write_parquet(out / "signals.parquet")
     outputs.orders.write_parquet(out / "orders.parquet")
     outputs.executions.write_parquet(out / "executions.parquet")
     outputs.pnl.write_parquet(out / "pnl.parquet")
-    summary = summarize(outputs, stats, meta)
+    summary = summarize(outputs, stats, meta, calibration)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / "report.html").write_text(render_html(summary, outputs, stats))
     return summary
