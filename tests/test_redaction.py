@@ -5,6 +5,7 @@ needs to read (addresses, file paths, identities, public certificates) are shown
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ def test_config_show_masks_every_secret_bearing_librdkafka_property(
     properties = {**{name: _secret(name) for name in SECRET_PROPERTIES}, **PUBLIC_PROPERTIES}
     monkeypatch.setenv("KSTRADE_BUS__PROPERTIES", json.dumps(properties))
     monkeypatch.setenv("KSTRADE_METRICS__DATABASE_URL", "postgresql://kstrade:db-pw-77@db.internal/metrics")
-    assert main(["config", "show"]) == 0
+    assert main(["config", "show", "--format", "json"]) == 0
     out = capsys.readouterr().out
     shown = json.loads(out)["bus"]["properties"]
     for name in SECRET_PROPERTIES:
@@ -77,6 +78,14 @@ def test_config_show_masks_every_secret_bearing_librdkafka_property(
         assert shown[name] == value, name
     assert "db-pw-77" not in out  # a URL's password, whatever the setting's name
     assert json.loads(out)["metrics"]["database_url"] == f"postgresql://kstrade:{MASK}@db.internal/metrics"
+    # The TOML (the default): the same masks, the masked properties as comments only.
+    assert main(["config", "show"]) == 0
+    text = capsys.readouterr().out
+    table = tomllib.loads(text)
+    for name in SECRET_PROPERTIES:
+        assert _secret(name) not in text and name not in table["bus"]["properties"], name
+    assert table["bus"]["properties"] == PUBLIC_PROPERTIES
+    assert "db-pw-77" not in text and table["metrics"]["database_url"].startswith("postgresql://kstrade:*")
 
 
 def test_a_private_key_is_masked_whatever_the_property_is_called() -> None:

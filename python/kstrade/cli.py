@@ -133,14 +133,14 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     from kstrade.bus import Bus, BusError
     from kstrade.bus.reach import ClusterUnreachable, check_reachable
     from kstrade.bus.topics import catalogue, create_all
-    from kstrade.config import ConfigError, load
+    from kstrade.config import ConfigError, discover, load
 
     # The bus settings (TOML, KSTRADE_BUS__*) give the security properties and credentials, so an
     # administrator reaches a SASL_SSL cluster the way the services do; the flag or
     # $KSTRADE_BOOTSTRAP still wins for the address.
     explicit = args.bootstrap or os.environ.get("KSTRADE_BOOTSTRAP")
     try:
-        settings = load(args.config, bus={"transport": "kafka", "bootstrap": explicit})
+        settings = load(discover(args.config), bus={"transport": "kafka", "bootstrap": explicit})
         bus = Bus.from_settings(settings.bus)
         check_reachable(bus, settings.bus.protocol)
     except (ConfigError, BusError, ClusterUnreachable) as exc:
@@ -175,14 +175,21 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 def _cmd_config(args: argparse.Namespace) -> int:
     import json
 
-    from kstrade.config import ConfigError, load, redacted
+    from kstrade.config import ConfigError, discover, load, redacted
+    from kstrade.toml_text import dumps
 
     try:
-        settings = load(args.config)
+        path = discover(args.config)
+        settings = load(path)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(redacted(settings), indent=2))
+    if args.format == "json":
+        print(json.dumps(redacted(settings), indent=2))
+        return 0
+    source = f"from {path}" if path is not None else "no config file"
+    print(dumps(redacted(settings), f"kstrade's effective configuration ({source}, then KSTRADE_* variables);\n"
+                "secrets are redacted and never read from a file."), end="")  # fmt: skip
     return 0
 
 
@@ -205,11 +212,11 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_service(args: argparse.Namespace) -> int:
     from kstrade.bus.reach import ClusterUnreachable
-    from kstrade.config import ConfigError, load
+    from kstrade.config import ConfigError, discover, load
     from kstrade.services import serve
 
     try:
-        settings = load(args.config, bus={"transport": args.bus, "bootstrap": args.bootstrap})
+        settings = load(discover(args.config), bus={"transport": args.bus, "bootstrap": args.bootstrap})
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -231,7 +238,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     from kstrade.bus import Bus, BusError
     from kstrade.bus.reach import ClusterUnreachable, check_reachable
-    from kstrade.config import ConfigError, load
+    from kstrade.config import ConfigError, discover, load
     from kstrade.ingest.replay import ReplaySource, Speed, eurusd_1h_candles, interval_of, read_candles
     from kstrade.ingest.resume import resume_points
     from kstrade.ingest.service import ensure_candle_topics, run_ingest
@@ -246,7 +253,9 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         # --bootstrap names the address only; security and credentials still come from the settings.
-        settings = load(args.config, bus={"transport": "kafka", "bootstrap": args.bootstrap} if args.bootstrap else {})
+        settings = load(
+            discover(args.config), bus={"transport": "kafka", "bootstrap": args.bootstrap} if args.bootstrap else {}
+        )
         bus = Bus.from_settings(settings.bus)
         check_reachable(bus, settings.bus.protocol)
         source: Source
@@ -298,14 +307,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from kstrade.app import RunOptions, run
-    from kstrade.config import ConfigError, load
+    from kstrade.config import ConfigError, discover, load
     from kstrade.ingest import synthetic
 
     def day(text: str | None) -> datetime | None:
         return None if text is None else datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
 
     try:
-        settings = load(args.config, bus={"transport": args.bus, "bootstrap": args.bootstrap})
+        settings = load(discover(args.config), bus={"transport": args.bus, "bootstrap": args.bootstrap})
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{args.command}-{stamp}"
         options = RunOptions(
@@ -355,10 +364,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_acl(args: argparse.Namespace) -> int:
     from kstrade.bus import Bus, BusError, acl
     from kstrade.bus.reach import ClusterUnreachable, check_reachable
-    from kstrade.config import ConfigError, load
+    from kstrade.config import ConfigError, discover, load
 
     try:
-        settings = load(args.config, bus={"transport": "kafka", "bootstrap": args.bootstrap})
+        settings = load(discover(args.config), bus={"transport": "kafka", "bootstrap": args.bootstrap})
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -392,11 +401,11 @@ def _cmd_acl(args: argparse.Namespace) -> int:
 def _cmd_control(args: argparse.Namespace) -> int:
     from kstrade.bus import Bus, BusError
     from kstrade.bus.reach import ClusterUnreachable, check_reachable
-    from kstrade.config import ConfigError, load
+    from kstrade.config import ConfigError, discover, load
     from kstrade.execution.control import AckWatch, make_command, operator_name, publish
 
     try:
-        settings = load(args.config, bus={"transport": "kafka", "bootstrap": args.bootstrap})
+        settings = load(discover(args.config), bus={"transport": "kafka", "bootstrap": args.bootstrap})
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -524,7 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     on_kafka.add_argument(
         "--bootstrap", help="Kafka bootstrap servers (default $KSTRADE_BOOTSTRAP, then bus.bootstrap)"
     )
-    on_kafka.add_argument("--config", help="TOML file (bus settings: security, credentials, replication)")
+    on_kafka.add_argument(
+        "--config",
+        help="TOML file (bus: security, credentials, replication); default: $KSTRADE_CONFIG, else ./kstrade.toml",
+    )
     actions = topics.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", parents=[on_kafka], help="create every topic of the catalogue")
     create.add_argument("--symbols", help="comma-separated (default: the configured symbols)")
@@ -556,7 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
                   f"Stages: {', '.join(SERVICE_NAMES)}.")  # fmt: skip
     # Not argparse choices: an unknown name is one line naming the stages (kstrade.services.build).
     service.add_argument("name", metavar="NAME", help=f"one of: {', '.join(SERVICE_NAMES)}")
-    service.add_argument("--config", help="TOML file (then KSTRADE_* variables override it)")
+    service.add_argument(
+        "--config",
+        help="TOML file (then KSTRADE_* variables override it); default: $KSTRADE_CONFIG, else ./kstrade.toml",
+    )
     service.add_argument("--bus", choices=["memory", "kafka"], default=None, help="kafka (a service needs it)")
     service.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers")
     service.set_defaults(func=_cmd_service)
@@ -570,11 +585,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--symbol", default=None, help="replay: symbol of a file without a symbol column")
     ingest.add_argument("--symbols", default=None, help="coinbase: products (default: the config's symbols)")
     ingest.add_argument("--bootstrap", default=None, help="Kafka bootstrap (default: the config's bus)")
-    ingest.add_argument("--config", help="TOML file")
+    ingest.add_argument("--config", help="TOML file; default: $KSTRADE_CONFIG, else ./kstrade.toml")
     ingest.set_defaults(func=_cmd_ingest)
 
     on_bus = argparse.ArgumentParser(add_help=False)
-    on_bus.add_argument("--config", help="TOML file (then KSTRADE_* variables override it)")
+    on_bus.add_argument(
+        "--config",
+        help="TOML file (then KSTRADE_* variables override it); default: $KSTRADE_CONFIG, else ./kstrade.toml",
+    )
     on_bus.add_argument("--bus", choices=["memory", "kafka"], default=None, help="default: memory (embedded)")
     on_bus.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (with --bus kafka)")
     on_bus.add_argument("--out", help="run directory (default ./runs/<command>-<UTC time>)")
@@ -638,7 +656,10 @@ def build_parser() -> argparse.ArgumentParser:
         ["acl show", "acl show --service features", "acl apply --config secure.toml"],
     )
     acls.add_argument("action", choices=["show", "apply"])
-    acls.add_argument("--config", help="TOML file: symbols, metrics.lag_groups, and bus for apply")
+    acls.add_argument(
+        "--config",
+        help="TOML file: symbols, metrics.lag_groups, and bus for apply; default: $KSTRADE_CONFIG, else ./kstrade.toml",
+    )
     acls.add_argument("--bootstrap", default=None, help="apply: the cluster (default: the config's bus)")
     acls.add_argument("--service", default=None, help="only this service's principal (e.g. features)")
     acls.set_defaults(func=_cmd_acl)
@@ -659,12 +680,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seconds to wait for the acknowledgement, 0 not to wait (default 15)")  # fmt: skip
     control.add_argument("--yes", action="store_true", help="flatten without the confirmation prompt")
     control.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: the config's bus)")
-    control.add_argument("--config", help="TOML file (bus security, execution.account)")
+    control.add_argument(
+        "--config", help="TOML file (bus security, execution.account); default: $KSTRADE_CONFIG, else ./kstrade.toml"
+    )
     control.set_defaults(func=_cmd_control)
 
     config = add("config", "the effective configuration (secrets redacted)", ["config show --config prod.toml"])
     config.add_argument("action", choices=["show"])
-    config.add_argument("--config", help="TOML file (then KSTRADE_* variables override it)")
+    config.add_argument("--format", choices=["toml", "json"], default="toml", help="toml loads back as a config file")
+    config.add_argument(
+        "--config",
+        help="TOML file (then KSTRADE_* variables override it); default: $KSTRADE_CONFIG, else ./kstrade.toml",
+    )
     config.set_defaults(func=_cmd_config)
     _show_defaults(parser)
     return parser

@@ -11,6 +11,7 @@ file, and are redacted whenever the config is printed: by one rule on the name
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Iterable
@@ -602,6 +603,28 @@ def _without_none(flags: dict[str, Any]) -> dict[str, Any]:
         if value is not None:
             out[key] = value
     return out
+
+
+#: The environment variable naming the config file, and the file looked for in the working
+#: directory when neither it nor --config names one.
+CONFIG_ENV = "KSTRADE_CONFIG"
+CONFIG_FILE = "kstrade.toml"
+
+
+def discover(explicit: Path | str | None = None) -> Path | None:
+    """The config file a command reads: `explicit` (--config), else the file $KSTRADE_CONFIG
+    names, else ./kstrade.toml where there is one, else None (defaults and KSTRADE_*
+    variables only). A file named but missing is an error, not a silent default."""
+    if explicit is not None:
+        return Path(explicit)
+    named = os.environ.get(CONFIG_ENV)
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_ENV} names {named}, which is not a file")
+        return path
+    local = Path(CONFIG_FILE)
+    return local if local.is_file() else None
 
 
 def load(path: Path | str | None = None, **flags: Any) -> Settings:
