@@ -92,6 +92,9 @@ def test_the_default_market_trades_in_every_tier_and_every_invariant_holds(
     assert set(pending["signal_id"]) <= set(signals["signal_id"])
     wins, n, _mean, _se = _pooled(out)
     assert _wilson(wins, n)[0] > BREAK_EVEN  # the planted edge is found: above chance beyond doubt
+    room = summary["headroom"]
+    assert isinstance(room, dict)  # no loss limit was ever broken
+    assert room["lowest_daily_loss_headroom_pct"] > 0 and room["lowest_max_loss_headroom_pct"] > 0
     report = (out / "report.html").read_text()
     assert "planted edge" in report and "warm-up" in report and "Reliability" in report
 
@@ -131,6 +134,29 @@ def test_the_control_market_shows_no_edge(tmp_path: Path) -> None:
     _wins, n, mean, se = _pooled(out)
     assert n >= 10  # enough trades for the statement to mean something
     assert mean - 1.96 * se <= 0.0
+    room = summary["headroom"]
+    assert isinstance(room, dict)  # losing, but never past an FTMO limit: the guards held
+    assert room["lowest_daily_loss_headroom_pct"] > 0 and room["lowest_max_loss_headroom_pct"] > 0
+
+
+def test_headroom_is_measured_from_the_balance_at_prague_midnight() -> None:
+    """Worked by hand: 100,000 initial, 5% daily and 10% maximum loss (FTMO 2-Step). A trade
+    closes at 99,000 on Jan 5 (floors 95,000 and 90,000); the next at 98,000 after Prague
+    midnight (23:00 UTC in winter), so that day's floor is 99,000 - 5,000 = 94,000."""
+    from datetime import UTC, datetime
+
+    from kstrade.config import GuardrailSettings
+    from kstrade.report import headroom
+
+    pnl = pl.DataFrame(
+        {
+            "timestamp": [datetime(2026, 1, 5, 10, tzinfo=UTC), datetime(2026, 1, 5, 23, 30, tzinfo=UTC)],
+            "balance": [99_000.0, 98_000.0],
+        }
+    )
+    room = headroom(pnl, GuardrailSettings())
+    assert room["daily_loss_pct"] == pytest.approx([4.0, 4.0])
+    assert room["max_loss_pct"] == pytest.approx([9.0, 8.0])
 
 
 def test_the_shipped_models_beat_every_baseline_on_their_card() -> None:

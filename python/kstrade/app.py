@@ -277,7 +277,13 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
         "candles_per_second": frame.height / wall if wall > 0 else None,
     }
     summary = write_run_directory(
-        options.out, bus, pipeline.stats, meta, frame.select("symbol", "open_time_ms", "close"), candles.truth
+        options.out,
+        bus,
+        pipeline.stats,
+        meta,
+        frame.select("symbol", "open_time_ms", "close"),
+        candles.truth,
+        settings.execution.guardrails,
     )
     log(f"done in {wall:.1f} s ({frame.height / wall:,.0f} candles/s)")
     return summary

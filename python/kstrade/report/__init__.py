@@ -29,6 +29,8 @@ import polars as pl
 
 from kstrade.bus import Bus, Record
 from kstrade.bus.topics import EXECUTIONS, METRICS_ALERTS, ORDERS_CONFIRMED, ORDERS_PENDING, PNL, signals
+from kstrade.config import GuardrailSettings
+from kstrade.execution.guardrails import DailyLossGuard, MaxLossGuard
 from kstrade.report.calibration import reliability, wilson
 from kstrade.report.svg import bar_chart, histogram, line_chart
 from kstrade.schemas import Alert, Codec, Execution, Message, Order, PnlEvent, Signal
@@ -161,6 +163,31 @@ def _drawdown(equity: Sequence[float]) -> list[float]:
     return out
 
 
+def headroom(pnl: pl.DataFrame, rules: GuardrailSettings) -> dict[str, list[float]]:
+    """After each closed trade: how far the balance stands above the FTMO daily-loss floor
+    (balance at Prague midnight - the daily limit) and the maximum-loss floor, in % of the
+    initial balance, as the execution stage's guards compute them (the same classes). Closed
+    balances only: the guard also watches floating P&L, which the run's files do not keep."""
+    daily = DailyLossGuard(rules, 0)
+    total = MaxLossGuard(rules)
+    out: dict[str, list[float]] = {"daily_loss_pct": [], "max_loss_pct": []}
+    if pnl.is_empty() or "balance" not in pnl.columns:
+        return out
+    balance = rules.initial_balance
+    first = True
+    for at, after in zip(pnl["timestamp"].to_list(), pnl["balance"].to_list(), strict=True):
+        now_ns = int(at.timestamp() * 1e9)
+        if first:
+            daily = DailyLossGuard(rules, now_ns)
+            first = False
+        elif daily.roll(now_ns, balance):  # the balance at midnight: before this trade
+            total.end_of_day(balance)
+        balance = after
+        out["daily_loss_pct"].append(100 * (balance - daily.floor) / rules.initial_balance)
+        out["max_loss_pct"].append(100 * (balance - total.floor) / rules.initial_balance)
+    return out
+
+
 def _tier_table(outputs: RunOutputs) -> list[dict[str, Any]]:
     """Per tier: signals, mean predicted confidence, trades closed and their realized hit rate."""
     s, p = outputs.signals, outputs.pnl
@@ -259,7 +286,9 @@ def _table(rows: list[tuple[str, str]]) -> str:
     return f"<table>{cells}</table>"
 
 
-def render_html(summary: dict[str, Any], outputs: RunOutputs, stats: PipelineStats) -> str:
+def render_html(
+    summary: dict[str, Any], outputs: RunOutputs, stats: PipelineStats, room: dict[str, list[float]] | None = None
+) -> str:
     equity = _equity(outputs.pnl)
     money = "n/a" if summary["final_balance"] is None else f"{summary['final_balance']:,.2f}"
     closed = summary["trades_closed"]
@@ -300,6 +329,18 @@ def render_html(summary: dict[str, Any], outputs: RunOutputs, stats: PipelineSta
     charts = [
         line_chart("Equity (balance after each closed trade)", equity, "trades"),
         line_chart("Drawdown from peak", _drawdown(equity), "trades", color="#f85149"),
+        line_chart(
+            "FTMO daily-loss headroom: balance above today's floor, % of the initial balance",
+            (room or {}).get("daily_loss_pct", []),
+            "trades",
+            color="#d29922",
+        ),
+        line_chart(
+            "FTMO maximum-loss headroom: balance above the floor, % of the initial balance",
+            (room or {}).get("max_loss_pct", []),
+            "trades",
+            color="#d29922",
+        ),
         bar_chart(
             "Tier: predicted confidence vs realized hit rate of its closed trades (count)",
             [f"{t['tier']} ({t['closed']})" for t in tiers],
@@ -346,6 +387,7 @@ def write_run_directory(
     meta: dict[str, Any],
     candles: pl.DataFrame | None = None,
     truth: pl.DataFrame | None = None,
+    rules: GuardrailSettings | None = None,
 ) -> dict[str, Any]:
     """Collect the run's outputs from the bus and write the run directory. Returns the summary.
     `candles` (symbol, open_time_ms, close) give the outcomes the calibration is judged by,
@@ -360,6 +402,14 @@ def write_run_directory(
     outputs.executions.write_parquet(out / "executions.parquet")
     outputs.pnl.write_parquet(out / "pnl.parquet")
     summary = summarize(outputs, stats, meta, calibration)
+    room = headroom(outputs.pnl, rules) if rules is not None else None
+    if room is not None:
+        summary["headroom"] = {
+            "daily_loss_limit_pct": rules.max_daily_loss_pct if rules else None,
+            "max_loss_limit_pct": rules.max_loss_pct if rules else None,
+            "lowest_daily_loss_headroom_pct": min(room["daily_loss_pct"], default=None),
+            "lowest_max_loss_headroom_pct": min(room["max_loss_pct"], default=None),
+        }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    (out / "report.html").write_text(render_html(summary, outputs, stats))
+    (out / "report.html").write_text(render_html(summary, outputs, stats, room))
     return summary
