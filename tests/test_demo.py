@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import polars as pl
 import pytest
@@ -97,6 +99,11 @@ def test_the_default_market_trades_in_every_tier_and_every_invariant_holds(
     assert room["lowest_daily_loss_headroom_pct"] > 0 and room["lowest_max_loss_headroom_pct"] > 0
     report = (out / "report.html").read_text()
     assert "planted edge" in report and "warm-up" in report and "Reliability" in report
+    # Every chart is well-formed SVG and has data to show.
+    charts = re.findall(r"<svg.*?</svg>", report, re.S)
+    assert len(charts) >= 12 and "not enough data" not in report
+    for chart in charts:
+        ElementTree.fromstring(chart)
 
 
 def test_the_report_measures_the_stated_confidence_against_outcomes_and_the_truth(

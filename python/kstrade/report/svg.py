@@ -68,9 +68,9 @@ def bar_chart(title: str, labels: Sequence[str], series: dict[str, Sequence[floa
             f'<text x="{x0 + group / 2:.1f}" y="{HEIGHT - PAD + 14}" font-size="11" text-anchor="middle" '
             f'font-family="sans-serif">{html.escape(label)}</text>'
         )
-    for si, name in enumerate(series):
+    for si, name in enumerate(series):  # the legend: one row under the title
         body.append(
-            f'<text x="{WIDTH - PAD - 120}" y="{20 + 14 * si}" font-size="11" font-family="sans-serif" '
+            f'<text x="{PAD + 140 * si}" y="32" font-size="11" font-family="sans-serif" '
             f'fill="{colors[si % len(colors)]}">{html.escape(name)}</text>'
         )
     return _frame(title, "".join(body), 0.0, hi, "")
