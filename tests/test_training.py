@@ -104,3 +104,18 @@ def test_quantile_reference_bins_a_sample_into_deciles_and_merges_ties() -> None
     assert ref["proportions"] == [0.1] * 10
     constant = ds.quantile_reference(np.zeros(50))
     assert constant == {"edges": [0.0], "proportions": [0.0, 1.0]}  # on the edge: the bin above
+
+
+def test_bootstrap_intervals_cover_the_mean_and_widen_with_dependence() -> None:
+    """The block bootstrap's interval holds the sample mean, is a point for a constant, and is
+    wider for values that come in long runs (dependence) than for the same values shuffled."""
+    from kstrade.training.evaluation import BOOTSTRAP_BLOCK, interval
+
+    assert interval(np.full(500, 0.25)) == (0.25, 0.25)
+    rng = np.random.default_rng(3)
+    runs = np.repeat(rng.normal(size=60), BOOTSTRAP_BLOCK)  # 60 runs of one value each
+    lo, hi = interval(runs)
+    assert lo < runs.mean() < hi
+    shuffled = rng.permutation(runs)
+    s_lo, s_hi = interval(shuffled)
+    assert (hi - lo) > 3 * (s_hi - s_lo)

@@ -342,6 +342,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.evaluate:
+        return _evaluate(args)
     try:
         from kstrade.training.trainer import TrainOptions, train
     except ImportError as exc:
@@ -353,6 +355,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     options = replace(options, data=replace(options.data, days=args.days, market=args.market))
     train(options)
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """train --evaluate: the models in --out on a fresh SYNTHETIC period (no torch needed)."""
+    from dataclasses import replace
+
+    from kstrade.inference.manifest import ModelRefused
+    from kstrade.training import dataset as ds
+    from kstrade.training.reevaluate import FRESH_START, reevaluate, report
+
+    if args.seed == 7:
+        print("error: --evaluate needs a seed the models were not trained on (not 7): e.g. --seed 11", file=sys.stderr)
+        return 2
+    data = replace(ds.DataSpec(), seed=args.seed, start=FRESH_START, days=args.days, market=args.market)
+    try:
+        checks = reevaluate(Path(args.out), data)
+    except (ValueError, ModelRefused, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"the models in {args.out} on {args.days} fresh days of the SYNTHETIC {args.market} market from "
+          f"{FRESH_START:%Y-%m-%d}, seed {args.seed}:")  # fmt: skip
+    print(report(checks))
+    held = sum(c.holds for c in checks)
+    print(f"{held} of {len(checks)} figures in the card's replicate intervals")
+    return 0 if held == len(checks) else 1
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -626,11 +653,20 @@ def build_parser() -> argparse.ArgumentParser:
     training = add(
         "train",
         "train the LSTM and Transformer on SYNTHETIC data, export ONNX",
-        ["train --out models --days 21 --seed 7", "train --market control --out /tmp/control-models"],
+        [
+            "train --out models --days 21 --seed 7",
+            "train --evaluate --seed 11 --days 6",
+            "train --market control --out /tmp/control-models",
+        ],
     )
     training.add_argument("--out", default="models", help="models directory to (re)write")
     training.add_argument("--seed", type=int, default=7, help="seeds the data, the weights and the batches")
     training.add_argument("--days", type=int, default=21, help="days of SYNTHETIC 1m candles per symbol")
+    training.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="no training: check the models in --out on --days fresh days of --seed (needs no torch)",
+    )
     training.add_argument(
         "--market",
         choices=MARKET_CHOICES,

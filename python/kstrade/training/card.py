@@ -76,6 +76,82 @@ def _truth_row(name: str, m: dict[str, Any]) -> str:
     )
 
 
+def _span(pair: list[float], scale: float = 1.0, digits: int = 4) -> str:
+    return f"[{pair[0] * scale:.{digits}f}, {pair[1] * scale:.{digits}f}]"
+
+
+def _verdict(name: str, m: dict[str, Any], best_name: str, best: float) -> str:
+    """One model's verdict: against the best baseline by the 95% interval of the log-loss
+    margin (indistinguishable where it covers 0), and its distance to the Bayes ceiling."""
+    loss = m["model"]["log_loss"]
+    intervals = m.get("intervals")
+    if intervals is None:  # a card written before intervals: the point estimates only
+        beats = loss < best
+        text = f"- {name}: log-loss {loss:.4f} vs the best baseline ({best_name}) {best:.4f}: " + (
+            "**beats every baseline**" if beats else "**does not beat the best baseline**"
+        )
+    else:
+        lo, hi = intervals["log_loss_minus_best_baseline"]
+        if hi < 0:
+            word = "**beats every baseline**"
+        elif lo > 0:
+            word = "**is worse than the best baseline**"
+        else:
+            word = "**indistinguishable from the best baseline** (the interval covers 0)"
+        text = (
+            f"- {name}: log-loss {loss:.4f} {_span(intervals['log_loss'])}; minus the best baseline ({best_name}, "
+            f"{best:.4f}): {loss - best:+.4f} {_span(intervals['log_loss_minus_best_baseline'])}: {word}"
+        )
+    if "bayes_ceiling" in m:
+        gap = m["bayes_ceiling"]["accuracy"] - m["model"]["accuracy"]
+        text += f"; accuracy {gap * 100:.1f} points below the Bayes ceiling"
+        if intervals is not None and "accuracy_below_bayes" in intervals:
+            text += f" {_span(intervals['accuracy_below_bayes'], 100, 1)}"
+    return text
+
+
+def _fresh_section(models_dir: Path) -> str:
+    """The models on fresh periods and seeds (metrics.json "fresh"), plainly."""
+    path = models_dir / "metrics.json"
+    fresh = json.loads(path.read_text()).get("fresh") if path.exists() else None
+    if not fresh:
+        return ""
+    text = (
+        "\n## On data the models never saw\n"
+        f"Each model on {len(fresh)} fresh SYNTHETIC periods ({fresh[0]['days']} days from {fresh[0]['start']}, "
+        f"seeds {', '.join(str(f['seed']) for f in fresh)}; `python -m kstrade train --evaluate --seed N` "
+        "repeats one): its log-loss, and the log-loss of the best constant forecast of that period (its own "
+        "class frequencies). *In interval*: of the figures (log-loss, accuracy), how many fall in the card's "
+        "95% interval widened for a replicate (x sqrt 2).\n\n"
+        "| model | fresh log-loss (min - max) | constant (min - max) | beats the constant | in interval |\n"
+        "|---|---|---|---|---|\n"
+    )
+    names = [m["model"] for m in fresh[0]["models"]]
+    inside = total = 0
+    for name in names:
+        rows = [m for f in fresh for m in f["models"] if m["model"] == name]
+        losses = [r["log_loss"] for r in rows]
+        constants = [r["constant_log_loss"] for r in rows]
+        beats = sum(r["log_loss"] < r["constant_log_loss"] for r in rows)
+        held = sum(r["log_loss_holds"] + r["accuracy_holds"] for r in rows)
+        inside, total = inside + held, total + 2 * len(rows)
+        text += (
+            f"| {name} | {min(losses):.4f} - {max(losses):.4f} | {min(constants):.4f} - {max(constants):.4f} "
+            f"| {beats} of {len(rows)} | {held} of {2 * len(rows)} |\n"
+        )
+    text += (
+        f"\n{inside} of {total} figures fall in the card's replicate intervals. "
+        + (
+            "The intervals above are of one test slice, and periods differ more than its hours do (how much of "
+            "a period trends decides how predictable it is): read them as a lower bound on the uncertainty."
+            if inside < total
+            else "The card's intervals hold on fresh data."
+        )
+        + "\n"
+    )
+    return text
+
+
 def write_card(models_dir: Path) -> Path:
     manifests = [Manifest.read(p.parent) for p in sorted(models_dir.glob("**/manifest.json"))]
     first = manifests[0]
@@ -113,15 +189,7 @@ def write_card(models_dir: Path) -> Path:
             baselines["logistic"] = m.metrics["logistic"]
         best_name = min(baselines, key=lambda k: baselines[k]["log_loss"])
         best = baselines[best_name]["log_loss"]
-        beats = m.metrics["model"]["log_loss"] < best
-        verdict = (
-            f"- {name}: log-loss {m.metrics['model']['log_loss']:.4f} vs the best baseline ({best_name}) {best:.4f}: "
-            + ("**beats every baseline**" if beats else "**does not beat the best baseline**")
-        )
-        if "bayes_ceiling" in m.metrics:
-            gap = m.metrics["bayes_ceiling"]["accuracy"] - m.metrics["model"]["accuracy"]
-            verdict += f"; accuracy {gap * 100:.1f} points below the Bayes ceiling"
-        verdicts.append(verdict)
+        verdicts.append(_verdict(name, m.metrics, best_name.replace("_", "-"), best))
     if all("bayes_ceiling" in m.metrics for m in manifests):
         text += (
             "\nAgainst the truth (the same test slice):\n\n| model | accuracy | Bayes accuracy | log-loss "
@@ -135,7 +203,8 @@ def write_card(models_dir: Path) -> Path:
         "\nLog-loss is the score that matters here: it judges the probabilities the signals stage trades on and "
         "punishes confident mistakes. Accuracy can sit above the baselines' while log-loss is worse (a model "
         "that names the more frequent move more often but is over-confident), so read both. Differences of "
-        "a few thousandths are within noise on this test slice (one test slice, no intervals yet). "
+        "a few thousandths are within noise: the brackets are 95% intervals (a circular block bootstrap of "
+        "hour-long blocks of the test slice, so overlapping labels are not counted as independent). "
         + (
             "These models were trained on a market with a planted edge: that they find it shows the pipeline "
             "works end to end, not that they would find anything in a real market. Do not trade them; "
@@ -146,6 +215,7 @@ def write_card(models_dir: Path) -> Path:
             "real data and re-read this card.\n"
         )
     )
+    text += _fresh_section(models_dir)
     text += (
         "\n## Calibration\n`reliability.png`: confidence (x) vs hit rate (y), 15 bins, grey diagonal = "
         "perfect; blue = transformer raw, orange = transformer after Platt, green = LSTM BTC-USD after "
@@ -170,8 +240,8 @@ def write_card(models_dir: Path) -> Path:
         "(`--seed`, `--days`, `--market`, `--out`). The same seed gives byte-identical ONNX files; the inference stage "
         "picks a new version up by itself (hot reload) once its `manifest.json` changes.\n"
         "\n## Not done\n- No training on real 1-minute data (none ships; the EURUSD file is hourly).\n"
-        "- A single walk-forward fold (train / calibration / test), not a rolling series of folds, and no "
-        "bootstrap intervals on the figures yet.\n"
+        "- A single walk-forward fold (train / calibration / test), not a rolling series of folds; the "
+        "intervals are of this one test slice.\n"
         "- A prediction carries only its winning class and that class's probability; the signals stage splits "
         "the rest evenly between the other two classes (not the model's own distribution).\n"
     )

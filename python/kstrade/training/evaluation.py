@@ -77,6 +77,31 @@ def ece(confidence: np.ndarray, correct: np.ndarray) -> float:
     return expected_calibration_error([float(c) for c in confidence], [bool(c) for c in correct], ECE_BINS)
 
 
+#: Block length (rows: minutes of one symbol) and resamples of the bootstrap intervals. Labels
+#: five minutes ahead overlap and volatility clusters, so rows are not independent: resampling
+#: hour-long blocks keeps that dependence inside each block.
+BOOTSTRAP_BLOCK = 360
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def per_row_log_loss(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return np.asarray(-np.log(np.clip(probabilities[np.arange(labels.shape[0]), labels], _EPS, 1.0)))
+
+
+def interval(per_row: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """A `level` interval of the mean of `per_row` by a circular block bootstrap
+    (`BOOTSTRAP_BLOCK` rows per block, `BOOTSTRAP_RESAMPLES` resamples, seeded)."""
+    n = per_row.shape[0]
+    block = min(BOOTSTRAP_BLOCK, n)
+    blocks = -(-n // block)
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n, size=(BOOTSTRAP_RESAMPLES, blocks))
+    idx = (starts[:, :, None] + np.arange(block)[None, None, :]).reshape(BOOTSTRAP_RESAMPLES, -1)[:, :n] % n
+    means = per_row[idx].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
 def brier(probabilities: np.ndarray, target: np.ndarray) -> float:
     """Multi-class Brier score: the mean over rows of sum_k (p_k - t_k)^2, where the target is
     either the labels (one-hot: against outcomes) or the true class probabilities."""

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from kstrade.inference.runtime import REFERENCE_FILE, LoadedModel, session_optio
 from kstrade.ingest import synthetic
 from kstrade.training import dataset as ds
 from kstrade.training import evaluation as ev
+from kstrade.training import reevaluate
 from kstrade.training.card import write_card
 from kstrade.training.nets import DirectionLSTM, DirectionTransformer, LastStepLogistic
 
@@ -287,6 +288,18 @@ def _score(
     metrics["beats_always_flat"] = bool(metrics["model"]["log_loss"] < metrics["always_flat"]["log_loss"])
     metrics["beats_last_direction"] = bool(metrics["model"]["log_loss"] < metrics["last_direction"]["log_loss"])
     metrics["beats_logistic"] = bool(metrics["model"]["log_loss"] < metrics["logistic"]["log_loss"])
+    # 95% intervals (block bootstrap): the figures, and the model's margin over the best baseline.
+    model_loss = ev.per_row_log_loss(pt, yt)
+    baselines = {"always_flat": flat, "last_direction": last, "logistic": logistic}
+    best = min(baselines, key=lambda k: metrics[k]["log_loss"])
+    margin = model_loss - ev.per_row_log_loss(baselines[best], yt)
+    metrics["intervals"] = {
+        "method": f"circular block bootstrap, {ev.BOOTSTRAP_BLOCK}-row blocks, {ev.BOOTSTRAP_RESAMPLES} resamples, 95%",
+        "log_loss": [round(v, 4) for v in ev.interval(model_loss)],
+        "accuracy": [round(v, 4) for v in ev.interval((np.argmax(pt, axis=1) == yt).astype(float))],
+        "best_baseline": best,
+        "log_loss_minus_best_baseline": [round(v, 4) for v in ev.interval(margin)],
+    }
     truth = sl.truth
     if truth is not None:  # the planted-edge market: how good could any model be?
         chosen = truth[np.arange(len(yt)), np.argmax(pt, axis=1)]
@@ -296,6 +309,8 @@ def _score(
             "note": "the true class probabilities as the forecast: no model can do better on average",
         }
         metrics["brier_vs_truth"] = round(ev.brier(pt, truth), 4)
+        gap = (np.argmax(truth, axis=1) == yt).astype(float) - (np.argmax(pt, axis=1) == yt).astype(float)
+        metrics["intervals"]["accuracy_below_bayes"] = [round(v, 4) for v in ev.interval(gap)]
         metrics["ece_calibrated_vs_truth"] = round(ev.ece_against_truth(calibrated, chosen), 4)
     fit = {
         "method": "platt",
@@ -383,6 +398,26 @@ def _finish(
     return manifest, curves
 
 
+def _fresh(opts: TrainOptions) -> list[dict[str, Any]]:
+    """The exported models on fresh periods and seeds (`reevaluate.FRESH_SEEDS`), torch-free:
+    what the card's one test slice does not show."""
+    out = []
+    for seed in reevaluate.FRESH_SEEDS:
+        data = replace(opts.data, seed=seed, start=reevaluate.FRESH_START, days=reevaluate.FRESH_DAYS)
+        checks = {(c.model, c.figure): c for c in reevaluate.reevaluate(opts.out, data, opts.label)}
+        models = []
+        for f in reevaluate.fresh_scores(opts.out, data, opts.label):
+            models.append({
+                "model": f.model, "samples": f.samples, "log_loss": round(f.log_loss, 4),
+                "accuracy": round(f.accuracy, 4), "constant_log_loss": round(f.constant_log_loss, 4),
+                "log_loss_holds": checks[(f.model, "log_loss")].holds,
+                "accuracy_holds": checks[(f.model, "accuracy")].holds,
+            })  # fmt: skip
+        out.append({"seed": seed, "start": f"{reevaluate.FRESH_START:%Y-%m-%d}", "days": reevaluate.FRESH_DAYS,
+                    "models": models})  # fmt: skip
+    return out
+
+
 def train(opts: TrainOptions) -> list[Manifest]:
     """The whole `train` command; returns the manifests written."""
     torch.manual_seed(opts.seed)
@@ -448,6 +483,7 @@ def train(opts: TrainOptions) -> list[Manifest]:
         },
         "reliability_curves": {k: asdict(v) for k, v in curves.items()},
     }
+    summary["fresh"] = _fresh(opts)
     (opts.out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     ds.write_drift_references(opts.out, series, opts.split)
     write_card(opts.out)
