@@ -74,9 +74,10 @@ def report(contender: str, version: str, candles: int, seconds: float, extra: st
 
 @pytest.fixture(scope="module")
 def candles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame]:
-    """The default run's SYNTHETIC candles (as `kstrade data synth` writes them), once per session:
-    the Parquet file and the frame read back from it (open_time_ms, symbol, OHLCV)."""
-    path = synthetic.write(SYMBOLS, START, DAYS, SEED, tmp_path_factory.mktemp("replay-data"))
+    """The default run's SYNTHETIC candles (the planted-edge market, as `kstrade data synth`
+    writes them: kstrade trades on them), once per session: the Parquet file and the frame read
+    back from it (open_time_ms, symbol, OHLCV)."""
+    path = synthetic.write(SYMBOLS, START, DAYS, SEED, tmp_path_factory.mktemp("replay-data"), synthetic.DEFAULT_MARKET)
     frame = read_candles(path)
     assert frame.height == DAYS * synthetic.MINUTES_PER_DAY * len(SYMBOLS)
     return path, frame
