@@ -381,11 +381,11 @@ class MetricsCollector(Stage):
     def on_time(self, now_ns: int) -> Iterable[Output]:
         s = self.settings
         emit_interval_s, lag_interval_s = self.intervals_s()
-        if self._unexported:  # the per-topic message counters, added once per batch
-            messages_of = self.exporter.messages_of
-            for topic, n in self._unexported.items():
-                messages_of(topic).inc(n)
-            self._unexported = {}
+        # A replay (the event clock) exports counters and refreshes the operator's replies once
+        # per tick, not at every lockstep round: nobody scrapes or asks while the clock races.
+        replay = isinstance(self.clock, EventClock)
+        if self._unexported and not replay:  # the per-topic message counters, added once per batch
+            self._export_counts()
         outputs: list[Output] = []
         raised: list[RaisedAlert] = []
         with self._lock:
@@ -425,12 +425,13 @@ class MetricsCollector(Stage):
                 raised.append(alert)
         for alert in raised:
             outputs.append(self._alert(now_ns, alert))
-        if outputs or self.account.revision != self._replied_revision:
+        if replay and tick and self._unexported:
+            self._export_counts()
+        if outputs or (self.account.revision != self._replied_revision and (tick or not replay)):
             self._refresh_replies(now_ns)
         # Writes go out once per tick, or sooner when the buffer is large, but a failing database
         # is retried only once per tick, not on every poll. A replay writes big transactions
         # (and the rest on `close`): nobody reads the database while the event clock races.
-        replay = isinstance(self.clock, EventClock)
         if (
             self.store is not None
             and self.store.pending
@@ -442,6 +443,12 @@ class MetricsCollector(Stage):
         ):
             self._flush(now_ns)
         return outputs
+
+    def _export_counts(self) -> None:
+        messages_of = self.exporter.messages_of
+        for topic, n in self._unexported.items():
+            messages_of(topic).inc(n)
+        self._unexported = {}
 
     def _ingest_feeds(self, now_ns: int) -> list[RaisedAlert]:
         """Each ingest source's freshness as of now: the age its last report gave, plus the time
@@ -692,6 +699,8 @@ class MetricsCollector(Stage):
                 f"{command.command_id}); the execution stage confirms it here once applied")  # fmt: skip
 
     def close(self) -> None:
+        if self._unexported:
+            self._export_counts()
         if self.store is not None:
             try:
                 self.store.flush()
