@@ -381,8 +381,9 @@ class MetricsCollector(Stage):
     def on_time(self, now_ns: int) -> Iterable[Output]:
         s = self.settings
         emit_interval_s, lag_interval_s = self.intervals_s()
-        # A replay (the event clock) exports counters and refreshes the operator's replies once
-        # per tick, not at every lockstep round: nobody scrapes or asks while the clock races.
+        # A replay (the event clock) exports its message counters once per tick, not at every
+        # lockstep round: nothing scrapes them while the clock races. (The operator's replies
+        # still follow every fill: a simulated operator may ask at any instant.)
         replay = isinstance(self.clock, EventClock)
         if self._unexported and not replay:  # the per-topic message counters, added once per batch
             self._export_counts()
@@ -427,7 +428,7 @@ class MetricsCollector(Stage):
             outputs.append(self._alert(now_ns, alert))
         if replay and tick and self._unexported:
             self._export_counts()
-        if outputs or (self.account.revision != self._replied_revision and (tick or not replay)):
+        if outputs or self.account.revision != self._replied_revision:
             self._refresh_replies(now_ns)
         # Writes go out once per tick, or sooner when the buffer is large, but a failing database
         # is retried only once per tick, not on every poll. A replay writes big transactions
