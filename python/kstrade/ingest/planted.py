@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 import polars as pl
 
-from kstrade.ingest.synthetic_symbols import MINUTES_PER_DAY, MODELS, candles, intraday_pattern
+from kstrade.ingest.synthetic_symbols import MINUTES_PER_DAY, candles, checked, intraday_pattern
 
 GENERATOR = "kstrade.synthetic.planted_edge/1"
 
@@ -146,14 +146,7 @@ def true_probabilities(
 def generate(symbol: str, start: datetime, days: int, seed: int) -> pl.DataFrame:
     """`days` of SYNTHETIC planted-edge 1-minute candles for `symbol` from `start` (UTC, whole
     minute), with the state and the true label probabilities of each candle."""
-    if symbol not in MODELS:
-        raise ValueError(f"no synthetic model for {symbol!r}: choose from {', '.join(MODELS)}")
-    if days < 1:
-        raise ValueError("days must be >= 1")
-    start = start.astimezone(UTC) if start.tzinfo else start.replace(tzinfo=UTC)
-    if start.second or start.microsecond:
-        raise ValueError("start must be on a whole minute")
-    model = MODELS[symbol]
+    model, start = checked(symbol, start, days)
     n = days * MINUTES_PER_DAY
     # A stream of its own (the extra 1 in the seed): never the control market's numbers.
     rng = np.random.default_rng([seed, sum(map(ord, symbol)), 1])

@@ -26,14 +26,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from kstrade.ingest import planted
-from kstrade.ingest.synthetic_symbols import MINUTES_PER_DAY, MODELS, SymbolModel, candles, intraday_pattern
+from kstrade.ingest.synthetic_symbols import MINUTES_PER_DAY, MODELS, SymbolModel, candles, checked, intraday_pattern
 
 GENERATOR = "kstrade.synthetic.garch_t_regimes/1"
 __all__ = ["MARKETS", "MINUTES_PER_DAY", "MODELS", "SymbolModel", "generate", "generator", "intraday_pattern", "write"]
@@ -83,14 +83,7 @@ def generate(symbol: str, start: datetime, days: int, seed: int, market: str = "
     probabilities of the label classes)."""
     if _market(market) == "edge":
         return planted.generate(symbol, start, days, seed)
-    if symbol not in MODELS:
-        raise ValueError(f"no synthetic model for {symbol!r}: choose from {', '.join(MODELS)}")
-    if days < 1:
-        raise ValueError("days must be >= 1")
-    start = start.astimezone(UTC) if start.tzinfo else start.replace(tzinfo=UTC)
-    if start.second or start.microsecond:
-        raise ValueError("start must be on a whole minute")
-    model = MODELS[symbol]
+    model, start = checked(symbol, start, days)
     n = days * MINUTES_PER_DAY
     # One stream per symbol, derived from the seed: adding a symbol never changes the others.
     rng = np.random.default_rng([seed, sum(map(ord, symbol))])

@@ -5,7 +5,7 @@ Nothing here is market data."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -42,6 +42,19 @@ def intraday_pattern() -> np.ndarray:
         + 0.15 * np.exp(-(((hour - 0.5) / 1.0) ** 2))  # Asia opens
     )
     return np.asarray(pattern / np.sqrt(np.mean(pattern**2)))
+
+
+def checked(symbol: str, start: datetime, days: int) -> tuple[SymbolModel, datetime]:
+    """The symbol's model and `start` in UTC, for a generator asked for `days` from `start`;
+    ValueError naming what is wrong (an unknown symbol, no day, a start off the minute)."""
+    if symbol not in MODELS:
+        raise ValueError(f"no synthetic model for {symbol!r}: choose from {', '.join(MODELS)}")
+    if days < 1:
+        raise ValueError("days must be >= 1")
+    start = start.astimezone(UTC) if start.tzinfo else start.replace(tzinfo=UTC)
+    if start.second or start.microsecond:
+        raise ValueError("start must be on a whole minute")
+    return MODELS[symbol], start
 
 
 def candles(
