@@ -62,9 +62,6 @@ class PaperBroker:
             "positions": [{**asdict(o), "position": asdict(o.position)} for o in self.positions.values()],
             "closed": [asdict(c) for c in self._closed],
         }  # fmt: skip
-        for key, fill in self.fills.items():
-            if key not in self._fill_entries:
-                self._fill_entries[key] = f"{json.dumps(key)}: {json.dumps(asdict(fill))}"
         text = json.dumps(state)[:-1] + ', "fills": {' + ", ".join(self._fill_entries.values()) + "}}"
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_suffix(".tmp")
@@ -84,8 +81,14 @@ class PaperBroker:
             self.positions[position.ticket] = _Open(
                 position, o["open_commission"], o["commission_per_lot"], o["order_id"]
             )
-        self.fills = {k: Fill(**f) for k, f in state["fills"].items()}
+        for key, f in state["fills"].items():
+            self._filled(key, Fill(**f))
         self._closed = [ClosedTrade(**{**c, "side": Side(c["side"])}) for c in state["closed"]]
+
+    def _filled(self, client_order_id: str, fill: Fill) -> None:
+        """A fill of the account, and its JSON entry for every later save (made once, here)."""
+        self.fills[client_order_id] = fill
+        self._fill_entries[client_order_id] = f"{json.dumps(client_order_id)}: {json.dumps(asdict(fill))}"
 
     def _next(self, prefix: str) -> str:
         self._seq += 1
@@ -120,7 +123,7 @@ class PaperBroker:
             ),
             commission, request.commission_per_lot, ticket,
         )  # fmt: skip
-        self.fills[request.client_order_id] = fill
+        self._filled(request.client_order_id, fill)
         self._save()
         return BrokerReply(Outcome.FILLED, BrokerCode.DONE, fill=fill)
 

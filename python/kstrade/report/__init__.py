@@ -168,19 +168,15 @@ def headroom(pnl: pl.DataFrame, rules: GuardrailSettings) -> dict[str, list[floa
     (balance at Prague midnight - the daily limit) and the maximum-loss floor, in % of the
     initial balance, as the execution stage's guards compute them (the same classes). Closed
     balances only: the guard also watches floating P&L, which the run's files do not keep."""
-    daily = DailyLossGuard(rules, 0)
-    total = MaxLossGuard(rules)
     out: dict[str, list[float]] = {"daily_loss_pct": [], "max_loss_pct": []}
     if pnl.is_empty() or "balance" not in pnl.columns:
         return out
+    times = [int(at.timestamp() * 1e9) for at in pnl["timestamp"].to_list()]
+    daily = DailyLossGuard(rules, times[0])  # the first trade's day starts from the initial balance
+    total = MaxLossGuard(rules)
     balance = rules.initial_balance
-    first = True
-    for at, after in zip(pnl["timestamp"].to_list(), pnl["balance"].to_list(), strict=True):
-        now_ns = int(at.timestamp() * 1e9)
-        if first:
-            daily = DailyLossGuard(rules, now_ns)
-            first = False
-        elif daily.roll(now_ns, balance):  # the balance at midnight: before this trade
+    for now_ns, after in zip(times, pnl["balance"].to_list(), strict=True):
+        if daily.roll(now_ns, balance):  # the balance at midnight: before this trade
             total.end_of_day(balance)
         balance = after
         out["daily_loss_pct"].append(100 * (balance - daily.floor) / rules.initial_balance)

@@ -87,17 +87,22 @@ def fresh_scores(models_dir: Path, data: ds.DataSpec, label: ds.LabelDefinition 
     return scores
 
 
-def reevaluate(models_dir: Path, data: ds.DataSpec, label: ds.LabelDefinition | None = None) -> list[Check]:
-    """The card's log-loss and accuracy of every model beside the same figures on `data`."""
-    checks = []
-    for f in fresh_scores(models_dir, data, label):
+def checks(scores: list[Fresh]) -> list[Check]:
+    """The card's log-loss and accuracy of every scored model beside the same fresh figures."""
+    out = []
+    for f in scores:
         intervals = f.card.get("intervals")
         if intervals is None:
             raise ValueError(f"{f.model}: the card has no intervals to check against (retrain with this version)")
         card = f.card["model"]
-        checks.append(Check(f.model, "log_loss", card["log_loss"], tuple(intervals["log_loss"]), f.log_loss, f.samples))
-        checks.append(Check(f.model, "accuracy", card["accuracy"], tuple(intervals["accuracy"]), f.accuracy, f.samples))
-    return checks
+        out.append(Check(f.model, "log_loss", card["log_loss"], tuple(intervals["log_loss"]), f.log_loss, f.samples))
+        out.append(Check(f.model, "accuracy", card["accuracy"], tuple(intervals["accuracy"]), f.accuracy, f.samples))
+    return out
+
+
+def reevaluate(models_dir: Path, data: ds.DataSpec, label: ds.LabelDefinition | None = None) -> list[Check]:
+    """`checks` of every model under `models_dir` on `data`."""
+    return checks(fresh_scores(models_dir, data, label))
 
 
 def report(checks: list[Check]) -> str:

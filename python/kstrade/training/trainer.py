@@ -404,9 +404,10 @@ def _fresh(opts: TrainOptions) -> list[dict[str, Any]]:
     out = []
     for seed in reevaluate.FRESH_SEEDS:
         data = replace(opts.data, seed=seed, start=reevaluate.FRESH_START, days=reevaluate.FRESH_DAYS)
-        checks = {(c.model, c.figure): c for c in reevaluate.reevaluate(opts.out, data, opts.label)}
+        scores = reevaluate.fresh_scores(opts.out, data, opts.label)  # each model run once per period
+        checks = {(c.model, c.figure): c for c in reevaluate.checks(scores)}
         models = []
-        for f in reevaluate.fresh_scores(opts.out, data, opts.label):
+        for f in scores:
             models.append({
                 "model": f.model, "samples": f.samples, "log_loss": round(f.log_loss, 4),
                 "accuracy": round(f.accuracy, 4), "constant_log_loss": round(f.constant_log_loss, 4),
