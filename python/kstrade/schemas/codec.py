@@ -55,6 +55,8 @@ HEADER_SCHEMA_VERSION = "schema_version"
 HEADER_ORIGIN_NS = "origin_ns"
 HEADER_STAGE = "stage"
 HEADER_ENCODING = "encoding"
+#: A codec's constant headers for one stage: schema, schema_version, stage, encoding.
+_HeaderTemplate = tuple[tuple[str, bytes], tuple[str, bytes], tuple[str, bytes], tuple[str, bytes]]
 #: `encoding` header values: bare Avro body, Confluent wire format, or JSON.
 ENCODINGS = ("avro", "avro-confluent", "json")
 
@@ -496,6 +498,7 @@ class Codec:
         self._schema_header = self.schema_name.encode()
         self._version_header = str(self.version).encode()
         self._encoding_header = self.encoding.encode()
+        self._header_templates: dict[str, _HeaderTemplate] = {}
         self._schema_id: int | None = None
         self._current_ids: set[int] = set()
         self._lock = threading.Lock()
@@ -513,8 +516,18 @@ class Codec:
     # headers
 
     def headers(self, origin_ns: int, stage: str) -> list[tuple[str, bytes]]:
-        """The headers for a message this codec encoded."""
-        return MessageHeaders(self.schema_name, self.version, origin_ns, stage, self.encoding).to_kafka()
+        """The headers for a message this codec encoded (`MessageHeaders.to_kafka`'s list, from
+        a per-stage template: every output of every stage takes this path)."""
+        schema, version, stage_header, encoding = self._header_templates.get(stage) or self._header_template(stage)
+        return [schema, version, (HEADER_ORIGIN_NS, str(origin_ns).encode()), stage_header, encoding]
+
+    def _header_template(self, stage: str) -> _HeaderTemplate:
+        made = MessageHeaders(self.schema_name, self.version, 0, stage, self.encoding).to_kafka()
+        if [name for name, _ in made] != [HEADER_SCHEMA, HEADER_SCHEMA_VERSION, HEADER_ORIGIN_NS, HEADER_STAGE,
+                                          HEADER_ENCODING]:  # fmt: skip
+            raise RuntimeError("MessageHeaders.to_kafka changed its order: update Codec.headers")
+        template = self._header_templates[stage] = (made[0], made[1], made[3], made[4])
+        return template
 
     # errors
 

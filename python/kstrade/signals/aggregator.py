@@ -26,7 +26,7 @@ from kstrade.bus.topics import (
 from kstrade.codes import DeadLetter, FilterReason
 from kstrade.config import Settings, SignalSettings
 from kstrade.schemas import Candle, Execution, FeatureVector, PnlEvent, Prediction, Signal
-from kstrade.schemas.codec import HEADER_ORIGIN_NS, from_micros
+from kstrade.schemas.codec import from_micros
 from kstrade.schemas.models import OrderStatus, PredictedDirection
 from kstrade.signals import inputs
 from kstrade.signals.calibration import Calibrator, calibrator_from_spec
@@ -107,7 +107,6 @@ class SignalAggregator(Stage):
         self._feature_topics = {features_aggregated(s): s for s in self.symbols}
         self._topic_raw, self._topic_calibrated = signals("raw"), signals("calibrated")
         self._topic_final, self._topic_filtered = signals("final"), signals("filtered")
-        self._signal_headers: list[tuple[str, bytes]] | None = None
         self._candles = inputs.FastReader(self.codec(Candle))
         self._vectors = inputs.FastReader(self.codec(FeatureVector))
         #: The only features a decision reads (`decision.plan_signals`): the rest of a vector
@@ -391,13 +390,7 @@ class SignalAggregator(Stage):
         self.outcome_weights.predicted(context.symbol, context.timestamp, context.close, votes)
 
     def _headers(self, origin_ns: int) -> list[tuple[str, bytes]]:
-        """`Codec(Signal).headers(origin_ns, "signals")`, from a template made once."""
-        template = self._signal_headers
-        if template is None:
-            template = self._signal_headers = self.codec(Signal).headers(0, self.name)
-        return [
-            (name, str(origin_ns).encode()) if name == HEADER_ORIGIN_NS else (name, value) for name, value in template
-        ]
+        return self.codec(Signal).headers(origin_ns, self.name)
 
     def _encoded_outputs(self, plan: SignalPlan, bodies: tuple[bytes, bytes, bytes], origin_ns: int) -> list[Output]:
         """What `_outputs` gives for `plan.decision()`, from bodies `encode_plan` wrote."""
