@@ -367,12 +367,20 @@ def test_window_arrays_are_reused_not_reallocated() -> None:
     from kstrade.inference.stage import FeatureWindow
 
     window = FeatureWindow(3, 2)
-    buffer = window.rows
+    buffer = window.rows.base
     for t in range(5):
         assert window.push(t, np.array([t, -t], dtype=np.float32))
+        assert window.rows.base is buffer and window.rows.flags.c_contiguous
+        assert window.rows[:, 0].tolist()[-min(t + 1, 3) :] == list(range(max(0, t - 2), t + 1))
     assert not window.push(4, np.zeros(2, dtype=np.float32))  # a redelivered candle
-    assert window.rows is buffer and window.full
+    assert window.full
     assert window.rows[:, 0].tolist() == [2, 3, 4]
+    assert window.rows[:, 1].tolist() == [-2, -3, -4]
+    restored = FeatureWindow(3, 2)
+    assert restored.restore(window.snapshot())
+    assert restored.rows.tolist() == window.rows.tolist() and restored.full
+    restored.push(5, np.array([5, -5], dtype=np.float32))
+    assert restored.rows[:, 0].tolist() == [3, 4, 5]
     _ = timedelta
 
 

@@ -51,35 +51,49 @@ log = logging.getLogger(__name__)
 
 
 class FeatureWindow:
-    """One symbol's last `length` feature vectors, oldest first, in a preallocated array."""
+    """One symbol's last `length` feature vectors, oldest first, in a preallocated array.
+
+    Every vector is written twice, at `i` and `i + length` of a buffer twice the window's
+    length, so the window is always one contiguous slice of it (`rows`): a push writes one row
+    instead of shifting the whole window."""
 
     def __init__(self, length: int, features: int) -> None:
-        self.rows = np.zeros((length, features), dtype=np.float32)
+        self._buffer = np.zeros((2 * length, features), dtype=np.float32)
+        self.length = length
+        self._head = 0  # where the next vector goes; the window starts there
         self.count = 0
         self.last_time_us = -1
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The window, oldest first: a view into the buffer (valid until the next push)."""
+        return self._buffer[self._head : self._head + self.length]
 
     def push(self, time_us: int, values: np.ndarray) -> bool:
         """Appends the vector of a newer candle; False for a candle already seen (a redelivery
         after a rebalance): it must neither enter the window twice nor be predicted twice."""
         if time_us <= self.last_time_us:
             return False
-        self.rows[:-1] = self.rows[1:]
-        self.rows[-1] = values
-        self.count = min(self.count + 1, self.rows.shape[0])
+        head = self._head
+        self._buffer[head] = values
+        self._buffer[head + self.length] = values
+        self._head = head + 1 if head + 1 < self.length else 0
+        self.count = min(self.count + 1, self.length)
         self.last_time_us = time_us
         return True
 
     @property
     def full(self) -> bool:
-        return self.count == self.rows.shape[0]
+        return self.count == self.length
 
     def snapshot(self) -> dict[str, object]:
         """The window as plain data (the rows as base64 of their float32 bytes: exact)."""
+        rows = self.rows
         return {
-            "shape": list(self.rows.shape),
+            "shape": list(rows.shape),
             "count": self.count,
             "last_time_us": self.last_time_us,
-            "rows": base64.b64encode(self.rows.tobytes()).decode("ascii"),
+            "rows": base64.b64encode(rows.tobytes()).decode("ascii"),
         }
 
     def restore(self, state: dict[str, object]) -> bool:
@@ -87,14 +101,17 @@ class FeatureWindow:
         its shape is not this window's: the model's window or feature count changed."""
         if state["shape"] != list(self.rows.shape):
             return False
-        rows = np.frombuffer(base64.b64decode(str(state["rows"])), dtype=np.float32)
-        self.rows[:] = rows.reshape(self.rows.shape)
+        rows = np.frombuffer(base64.b64decode(str(state["rows"])), dtype=np.float32).reshape(self.rows.shape)
+        self._head = 0
+        self._buffer[: self.length] = rows
+        self._buffer[self.length :] = rows
         self.count = int(str(state["count"]))
         self.last_time_us = int(str(state["last_time_us"]))
         return True
 
     def scaled_into(self, mean: np.ndarray, inv_std: np.ndarray, out: np.ndarray) -> np.ndarray:
-        np.subtract(self.rows, mean, out=out[0])
+        rows = self.rows
+        np.subtract(rows, mean, out=out[0])
         np.multiply(out[0], inv_std, out=out[0])
         return out
 
@@ -343,7 +360,7 @@ class InferenceStage(Stage):
         manifest = slot.model.manifest
         if list(names) != list(manifest.feature_names) or version != manifest.feature_version:
             return 0
-        length = window.rows.shape[0]
+        length = window.length
         pushed = 0
         for t, row in zip(open_ms[-length:].tolist(), rows[-length:], strict=True):
             pushed += window.push(t * 1000, row.astype(np.float32))
@@ -458,10 +475,11 @@ class InferenceStage(Stage):
             where.append((k, symbol, time_us))
         encoded = codec.encode_values(values)
         out: dict[int, list[Output]] = {}
+        topics: dict[str, tuple[str, bytes]] = {}  # per symbol: its topic and key
         for (k, symbol, _), data in zip(where, encoded, strict=True):
             origin = self.origin_ns(records[k])
-            out[k] = [Output(self.topic_for(symbol), data, key=symbol.encode(),
-                             headers=codec.headers(origin, self.name), origin_ns=origin)]  # fmt: skip
+            topic, key = topics.get(symbol) or topics.setdefault(symbol, (self.topic_for(symbol), symbol.encode()))
+            out[k] = [Output(topic, data, key=key, headers=codec.headers(origin, self.name), origin_ns=origin)]
         return out
 
     # -- hot reload -------------------------------------------------------------------------------
