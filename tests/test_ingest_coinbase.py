@@ -32,8 +32,9 @@ from kstrade.ingest.coinbase.messages import (
 )
 from kstrade.ingest.coinbase.minutes import LiveMinutes, Window
 from kstrade.ingest.coinbase.rest import CandlesRest, RestError
+from kstrade.ingest.health import IngestHealth as SourceHealth
 from kstrade.ingest.resume import resume_points
-from kstrade.ingest.rollup import INTERVAL_MS
+from kstrade.ingest.rollup import INTERVAL_MS, MultiTimeframeCandles
 from kstrade.ingest.service import ensure_candle_topics, run_ingest
 from kstrade.retry import Backoff
 from kstrade.schemas import Alert, Candle, Codec
@@ -195,6 +196,9 @@ def test_no_minute_lost_no_duplicate_backfill_equals_rest(
     if name == "junk and 429":
         assert h.malformed_messages == 1 and h.unknown_channels == 1 and h.rate_limited == 2
     assert h.last_message_age_s() is not None and h.candles_produced == len(got)
+    # Every minute without a candle had no trade: all quiet, none lost.
+    quiet = [t for t in range(minutes[0][0], last, MIN) if t not in want]
+    assert (h.missing_minutes, h.lost_minutes) == (len(quiet), 0)
 
 
 def test_the_reconnect_backoff_starts_again_after_a_session_that_streamed_healthily(
@@ -229,7 +233,7 @@ def test_a_minute_with_trades_that_rest_withholds_is_asked_again_then_alerted_lo
     withheld = T0 + 2 * MIN  # trades at :04 and :14 of it, before the hang-up at :30
     scenario = Scenario(disconnect_at_ms=withheld + 30_000, rest_withholds_ms=(withheld,))
     alerts: list[Alert] = []
-    got, server, _ = run_feed(scenario, until_ms=T0 + 8 * MIN, alerts=alerts)
+    got, server, source = run_feed(scenario, until_ms=T0 + 8 * MIN, alerts=alerts)
     minutes = [t for topic, t, _ in got if topic.endswith(".1m")]
     assert len(minutes) == len(set(minutes)) and minutes[-1] >= T0 + 5 * MIN
     want = {t for t in expected_minutes() if WARM_UP_FROM <= t <= minutes[-1]}
@@ -241,6 +245,29 @@ def test_a_minute_with_trades_that_rest_withholds_is_asked_again_then_alerted_lo
     windows = [(r[0], r[1]) for r in server.rest_log if r[4] == 200 and r[0] <= withheld // 1000 < r[1]]
     assert len(windows) == 2 and windows[0] == windows[1], server.rest_log  # asked twice, the same window
     assert f"minute {stamp} LOST" in caplog.text
+    # The health counts it as lost, once per alert, and not among the quiet minutes (no trades).
+    quiet = [t for t in range(minutes[0], minutes[-1], MIN) if t not in expected_minutes()]
+    assert quiet and withheld not in quiet
+    assert (source.health.missing_minutes, source.health.lost_minutes) == (len(quiet), len(lost))
+
+
+def test_a_lost_minute_counts_as_lost_and_a_quiet_one_as_quiet() -> None:
+    """Minutes 2, 3 and 4 have no candle; the feed found 3 LOST (trades seen, no candle from
+    REST) and tells the rollup before the candle after the gap: 2 and 4 are quiet, 3 is lost."""
+    health = SourceHealth()
+    rollup = MultiTimeframeCandles("BTC-USD", "coinbase", health=health)
+    quiet, lost = [T0 + 2 * MIN, T0 + 4 * MIN], [T0 + 3 * MIN]
+    for minute in (0, 1):
+        rollup.push(NativeCandle(T0 + minute * MIN, 10, 11, 9, 10, 1))
+    for t in lost:
+        rollup.lost(t)
+    assert (health.missing_minutes, health.lost_minutes) == (0, len(lost))  # lost as soon as found
+    rollup.push(NativeCandle(T0 + 5 * MIN, 10, 11, 9, 10, 1))
+    assert (health.missing_minutes, health.lost_minutes) == (len(quiet), len(lost))
+    # The next gap (minutes 6 and 7) is all quiet: the settled lost minute is not subtracted again.
+    quiet += [T0 + 6 * MIN, T0 + 7 * MIN]
+    rollup.push(NativeCandle(T0 + 8 * MIN, 10, 11, 9, 10, 1))
+    assert (health.missing_minutes, health.lost_minutes) == (len(quiet), len(lost))
 
 
 def test_both_message_variants_parse() -> None:

@@ -5,10 +5,12 @@ start again from its own report."""
 
 from __future__ import annotations
 
+import io
 import re
 import time
 import uuid
 
+import fastavro
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,7 +20,9 @@ from kstrade.bus.topics import METRICS_ALERTS, METRICS_INGEST_HEALTH
 from kstrade.config import MetricsSettings
 from kstrade.ingest.health import HealthReport, IngestHealth
 from kstrade.metrics import MetricsCollector
-from kstrade.schemas import Alert, Codec
+from kstrade.schemas import Alert, Codec, MessageHeaders
+from kstrade.schemas import models as messages
+from kstrade.schemas.codec import schema_json
 from kstrade.schemas.models import Severity
 
 from .conftest import drain, make_topic
@@ -57,7 +61,8 @@ def test_health_reports_become_prometheus_series_and_a_stale_feed_alerts(bus: Bu
     # Source names of this test only: the Kafka broker is shared with other tests.
     live, replay = f"coinbase-{uuid.uuid4().hex[:8]}", f"replay-{uuid.uuid4().hex[:8]}"
     feed = IngestHealth(reconnects=2, gaps_detected=3, gaps_backfilled=3, backfilled_candles=61,
-                        candles_produced=80, messages=1200, rate_limited=1, cross_check_mismatches=1)  # fmt: skip
+                        candles_produced=80, messages=1200, rate_limited=1, cross_check_mismatches=1,
+                        missing_minutes=7, lost_minutes=2)  # fmt: skip
     feed_report = HealthReport(feed, live, ["BTC-USD", "ETH-USD"])
     replayed = HealthReport(IngestHealth(candles_produced=500, missing_minutes=4), replay, ["EURUSD"])
     reported_ns = time.time_ns()
@@ -91,10 +96,12 @@ def test_health_reports_become_prometheus_series_and_a_stale_feed_alerts(bus: Bu
     assert ("kstrade_ingest_last_message_age_seconds", (("source", replay),)) not in values  # no feed to age
     for name, value in [("reconnects", 2), ("gaps_detected", 3), ("gaps_backfilled", 3), ("backfilled_candles", 61),
                         ("candles_produced", 80), ("messages", 1200), ("rate_limited", 1),
-                        ("cross_check_mismatches", 1), ("missing_minutes", 0)]:  # fmt: skip
+                        ("cross_check_mismatches", 1), ("missing_minutes", 7), ("lost_minutes", 2)]:  # fmt: skip
         assert values[(f"kstrade_ingest_{name}_total", (("source", live),))] == value, name
     assert values[("kstrade_ingest_candles_produced_total", (("source", replay),))] == 500
+    # Quiet and lost minutes are two series: a replay has quiet ones only.
     assert values[("kstrade_ingest_missing_minutes_total", (("source", replay),))] == 4
+    assert values[("kstrade_ingest_lost_minutes_total", (("source", replay),))] == 0
 
     # The feed goes silent for 40 s (threshold 30): one CRITICAL alert, not one per evaluation.
     feed.last_message_ns = time.time_ns() - 40 * NS
@@ -141,4 +148,30 @@ def test_a_feed_whose_reports_stop_goes_stale() -> None:
     assert _alerts(list(collector.on_time(now + 30 * NS))) == []
     late = _alerts(list(collector.on_time(now + 61 * NS)))
     assert [(a.code, a.severity) for a in late] == [("INGEST_FEED_STALE", Severity.CRITICAL)]
+    collector.close()
+
+
+def test_a_report_from_an_ingest_still_writing_v1_is_read_with_no_lost_minutes() -> None:
+    """An ingest not yet upgraded writes IngestHealth v1 (no `lost_minutes`, its missing minutes
+    count lost ones too): the collector reads it through schema resolution and exports the lost
+    series at 0 beside them."""
+    bus = Bus.memory()
+    make_topic(bus, METRICS_INGEST_HEALTH)
+    report = HealthReport(IngestHealth(candles_produced=9, missing_minutes=3), "coinbase", ["BTC-USD"])
+    now = time.time_ns()
+    v1 = report.message(now).model_dump(exclude={"lost_minutes"})
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(schema_json("ingest_health", 1)), v1)
+    headers = MessageHeaders(Codec(messages.IngestHealth).schema_name, 1, now, "ingest").to_kafka()
+    _send(bus, [Output(METRICS_INGEST_HEALTH, body.getvalue(), key=b"coinbase", headers=headers)])
+    collector = MetricsCollector(MetricsSettings(prometheus_port=0, database_url=""))
+    consumer = bus.consumer("m")
+    consumer.subscribe([METRICS_INGEST_HEALTH])
+    for r in drain(consumer, 1):
+        assert list(collector.handle(r)) == []
+    assert collector.unreadable == 0
+    values = _scrape(collector)
+    assert values[("kstrade_ingest_candles_produced_total", (("source", "coinbase"),))] == v1["candles_produced"]
+    assert values[("kstrade_ingest_missing_minutes_total", (("source", "coinbase"),))] == v1["missing_minutes"]
+    assert values[("kstrade_ingest_lost_minutes_total", (("source", "coinbase"),))] == 0
     collector.close()

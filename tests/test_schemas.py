@@ -204,6 +204,7 @@ def samples() -> dict[str, Any]:
             rate_limited=1,
             cross_checked=5,
             cross_check_mismatches=1,
+            lost_minutes=2,
         ),
     }
 
@@ -364,6 +365,25 @@ def test_old_writer_versions_are_read_through_schema_resolution(schemas_v2: Path
     with pytest.raises(CodecError) as info:
         codec.decode_value(v1_bytes, version=3, topic="t", offset=0)
     assert info.value.code == "UNKNOWN_SCHEMA_VERSION"
+
+
+def test_an_ingest_health_written_as_v1_decodes_with_no_lost_minutes() -> None:
+    """v2 counts lost minutes apart (`lost_minutes`, default 0): a v1 report still on the topic
+    (written by an ingest not yet upgraded) decodes, and a v1 reader still reads a v2 report."""
+    v1 = fastavro.parse_schema(released("ingest_health")[1])
+    current = fastavro.parse_schema(load(SCHEMAS / "ingest_health.avsc"))
+    written = {k: v for k, v in samples()["ingest_health"].items() if k != "lost_minutes"}
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, v1, {"timestamp": T0, **written})
+    codec = Codec("ingest_health")
+    assert codec.version > 1 and 1 in codec_module.released_versions("ingest_health")
+    message = codec.decode(body.getvalue(), version=1, topic="metrics.ingest_health", offset=0)
+    assert message == MODELS["ingest_health"](timestamp=T0, **written, lost_minutes=0)
+    # Forward: an old reader of a v2 report sees every v1 field, the new one left out.
+    v2 = MODELS["ingest_health"](timestamp=T0, **samples()["ingest_health"])
+    old = fastavro.schemaless_reader(io.BytesIO(codec.encode(v2)), current, v1)
+    assert isinstance(old, dict) and "lost_minutes" not in old
+    assert {k: old[k] for k in written} == written
 
 
 def test_nan_inside_a_map_is_refused_by_the_fastavro_path_with_its_field() -> None:

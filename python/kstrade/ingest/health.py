@@ -35,8 +35,11 @@ class IngestHealth:
     gaps_backfilled: int = 0
     backfilled_candles: int = 0
     candles_produced: int = 0
-    #: Minutes with no candle (no trades, or not on the exchange either).
+    #: Quiet minutes: no candle, and no trade seen in them (the exchange's truth).
     missing_minutes: int = 0
+    #: Lost minutes: the live feed saw trades in them and REST never returned a candle; each
+    #: one raised INGEST_MINUTE_LOST. Never counted as quiet.
+    lost_minutes: int = 0
     incomplete_bars: int = 0
     duplicates: int = 0
     #: Candles the aggregator refused (late or conflicting): logged, never emitted.

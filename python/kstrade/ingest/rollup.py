@@ -76,6 +76,15 @@ class MultiTimeframeCandles:
         # fixed: encode the Avro value directly instead of validating a pydantic model per
         # candle (3x the replay throughput). `candle_message` builds the same message.
         self._direct = self.codec.format == "avro"
+        #: Open times of LOST minutes (`lost`) whose gap has not closed yet.
+        self._lost: set[int] = set()
+
+    def lost(self, open_time_ms: int) -> None:
+        """A minute the live feed found LOST (trades seen, no candle from REST): counted as lost
+        now, and left out of the quiet minutes when the candle after the gap arrives. Must be
+        told before that candle is pushed."""
+        self.health.lost_minutes += 1
+        self._lost.add(open_time_ms)
 
     def output(self, interval: str, c: NativeCandle, source: str) -> Output:
         if self._direct:
@@ -118,10 +127,16 @@ class MultiTimeframeCandles:
         missing, closed = result
         outputs: list[Output] = []
         if missing and self._fresh("1m", candle.open_time_ms):
-            self.health.missing_minutes += missing
+            gap_from = candle.open_time_ms - missing * MINUTE_MS
+            lost = sum(1 for t in self._lost if gap_from <= t < candle.open_time_ms)
+            self.health.missing_minutes += missing - lost  # quiet: lost ones were counted by `lost`
             log.warning(
-                "ingest %s: %d minute(s) without a candle before %s", self.symbol, missing, _iso(candle.open_time_ms)
-            )
+                "ingest %s: %d minute(s) without a candle before %s (%d quiet, %d lost)",
+                self.symbol, missing, _iso(candle.open_time_ms), missing - lost, lost,
+            )  # fmt: skip
+        if self._lost:
+            # A later gap starts after this candle: older LOST minutes are settled.
+            self._lost = {t for t in self._lost if t > candle.open_time_ms}
         if self._fresh("1m", candle.open_time_ms):
             outputs.append(self.output("1m", candle, self.source))
         for bar in closed:

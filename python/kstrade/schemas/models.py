@@ -359,6 +359,7 @@ class IngestHealth(Message):
     gaps_backfilled: int = Field(ge=0)
     backfilled_candles: int = Field(ge=0)
     candles_produced: int = Field(ge=0)
+    #: Quiet minutes: no candle, and no trade seen in them (a v1 writer counted lost ones here too).
     missing_minutes: int = Field(ge=0)
     incomplete_bars: int = Field(ge=0)
     duplicates: int = Field(ge=0)
@@ -368,6 +369,8 @@ class IngestHealth(Message):
     rate_limited: int = Field(ge=0)
     cross_checked: int = Field(ge=0)
     cross_check_mismatches: int = Field(ge=0)
+    #: Minutes with trades seen and no candle obtained, each alerted INGEST_MINUTE_LOST (v2; 0 from v1).
+    lost_minutes: int = Field(0, ge=0)
 
     @field_validator("started")
     @classmethod

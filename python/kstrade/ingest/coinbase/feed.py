@@ -310,11 +310,13 @@ class CoinbaseFeed:
 
     def _publish(self) -> None:
         for p, m in self.minutes.items():
+            # LOST minutes before the candles after them: the source takes them first, so the
+            # gap they leave counts as lost, not quiet.
+            for minute in m.take_lost():
+                self.lost.put((p, minute))
             got = m.take()
             if got:
                 self.out.put((p, got))
-            for minute in m.take_lost():
-                self.lost.put((p, minute))
 
 
 class CoinbaseSource(Source):
@@ -376,6 +378,8 @@ class CoinbaseSource(Source):
         except queue.Empty:
             return outputs
         while True:
+            # The LOST minutes put before these candles (see `CoinbaseFeed._publish`) first.
+            self._lost_alerts()
             product, candles = item
             for c in candles:
                 outputs += self.rollups[product].push(c)
@@ -383,18 +387,19 @@ class CoinbaseSource(Source):
                 item = self.feed.out.get_nowait()
             except queue.Empty:
                 break
-        self._lost_alerts()
         outputs += self._alerts
         self._alerts = []
         return outputs
 
     def _lost_alerts(self) -> None:
-        """INGEST_MINUTE_LOST on metrics.alerts for each minute the feed found LOST."""
+        """INGEST_MINUTE_LOST on metrics.alerts for each minute the feed found LOST, each one
+        counted as lost in the health (`MultiTimeframeCandles.lost`)."""
         while True:
             try:
                 symbol, minute = self.feed.lost.get_nowait()
             except queue.Empty:
                 return
+            self.rollups[symbol].lost(minute)
             start = datetime.fromtimestamp(minute / 1000, tz=UTC)
             alert = Alert(
                 timestamp=datetime.now(UTC),
