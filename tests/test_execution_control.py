@@ -99,6 +99,7 @@ def test_flatten_closes_every_position_records_the_pnl_and_halts(c: Controlled) 
     assert c.broker.positions == {}
     [pnl] = c.read()[PNL]
     assert pnl.exit_price == 50_200 and pnl.realized_pnl == pytest.approx(200.0)
+    assert pnl.exit_reason == "OPERATOR_FLATTEN"
     assert c.broker.balance == pytest.approx(100_200.0)
     [ack] = c.acks()
     assert ack.code == "OPERATOR_FLATTEN" and "state HALTED" in ack.message and "0 position(s) open" in ack.message

@@ -160,6 +160,7 @@ def test_order_lifecycle_and_realized_pnl(h: Harness) -> None:
     h.candle(T0 + timedelta(minutes=1), 50_500, 52_500, 50_400, 52_100)
     [pnl] = h.read()[PNL]
     assert (pnl.exit_price, pnl.realized_pnl, pnl.balance, pnl.signal_id) == (52_000, 2_000, 102_000, sig.signal_id)
+    assert pnl.exit_reason == "TAKE_PROFIT"
 
 
 def test_a_redelivered_signal_never_produces_a_second_order(h: Harness) -> None:
@@ -220,7 +221,7 @@ def test_a_daily_breach_halts_and_flattens_until_prague_midnight(tmp_path: Path)
     assert h.broker.sent == 1
     h.candle(T0 + timedelta(minutes=1), 48_500, 48_600, 48_400, 48_500)  # gap: filled at 48 500
     out = h.read()
-    assert out[PNL][0].realized_pnl == -1_500
+    assert out[PNL][0].realized_pnl == -1_500 and out[PNL][0].exit_reason == "STOP_LOSS_GAP"
     assert "DAILY_LOSS_BREACHED" in [a.code for a in out[METRICS_ALERTS]]
     h.signal(T0 + timedelta(minutes=2), 48_500, 48_000, 49_500)
     assert h.broker.sent == 1
@@ -481,7 +482,7 @@ def test_funded_accounts_are_flat_over_the_weekend(tmp_path: Path) -> None:
     assert h.broker.positions == {}
     # closed at the first event past the close time, at the price known then (before this candle)
     [pnl] = h.read()[PNL]
-    assert pnl.exit_price == 50_000 and pnl.realized_pnl == 0
+    assert pnl.exit_price == 50_000 and pnl.realized_pnl == 0 and pnl.exit_reason == "GUARDRAIL"
     h.signal(datetime(2026, 1, 10, 12, 0, tzinfo=UTC), 50_200, 49_200, 52_200)  # Saturday: nothing opens
     assert h.broker.sent == 1
 

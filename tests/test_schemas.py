@@ -386,6 +386,25 @@ def test_an_ingest_health_written_as_v1_decodes_with_no_lost_minutes() -> None:
     assert {k: old[k] for k in written} == written
 
 
+def test_a_pnl_event_written_as_v1_decodes_without_an_exit_reason() -> None:
+    """v2 says why the position closed (`exit_reason`, optional): a v1 event decodes with None,
+    and a v1 reader still reads a v2 event."""
+    v1 = fastavro.parse_schema(released("pnl_event")[1])
+    current = fastavro.parse_schema(load(SCHEMAS / "pnl_event.avsc"))
+    written = {k: v for k, v in samples()["pnl_event"].items() if k != "exit_reason"}
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, v1, {"timestamp": T0, **{k: str(v) if k == "signal_id" else v
+                                                              for k, v in written.items()}})  # fmt: skip
+    codec = Codec("pnl_event")
+    assert codec.version == 2
+    message = codec.decode(body.getvalue(), version=1, topic="trades.pnl", offset=0)
+    assert message == MODELS["pnl_event"](timestamp=T0, **written) and message.exit_reason is None
+    v2 = MODELS["pnl_event"](timestamp=T0, **written, exit_reason="TAKE_PROFIT")
+    assert codec.decode(codec.encode(v2)).exit_reason == "TAKE_PROFIT"
+    old = fastavro.schemaless_reader(io.BytesIO(codec.encode(v2)), current, v1)
+    assert isinstance(old, dict) and "exit_reason" not in old and old["balance"] == written["balance"]
+
+
 def test_nan_inside_a_map_is_refused_by_the_fastavro_path_with_its_field() -> None:
     codec = Codec("signal")
     good = MODELS["signal"](timestamp=T0, **samples()["signal"]).model_dump()

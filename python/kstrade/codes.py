@@ -513,9 +513,21 @@ class FeedCode(_Code):
     BAD_FIELD = "BAD_FIELD", "a field of the wrong type or value", "ingest.coinbase.messages"
 
 
+class ExitReason(_Code):
+    """Why a position closed: `exit_reason` of a P&L event on `trades.pnl` (v2) and of a run's
+    closed trades. An MT5 account reports what its terminal's deal says instead."""
+
+    STOP_LOSS = "STOP_LOSS", "the price reached the stop loss", "execution.paper"
+    STOP_LOSS_GAP = "STOP_LOSS_GAP", "the price opened beyond the stop loss: filled at the open", "execution.paper"
+    TAKE_PROFIT = "TAKE_PROFIT", "the price reached the take profit (or opened beyond it)", "execution.paper"
+    GUARDRAIL = "GUARDRAIL", "a guardrail closed it (a loss limit, a funded weekend close)", "execution.stage"
+    OPERATOR_FLATTEN = "OPERATOR_FLATTEN", "the operator's /flatten closed the position", "execution.stage"
+
+
 #: Every family, in the order the docs list them.
 FAMILIES: tuple[type[_Code], ...] = (
     AlertCode, Drop, FilterReason, BrokerCode, DeadLetter, TradingState, MarketCode, BusCode, ModelRefusal, FeedCode,
+    ExitReason,
 )  # fmt: skip
 
 

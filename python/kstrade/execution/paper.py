@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kstrade.codes import BrokerCode
+from kstrade.codes import BrokerCode, ExitReason
 from kstrade.execution.account import AccountSnapshot, Position
 from kstrade.execution.broker import BrokerReply, ClosedTrade, Fill, OrderRequest, Outcome
 from kstrade.schemas.models import Candle, Side
@@ -184,13 +184,13 @@ class PaperBroker:
         if gapped_stop:
             gap_fill = self._slipped(open, Side.SELL if long else Side.BUY)
             self.gap_loss += abs(stop_fill - gap_fill) * p.quantity * p.value_per_unit
-            return gap_fill, "STOP_LOSS_GAP"
+            return gap_fill, ExitReason.STOP_LOSS_GAP
         if gapped_target:
-            return open, "TAKE_PROFIT"
+            return open, ExitReason.TAKE_PROFIT
         if (low <= p.stop_loss) if long else (high >= p.stop_loss):
-            return stop_fill, "STOP_LOSS"
+            return stop_fill, ExitReason.STOP_LOSS
         if (high >= p.take_profit) if long else (low <= p.take_profit):
-            return p.take_profit, "TAKE_PROFIT"
+            return p.take_profit, ExitReason.TAKE_PROFIT
         return None, ""
 
     def _close(self, ticket: str, exit_price: float, now_ns: int, reason: str) -> None:

@@ -32,7 +32,7 @@ from kstrade.bus.topics import (
     signals,
 )
 from kstrade.clock import EventClock
-from kstrade.codes import ORDER_REJECTED_PREFIX, AlertCode, BrokerCode, DeadLetter, Drop
+from kstrade.codes import ORDER_REJECTED_PREFIX, AlertCode, BrokerCode, DeadLetter, Drop, ExitReason
 from kstrade.config import ExecutionSettings, Settings, SymbolSettings
 from kstrade.execution.account import loss_to_stop
 from kstrade.execution.broker import LINK_ERRORS, Broker, BrokerReply, OrderRequest, Outcome
@@ -272,8 +272,10 @@ class ExecutionStage(Stage):
             targeted = {s for e in events if e.flatten for s in e.symbols}
             closing = [p for p in account.positions if p.symbol in targeted]
         if closing:
+            operator = guard.operator is not None and guard.operator.flatten
+            reason = ExitReason.OPERATOR_FLATTEN if operator else ExitReason.GUARDRAIL
             for p in closing:
-                reply = self.broker.close_position(p.ticket, now, "guardrail")
+                reply = self.broker.close_position(p.ticket, now, reason)
                 # tried again on every observation; told once a minute per position
                 last = self._flatten_alerted.get(p.ticket, -_MINUTE_NS)
                 if reply.outcome is not Outcome.FILLED and now - last >= _MINUTE_NS:
@@ -306,7 +308,7 @@ class ExecutionStage(Stage):
                 timestamp=_time(trade.time_ns), signal_id=signal_id, order_id=trade.ticket, symbol=trade.symbol,
                 side=trade.side, quantity=trade.quantity, entry_price=trade.entry_price,
                 exit_price=trade.exit_price, realized_pnl=trade.realized_pnl, commission=trade.commission,
-                currency=self.rules.currency, balance=trade.balance,
+                currency=self.rules.currency, balance=trade.balance, exit_reason=trade.reason or None,
             )  # fmt: skip
             outs.append(self.emit(PNL, event, key=trade.symbol.encode(), origin_ns=origin))
         return outs

@@ -241,6 +241,8 @@ class PnlEvent(Message):
     commission: float
     currency: str
     balance: float
+    #: Why the position closed (`ExitReason` values, or an MT5 deal's comment); None from a v1 producer.
+    exit_reason: str | None = None
 
 
 class PerformanceMetrics(Message):
