@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-OUTPUTS = ("signals.parquet", "orders.parquet", "executions.parquet", "pnl.parquet")
+OUTPUTS = ("signals.parquet", "orders.parquet", "executions.parquet", "pnl.parquet", "trades.parquet", "equity.parquet")
 
 
 def _kstrade(*args: str) -> subprocess.CompletedProcess[str]:

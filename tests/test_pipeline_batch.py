@@ -86,9 +86,9 @@ def test_a_replay_with_orders_is_the_same_batched_and_ahead_as_record_by_record(
     buses: dict[str, Bus] = {}
     write = app.write_run_directory
 
-    def keep_bus(out: Path, bus: Bus, stats: Any, meta: dict[str, Any], *more: Any) -> dict[str, Any]:
+    def keep_bus(out: Path, bus: Bus, stats: Any, meta: dict[str, Any], *more: Any, **named: Any) -> dict[str, Any]:
         buses[out.name] = bus
-        return write(out, bus, stats, meta, *more)
+        return write(out, bus, stats, meta, *more, **named)
 
     monkeypatch.setattr(app, "write_run_directory", keep_bus)
     config = Settings(signals=SignalSettings(tiers=TierBands(a=0.5, b=0.45, c=0.34)))
@@ -103,7 +103,14 @@ def test_a_replay_with_orders_is_the_same_batched_and_ahead_as_record_by_record(
 
 
 def app_outputs() -> tuple[str, ...]:
-    return ("signals.parquet", "orders.parquet", "executions.parquet", "pnl.parquet")
+    return (
+        "signals.parquet",
+        "orders.parquet",
+        "executions.parquet",
+        "pnl.parquet",
+        "trades.parquet",
+        "equity.parquet",
+    )
 
 
 class WithBadCandles(Source):

@@ -41,6 +41,8 @@ RUN_AHEAD = ("features", "inference.lstm", "inference.transformer")
 #: History replayed into the indicators and the models' windows before a run's period (`warm_up`):
 #: the 1h timeframe's indicators need about 34 hours, the models 30 vectors more.
 WARMUP = timedelta(days=2)
+#: The replayed candles' interval: a period ends one bar after its last candle opened.
+BAR = timedelta(minutes=1)
 #: What a replay reads of a SYNTHETIC frame (not its state or true probabilities).
 CANDLE_COLUMNS = ("timestamp", "symbol", "open", "high", "low", "close", "volume")
 
@@ -48,7 +50,8 @@ CANDLE_COLUMNS = ("timestamp", "symbol", "open", "high", "low", "close", "volume
 @dataclass(frozen=True)
 class RunOptions:
     out: Path
-    data: Path | None = None  # a CSV/Parquet candle file; None: SYNTHETIC minutes for the symbols
+    #: A CSV/Parquet candle file, or a polars DataFrame of candles; None: SYNTHETIC minutes for the symbols.
+    data: Path | pl.DataFrame | None = None
     days: int = 7
     seed: int = 7
     #: The SYNTHETIC market (without `data`): `kstrade.ingest.synthetic.MARKETS`.
@@ -85,11 +88,14 @@ def load_candles(settings: Settings, options: RunOptions) -> Candles:
     """The 1m candles of the history before the period (`WARMUP` of it, where there is any: the
     SYNTHETIC market is generated from `WARMUP` before its start; a file gives what it holds
     before `since`) and of the period to replay."""
-    from kstrade.ingest.replay import read_candles
+    from kstrade.ingest.replay import normalise, read_candles
 
     since = options.since
     truth: pl.DataFrame | None = None
-    if options.data is not None:
+    if isinstance(options.data, pl.DataFrame):
+        frame = normalise(options.data, what="the DataFrame")
+        label = f"a polars DataFrame of {frame.height:,} candles"
+    elif options.data is not None:
         frame = read_candles(options.data)
         label = str(options.data)
     else:
@@ -284,6 +290,7 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
         frame.select("symbol", "open_time_ms", "close"),
         candles.truth,
         settings.execution.guardrails,
+        period=(datetime.fromtimestamp(min(times) / 1000, UTC), datetime.fromtimestamp(max(times) / 1000, UTC) + BAR),
     )
     log(f"done in {wall:.1f} s ({frame.height / wall:,.0f} candles/s)")
     return summary

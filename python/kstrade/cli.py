@@ -8,6 +8,7 @@ python -m kstrade topics create [--bootstrap HOST:PORT] [--symbols ...] [--repli
 python -m kstrade topics list | describe NAME...
 python -m kstrade ingest replay FILE [--speed max|realtime|xN] [--interval 1m] [--symbol S]
 python -m kstrade ingest coinbase [--symbols BTC-USD,...]   the live feed (URLs from the config)
+python -m kstrade data synth | download | import   SYNTHETIC candles, Coinbase's into a store, your own files
 python -m kstrade train [--out models] [--seed 7] [--days 21] [--market edge]   (needs the `train` extra: torch)
 python -m kstrade bench [--bootstrap HOST:PORT] [--quick]   benchmarks vs the anchors, BENCHMARKS.md
 python -m kstrade acl show [--config FILE] [--service NAME]   each service principal's ACLs
@@ -194,19 +195,102 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
+    if args.action == "download":
+        return _data_download(args)
+    if args.action == "import":
+        return _data_import(args)
     from datetime import UTC, datetime
 
     from kstrade.ingest import synthetic
 
-    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    symbols = [s.strip() for s in (args.symbols or "BTC-USD,ETH-USD,SOL-USD").split(",") if s.strip()]
     try:
         start = datetime.strptime(args.start, "%Y-%m-%d").replace(tzinfo=UTC)
-        path = synthetic.write(symbols, start, args.days, args.seed, Path(args.out), args.market)
+        path = synthetic.write(symbols, start, args.days, args.seed, Path(args.out or "data"), args.market)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote SYNTHETIC 1m candles ({args.market} market) for {', '.join(symbols)} ({args.days} days, "
           f"seed {args.seed}): {path}")  # fmt: skip
+    return 0
+
+
+def _data_download(args: argparse.Namespace) -> int:
+    import time
+
+    from kstrade.config import ConfigError, discover, load
+    from kstrade.data.download import (
+        Download,
+        DownloadProgress,
+        format_gap_report,
+        gap_report,
+        parse_instant,
+        plan,
+        settled_end,
+    )
+    from kstrade.data.store import CandleStore, StoreError, iso
+    from kstrade.ingest.coinbase.rest import CandlesRest, RestError
+
+    symbols = [s.strip() for s in (args.symbols or "").split(",") if s.strip()]
+    try:
+        if not symbols or not args.since:
+            raise ValueError("data download needs --symbols and --from")
+        if args.interval not in (None, "1m"):
+            raise ValueError(f"data download fetches 1m candles only (higher timeframes are built from them), "
+                             f"not {args.interval}")  # fmt: skip
+        start = parse_instant(args.since)
+        wanted_end = parse_instant(args.until) if args.until else time.time_ns() // 1_000_000
+        end = settled_end(wanted_end, time.time_ns() // 1_000_000)
+        if end <= start:
+            raise ValueError(f"nothing to download: {iso(start)} is not before {iso(end)}")
+        settings = load(discover(args.config))
+        store = CandleStore(args.store)
+        pages = plan(store, symbols, start, end)
+    except (ConfigError, StoreError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    url = settings.ingest.coinbase.rest_url
+    print(f"{len(pages)} page(s) to fetch from {url} for {', '.join(symbols)}, {iso(start)} to {iso(end)} "
+          f"(end exclusive), into {store.root}")  # fmt: skip
+    rest = CandlesRest(url)
+    download = Download(store, rest, url, requests_per_s=args.rate or None)
+    try:
+        with DownloadProgress(pages, (start, end), symbols) as progress:
+            download.on_page = progress
+            download.run(pages)
+    except (RestError, StoreError, OSError, KeyboardInterrupt) as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        print(f"error: {reason}\n{download.candles:,} candle(s) of {download.requests} page(s) are written; run the "
+              "same command again to fetch the rest", file=sys.stderr)  # fmt: skip
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    finally:
+        rest.close()
+    print(f"fetched {download.candles:,} candle(s) in {download.requests} request(s); gaps (minutes without trades "
+          "have no candle; first .. last missing minute, UTC):")  # fmt: skip
+    print(format_gap_report(gap_report(store, symbols, (start, end))))
+    return 0
+
+
+def _data_import(args: argparse.Namespace) -> int:
+    from kstrade.data.candle_files import describe, import_file, write_file, write_store
+    from kstrade.data.store import CandleStore, StoreError
+
+    if not args.file:
+        print("error: data import needs the FILE to import", file=sys.stderr)
+        return 2
+    try:
+        candles = import_file(args.file, symbol=args.symbol, interval=args.interval, timezone=args.timezone)
+        if args.out:
+            written = [write_file(candles, Path(args.out))]
+        else:
+            written = write_store(candles, CandleStore(args.store))
+    except (StoreError, ValueError, OSError) as exc:  # CandleFileError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(describe(candles))
+    if candles.format == "mt5-bars" and args.timezone is None:
+        print("note: MT5 exports bars in the trade server's time; they were read as UTC (see --timezone)")
+    print(f"wrote {len(written)} file(s): {', '.join(str(p) for p in written)}")
     return 0
 
 
@@ -337,7 +421,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     if "planted_edge" in str(summary.get("data", "")):
         print("(SYNTHETIC market with a planted edge, put there on purpose: real markets are much harder)")
-    print(f"run directory: {options.out}  (report.html, summary.json, signals/orders/executions/pnl.parquet)")
+    tables = "signals/orders/executions/pnl/trades/equity.parquet"
+    print(f"run directory: {options.out}  (report.html, summary.json, {tables})")
     return 0
 
 
@@ -574,19 +659,50 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("names", nargs="+")
     topics.set_defaults(func=_cmd_topics)
 
-    data = add("data", "bundled and SYNTHETIC market data", ["data synth --days 7 --seed 7 --out data"])
-    data.add_argument("action", choices=["synth"])
-    data.add_argument("--symbols", default="BTC-USD,ETH-USD,SOL-USD")
-    data.add_argument("--start", default="2026-01-05", help="first UTC day, YYYY-MM-DD")
-    data.add_argument("--days", type=int, default=30)
-    data.add_argument("--seed", type=int, default=7, help="seeds the generator: same seed, same candles")
-    data.add_argument(
+    data = add(
+        "data",
+        "market data: SYNTHETIC, downloaded from Coinbase, or imported from your files",
+        [
+            "data synth --days 7 --seed 7 --out data",
+            "data download --symbols BTC-USD,ETH-USD --from 2026-01-01 --to 2026-03-01",
+            "data import BTCUSDT-1m-2026-01.csv --symbol BTC-USD",
+            "data import EURUSD_M1.csv --symbol EURUSD --timezone Europe/Athens --out eurusd.parquet",
+        ],
+        description="synth: SYNTHETIC candles into one Parquet file. download: Coinbase's public 1m candles "
+        "into a candle store (STORE/symbol=S/YYYY-MM.parquet), resumable: a second run fetches only what "
+        "the store lacks. import: a Binance kline CSV, MT5 'Export bars' CSV, Dukascopy CSV, Freqtrade "
+        "JSON/feather or timestamp/open/high/low/close/volume table, validated, into the store or one "
+        "file. `run --data STORE` reads a store.",
+    )
+    data.add_argument("action", choices=["synth", "download", "import"])
+    data.add_argument("file", nargs="?", metavar="FILE", help="import: the candle file")
+    data.add_argument("--symbols", default=None, help="synth: default BTC-USD,ETH-USD,SOL-USD; download: required")
+    synth = data.add_argument_group("synth")
+    synth.add_argument("--start", default="2026-01-05", help="first UTC day, YYYY-MM-DD")
+    synth.add_argument("--days", type=int, default=30)
+    synth.add_argument("--seed", type=int, default=7, help="seeds the generator: same seed, same candles")
+    synth.add_argument(
         "--market",
         choices=MARKET_CHOICES,
         default="edge",
         help="SYNTHETIC market: edge (a planted, documented edge) or control (none)",
     )
-    data.add_argument("--out", default="data", help="directory for the Parquet file")
+    data.add_argument("--out", help="synth: directory for the Parquet file (default: data); import: write this "
+                      "one .parquet or .csv file instead of the store")  # fmt: skip
+    data.add_argument("--store", default="data/candles", help="download, import: the candle store directory")
+    data.add_argument("--interval", default=None, help="download: 1m only (default); import: default detected")
+    download = data.add_argument_group("download")
+    download.add_argument("--from", dest="since", metavar="DATE", help="first UTC day (YYYY-MM-DD) or ISO time")
+    download.add_argument("--to", dest="until", metavar="DATE", help="end, exclusive (default: now)")
+    download.add_argument("--rate", type=float, default=10.0, help="requests per second at most")
+    download.add_argument(
+        "--config", help="TOML file (ingest.coinbase.rest_url; $KSTRADE_COINBASE_REST_URL wins); default ./kstrade.toml"
+    )
+    imports = data.add_argument_group("import")
+    imports.add_argument("--symbol", help="the symbol the file holds (unless it has a symbol column)")
+    imports.add_argument(
+        "--timezone", help="IANA zone of times written without an offset (MT5: the trade server's), default UTC"
+    )
     data.set_defaults(func=_cmd_data)
 
     service = add("service", "run one stage as its own process (its own consumer group)",

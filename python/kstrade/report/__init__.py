@@ -22,6 +22,7 @@ import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from kstrade.bus.topics import EXECUTIONS, METRICS_ALERTS, ORDERS_CONFIRMED, ORD
 from kstrade.config import GuardrailSettings
 from kstrade.execution.guardrails import DailyLossGuard, MaxLossGuard
 from kstrade.report.calibration import reliability, wilson
+from kstrade.report.statistics import equity_frame, statistics, trades_frame
 from kstrade.report.svg import bar_chart, histogram, line_chart
 from kstrade.schemas import Alert, Codec, Execution, Message, Order, PnlEvent, Signal
 from kstrade.stage import PipelineStats
@@ -213,8 +215,14 @@ def _tier_table(outputs: RunOutputs) -> list[dict[str, Any]]:
 
 
 def summarize(
-    outputs: RunOutputs, stats: PipelineStats, meta: dict[str, Any], calibration: dict[str, Any] | None = None
+    outputs: RunOutputs,
+    stats: PipelineStats,
+    meta: dict[str, Any],
+    calibration: dict[str, Any] | None = None,
+    figures: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The run's summary.json. `figures` (`kstrade.report.statistics.statistics`) become its
+    `statistics`, and its max_drawdown theirs (measured from the initial balance)."""
     equity = _equity(outputs.pnl)
     realized = float(sum(outputs.pnl["realized_pnl"].to_list())) if not outputs.pnl.is_empty() else 0.0
     wins = int((outputs.pnl["realized_pnl"] > 0).sum()) if not outputs.pnl.is_empty() else 0
@@ -243,10 +251,11 @@ def summarize(
         "wins": wins,
         "realized_pnl": realized,
         "final_balance": equity[-1] if equity else None,
-        "max_drawdown": min(_drawdown(equity)) if equity else 0.0,
+        "max_drawdown": figures["max_drawdown"] if figures else (min(_drawdown(equity)) if equity else 0.0),
         "tiers": _tier_table(outputs),
         "guardrail_events": guardrails,
         "calibration": calibration,
+        "statistics": figures,
     }
 
 
@@ -280,6 +289,34 @@ def _reliability_chart(calibration: dict[str, Any] | None) -> str:
 def _table(rows: list[tuple[str, str]]) -> str:
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f"<table>{cells}</table>"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _statistics_rows(f: dict[str, Any]) -> list[tuple[str, str]]:
+    """`kstrade.report.statistics.statistics` as the report's rows."""
+    rows = [
+        ("total return", _number(f["total_return"], ".2%")),
+        ("CAGR", _number(f["cagr"], ".2%") if f["cagr"] is None or abs(f["cagr"]) < 1e6 else f"{f['cagr']:.3g}"),
+        ("Sharpe / Sortino (daily, x sqrt 365)", f"{_number(f['sharpe'], '.2f')} / {_number(f['sortino'], '.2f')}"),
+        ("Calmar", _number(f["calmar"], ".3g")),
+        ("max drawdown / longest", f"{f['max_drawdown']:.2%} / {f['max_drawdown_days']:.2f} days"),
+        ("profit factor", _number(f["profit_factor"], ".2f")),
+        ("expectancy per trade", _number(f["expectancy"], ",.2f")),
+        ("win rate", _number(f["win_rate"], ".1%")),
+        ("exposure (time with a position open)", f"{f['exposure']:.1%}"),
+        ("trades per day", _number(f["trades_per_day"], ".1f")),
+    ]
+    for kind in ("by_symbol", "by_tier"):
+        for name, g in f[kind].items():
+            rows.append((
+                f"{'symbol' if kind == 'by_symbol' else 'tier'} {name}",
+                f"{g['trades']} trades, P&L {g['realized_pnl']:,.2f}, win rate {_number(g['win_rate'], '.1%')}, "
+                f"profit factor {_number(g['profit_factor'], '.2f')}",
+            ))  # fmt: skip
+    return rows
 
 
 def render_html(
@@ -322,6 +359,8 @@ def render_html(
         if proc:
             rows.append((f"{name}: p50 / p99 per record", f"{proc['p50_us']:,.0f} / {proc['p99_us']:,.0f} us"))
     tiers = summary["tiers"]
+    figures = summary.get("statistics")
+    statistics_table = f"<h2>Statistics</h2>{_table(_statistics_rows(figures))}" if figures else ""
     charts = [
         line_chart("Equity (balance after each closed trade)", equity, "trades"),
         line_chart("Drawdown from peak", _drawdown(equity), "trades", color="#f85149"),
@@ -372,7 +411,7 @@ def render_html(
         "table{border-collapse:collapse}th,td{border:1px solid #ddd;padding:4px 8px;text-align:left}"
         "th{background:#f6f8fa;font-weight:normal}.warn{color:#9a6700;font-weight:bold}"
         "</style></head><body><h1>kstrade run report</h1>"
-        f"{warning}{_table(rows)}<h2>Charts</h2>{''.join(charts)}</body></html>"
+        f"{warning}{_table(rows)}{statistics_table}<h2>Charts</h2>{''.join(charts)}</body></html>"
     )
 
 
@@ -384,10 +423,13 @@ def write_run_directory(
     candles: pl.DataFrame | None = None,
     truth: pl.DataFrame | None = None,
     rules: GuardrailSettings | None = None,
+    period: tuple[datetime, datetime] | None = None,
 ) -> dict[str, Any]:
     """Collect the run's outputs from the bus and write the run directory. Returns the summary.
     `candles` (symbol, open_time_ms, close) give the outcomes the calibration is judged by,
-    `truth` (symbol, open_time_ms, p_down, p_up) the true probabilities where they are known."""
+    `truth` (symbol, open_time_ms, p_down, p_up) the true probabilities where they are known;
+    with the guardrail `rules` (the initial balance) and the `period` [start, end) replayed, the
+    trades, the equity curve and their statistics (`kstrade.report.statistics`) too."""
     out.mkdir(parents=True, exist_ok=True)
     outputs = collect(bus)
     calibration = None
@@ -397,7 +439,13 @@ def write_run_directory(
     outputs.orders.write_parquet(out / "orders.parquet")
     outputs.executions.write_parquet(out / "executions.parquet")
     outputs.pnl.write_parquet(out / "pnl.parquet")
-    summary = summarize(outputs, stats, meta, calibration)
+    figures = None
+    if rules is not None and period is not None:
+        trades = trades_frame(outputs.pnl, outputs.executions, outputs.orders, outputs.signals)
+        trades.write_parquet(out / "trades.parquet")
+        equity_frame(trades, rules.initial_balance, period[0]).write_parquet(out / "equity.parquet")
+        figures = statistics(trades, rules.initial_balance, *period)
+    summary = summarize(outputs, stats, meta, calibration, figures)
     room = headroom(outputs.pnl, rules) if rules is not None else None
     if room is not None:
         summary["headroom"] = {
