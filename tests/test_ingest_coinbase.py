@@ -572,3 +572,11 @@ def test_the_jwt_is_never_read_from_a_config_file(tmp_path: Path) -> None:
     path.write_text('[ingest.coinbase]\njwt = "secret"\n')
     with pytest.raises(ConfigError, match=r"ingest\.coinbase\.jwt"):
         load(path)
+
+
+def test_the_default_start_up_backfill_covers_the_warm_up_a_replay_gets() -> None:
+    """Live, the indicators and the models' windows warm up from what ingest backfills at start:
+    by default at least the history a run or backtest replays before its period."""
+    from kstrade.app import WARMUP
+
+    assert CoinbaseSettings().warmup_hours * 3600 >= WARMUP.total_seconds()

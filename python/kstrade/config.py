@@ -479,7 +479,10 @@ class CoinbaseSettings(_Section):
     #: No message at all (heartbeats arrive every second) for this long: the feed is stalled.
     stall_timeout_s: float = Field(10.0, gt=0, le=300)
     #: Start-up backfill: this many hours back, or from the last candle on the topics if newer.
-    warmup_hours: float = Field(24.0, ge=0, le=24 * 30)
+    #: The default is the history a replay warms up with (`kstrade.app.WARMUP`, 2 days: the 1h
+    #: indicators need about 34 hours, the models' windows 30 vectors more), so a pipeline
+    #: started cold decides from its first live minute.
+    warmup_hours: float = Field(48.0, ge=0, le=24 * 30)
     reconnect_initial_s: float = Field(0.5, gt=0, le=60)
     reconnect_max_s: float = Field(30.0, gt=0, le=600)
     #: A session that streamed trusted data (subscribed, in sequence) for this long before its
