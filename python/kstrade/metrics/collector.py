@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from kstrade.bus import Bus, BusError, Output, Record
+from kstrade.bus.runner import Batch
 from kstrade.bus.topics import (
     CONTROL_EXECUTION,
     EXECUTIONS,
@@ -179,12 +180,12 @@ class MetricsCollector(Stage):
         #: Chat -> (monotonic deadline, reason) of a /flatten waiting for its confirmation.
         self._flatten_pending: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
-        self._replies: dict[str, str] = {}
+        #: Held while the collector's thread works (a batch, a tick, close), so a reply to the
+        #: operator (`command`, on the Telegram thread) reads the windows between two of them.
+        self._busy = threading.Lock()
         self._storage_failing = False
         #: Open positions and today's P&L from the fills and closes seen (/positions, /daily).
         self.account = AccountView()
-        self._replied_revision = -1
-        self._refresh_replies(0)
 
     def inputs(self) -> str:
         return self.inputs_for(())
@@ -200,6 +201,10 @@ class MetricsCollector(Stage):
         return [METRICS_LATENCY, METRICS_PERFORMANCE, METRICS_DRIFT, METRICS_ALERTS, CONTROL_EXECUTION]
 
     # -- per record: cheap bookkeeping only ---------------------------------------------------------
+    def handle_batch(self, batch: Batch) -> Iterable[Output]:
+        with self._busy:
+            return list(batch.each(self.handle))
+
     def handle(self, record: Record) -> Iterable[Output]:
         topic = record.topic
         self.counts[topic] = self.counts.get(topic, 0) + 1
@@ -379,6 +384,10 @@ class MetricsCollector(Stage):
         return s.emit_interval_s, s.lag_interval_s
 
     def on_time(self, now_ns: int) -> Iterable[Output]:
+        with self._busy:
+            return self._on_time(now_ns)
+
+    def _on_time(self, now_ns: int) -> list[Output]:
         s = self.settings
         emit_interval_s, lag_interval_s = self.intervals_s()
         # A replay (the event clock) exports its message counters once per tick, not at every
@@ -428,8 +437,6 @@ class MetricsCollector(Stage):
             outputs.append(self._alert(now_ns, alert))
         if replay and tick and self._unexported:
             self._export_counts()
-        if outputs or self.account.revision != self._replied_revision:
-            self._refresh_replies(now_ns)
         # Writes go out once per tick, or sooner when the buffer is large, but a failing database
         # is retried only once per tick, not on every poll. A replay writes big transactions
         # (and the rest on `close`): nobody reads the database while the event clock races.
@@ -641,28 +648,28 @@ class MetricsCollector(Stage):
                     self._operator.append(alert)  # announced on the next tick
 
     # -- operator commands (Telegram thread) -----------------------------------------------------------
-    def _refresh_replies(self, now_ns: int) -> None:
-        """Answers to /status, /profit, /balance, /positions and /daily, computed on the
-        collector's thread: the Telegram thread only reads these strings, never the windows
-        being written."""
-        snaps = [w.snapshot(now_ns) for w in self.performances.values()]
-        balance = snaps[-1].balance
-        firing = ", ".join(f"{c}:{s}" for c, s in self.rules.firing) or "none"
-        replies = {
-            "/status": f"messages seen: {sum(self.counts.values())}; consumer lag: {sum(self.lag.values())}; "
-            f"alerts firing: {firing}",
-            "/profit": "\n".join(
+    def _reply(self, name: str, now_ns: int) -> str | None:
+        """The answer to /status, /profit, /balance, /positions or /daily as of now (None for
+        another command). Called with `_busy` held: the windows are not being written."""
+        if name == "/status":
+            firing = ", ".join(f"{c}:{s}" for c, s in self.rules.firing) or "none"
+            return (f"messages seen: {sum(self.counts.values())}; consumer lag: {sum(self.lag.values())}; "
+                    f"alerts firing: {firing}")  # fmt: skip
+        if name in ("/profit", "/balance"):
+            snaps = [w.snapshot(now_ns) for w in self.performances.values()]
+            if name == "/balance":
+                balance = snaps[-1].balance
+                return f"balance: {balance:.2f}" if balance is not None else "balance: no closed trade yet"
+            return "\n".join(
                 f"last {snap.window_seconds} s: {snap.trades} trades, P&L {snap.realized_pnl:.2f}, "
                 f"win rate {snap.win_rate:.1%}, Sharpe {snap.sharpe:.2f}, max drawdown {snap.max_drawdown:.2%}"
                 for snap in snaps
-            ),
-            "/balance": f"balance: {balance:.2f}" if balance is not None else "balance: no closed trade yet",
-            "/positions": self.account.positions_reply(),
-            "/daily": self.account.daily_reply(now_ns),
-        }
-        self._replied_revision = self.account.revision
-        with self._lock:
-            self._replies = replies
+            )
+        if name == "/positions":
+            return self.account.positions_reply()
+        if name == "/daily":
+            return self.account.daily_reply(now_ns)
+        return None
 
     def command(self, text: str, chat: str = "") -> str:
         """The reply to a bot command from `chat` (called from the Telegram thread, which obeys
@@ -672,8 +679,8 @@ class MetricsCollector(Stage):
         words = text.split()
         name = words[0].split("@")[0].lower() if words else ""
         rest = " ".join(words[1:])
-        with self._lock:
-            reply = self._replies.get(name)
+        with self._busy:  # between two batches of the collector's thread, as of its clock
+            reply = self._reply(name, self.clock.now_ns())
         if reply is not None:
             return reply
         if name in ("/halt", "/resume"):
@@ -700,6 +707,10 @@ class MetricsCollector(Stage):
                 f"{command.command_id}); the execution stage confirms it here once applied")  # fmt: skip
 
     def close(self) -> None:
+        with self._busy:
+            self._close()
+
+    def _close(self) -> None:
         if self._unexported:
             self._export_counts()
         if self.store is not None:
