@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
 
-from kstrade import _native
+import kstrade._native as _native
 from kstrade._native import Admin, BusError, Producer, Record
 from kstrade.redaction import scrub
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from kstrade import _native
+import kstrade._native as _native
 from kstrade._native import FEATURE_VERSION, MarketError
 
 FEATURE_NAMES: tuple[str, ...] = tuple(_native.FeatureEngine.feature_names())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from kstrade import _native
+import kstrade._native as _native
 
 Array = npt.NDArray[np.float64]
 

@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 from pydantic import ValidationError
 
-from kstrade import _native
+import kstrade._native as _native
 from kstrade.codes import DeadLetter
 from kstrade.schemas.models import MODELS, FeatureVector, Message, PredictedDirection, Prediction
 

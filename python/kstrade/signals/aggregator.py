@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
-from kstrade import _native
+import kstrade._native as _native
 from kstrade.bus import MessageError, Output, Record
 from kstrade.bus.topics import (
     EXECUTIONS,

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kstrade import _native
+import kstrade._native as _native
 from kstrade.codes import FilterReason
 from kstrade.config import SignalSettings
 from kstrade.schemas.models import PredictedDirection

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from kstrade import _native
+import kstrade._native as _native
 from kstrade.schemas.codec import from_micros, schema_json, to_micros
 from kstrade.schemas.models import SignalDirection, SignalStage, Tier
 from kstrade.signals.decision import SignalPlan
