@@ -88,7 +88,8 @@ def load_candles(settings: Settings, options: RunOptions) -> Candles:
     """The 1m candles of the history before the period (`WARMUP` of it, where there is any: the
     SYNTHETIC market is generated from `WARMUP` before its start; a file gives what it holds
     before `since`) and of the period to replay."""
-    from kstrade.ingest.replay import normalise, read_candles
+    from kstrade.data.store import read_candles  # a candle file, or a store directory (`data download`)
+    from kstrade.ingest.replay import normalise
 
     since = options.since
     truth: pl.DataFrame | None = None

@@ -260,8 +260,8 @@ def _data_download(args: argparse.Namespace) -> int:
             download.run(pages)
     except (RestError, StoreError, OSError, KeyboardInterrupt) as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        print(f"error: {reason}\n{download.candles:,} candle(s) of {download.requests} page(s) are written; run the "
-              "same command again to fetch the rest", file=sys.stderr)  # fmt: skip
+        print(f"error: {reason}\n{download.pages} page(s) ({download.candles:,} candles) are written; run the same "
+              "command again to fetch the rest", file=sys.stderr)  # fmt: skip
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
     finally:
         rest.close()
@@ -672,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
         "into a candle store (STORE/symbol=S/YYYY-MM.parquet), resumable: a second run fetches only what "
         "the store lacks. import: a Binance kline CSV, MT5 'Export bars' CSV, Dukascopy CSV, Freqtrade "
         "JSON/feather or timestamp/open/high/low/close/volume table, validated, into the store or one "
-        "file. `run --data STORE` reads a store.",
+        "file.",
     )
     data.add_argument("action", choices=["synth", "download", "import"])
     data.add_argument("file", nargs="?", metavar="FILE", help="import: the candle file")
@@ -696,7 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--to", dest="until", metavar="DATE", help="end, exclusive (default: now)")
     download.add_argument("--rate", type=float, default=10.0, help="requests per second at most")
     download.add_argument(
-        "--config", help="TOML file (ingest.coinbase.rest_url; $KSTRADE_COINBASE_REST_URL wins); default ./kstrade.toml"
+        "--config",
+        help="TOML file for ingest.coinbase.rest_url ($KSTRADE_COINBASE_REST_URL wins); default: "
+        "$KSTRADE_CONFIG, else ./kstrade.toml",
     )
     imports = data.add_argument_group("import")
     imports.add_argument("--symbol", help="the symbol the file holds (unless it has a symbol column)")
@@ -745,7 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
         ["run", "run --days 1 --no-live", "run --data candles.parquet", "run --bus kafka --bootstrap 127.0.0.1:9092"],
         parents=[on_bus],
     )
-    run_p.add_argument("--data", help="candle file (CSV/Parquet); default: SYNTHETIC minutes for the symbols")
+    run_p.add_argument(
+        "--data", help="candle file (CSV/Parquet) or a candle store (data download); default: SYNTHETIC minutes"
+    )
     run_p.add_argument("--days", type=int, default=7, help="days of synthetic data (without --data)")
     run_p.add_argument("--seed", type=int, default=7, help="seeds the SYNTHETIC candles (without --data)")
     run_p.add_argument(
@@ -762,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
         ["backtest --data candles.parquet --from 2026-01-05 --to 2026-01-12"],
         parents=[on_bus],
     )
-    backtest.add_argument("--data", required=True, help="candle file (CSV or Parquet)")
+    backtest.add_argument("--data", required=True, help="candle file (CSV or Parquet), or a store (data download)")
     backtest.add_argument("--from", dest="since", help="first UTC day, YYYY-MM-DD")
     backtest.add_argument("--to", dest="until", help="UTC day to stop before, YYYY-MM-DD")
     backtest.set_defaults(func=_cmd_run)
