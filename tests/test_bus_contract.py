@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -242,6 +243,18 @@ def test_rebalance_listeners_run_in_the_polling_thread(bus: Bus, unique: str) ->
     other = bus.consumer(f"g-{unique}", FAST_GROUP)
     other.subscribe([topic])
     until(lambda: len(revoked) == 1 and len(other.assignment()) == 1, [consumer, other])
+
+
+def test_a_consumer_without_listeners_still_waits_for_records(bus: Bus, unique: str) -> None:
+    """Rebalance events nobody listens to are taken anyway: left queued, they made every later
+    poll of a memory consumer return at once, a busy loop for any reader without listeners."""
+    topic = make_topic(bus, f"idle-{unique}", partitions=1)
+    consumer = bus.consumer(f"g-{unique}", FAST_GROUP)
+    consumer.subscribe([topic])
+    until(lambda: len(consumer.assignment()) == 1, [consumer])
+    started = time.monotonic()
+    assert consumer.poll(10, 0.5) == [] and consumer.poll(10, 0.5) == []
+    assert time.monotonic() - started >= 0.9  # it waited for records, twice
 
 
 def test_delivery_failures_are_raised_not_dropped(bus: Bus, unique: str) -> None:

@@ -72,10 +72,17 @@ class Bus:
 
     @classmethod
     def from_settings(cls, settings: BusSettings) -> Bus:
-        """The bus a config describes (`[bus]` section)."""
+        """The bus a config describes (`[bus]` section). It also chooses how this process's
+        codecs write: on the kafka transport through `bus.schema_registry_url` when set (the
+        Confluent wire format), else bare Avro; an in-process run never needs a registry."""
+        from kstrade.schemas.codec import use_registry
+
         if settings.transport == "memory":
+            use_registry(None)
             return cls.memory()
-        return cls("kafka", properties=settings.client_properties())
+        bus = cls("kafka", properties=settings.client_properties())
+        use_registry(settings.schema_registry())
+        return bus
 
     @property
     def bootstrap(self) -> str | None:
@@ -155,12 +162,17 @@ class Consumer:
 
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
         records = self._native.poll(max_records, timeout)
-        if self._on_assign is not None or self._on_revoke is not None:
-            self._dispatch_rebalance()
+        self._dispatch_rebalance()
         return records
 
     def _dispatch_rebalance(self) -> None:
-        for kind, partitions in self._native.rebalance_events():
+        """Takes the rebalance events, to the listeners if there are any. Taken either way: a
+        memory consumer with events waiting answers every poll at once, so one nobody listened
+        to would turn every later `poll(timeout)` into a busy loop."""
+        events = self._native.rebalance_events()
+        if self._on_assign is None and self._on_revoke is None:
+            return
+        for kind, partitions in events:
             if kind == "assigned" and self._on_assign is not None:
                 self._on_assign(partitions)
             elif kind in ("revoked", "lost") and self._on_revoke is not None:
@@ -190,9 +202,6 @@ class Consumer:
 
     def lag(self, timeout: float = 10.0) -> dict[tuple[str, int], int]:
         return self._native.lag(timeout)
-
-    def rebalance_events(self) -> list[tuple[str, Partitions]]:
-        return self._native.rebalance_events()
 
     def set_read_until(self, until_ms: int | None) -> None:
         """Event-time fence (memory bus only): `poll` stops on each partition before the first
