@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -29,6 +29,9 @@ from kstrade.ingest import synthetic
 from kstrade.report import write_run_directory
 from kstrade.services import STAGES, ensure_topics
 from kstrade.stage import Pipeline, Stage
+
+if TYPE_CHECKING:
+    from kstrade.dashboard.web import DashboardServer
 
 #: The stages of a full run, in pipeline order (each drains before the next in every round).
 PIPELINE_ORDER = ("features", "inference.lstm", "inference.transformer", "signals", "execution", "metrics")
@@ -65,6 +68,12 @@ class RunOptions:
     batched: bool = True
     #: Instants the stages in RUN_AHEAD get at once.
     chunk: int = 1024
+    #: Serve the dashboard (`kstrade.dashboard`, the `dashboard` extra) on the run's bus while it
+    #: replays, on this port of 127.0.0.1 (0: any free one); None: no dashboard.
+    dashboard_port: int | None = None
+    #: Called with the dashboard's address once the run directory is written, before the
+    #: dashboard stops (the CLI waits there for Ctrl-C).
+    dashboard_hold: Callable[[str], None] | None = None
 
 
 def pipeline_stages(settings: Settings, bus: Bus) -> list[Stage]:
@@ -246,6 +255,7 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
     settings = _isolated(settings, options.out)
     bus = Bus.from_settings(settings.bus)
     ensure_topics(bus, settings)
+    board = _dashboard(bus, settings, options.dashboard_port, log) if options.dashboard_port is not None else None
     stages = pipeline_stages(settings, bus)
     ahead = [s.name for s in stages[: len(RUN_AHEAD)]]
     if not options.batched or bus.transport != "memory" or ahead != list(RUN_AHEAD):
@@ -294,4 +304,20 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
         period=(datetime.fromtimestamp(min(times) / 1000, UTC), datetime.fromtimestamp(max(times) / 1000, UTC) + BAR),
     )
     log(f"done in {wall:.1f} s ({frame.height / wall:,.0f} candles/s)")
+    if board is not None:
+        try:
+            if options.dashboard_hold is not None:
+                options.dashboard_hold(board.url)
+        finally:
+            board.stop()
     return summary
+
+
+def _dashboard(bus: Bus, settings: Settings, port: int, log: Callable[[str], None]) -> DashboardServer:
+    try:
+        from kstrade.dashboard.web import operator_token, serve_in_background
+    except ImportError as exc:
+        raise ValueError(f"the dashboard needs the optional extra: pip install 'kstrade[dashboard]' ({exc})") from exc
+    board = serve_in_background(bus, settings, port=port, token=operator_token())
+    log(f"dashboard: {board.url}")
+    return board

@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -387,6 +388,15 @@ def _health_line(health: object) -> str:
     return "health: " + (", ".join(parts) if parts else "all counters zero")
 
 
+def _hold_dashboard(url: str) -> None:
+    """After `run --dashboard`: the page stays up until Ctrl-C."""
+    print(f"dashboard: {url}  (the finished run; Ctrl-C to stop)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
@@ -410,6 +420,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             since=day(getattr(args, "since", None)),
             until=day(getattr(args, "until", None)),
             live_view=args.command == "run" and not args.no_live,
+            dashboard_port=getattr(args, "dashboard", None),
+            dashboard_hold=_hold_dashboard,
         )
         summary = run(settings, options)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
@@ -556,6 +568,12 @@ def _cmd_control(args: argparse.Namespace) -> int:
         return 1
     print(f"acknowledged: {ack.message}")
     return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from kstrade.dashboard.web import serve_command  # the `dashboard` extra (fastapi, uvicorn)
+
+    return serve_command(config=args.config, bus=args.bus, bootstrap=args.bootstrap, host=args.host, port=args.port)
 
 
 #: The stages `service NAME` runs (kstrade.services.STAGES, which a test holds this to; not
@@ -759,6 +777,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="SYNTHETIC market: edge (a planted, documented edge) or control (none)",
     )
     run_p.add_argument("--no-live", action="store_true", help="no live terminal view")
+    run_p.add_argument(
+        "--dashboard",
+        type=int,
+        nargs="?",
+        const=8050,
+        metavar="PORT",
+        help="serve the dashboard on 127.0.0.1:PORT (8050 without a number) while it replays, and after it until "
+        "Ctrl-C (the dashboard extra)",
+    )
     run_p.set_defaults(func=_cmd_run)
     backtest = add(
         "backtest",
@@ -840,6 +867,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help="TOML file (bus security, execution.account); default: $KSTRADE_CONFIG, else ./kstrade.toml"
     )
     control.set_defaults(func=_cmd_control)
+
+    dashboard = add(
+        "dashboard", "the trading dashboard in the browser (the `dashboard` extra)",
+        ["dashboard --bus kafka --bootstrap 127.0.0.1:9092", "dashboard --bus kafka --port 8050 --host 127.0.0.1"],
+        description="Serves a web page and a JSON API (/api, documented at /api/openapi.json) over the pipeline's "
+        "topics, read from their start in a consumer group of its own that never commits: account and FTMO floors, "
+        "positions, orders, signals on candle charts, tier calibration, pipeline counts, latency and dead letters. "
+        "Operator controls (halt, resume, flatten) need the bearer token from $KSTRADE_DASHBOARD_TOKEN or the file "
+        "$KSTRADE_DASHBOARD_TOKEN_FILE names; without one they are disabled.",
+    )  # fmt: skip
+    dashboard.add_argument(
+        "--config",
+        help="TOML file (then KSTRADE_* variables override it); default: $KSTRADE_CONFIG, else ./kstrade.toml",
+    )
+    dashboard.add_argument("--bus", choices=["memory", "kafka"], default=None, help="default: the config's bus")
+    dashboard.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (with --bus kafka)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dashboard.add_argument("--port", type=int, default=8050, help="port to listen on")
+    dashboard.set_defaults(func=_cmd_dashboard)
 
     config = add("config", "the effective configuration (secrets redacted)", ["config show --config prod.toml"])
     config.add_argument("action", choices=["show"])
