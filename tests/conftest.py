@@ -1,17 +1,22 @@
-"""Fixtures for the bus contract (the same tests run on the memory and the kafka transport), and
-the three-broker cluster of the fault tests."""
+"""Fixtures for the bus contract (the same tests run on the memory and the kafka transport), the
+three-broker cluster of the fault tests, and a real schema registry (Apicurio)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+import subprocess
+import tarfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from kstrade.broker import Cluster, cluster
-from kstrade.broker.local import free_port_block
+from kstrade.broker.local import cache_dir, free_port_block
 from kstrade.bus import Bus, Consumer, Record
 
 #: Kafka settings for tests: fast group take-over and fast discovery of new topics.
@@ -115,3 +120,75 @@ def proc_status(pid: int) -> tuple[int, float]:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: Apicurio Registry, whose Confluent-compatible API is /apis/ccompat/v7: Maven Central serves
+#: its Quarkus distribution (`apicurio-registry-app:VERSION:tar.gz:all`, ~110 MB), which runs
+#: on Java 17 with in-memory storage (3.1 and later need Java 21). deploy/docker-compose.yml
+#: runs the same version.
+APICURIO_VERSION = "3.0.9"
+
+
+def apicurio_runner(version: str = APICURIO_VERSION) -> Path:
+    """The registry's runner jar, fetched through Maven and unpacked once (per version) into the
+    kstrade cache, beside the broker jars; two test workers wait for each other's fetch."""
+    home = cache_dir() / f"apicurio-registry-{version}"
+    runner = home / f"apicurio-registry-app-{version}-runner.jar"
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with open(home.parent / f".apicurio-{version}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if runner.exists():
+            return runner
+        download = home.parent / f".apicurio-{version}-download"
+        shutil.rmtree(download, ignore_errors=True)
+        artifact = f"io.apicurio:apicurio-registry-app:{version}:tar.gz:all"
+        cmd = ["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={download}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"mvn could not fetch {artifact}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        unpacked = home.with_name(home.name + ".tmp")
+        shutil.rmtree(unpacked, ignore_errors=True)
+        with tarfile.open(next(download.glob("*.tar.gz"))) as archive:
+            archive.extractall(unpacked, filter="data")
+        shutil.rmtree(download)
+        unpacked.rename(home)
+    return runner
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Confluent-compatible schema registry for the session: Apicurio Registry on a free
+    port of 127.0.0.1, in memory, with FULL compatibility as its global rule (the project's
+    rule, schemas/README.md). KSTRADE_TEST_SCHEMA_REGISTRY names one you already run instead."""
+    external = os.environ.get("KSTRADE_TEST_SCHEMA_REGISTRY")
+    if external:
+        yield external
+        return
+    runner = apicurio_runner()
+    port = free_port_block(1)
+    log_path = tmp_path_factory.mktemp("apicurio") / "registry.log"
+    url = f"http://127.0.0.1:{port}/apis/ccompat/v7"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            ["java", "-Xmx512m", f"-Dquarkus.http.port={port}", "-Dquarkus.http.host=127.0.0.1",
+             "-Dapicurio.rules.global.compatibility=FULL", "-jar", str(runner)],
+            cwd=log_path.parent, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/subjects", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the registry did not start:\n{log_path.read_text()[-3000:]}") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)

@@ -25,6 +25,7 @@ from kstrade.bus import Bus
 from kstrade.schemas import Candle, Codec, CodecError, FeatureVector, MessageHeaders, Prediction, Signal
 from kstrade.schemas.codec import HOT_TYPES, from_micros, locate_failure, schema_dir, to_micros
 from kstrade.schemas.models import (
+    CandleOrigin,
     ModelType,
     PredictedDirection,
     PredictionOutput,
@@ -157,6 +158,8 @@ def candle(**kw: Any) -> Candle:
         close=89345.8,
         volume=123.456,
         source="coinbase",
+        minutes=1,
+        origin="TRADES",
     )
     return Candle(**{**base, **kw})
 
@@ -204,7 +207,7 @@ def test_unknown_schema_version_is_refused_with_context() -> None:
             3,
         )
     with pytest.raises(CodecError) as info:
-        _native.decode_candle(codec.encode(candle()), version=2, topic="t", offset=1)
+        _native.decode_candle(codec.encode(candle()), version=codec.version + 1, topic="t", offset=1)
     assert info.value.code == "UNKNOWN_SCHEMA_VERSION"
 
 
@@ -257,20 +260,30 @@ def test_json_errors_name_the_field() -> None:
         st.floats(allow_nan=False, allow_infinity=False, min_value=0, max_value=1e12), min_size=5, max_size=5
     ),
     symbol=st.text(min_size=1, max_size=20),
+    shape=st.one_of(
+        st.tuples(st.just("5m"), st.one_of(st.none(), st.integers(1, 5)), st.none()),
+        st.tuples(st.just("1h"), st.one_of(st.none(), st.integers(1, 60)), st.none()),
+        st.tuples(st.just("1m"), st.sampled_from([None, 1]), st.sampled_from([None, *CandleOrigin])),
+    ),
 )
 @settings(max_examples=200, deadline=None)
-def test_native_and_fastavro_agree_on_any_candle(ts: int, prices: list[float], symbol: str) -> None:
+def test_native_and_fastavro_agree_on_any_candle(
+    ts: int, prices: list[float], symbol: str, shape: tuple[str, int | None, CandleOrigin | None]
+) -> None:
     lo, a, b, hi = sorted(prices[:4])
+    interval, minutes, origin = shape
     c = Candle(
         timestamp=from_micros(ts),
         symbol=symbol,
-        interval="5m",
+        interval=interval,  # type: ignore[arg-type]
         open=a,
         high=hi,
         low=lo,
         close=b,
         volume=prices[4],
         source="replay",
+        minutes=minutes,
+        origin=origin,
     )
     native, python = Codec("candle", engine="native"), Codec("candle", engine="fastavro")
     data = native.encode(c)
@@ -334,6 +347,39 @@ def test_candle_batch_decodes_to_numpy_columns() -> None:
     np.testing.assert_array_equal(cols["close"], np.arange(100, dtype=float) + 89000)
     assert cols["timestamp"][5] == np.datetime64("2025-11-10T16:35:00", "us")
     assert cols["symbol"] == ["BTC-USD"] * 100
+    # v2: `minutes` an int64 column (-1: not stated), `origin` the symbols (None: not stated).
+    np.testing.assert_array_equal(cols["minutes"], np.ones(100, dtype=np.int64))
+    assert cols["minutes"].dtype == np.int64 and cols["origin"] == ["TRADES"] * 100
+    mixed = [candle(minutes=None, origin=None), candle(origin="REST"), candle(interval="5m", minutes=4, origin=None)]
+    cols = codec.decode_batch(codec.encode_batch(mixed))
+    assert cols["minutes"].tolist() == [-1, 1, 4] and cols["origin"] == [None, "REST", None]
+
+
+@pytest.mark.parametrize("engine", ["native", "fastavro"])
+def test_candles_written_as_v1_decode_one_by_one_and_in_batches(engine: str) -> None:
+    """A v1 body (schema_version 1: no `minutes`, no `origin`) still decodes with both not stated;
+    natively, a batch of them comes back as columns like a v2 batch."""
+    codec = Codec("candle", engine=engine)  # type: ignore[arg-type]
+    cases = vectors("candle")["older"]
+    assert {c["version"] for c in cases} == {1}
+    bodies = [bytes.fromhex(c["hex"]) for c in cases]
+    for case, body in zip(cases, bodies, strict=True):
+        record = case["record"]
+        assert (record["minutes"], record["origin"]) == (None, None)
+        assert bits(codec.decode_value(body, version=1)) == bits(record), case["name"]
+        model = codec.decode(body, version=1, topic="market.candles.BTC-USD.1m", offset=3)
+        assert to_micros(model.timestamp) == record["timestamp"]
+        assert (model.minutes, model.origin) == (None, None)  # type: ignore[attr-defined]
+        with pytest.raises(CodecError) as info:
+            codec.decode(body, topic="market.candles.BTC-USD.1m", offset=3)  # read as v2, it is cut short
+        assert (info.value.code, info.value.field) == ("TRUNCATED", "minutes")
+    got = codec.decode_batch(bodies, version=1, topic="market.candles.BTC-USD.1m")
+    if engine == "native":
+        assert got["count"] == len(cases) and got["minutes"].tolist() == [-1] * len(cases)
+        assert got["origin"] == [None] * len(cases)
+        assert got["close"].tolist() == [c["record"]["close"] for c in cases]
+    else:
+        assert [m.close for m in got] == [c["record"]["close"] for c in cases]
 
 
 def test_batch_skips_bad_messages_and_reports_them() -> None:
@@ -405,7 +451,7 @@ def test_headers_travel_with_the_message_and_are_checked() -> None:
     h = MessageHeaders.from_kafka(records[0].headers)
     assert (h.schema, h.schema_version, h.origin_ns, h.stage, h.encoding) == (
         "kstrade.Candle",
-        1,
+        codec.version,
         origin,
         "ingest",
         "avro",
@@ -536,7 +582,7 @@ def test_random_bytes_give_records_or_codec_errors_never_a_panic(data: bytes) ->
 def test_confluent_reads_an_evolved_writer_schema_by_resolution(registry: str) -> None:
     client = SchemaRegistry(registry)
     newer = json.loads((schema_dir() / "candle.avsc").read_text())
-    newer["version"] = 2
+    newer["version"] += 1
     newer["fields"].append({"name": "trades", "type": ["null", "long"], "default": None})
     newer_id = client.register("kstrade.Candle", newer)
     value = {**vectors("candle")["valid"][0]["record"], "trades": 17}

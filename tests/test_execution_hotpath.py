@@ -22,6 +22,9 @@ from kstrade.schemas import Codec
 from kstrade.schemas.models import Candle
 from tests.test_execution_stage import T0, Harness, ns, settings
 
+#: The current candle schema version, as the `schema_version` header carries it.
+_VERSION = str(Codec(Candle).version).encode()
+
 #: Prague midnight between Monday 5 and Tuesday 6 January 2026 (CET, UTC+1).
 MIDNIGHT = datetime(2026, 1, 5, 23, 0, tzinfo=UTC)
 
@@ -313,16 +316,16 @@ def test_an_uncertain_order_found_after_a_restart_is_reconciled(tmp_path: Path) 
 @pytest.mark.parametrize(
     "headers",
     [
-        [("schema", b"kstrade.Candle"), ("schema_version", b"1"), ("origin_ns", b"0042"), ("stage", b"t"),
+        [("schema", b"kstrade.Candle"), ("schema_version", _VERSION), ("origin_ns", b"0042"), ("stage", b"t"),
          ("encoding", b"avro")],
-        [("schema", b"kstrade.Candle"), ("schema_version", b"1"), ("origin_ns", b"-5"), ("stage", b"t"),
+        [("schema", b"kstrade.Candle"), ("schema_version", _VERSION), ("origin_ns", b"-5"), ("stage", b"t"),
          ("encoding", b"avro")],
-        [("schema", b"kstrade.Candle"), ("schema_version", b"1"), ("origin_ns", b" 7 "), ("stage", b"t"),
+        [("schema", b"kstrade.Candle"), ("schema_version", _VERSION), ("origin_ns", b" 7 "), ("stage", b"t"),
          ("encoding", b"avro")],
-        [("schema", b"kstrade.Candle"), ("schema_version", b"1"), ("origin_ns", b"9"), ("stage", b"t")],
-        [("schema", b"kstrade.Candle"), ("schema_version", b"1"), ("origin_ns", b"9"), ("stage", b"t"),
+        [("schema", b"kstrade.Candle"), ("schema_version", _VERSION), ("origin_ns", b"9"), ("stage", b"t")],
+        [("schema", b"kstrade.Candle"), ("schema_version", _VERSION), ("origin_ns", b"9"), ("stage", b"t"),
          ("encoding", b"avro"), ("origin_ns", b"10")],
-        [("origin_ns", b"3"), ("schema", b"kstrade.Candle"), ("schema_version", b"1"), ("stage", b"t"),
+        [("origin_ns", b"3"), ("schema", b"kstrade.Candle"), ("schema_version", _VERSION), ("stage", b"t"),
          ("encoding", b"avro")],
     ],
 )  # fmt: skip

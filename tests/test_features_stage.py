@@ -3,10 +3,13 @@ on the same candles, warm-up is never emitted, and bad candles are dead-lettered
 
 from __future__ import annotations
 
+import io
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import fastavro
 import numpy as np
 import polars as pl
 import pytest
@@ -18,6 +21,7 @@ from kstrade.features import FEATURE_NAMES, features_from_frame
 from kstrade.features.stage import FeatureStage
 from kstrade.ingest.synthetic import generate
 from kstrade.schemas import Candle, Codec, FeatureVector
+from kstrade.schemas.codec import schema_dir
 from kstrade.stage import Pipeline
 
 from .conftest import drain
@@ -121,6 +125,77 @@ def test_a_restart_from_the_checkpoint_is_warm_and_skips_what_it_already_handled
     uninterrupted = FeatureStage(["BTC-USD"])
     feed(uninterrupted, records)
     assert restarted.engines["BTC-USD"].snapshot() == uninterrupted.engines["BTC-USD"].snapshot()
+
+
+# -- completeness: incomplete higher bars, v1 candles ------------------------------------------------
+
+
+def _feed_frame(stage: FeatureStage, frame: pl.DataFrame, *, v1_every: int = 0) -> dict[int, list[float]]:
+    """`frame`'s minutes through `stage` on the bus (every `v1_every`-th written as schema v1);
+    the emitted vectors by open time (ms)."""
+    bus = _bus_with_topics(["BTC-USD"])
+    codec = Codec(Candle)
+    v1 = fastavro.parse_schema(json.loads((schema_dir() / "released" / "candle.v1.avsc").read_text()))
+    producer = bus.producer()
+    for i, row in enumerate(frame.iter_rows(named=True)):
+        candle = _candle(row)
+        headers = codec.headers(_close_ns(candle), "test")
+        value = codec.encode(candle)
+        if v1_every and i % v1_every == 0:
+            body = io.BytesIO()
+            written = {k: v for k, v in candle.model_dump().items() if k not in ("minutes", "origin")}
+            fastavro.schemaless_writer(body, v1, written)
+            value = body.getvalue()
+            headers = [(k, b"1" if k == "schema_version" else v) for k, v in headers]
+        producer.send(TOPIC, value, key=b"BTC-USD", headers=headers)
+    Pipeline(bus, [stage]).drain()
+    check = bus.consumer("check")
+    check.subscribe([features_aggregated("BTC-USD")])
+    vectors = [Codec(FeatureVector).decode_record(r) for r in drain(check, stage.stats.emitted)]
+    assert not check.poll(max_records=10, timeout=0.1)
+    out = {}
+    for v in vectors:
+        assert v.names == list(FEATURE_NAMES)  # type: ignore[attr-defined]  # the models' input, unchanged
+        out[int(v.timestamp.timestamp() * 1000)] = v.values  # type: ignore[attr-defined]
+    return out
+
+
+def test_an_incomplete_higher_bar_updates_the_indicators_as_built_and_is_counted(minutes: pl.DataFrame) -> None:
+    """The rule (kstrade.features.stage): a 5m/15m/1h bar built from fewer 1m candles than its
+    interval updates the indicators as it was built (never dropped, never padded), vectors keep
+    coming, and the stage counts such bars per timeframe."""
+    start = 2400  # warm by then
+    dropped = [start + 3, *range(start + 80, start + 85)]  # a minute of one 5m bar; a whole 5m bar
+    frame = minutes.with_row_index("i").filter(~pl.col("i").is_in(dropped)).drop("i")
+    stage = FeatureStage(["BTC-USD"])
+    vectors = _feed_frame(stage, frame)
+    # Independent count: buckets that had some of their minutes, not all.
+    times = frame.with_columns(pl.col("timestamp").dt.epoch("ms").alias("t"))
+    want = {}
+    for interval, n in (("5m", 5), ("15m", 15), ("1h", 60)):
+        sizes = times.group_by(pl.col("t") // (n * 60_000)).len()
+        want[interval] = sizes.filter(pl.col("len") < n).height
+    assert want == {"5m": 1, "15m": 2, "1h": 2}
+    assert stage.stats.incomplete_bars == want
+    # The bar of 4 minutes closed on its last minute, with the close of that minute.
+    t0 = int(minutes["timestamp"][0].timestamp() * 1000)
+    close = minutes["close"].to_list()
+    log_return = FEATURE_NAMES.index("5m_log_return")
+    at = t0 + (start + 4) * 60_000
+    assert vectors[at][log_return] == math.log(close[start + 4] / close[start - 1])
+    # The bar with no minute at all is not made up: the next one follows the one before the gap.
+    at = t0 + (start + 89) * 60_000
+    assert vectors[at][log_return] == math.log(close[start + 89] / close[start + 79])
+    assert stage.stats.emitted == stage.stats.candles - stage.stats.warming == len(vectors)
+
+
+def test_candles_written_as_v1_go_through_the_stage_like_v2_ones(minutes: pl.DataFrame) -> None:
+    """A v1 candle (schema_version 1, still on the topic after the upgrade) is read like a v2
+    one, interleaved with v2 candles in the same polls: the same vectors, nothing dead-lettered."""
+    mixed, current = FeatureStage(["BTC-USD"]), FeatureStage(["BTC-USD"])
+    assert _feed_frame(mixed, minutes, v1_every=3) == _feed_frame(current, minutes)
+    assert mixed.stats.candles == current.stats.candles == minutes.height
+    assert mixed.engines["BTC-USD"].snapshot() == current.engines["BTC-USD"].snapshot()
 
 
 # -- time sanity: one far-future candle must not poison a symbol's clock --------------------------

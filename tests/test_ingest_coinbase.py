@@ -37,7 +37,7 @@ from kstrade.ingest.resume import resume_points
 from kstrade.ingest.rollup import INTERVAL_MS, MultiTimeframeCandles
 from kstrade.ingest.service import ensure_candle_topics, run_ingest
 from kstrade.retry import Backoff
-from kstrade.schemas import Alert, Candle, Codec
+from kstrade.schemas import Alert, Candle, CandleOrigin, Codec
 from kstrade.schemas.models import IngestHealth, Severity
 
 from .conftest import FAST_GROUP, drain, quiet
@@ -180,6 +180,15 @@ def test_no_minute_lost_no_duplicate_backfill_equals_rest(
             assert (c.open, c.high, c.low, c.close, c.volume) == tuple(
                 float(r[k]) for k in ("open", "high", "low", "close", "volume")
             )
+    # Each 1m candle says where it came from (a REST one is one REST returned), and each bar
+    # how many of the 1m candles it was built from.
+    origins = {c.origin for _, c in minutes}
+    assert origins == {CandleOrigin.TRADES, CandleOrigin.REST} and {c.minutes for _, c in minutes} == {1}
+    assert all(t in rest for t, c in minutes if c.origin == CandleOrigin.REST)
+    for topic, t, c in got:
+        if not topic.endswith(".1m"):
+            span = INTERVAL_MS[c.interval]
+            assert c.minutes == sum(1 for m, _ in minutes if t <= m < t + span) and c.origin is None, (topic, t)
     assert all(r[1] - r[0] < 300 * 60 and r[3] < 300 for r in server.rest_log), "a REST page of 300+ candles"
     assert [s["channel"] for s in server.subscribes[:2]] == ["market_trades", "heartbeats"]
     assert server.subscribes[1]["product_ids"] == []
@@ -311,7 +320,10 @@ def test_live_minutes_hold_live_candles_behind_a_pending_backfill() -> None:
     window = m.backfill_due(2 * MIN)
     assert window == Window(0, MIN)
     m.on_backfill(window, [NativeCandle(0, 9, 9, 9, 9, 2)])
-    assert [c.open_time_ms for c in m.take()] == [0, MIN]
+    assert [(c.open_time_ms, origin) for c, origin in m.take_with_origin()] == [
+        (0, CandleOrigin.REST),
+        (MIN, CandleOrigin.TRADES),
+    ]
 
 
 def test_an_incident_before_the_start_up_backfill_keeps_the_warm_up_window() -> None:

@@ -31,7 +31,7 @@ from kstrade.ingest.resume import resume_points
 from kstrade.ingest.rollup import INTERVAL_MS, MultiTimeframeCandles
 from kstrade.ingest.service import HealthPublisher, ensure_candle_topics, run_ingest
 from kstrade.ingest.synthetic import generate
-from kstrade.schemas import Candle, Codec, MessageHeaders
+from kstrade.schemas import Candle, CandleOrigin, Codec, MessageHeaders
 from kstrade.schemas.models import IngestHealth
 from kstrade.stage import Pipeline
 
@@ -325,8 +325,30 @@ def test_fast_encoding_is_byte_identical_to_the_validated_model() -> None:
     slow._direct = False
     candle = NativeCandle(1_767_571_200_000, 1.0, 2.0, 0.5, 1.5, 3.0)
     for interval in INTERVALS:
-        a, b = fast.output(interval, candle, "aggregated"), slow.output(interval, candle, "aggregated")
-        assert (a.topic, a.key, a.value, a.headers) == (b.topic, b.key, b.value, b.headers)
+        for minutes, origin in [(None, None), (1, None), (INTERVAL_MS[interval] // 60_000, None)]:
+            a = fast.output(interval, candle, "aggregated", minutes, origin)
+            b = slow.output(interval, candle, "aggregated", minutes, origin)
+            assert (a.topic, a.key, a.value, a.headers) == (b.topic, b.key, b.value, b.headers)
+    for origin in CandleOrigin:
+        a, b = fast.output("1m", candle, "coinbase", 1, origin), slow.output("1m", candle, "coinbase", 1, origin)
+        assert a.value == b.value and CODEC.decode(a.value or b"").origin == origin  # type: ignore[attr-defined]
+
+
+def test_every_candle_says_how_many_minutes_it_was_built_from() -> None:
+    """A 1m candle is built from 1; a bar from the 1m candles of its bucket that came: 4 of 5
+    when a minute had no trade, 5 when complete. A replay does not say where a minute came from."""
+    frame = synthetic_minutes("BTC-USD", 60, seed=3, drop=(3, 17, 18))
+    outputs = [o for b in iter(ReplaySource(frame).next_batch, None) for o in b]
+    got = [(o.topic.rsplit(".", 1)[1], CODEC.decode(o.value or b"")) for o in outputs]
+    counts = {(i, int(c.timestamp.timestamp() * 1000) // 60_000 % 60): c.minutes for i, c in got if i != "1m"}
+    assert counts[("5m", 0)] == 4 and counts[("5m", 5)] == 5 and counts[("5m", 15)] == 3
+    assert counts[("15m", 0)] == 14 and counts[("15m", 15)] == 13 and counts[("1h", 0)] == 57
+    assert all(c.minutes == 1 and c.origin is None and c.source == "replay" for i, c in got if i == "1m")
+    assert all(c.origin is None and c.source == "aggregated" for i, c in got if i != "1m")
+    # A higher-timeframe candle from a file does not say what it was built from.
+    hours = ReplaySource(eurusd_1h_candles().head(3), interval="1h")
+    bars = [CODEC.decode(o.value or b"") for b in iter(hours.next_batch, None) for o in b]
+    assert len(bars) == 3 and all(c.minutes is None for c in bars)  # type: ignore[attr-defined]
 
 
 def test_a_repeated_row_is_a_duplicate_and_a_corrected_one_is_refused(caplog: pytest.LogCaptureFixture) -> None:

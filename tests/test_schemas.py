@@ -95,7 +95,8 @@ def samples() -> dict[str, Any]:
             low=2990,
             close=3001,
             volume=12.5,
-            source="replay",
+            source="aggregated",
+            minutes=12,  # an incomplete 15m bar
         ),
         "feature_vector": dict(symbol="ETH-USD", version="v2.1", names=["rsi_14", "macd_signal"], values=[55.5, -0.25]),
         "prediction": dict(
@@ -335,11 +336,12 @@ def test_checker_accepts_compatible_changes() -> None:
 
 
 @pytest.fixture
-def schemas_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A copy of schemas/ where candle is at v2 (v1 released), with a new optional field."""
+def schemas_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of schemas/ where candle is one version past the native layout (the current
+    version released), with a new optional field."""
     shutil.copytree(SCHEMAS, tmp_path / "schemas")
     s = _candle()
-    s["version"] = 2
+    s["version"] += 1
     s["fields"].append({"name": "trades", "type": ["null", "long"], "default": None})
     (tmp_path / "schemas" / "candle.avsc").write_text(json.dumps(s))
     monkeypatch.setenv("KSTRADE_SCHEMAS_DIR", str(tmp_path / "schemas"))
@@ -351,20 +353,57 @@ def schemas_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
         f.cache_clear()
 
 
-def test_old_writer_versions_are_read_through_schema_resolution(schemas_v2: Path) -> None:
-    v1_bytes = bytes.fromhex(
-        json.loads((Path(__file__).parent / "vectors" / "candle.json").read_text())["valid"][0]["hex"]
-    )
-    # the v2 schema is not the native layout: auto falls back to fastavro, native refuses
+def test_old_writer_versions_are_read_through_schema_resolution(schemas_next: Path) -> None:
+    vectors = json.loads((Path(__file__).parent / "vectors" / "candle.json").read_text())
+    native_version = vectors["version"]
+    # the next schema is not the native layout: auto falls back to fastavro, native refuses
     with pytest.raises(ValueError):
         Codec("candle", engine="native")
     codec = Codec("candle")
-    assert codec.version == 2 and not codec.native
-    value = codec.decode_value(v1_bytes, version=1, topic="t", offset=0)
-    assert value["trades"] is None and value["close"] == 89345.8
+    assert codec.version == native_version + 1 and not codec.native
+    # Every released version still decodes, through fastavro's schema resolution.
+    written = [(native_version, case) for case in vectors["valid"]]
+    written += [(case["version"], case) for case in vectors["older"]]
+    assert {v for v, _ in written} == set(range(1, native_version + 1))
+    for version, case in written:
+        value = codec.decode_value(bytes.fromhex(case["hex"]), version=version, topic="t", offset=0)
+        assert value == {**case["record"], "trades": None}, case["name"]
     with pytest.raises(CodecError) as info:
-        codec.decode_value(v1_bytes, version=3, topic="t", offset=0)
+        codec.decode_value(bytes.fromhex(written[0][1]["hex"]), version=codec.version + 1, topic="t", offset=0)
     assert info.value.code == "UNKNOWN_SCHEMA_VERSION"
+
+
+def test_a_candle_written_as_v1_decodes_with_nothing_stated() -> None:
+    """v2 says how many 1m candles a candle was built from (`minutes`) and where a 1m candle came
+    from (`origin`), both optional: a v1 candle decodes with both None, and a v1 reader still
+    reads a v2 candle."""
+    v1 = fastavro.parse_schema(released("candle")[1])
+    current = fastavro.parse_schema(load(SCHEMAS / "candle.avsc"))
+    written = {k: v for k, v in samples()["candle"].items() if k not in ("minutes", "origin")}
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, v1, {"timestamp": T0, **written})
+    for engine in ("native", "fastavro"):
+        codec = Codec("candle", engine=engine)  # type: ignore[arg-type]
+        assert codec.version == 2
+        message = codec.decode(body.getvalue(), version=1, topic="market.candles.ETH-USD.15m", offset=0)
+        assert message == MODELS["candle"](timestamp=T0, **written)
+        assert (message.minutes, message.origin) == (None, None)  # type: ignore[attr-defined]
+    v2 = MODELS["candle"](timestamp=T0, **samples()["candle"])
+    old = fastavro.schemaless_reader(io.BytesIO(Codec("candle").encode(v2)), current, v1)
+    assert isinstance(old, dict) and "minutes" not in old and old["close"] == written["close"]
+
+
+def test_the_candle_model_refuses_a_count_or_an_origin_that_cannot_be() -> None:
+    base = {**samples()["candle"], "timestamp": T0}
+    assert MODELS["candle"](**{**base, "interval": "1h", "minutes": 60}).minutes == 60  # type: ignore[attr-defined]
+    for bad in (
+        {"minutes": 16},  # a 15m bar of 16 minutes
+        {"minutes": 0},
+        {"origin": "TRADES"},  # origin is for 1m candles
+        {"interval": "1m", "minutes": 2},
+    ):
+        with pytest.raises(ValueError):
+            MODELS["candle"](**{**base, **bad})
 
 
 def test_an_ingest_health_written_as_v1_decodes_with_no_lost_minutes() -> None:

@@ -121,6 +121,8 @@ class CodecError(ValueError):
     offset: int | None
 
 NATIVE_SCHEMA_VERSIONS: dict[str, int]
+#: Every writer version each native layout reads (the current one and older prefixes of it).
+NATIVE_READ_VERSIONS: dict[str, list[int]]
 #: Every schemas/*.avsc (and released/*.avsc) this build was compiled from: path -> JSON text.
 SCHEMA_FILES: dict[str, str]
 
@@ -416,5 +418,7 @@ class FeatureEngine:
     def restore(self, snapshot: bytes) -> None: ...
     @property
     def candles(self) -> int: ...
+    @property
+    def incomplete_bars(self) -> dict[str, int]: ...
     @staticmethod
     def feature_names() -> tuple[str, ...]: ...

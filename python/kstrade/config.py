@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Iterable
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -30,6 +30,9 @@ from pydantic_settings import (
 
 from kstrade.redaction import is_secret_name, mask_properties, mask_tree
 from kstrade.symbols import DEFAULT_SYMBOLS, check_symbol
+
+if TYPE_CHECKING:
+    from kstrade.schemas.registry import SchemaRegistry
 
 #: The TOML file `load` is reading, for the settings source that sits under the environment.
 _TOML_FILE: ContextVar[Path | None] = ContextVar("kstrade_toml_file", default=None)
@@ -66,11 +69,29 @@ class BusSettings(_Section):
     #: handled from the same partition is dead-lettered PAST_TIMESTAMP (a week: the topics'
     #: retention, so never a redelivery).
     max_past_jump_s: float = Field(7 * 86_400.0, gt=0)
+    #: A Confluent-compatible schema registry (e.g. Apicurio's `http://host:8080/apis/ccompat/v7`).
+    #: Set: on the kafka transport every producer registers its schema (subject: the full record
+    #: name, e.g. `kstrade.Candle`) and writes the Confluent wire format; consumers read both
+    #: wire formats either way. None: bare Avro (schemas/README.md, Encodings).
+    schema_registry_url: str | None = None
+    schema_registry_username: str | None = None
+    #: Only from KSTRADE_BUS__SCHEMA_REGISTRY_PASSWORD or the file named by schema_registry_password_file.
+    schema_registry_password: SecretStr | None = None
+    schema_registry_password_file: Path | None = None
 
     @model_validator(mode="after")
     def _checks(self) -> BusSettings:
         if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
             raise ValueError("min_insync_replicas cannot exceed replication_factor")
+        url = self.schema_registry_url
+        if url is not None:
+            if not re.match(r"https?://[^/\s]+", url):
+                raise ValueError("schema_registry_url must be an http:// or https:// URL")
+            if "@" in url.split("://", 1)[1].split("/", 1)[0]:
+                raise ValueError(
+                    "schema_registry_url: no credentials in the URL: set schema_registry_username and "
+                    "KSTRADE_BUS__SCHEMA_REGISTRY_PASSWORD"
+                )
         return self
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
@@ -87,6 +108,31 @@ class BusSettings(_Section):
             except OSError as exc:
                 raise ConfigError(f"bus.sasl_password_file: cannot read {self.sasl_password_file}: {exc}") from exc
         return None
+
+    def schema_registry(self) -> SchemaRegistry | None:
+        """The registry client these settings describe (credentials included), or None: off."""
+        if self.schema_registry_url is None:
+            return None
+        from kstrade.schemas.registry import SchemaRegistry
+
+        auth = None
+        if self.schema_registry_username is not None:
+            if self.schema_registry_password is not None:
+                secret = self.schema_registry_password.get_secret_value()
+            elif self.schema_registry_password_file is not None:
+                try:
+                    secret = self.schema_registry_password_file.read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(
+                        f"bus.schema_registry_password_file: cannot read {self.schema_registry_password_file}: {exc}"
+                    ) from exc
+            else:
+                raise ConfigError(
+                    "bus.schema_registry_password: schema_registry_username is set but no password: set "
+                    "KSTRADE_BUS__SCHEMA_REGISTRY_PASSWORD or bus.schema_registry_password_file"
+                )
+            auth = (self.schema_registry_username, secret)
+        return SchemaRegistry(self.schema_registry_url, auth=auth)
 
     @property
     def protocol(self) -> str:
@@ -639,8 +685,9 @@ def load(path: Path | str | None = None, **flags: Any) -> Settings:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        if "sasl_password" in from_file.get("bus", {}):
-            raise ConfigError("bus.sasl_password: secrets are not read from config files; use the environment")
+        for secret in ("sasl_password", "schema_registry_password"):
+            if secret in from_file.get("bus", {}):
+                raise ConfigError(f"bus.{secret}: secrets are not read from config files; use the environment")
         if "bot_token" in from_file.get("metrics", {}).get("telegram", {}):
             raise ConfigError("metrics.telegram.bot_token: secrets are not read from config files; use the environment")
         if "jwt" in from_file.get("ingest", {}).get("coinbase", {}):

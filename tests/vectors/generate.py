@@ -7,7 +7,9 @@ codec (pytest) both check themselves against these files and must never write th
 
 Each `<schema>.json` holds `valid` cases (an Avro value, timestamps as epoch microseconds,
 enums as symbols, and the hex of fastavro's encoding) and `invalid` cases (hostile bytes built
-by hand from the Avro spec, with the error code and field a decoder must report).
+by hand from the Avro spec, with the error code and field a decoder must report). `older` cases
+are bodies written by fastavro with a released older version of the schema (`version`), with the
+value a current reader must decode them to (the fields added since at their defaults).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ HERE = Path(__file__).resolve().parent
 SCHEMAS = HERE.parent.parent / "schemas"
 
 
-def schema(name: str) -> Any:
-    return fastavro.parse_schema(json.loads((SCHEMAS / f"{name}.avsc").read_text()))
+def schema(name: str, version: int | None = None) -> Any:
+    path = SCHEMAS / (f"{name}.avsc" if version is None else f"released/{name}.v{version}.avsc")
+    return fastavro.parse_schema(json.loads(path.read_text()))
 
 
-def encode(name: str, record: dict[str, Any]) -> bytes:
+def encode(name: str, record: dict[str, Any], version: int | None = None) -> bytes:
     buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, schema(name), record)
+    fastavro.schemaless_writer(buf, schema(name, version), record)
     return buf.getvalue()
 
 
@@ -67,9 +70,19 @@ def candles() -> dict[str, Any]:
         "close": 89345.80,
         "volume": 123.456,
         "source": "coinbase",
+        "minutes": 1,
+        "origin": "TRADES",
     }
+    not_stated = {**base, "minutes": None, "origin": None}
     valid = [
         ("design_example", base),
+        ("rest_backfill", {**base, "origin": "REST"}),
+        ("nothing_stated", not_stated),
+        (
+            "incomplete_5m_bar",
+            {**base, "interval": "5m", "source": "aggregated", "minutes": 4, "origin": None},
+        ),
+        ("complete_1h_bar", {**base, "interval": "1h", "source": "aggregated", "minutes": 60, "origin": None}),
         (
             "epoch_zero_and_zero_prices",
             {**base, "timestamp": 0, "open": 0.0, "high": 0.0, "low": 0.0, "close": -0.0, "volume": 0.0},
@@ -91,8 +104,11 @@ def candles() -> dict[str, Any]:
         ("far_future", {**base, "timestamp": 253_402_300_799_999_999}),  # 9999-12-31T23:59:59.999999Z
     ]
     good = encode("candle", base)
-    # Layout: ts varint (8 bytes for TS), symbol (1+7), interval (1+2), open..volume (5x8), source (1+8)
+    # Layout: ts varint (8 bytes for TS), symbol (1+7), interval (1+2), open..volume (5x8), source (1+8),
+    # minutes (union index 1, then 1: 2 bytes), origin (union index 1, then enum index 0: 2 bytes)
     close_at = 8 + 8 + 3 + 3 * 8
+    source_end = close_at + 2 * 8 + 1 + 8
+    assert len(good) == source_end + 4
     nan = bytearray(good)
     nan[close_at : close_at + 8] = dbl(float("nan"))
     inf = bytearray(good)
@@ -105,7 +121,21 @@ def candles() -> dict[str, Any]:
             "code": "TRUNCATED",
             "field": "close",
         },
-        {"name": "truncated_in_source", "hex": good[:-2].hex(), "code": "TRUNCATED", "field": "source"},
+        {"name": "truncated_in_source", "hex": good[: source_end - 2].hex(), "code": "TRUNCATED", "field": "source"},
+        {"name": "truncated_in_minutes", "hex": good[: source_end + 1].hex(), "code": "TRUNCATED", "field": "minutes"},
+        {"name": "truncated_in_origin", "hex": good[:-1].hex(), "code": "TRUNCATED", "field": "origin"},
+        {
+            "name": "minutes_union_index_out_of_range",
+            "hex": (good[:source_end] + zigzag(2) + zigzag(1) + zigzag(0)).hex(),
+            "code": "MALFORMED",
+            "field": "minutes",
+        },
+        {
+            "name": "origin_out_of_range",
+            "hex": (good[:-1] + zigzag(2)).hex(),  # CandleOrigin has 2 symbols
+            "code": "MALFORMED",
+            "field": "origin",
+        },
         {"name": "nan_close", "hex": bytes(nan).hex(), "code": "NON_FINITE", "field": "close"},
         {"name": "minus_inf_low", "hex": bytes(inf).hex(), "code": "NON_FINITE", "field": "low"},
         {
@@ -128,7 +158,14 @@ def candles() -> dict[str, Any]:
         },
         {"name": "trailing_byte", "hex": (good + b"\x00").hex(), "code": "TRAILING_BYTES", "field": ""},
     ]
-    return {"valid": valid, "invalid": invalid}
+    # v1 (released) had no minutes and no origin: its bodies decode with both not stated.
+    v1 = {k: v for k, v in base.items() if k not in ("minutes", "origin")}
+    older = [
+        ("v1_design_example", 1, v1, not_stated),
+        ("v1_hour_bar", 1, {**v1, "interval": "1h", "source": "aggregated"},
+         {**not_stated, "interval": "1h", "source": "aggregated"}),
+    ]  # fmt: skip
+    return {"valid": valid, "invalid": invalid, "older": older}
 
 
 def feature_vectors() -> dict[str, Any]:
@@ -284,9 +321,15 @@ def write(name: str, cases: dict[str, Any]) -> None:
         "valid": [],
         "invalid": cases["invalid"],
         "noncanonical": cases.get("noncanonical", []),
+        "older": [],
     }
     for case_name, record in cases["valid"]:
         out["valid"].append({"name": case_name, "record": record, "hex": encode(name, record).hex()})
+    for case_name, version, written, record in cases.get("older", []):
+        body = encode(name, written, version)
+        current = fastavro.schemaless_reader(io.BytesIO(body), schema(name, version), parsed)
+        assert current == {**record, "timestamp": current["timestamp"]}, case_name  # resolution agrees
+        out["older"].append({"name": case_name, "version": version, "record": record, "hex": body.hex()})
     # Every non-canonical encoding must still decode in fastavro to its record.
     for case in out["noncanonical"]:
         got = fastavro.schemaless_reader(io.BytesIO(bytes.fromhex(case["hex"])), parsed, parsed)

@@ -66,6 +66,7 @@ from kstrade.schemas.models import (
     Signal,
     SignalDirection,
     SignalStage,
+    candle_provenance_valid,
 )
 from kstrade.stage import Stage
 
@@ -591,6 +592,8 @@ def _valid_candle(v: dict[str, Any]) -> bool:
     if type(ts) is not int or not _MICROS_MIN <= ts <= _MICROS_MAX:
         return False
     if type(symbol) is not str or not symbol or type(source) is not str or interval not in _INTERVALS:
+        return False
+    if not candle_provenance_valid(interval, v["minutes"], v["origin"]):
         return False
     for x in (o, h, low, c, volume):
         if type(x) is not float or not math.isfinite(x):

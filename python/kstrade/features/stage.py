@@ -13,6 +13,16 @@ a day and a half of candles warming the 1h timeframe again. Candles at or before
 checkpointed minute (redelivered after a crash between checkpoint and commit) were already
 handled and emitted: they are skipped, not dead-lettered as late.
 
+Incomplete higher-timeframe bars (the rule): a 5m/15m/1h bar the engine builds from fewer 1m
+candles than its interval (minutes without a candle: no trade in them, or lost, which ingest
+alerts) updates the indicators as built, its OHLC and volume those of the minutes that came: never
+dropped, never padded with made-up minutes. A minute without trades is the market's truth (the
+exchange builds its own bars the same way); dropping the bar would stretch every N-bar indicator
+over a longer span and leave the timeframe stale; and a completeness feature would change the
+feature list the shipped models were trained on. The models already see missing minutes through
+`gap_minutes`. Such bars are counted per timeframe in `stats.incomplete_bars` (warm-up included),
+as ingest counts those it publishes (`incomplete_bars` in its health, `minutes` on each candle).
+
 Time sanity: live, a candle that closes more than the allowed skew after the wall clock
 (`Stage.future_limit_ns`, bus.max_future_skew_s) is dead-lettered FUTURE_TIMESTAMP before it
 reaches the engine, whatever its headers say. Without this one candle a year ahead became the
@@ -62,6 +72,9 @@ class FeatureStats:
     duplicates: int = 0
     replayed: int = 0  # redelivered candles already in the restored state
     per_symbol: dict[str, int] = field(default_factory=dict)
+    #: Per timeframe, all symbols: higher bars fed to the indicators with fewer 1m candles than
+    #: their interval, used as built (the rule in the module doc). Since start, warm-up included.
+    incomplete_bars: dict[str, int] = field(default_factory=lambda: {"5m": 0, "15m": 0, "1h": 0})
 
 
 class FeatureStage(Stage):
@@ -137,7 +150,19 @@ class FeatureStage(Stage):
         """Topics it emits to (dead letters aside): what its principal may write (`kstrade.bus.acl`)."""
         return [features_aggregated(s) for s in symbols]
 
+    def _count_incomplete_bars(self) -> None:
+        totals = dict.fromkeys(self.stats.incomplete_bars, 0)
+        for engine in self.engines.values():
+            for interval, n in engine.incomplete_bars.items():
+                totals[interval] = totals.get(interval, 0) + n
+        self.stats.incomplete_bars = totals
+
     def handle(self, record: Record) -> Iterable[Output]:
+        out = self._handle(record)
+        self._count_incomplete_bars()
+        return out
+
+    def _handle(self, record: Record) -> Iterable[Output]:
         symbol = self._topic_symbol.get(record.topic)
         if symbol is None:
             raise MessageError(DeadLetter.UNKNOWN_TOPIC, f"{record.topic} is not a 1m candle topic of {self.symbols}")
@@ -196,6 +221,7 @@ class FeatureStage(Stage):
         )
         self.stats.warmup += len(times_ms)
         self.stats.warmup_rejected += len(rejected)
+        self._count_incomplete_bars()
         if open_times:
             self._through_ms[symbol] = max(self._through_ms.get(symbol, -1), int(open_times[-1]))
         rows = np.frombuffer(raw, dtype=np.float64).reshape(len(self._names), len(open_times)).T
@@ -215,9 +241,10 @@ class FeatureStage(Stage):
         for topic, records in by_topic.items():
             symbol = self._topic_symbol.get(topic)
             if symbol is None or len(records) < _BATCH_FROM:
-                out += batch.each(self.handle, records)
+                out += batch.each(self._handle, records)
             else:
                 out += self._symbol_batch(batch, symbol, records)
+        self._count_incomplete_bars()
         return out
 
     def _symbol_batch(self, batch: Batch, symbol: str, records: list[Record]) -> list[Output]:
@@ -234,6 +261,8 @@ class FeatureStage(Stage):
                 np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)
                 & (v >= 0) & (lo <= np.minimum(o, c)) & (np.maximum(o, c) <= h)
             )  # fmt: skip
+        # A 1m candle is built from one minute, or does not say (the model refuses anything else).
+        valid &= (cols["minutes"] == 1) | (cols["minutes"] == -1)
         for i, row in enumerate(rows.tolist()):
             ok[row] = bool(valid[i]) and cols["symbol"][i] == symbol and cols["interval"][i] == "1m" and plain[row]
         micros = cols["timestamp"].astype(np.int64)
@@ -256,7 +285,7 @@ class FeatureStage(Stage):
                     batch, symbol, records[start:i], times[start:i], [col[picked] for col in (o, h, lo, c, v)]
                 )
             if i < len(records):
-                out += batch.each(self.handle, records[i : i + 1])
+                out += batch.each(self._handle, records[i : i + 1])
             start = i + 1
         return out
 

@@ -3,6 +3,9 @@
 The aggregation itself is the native `CandleAggregator` (duplicate, correction, late and gap
 policies are decided there); this module only turns its results into `market.candles.*` outputs,
 counts what it saw, and never re-emits a candle at or before the resume point of its topic.
+Every candle it emits states how many 1m candles it was built from (`minutes`: 1 for a 1m
+candle, fewer than 5/15/60 for an incomplete bar), and a 1m candle where it came from
+(`origin`, when the source says: trades or a REST backfill).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from kstrade.codes import MarketCode
 from kstrade.features import Candle as NativeCandle
 from kstrade.features import CandleAggregator, ClosedBar
 from kstrade.ingest.health import IngestHealth
-from kstrade.schemas import Candle, Codec
+from kstrade.schemas import Candle, CandleOrigin, Codec
 from kstrade.schemas.codec import HEADER_ORIGIN_NS
 
 log = logging.getLogger("kstrade.ingest")
@@ -29,7 +32,14 @@ INTERVAL_MS = {"1m": MINUTE_MS, "5m": 5 * MINUTE_MS, "15m": 15 * MINUTE_MS, "1h"
 STAGE = "ingest"
 
 
-def candle_message(symbol: str, interval: str, c: NativeCandle, source: str) -> Candle:
+def candle_message(
+    symbol: str,
+    interval: str,
+    c: NativeCandle,
+    source: str,
+    minutes: int | None = None,
+    origin: CandleOrigin | None = None,
+) -> Candle:
     return Candle(
         timestamp=datetime.fromtimestamp(c.open_time_ms / 1000, tz=UTC),
         symbol=symbol,
@@ -40,6 +50,8 @@ def candle_message(symbol: str, interval: str, c: NativeCandle, source: str) -> 
         close=c.close,
         volume=c.volume,
         source=source,
+        minutes=minutes,
+        origin=origin,
     )
 
 
@@ -86,7 +98,16 @@ class MultiTimeframeCandles:
         self.health.lost_minutes += 1
         self._lost.add(open_time_ms)
 
-    def output(self, interval: str, c: NativeCandle, source: str) -> Output:
+    def output(
+        self,
+        interval: str,
+        c: NativeCandle,
+        source: str,
+        minutes: int | None = None,
+        origin: CandleOrigin | None = None,
+    ) -> Output:
+        """One candle message: `minutes` 1m candles it was built from and, for a 1m candle, its
+        `origin` (None: not stated)."""
         if self._direct:
             value = self.codec.encode_value(
                 {
@@ -99,10 +120,12 @@ class MultiTimeframeCandles:
                     "close": c.close,
                     "volume": c.volume,
                     "source": source,
+                    "minutes": minutes,
+                    "origin": origin,
                 }
             )
         else:
-            value = self.codec.encode(candle_message(self.symbol, interval, c, source))
+            value = self.codec.encode(candle_message(self.symbol, interval, c, source, minutes, origin))
         headers = list(self._headers)
         headers[self._origin_at] = (HEADER_ORIGIN_NS, str(close_time_ns(c.open_time_ms, interval)).encode())
         return Output(self._topics[interval], value, key=self._key, headers=headers)
@@ -111,8 +134,9 @@ class MultiTimeframeCandles:
         last = self.resume_after.get(interval)
         return last is None or open_time_ms > last
 
-    def push(self, candle: NativeCandle) -> list[Output]:
-        """A closed 1m candle: itself and every higher bar it closes, as outputs (maybe none)."""
+    def push(self, candle: NativeCandle, origin: CandleOrigin | None = None) -> list[Output]:
+        """A closed 1m candle (from `origin`, if the source knows): itself and every higher bar
+        it closes, as outputs (maybe none)."""
         try:
             result = self._aggregator.push(candle)
         except MarketError as exc:
@@ -138,7 +162,7 @@ class MultiTimeframeCandles:
             # A later gap starts after this candle: older LOST minutes are settled.
             self._lost = {t for t in self._lost if t > candle.open_time_ms}
         if self._fresh("1m", candle.open_time_ms):
-            outputs.append(self.output("1m", candle, self.source))
+            outputs.append(self.output("1m", candle, self.source, 1, origin))
         for bar in closed:
             if self._fresh(bar.interval, bar.candle.open_time_ms):
                 if not bar.complete:
@@ -151,7 +175,7 @@ class MultiTimeframeCandles:
                         bar.minutes,
                         bar.expected,
                     )
-                outputs.append(self.output(bar.interval, bar.candle, "aggregated"))
+                outputs.append(self.output(bar.interval, bar.candle, "aggregated", bar.minutes))
                 if self.on_bar is not None:
                     self.on_bar(self.symbol, bar)
         self.health.candles_produced += len(outputs)

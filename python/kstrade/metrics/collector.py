@@ -71,6 +71,7 @@ from kstrade.schemas.codec import (
     HEADER_SCHEMA,
     HEADER_SCHEMA_VERSION,
     HEADER_STAGE,
+    Wire,
     codec_error,
     from_micros,
 )
@@ -113,6 +114,11 @@ def _origin_and_stage(record: Record) -> tuple[int, str]:
 
 def _at(now_ns: int) -> datetime:
     return datetime.fromtimestamp(now_ns / 1e9, tz=UTC)
+
+
+#: An Avro record's `encoding` header -> its wire format: the collector reads both, whatever
+#: its own codecs write (the schema registry turned on or off while records of the other wait).
+_AVRO_WIRES: dict[bytes, Wire] = {b"avro": "bare", b"avro-confluent": "confluent"}
 
 
 class MetricsCollector(Stage):
@@ -234,13 +240,15 @@ class MetricsCollector(Stage):
         its headers as `decode` checks them. Raises `CodecError` on a bad record. The native
         decoder refuses non-finite doubles and malformed bodies; what pydantic adds beyond that
         is checked by the callers, for the fields they use."""
-        codec, version, value = self._checked(record, model)
-        decoded: dict[str, Any] = codec.decode_value(value, version=version, topic=record.topic, offset=record.offset)
+        codec, version, value, wire = self._checked(record, model)
+        decoded: dict[str, Any] = codec.decode_value(
+            value, version=version, topic=record.topic, offset=record.offset, wire=wire
+        )
         return decoded
 
-    def _checked(self, record: Record, model: type[Message]) -> tuple[Any, int, bytes]:
-        """The codec, schema version and body of a record whose headers say it is a `model`
-        in this codec's format (else raises `CodecError`, as `decode` does)."""
+    def _checked(self, record: Record, model: type[Message]) -> tuple[Any, int, bytes, Wire | None]:
+        """The codec, schema version, value and (Avro) wire format of a record whose headers say
+        it is a `model` in this codec's format (else raises `CodecError`, as `decode` does)."""
         expect = self._expect.get(model)
         if expect is None:
             codec = self.codec(model)
@@ -250,7 +258,8 @@ class MetricsCollector(Stage):
         if record.header(HEADER_SCHEMA) != schema:
             raise codec_error(DeadLetter.SCHEMA_MISMATCH, f"not a {codec.schema_name}", schema=codec.schema_name,
                               field=HEADER_SCHEMA, topic=topic, offset=offset)  # fmt: skip
-        if (record.header(HEADER_ENCODING) or b"avro") != encoding:
+        got = record.header(HEADER_ENCODING) or b"avro"
+        if got != encoding and (codec.format == "json" or got not in _AVRO_WIRES):  # Avro: either wire
             raise codec_error(DeadLetter.FORMAT_MISMATCH, f"this codec reads {codec.encoding}",
                               schema=codec.schema_name, field=HEADER_ENCODING, topic=topic, offset=offset)  # fmt: skip
         version = record.header(HEADER_SCHEMA_VERSION)
@@ -261,13 +270,13 @@ class MetricsCollector(Stage):
         if value is None:
             raise codec_error(DeadLetter.MALFORMED, "the record has no value", schema=codec.schema_name, field="",
                               topic=topic, offset=offset)  # fmt: skip
-        return codec, int(version), value
+        return codec, int(version), value, _AVRO_WIRES.get(got)
 
     def _signal(self, record: Record) -> dict[str, Any]:
         """A signal's stored fields (`wire.read_signal`): read straight from a current bare
         Avro body, else through the codec (older versions, other formats) as `Signal`."""
-        codec, version, value = self._checked(record, Signal)
-        if wire.ENABLED and version == codec.version and codec.format == "avro" and codec.wire == "bare":
+        codec, version, value, framing = self._checked(record, Signal)
+        if wire.ENABLED and version == codec.version and codec.format == "avro" and framing == "bare":
             return wire.read_signal(value)
         return dict(self.decode(record, Signal))
 

@@ -443,15 +443,30 @@ HOT_TYPES = tuple(_NATIVE)
 
 _CONFLUENT = struct.Struct(">bI")
 
+#: The registry that a `Codec` made without a `wire` writes through (None: bare Avro). Set for
+#: the process by `use_registry`: the kafka bus does, from `bus.schema_registry_url`.
+_default_registry: SchemaRegistry | None = None
+
+
+def use_registry(registry: SchemaRegistry | None) -> SchemaRegistry | None:
+    """Every `Codec` made from now on without an explicit `wire` writes the Confluent wire format
+    through `registry` (None: bare Avro again); returns the registry set before. Codecs already
+    made keep their wire. Every codec reads both wire formats, whatever it writes."""
+    global _default_registry
+    previous, _default_registry = _default_registry, registry
+    return previous
+
 
 class Codec:
     """Encodes and decodes one message type.
 
     `format`: `avro` (default) or `json` (the design document's shapes, for debugging).
     `engine`: for Avro, `native` (the Rust codec, hot types only), `fastavro`, or `auto` (native
-    where there is one). `wire`: `bare` Avro body (default) or `confluent` (magic byte 0, 4-byte
+    where there is one). `wire`: `bare` Avro body or `confluent` (magic byte 0, 4-byte
     big-endian schema id, body), which needs a `registry`; the subject is the full record name
-    (RecordNameStrategy), because one schema serves several topics (e.g. `signals.*`).
+    (RecordNameStrategy), because one schema serves several topics (e.g. `signals.*`). By default
+    `confluent` when a `registry` is given or set for the process (`use_registry`), else `bare`.
+    `decode_record` reads both wire formats, as the record's `encoding` header says.
     """
 
     def __init__(
@@ -460,7 +475,7 @@ class Codec:
         format: Format = "avro",
         *,
         engine: Engine = "auto",
-        wire: Wire = "bare",
+        wire: Wire | None = None,
         registry: SchemaRegistry | None = None,
     ) -> None:
         name = schema if isinstance(schema, str) else schema.schema_file
@@ -472,6 +487,10 @@ class Codec:
             raise ValueError(f"engine must be 'auto', 'native' or 'fastavro', not {engine!r}")
         if engine == "native" and name not in _NATIVE:
             raise ValueError(f"no native codec for {name!r}: native types are {', '.join(HOT_TYPES)}")
+        if registry is None:
+            registry = _default_registry
+        if wire is None:
+            wire = "confluent" if registry is not None and format == "avro" else "bare"
         if wire not in ("bare", "confluent"):
             raise ValueError(f"wire must be 'bare' or 'confluent', not {wire!r}")
         if wire == "confluent" and registry is None:
@@ -494,6 +513,12 @@ class Codec:
                 f"v{_native.NATIVE_SCHEMA_VERSIONS.get(self.schema_name)}, not v{self.version}"
             )
         self.native = engine != "fastavro" and native_ok
+        #: Older released versions the native layout reads too (fields only added at the end).
+        self._native_older = (
+            frozenset(_native.NATIVE_READ_VERSIONS.get(self.schema_name, ())) - {self.version}
+            if self.native
+            else frozenset()
+        )
         self._enc1, self._dec1, self._encn, self._decn = _NATIVE.get(name, (None, None, None, None))
         self._schema_header = self.schema_name.encode()
         self._version_header = str(self.version).encode()
@@ -571,18 +596,24 @@ class Codec:
             except (ValueError, TypeError, KeyError, AttributeError) as e:
                 raise self._err(DeadLetter.INVALID, str(e)) from None
             body = buf.getvalue()
-        return self._frame(body)
+        return self.frame(body)
 
     def encode_values(self, values: list[dict[str, Any]]) -> list[bytes]:
         """`encode_value` for many values at once (one native call for the hot types): the
         same bytes, for values that are valid by construction (a stage's own outputs)."""
-        if self.native and self.format == "avro" and self.wire == "bare":
+        if self.native and self.format == "avro":
             out: list[bytes] = self._encn(values)
-            return out
+            return out if self.wire == "bare" else self._frame_all(out)
         return [self.encode_value(v) for v in values]
 
     def decode_value(
-        self, data: bytes, *, version: int | None = None, topic: str | None = None, offset: int | None = None
+        self,
+        data: bytes,
+        *,
+        version: int | None = None,
+        topic: str | None = None,
+        offset: int | None = None,
+        wire: Wire | None = None,
     ) -> dict[str, Any]:
         """Decodes to an Avro value (timestamps as epoch microseconds); no model validation."""
         if self.format == "json":
@@ -591,15 +622,28 @@ class Codec:
             except orjson.JSONDecodeError as e:
                 raise self._err(DeadLetter.MALFORMED, f"invalid JSON: {e}", "", topic, offset) from None
             return result
-        data, writer = self._unframe(data, version, topic, offset)
-        if self.native and writer is None:
-            value: dict[str, Any] = self._dec1(data, version=self.version, topic=topic, offset=offset)
+        data, writer = self._unframe(data, version, topic, offset, wire)
+        native_version = self._native_version(version, writer)
+        if native_version is not None:
+            value: dict[str, Any] = self._dec1(data, version=native_version, topic=topic, offset=offset)
             return value
         value = self._fastavro_decode(data, writer, topic, offset)
         ts = value.get("timestamp")
         if isinstance(ts, datetime):
             value["timestamp"] = to_micros(ts)
         return value
+
+    def _native_version(self, version: int | None, writer: Any) -> int | None:
+        """The writer version to decode natively (after `_unframe`), or None: fastavro resolves
+        it (no native layout, or a writer schema the layout cannot read)."""
+        if not self.native:
+            return None
+        if writer is None:
+            return self.version
+        # An older version the layout reads, named by the headers (not a registry's schema).
+        if version in self._native_older and writer is _parsed(self.name, version):
+            return version
+        return None
 
     def _fastavro_decode(self, data: bytes, writer: Any, topic: str | None, offset: int | None) -> dict[str, Any]:
         writer_schema = self._parsed if writer is None else writer
@@ -628,14 +672,41 @@ class Codec:
                 self._schema_id = self.registry.register(self.schema_name, self.schema)
             return self._schema_id
 
-    def _frame(self, body: bytes) -> bytes:
+    def frame(self, body: bytes) -> bytes:
+        """The value this codec writes for an Avro body of the current schema: the body itself
+        (bare), or behind the Confluent wire header (magic byte 0, this schema's registry id)."""
         if self.wire == "bare":
             return body
         return _CONFLUENT.pack(0, self.schema_id()) + body
 
-    def _unframe(self, data: bytes, version: int | None, topic: str | None, offset: int | None) -> tuple[bytes, Any]:
-        """The Avro body and the writer schema to resolve from (None: the current schema)."""
-        if self.wire == "bare":
+    def _frame_all(self, bodies: list[bytes]) -> list[bytes]:
+        head = _CONFLUENT.pack(0, self.schema_id())
+        return [head + body for body in bodies]
+
+    def _current_frame(self, data: bytes) -> bool:
+        """Whether `data` is Confluent-framed with the id of the current schema (looked up once)."""
+        if len(data) < _CONFLUENT.size or data[0] != 0:
+            return False
+        schema_id = _CONFLUENT.unpack_from(data)[1]
+        if schema_id == self._schema_id or schema_id in self._current_ids:
+            return True
+        if self.registry is None:
+            return False
+        try:
+            writer = self.registry.schema_by_id(schema_id)
+        except LookupError:
+            return False
+        if writer == self.schema:
+            self._current_ids.add(schema_id)
+            return True
+        return False
+
+    def _unframe(
+        self, data: bytes, version: int | None, topic: str | None, offset: int | None, wire: Wire | None = None
+    ) -> tuple[bytes, Any]:
+        """The Avro body and the writer schema to resolve from (None: the current schema).
+        `wire`: how `data` is framed (the record's `encoding` header), else this codec's wire."""
+        if (wire or self.wire) == "bare":
             old = self._check_version(version, topic, offset)
             return data, (None if old is None else _parsed(self.name, old))
         if len(data) < _CONFLUENT.size or data[0] != 0:
@@ -651,7 +722,10 @@ class Codec:
         # A consumer only looks ids up (GET); it never registers anything.
         if schema_id == self._schema_id or schema_id in self._current_ids:
             return body, None
-        assert self.registry is not None
+        if self.registry is None:
+            # The registry is off here: the headers name the writer version, as for bare Avro.
+            old = self._check_version(version, topic, offset)
+            return body, (None if old is None else _parsed(self.name, old))
         try:
             writer = self.registry.schema_by_id(schema_id)
         except LookupError as e:
@@ -693,7 +767,13 @@ class Codec:
         return value
 
     def decode(
-        self, data: bytes, *, version: int | None = None, topic: str | None = None, offset: int | None = None
+        self,
+        data: bytes,
+        *,
+        version: int | None = None,
+        topic: str | None = None,
+        offset: int | None = None,
+        wire: Wire | None = None,
     ) -> Message:
         """Decodes and validates one message; `version` is the `schema_version` header if known."""
         if self.format == "json":
@@ -708,9 +788,10 @@ class Codec:
                 if e.errors()[0]["type"] == "json_invalid":
                     raise self._err(DeadLetter.MALFORMED, e.errors()[0]["msg"], "", topic, offset) from None
                 raise self._invalid(e, topic, offset) from None
-        data, writer = self._unframe(data, version, topic, offset)
-        if self.native and writer is None:
-            value = self._dec1(data, version=self.version, topic=topic, offset=offset)
+        data, writer = self._unframe(data, version, topic, offset, wire)
+        native_version = self._native_version(version, writer)
+        if native_version is not None:
+            value = self._dec1(data, version=native_version, topic=topic, offset=offset)
             value["timestamp"] = from_micros(value["timestamp"])
         else:
             value = self._fastavro_decode(data, writer, topic, offset)  # timestamps already datetimes
@@ -755,7 +836,7 @@ class Codec:
                 record.topic,
                 record.offset,
             )
-        if h.encoding != self.encoding:
+        if (h.encoding == "json") != (self.format == "json"):  # Avro reads both wire formats
             raise self._err(
                 DeadLetter.FORMAT_MISMATCH,
                 f"the record is {h.encoding}, this codec reads {self.encoding}",
@@ -765,14 +846,15 @@ class Codec:
             )
         if record.value is None:
             raise self._err(DeadLetter.MALFORMED, "the record has no value", "", record.topic, record.offset)
-        return self.decode(record.value, version=h.schema_version, topic=record.topic, offset=record.offset)
+        wire: Wire = "confluent" if h.encoding == "avro-confluent" else "bare"
+        return self.decode(record.value, version=h.schema_version, topic=record.topic, offset=record.offset, wire=wire)
 
     # batches
 
     def encode_batch(self, records: Sequence[Message]) -> list[bytes]:
-        if self.native and self.format == "avro" and self.wire == "bare":
+        if self.native and self.format == "avro":
             out: list[bytes] = self._encn([self._native_value(r) for r in records])
-            return out
+            return out if self.wire == "bare" else self._frame_all(out)
         return [self.encode(r) for r in records]
 
     def decode_batch(
@@ -786,22 +868,27 @@ class Codec:
     ) -> Any:
         """Decodes many messages at once.
 
-        Hot types (native, bare Avro) come back as a `dict` of numpy columns, decoded with the GIL
-        released: `timestamp` (datetime64[us]), the numeric fields (float64; prediction
-        `direction` as int64 -1/0/1), strings as lists, `rows` (input positions decoded) and
-        `failed` [(position, CodecError)] when `errors="skip"`. A feature vector batch has
-        `values` as an (n, k) matrix when all rows share one feature list (`names`), else flat
-        with `lengths`, `feature_sets` and `feature_set`. Other types give a list of models.
+        Hot types (native, bare Avro, a `version` the native layout reads) come back as a `dict`
+        of numpy columns, decoded with the GIL released: `timestamp` (datetime64[us]), the numeric
+        fields (float64; prediction `direction` as int64 -1/0/1; candle `minutes` as int64, -1
+        where not stated), strings and enum symbols as lists (candle `origin`: None where not
+        stated), `rows` (input positions decoded) and `failed` [(position, CodecError)] when
+        `errors="skip"`. A feature vector batch has `values` as an (n, k) matrix when all rows
+        share one feature list (`names`), else flat with `lengths`, `feature_sets` and
+        `feature_set`. Other types, and older versions read through fastavro, give a list of
+        models. Confluent-framed values of the current schema decode natively too (`_framed_batch`).
         """
-        if (
-            self.native
-            and self.format == "avro"
-            and self.wire == "bare"
-            and self._check_version(version, topic, None) is None
-        ):
+        if self.native and self.format == "avro" and self.wire == "confluent" and version in (None, self.version):
+            return self._framed_batch(values, topic, offsets, errors)
+        old = (
+            self._check_version(version, topic, None)
+            if self.native and self.format == "avro" and self.wire == "bare"
+            else -1
+        )
+        if old is None or old in self._native_older:
             cols = self._decn(
                 list(values),
-                version=self.version,
+                version=self.version if old is None else old,
                 topic=topic,
                 offsets=None if offsets is None else list(offsets),
                 errors=errors,
@@ -813,12 +900,58 @@ class Codec:
             out.append(self.decode(v, version=version, topic=topic, offset=off))
         return out
 
+    def _framed_batch(
+        self,
+        values: Sequence[bytes],
+        topic: str | None,
+        offsets: Sequence[int] | None,
+        errors: Literal["raise", "skip"],
+    ) -> Any:
+        """`decode_batch` of Confluent-framed values: the native columns of the bodies framed with
+        the current schema's id. Any other value fails alone (errors="skip": in `failed`, with
+        its own error, or SCHEMA_MISMATCH for a valid older writer the columns cannot hold);
+        with errors="raise" the batch is decoded value by value instead (a list of models)."""
+        current = {_CONFLUENT.pack(0, i) for i in self._current_ids}
+        if self._schema_id is not None:
+            current.add(_CONFLUENT.pack(0, self._schema_id))
+        where = [i for i, v in enumerate(values) if v[: _CONFLUENT.size] in current or self._current_frame(v)]
+        if len(where) < len(values) and errors == "raise":
+            return [
+                self.decode(v, topic=topic, offset=None if offsets is None else offsets[i], wire="confluent")
+                for i, v in enumerate(values)
+            ]
+        raw = self._decn(
+            [values[i][_CONFLUENT.size :] for i in where],
+            version=self.version,
+            topic=topic,
+            offsets=None if offsets is None else [offsets[i] for i in where],
+            errors=errors,
+        )
+        if len(where) == len(values):
+            return _columns(self.name, raw)
+        index = np.asarray(where, dtype="<i8")
+        raw["rows"] = index[np.frombuffer(raw["rows"], dtype="<i8")].tobytes()
+        failed = [(where[pos], e) for pos, e in raw["failed"]]
+        taken = set(where)
+        for i, v in enumerate(values):
+            if i in taken:
+                continue
+            off = None if offsets is None else offsets[i]
+            try:
+                self.decode(v, topic=topic, offset=off, wire="confluent")
+                failed.append((i, self._err(DeadLetter.SCHEMA_MISMATCH, "an older writer schema: decode it alone",
+                                            "<wire header>", topic, off)))  # fmt: skip
+            except CodecError as e:
+                failed.append((i, e))
+        raw["failed"] = sorted(failed, key=lambda f: f[0])
+        return _columns(self.name, raw)
+
 
 def _columns(name: str, raw: dict[str, Any]) -> dict[str, Any]:
     cols: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, bytes):
-            dtype = "<i8" if key in ("timestamp", "rows", "lengths", "feature_set", "direction") else "<f8"
+            dtype = "<i8" if key in ("timestamp", "rows", "lengths", "feature_set", "direction", "minutes") else "<f8"
             arr = np.frombuffer(value, dtype=dtype)
             cols[key] = arr.view("datetime64[us]") if key == "timestamp" else arr
         else:

@@ -17,6 +17,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Interval = Literal["1m", "5m", "15m", "1h"]
+#: How many 1m candles make a candle of each interval.
+INTERVAL_MINUTES: dict[str, int] = {"1m": 1, "5m": 5, "15m": 15, "1h": 60}
 
 
 class ModelType(StrEnum):
@@ -85,6 +87,14 @@ class OrderStatus(StrEnum):
     EXPIRED = "EXPIRED"
 
 
+class CandleOrigin(StrEnum):
+    """Where a 1m candle came from: built by ingest from live trades, or the exchange's own
+    candle fetched over REST (a backfill)."""
+
+    TRADES = "TRADES"
+    REST = "REST"
+
+
 class Severity(StrEnum):
     INFO = "INFO"
     WARNING = "WARNING"
@@ -117,12 +127,35 @@ class Candle(Message):
     close: float
     volume: float = Field(ge=0)
     source: str
+    #: How many 1m candles it was built from (v2): 1 for a 1m candle, fewer than the interval's
+    #: minutes for an incomplete 5m/15m/1h bar; None: not stated (a v1 writer, a file's bar).
+    minutes: int | None = Field(None, ge=1)
+    #: Where a 1m candle came from (v2); None: not stated (higher bars, replays, v1 writers).
+    origin: CandleOrigin | None = None
 
     @model_validator(mode="after")
     def _ohlc(self) -> Candle:
         if not (self.low <= min(self.open, self.close) and max(self.open, self.close) <= self.high):
             raise ValueError(f"low {self.low} <= open/close <= high {self.high} does not hold")
+        if self.minutes is not None and self.minutes > INTERVAL_MINUTES[self.interval]:
+            raise ValueError(f"a {self.interval} candle cannot be built from {self.minutes} 1m candles")
+        if self.origin is not None and self.interval != "1m":
+            raise ValueError(f"origin is stated for 1m candles only, not {self.interval}")
         return self
+
+
+def candle_provenance_valid(interval: Any, minutes: Any, origin: Any) -> bool:
+    """Whether `Candle` accepts these `minutes` and `origin` (as decoded: int/None and an
+    `CandleOrigin` symbol/None) for a candle of this `interval`: for the fast paths that check
+    a decoded value as the model would, without building it."""
+    if interval not in INTERVAL_MINUTES:
+        return False
+    if minutes is not None and (type(minutes) is not int or not 1 <= minutes <= INTERVAL_MINUTES[interval]):
+        return False
+    return origin is None or (interval == "1m" and origin in _CANDLE_ORIGINS)
+
+
+_CANDLE_ORIGINS = frozenset(o.value for o in CandleOrigin)
 
 
 class FeatureVector(Message):

@@ -410,6 +410,9 @@ class SignalAggregator(Stage):
         """The outputs of a decision whose bodies are written (raw, calibrated, then filtered or
         final): a final signal reserves the symbol's position until it expires."""
         key = symbol.encode()
+        codec = self.codec(Signal)
+        if codec.wire != "bare":  # the bodies are bare Avro: behind the registry's wire header
+            bodies = (codec.frame(bodies[0]), codec.frame(bodies[1]), codec.frame(bodies[2]))
         outs = [
             Output(self._topic_raw, bodies[0], key=key, headers=self._headers(origin_ns)),
             Output(self._topic_calibrated, bodies[1], key=key, headers=self._headers(origin_ns)),

@@ -25,7 +25,7 @@ from kstrade.schemas.codec import (
     HEADER_STAGE,
     from_micros,
 )
-from kstrade.schemas.models import ModelType, PredictedDirection
+from kstrade.schemas.models import ModelType, PredictedDirection, candle_provenance_valid
 
 _INTERVALS = frozenset(("1m", "5m", "15m", "1h"))  # `Interval`
 _MODEL_TYPES = frozenset(m.value for m in ModelType)
@@ -99,10 +99,11 @@ def candle(value: dict[str, Any]) -> tuple[str, datetime, str, float] | None:
     try:
         o, h, lo, c, vol = value["open"], value["high"], value["low"], value["close"], value["volume"]
         if not (
-            len(value) == 9
+            len(value) == 11
             and _text(value["symbol"])
             and value["interval"] in _INTERVALS
             and type(value["source"]) is str
+            and candle_provenance_valid(value["interval"], value["minutes"], value["origin"])
             and _finite(o)
             and _finite(h)
             and _finite(lo)

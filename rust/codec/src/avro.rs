@@ -1,6 +1,7 @@
-//! Avro binary primitives (spec 1.11, "Binary Encoding"): zig-zag varint longs, little-endian
-//! doubles, length-prefixed strings, arrays in blocks, enums as an index. Only what the hot
-//! schemas use, written by hand so a candle encodes without any schema interpretation.
+//! Avro binary primitives (spec 1.11, "Binary Encoding"): zig-zag varint longs and ints,
+//! little-endian doubles, length-prefixed strings, arrays in blocks, enums and union branches as
+//! an index. Only what the hot schemas use, written by hand so a candle encodes without any
+//! schema interpretation.
 
 use crate::error::{CodecError, CodecResult, Location};
 
@@ -41,6 +42,18 @@ impl Writer {
     /// Enum symbols are written as their index in the schema's symbol list.
     pub fn enum_index(&mut self, i: usize) {
         self.long(i as i64);
+    }
+
+    /// An optional value of a `["null", T]` union: branch 0 (null, no bytes) or branch 1
+    /// followed by the value.
+    pub fn optional<T>(&mut self, value: Option<T>, write: impl FnOnce(&mut Self, T)) {
+        match value {
+            None => self.long(0),
+            Some(v) => {
+                self.long(1);
+                write(self, v);
+            }
+        }
     }
 
     /// An array as one block of `len` items followed by the end marker (what fastavro writes).
@@ -133,6 +146,15 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// An Avro `int`: a varint that must fit 32 bits.
+    pub fn int(&mut self, field: &str) -> CodecResult<i32> {
+        let v = self.long(field)?;
+        i32::try_from(v).map_err(|_| CodecError::Malformed {
+            at: self.at(field),
+            reason: format!("{v} does not fit an Avro int (32 bits)"),
+        })
+    }
+
     pub fn double(&mut self, field: &str) -> CodecResult<f64> {
         let b = self.take(8, field)?;
         let mut a = [0u8; 8];
@@ -182,6 +204,22 @@ impl<'a> Reader<'a> {
             _ => Err(CodecError::Malformed {
                 at: self.at(field),
                 reason: format!("enum index {i} out of range 0..{symbols}"),
+            }),
+        }
+    }
+
+    /// An optional value of a `["null", T]` union: None for branch 0, `read` for branch 1.
+    pub fn optional<T>(
+        &mut self,
+        field: &str,
+        read: impl FnOnce(&mut Self) -> CodecResult<T>,
+    ) -> CodecResult<Option<T>> {
+        match self.long(field)? {
+            0 => Ok(None),
+            1 => read(self).map(Some),
+            i => Err(CodecError::Malformed {
+                at: self.at(field),
+                reason: format!("union index {i} out of range 0..2"),
             }),
         }
     }
@@ -308,6 +346,35 @@ mod tests {
             vec![1.5, -2.5, 3.0]
         );
         r.finish().unwrap();
+    }
+
+    #[test]
+    fn optional_values_are_a_union_index_then_the_value() {
+        let mut w = Writer::default();
+        w.optional(None::<i32>, |w, v| w.long(i64::from(v)));
+        w.optional(Some(5), |w, v| w.long(i64::from(v)));
+        assert_eq!(w.buf, [0x00, 0x02, 0x0a]);
+        let mut r = Reader::new(&w.buf, "t");
+        assert_eq!(r.optional("a", |r| r.int("a")).unwrap(), None);
+        assert_eq!(r.optional("b", |r| r.int("b")).unwrap(), Some(5));
+        r.finish().unwrap();
+        let e = Reader::new(&[0x04], "t")
+            .optional("c", |r| r.int("c"))
+            .unwrap_err();
+        assert_eq!((e.code(), e.location().field.as_str()), ("MALFORMED", "c"));
+    }
+
+    #[test]
+    fn an_int_wider_than_32_bits_is_malformed() {
+        let mut w = Writer::default();
+        w.long(i64::from(i32::MAX) + 1);
+        assert_eq!(
+            Reader::new(&w.buf, "t").int("n").unwrap_err().code(),
+            "MALFORMED"
+        );
+        let mut w = Writer::default();
+        w.long(i64::from(i32::MIN));
+        assert_eq!(Reader::new(&w.buf, "t").int("n").unwrap(), i32::MIN);
     }
 
     #[test]

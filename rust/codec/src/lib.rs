@@ -22,7 +22,9 @@ pub mod signal_plan;
 
 pub use avro::{Reader, Writer};
 pub use error::{CodecError, CodecResult, Context, Location};
-pub use records::{AvroRecord, Candle, Direction, FeatureVector, ModelType, Prediction};
+pub use records::{
+    AvroRecord, Candle, CandleOrigin, Direction, FeatureVector, ModelType, Prediction,
+};
 
 /// Encodes one record as a bare Avro body (no container header, no wire-format prefix).
 pub fn encode<T: AvroRecord>(record: &T) -> CodecResult<Vec<u8>> {
@@ -41,29 +43,45 @@ pub fn encode_into<T: AvroRecord>(record: &T, out: &mut Vec<u8>) -> CodecResult<
     res
 }
 
-/// Decodes one record written with schema `version` (`None`: the version this build writes).
-/// `ctx` names the topic and offset of the message in errors.
+/// Decodes one record written with schema `version` (`None`: the version this build writes;
+/// an older one only if the layout reads it, see [`AvroRecord::OLDER_VERSIONS`]). `ctx` names
+/// the topic and offset of the message in errors.
 pub fn decode<T: AvroRecord>(bytes: &[u8], version: Option<u32>, ctx: &Context) -> CodecResult<T> {
     check_version::<T>(version)
         .and_then(|()| {
             let mut r = Reader::new(bytes, T::SCHEMA);
-            let rec = T::read(&mut r)?;
+            let rec = match version {
+                Some(v) if v != T::VERSION => T::read_version(&mut r, v)?,
+                _ => T::read(&mut r)?,
+            };
             r.finish()?;
             Ok(rec)
         })
         .map_err(|e| e.with_context(ctx))
 }
 
-/// Only versions with a hand-written layout can be read natively; older writer versions go
-/// through fastavro's schema resolution on the Python side.
+/// The versions a layout reads natively, oldest first.
+pub fn native_versions<T: AvroRecord>() -> Vec<u32> {
+    let mut v = T::OLDER_VERSIONS.to_vec();
+    v.push(T::VERSION);
+    v
+}
+
+/// Only versions with a hand-written layout (the current one and
+/// [`AvroRecord::OLDER_VERSIONS`]) can be read natively; other writer versions go through
+/// fastavro's schema resolution on the Python side.
 pub fn check_version<T: AvroRecord>(version: Option<u32>) -> CodecResult<()> {
     match version {
         None => Ok(()),
-        Some(v) if v == T::VERSION => Ok(()),
+        Some(v) if v == T::VERSION || T::OLDER_VERSIONS.contains(&v) => Ok(()),
         Some(v) => Err(CodecError::UnknownVersion {
             at: Location::new(T::SCHEMA, ""),
             version: v,
-            known: T::VERSION.to_string(),
+            known: native_versions::<T>()
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
 }
@@ -83,6 +101,8 @@ mod tests {
             close: 89345.8,
             volume: 123.456,
             source: "coinbase".into(),
+            minutes: Some(1),
+            origin: Some(CandleOrigin::Trades),
         }
     }
 
@@ -117,8 +137,9 @@ mod tests {
         );
         // Patch the wire bytes of `close` to +inf: decode must refuse it too.
         let mut bytes = encode(&candle()).unwrap();
-        // `close` is followed by `volume` (8 bytes) and `source` (1 + 8 bytes for "coinbase").
-        let close_at = bytes.len() - 9 - 8 - 8;
+        // `close` is followed by `volume` (8 bytes), `source` (1 + 8 bytes for "coinbase"),
+        // `minutes` (union index + 1 byte) and `origin` (union index + enum index).
+        let close_at = bytes.len() - 2 - 2 - 9 - 8 - 8;
         bytes[close_at..close_at + 8].copy_from_slice(&f64::INFINITY.to_le_bytes());
         let e = decode::<Candle>(
             &bytes,
@@ -143,6 +164,44 @@ mod tests {
         let e = decode::<Candle>(&bytes, Some(99), &Context::default()).unwrap_err();
         assert_eq!(e.code(), "UNKNOWN_SCHEMA_VERSION");
         assert!(e.to_string().contains("99"));
+    }
+
+    /// v2 only added optional fields at the end: a v1 body (up to `source`) reads natively as
+    /// v1, with `minutes` and `origin` not stated; read as v2 it is cut short.
+    #[test]
+    fn a_v1_body_reads_with_nothing_stated() {
+        let c = Candle {
+            minutes: None,
+            origin: None,
+            ..candle()
+        };
+        let v2 = encode(&c).unwrap();
+        let v1 = &v2[..v2.len() - 2]; // the two null union branches
+        assert_eq!(
+            decode::<Candle>(v1, Some(1), &Context::default()).unwrap(),
+            c
+        );
+        let e = decode::<Candle>(v1, Some(2), &Context::default()).unwrap_err();
+        assert_eq!(
+            (e.code(), e.location().field.as_str()),
+            ("TRUNCATED", "minutes")
+        );
+        let e = decode::<Candle>(&v2, Some(1), &Context::default()).unwrap_err();
+        assert_eq!(e.code(), "TRAILING_BYTES");
+        assert_eq!(native_versions::<Candle>(), [1, 2]);
+        assert_eq!(native_versions::<Prediction>(), [1]);
+    }
+
+    #[test]
+    fn an_origin_out_of_range_is_malformed() {
+        let mut bytes = encode(&candle()).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] = 0x04; // enum index 2 of 2 symbols
+        let e = decode::<Candle>(&bytes, None, &Context::default()).unwrap_err();
+        assert_eq!(
+            (e.code(), e.location().field.as_str()),
+            ("MALFORMED", "origin")
+        );
     }
 
     #[test]

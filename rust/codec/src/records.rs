@@ -12,10 +12,22 @@ pub trait AvroRecord: Sized {
     const VERSION: u32;
     /// Top-level field names in wire order (checked against the `.avsc` in tests).
     const FIELDS: &'static [&'static str];
+    /// Older writer versions this layout also reads natively: versions whose fields are a
+    /// prefix of this one's (fields only added at the end, with a default), read by
+    /// [`read_version`](Self::read_version). Any other older version goes through fastavro's
+    /// schema resolution on the Python side.
+    const OLDER_VERSIONS: &'static [u32] = &[];
     /// A guess of the encoded size, to allocate once.
     fn size_hint(&self) -> usize;
     fn write(&self, w: &mut Writer) -> CodecResult<()>;
+    /// Reads a body written with this layout's [`VERSION`](Self::VERSION).
     fn read(r: &mut Reader<'_>) -> CodecResult<Self>;
+    /// Reads a body written with `version`: [`VERSION`](Self::VERSION) or one of
+    /// [`OLDER_VERSIONS`](Self::OLDER_VERSIONS) (checked by the caller).
+    fn read_version(r: &mut Reader<'_>, version: u32) -> CodecResult<Self> {
+        debug_assert_eq!(version, Self::VERSION);
+        Self::read(r)
+    }
 }
 
 fn finite(schema: &'static str, field: &str, v: f64) -> CodecResult<f64> {
@@ -29,7 +41,46 @@ fn finite(schema: &'static str, field: &str, v: f64) -> CodecResult<f64> {
     }
 }
 
-/// A closed OHLCV candle (`market.candles.{symbol}.{interval}`).
+/// An Avro enum as a Rust enum whose variants are declared in schema order: `index` is the
+/// Avro ordinal, `symbol` / `from_symbol` convert to and from the schema's symbols.
+macro_rules! avro_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $symbol:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub const SYMBOLS: [&'static str; [$($symbol),+].len()] = [$($symbol),+];
+            const ALL: [$name; [$($symbol),+].len()] = [$($name::$variant),+];
+
+            pub fn index(self) -> usize {
+                self as usize
+            }
+
+            pub fn symbol(self) -> &'static str {
+                Self::SYMBOLS[self.index()]
+            }
+
+            pub fn from_symbol(s: &str) -> Option<Self> {
+                Self::SYMBOLS
+                    .iter()
+                    .position(|x| *x == s)
+                    .map(|i| Self::ALL[i])
+            }
+        }
+    };
+}
+
+avro_enum! {
+    /// Where a 1m candle came from (Avro enum `CandleOrigin`, symbols in schema order).
+    CandleOrigin { Trades => "TRADES", Rest => "REST" }
+}
+
+/// A closed OHLCV candle (`market.candles.{symbol}.{interval}`), schema v2. A v1 body is the
+/// same up to `source` (v2 added `minutes` and `origin` at the end, both optional), so this
+/// layout reads v1 natively too, with both left None.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candle {
     /// Open time, microseconds since the Unix epoch, UTC.
@@ -42,11 +93,16 @@ pub struct Candle {
     pub close: f64,
     pub volume: f64,
     pub source: String,
+    /// How many 1m candles the candle was built from (1 for a 1m candle); None: not stated.
+    pub minutes: Option<i32>,
+    /// Where a 1m candle came from; None: not stated (higher bars, replays, v1 writers).
+    pub origin: Option<CandleOrigin>,
 }
 
 impl AvroRecord for Candle {
     const SCHEMA: &'static str = "kstrade.Candle";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
+    const OLDER_VERSIONS: &'static [u32] = &[1];
     const FIELDS: &'static [&'static str] = &[
         "timestamp",
         "symbol",
@@ -57,10 +113,12 @@ impl AvroRecord for Candle {
         "close",
         "volume",
         "source",
+        "minutes",
+        "origin",
     ];
 
     fn size_hint(&self) -> usize {
-        10 + 5 * 8 + 3 * 2 + self.symbol.len() + self.interval.len() + self.source.len()
+        10 + 5 * 8 + 3 * 2 + self.symbol.len() + self.interval.len() + self.source.len() + 7
     }
 
     fn write(&self, w: &mut Writer) -> CodecResult<()> {
@@ -77,11 +135,17 @@ impl AvroRecord for Candle {
             w.double(finite(Self::SCHEMA, field, v)?);
         }
         w.string(&self.source);
+        w.optional(self.minutes, |w, m| w.long(i64::from(m)));
+        w.optional(self.origin, |w, o| w.enum_index(o.index()));
         Ok(())
     }
 
     fn read(r: &mut Reader<'_>) -> CodecResult<Self> {
-        Ok(Self {
+        Self::read_version(r, Self::VERSION)
+    }
+
+    fn read_version(r: &mut Reader<'_>, version: u32) -> CodecResult<Self> {
+        let mut candle = Self {
             timestamp_us: r.long("timestamp")?,
             symbol: r.string("symbol")?,
             interval: r.string("interval")?,
@@ -91,7 +155,17 @@ impl AvroRecord for Candle {
             close: r.finite("close")?,
             volume: r.finite("volume")?,
             source: r.string("source")?,
-        })
+            minutes: None,
+            origin: None,
+        };
+        if version >= 2 {
+            candle.minutes = r.optional("minutes", |r| r.int("minutes"))?;
+            candle.origin = r.optional("origin", |r| {
+                let i = r.enum_index("origin", CandleOrigin::SYMBOLS.len())?;
+                Ok(CandleOrigin::ALL[i])
+            })?;
+        }
+        Ok(candle)
     }
 }
 
@@ -183,38 +257,6 @@ impl AvroRecord for FeatureVector {
         fv.check_shape()?;
         Ok(fv)
     }
-}
-
-/// An Avro enum as a Rust enum whose variants are declared in schema order: `index` is the
-/// Avro ordinal, `symbol` / `from_symbol` convert to and from the schema's symbols.
-macro_rules! avro_enum {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $symbol:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum $name {
-            $($variant),+
-        }
-
-        impl $name {
-            pub const SYMBOLS: [&'static str; [$($symbol),+].len()] = [$($symbol),+];
-            const ALL: [$name; [$($symbol),+].len()] = [$($name::$variant),+];
-
-            pub fn index(self) -> usize {
-                self as usize
-            }
-
-            pub fn symbol(self) -> &'static str {
-                Self::SYMBOLS[self.index()]
-            }
-
-            pub fn from_symbol(s: &str) -> Option<Self> {
-                Self::SYMBOLS
-                    .iter()
-                    .position(|x| *x == s)
-                    .map(|i| Self::ALL[i])
-            }
-        }
-    };
 }
 
 avro_enum! {
@@ -352,5 +394,7 @@ mod tests {
             );
         }
         assert_eq!(ModelType::from_symbol("LSTM"), None);
+        assert_eq!(CandleOrigin::SYMBOLS, ["TRADES", "REST"]);
+        assert_eq!(CandleOrigin::from_symbol("REST"), Some(CandleOrigin::Rest));
     }
 }

@@ -4,8 +4,9 @@
 //! in numpy arrays without a copy), so a bus path never touches a message in Python.
 //!
 //! Records cross as dicts shaped like fastavro's Avro values, except `timestamp`, which is
-//! epoch microseconds (an int). Every failure raises `CodecError` with stable `.code`, and
-//! `.schema`, `.field`, `.topic`, `.offset`.
+//! epoch microseconds (an int); an optional field may be None or, as with fastavro, left out.
+//! Every failure raises `CodecError` with stable `.code`, and `.schema`, `.field`, `.topic`,
+//! `.offset`.
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
@@ -14,8 +15,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use kstrade_codec::{
-    self as codec, AvroRecord, Candle, CodecError as RsCodecError, Context, Direction,
-    FeatureVector, ModelType, Prediction,
+    self as codec, AvroRecord, Candle, CandleOrigin, CodecError as RsCodecError, Context,
+    Direction, FeatureVector, ModelType, Prediction,
 };
 
 create_exception!(
@@ -79,6 +80,28 @@ where
     }
 }
 
+/// An optional field (a `["null", T]` union): a missing key or None is None.
+fn get_optional<'py, T>(
+    d: &Bound<'py, PyDict>,
+    schema: &'static str,
+    key: &Bound<'py, PyString>,
+    field: &str,
+) -> PyResult<Option<T>>
+where
+    T: for<'a> FromPyObject<'a, 'py>,
+{
+    match d.get_item(key)? {
+        Some(v) if !v.is_none() => get(d, schema, key, field).map(Some),
+        _ => Ok(None),
+    }
+}
+
+macro_rules! get_optional {
+    ($d:expr, $schema:expr, $field:literal) => {
+        get_optional($d, $schema, intern!($d.py(), $field), $field)
+    };
+}
+
 macro_rules! get {
     ($d:expr, $schema:expr, $field:literal) => {
         get($d, $schema, intern!($d.py(), $field), $field)
@@ -111,6 +134,13 @@ trait PyConvert: AvroRecord + Send + Sync {
 impl PyConvert for Candle {
     fn from_dict(d: &Bound<'_, PyDict>) -> PyResult<Self> {
         let s = Self::SCHEMA;
+        let origin: Option<String> = get_optional!(d, s, "origin")?;
+        let origin = origin
+            .map(|o| {
+                CandleOrigin::from_symbol(&o)
+                    .ok_or_else(|| invalid(d.py(), s, "origin", format!("unknown symbol '{o}'")))
+            })
+            .transpose()?;
         Ok(Self {
             timestamp_us: get!(d, s, "timestamp")?,
             symbol: get!(d, s, "symbol")?,
@@ -121,6 +151,8 @@ impl PyConvert for Candle {
             close: get!(d, s, "close")?,
             volume: get!(d, s, "volume")?,
             source: get!(d, s, "source")?,
+            minutes: get_optional!(d, s, "minutes")?,
+            origin,
         })
     }
 
@@ -135,9 +167,13 @@ impl PyConvert for Candle {
         set!(d, "close", self.close)?;
         set!(d, "volume", self.volume)?;
         set!(d, "source", &self.source)?;
+        set!(d, "minutes", self.minutes)?;
+        set!(d, "origin", self.origin.map(CandleOrigin::symbol))?;
         Ok(d)
     }
 
+    /// `minutes` is an int64 column with -1 where it is not stated (null); `origin` a list of
+    /// symbols and None.
     fn columns<'py>(py: Python<'py>, recs: &[Self], out: &Bound<'py, PyDict>) -> PyResult<()> {
         set!(
             out,
@@ -163,6 +199,25 @@ impl PyConvert for Candle {
             out,
             "source",
             PyList::new(py, recs.iter().map(|r| r.source.as_str()))?
+        )?;
+        set!(
+            out,
+            "minutes",
+            le_i64(py, recs.iter().map(|r| r.minutes.map_or(-1, i64::from)))
+        )?;
+        let (trades, rest) = (intern!(py, "TRADES"), intern!(py, "REST"));
+        set!(
+            out,
+            "origin",
+            PyList::new(
+                py,
+                recs.iter().map(|r| {
+                    r.origin.map(|o| match o {
+                        CandleOrigin::Trades => trades,
+                        CandleOrigin::Rest => rest,
+                    })
+                })
+            )?
         )?;
         Ok(())
     }
@@ -623,6 +678,16 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     versions.set_item(FeatureVector::SCHEMA, FeatureVector::VERSION)?;
     versions.set_item(Prediction::SCHEMA, Prediction::VERSION)?;
     m.add("NATIVE_SCHEMA_VERSIONS", versions)?;
+    // Every writer version each layout reads natively (the current one and older ones whose
+    // fields are a prefix of it); others are resolved by fastavro.
+    let readable = PyDict::new(py);
+    readable.set_item(Candle::SCHEMA, codec::native_versions::<Candle>())?;
+    readable.set_item(
+        FeatureVector::SCHEMA,
+        codec::native_versions::<FeatureVector>(),
+    )?;
+    readable.set_item(Prediction::SCHEMA, codec::native_versions::<Prediction>())?;
+    m.add("NATIVE_READ_VERSIONS", readable)?;
     let files = PyDict::new(py);
     for (path, text) in kstrade_codec::embedded::SCHEMA_FILES {
         files.set_item(*path, *text)?;

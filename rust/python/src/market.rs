@@ -8,7 +8,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use kstrade_market::features::{feature_names, FEATURE_COUNT, FEATURE_VERSION};
 use kstrade_market::indicators::{self as ind, batch};
@@ -865,6 +865,17 @@ impl PyFeatureEngine {
     #[getter]
     fn candles(&self) -> u64 {
         self.inner.candles()
+    }
+
+    /// `{"5m": n, "15m": n, "1h": n}`: higher bars fed to the indicators with fewer 1m candles
+    /// than their interval (used as built), since this engine was created (not restored).
+    #[getter]
+    fn incomplete_bars<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (tf, n) in self.inner.incomplete_bars() {
+            d.set_item(tf.as_str(), n)?;
+        }
+        Ok(d)
     }
 
     #[staticmethod]

@@ -52,7 +52,7 @@ from kstrade.ingest.health import IngestHealth
 from kstrade.ingest.resume import ResumePoint
 from kstrade.ingest.rollup import MultiTimeframeCandles, close_time_ns
 from kstrade.retry import Backoff
-from kstrade.schemas import Alert
+from kstrade.schemas import Alert, CandleOrigin
 from kstrade.schemas.models import Severity
 from kstrade.stage import Source
 
@@ -86,7 +86,7 @@ class CoinbaseFeed:
         self.clock = clock or WallClock()  # market time: minute closes and backfill due dates
         self.health = health or IngestHealth()
         self.rng = rng or random.Random()
-        self.out: queue.Queue[tuple[str, list[NativeCandle]]] = queue.Queue()
+        self.out: queue.Queue[tuple[str, list[tuple[NativeCandle, CandleOrigin]]]] = queue.Queue()
         #: (product, minute open time) of minutes found LOST (`LiveMinutes`), for the source.
         self.lost: queue.Queue[tuple[str, int]] = queue.Queue()
         resume = resume or {}
@@ -314,7 +314,7 @@ class CoinbaseFeed:
             # gap they leave counts as lost, not quiet.
             for minute in m.take_lost():
                 self.lost.put((p, minute))
-            got = m.take()
+            got = m.take_with_origin()
             if got:
                 self.out.put((p, got))
 
@@ -381,8 +381,8 @@ class CoinbaseSource(Source):
             # The LOST minutes put before these candles (see `CoinbaseFeed._publish`) first.
             self._lost_alerts()
             product, candles = item
-            for c in candles:
-                outputs += self.rollups[product].push(c)
+            for c, origin in candles:
+                outputs += self.rollups[product].push(c, origin)
             try:
                 item = self.feed.out.get_nowait()
             except queue.Empty:

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from kstrade.features import Candle as NativeCandle
 from kstrade.ingest.coinbase.messages import Trade
 from kstrade.ingest.health import IngestHealth
+from kstrade.schemas import CandleOrigin
 
 log = logging.getLogger("kstrade.ingest.coinbase")
 
@@ -106,6 +107,8 @@ class LiveMinutes:
         self._window: Window | None = None
         self._held: list[NativeCandle] = []
         self._ready: list[NativeCandle] = []
+        #: Open times of the candles in `_ready` that came from REST (the others: from trades).
+        self._ready_rest: set[int] = set()
         #: Minutes after `last_ms` in which trades were seen that REST is to give (see rules).
         self._seen: set[int] = set()
         #: The window asked for again because REST lacked a seen minute, and when it is due.
@@ -231,6 +234,7 @@ class LiveMinutes:
         self._retried = None
         fill = [by_minute[t] for t in sorted(by_minute) if self.last_ms is None or t > self.last_ms]
         self._ready += fill
+        self._ready_rest.update(c.open_time_ms for c in fill)
         self._ready += self._held
         self._held = []
         if self._ready:
@@ -241,8 +245,13 @@ class LiveMinutes:
         log.info("coinbase %s: backfilled %d candle(s) for %s", self.product, len(fill), window_text(window))
 
     def take(self) -> list[NativeCandle]:
+        return [c for c, _ in self.take_with_origin()]
+
+    def take_with_origin(self) -> list[tuple[NativeCandle, CandleOrigin]]:
+        """The candles ready to hand out, in order, each with where it came from."""
         out, self._ready = self._ready, []
-        return out
+        rest, self._ready_rest = self._ready_rest, set()
+        return [(c, CandleOrigin.REST if c.open_time_ms in rest else CandleOrigin.TRADES) for c in out]
 
     def take_lost(self) -> list[int]:
         """Open times of minutes found LOST since the last call."""

@@ -10,6 +10,9 @@
 //!   and indicators) as bytes, so a restarted service continues bit for bit.
 //! - The batch path ([`FeatureEngine::update_batch`]) is a loop over [`FeatureEngine::update`]:
 //!   training data and live data come from the same code.
+//! - A higher bar built from fewer 1m candles than its interval (minutes without a candle) is
+//!   fed to the indicators as built, never dropped or filled in (the rule and its reasons are in
+//!   `kstrade.features.stage`); [`FeatureEngine::incomplete_bars`] counts them.
 
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +65,11 @@ pub struct FeatureEngine {
     timeframes: [TimeframeFeatures; 4],
     vol_mean: Option<f64>,
     candles: u64,
+    /// 5m, 15m and 1h bars (as in `Timeframe::HIGHER`) fed to the indicators with fewer 1m
+    /// candles than their interval, since this engine was created: a count for the stage's
+    /// metrics, not state (a restored engine counts from zero).
+    #[serde(skip)]
+    incomplete_bars: [u64; 3],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -79,7 +87,19 @@ impl FeatureEngine {
             timeframes: [tf(), tf(), tf(), tf()],
             vol_mean: None,
             candles: 0,
+            incomplete_bars: [0; 3],
         }
+    }
+
+    /// How many 5m, 15m and 1h bars the indicators were fed with fewer 1m candles than their
+    /// interval (used as built: see the module doc), since this engine was created.
+    pub fn incomplete_bars(&self) -> [(Timeframe, u64); 3] {
+        let [m5, m15, h1] = self.incomplete_bars;
+        [
+            (Timeframe::M5, m5),
+            (Timeframe::M15, m15),
+            (Timeframe::H1, h1),
+        ]
     }
 
     /// 1m candles accepted so far.
@@ -148,6 +168,15 @@ impl FeatureEngine {
                 .iter()
                 .position(|&tf| tf == bar.timeframe)
                 .unwrap_or(0);
+            // An incomplete bar updates the indicators as built (kstrade.features.stage).
+            if !bar.complete() {
+                if let Some(n) = index
+                    .checked_sub(1)
+                    .and_then(|i| self.incomplete_bars.get_mut(i))
+                {
+                    *n += 1;
+                }
+            }
             self.timeframes[index].update(&bar.candle);
         }
 
@@ -424,6 +453,38 @@ mod tests {
             "nothing overflowed: {:?}",
             v.values
         );
+    }
+
+    /// The rule for an incomplete higher bar: it is fed to the indicators as built (its close is
+    /// the last minute that came), and counted.
+    #[test]
+    fn an_incomplete_bar_updates_the_indicators_as_built_and_is_counted() {
+        let log_return_5m = crate::features::feature_names()
+            .iter()
+            .position(|n| n == "5m_log_return")
+            .unwrap();
+        let mut engine = FeatureEngine::new();
+        let mut last = None;
+        // Minute 3 of the first 5m bar never comes; minutes 5..=9 make a complete bar.
+        for (i, c) in candles(10).into_iter().enumerate() {
+            if i != 3 {
+                last = Some(engine.update(c).unwrap().unwrap());
+            }
+        }
+        let v = last.unwrap();
+        let closes: Vec<f64> = candles(10).iter().map(|c| c.close).collect();
+        assert_eq!(
+            v.values[log_return_5m].to_bits(),
+            (closes[9] / closes[4]).ln().to_bits()
+        );
+        let counts = engine.incomplete_bars();
+        assert_eq!(
+            counts,
+            [(Timeframe::M5, 1), (Timeframe::M15, 0), (Timeframe::H1, 0)]
+        );
+        // Not state: a restored engine counts from zero.
+        let restored = FeatureEngine::restore(&engine.snapshot().unwrap()).unwrap();
+        assert_eq!(restored.incomplete_bars()[0], (Timeframe::M5, 0));
     }
 
     #[test]
