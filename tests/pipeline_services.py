@@ -158,7 +158,8 @@ class Stream:
     @classmethod
     def make(cls, aliases: dict[str, str], seed: int = 21, source: str = "synthetic") -> Stream:
         """`aliases`: symbol -> the generator's symbol it follows. `source`: the candles' `source`
-        field (what `ingest replay` writes is "replay")."""
+        field (what `ingest replay` writes is "replay"). Each states that it is one minute
+        (`minutes` 1, as ingest writes it), so the reference run's candles are ingest's."""
         end = datetime.now(UTC).replace(second=0, microsecond=0)
         start = end - timedelta(days=2)
         warm: list[Candle] = []
@@ -167,7 +168,7 @@ class Stream:
             for i, row in enumerate(generate(like, start, 2, seed).iter_rows(named=True)):
                 c = Candle(
                     timestamp=row["timestamp"], symbol=alias, interval="1m", open=row["open"], high=row["high"],
-                    low=row["low"], close=row["close"], volume=row["volume"], source=source,
+                    low=row["low"], close=row["close"], volume=row["volume"], source=source, minutes=1,
                 )  # fmt: skip
                 if i < WARM_MINUTES:
                     warm.append(c)

@@ -189,6 +189,13 @@ def test_no_minute_lost_no_duplicate_backfill_equals_rest(
         if not topic.endswith(".1m"):
             span = INTERVAL_MS[c.interval]
             assert c.minutes == sum(1 for m, _ in minutes if t <= m < t + span) and c.origin is None, (topic, t)
+            # and each bar is the rollup of the true minutes it spans (from the server's trades)
+            inside = [expected[m] for m in sorted(expected) if t <= m < t + span]
+            if t >= first and inside:
+                assert (c.open, c.high, c.low, c.close) == (
+                    inside[0][0], max(v[1] for v in inside), min(v[2] for v in inside), inside[-1][3]
+                ), (topic, t)  # fmt: skip
+                assert c.volume == pytest.approx(sum(v[4] for v in inside), rel=1e-9), (topic, t)
     assert all(r[1] - r[0] < 300 * 60 and r[3] < 300 for r in server.rest_log), "a REST page of 300+ candles"
     assert [s["channel"] for s in server.subscribes[:2]] == ["market_trades", "heartbeats"]
     assert server.subscribes[1]["product_ids"] == []
