@@ -168,3 +168,11 @@ def test_daily_returns_cover_every_day_of_the_period_quiet_ones_included() -> No
     assert days["date"].to_list() == [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]
     assert days["balance"].to_list() == [1000.0, 1050.0, 1050.0]
     assert days["return"].to_list() == pytest.approx([0.0, 0.05, 0.0])
+
+
+def test_the_wilson_interval_of_an_all_or_nothing_rate_reaches_its_bound_exactly() -> None:
+    from kstrade.report.calibration import wilson
+
+    assert wilson(7, 7)[1] == 1.0 and wilson(0, 7)[0] == 0.0
+    low, high = wilson(3, 7)
+    assert 0.0 < low < 3 / 7 < high < 1.0

@@ -323,6 +323,9 @@ def render_html(
     summary: dict[str, Any], outputs: RunOutputs, stats: PipelineStats, room: dict[str, list[float]] | None = None
 ) -> str:
     equity = _equity(outputs.pnl)
+    figures = summary.get("statistics")
+    if figures and equity:  # from the initial balance: a first losing trade is a drawdown too
+        equity = [figures["initial_balance"], *equity]
     money = "n/a" if summary["final_balance"] is None else f"{summary['final_balance']:,.2f}"
     closed = summary["trades_closed"]
     rows = [
@@ -359,7 +362,6 @@ def render_html(
         if proc:
             rows.append((f"{name}: p50 / p99 per record", f"{proc['p50_us']:,.0f} / {proc['p99_us']:,.0f} us"))
     tiers = summary["tiers"]
-    figures = summary.get("statistics")
     statistics_table = f"<h2>Statistics</h2>{_table(_statistics_rows(figures))}" if figures else ""
     charts = [
         line_chart("Equity (balance after each closed trade)", equity, "trades"),
