@@ -4,8 +4,10 @@ hostile input: every failure is a CodecError naming the topic, offset and field.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
+import socket
 import struct
 import threading
 from datetime import UTC, datetime, timedelta
@@ -22,7 +24,7 @@ from hypothesis import strategies as st
 
 from kstrade import _native
 from kstrade.bus import Bus
-from kstrade.schemas import Candle, Codec, CodecError, FeatureVector, MessageHeaders, Prediction, Signal
+from kstrade.schemas import MODELS, Candle, Codec, CodecError, FeatureVector, MessageHeaders, Prediction, Signal
 from kstrade.schemas.codec import HOT_TYPES, from_micros, locate_failure, schema_dir, to_micros
 from kstrade.schemas.models import (
     CandleOrigin,
@@ -32,7 +34,7 @@ from kstrade.schemas.models import (
     SignalDirection,
     SignalStage,
 )
-from kstrade.schemas.registry import CONTENT_TYPE, SchemaRegistry
+from kstrade.schemas.registry import CONTENT_TYPE, SchemaRefused, SchemaRegistry
 
 VECTORS = Path(__file__).parent / "vectors"
 T0 = datetime(2025, 11, 10, 16, 30, tzinfo=UTC)
@@ -549,6 +551,41 @@ def test_confluent_wire_format_registers_once_and_reads_back(registry: str) -> N
     assert codec.decode(data) == candle()
     assert len(_Registry.requests) == 2
     assert dict(MessageHeaders.from_kafka(codec.headers(1, "ingest")).__dict__)["encoding"] == "avro-confluent"
+
+
+def test_every_schema_is_registered_up_front_waiting_for_the_registry_then_never_needed(registry: str) -> None:
+    """`Bus.from_settings` registers every message schema first (`register_schemas`), waiting
+    while the registry is unreachable; after that a registry outage holds up no record this
+    process writes (the ids are the client's), so none is dead-lettered for it."""
+    from kstrade.schemas.codec import full_name, register_schemas, schema_json
+
+    with socket.socket() as probe:  # a port nobody listens on yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    _Registry.subjects, _Registry.schemas, _Registry.requests = {}, {}, []
+    servers: list[ThreadingHTTPServer] = []
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:  # the registry comes up after two failed tries
+            servers.append(ThreadingHTTPServer(("127.0.0.1", port), _Registry))
+            threading.Thread(target=servers[0].serve_forever, daemon=True).start()
+
+    client = SchemaRegistry(f"http://127.0.0.1:{port}")
+    ids = register_schemas(client, delays=itertools.repeat(0.01), sleep=sleep)
+    assert len(waits) == 2
+    assert set(ids) == {full_name(schema_json(name)) for name in MODELS} == set(_Registry.subjects)
+    servers[0].shutdown()
+    servers[0].server_close()  # the registry away: every codec still writes
+    for name in MODELS:
+        assert Codec(name, wire="confluent", registry=client).schema_id() == ids[full_name(schema_json(name))]
+    data = Codec("candle", wire="confluent", registry=client).encode(candle())
+    assert Codec("candle", wire="confluent", registry=client).decode(data) == candle()
+    # A refusal (4xx) is no outage: it raises at once, nothing waited for.
+    with pytest.raises(SchemaRefused) as info:
+        register_schemas(SchemaRegistry(registry + "/not-the-api"), delays=[], sleep=sleep)
+    assert info.value.status == 404 and "kstrade." in str(info.value) and len(waits) == 2
 
 
 def test_confluent_errors(registry: str) -> None:

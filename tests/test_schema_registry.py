@@ -22,7 +22,7 @@ from kstrade.bus import Bus
 from kstrade.bus.topics import ORDERS_PENDING, signals
 from kstrade.config import BusSettings, ConfigError, load, redacted
 from kstrade.schemas import MODELS, Candle, Codec, Message, Prediction
-from kstrade.schemas.codec import HOT_TYPES, schema_json, use_registry
+from kstrade.schemas.codec import HOT_TYPES, full_name, schema_json, use_registry
 from kstrade.schemas.registry import CONTENT_TYPE, RegistryError, SchemaRegistry
 
 from .pipeline_services import (
@@ -113,12 +113,17 @@ def test_registry_credentials_come_from_the_environment_or_a_secret_file(
     assert from_file is not None and from_file._auth == ("alice", "s3cret-from-file")
 
 
-def test_the_kafka_bus_from_settings_chooses_the_wire_of_every_codec_made_after(process_registry: None) -> None:
-    url = "http://127.0.0.1:1/apis/ccompat/v7"  # never called: codecs register on first write
-    Bus.from_settings(BusSettings(transport="kafka", schema_registry_url=url))
+def test_the_kafka_bus_from_settings_chooses_the_wire_of_every_codec_made_after(
+    process_registry: None, schema_registry_url: str
+) -> None:
+    url = schema_registry_url
+    Bus.from_settings(BusSettings(transport="kafka", schema_registry_url=url))  # registers every schema first
     codec = Codec(Candle)
     assert codec.wire == "confluent" and codec.encoding == "avro-confluent" and codec.registry is not None
     assert codec.registry.url == url
+    with urllib.request.urlopen(url + "/subjects", timeout=10) as reply:  # before any codec wrote
+        subjects = set(json.loads(reply.read()))
+    assert {full_name(schema_json(name)) for name in MODELS} <= subjects
     assert Codec(Candle, "json").wire == "bare"  # JSON has no wire format
     assert Codec(Candle, wire="bare").wire == "bare"  # an explicit choice stands
     # An in-process run (memory bus) never writes through a registry.

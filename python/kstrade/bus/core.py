@@ -75,13 +75,18 @@ class Bus:
         """The bus a config describes (`[bus]` section). It also chooses how this process's
         codecs write: on the kafka transport through `bus.schema_registry_url` when set (the
         Confluent wire format), else bare Avro; an in-process run never needs a registry."""
-        from kstrade.schemas.codec import use_registry
+        from kstrade.schemas.codec import register_schemas, use_registry
 
         if settings.transport == "memory":
             use_registry(None)
             return cls.memory()
         bus = cls("kafka", properties=settings.client_properties())
-        use_registry(settings.schema_registry())
+        registry = settings.schema_registry()
+        if registry is not None:
+            # Every schema registered now (waiting while the registry is away): a registry
+            # outage later must not turn this process's records into dead letters.
+            register_schemas(registry)
+        use_registry(registry)
         return bus
 
     @property

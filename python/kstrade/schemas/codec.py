@@ -16,11 +16,14 @@ whose message names the schema, field, topic and offset.
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import logging
 import os
 import struct
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -35,11 +38,14 @@ from pydantic import ValidationError
 import kstrade._native as _native
 from kstrade.codes import DeadLetter
 from kstrade.schemas.models import MODELS, FeatureVector, Message, PredictedDirection, Prediction
+from kstrade.schemas.registry import RegistryError, SchemaRefused
 
 if TYPE_CHECKING:
     from kstrade.schemas.registry import SchemaRegistry
 
 CodecError = _native.CodecError
+
+log = logging.getLogger(__name__)
 
 Format = Literal["avro", "json"]
 Engine = Literal["auto", "native", "fastavro"]
@@ -455,6 +461,38 @@ def use_registry(registry: SchemaRegistry | None) -> SchemaRegistry | None:
     global _default_registry
     previous, _default_registry = _default_registry, registry
     return previous
+
+
+def register_schemas(
+    registry: SchemaRegistry,
+    *,
+    delays: Iterable[float] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, int]:
+    """Registers the current schema of every message type (subject: its full record name) and
+    returns the ids, waiting while the registry cannot be reached or answers 5xx (`delays`
+    between tries: default from 0.5 s doubling to 30 s, forever), each wait logged. A refusal
+    (4xx: an incompatible schema, bad credentials) raises `SchemaRefused` (a ValueError) at
+    once. The client caches the ids, so from then on no record of this process waits on the
+    registry, or is dead-lettered for it: writing needs only these ids; what a registry outage
+    can still hold up is reading a record written under a schema this process did not register
+    (another producer's version)."""
+    waits = iter(delays) if delays is not None else (min(30.0, 0.5 * 2**n) for n in itertools.count())
+    ids: dict[str, int] = {}
+    for name in MODELS:
+        schema = schema_json(name)
+        subject = full_name(schema)
+        while True:
+            try:
+                ids[subject] = registry.register(subject, schema)
+                break
+            except RegistryError as exc:
+                if exc.status is not None and exc.status < 500:
+                    raise SchemaRefused(f"schema registry {registry.url} refused {subject}: {exc}", exc.status) from exc
+                wait = next(waits)
+                log.warning("schema registry %s: %s; trying again in %.1f s", registry.url, exc, wait)
+                sleep(wait)
+    return ids
 
 
 class Codec:

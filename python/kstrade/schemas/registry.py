@@ -30,6 +30,15 @@ class RegistryError(RuntimeError):
         self.status = status
 
 
+class SchemaRefused(ValueError):
+    """The registry refused a schema (4xx: incompatible with the subject's rule, bad
+    credentials, not a registry at that URL): a configuration problem, not an outage."""
+
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class SchemaRegistry:
     def __init__(self, url: str, *, timeout: float = 10.0, auth: tuple[str, str] | None = None) -> None:
         self.url = url.rstrip("/")
