@@ -193,7 +193,7 @@ class _Progress:
         stats = self.pipeline.stats
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         admin = self.bus.admin()
-        table = Table(title=f"kstrade run: {batches:,}/{self.total:,} minutes replayed, {batches / elapsed:,.0f}/s")
+        table = Table(title=f"kstrade: {batches:,}/{self.total:,} minutes replayed, {batches / elapsed:,.0f}/s")
         for col in ("stage", "records", "produced", "dead letters", "p50 us", "p99 us"):
             table.add_column(col, justify="right" if col != "stage" else "left")
         for name in stats.polled:

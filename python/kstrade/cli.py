@@ -419,7 +419,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             market=getattr(args, "market", synthetic.DEFAULT_MARKET),
             since=day(getattr(args, "since", None)),
             until=day(getattr(args, "until", None)),
-            live_view=args.command == "run" and not args.no_live,
+            live_view=not args.no_live,  # shown on a terminal only
             dashboard_port=getattr(args, "dashboard", None),
             dashboard_hold=_hold_dashboard,
         )
@@ -796,6 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--data", required=True, help="candle file (CSV or Parquet), or a store (data download)")
     backtest.add_argument("--from", dest="since", help="first UTC day, YYYY-MM-DD")
     backtest.add_argument("--to", dest="until", help="UTC day to stop before, YYYY-MM-DD")
+    backtest.add_argument("--no-live", action="store_true", help="no live terminal view (progress and stages)")
     backtest.set_defaults(func=_cmd_run)
     training = add(
         "train",
