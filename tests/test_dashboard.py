@@ -33,7 +33,7 @@ from kstrade.app import RUN_AHEAD, RunOptions, _isolated, load_candles, pipeline
 from kstrade.bus import Bus, Record
 from kstrade.bus.topics import CONTROL_EXECUTION, EXECUTIONS, ORDERS_CONFIRMED, ORDERS_PENDING, PNL
 from kstrade.config import Settings, load
-from kstrade.dashboard.view import FOLLOWED_RE, DashboardView, _Close, _ns, account_order
+from kstrade.dashboard.view import FOLLOWED_RE, DashboardView, _Close, account_order
 from kstrade.dashboard.web import (
     TOKEN_ENV,
     TOKEN_FILE_ENV,
@@ -47,6 +47,7 @@ from kstrade.ingest.replay import ReplaySource
 from kstrade.report import collect, headroom
 from kstrade.schemas import Candle, Codec, ControlCommand, Execution
 from kstrade.services import ensure_topics
+from kstrade.signals.decision import epoch_ns
 from kstrade.stage import Pipeline
 
 TOKEN = "a-test-operator-token-0123456789"
@@ -123,10 +124,10 @@ def test_the_balance_is_the_last_pnl_balance_and_the_paper_accounts(run: Run, cl
     assert account["realized_pnl_total"] == pytest.approx(float(pnl["realized_pnl"].sum()))
     assert account["wins"] == int((pnl["realized_pnl"] > 0).sum())
     # Today: the Prague day of the last event read (the run's last minute is past Prague midnight).
-    today = trading_day(_ns(datetime.fromisoformat(account["at"])))
+    today = trading_day(epoch_ns(datetime.fromisoformat(account["at"])))
     assert account["trading_day"] == today.isoformat() == "2026-01-06"
     closed_today = [r for t, r in zip(pnl["timestamp"].to_list(), pnl["realized_pnl"].to_list(), strict=True)
-                    if trading_day(_ns(t)) == today]  # fmt: skip
+                    if trading_day(epoch_ns(t)) == today]  # fmt: skip
     assert account["realized_pnl_today"] == pytest.approx(sum(closed_today)) and closed_today
     # The floors are the execution stage's guards, as the report computes them, point by point.
     curve = account["curve"]
@@ -262,7 +263,7 @@ def test_on_kafka_it_follows_the_topics_from_their_start_and_commits_nothing(
     topic = f"market.candles.{symbol}.1m"
     for c in candles:
         moved = candle_codec.encode(c.model_copy(update={"symbol": symbol}))
-        producer.send(topic, moved, symbol.encode(), candle_codec.headers(_ns(c.timestamp), "test"))
+        producer.send(topic, moved, symbol.encode(), candle_codec.headers(epoch_ns(c.timestamp), "test"))
     moved_fill = fill.model_copy(update={"symbol": symbol, "order_id": order_id})
     producer.send(EXECUTIONS, fill_codec.encode(moved_fill), symbol.encode(), fill_codec.headers(0, "test"))
     producer.flush()

@@ -18,8 +18,9 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
+from kstrade.bus import Record
 from kstrade.bus.topics import (
     CONTROL_EXECUTION,
     EXECUTIONS,
@@ -37,6 +38,7 @@ from kstrade.execution.trading_day import trading_day
 from kstrade.report.calibration import wilson
 from kstrade.schemas import Alert, Candle, Codec, ControlCommand, Execution, Latency, Message, Order, PnlEvent, Signal
 from kstrade.schemas.models import OrderStatus, Side
+from kstrade.signals.decision import epoch_ns
 
 from . import api
 
@@ -58,28 +60,8 @@ _NO_SIGNAL = "00000000-0000-0000-0000-000000000000"  # a close the journal could
 _CANDLE = re.compile(r"^market\.candles\.(.+)\.1m$")
 
 
-class RecordLike(Protocol):
-    """What the view reads of a bus record (`kstrade.bus.Record`)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> list[tuple[str, bytes | None]]: ...
-    def header(self, name: str) -> bytes | None: ...
-
-
 def _at(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
-
-
-def _ns(moment: datetime) -> int:
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
 
 
 def _text(value: bytes | None) -> str:
@@ -213,13 +195,13 @@ class DashboardView:
         return moved
 
     # -- reading ---------------------------------------------------------------------------------
-    def _decode(self, record: RecordLike, model: type[Message]) -> Any:
+    def _decode(self, record: Record, model: type[Message]) -> Any:
         codec = self._codecs.get(model)
         if codec is None:
             codec = self._codecs[model] = Codec(model)
         return codec.decode_record(record)
 
-    def apply(self, records: Sequence[RecordLike]) -> None:
+    def apply(self, records: Sequence[Record]) -> None:
         """Take in a poll's records. A record that does not decode is counted and skipped: no
         message, however malformed, stops the ones after it."""
         touched: set[str] = set()
@@ -239,11 +221,11 @@ class DashboardView:
             self._changed(touched | {"pipeline"})
 
     def _tick(self, moment: datetime) -> None:
-        ns = _ns(moment)
+        ns = epoch_ns(moment)
         if self.now_ns is None or ns > self.now_ns:
             self.now_ns = ns
 
-    def _apply_one(self, record: RecordLike) -> set[str]:
+    def _apply_one(self, record: Record) -> set[str]:
         topic = record.topic
         candle = _CANDLE.match(topic)
         if candle is not None:
@@ -338,14 +320,16 @@ class DashboardView:
     def _fill(self, e: Execution) -> set[str]:
         self._tick(e.timestamp)
         self.fills[e.order_id] = _Fill(e.order_id, str(e.signal_id), e.symbol, e.side.value, e.quantity,
-                                       e.fill_price, _ns(e.timestamp))  # fmt: skip
+                                       e.fill_price, epoch_ns(e.timestamp))  # fmt: skip
         self._open_symbols = None
         return {"positions", "account"}
 
     def _close(self, p: PnlEvent) -> set[str]:
         self._tick(p.timestamp)
         sid = str(p.signal_id)
-        self.closes.append(_Close(_ns(p.timestamp), p.balance, p.realized_pnl, p.quantity, p.order_id, sid, p.symbol))
+        self.closes.append(
+            _Close(epoch_ns(p.timestamp), p.balance, p.realized_pnl, p.quantity, p.order_id, sid, p.symbol)
+        )
         self.closed_by_order[p.order_id] = self.closed_by_order.get(p.order_id, 0.0) + p.quantity
         self._open_symbols = None
         if sid != _NO_SIGNAL:
@@ -381,7 +365,7 @@ class DashboardView:
             self.commands.popitem(last=False)
         return {"control"}
 
-    def _dead_letter(self, record: RecordLike) -> set[str]:
+    def _dead_letter(self, record: Record) -> set[str]:
         self.dead_letters.append(api.DeadLetterRow(
             topic=record.topic, partition=record.partition, offset=record.offset,
             code=_text(record.header("dlq.error.code")), message=_text(record.header("dlq.error.message"))[:500],
