@@ -17,7 +17,13 @@ stage classes) and the topic catalogue, so adding a topic to a stage changes its
   `kstrade.ingest.resume.`;
 - the operator (`python -m kstrade control`) writes `control.execution` and reads
   `metrics.alerts` for the acknowledgement, in throwaway groups under `kstrade.operator.`. The
-  metrics collector also writes `control.execution` (the Telegram commands); nobody else may.
+  metrics collector also writes `control.execution` (the Telegram commands); nobody else may
+  (but the dashboard below, for its operator controls).
+- the dashboard (`python -m kstrade dashboard`, `dashboard_acls`: not one of the services above,
+  `acl show` leaves it out) reads the topics its pattern follows, DESCRIBEs the rest of the
+  catalogue (it shows every topic's message count: end offsets), joins throwaway groups under
+  `kstrade.dashboard.` (it never commits), and writes `control.execution` only when its operator
+  controls are wanted.
 
 Nothing on the cluster resource: since Kafka 3.0 (KIP-679) WRITE on a topic is enough for an
 idempotent producer, so no IDEMPOTENT_WRITE, and no service creates topics (an administrator creates
@@ -55,6 +61,7 @@ if TYPE_CHECKING:
 USER_PREFIX = "kstrade-"
 INGEST = "ingest"
 OPERATOR = "operator"
+DASHBOARD = "dashboard"
 
 
 class Operation(StrEnum):
@@ -174,6 +181,23 @@ def operator_acls() -> list[Acl]:
         Acl(user, Resource.TOPIC, METRICS_ALERTS, Operation.READ),
         Acl(user, Resource.GROUP, OPERATOR_GROUPS, Operation.READ, Pattern.PREFIXED),
     ]
+
+
+def dashboard_acls(symbols: Sequence[str], *, controls: bool = True) -> list[Acl]:
+    """The dashboard's principal (`kstrade-dashboard`): READ on the catalogue topics its pattern
+    follows, DESCRIBE on the others, READ on its groups; WRITE on `control.execution` with
+    `controls` (halt, resume, flatten behind its token)."""
+    from kstrade.dashboard.follower import DASHBOARD_GROUPS  # above the bus package: imported here
+    from kstrade.dashboard.view import FOLLOWED
+
+    user = principal(DASHBOARD)
+    reads = topics_read(FOLLOWED, symbols)
+    acls = [Acl(user, Resource.TOPIC, t, Operation.READ) for t in reads]
+    acls += [Acl(user, Resource.TOPIC, t, Operation.DESCRIBE) for t in catalogue_topics(symbols) if t not in reads]
+    acls.append(Acl(user, Resource.GROUP, DASHBOARD_GROUPS, Operation.READ, Pattern.PREFIXED))
+    if controls:
+        acls.append(Acl(user, Resource.TOPIC, CONTROL_EXECUTION, Operation.WRITE))
+    return acls
 
 
 def pipeline_acls(symbols: Sequence[str], *, lag_groups: Iterable[str] = ()) -> dict[str, list[Acl]]:

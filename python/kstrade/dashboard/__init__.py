@@ -4,7 +4,8 @@
     follower.py  the background reader: the pipeline's topics from their start, its own group, no commits
     web.py       the FastAPI app: JSON API under /api, server-sent events, the page, operator controls
     api.py       the API's models (its OpenAPI document at /api/openapi.json)
-    static/      the page (plain JS) and the vendored TradingView Lightweight Charts (Apache-2.0)
+    runs.py      finished run directories as the run pages show them (/runs/{name}; pure logic)
+    static/      the pages (plain JS) and the vendored TradingView Lightweight Charts (Apache-2.0)
 
 `view` and `follower` need nothing beyond kstrade; `web` needs fastapi and uvicorn.
 """

@@ -4,7 +4,7 @@ the charts plot), `at` fields as ISO-8601 text. Money is in the account currency
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -199,8 +199,129 @@ class TierRow(_Out):
     hit_rate_high: float | None
 
 
+class TimeValue(_Out):
+    time: int = Field(description="Epoch seconds")
+    value: float
+
+
+class ModelHealth(_Out):
+    model_type: str
+    symbol: str
+    accuracy: float | None = Field(description="The collector's latest rolling accuracy (metrics.model.drift)")
+    at: str | None = Field(description="When the collector measured it")
+    last_direction: float | None = Field(
+        description="The naive last-direction baseline's accuracy over the same minutes (from the 1m candles read)"
+    )
+    always_flat: float | None = Field(description="The always-FLAT baseline's accuracy over the same minutes")
+    page_hinkley: float | None = Field(description="Page-Hinkley statistic of the model's errors")
+    page_hinkley_threshold: float | None
+    error_drift: bool = Field(description="The detector fired at its latest summary")
+
+
+class FeatureDriftRow(_Out):
+    symbol: str
+    feature: str
+    at: str
+    psi: float = Field(description="Population stability index against the training reference")
+    previous_psi: float | None = Field(description="At the collector's summary before")
+    change: float | None = Field(description="psi - previous_psi")
+    significant: bool = Field(description="PSI >= 0.2")
+    ks: float | None = Field(description="Kolmogorov-Smirnov distance at the reference's bin edges")
+    ks_critical: float | None = Field(description="The KS distance exceeded by chance 1 % of the time")
+
+
+class ModelVersion(_Out):
+    model_type: str
+    version: str
+    seen_at: str = Field(description="The latest drift summary naming it")
+
+
 class Models(_Out):
     tiers: list[TierRow]
+    health: list[ModelHealth] = Field(description="Per model and symbol")
+    drift: list[FeatureDriftRow] = Field(description="PSI per symbol and feature, the highest first (at most 100)")
+    drifted_features: int = Field(description="Features with a significant PSI")
+    features_watched: int
+    movers: list[FeatureDriftRow] = Field(description="The largest PSI changes since the summary before (at most 10)")
+    versions: list[ModelVersion] = Field(description="Model versions the drift summaries name")
+    accuracy_window: int = Field(description="Predictions per rolling accuracy figure (metrics.accuracy_window)")
+
+
+class AccuracySeries(_Out):
+    name: str = Field(description="A model type, or a baseline: last_direction, always_flat")
+    points: list[TimeValue] = Field(description="Oldest first")
+
+
+class AccuracyHistory(_Out):
+    symbol: str
+    window: int = Field(description="Outcomes per accuracy figure (metrics.accuracy_window)")
+    horizon_bars: int
+    flat_band_bps: float
+    models: list[AccuracySeries]
+    baselines: list[AccuracySeries] = Field(description="The naive baselines at the models' instants")
+
+
+class RunRow(_Out):
+    name: str = Field(description="The run directory's name (its page: /runs/{name})")
+    written: str = Field(description="When its summary.json was written")
+    data: str = ""
+    symbols: list[str] = []
+    start: str | None = None
+    end: str | None = None
+    trades_closed: int | None = None
+    final_balance: float | None = None
+    total_return: float | None = Field(None, description="A fraction (0.01 = 1 %)")
+    max_drawdown: float | None = Field(None, description="A negative fraction")
+    report: bool = Field(False, description="It has a report.html (/api/runs/{name}/report.html)")
+    error: str | None = Field(None, description="Why its summary.json does not read, when it does not")
+
+
+class Runs(_Out):
+    root: str = Field(description="The directory whose run directories are listed (dashboard --runs)")
+    runs: list[RunRow] = Field(description="Newest first")
+
+
+class RunEquityPoint(_Out):
+    time: int = Field(description="Epoch seconds: the period's start, then each close")
+    balance: float
+    drawdown_pct: float = Field(description="Below the highest balance so far, in %")
+
+
+class HeadroomPoint(_Out):
+    time: int = Field(description="Close time, epoch seconds")
+    daily_loss_pct: float = Field(description="Balance above the FTMO daily floor, % of the initial balance")
+    max_loss_pct: float = Field(description="Balance above the FTMO maximum-loss floor, % of the initial balance")
+
+
+class RunTrade(_Out):
+    """A row of trades.parquet (`kstrade.report.statistics.trades_frame`), times in epoch seconds."""
+
+    signal_id: str | None
+    symbol: str | None
+    side: str | None
+    quantity: float | None
+    entry_time: int | None
+    exit_time: int | None = Field(description="None: still open at the end")
+    entry_price: float | None
+    exit_price: float | None
+    stop_loss: float | None
+    take_profit: float | None
+    realized_pnl: float | None
+    commission: float | None
+    exit_reason: str | None
+    balance: float | None
+    tier: str | None
+    confidence: float | None
+
+
+class RunDetail(_Out):
+    name: str
+    summary: dict[str, Any] = Field(description="summary.json as written (statistics, tiers, calibration, stages)")
+    equity: list[RunEquityPoint]
+    daily_returns: list[TimeValue] = Field(description="Per UTC day of the period, in % (the days without a trade: 0)")
+    headroom: list[HeadroomPoint] = Field(description="After each closed trade, as report.html draws it")
+    trades: list[RunTrade] = Field(description="Every position, in entry order")
+    report: bool = Field(description="It has a report.html")
 
 
 class CommandRow(_Out):

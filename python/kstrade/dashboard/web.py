@@ -1,8 +1,9 @@
 """The dashboard's web app (FastAPI on uvicorn, the `dashboard` extra): the JSON API under /api,
 documented at /api/openapi.json; server-sent events at /api/events, one `update` event naming
 the sections that changed whenever new records were read (at most four a second); the page at /
-with its vendored chart library (nothing from a CDN); and the operator's controls, behind a
-bearer token that only the environment or a secret file gives.
+with its vendored chart library (nothing from a CDN); a page per finished run directory at
+/runs/{name} (`kstrade.dashboard.runs`); and the operator's controls, behind a bearer token that
+only the environment or a secret file gives.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from kstrade.schemas.models import ControlAction
 
 from . import api
 from .follower import TopicFollower, new_group
+from .runs import RunDirectories, RunNotFound
 from .view import DashboardView
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,9 @@ _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
 ]
-_LIMITS = {"candles": 5000, "signals": 1000, "orders": 1000}
+_LIMITS = {"candles": 5000, "signals": 1000, "orders": 1000, "accuracy": 5000}
+#: Where `python -m kstrade run` writes its run directories by default.
+RUNS = Path("runs")
 #: The operator's token as the OpenAPI document describes it (checked by the control routes).
 _BEARER = HTTPBearer(auto_error=False, description=f"The operator token (${TOKEN_ENV})")
 
@@ -156,11 +160,14 @@ def create_app(
     follow: bool = True,
     group: str | None = None,
     throttle_s: float = 0.25,
+    runs: Path = RUNS,
 ) -> FastAPI:
     """The dashboard on `bus`. With `follow` (the default) a `TopicFollower` reads the topics into
     the view while the app runs (started and stopped by the app's lifespan). `token` enables the
-    operator controls (`operator_token()` reads it from the environment)."""
+    operator controls (`operator_token()` reads it from the environment). `runs`: the directory
+    whose run directories the run pages show."""
     view = view if view is not None else DashboardView(settings, group=group or new_group())
+    run_directories = RunDirectories(runs, settings.execution.guardrails)
     follower = TopicFollower(bus, view, group=group or view.group) if follow else None
     changes = _Changes()
     controls_reason = "" if token else (
@@ -272,8 +279,36 @@ def create_app(
 
     @app.get("/api/models", tags=["models"])
     def models() -> api.Models:
-        """Tier calibration: stated confidence against the realised hit rate, per tier."""
+        """Tier calibration (stated confidence against the realised hit rate, per tier); each
+        model's latest rolling accuracy against the naive baselines and its error-drift test;
+        feature drift (PSI per symbol and feature, the top movers); the model versions named
+        (metrics.model.drift, as the metrics collector publishes it)."""
         return view.models()
+
+    @app.get("/api/models/accuracy", tags=["models"], responses=not_found)
+    def model_accuracy(
+        symbol: Annotated[str, Query(max_length=64)],
+        limit: Annotated[int, Query(ge=1, le=_LIMITS["accuracy"])] = 500,
+    ) -> api.AccuracyHistory:
+        """Each model's rolling directional accuracy on a symbol over time, and the naive
+        baselines' (last-direction, always-flat) over the same minutes, from the 1m candles."""
+        return view.accuracy_history(known(symbol), limit)
+
+    run_not_found: dict[int | str, dict[str, Any]] = {404: {"model": api.Problem, "description": "No such run"}}
+
+    @app.get("/api/runs", tags=["runs"])
+    def runs_listing() -> api.Runs:
+        """The finished run directories (with a summary.json) under the dashboard's runs directory."""
+        return run_directories.listing()
+
+    @app.get("/api/runs/{name}", tags=["runs"], responses=run_not_found)
+    def run_detail(name: str) -> api.RunDetail:
+        """One run directory: summary.json, the equity curve and drawdown, daily returns, the FTMO
+        headroom after each close, every trade (what report.html shows, as data)."""
+        try:
+            return run_directories.detail(name)
+        except RunNotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
 
     @app.get("/api/control", tags=["control"])
     def control() -> api.Control:
@@ -373,6 +408,19 @@ def create_app(
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
+    @app.get("/runs", include_in_schema=False)
+    @app.get("/runs/", include_in_schema=False)
+    @app.get("/runs/{name}", include_in_schema=False)
+    def run_page() -> FileResponse:
+        return FileResponse(STATIC / "runs.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/runs/{name}/report.html", include_in_schema=False)
+    def run_report(name: str) -> FileResponse:
+        try:
+            return FileResponse(run_directories.report(name), media_type="text/html")
+        except RunNotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
@@ -415,17 +463,42 @@ class DashboardServer:
 
 
 def serve_in_background(
-    bus: Bus, settings: Settings, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    bus: Bus,
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    runs: Path = RUNS,
 ) -> DashboardServer:
     """Serve the dashboard on `bus` from a thread of this process; `stop()` it when done."""
-    return DashboardServer(create_app(bus, settings, token=token), host, port).start()
+    return DashboardServer(create_app(bus, settings, token=token, runs=runs), host, port).start()
 
 
-def serve_command(*, config: str | None, bus: str | None, bootstrap: str | None, host: str, port: int) -> int:
-    """`python -m kstrade dashboard`: serve until interrupted. Returns the exit status."""
+def serve_command(
+    *,
+    config: str | None,
+    bus: str | None,
+    bootstrap: str | None,
+    host: str,
+    port: int,
+    runs: str | None = None,
+    run: str | None = None,
+) -> int:
+    """`python -m kstrade dashboard`: serve until interrupted. Returns the exit status. `runs`:
+    the directory of run directories the run pages list (default ./runs); `run`: one run
+    directory, whose page is announced (its parent is then the runs directory)."""
     from kstrade.bus.reach import ClusterUnreachable, check_reachable
     from kstrade.config import ConfigError, discover, load
 
+    root, page = Path(runs) if runs else RUNS, ""
+    if run:
+        chosen = Path(run).resolve()
+        if runs or not (chosen / "summary.json").is_file():
+            why = "give --run or --runs, not both" if runs else f"{run} is not a run directory (no summary.json)"
+            print(f"error: {why}", file=sys.stderr)
+            return 2
+        root, page = chosen.parent, f"runs/{chosen.name}"
     try:
         settings = load(discover(config), bus={"transport": bus, "bootstrap": bootstrap})
         token = operator_token()
@@ -434,10 +507,11 @@ def serve_command(*, config: str | None, bus: str | None, bootstrap: str | None,
     except (ConfigError, TokenError, ClusterUnreachable, BusError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    app = create_app(the_bus, settings, token=token)
+    app = create_app(the_bus, settings, token=token, runs=root)
     where = f"Kafka at {the_bus.bootstrap}" if the_bus.transport == "kafka" else "the memory bus"
     print(f"kstrade dashboard: http://{host}:{port}/ reading {where} in group {app.state.view.group} "
           "(from the start of each topic; it never commits)")  # fmt: skip
+    print(f"run pages: http://{host}:{port}/{page or 'runs/'} (the run directories in {root})")
     if the_bus.transport == "memory":
         print("note: this process's memory bus is empty; the pipeline's own bus is in its process "
               "(python -m kstrade run) or on Kafka (--bus kafka --bootstrap HOST:PORT)")  # fmt: skip

@@ -4,11 +4,18 @@
 (() => {
   const LC = window.LightweightCharts;
   const CANDLES = 1440; // a day of 1m candles per chart
+  const ACCURACY_POINTS = 2000; // per model on the accuracy chart
+  const ERRORS_KEPT = 50; // the page runs for months: its error list is bounded too
   const state = (window.kstrade = {
     ready: false, updates: 0, version: 0, live: false, errors: [],
     equityPoints: 0, positions: 0, orders: 0, decisions: 0, tiers: 0,
     candles: {}, markers: {}, topics: {}, deadLetters: {}, latencyRows: 0, controls: null,
+    modelRows: 0, accuracyPoints: {}, driftRows: 0, movers: 0,
   });
+  function failed(error) {
+    state.errors.push(String(error));
+    if (state.errors.length > ERRORS_KEPT) state.errors.splice(0, state.errors.length - ERRORS_KEPT);
+  }
   const $ = (id) => document.getElementById(id);
   const num = (v, d = 2) => (v === null || v === undefined ? "" :
     Number(v).toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d }));
@@ -210,6 +217,41 @@
     }));
   }
 
+  // The accuracy chart: a line per model, the naive baselines dashed, 0.5 as a guide.
+  const accuracy = LC.createChart($("accuracy-chart"), theme);
+  const accuracyLines = {};
+  const LINE_COLORS = { lstm: "#58a6ff", transformer: "#bc8cff", ensemble: "#3fb950",
+    last_direction: "#d29922", always_flat: "#8b949e" };
+  function accuracyLine(name) {
+    if (!accuracyLines[name]) {
+      const baseline = name === "last_direction" || name === "always_flat";
+      accuracyLines[name] = accuracy.addSeries(LC.LineSeries, {
+        color: LINE_COLORS[name] || "#c9d1d9", lineWidth: baseline ? 1 : 2, title: name.replace("_", " "),
+        lineStyle: baseline ? LC.LineStyle.Dashed : LC.LineStyle.Solid, priceLineVisible: false,
+        priceFormat: { type: "percent" },
+      });
+    }
+    return accuracyLines[name];
+  }
+  let accuracySymbol = null;
+
+  async function refreshAccuracy() {
+    const symbol = $("accuracy-symbol").value;
+    if (!symbol) return;
+    const h = await get(`/api/models/accuracy?symbol=${encodeURIComponent(symbol)}&limit=${ACCURACY_POINTS}`);
+    const seen = new Set();
+    for (const s of [...h.models, ...h.baselines]) {
+      accuracyLine(s.name).setData(s.points.map((p) => ({ time: p.time, value: 100 * p.value })));
+      state.accuracyPoints[s.name] = s.points.length;
+      seen.add(s.name);
+    }
+    for (const [name, line] of Object.entries(accuracyLines)) {
+      if (!seen.has(name)) { line.setData([]); state.accuracyPoints[name] = 0; }
+    }
+    if (symbol !== accuracySymbol) accuracy.timeScale().fitContent();
+    accuracySymbol = symbol;
+  }
+
   async function refreshModels() {
     const m = await get("/api/models");
     state.tiers = m.tiers.length;
@@ -218,7 +260,42 @@
         t.hit_rate === null ? "" : pct(100 * t.hit_rate),
         t.hit_rate === null ? "" : `${pct(100 * t.hit_rate_low)} - ${pct(100 * t.hit_rate_high)}`]),
       "no final signal yet");
+    const share = (v) => (v === null ? "" : pct(100 * v));
+    state.modelRows = m.health.length;
+    table("model-health", ["model", "symbol", "accuracy", "last-direction", "always-flat", "vs baseline",
+      "error drift (Page-Hinkley)", "at"],
+    m.health.map((h) => {
+      const edge = h.accuracy === null || h.last_direction === null ? null
+        : 100 * (h.accuracy - Math.max(h.last_direction, h.always_flat));
+      return [h.model_type, h.symbol, share(h.accuracy), share(h.last_direction), share(h.always_flat),
+        { text: edge === null ? "" : `${edge > 0 ? "+" : ""}${num(edge, 1)} pts`, cls: sign(edge) },
+        { text: h.page_hinkley === null ? "" : `${num(h.page_hinkley, 1)} / ${num(h.page_hinkley_threshold, 0)}` +
+          (h.error_drift ? " DRIFT" : ""), cls: h.error_drift ? "warn" : "" }, when(h.at)];
+    }), "no accuracy summary yet (the metrics collector publishes one per emit interval)");
+    state.driftRows = m.drift.length;
+    state.movers = m.movers.length;
+    const driftRow = (d) => [d.symbol, d.feature, { text: num(d.psi, 3), cls: d.significant ? "warn" : "" },
+      d.change === null ? "" : { text: `${d.change > 0 ? "+" : ""}${num(d.change, 3)}`, cls: d.change > 0 ? "warn" : "" },
+      d.ks === null ? "" : `${num(d.ks, 3)} (${num(d.ks_critical, 3)})`];
+    const driftHead = ["symbol", "feature", "PSI", "change", "KS (1% critical)"];
+    table("drift", driftHead, m.drift.slice(0, 25).map(driftRow),
+      "no PSI published (the collector needs metrics.drift_reference: a model's drift_reference.json)");
+    table("movers", driftHead, m.movers.map(driftRow), "no second summary yet");
+    const versions = m.versions.map((v) => `${v.model_type} ${v.version}`).join(", ");
+    $("model-note").textContent = `${m.features_watched} features watched, ${m.drifted_features} with PSI >= 0.2; ` +
+      `accuracy over the last ${m.accuracy_window} predictions; baselines from the 1m candles read over the same ` +
+      `minutes` + (versions ? `; model versions: ${versions}` : "");
+    const select = $("accuracy-symbol");
+    const symbolsSeen = [...new Set(m.health.map((h) => h.symbol))];
+    const wanted = symbols.filter((s) => symbolsSeen.includes(s)).concat(symbolsSeen.filter((s) => !symbols.includes(s)));
+    if ([...select.options].map((o) => o.value).join() !== wanted.join()) {
+      const keep = select.value;
+      select.replaceChildren(...wanted.map((s) => new Option(s, s)));
+      if (wanted.includes(keep)) select.value = keep;
+    }
+    await refreshAccuracy();
   }
+  $("accuracy-symbol").addEventListener("change", () => refreshAccuracy().catch(failed));
 
   async function refreshPipeline() {
     const p = await get("/api/pipeline");
@@ -294,7 +371,7 @@
         const sections = [...pending];
         pending.clear();
         const results = await Promise.allSettled(sections.map((s) => refreshers[s]()));
-        for (const r of results) if (r.status === "rejected") state.errors.push(String(r.reason));
+        for (const r of results) if (r.status === "rejected") failed(r.reason);
         state.updates += 1;
         state.ready = true;
       }
@@ -323,5 +400,5 @@
       for (const s of Object.keys(refreshers)) pending.add(s); // whatever was missed meanwhile
     };
   }
-  start().catch((e) => { state.errors.push(String(e)); $("live").textContent = `error: ${e}`; });
+  start().catch((e) => { failed(e); $("live").textContent = `error: ${e}`; });
 })();
