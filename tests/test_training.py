@@ -1,11 +1,7 @@
-"""The torch-free half of training: labels, time splits without leakage, Platt fitting, ECE and
-the reliability diagram."""
+"""The torch-free half of training: labels, time splits without leakage, Platt fitting and ECE
+(the calibrator's choice and the reliability diagram: tests/test_training_calibration.py)."""
 
 from __future__ import annotations
-
-import struct
-import zlib
-from pathlib import Path
 
 import numpy as np
 
@@ -80,21 +76,6 @@ def test_baseline_probabilities_come_from_the_training_slice() -> None:
     assert ev.log_loss(flat, np.array([1, 2])) == -np.mean(np.log([2 / 6, 3 / 6]))
     last = ev.last_direction(np.array([2]), freq, np.array([0, 0, 0, 2, 2, 2]), train_labels)
     assert last.shape == (1, 3) and np.argmax(last[0]) == 2  # after UP, UP was most frequent
-
-
-def test_reliability_png_is_a_valid_image(tmp_path: Path) -> None:
-    rng = np.random.default_rng(2)
-    conf = rng.uniform(0.34, 1.0, 1000)
-    curve = ev.reliability_curve(conf, rng.random(1000) < conf)
-    assert sum(curve.count) == 1000
-    path = tmp_path / "r.png"
-    ev.reliability_png({"a": curve}, path)
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", data[16:24])
-    idat_len = struct.unpack(">I", data[33:37])[0]
-    raw = zlib.decompress(data[41 : 41 + idat_len])
-    assert len(raw) == height * (1 + 3 * width)
 
 
 def test_quantile_reference_bins_a_sample_into_deciles_and_merges_ties() -> None:

@@ -10,7 +10,9 @@ the node count from it. Only `reset` deletes a cluster directory.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +30,8 @@ KAFKA_VERSION = "4.1.0"
 DEFAULT_BASE_PORT = 9092
 HOST = "127.0.0.1"
 
+log = logging.getLogger("kstrade.broker")
+
 
 class BrokerError(RuntimeError):
     """The local cluster could not be fetched, started, or reached."""
@@ -44,7 +48,8 @@ def default_cluster_dir() -> Path:
 
 
 def fetch_jars(version: str = KAFKA_VERSION) -> Path:
-    """Resolve the broker and its runtime dependencies from Maven Central (once per version)."""
+    """Resolve the broker and its runtime dependencies from Maven Central (once per version),
+    showing on a terminal what is being fetched (`kstrade.progress`)."""
     libs = cache_dir() / f"kafka-{version}" / "libs"
     marker = libs / ".complete"
     if marker.exists():
@@ -56,10 +61,11 @@ def fetch_jars(version: str = KAFKA_VERSION) -> Path:
     libs.mkdir(parents=True, exist_ok=True)
     pom = resources.files("kstrade.broker").joinpath("pom.xml")
     with resources.as_file(pom) as pom_path:
+        # Not -q: the transfer lines of batch mode (-B, no bars of its own) are what the progress shows.
         cmd = [
             "mvn",
-            "-q",
             "-B",
+            "-Dstyle.color=never",
             "-f",
             str(pom_path),
             f"-Dkafka.version={version}",
@@ -67,13 +73,93 @@ def fetch_jars(version: str = KAFKA_VERSION) -> Path:
             "-DincludeScope=runtime",
             f"-DoutputDirectory={libs}",
         ]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise BrokerError(f"mvn could not resolve kafka {version}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        returncode, fetch, tail = _run_maven(cmd, version)
+    if returncode != 0:
+        errors = [line for line in tail if line.startswith("[ERROR]")]
+        shown = "\n".join(errors) if errors else "\n".join(tail)[-2000:]
+        raise BrokerError(f"mvn could not resolve kafka {version}:\n{shown[-4000:]}")
     if not any(libs.glob("kafka_2.13-*.jar")):
         raise BrokerError(f"mvn finished but no kafka_2.13 jar is in {libs}")
+    log.info("kafka %s: %s, in %s", version, fetch.summary(), libs)
     marker.write_text(version)
     return libs
+
+
+#: What `mvn -B` prints per transfer and per jar copied (Maven 3.x; a line may carry `[INFO] `):
+#: `Downloaded from central: https://.../kafka_2.13-4.1.0.jar (6.8 MB at 3.1 MB/s)`,
+#: `Copying kafka_2.13-4.1.0.jar to /.../libs/kafka_2.13-4.1.0.jar`.
+_TRANSFER = re.compile(r"^(?:\[INFO\] )?Download(ing|ed) from [^:]+: (\S+)(?: \(([\d.]+) (B|kB|MB|GB))?")
+_COPY = re.compile(r"^(?:\[INFO\] )?Copying (\S+) to ")
+_UNITS = {"B": 1, "kB": 1_000, "MB": 1_000_000, "GB": 1_000_000_000}
+
+
+@dataclass
+class MavenFetch:
+    """What mvn has reported so far while it resolves the broker: files downloaded (POMs and
+    jars) and their bytes, the file in flight, and the jars copied into the cache."""
+
+    downloaded: int = 0
+    downloaded_bytes: int = 0
+    copied: int = 0
+    current: str = ""
+
+    def read(self, line: str) -> bool:
+        """Take one line of mvn's output; True where it said something the progress shows."""
+        line = line.rstrip()
+        if m := _TRANSFER.match(line):
+            name = m.group(2).rsplit("/", 1)[-1]
+            if m.group(1) == "ing":
+                self.current = name
+            else:
+                self.downloaded += 1
+                if m.group(3) is not None:
+                    self.downloaded_bytes += round(float(m.group(3)) * _UNITS[m.group(4)])
+                self.current = ""
+            return True
+        if m := _COPY.match(line):
+            self.copied += 1
+            self.current = m.group(1)
+            return True
+        return False
+
+    def summary(self) -> str:
+        """`12 files downloaded (6.9 MB), 3 jars copied: kafka_2.13-4.1.0.jar`."""
+        parts = []
+        if self.downloaded:
+            parts.append(f"{self.downloaded} file(s) downloaded ({self.downloaded_bytes / 1e6:.1f} MB)")
+        if self.copied:
+            parts.append(f"{self.copied} jar(s) copied")
+        text = ", ".join(parts) or "resolving"
+        return f"{text}: {self.current}" if self.current else text
+
+
+def _run_maven(cmd: list[str], version: str) -> tuple[int, MavenFetch, list[str]]:
+    """Run mvn, its output read line by line into a progress bar (on a terminal), keeping the
+    last lines for an error message: (exit status, what it fetched, the tail of its output)."""
+    from collections import deque
+
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from kstrade.progress import ProgressBars
+
+    fetch = MavenFetch()
+    tail: deque[str] = deque(maxlen=400)
+    bars = ProgressBars(SpinnerColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+                        TextColumn("{task.fields[fetched]}"))  # fmt: skip
+    with bars:
+        task = bars.add(f"fetching Apache Kafka {version} from Maven Central (once)", total=None, fetched="")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                text=True, errors="replace")  # fmt: skip
+        assert proc.stdout is not None
+        with proc:
+            for line in proc.stdout:
+                tail.append(line.rstrip())
+                if fetch.read(line):
+                    bars.update(task, fetched=fetch.summary())
+        fetch.current = ""
+        done = "fetched" if proc.returncode == 0 else "failed to fetch"
+        bars.finish(task, f"{done} Apache Kafka {version} from Maven Central", fetched=fetch.summary())
+    return proc.returncode, fetch, list(tail)
 
 
 @dataclass

@@ -46,6 +46,7 @@ import gzip
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -501,9 +502,12 @@ def write_file(candles: ImportedCandles, out: Path) -> Path:
     return out
 
 
-def write_store(candles: ImportedCandles, store: CandleStore) -> list[Path]:
+def write_store(
+    candles: ImportedCandles, store: CandleStore, on_written: Callable[[int, int], None] | None = None
+) -> list[Path]:
     """Month files in `store`, one per symbol and month. Refuses (before writing anything) where
-    a month's file exists already: the store never mixes two sources in one file."""
+    a month's file exists already: the store never mixes two sources in one file.
+    `on_written(files written, files to write)` is told after each file (a progress bar)."""
     step = INTERVAL_MS[candles.interval]
     plans = []
     for symbol in candles.symbols:
@@ -522,6 +526,8 @@ def write_store(candles: ImportedCandles, store: CandleStore) -> list[Path]:
     written = []
     for symbol, month, part, covered in plans:
         written.append(store.write_month(symbol, month, part, {**candles.metadata(), COVERED: json.dumps(covered)}))
+        if on_written is not None:
+            on_written(len(written), len(plans))
     return written
 
 

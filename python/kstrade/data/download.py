@@ -235,34 +235,33 @@ def format_gap_report(report: Sequence[SymbolGaps], longest: int = 5) -> str:
 
 
 class DownloadProgress:
-    """A rich progress display on stderr: one bar per symbol, in minutes of the range done."""
+    """One bar per symbol on stderr, in minutes of the range done (nothing where stderr is not a
+    terminal: `kstrade.progress`)."""
 
     def __init__(self, pages: Sequence[Page], span: Span, symbols: Sequence[str]) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-        self._progress = Progress(
+        from kstrade.progress import ProgressBars
+
+        self._bars = ProgressBars(
             TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TextColumn("min"),
             TextColumn("{task.fields[candles]:,} candles fetched"), TimeRemainingColumn(),
-            console=Console(stderr=True),
         )  # fmt: skip
         total = (span[1] - span[0]) // MINUTE_MS
         todo = {s: sum(p.minutes for p in pages if p.symbol == s) for s in symbols}
-        self._tasks = {
-            s: self._progress.add_task(s, total=total, completed=total - todo[s], candles=0) for s in symbols
-        }
+        self._tasks = {s: self._bars.add(s, total=total, completed=total - todo[s], candles=0) for s in symbols}
         self._candles = dict.fromkeys(symbols, 0)
 
     def __enter__(self) -> DownloadProgress:
-        self._progress.start()
+        self._bars.__enter__()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._progress.stop()
+        self._bars.__exit__(kind, exc, tb)
 
     def __call__(self, page: Page, candles: int) -> None:
         self._candles[page.symbol] += candles
-        self._progress.update(self._tasks[page.symbol], advance=page.minutes, candles=self._candles[page.symbol])
+        self._bars.update(self._tasks[page.symbol], advance=page.minutes, candles=self._candles[page.symbol])
 
 
 def parse_instant(text: str) -> int:

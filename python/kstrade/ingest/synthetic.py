@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -122,9 +123,22 @@ def file_name(symbols: list[str], start: datetime, days: int, seed: int, market:
     return f"{kind}_{joined}_1m_{start:%Y%m%d}_{days}d_seed{seed}.parquet"
 
 
-def write(symbols: list[str], start: datetime, days: int, seed: int, out_dir: Path, market: str = "control") -> Path:
-    """Generate every symbol and write one Parquet file labelled synthetic in name and metadata."""
-    frames = [generate(s, start, days, seed, market) for s in symbols]
+def write(
+    symbols: list[str],
+    start: datetime,
+    days: int,
+    seed: int,
+    out_dir: Path,
+    market: str = "control",
+    on_generated: Callable[[str], None] | None = None,
+) -> Path:
+    """Generate every symbol and write one Parquet file labelled synthetic in name and metadata.
+    `on_generated(symbol)` is called as each symbol's candles are ready (a progress bar)."""
+    frames = []
+    for s in symbols:
+        frames.append(generate(s, start, days, seed, market))
+        if on_generated is not None:
+            on_generated(s)
     table = pl.concat(frames).sort(["timestamp", "symbol"])
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / file_name(symbols, start, days, seed, market)
