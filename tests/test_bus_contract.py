@@ -319,6 +319,48 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_stage_goes_on(bus: Bus
     assert consumer.committed([(source, 0)]) == [(source, 0, 4)]
 
 
+def test_a_commit_interval_commits_when_due_or_quiet_never_before_the_outputs_are_acknowledged(
+    bus: Bus, unique: str
+) -> None:
+    """A service commits at most every `commit_interval_s` (and when a poll finds nothing):
+    each batch's outputs are acknowledged before the next poll, the commit waits; a member that
+    dies in between hands the uncommitted records to the next one, which sees them again."""
+    source = make_topic(bus, f"in-{unique}", partitions=1)
+    sink = make_topic(bus, f"out-{unique}", partitions=1)
+    producer = bus.producer()
+    for i in range(3):
+        producer.send(source, str(i).encode(), key=b"k")
+    producer.flush()
+
+    def handle(record: Record) -> list[Output]:
+        return [Output(sink, record.value, key=record.key)]
+
+    consumer = bus.consumer(f"stage-{unique}", FAST_GROUP)
+    consumer.subscribe([source])
+    runner = StageRunner(consumer, bus.producer(), handle, stage="test", max_records=1, commit_interval_s=3600.0)
+    polled = 0
+    while polled < 2:  # the first batch commits (nothing committed yet), the second waits
+        polled += runner.run_once(timeout=0.2).polled
+    assert consumer.committed([(source, 0)]) == [(source, 0, 1)] and runner.commit_pending
+    check = bus.consumer(f"check-{unique}")
+    check.subscribe([sink])
+    assert [r.value for r in drain(check, 2)] == [b"0", b"1"]  # acknowledged, though not committed
+    while polled < 3:
+        polled += runner.run_once(timeout=0.2).polled
+    assert runner.run_once(timeout=0.2).polled == 0  # quiet: the moment to commit
+    assert consumer.committed([(source, 0)]) == [(source, 0, 3)] and not runner.commit_pending
+
+    producer.send(source, b"3", key=b"k")
+    producer.flush()
+    while runner.run_once(timeout=0.2).polled == 0:
+        pass
+    assert runner.commit_pending
+    consumer.close()  # gone with record 3 handled but not committed
+    survivor = bus.consumer(f"stage-{unique}", FAST_GROUP)
+    survivor.subscribe([source])
+    assert [r.value for r in drain(survivor, 1, timeout=60)] == [b"3"]
+
+
 @pytest.mark.kafka
 def test_flush_returns_as_soon_as_the_broker_acknowledges(kafka_bootstrap: str, unique: str) -> None:
     """A produce + flush round trip is not slower than confluent-kafka's on the same broker (it

@@ -500,3 +500,18 @@ def test_a_candle_of_another_symbol_on_a_candle_topic_is_dead_lettered(h: Harnes
     dead = check.poll(max_records=10, timeout=0.0)
     assert [r.header("dlq.error.code") for r in dead] == [b"SYMBOL_TOPIC_MISMATCH"]
     assert "ZZZ-USD" not in h.broker.prices and h.broker.prices["BTC-USD"] == 50_000
+
+
+def test_a_non_durable_paper_account_is_written_once_on_close(tmp_path: Path) -> None:
+    """A replay's account (`durable_state = false`): no write per fill, the whole account on close."""
+    path = tmp_path / "paper.json"
+    broker = PaperBroker(100_000, slippage_bps=0.0, state_path=path, durable=False)
+    broker.mark(Candle(timestamp=T0, symbol="BTC-USD", interval="1m", open=50_000, high=50_000, low=50_000,
+                       close=50_000, volume=1, source="t"), 0)  # fmt: skip
+    assert broker.send(OrderRequest("ks-1", "BTC-USD", Side.BUY, 2.0, 50_000, 49_000, 52_000, 1.0, 5.0), 1).outcome \
+        is Outcome.FILLED  # fmt: skip
+    assert not path.exists()
+    broker.close()
+    again = PaperBroker(0, state_path=path)
+    assert again.balance == broker.balance and again.find("ks-1", 2) == broker.find("ks-1", 2)
+    assert [p.client_order_id for p in again.account(2).positions] == ["ks-1"]

@@ -10,7 +10,7 @@ SYNTHETIC candles throughout (kstrade.ingest.synthetic).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,14 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from kstrade import app
-from kstrade.bus import Bus, Output
-from kstrade.bus.topics import candles
+from kstrade.bus import Bus, Output, Record
+from kstrade.bus.topics import candles, features_aggregated
 from kstrade.config import Settings, SignalSettings, TierBands
 from kstrade.features.stage import FeatureStage
 from kstrade.inference.stage import LSTMInference, TransformerInference
 from kstrade.ingest import synthetic
 from kstrade.ingest.replay import ReplaySource
+from kstrade.report.recorder import RunRecorder
 from kstrade.schemas import Codec
 from kstrade.schemas.models import Candle, Prediction
 from kstrade.services import ensure_topics
@@ -48,17 +49,28 @@ def _prediction_without_timing(value: bytes) -> bytes:
 def everything(bus: Bus) -> Rows:
     """Every record on every topic, by topic, in partition and offset order."""
     admin = bus.admin()
-    out: Rows = {}
+    records: list[Record] = []
     for topic in sorted(admin.list_topics(5.0)):
         total = sum(admin.end_offsets(topic, 5.0))
         consumer = bus.consumer(f"check.{topic}")
         consumer.subscribe([topic])
-        records = []
-        while len(records) < total:
-            records += consumer.poll(10_000, 0.1)
+        read: list[Record] = []
+        while len(read) < total:
+            read += consumer.poll(10_000, 0.1)
         consumer.close()
+        records += read
+    return rows_of(records, admin.list_topics(5.0))
+
+
+def rows_of(records: list[Record], topics: Iterable[str] = ()) -> Rows:
+    """`records` as comparable rows, by topic (every one of `topics` too), in partition and offset order."""
+    by_topic: dict[str, list[Record]] = {topic: [] for topic in topics}
+    for r in records:
+        by_topic.setdefault(r.topic, []).append(r)
+    out: Rows = {}
+    for topic, read in sorted(by_topic.items()):
         rows = []
-        for r in records:
+        for r in read:
             value = r.value
             if value is not None and topic.startswith("predictions."):
                 value = _prediction_without_timing(value)
@@ -77,29 +89,60 @@ def assert_same(a: Rows, b: Rows) -> None:
             assert x == y, f"{topic}: record {i} differs"
 
 
+class EverythingRecorder(RunRecorder):
+    """The run's recorder, also reading every topic in a group of its own as the run goes:
+    `run` deletes what every reader has read after each chunk, so the bus no longer holds the
+    whole run at its end."""
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__(bus)
+        self.everything_bus = bus
+        self.everything = bus.consumer("check.everything", {"auto.offset.reset": "earliest"})
+        self.everything.subscribe_pattern("^[^_].*")
+        self.seen: list[Record] = []
+
+    def read(self) -> int:
+        while records := self.everything.poll(10_000, 0.0):
+            self.seen += records
+        self.everything.commit()
+        return super().read()
+
+    def rows(self) -> Rows:
+        return rows_of(self.seen)
+
+
 def test_a_replay_with_orders_is_the_same_batched_and_ahead_as_record_by_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The whole `run`: three symbols, two days, tier bands low enough that orders are sent,
     filled and closed, so execution's fills and P&L feed back into signals while features and
-    inference run up to 1024 instants ahead."""
-    buses: dict[str, Bus] = {}
-    write = app.write_run_directory
+    inference run up to 1024 instants ahead; and what every reader has read deleted from the
+    bus after each chunk (which must change nothing either)."""
+    recorders: dict[str, EverythingRecorder] = {}
 
-    def keep_bus(out: Path, bus: Bus, stats: Any, meta: dict[str, Any], *more: Any, **named: Any) -> dict[str, Any]:
-        buses[out.name] = bus
-        return write(out, bus, stats, meta, *more, **named)
+    def recorder(bus: Bus) -> EverythingRecorder:
+        recorders[str(len(recorders))] = made = EverythingRecorder(bus)
+        return made
 
-    monkeypatch.setattr(app, "write_run_directory", keep_bus)
+    monkeypatch.setattr(app, "RunRecorder", recorder)
     config = Settings(signals=SignalSettings(tiers=TierBands(a=0.5, b=0.45, c=0.34)))
     summaries = {}
     for name, batched in (("record", False), ("batched", True)):
-        options = app.RunOptions(out=tmp_path / name, days=2, live_view=False, batched=batched)
+        options = app.RunOptions(out=tmp_path / name, days=2, live_view=False, batched=batched, chunk=300)
         summaries[name] = app.run(config, options, log=lambda _: None)
     assert summaries["batched"]["signals_final"] > 0 and summaries["batched"]["trades_closed"] > 0
-    assert_same(everything(buses["record"]), everything(buses["batched"]))
+    record, batched = recorders["0"], recorders["1"]
+    assert_same(record.rows(), batched.rows())
     for file in app_outputs():
         assert (tmp_path / "record" / file).read_bytes() == (tmp_path / "batched" / file).read_bytes(), file
+    # The bus kept only what some reader had not read: a late reader finds the feature vectors
+    # gone (every stage and recorder read them), though their offsets went on.
+    bus = batched.everything_bus
+    topic = features_aggregated("BTC-USD")
+    assert sum(bus.admin().end_offsets(topic, 1.0)) == summaries["batched"]["candles"] // 3
+    late = bus.consumer("check.late", {"auto.offset.reset": "earliest"})
+    late.subscribe([topic])
+    assert late.poll(10_000, 0.0) == []
 
 
 def app_outputs() -> tuple[str, ...]:

@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -205,6 +206,7 @@ def _runner(
     stamp: Stamp | None = None,
     max_records: int = 500,
     time_ordered: bool = False,
+    commit_interval_s: float = 0.0,
 ) -> StageRunner:
     return StageRunner(
         _consumer(bus, stage),
@@ -223,6 +225,7 @@ def _runner(
         # An observer (the metrics collector) never dead-letters, and has no ACL to: no door check.
         future_limit=stage.future_limit_ns if getattr(stage, "writes_dead_letters", True) else None,
         max_backwards_ns=stage.max_past_jump_ns,
+        commit_interval_s=commit_interval_s,
     )
 
 
@@ -233,8 +236,9 @@ class PipelineStats:
     dead_lettered: dict[str, int] = field(default_factory=dict)
     produced: dict[str, int] = field(default_factory=dict)
     #: Wall-clock microseconds per record each stage took (poll, handle, produce, commit),
-    #: one sample per batch: in a replay the event clock says nothing about speed.
-    processing_us: dict[str, list[float]] = field(default_factory=dict)
+    #: one sample per batch: in a replay the event clock says nothing about speed. (8 bytes a
+    #: sample: a simulated year is ~1.6M of them.)
+    processing_us: dict[str, array[float]] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -251,6 +255,10 @@ class Pipeline:
     and in which order, is exactly what they would read if every stage went instant by instant.
     `batched=False` makes every stage handle one record at a time (`Stage.handle`): the path
     that `handle_batch` must agree with.
+
+    `keep` (memory bus, event clock) bounds a long replay's memory: after each chunk, the bus
+    deletes from every other topic the records every group reading it has committed
+    (`Admin.purge_consumed`); `keep` names the topics read after the run (the report's).
     """
 
     def __init__(
@@ -263,6 +271,7 @@ class Pipeline:
         chunk: int = 1024,
         batched: bool = True,
         max_records: int = 500,
+        keep: Sequence[str] | None = None,
     ) -> None:
         self.bus = bus
         self.clock = clock or (EventClock() if bus.transport == "memory" else WallClock())
@@ -274,6 +283,9 @@ class Pipeline:
             raise ValueError("running stages ahead needs the memory bus (its event-time fence)")
         if chunk < 1:
             raise ValueError("chunk must be at least one instant")
+        if keep is not None and bus.transport != "memory":
+            raise ValueError("deleting consumed records needs the memory bus (Kafka has its own retention)")
+        self.keep = None if keep is None else list(keep)
         self.ahead = len(ahead)
         self.chunk = chunk
         for stage in self.stages:
@@ -314,7 +326,10 @@ class Pipeline:
             name = stage.name
             if result.polled:
                 spent = (time.perf_counter() - started) * 1e6 / result.polled
-                stats.processing_us.setdefault(name, []).append(spent)
+                samples = stats.processing_us.get(name)
+                if samples is None:
+                    samples = stats.processing_us[name] = array("d")
+                samples.append(spent)
                 stats.polled[name] += result.polled
                 stats.produced[name] += result.produced
                 stats.dead_lettered[name] += result.dead_lettered
@@ -343,11 +358,17 @@ class Pipeline:
         for runner in self.runners[first:last]:
             runner.consumer.set_read_until(until_ms)
 
-    def run(self, source: Source, on_batch: Callable[[int], None] | None = None) -> int:
+    def run(
+        self,
+        source: Source,
+        on_batch: Callable[[int], None] | None = None,
+        on_chunk: Callable[[], object] | None = None,
+    ) -> int:
         """Feed every batch of `source` through the stages, so that every stage sees the world
         exactly as it would live, instant by instant (see the class doc for the stages that
         run ahead). Returns the batches fed; `on_batch(batches so far)` is called after each
-        instant the last stages finish (a progress view)."""
+        instant the last stages finish (a progress view), `on_chunk()` after each chunk of
+        instants, before what was read is deleted (`keep`): a reader of the outputs catches up."""
         clock = self.clock
         if not isinstance(clock, EventClock):
             return self._run_lockstep(source, on_batch)
@@ -395,6 +416,10 @@ class Pipeline:
                         on_batch(batches)
                 if ahead is not None:
                     ahead.result()  # its exception, if any, is this run's
+                if on_chunk is not None:
+                    on_chunk()
+                if self.keep is not None:
+                    self.bus.admin().purge_consumed(self.keep)
                 instants = following
             return batches
         finally:
@@ -418,13 +443,21 @@ class Pipeline:
 
 
 def run_service(
-    bus: Bus, stage: Stage, stop: threading.Event, *, poll_timeout: float = 0.1, liveness: Liveness | None = None
+    bus: Bus,
+    stage: Stage,
+    stop: threading.Event,
+    *,
+    poll_timeout: float = 0.1,
+    liveness: Liveness | None = None,
+    commit_interval_s: float = 0.0,
 ) -> None:
     """One stage as its own process member of `kstrade.{name}`, until `stop` is set. On stop it
     finishes the batch in hand (outputs flushed, offsets committed) and leaves the group. Given
-    a `liveness`, the loop beats it each round and probes its lag (`kstrade.liveness`)."""
+    a `liveness`, the loop beats it each round and probes its lag (`kstrade.liveness`); given a
+    `commit_interval_s`, it commits at most that often, and whenever it finds nothing to read
+    (`StageRunner`)."""
     stage.clock = WallClock()
-    runner = _runner(bus, stage, poll_timeout=poll_timeout)
+    runner = _runner(bus, stage, poll_timeout=poll_timeout, commit_interval_s=commit_interval_s)
     stage.caught_up = runner.caught_up
     producer = runner.producer
     if liveness is not None:
@@ -448,6 +481,8 @@ def run_service(
                 producer.send(out.topic, out.value, key=out.key, headers=out.headers)
             if timed:
                 runner.commit_progress()
+        if runner.commit_pending:
+            runner.commit_progress()  # what was handled before the stop
     finally:
         if liveness is not None:
             liveness.stopped()

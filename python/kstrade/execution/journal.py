@@ -86,14 +86,16 @@ class ControlEntry:
 
 
 class OrderJournal:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, durable: bool = True) -> None:
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = self._take_lock(self.path.with_name(self.path.name + ".lock"))
-        # autocommit mode: every statement is durable when it returns (synchronous=FULL).
+        # autocommit mode: every statement is durable when it returns (synchronous=FULL). Not
+        # durable (a replay's run directory), SQLite leaves the syncing to the OS: the same
+        # statements, nothing waits for the disk.
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
         self._db.executescript(_SCHEMA)
         # Signals whose order is UNCERTAIN, kept in memory so the stage's periodic reconcile scan
         # costs nothing while there are none. This process alone writes the journal (the lock),

@@ -4,7 +4,8 @@ their stop loss or take profit as later prices cross them (at the open if the pr
 
 With a `state_path` the paper account (balance, positions, fills, unreported closes) is written
 to a JSON file after every change, so a restarted service finds its paper positions, and can
-reconcile an order it sent just before dying, as it would with a real broker.
+reconcile an order it sent just before dying, as it would with a real broker. Not `durable` (a
+replay's run directory), it is written once, by `close`: a backtest is run again, not recovered.
 """
 
 from __future__ import annotations
@@ -32,8 +33,17 @@ class _Open:
 class PaperBroker:
     name = "paper"
 
-    def __init__(self, balance: float, *, slippage_bps: float = 2.0, state_path: Path | str | None = None) -> None:
+    def __init__(
+        self,
+        balance: float,
+        *,
+        slippage_bps: float = 2.0,
+        state_path: Path | str | None = None,
+        durable: bool = True,
+    ) -> None:
         self.state_path = Path(state_path).expanduser() if state_path is not None else None
+        self.durable = durable
+        self._unsaved = False
         self.balance = balance
         self.slippage_bps = slippage_bps
         self.prices: dict[str, float] = {}
@@ -57,19 +67,32 @@ class PaperBroker:
     def _save(self) -> None:
         if self.state_path is None:
             return
+        if not self.durable:
+            self._unsaved = True  # written by `close`
+            return
+        self._write(self.state_path, sync=True)
+
+    def close(self) -> None:
+        """Writes what a non-durable account has not written yet."""
+        if self._unsaved and self.state_path is not None:
+            self._write(self.state_path, sync=False)
+            self._unsaved = False
+
+    def _write(self, path: Path, *, sync: bool) -> None:
         state = {
             "balance": self.balance, "prices": self.prices, "seq": self._seq,
             "positions": [{**asdict(o), "position": asdict(o.position)} for o in self.positions.values()],
             "closed": [asdict(c) for c in self._closed],
         }  # fmt: skip
         text = json.dumps(state)[:-1] + ', "fills": {' + ", ".join(self._fill_entries.values()) + "}}"
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
         with tmp.open("w") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.state_path)  # atomic: a crash leaves the old or the new account
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic: a crash leaves the old or the new account
 
     def _load(self, path: Path) -> None:
         state: dict[str, Any] = json.loads(path.read_text())

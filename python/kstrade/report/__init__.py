@@ -20,7 +20,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,10 +32,12 @@ from kstrade.bus import Bus, Record
 from kstrade.bus.topics import EXECUTIONS, METRICS_ALERTS, ORDERS_CONFIRMED, ORDERS_PENDING, PNL, signals
 from kstrade.config import GuardrailSettings
 from kstrade.execution.guardrails import DailyLossGuard, MaxLossGuard
-from kstrade.report.calibration import reliability, wilson
+from kstrade.report.calibration import calibrated_signals, reliability_of, wilson
+from kstrade.report.recorder import RunRecorder
 from kstrade.report.statistics import equity_frame, statistics, trades_frame
 from kstrade.report.svg import bar_chart, histogram, line_chart
 from kstrade.schemas import Alert, Codec, Execution, Message, Order, PnlEvent, Signal
+from kstrade.signals.aggregator import REJECT_REASON
 from kstrade.stage import PipelineStats
 
 
@@ -70,11 +72,13 @@ def _records(bus: Bus, topic: str, group: str) -> list[Record]:
     return records
 
 
-def _rows(bus: Bus, topic: str, model: type[Message]) -> list[dict[str, Any]]:
-    """Every record of `topic`, decoded, as plain rows (enums as values, ids as text)."""
+def _rows(bus: Bus, topic: str, model: type[Message], recorder: RunRecorder | None) -> list[dict[str, Any]]:
+    """Every record of `topic` (as the recorder read it, else read now), decoded, as plain rows
+    (enums as values, ids as text)."""
     codec = Codec(model)
     rows: list[dict[str, Any]] = []
-    for record in _records(bus, topic, "kstrade.report"):
+    records = recorder.records[topic] if recorder is not None else _records(bus, topic, "kstrade.report")
+    for record in records:
         message = codec.decode_record(record)
         row = message.model_dump(mode="json")
         row["timestamp"] = message.timestamp
@@ -122,23 +126,32 @@ def _frame(rows: list[dict[str, Any]], sort: Sequence[str], model: type[Message]
 def _rejections(bus: Bus) -> dict[str, int]:
     counts: dict[str, int] = {}
     for record in _records(bus, signals("filtered"), "kstrade.report.rejections"):
-        reason = (record.header("reject_reason") or b"UNSPECIFIED").decode("ascii", "replace")
+        reason = (record.header(REJECT_REASON) or b"UNSPECIFIED").decode("ascii", "replace")
         counts[reason] = counts.get(reason, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+    return counts
 
 
-def collect(bus: Bus) -> RunOutputs:
+def _by_count(counts: Mapping[str, int]) -> dict[str, int]:
+    """Most frequent first; a tie in code order (whatever order the records were read in)."""
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def collect(bus: Bus, recorder: RunRecorder | None = None) -> RunOutputs:
+    """The run's outputs: from what `recorder` read while it ran, else read from the bus now."""
     admin = bus.admin()
     counts = {t: sum(admin.end_offsets(t, 10.0)) for t in admin.list_topics(10.0) if not t.startswith("__")}
-    orders = _rows(bus, ORDERS_PENDING, Order) + _rows(bus, ORDERS_CONFIRMED, Order)
+    orders = _rows(bus, ORDERS_PENDING, Order, recorder) + _rows(bus, ORDERS_CONFIRMED, Order, recorder)
+    rejections = _by_count(_rejections(bus) if recorder is None else recorder.rejections)
     return RunOutputs(
-        signals=_frame(_rows(bus, signals("final"), Signal), ["timestamp", "symbol", "signal_id"], Signal),
+        signals=_frame(_rows(bus, signals("final"), Signal, recorder), ["timestamp", "symbol", "signal_id"], Signal),
         orders=_frame(orders, ["timestamp", "symbol", "order_id", "status"], Order),
-        executions=_frame(_rows(bus, EXECUTIONS, Execution), ["timestamp", "symbol", "execution_id"], Execution),
-        pnl=_frame(_rows(bus, PNL, PnlEvent), ["timestamp", "symbol", "order_id"], PnlEvent),
-        alerts=_frame(_rows(bus, METRICS_ALERTS, Alert), ["timestamp"], Alert),
+        executions=_frame(
+            _rows(bus, EXECUTIONS, Execution, recorder), ["timestamp", "symbol", "execution_id"], Execution
+        ),
+        pnl=_frame(_rows(bus, PNL, PnlEvent, recorder), ["timestamp", "symbol", "order_id"], PnlEvent),
+        alerts=_frame(_rows(bus, METRICS_ALERTS, Alert, recorder), ["timestamp"], Alert),
         topic_counts={k: v for k, v in sorted(counts.items()) if v},
-        rejections=_rejections(bus),
+        rejections=rejections,
     )
 
 
@@ -401,6 +414,11 @@ def render_html(
             "<p class='warn'>The input is SYNTHETIC data from a seeded generator, not market data: these results "
             "say nothing about real markets.</p>"
         )
+    if data.startswith("REAL"):
+        warning = (
+            f"<p class='warn'>{html.escape(data)}. One period of one market: what a backtest finds here is a "
+            "measurement, with its noise, not a promise about the next period.</p>"
+        )
     if "planted_edge" in data:
         warning = (
             "<p class='warn'>The input is SYNTHETIC data from a market with a planted edge (kstrade.ingest.planted), "
@@ -426,17 +444,26 @@ def write_run_directory(
     truth: pl.DataFrame | None = None,
     rules: GuardrailSettings | None = None,
     period: tuple[datetime, datetime] | None = None,
+    recorder: RunRecorder | None = None,
 ) -> dict[str, Any]:
-    """Collect the run's outputs from the bus and write the run directory. Returns the summary.
+    """Collect the run's outputs (from what `recorder` read while the run went, else from the
+    bus) and write the run directory. Returns the summary.
     `candles` (symbol, open_time_ms, close) give the outcomes the calibration is judged by,
     `truth` (symbol, open_time_ms, p_down, p_up) the true probabilities where they are known;
     with the guardrail `rules` (the initial balance) and the `period` [start, end) replayed, the
     trades, the equity curve and their statistics (`kstrade.report.statistics`) too."""
     out.mkdir(parents=True, exist_ok=True)
-    outputs = collect(bus)
+    if recorder is not None:
+        recorder.read()  # the last chunk's
+    outputs = collect(bus, recorder)
     calibration = None
     if candles is not None:
-        calibration = reliability(_records(bus, signals("calibrated"), "kstrade.report.calibration"), candles, truth)
+        stated = (
+            recorder.calibrated()
+            if recorder is not None
+            else calibrated_signals(_records(bus, signals("calibrated"), "kstrade.report.calibration"))
+        )
+        calibration = reliability_of(stated, candles, truth)
     outputs.signals.write_parquet(out / "signals.parquet")
     outputs.orders.write_parquet(out / "orders.parquet")
     outputs.executions.write_parquet(out / "executions.parquet")

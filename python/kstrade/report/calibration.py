@@ -25,8 +25,8 @@ from kstrade.training.dataset import LabelDefinition
 BINS = 10
 
 
-def _calibrated(records: list[Record]) -> pl.DataFrame:
-    """(symbol, open_time_ms, long, confidence) of each calibrated signal."""
+def calibrated_signals(records: list[Record]) -> pl.DataFrame:
+    """(symbol, open_time_ms, long, confidence) of each calibrated signal of `records`."""
     codec = Codec(Signal)
     rows = []
     for record in records:
@@ -66,7 +66,12 @@ def reliability(records: list[Record], candles: pl.DataFrame, truth: pl.DataFram
     `candles`: symbol, open_time_ms, close): per bin the signals, their mean confidence,
     the share that came true (with a 95% Wilson interval) and, given `truth` (symbol,
     open_time_ms, p_down, p_up), the mean true probability; ECE against outcomes and truth."""
-    stated = _calibrated(records)
+    return reliability_of(calibrated_signals(records), candles, truth)
+
+
+def reliability_of(stated: pl.DataFrame, candles: pl.DataFrame, truth: pl.DataFrame | None) -> dict[str, Any]:
+    """`reliability` of the signals `calibrated_signals` gives (in any order)."""
+    stated = stated.sort("symbol", "open_time_ms", maintain_order=True)
     joined = stated.join(_outcomes(candles, LabelDefinition()), on=["symbol", "open_time_ms"], how="inner")
     joined = joined.filter(pl.col("up").is_not_null())
     if truth is not None:

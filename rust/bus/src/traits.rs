@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::error::BusResult;
+use crate::error::{BusError, BusResult};
 use crate::record::{
     OutRecord, RebalanceEvent, Record, RecordRef, TopicDescription, TopicPartition, TopicSpec,
 };
@@ -101,4 +101,14 @@ pub trait Admin: Send + Sync {
     fn list_topics(&self, timeout: Duration) -> BusResult<Vec<String>>;
     /// High watermark (next offset to be written) of each partition of a topic.
     fn end_offsets(&self, topic: &str, timeout: Duration) -> BusResult<Vec<i64>>;
+    /// Delete, from every topic but `keep`, the records that every group reading the topic now
+    /// has committed (what Kafka Streams does to its repartition topics with DeleteRecords):
+    /// a replay's memory then stays bounded however long it runs. Returns records deleted.
+    /// Only the embedded transport does it; a Kafka cluster has its own retention.
+    fn purge_consumed(&self, keep: &[String]) -> BusResult<u64> {
+        let _ = keep;
+        Err(BusError::Config(
+            "purge_consumed: only the memory transport deletes consumed records (Kafka has retention)".into(),
+        ))
+    }
 }

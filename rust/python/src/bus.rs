@@ -684,6 +684,14 @@ impl PyAdmin {
         py.detach(|| self.inner.end_offsets(&topic, t))
             .map_err(|e| err(py, e))
     }
+
+    /// Delete, from every topic but `keep`, the records every group reading it has committed
+    /// (memory transport only: a replay's memory stays bounded). Returns the records deleted.
+    #[pyo3(signature = (keep=Vec::new()))]
+    fn purge_consumed(&self, py: Python<'_>, keep: Vec<String>) -> PyResult<u64> {
+        py.detach(|| self.inner.purge_consumed(&keep))
+            .map_err(|e| err(py, e))
+    }
 }
 
 /// Kafka's murmur2 hash of `key` (Java client compatible).

@@ -6,10 +6,12 @@
 //! topic appears), so stages written for Kafka run unchanged in one process and backtests
 //! replay through exactly the live code.
 //!
-//! What it does not model: replication, retention and session time-outs (a member leaves when
-//! it is closed or dropped). Offsets, keys, headers and the partitioner are Kafka's.
+//! What it does not model: replication, time or size retention and session time-outs (a member
+//! leaves when it is closed or dropped). Offsets, keys, headers and the partitioner are Kafka's.
+//! A long replay bounds its memory with [`Admin::purge_consumed`] instead: records every
+//! reading group has committed are deleted, as Kafka Streams deletes its repartition records.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,9 +35,24 @@ struct Stored {
     timestamp_ms: i64,
 }
 
+/// One partition: its records from the log start offset `start` on (those before it were
+/// deleted, `Admin::purge_consumed`) to the end.
+#[derive(Default)]
+struct PartitionLog {
+    start: i64,
+    records: VecDeque<Stored>,
+}
+
+impl PartitionLog {
+    /// The high watermark: the offset the next record gets.
+    fn end(&self) -> i64 {
+        self.start + self.records.len() as i64
+    }
+}
+
 struct TopicLog {
     spec: TopicSpec,
-    partitions: Vec<Vec<Stored>>,
+    partitions: Vec<PartitionLog>,
 }
 
 enum Matcher {
@@ -169,12 +186,14 @@ impl Producer for MemoryProducer {
             (None, Some(key)) => partition_for_key(key, count),
             (None, None) => (rr % count as u64) as i32,
         };
-        log.partitions[partition as usize].push(Stored {
-            key: record.key,
-            value: record.value,
-            headers: record.headers,
-            timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
-        });
+        log.partitions[partition as usize]
+            .records
+            .push_back(Stored {
+                key: record.key,
+                value: record.value,
+                headers: record.headers,
+                timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
+            });
         state.round_robin = rr.wrapping_add(1);
         state.version += 1;
         drop(state);
@@ -281,13 +300,13 @@ impl MemoryConsumer {
             self.paused.remove(tp);
         }
         for tp in &assigned {
-            let end = state
-                .topics
-                .get(&tp.topic)
-                .map_or(0, |t| t.partitions[tp.partition as usize].len() as i64);
+            let (first, end) = state.topics.get(&tp.topic).map_or((0, 0), |t| {
+                let part = &t.partitions[tp.partition as usize];
+                (part.start, part.end())
+            });
             let start = match (group.committed.get(tp), self.reset) {
                 (Some(off), _) => *off,
-                (None, OffsetReset::Earliest) => 0,
+                (None, OffsetReset::Earliest) => first,
                 (None, OffsetReset::Latest) => end,
             };
             self.positions.insert(tp.clone(), start);
@@ -327,26 +346,30 @@ impl MemoryConsumer {
                 Some(pos) => pos,
                 None => self.positions.entry(tp.clone()).or_insert(0),
             };
-            let start = (*pos).clamp(0, part.len() as i64) as usize;
-            let mut take = (max - n).min(part.len() - start);
+            // A position before the log start (its records were deleted) reads from the start,
+            // as Kafka's auto.offset.reset=earliest does after retention.
+            let start = ((*pos).clamp(part.start, part.end()) - part.start) as usize;
+            let mut take = (max - n).min(part.records.len() - start);
             if let Some(until) = self.until_ms {
                 // A partition's records are in production order, and a replay stamps them
                 // with the instant that produced them: the fence is the first later stamp.
-                take = part[start..start + take]
-                    .iter()
+                take = part
+                    .records
+                    .range(start..start + take)
                     .position(|s| s.timestamp_ms > until)
                     .unwrap_or(take);
             }
             if take > 0 {
                 self.moved.push(tp.clone());
             }
-            for (i, s) in part[start..start + take].iter().enumerate() {
+            let first = part.start + start as i64;
+            for (i, s) in part.records.range(start..start + take).enumerate() {
                 headers.clear();
                 headers.extend(s.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
                 visit(RecordRef {
                     topic: &tp.topic,
                     partition: tp.partition,
-                    offset: (start + i) as i64,
+                    offset: first + i as i64,
                     key: s.key.as_deref(),
                     value: s.value.as_deref(),
                     headers: &headers,
@@ -354,7 +377,7 @@ impl MemoryConsumer {
                 });
             }
             n += take;
-            *pos = (start + take) as i64;
+            *pos = first + take as i64;
         }
         if self.moved.len() > 2 * self.owned.len() + 64 {
             // A consumer that commits explicit offsets only (`retained`) never drains the list.
@@ -564,7 +587,7 @@ impl Consumer for MemoryConsumer {
                 let end = state
                     .topics
                     .get(&tp.topic)
-                    .map_or(0, |t| t.partitions[tp.partition as usize].len() as i64);
+                    .map_or(0, |t| t.partitions[tp.partition as usize].end());
                 (
                     tp.clone(),
                     (end - self.positions.get(tp).copied().unwrap_or(0)).max(0),
@@ -642,7 +665,9 @@ impl Admin for MemoryAdmin {
         for spec in specs {
             let created = !state.topics.contains_key(&spec.name);
             if created {
-                let partitions = (0..spec.partitions).map(|_| Vec::new()).collect();
+                let partitions = (0..spec.partitions)
+                    .map(|_| PartitionLog::default())
+                    .collect();
                 state.topics.insert(
                     spec.name.clone(),
                     TopicLog {
@@ -712,7 +737,43 @@ impl Admin for MemoryAdmin {
             .topics
             .get(topic)
             .ok_or_else(|| BusError::UnknownTopic(topic.to_string()))?;
-        Ok(log.partitions.iter().map(|p| p.len() as i64).collect())
+        Ok(log.partitions.iter().map(PartitionLog::end).collect())
+    }
+
+    fn purge_consumed(&self, keep: &[String]) -> BusResult<u64> {
+        let mut state = self.broker.state.lock();
+        let State { topics, groups, .. } = &mut *state;
+        let mut deleted = 0u64;
+        for (name, log) in topics.iter_mut() {
+            if keep.contains(name) {
+                continue;
+            }
+            // The groups that read the topic now: a group none of whose members subscribes
+            // to it (one that read it once, and left) holds nothing back.
+            let readers: Vec<&Group> = groups
+                .values()
+                .filter(|g| g.members.values().any(|m| m.matches(name)))
+                .collect();
+            if readers.is_empty() {
+                continue; // nobody reads it yet: it is kept for whoever comes
+            }
+            for (p, part) in log.partitions.iter_mut().enumerate() {
+                let tp = TopicPartition::new(name.clone(), p as i32);
+                let Some(upto) = readers
+                    .iter()
+                    .map(|g| g.committed.get(&tp).copied().unwrap_or(part.start))
+                    .min()
+                else {
+                    continue;
+                };
+                while part.start < upto.min(part.end()) {
+                    part.records.pop_front();
+                    part.start += 1;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
     }
 }
 
@@ -810,6 +871,38 @@ mod tests {
         assert!(!aa.is_empty() && !bb.is_empty());
         b.close().unwrap();
         assert_eq!(a.assignment().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn purge_deletes_only_what_every_reading_group_committed() {
+        let (broker, p, admin) = setup(1);
+        for i in 0..10 {
+            send(&p, "k", &i.to_string());
+        }
+        let mut fast = consumer(&broker, "fast");
+        let mut slow = consumer(&broker, "slow");
+        assert_eq!(fast.poll(8, Duration::ZERO).unwrap().len(), 8);
+        fast.commit(None).unwrap();
+        assert_eq!(slow.poll(3, Duration::ZERO).unwrap().len(), 3);
+        slow.commit(None).unwrap();
+        // The slow group holds the log at its commit: 3 deleted, offsets and ends unchanged.
+        assert_eq!(admin.purge_consumed(&[]).unwrap(), 3);
+        assert_eq!(admin.end_offsets("t", Duration::ZERO).unwrap(), vec![10]);
+        let rest = slow.poll(100, Duration::ZERO).unwrap();
+        let offsets: Vec<i64> = rest.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (3..10).collect::<Vec<_>>());
+        assert_eq!(rest[0].value.as_deref(), Some(b"3".as_slice()));
+        // A kept topic is never purged; a group whose members left holds nothing back.
+        slow.commit(None).unwrap();
+        assert_eq!(admin.purge_consumed(&["t".into()]).unwrap(), 0);
+        drop(fast);
+        assert_eq!(admin.purge_consumed(&[]).unwrap(), 7);
+        // A new group reads from the log start; a reading group with no commit holds it there.
+        send(&p, "k", "10");
+        let mut late = consumer(&broker, "late");
+        let got = late.poll(100, Duration::ZERO).unwrap();
+        assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![10]);
+        assert_eq!(admin.purge_consumed(&[]).unwrap(), 0);
     }
 
     #[test]
