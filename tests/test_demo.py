@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 
 from kstrade.config import SignalSettings
-from kstrade.inference.manifest import Manifest
+from kstrade.inference.manifest import Manifest, manifest_paths
 from kstrade.schemas import Signal
 
 SYMBOLS = 3
@@ -167,7 +167,7 @@ def test_headroom_is_measured_from_the_balance_at_prague_midnight() -> None:
 
 
 def test_the_shipped_models_beat_every_baseline_on_their_card() -> None:
-    manifests = [Manifest.read(p.parent) for p in sorted(MODELS.glob("**/manifest.json"))]
+    manifests = [Manifest.read(p.parent) for p in manifest_paths(MODELS)]  # the 1m ones (not models/1h/)
     assert len(manifests) == 4
     for m in manifests:
         assert m.data["synthetic"] is True and "planted_edge" in str(m.data["source"])

@@ -93,7 +93,7 @@ def test_names_are_stable_unique_and_versioned() -> None:
         "dow_cos",
     ):
         assert name in FEATURE_NAMES
-    assert FeatureEngine.names == FEATURE_NAMES and FeatureEngine.version == FEATURE_VERSION
+    assert FeatureEngine().names == FEATURE_NAMES and FeatureEngine.version == FEATURE_VERSION
 
 
 def test_warm_up_is_flagged_never_silent() -> None:

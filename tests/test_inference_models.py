@@ -15,11 +15,13 @@ import pytest
 
 from kstrade.features import FEATURE_NAMES, FEATURE_VERSION
 from kstrade.inference import LoadedModel, ModelRefused, session_options
+from kstrade.inference.manifest import manifest_paths
 from kstrade.inference.runtime import REFERENCE_FILE
 from kstrade.signals.calibration import calibrator_from_manifest
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
-MODEL_DIRS = sorted(p.parent for p in MODELS.glob("**/manifest.json"))
+#: The 1m models (the 1h ones in models/1h/ are checked in test_base_interval).
+MODEL_DIRS = sorted(p.parent for p in manifest_paths(MODELS))
 #: Stated tolerance of the ONNX-vs-PyTorch check (max absolute difference of a probability).
 TOLERANCE = 1e-5
 

@@ -62,3 +62,11 @@ def test_train_end_to_end_on_a_small_run_is_deterministic(tmp_path: Path) -> Non
         directory = tmp_path / "a" / ("lstm/BTC-USD" if m.model_type == "lstm" else "transformer")
         assert LoadedModel.load(directory).version == m.model_version
     assert (tmp_path / "a" / "reliability.png").stat().st_size > 100
+    # Each manifest's calibrator (Platt or isotonic, whichever the held-out rows chose) is what
+    # the signals stage reads, and the record says how it was chosen.
+    from kstrade.signals.calibration import calibrator_from_manifest
+
+    for m in first:
+        version, calibrator = calibrator_from_manifest(m.model_dump())
+        assert version == m.model_version and 0.0 <= calibrator(0.6) <= 1.0
+        assert m.calibration_fit["selection"]["method"] == m.calibration.method

@@ -5,6 +5,7 @@ polars DataFrames.
     import kstrade
 
     result = kstrade.backtest("candles.parquet")      # a CSV/Parquet file, or a polars DataFrame
+    real = kstrade.backtest("eurusd")                 # the bundled REAL EURUSD 1h, with the 1h models
     result.statistics["sharpe"], result.statistics["max_drawdown"]
     result.trades                                     # entry/exit time, side, size, prices, P&L, exit reason
     result.equity                                     # the balance after each closed trade
@@ -81,8 +82,10 @@ class BacktestResult:
         return daily_returns(self.equity, *self.period)
 
 
-def _settings(config: Settings | str | Path | None, models: str | Path | None) -> Settings:
-    settings = config if isinstance(config, Settings) else load(discover(config))
+def _settings(
+    config: Settings | str | Path | None, models: str | Path | None, preset: dict[str, Any] | None = None
+) -> Settings:
+    settings = config if isinstance(config, Settings) else load(discover(config), **(preset or {}))
     if models is not None:
         inference = settings.inference.model_copy(update={"models_dir": Path(models)})
         settings = settings.model_copy(update={"inference": inference})
@@ -116,9 +119,10 @@ def backtest(
     `models`: a models directory instead of the config's; `since`/`until`: the period (what the
     data holds before `since` warms the indicators); `out`: the run directory (default: a new
     temporary one). Raises ValueError naming what is wrong with the data or the range."""
-    from kstrade.app import RunOptions, run
+    from kstrade.app import RunOptions, bundled, run
 
-    settings = _settings(config, models)
+    shipped = bundled(data) if not isinstance(data, pl.DataFrame) else None
+    settings = _settings(config, models, shipped.settings if shipped is not None else None)
     if not isinstance(data, pl.DataFrame):
         data = Path(data)
     target = _out(out, "backtest")

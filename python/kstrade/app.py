@@ -22,11 +22,12 @@ import polars as pl
 from kstrade.bus import Bus
 from kstrade.bus.topics import EXECUTIONS, ORDERS_PENDING, signals
 from kstrade.config import Settings
-from kstrade.features.engine import FEATURE_NAMES, FeatureEngine
+from kstrade.features.engine import BASE_INTERVAL_MS, FeatureEngine
 from kstrade.features.stage import FeatureStage
 from kstrade.inference.stage import InferenceStage
 from kstrade.ingest import synthetic
 from kstrade.report import write_run_directory
+from kstrade.report.recorder import RunRecorder
 from kstrade.services import STAGES, ensure_topics
 from kstrade.stage import Pipeline, Stage
 
@@ -46,6 +47,72 @@ RUN_AHEAD = ("features", "inference.lstm", "inference.transformer")
 WARMUP = timedelta(days=2)
 #: The replayed candles' interval: a period ends one bar after its last candle opened.
 BAR = timedelta(minutes=1)
+#: `WARMUP` on a 1h base: the 1d timeframe's indicators need about 34 days (and FX markets close
+#: at weekends), the models' windows 30 hours more.
+WARMUPS = {"1m": WARMUP, "1h": timedelta(days=60)}
+
+
+@dataclass(frozen=True)
+class BundledData:
+    """A data set that ships with kstrade, by the name `--data` takes (`backtest --data eurusd`),
+    and the settings a run on it needs (they win over the config file: the data decides its
+    symbols and interval)."""
+
+    label: str
+    settings: dict[str, Any]
+    #: Where the models' held-out test period starts: a backtest without --from starts there, so
+    #: its trades are out of sample. None: the whole file.
+    out_of_sample: bool = True
+
+
+EURUSD_LOT = {"value_per_unit": 100_000.0, "volume_step": 0.01, "volume_min": 0.01, "volume_max": 50.0}
+BUNDLED_DATA = {
+    "eurusd": BundledData(
+        label="REAL market data: EURUSD 1h ask candles of 2017 (gym-anytrading FOREX_EURUSD_1H_ASK, MIT; "
+        "kstrade/data/eurusd_1h_ask.csv)",
+        settings={
+            "symbols": ["EURUSD"],
+            "base_interval": "1h",
+            # A standard lot: 100,000 EUR, so a move of 1.0 in the price is worth 100,000 USD.
+            "execution": {"symbols": {"EURUSD": EURUSD_LOT}},
+            "metrics": {"trading_days_per_year": 260.0},  # FX: closed at weekends
+        },
+    )
+}
+
+
+def bundled(data: Path | pl.DataFrame | str | None) -> BundledData | None:
+    """The bundled data set `data` names (a name like 'eurusd' that is not a file here), or None."""
+    if isinstance(data, str | Path) and str(data) in BUNDLED_DATA and not Path(data).exists():
+        return BUNDLED_DATA[str(data)]
+    return None
+
+
+def bundled_candles(name: str) -> pl.DataFrame:
+    from kstrade.ingest.replay import eurusd_1h_candles
+
+    if name != "eurusd":
+        raise ValueError(f"no bundled data set {name!r}: choose from {', '.join(BUNDLED_DATA)}")
+    return eurusd_1h_candles()
+
+
+def test_period_start(settings: Settings) -> datetime | None:
+    """The latest start of the held-out test slice among the configured models trained on
+    market data (their manifests' `data.ranges`): before it, some model has seen the data in
+    training. None for the SYNTHETIC training's models (`train` without --data: they never saw
+    a file's candles); models trained on candles (`train --data`) say their data's `kind`."""
+    from kstrade.inference.manifest import shipped_manifests
+    from kstrade.services import resolved_models_dir
+
+    starts = []
+    for manifest in shipped_manifests(resolved_models_dir(settings)):
+        if manifest.data.get("synthetic", True) and "kind" not in manifest.data:
+            continue
+        for ranges in manifest.data.get("ranges", {}).values():
+            starts.append(datetime.strptime(ranges["test"].split(" .. ")[0], "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC))
+    return max(starts) if starts else None
+
+
 #: What a replay reads of a SYNTHETIC frame (not its state or true probabilities).
 CANDLE_COLUMNS = ("timestamp", "symbol", "open", "high", "low", "close", "volume")
 
@@ -102,21 +169,35 @@ def load_candles(settings: Settings, options: RunOptions) -> Candles:
 
     since = options.since
     truth: pl.DataFrame | None = None
-    if isinstance(options.data, pl.DataFrame):
+    shipped = bundled(options.data)
+    warmup = WARMUPS[settings.base_interval]
+    if shipped is not None:
+        frame = bundled_candles(str(options.data))
+        label = shipped.label
+        if since is None and shipped.out_of_sample:
+            since = test_period_start(settings)
+    elif isinstance(options.data, pl.DataFrame):
         frame = normalise(options.data, what="the DataFrame")
         label = f"a polars DataFrame of {frame.height:,} candles"
     elif options.data is not None:
         frame = read_candles(options.data)
         label = str(options.data)
+        if since is None:  # models trained on earlier candles of this data: replay only what they never saw
+            since = test_period_start(settings)
     else:
+        if settings.base_interval != "1m":
+            raise ValueError(
+                f"the SYNTHETIC market makes 1m candles, the pipeline runs on {settings.base_interval} "
+                "(base_interval): pass --data with candles of that interval (e.g. --data eurusd)"
+            )
         unknown = [s for s in settings.symbols if s not in synthetic.MODELS]
         if unknown:
             raise ValueError(
                 f"no synthetic model for {', '.join(unknown)}: pass --data FILE or use symbols "
                 f"{', '.join(synthetic.MODELS)}"
             )
-        first = options.start - WARMUP
-        days = options.days + WARMUP.days
+        first = options.start - warmup
+        days = options.days + warmup.days
         frames = [synthetic.generate(s, first, days, options.seed, options.market) for s in settings.symbols]
         frame = pl.concat(frames).sort(["timestamp", "symbol"])
         if {"p_down", "p_up"} <= set(frame.columns):  # the planted-edge market knows the truth
@@ -127,10 +208,12 @@ def load_candles(settings: Settings, options: RunOptions) -> Candles:
         since = max(since or options.start, options.start)
     if "timestamp" in frame.columns and "open_time_ms" not in frame.columns:
         frame = frame.with_columns(pl.col("timestamp").dt.epoch("ms").alias("open_time_ms"))
+    if options.data is not None:
+        _check_interval(frame, settings.base_interval, label)
     history = frame.clear()
     if since is not None:
         since_ms = int(since.timestamp() * 1000)
-        first_ms = int((since - WARMUP).timestamp() * 1000)
+        first_ms = int((since - warmup).timestamp() * 1000)
         history = frame.filter((pl.col("open_time_ms") >= first_ms) & (pl.col("open_time_ms") < since_ms))
         frame = frame.filter(pl.col("open_time_ms") >= since_ms)
     if options.until is not None:
@@ -138,6 +221,20 @@ def load_candles(settings: Settings, options: RunOptions) -> Candles:
     if frame.is_empty():
         raise ValueError("no candles to replay in the chosen range")
     return Candles(history, frame, label, truth)
+
+
+def _check_interval(frame: pl.DataFrame, base_interval: str, label: str) -> None:
+    """Refuse candles of another interval than the pipeline's base (a 1h file replayed as 1m)."""
+    from kstrade.ingest.replay import interval_of
+
+    interval = interval_of(frame.select("open_time_ms", "symbol", "open", "high", "low", "close", "volume"))
+    if interval != base_interval:
+        raise ValueError(
+            f"{label} holds {interval} candles, the pipeline runs on {base_interval} candles: set base_interval = "
+            f'"{interval}" in the config (KSTRADE_BASE_INTERVAL={interval})'
+            + (", with models trained on them" if interval in BASE_INTERVAL_MS else "")
+            + f", or use {base_interval} data"
+        )
 
 
 def warm_up(stages: Sequence[Stage], history: pl.DataFrame) -> int:
@@ -155,7 +252,7 @@ def warm_up(stages: Sequence[Stage], history: pl.DataFrame) -> int:
         prices = [rows[c].cast(pl.Float64).to_numpy() for c in ("open", "high", "low", "close", "volume")]
         times, vectors = features.warm_up(symbol, rows["open_time_ms"].to_numpy(), prices)
         for model in models:
-            model.warm_up(symbol, times, vectors, FEATURE_NAMES, FeatureEngine.version)
+            model.warm_up(symbol, times, vectors, features.engines[symbol].names, FeatureEngine.version)
     return history.height
 
 
@@ -214,7 +311,8 @@ class _Progress:
 def _isolated(settings: Settings, out: Path) -> Settings:
     """A replay keeps its state to itself: a fresh order journal and paper account inside the
     run directory (a journal shared with an earlier run would see its signals as already
-    traded), its own metrics database, no Prometheus port and no consumer-lag watch."""
+    traded), not synced to disk on every write (a backtest is run again, never recovered), its
+    own metrics database, no Prometheus port and no consumer-lag watch."""
     state = out / "state"
     if state.exists():
         raise ValueError(f"{out} already holds a run; choose another --out")
@@ -224,6 +322,7 @@ def _isolated(settings: Settings, out: Path) -> Settings:
                 update={
                     "journal_path": state / "orders.sqlite3",
                     "paper_state_path": state / "paper-account.json",
+                    "durable_state": False,
                     "prometheus_port": 0,
                 }
             ),
@@ -260,21 +359,28 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
     ahead = [s.name for s in stages[: len(RUN_AHEAD)]]
     if not options.batched or bus.transport != "memory" or ahead != list(RUN_AHEAD):
         ahead = []
-    pipeline = Pipeline(bus, stages, ahead=ahead, chunk=options.chunk, batched=options.batched)
+    # On the memory bus, memory bounded however long the replay: what every reader has read is
+    # deleted after each chunk; the report reads its topics as the run goes, keeping only what
+    # the run directory is written from. (A Kafka cluster has its own retention.)
+    recorder = RunRecorder(bus) if bus.transport == "memory" else None
+    keep: list[str] | None = [] if recorder is not None else None
+    pipeline = Pipeline(bus, stages, ahead=ahead, chunk=options.chunk, batched=options.batched, keep=keep)
     minutes = frame["open_time_ms"].n_unique()
     warmed = warm_up(stages, history)
+    bar = timedelta(milliseconds=BASE_INTERVAL_MS[settings.base_interval])
     if warmed:
-        hours = history["open_time_ms"].n_unique() / 60
+        hours = history["open_time_ms"].n_unique() * bar / timedelta(hours=1)
         log(f"warm-up: {warmed:,} candles ({hours:,.0f} hours before the period) into the indicators and the "
             "models' windows (nothing traded)")  # fmt: skip
     else:
         log("no history before the period: its first ~34 hours warm the indicators (no decision before)")
-    log(f"replaying {frame.height:,} candles ({minutes:,} minutes, {', '.join(symbols)}) from {label}")
+    unit = "minutes" if settings.base_interval == "1m" else f"{settings.base_interval} bars"
+    log(f"replaying {frame.height:,} candles ({minutes:,} {unit}, {', '.join(symbols)}) from {label}")
     log(f"stages: {', '.join(s.name for s in stages)} on the {bus.transport} bus")
     started = time.perf_counter()
-    source = ReplaySource(frame)
+    source = ReplaySource(frame, interval=settings.base_interval)
     with _Progress(bus, pipeline, minutes, options.live_view) as progress:
-        pipeline.run(source, on_batch=progress)
+        pipeline.run(source, on_batch=progress, on_chunk=recorder.read if recorder is not None else None)
     wall = time.perf_counter() - started
     times: list[int] = frame["open_time_ms"].to_list()
     for stage in stages:
@@ -293,6 +399,8 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
         "wall_seconds": wall,
         "candles_per_second": frame.height / wall if wall > 0 else None,
     }
+    if settings.base_interval != "1m":  # a 1m run's summary reads as it always has
+        meta["base_interval"] = settings.base_interval
     summary = write_run_directory(
         options.out,
         bus,
@@ -301,8 +409,11 @@ def run(settings: Settings, options: RunOptions, log: Callable[[str], None] = pr
         frame.select("symbol", "open_time_ms", "close"),
         candles.truth,
         settings.execution.guardrails,
-        period=(datetime.fromtimestamp(min(times) / 1000, UTC), datetime.fromtimestamp(max(times) / 1000, UTC) + BAR),
+        period=(datetime.fromtimestamp(min(times) / 1000, UTC), datetime.fromtimestamp(max(times) / 1000, UTC) + bar),
+        recorder=recorder,
     )
+    if recorder is not None:
+        recorder.close()
     log(f"done in {wall:.1f} s ({frame.height / wall:,.0f} candles/s)")
     if board is not None:
         try:

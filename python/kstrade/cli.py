@@ -10,6 +10,8 @@ python -m kstrade ingest replay FILE [--speed max|realtime|xN] [--interval 1m] [
 python -m kstrade ingest coinbase [--symbols BTC-USD,...]   the live feed (URLs from the config)
 python -m kstrade data synth | download | import   SYNTHETIC candles, Coinbase's into a store, your own files
 python -m kstrade train [--out models] [--seed 7] [--days 21] [--market edge]   (needs the `train` extra: torch)
+python -m kstrade train --data eurusd --interval 1h   REAL candles (a file, a store, the bundled EURUSD 1h)
+python -m kstrade models check [DIR]            the checks inference runs at start-up, on each model
 python -m kstrade bench [--bootstrap HOST:PORT] [--quick]   benchmarks vs the anchors, BENCHMARKS.md
 python -m kstrade acl show [--config FILE] [--service NAME]   each service principal's ACLs
 python -m kstrade acl apply --bootstrap HOST:PORT [--config FILE]   as an admin (KSTRADE_BUS__SASL_*)
@@ -202,12 +204,20 @@ def _cmd_data(args: argparse.Namespace) -> int:
         return _data_import(args)
     from datetime import UTC, datetime
 
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
     from kstrade.ingest import synthetic
+    from kstrade.progress import ProgressBars
 
     symbols = [s.strip() for s in (args.symbols or "BTC-USD,ETH-USD,SOL-USD").split(",") if s.strip()]
     try:
         start = datetime.strptime(args.start, "%Y-%m-%d").replace(tzinfo=UTC)
-        path = synthetic.write(symbols, start, args.days, args.seed, Path(args.out or "data"), args.market)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("symbols"),
+                   TextColumn("{task.fields[done]}"), TimeElapsedColumn())  # fmt: skip
+        with ProgressBars(*columns) as bars:
+            task = bars.add(f"SYNTHETIC {args.market} market, {args.days} days", total=len(symbols), done="")
+            path = synthetic.write(symbols, start, args.days, args.seed, Path(args.out or "data"), args.market,
+                                   on_generated=lambda s: bars.update(task, advance=1, done=s))  # fmt: skip
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -273,18 +283,28 @@ def _data_download(args: argparse.Namespace) -> int:
 
 
 def _data_import(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
     from kstrade.data.candle_files import describe, import_file, write_file, write_store
     from kstrade.data.store import CandleStore, StoreError
+    from kstrade.progress import ProgressBars
 
     if not args.file:
         print("error: data import needs the FILE to import", file=sys.stderr)
         return 2
     try:
-        candles = import_file(args.file, symbol=args.symbol, interval=args.interval, timezone=args.timezone)
-        if args.out:
-            written = [write_file(candles, Path(args.out))]
-        else:
-            written = write_store(candles, CandleStore(args.store))
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with ProgressBars(*columns) as bars:
+            reading = bars.add(f"reading and checking {Path(args.file).name}", total=None)
+            candles = import_file(args.file, symbol=args.symbol, interval=args.interval, timezone=args.timezone)
+            bars.finish(reading, f"read and checked {Path(args.file).name}: {candles.frame.height:,} candles")
+            if args.out:
+                written = [write_file(candles, Path(args.out))]
+            else:
+                writing = bars.add(f"writing month files into {args.store}", total=None)
+                written = write_store(
+                    candles, CandleStore(args.store), on_written=lambda _, of: bars.update(writing, advance=1, total=of)
+                )
     except (StoreError, ValueError, OSError) as exc:  # CandleFileError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -400,7 +420,7 @@ def _hold_dashboard(url: str) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from kstrade.app import RunOptions, run
+    from kstrade.app import RunOptions, bundled, run
     from kstrade.config import ConfigError, discover, load
     from kstrade.ingest import synthetic
 
@@ -408,7 +428,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return None if text is None else datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
 
     try:
-        settings = load(discover(args.config), bus={"transport": args.bus, "bootstrap": args.bootstrap})
+        shipped = bundled(args.data)  # `--data eurusd`: the data set decides its symbols and interval
+        preset = shipped.settings if shipped is not None else {}
+        if args.models:
+            preset = {**preset, "inference": {"models_dir": args.models}}
+        settings = load(discover(args.config), bus={"transport": args.bus, "bootstrap": args.bootstrap}, **preset)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{args.command}-{stamp}"
         options = RunOptions(
@@ -433,6 +457,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     if "planted_edge" in str(summary.get("data", "")):
         print("(SYNTHETIC market with a planted edge, put there on purpose: real markets are much harder)")
+    if str(summary.get("data", "")).startswith("REAL"):
+        print(f"({summary['data']}; {summary['start'][:10]} .. {summary['end'][:10]})")
     tables = "signals/orders/executions/pnl/trades/equity.parquet"
     print(f"run directory: {options.out}  (report.html, summary.json, {tables})")
     return 0
@@ -448,10 +474,45 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 2
     from dataclasses import replace
 
-    options = TrainOptions(out=Path(args.out), seed=args.seed)
+    if args.data is not None:
+        return _train_on_candles(args)
+    if args.interval not in (None, "1m"):
+        print("error: SYNTHETIC training data is 1m: pass --data with candles of that interval (e.g. --data eurusd "
+              "--interval 1h)", file=sys.stderr)  # fmt: skip
+        return 2
+    options = TrainOptions(out=Path(args.out or "models"), seed=args.seed)
     options = replace(options, data=replace(options.data, days=args.days, market=args.market))
     train(options)
     return 0
+
+
+def _train_on_candles(args: argparse.Namespace) -> int:
+    """train --data FILE|eurusd [--interval 1h] [--symbols ...]: REAL candles, into --out (default models/INTERVAL)."""
+    from kstrade.ingest.replay import interval_of
+    from kstrade.training.on_candles import options_for, read_training_candles, train_on_candles
+
+    symbols = [s.strip() for s in (args.symbols or "").split(",") if s.strip()] or None
+    try:
+        data = read_training_candles(args.data, symbols)
+        interval = interval_of(data.frame)
+        if args.interval is not None and args.interval != interval:
+            raise ValueError(f"{args.data} holds {interval} candles, not {args.interval}")
+        default_out = f"models/{interval}"  # beside the shipped 1m models, never over them
+        out = Path(args.out or default_out)
+        opts = options_for(out, interval, args.seed)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    train_on_candles(data, opts)
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from kstrade.inference.check import check_models_dir, report
+
+    results = check_models_dir(Path(args.dir) if args.dir else None, args.interval)
+    print(report(results))
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -467,11 +528,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     data = replace(ds.DataSpec(), seed=args.seed, start=FRESH_START, days=args.days, market=args.market)
     try:
-        checks = reevaluate(Path(args.out), data)
+        checks = reevaluate(Path(args.out or "models"), data)
     except (ValueError, ModelRefused, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"the models in {args.out} on {args.days} fresh days of the SYNTHETIC {args.market} market from "
+    print(f"the models in {args.out or 'models'} on {args.days} fresh days of the SYNTHETIC {args.market} market from "
           f"{FRESH_START:%Y-%m-%d}, seed {args.seed}:")  # fmt: skip
     print(report(checks))
     held = sum(c.holds for c in checks)
@@ -573,7 +634,8 @@ def _cmd_control(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from kstrade.dashboard.web import serve_command  # the `dashboard` extra (fastapi, uvicorn)
 
-    return serve_command(config=args.config, bus=args.bus, bootstrap=args.bootstrap, host=args.host, port=args.port)
+    return serve_command(config=args.config, bus=args.bus, bootstrap=args.bootstrap, host=args.host, port=args.port,
+                         runs=args.runs, run=args.run)  # fmt: skip
 
 
 #: The stages `service NAME` runs (kstrade.services.STAGES, which a test holds this to; not
@@ -759,6 +821,9 @@ def build_parser() -> argparse.ArgumentParser:
     on_bus.add_argument("--bus", choices=["memory", "kafka"], default=None, help="default: memory (embedded)")
     on_bus.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (with --bus kafka)")
     on_bus.add_argument("--out", help="run directory (default ./runs/<command>-<UTC time>)")
+    on_bus.add_argument(
+        "--models", help="models directory (default: inference.models_dir: models, or models/1h on a 1h base)"
+    )
     run_p = add(
         "run",
         "the whole pipeline in one process, replaying data",
@@ -790,24 +855,34 @@ def build_parser() -> argparse.ArgumentParser:
     backtest = add(
         "backtest",
         "the live code path over a file, deterministic",
-        ["backtest --data candles.parquet --from 2026-01-05 --to 2026-01-12"],
+        ["backtest --data candles.parquet --from 2026-01-05 --to 2026-01-12", "backtest --data eurusd"],
         parents=[on_bus],
     )
-    backtest.add_argument("--data", required=True, help="candle file (CSV or Parquet), or a store (data download)")
+    backtest.add_argument(
+        "--data", required=True, help="candle file (CSV or Parquet), a store (data download), or 'eurusd' (REAL, 1h)"
+    )
     backtest.add_argument("--from", dest="since", help="first UTC day, YYYY-MM-DD")
     backtest.add_argument("--to", dest="until", help="UTC day to stop before, YYYY-MM-DD")
     backtest.add_argument("--no-live", action="store_true", help="no live terminal view (progress and stages)")
     backtest.set_defaults(func=_cmd_run)
     training = add(
         "train",
-        "train the LSTM and Transformer on SYNTHETIC data, export ONNX",
+        "train the LSTM and Transformer on SYNTHETIC data or your candles (--data), export ONNX",
         [
             "train --out models --days 21 --seed 7",
             "train --evaluate --seed 11 --days 6",
             "train --market control --out /tmp/control-models",
+            "train --data eurusd --interval 1h",
         ],
     )
-    training.add_argument("--out", default="models", help="models directory to (re)write")
+    training.add_argument(
+        "--out", default=None, help="models directory to (re)write (default: models; with --data: models/INTERVAL)"
+    )
+    training.add_argument(
+        "--data", default=None, help="train on these candles: a CSV/Parquet file, a store, or 'eurusd' (REAL, 1h)"
+    )
+    training.add_argument("--interval", default=None, help="with --data: the candles' interval (default: detected)")
+    training.add_argument("--symbols", default=None, help="with --data: only these symbols (comma-separated)")
     training.add_argument("--seed", type=int, default=7, help="seeds the data, the weights and the batches")
     training.add_argument("--days", type=int, default=21, help="days of SYNTHETIC 1m candles per symbol")
     training.add_argument(
@@ -822,6 +897,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="SYNTHETIC market: edge (a planted, documented edge) or control (none)",
     )
     training.set_defaults(func=_cmd_train)
+
+    models = add(
+        "models",
+        "check models: manifests, features against the engine, ONNX load, reference outputs",
+        ["models check", "models check models/1h", "models check /tmp/my-models --interval 1h"],
+        description="check: every model of DIR (default: the shipped 1m and 1h models) through the checks the "
+        "inference stage runs at start-up: the manifest, its feature version and names against the running "
+        "engine on the models' base interval, the ONNX file's sha256, that onnxruntime loads it with the "
+        "manifest's shapes and reproduces the stored reference outputs, and the lstm/{symbol}/, transformer/ "
+        "layout. Exit status 1 when any check fails.",
+    )  # fmt: skip
+    models.add_argument("action", choices=["check"])
+    models.add_argument("dir", nargs="?", metavar="DIR", help="a models directory (default: the shipped ones)")
+    models.add_argument("--interval", choices=["1m", "1h"], default=None,
+                        help="the base interval to check against (default: the manifests' own)")  # fmt: skip
+    models.set_defaults(func=_cmd_models)
 
     bench = add(
         "bench",
@@ -871,10 +962,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard = add(
         "dashboard", "the trading dashboard in the browser (the `dashboard` extra)",
-        ["dashboard --bus kafka --bootstrap 127.0.0.1:9092", "dashboard --bus kafka --port 8050 --host 127.0.0.1"],
+        ["dashboard --bus kafka --bootstrap 127.0.0.1:9092", "dashboard --bus kafka --port 8050 --host 127.0.0.1",
+         "dashboard --run runs/run-20260105-120000"],
         description="Serves a web page and a JSON API (/api, documented at /api/openapi.json) over the pipeline's "
         "topics, read from their start in a consumer group of its own that never commits: account and FTMO floors, "
-        "positions, orders, signals on candle charts, tier calibration, pipeline counts, latency and dead letters. "
+        "positions, orders, signals on candle charts, tier calibration, model accuracy against the naive baselines "
+        "and feature drift, pipeline counts, latency and dead letters; and a page per finished run directory "
+        "(/runs/NAME: report.html's figures, interactive). "
         "Operator controls (halt, resume, flatten) need the bearer token from $KSTRADE_DASHBOARD_TOKEN or the file "
         "$KSTRADE_DASHBOARD_TOKEN_FILE names; without one they are disabled.",
     )  # fmt: skip
@@ -886,6 +980,10 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (with --bus kafka)")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on")
     dashboard.add_argument("--port", type=int, default=8050, help="port to listen on")
+    dashboard.add_argument("--runs", default=None, help="the directory of run directories the run pages list "
+                           "(default: ./runs, where `run` writes them)")  # fmt: skip
+    dashboard.add_argument("--run", default=None, help="a run directory: its page is announced (its parent is "
+                           "the runs directory)")  # fmt: skip
     dashboard.set_defaults(func=_cmd_dashboard)
 
     config = add("config", "the effective configuration (secrets redacted)", ["config show --config prod.toml"])

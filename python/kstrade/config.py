@@ -246,6 +246,11 @@ class ExecutionSettings(_Section):
     control_flatten_max_age_s: float = Field(300.0, gt=0)
     #: The durable signal_id -> order journal (SQLite); survives restarts.
     journal_path: Path = Path("~/.local/state/kstrade/execution/orders.sqlite3")
+    #: Every write of the journal and the paper account reaches the disk before the stage goes
+    #: on (fsync), so a crash loses no order. A replay's run directory turns it off (`run`,
+    #: `backtest`): a backtest is run again, never recovered, and ~1,000 fsyncs a simulated week
+    #: were a tenth of its time; the paper account is then written once, when the stage closes.
+    durable_state: bool = True
     guardrails: GuardrailSettings = Field(default_factory=lambda: GuardrailSettings())
     #: Per-symbol contract facts; symbols not listed use the defaults of SymbolSettings.
     symbols: dict[str, SymbolSettings] = Field(default_factory=dict)
@@ -589,11 +594,54 @@ class ServiceSettings(_Section):
     stuck_s: float = Field(120.0, gt=0)
     #: How often the loop probes its consumer lag (wall seconds; not on every round).
     lag_interval_s: float = Field(5.0, gt=0)
+    #: Commit (and checkpoint the stage's state) at most this often, and whenever a poll finds
+    #: nothing; outputs are still acknowledged after every batch. A commit costs a round trip and
+    #: an fsync that the next records would wait for: after every batch (0), a candle waited
+    #: ~10 ms in the features stage behind the two before it. A crash redelivers at most this
+    #: much, which every stage skips as repeats.
+    commit_interval_s: float = Field(0.1, ge=0)
     #: The loop comes round and records wait, but the consumer has fetched none for this long
     #: (what a consumer that lost its coordinator or its group membership can look like after a
     #: whole-cluster restart): the service replaces its consumer, which rejoins the group and
     #: resumes from the committed offsets. At most once per this interval.
     rejoin_after_s: float = Field(120.0, gt=0)
+
+
+#: The candle interval the pipeline runs on, and the timeframes the features are built on
+#: above it (`kstrade._native.FeatureEngine.timeframes`).
+BASE_INTERVALS: dict[str, tuple[str, str, str, str]] = {"1m": ("1m", "5m", "15m", "1h"), "1h": ("1h", "4h", "8h", "1d")}
+#: What follows the base interval, where the user did not set it: the defaults above are the 1m
+#: base's. Scaled by bars, as on 1m: the ATR of the next timeframe up, a signal living 5 bars, the
+#: outcome horizon of 5 bars the models are trained on, Sharpe on the base's bars, performance
+#: over a day and a week, an ingest stall after 3 missing bars, and the models trained on 1h.
+BASE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "1h": {
+        "signals": {"atr_feature": "4h_atr14", "ttl_seconds": 5 * 3600},
+        "signals.reweighting": {"horizon_minutes": 5 * 60},
+        "metrics": {"bar_seconds": 3600, "performance_windows_s": [86_400, 7 * 86_400], "ingest_stall_s": 3 * 3600.0},
+        "inference": {"models_dir": Path("models/1h")},
+    }
+}
+
+
+def _base_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """`BASE_DEFAULTS` of the data's base interval under what the data sets (sections that
+    arrive as models, not tables, are left as they are)."""
+    defaults = BASE_DEFAULTS.get(str(data.get("base_interval", "1m")), {})
+    out = dict(data)
+    for path, values in defaults.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for key in parents:
+            child = node.get(key, {})
+            if not isinstance(child, dict):
+                break
+            node[key] = node = dict(child)
+        else:
+            section = node.get(leaf, {})
+            if isinstance(section, dict):
+                node[leaf] = {**values, **section}
+    return out
 
 
 class Settings(BaseSettings):
@@ -604,6 +652,10 @@ class Settings(BaseSettings):
     )
 
     symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    #: The interval of the candles the pipeline runs on: 1m (5m, 15m, 1h above it) or 1h (4h,
+    #: 8h, 1d above it; the models trained on 1h, `BASE_DEFAULTS`). Every stage reads
+    #: `market.candles.{symbol}.{base_interval}`.
+    base_interval: Literal["1m", "1h"] = "1m"
     bus: BusSettings = Field(default_factory=lambda: BusSettings())
     execution: ExecutionSettings = Field(default_factory=lambda: ExecutionSettings())
     signals: SignalSettings = Field(default_factory=lambda: SignalSettings())
@@ -612,6 +664,21 @@ class Settings(BaseSettings):
     features: FeatureSettings = Field(default_factory=lambda: FeatureSettings())
     inference: InferenceSettings = Field(default_factory=lambda: InferenceSettings())
     service: ServiceSettings = Field(default_factory=lambda: ServiceSettings())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _follow_base_interval(cls, data: Any) -> Any:
+        return _base_defaults(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _bars_of_the_base(self) -> Settings:
+        base_seconds = 60 if self.base_interval == "1m" else 3600
+        if self.metrics.bar_seconds % base_seconds:
+            raise ValueError(
+                f"metrics.bar_seconds {self.metrics.bar_seconds} is not a whole number of {self.base_interval} "
+                f"bars (base_interval): use {base_seconds} or a multiple"
+            )
+        return self
 
     @field_validator("symbols")
     @classmethod

@@ -35,7 +35,7 @@ from kstrade.stage import Stage, run_service
 def _features(settings: Settings, bus: Bus) -> Stage:
     from kstrade.features.stage import FeatureStage
 
-    return FeatureStage(settings.symbols, settings.features.state_dir)
+    return FeatureStage(settings.symbols, settings.features.state_dir, base_interval=settings.base_interval)
 
 
 def _signals(settings: Settings, bus: Bus) -> Stage:
@@ -57,6 +57,11 @@ def _models_dir(settings: Settings) -> Settings:
     return settings.model_copy(update={"inference": settings.inference.model_copy(update={"models_dir": shipped})})
 
 
+def resolved_models_dir(settings: Settings) -> Path:
+    """The models directory the inference stages load from (`_models_dir`)."""
+    return _models_dir(settings).inference.models_dir
+
+
 def _lstm(settings: Settings, bus: Bus) -> Stage:
     from kstrade.inference.stage import LSTMInference
 
@@ -66,6 +71,7 @@ def _lstm(settings: Settings, bus: Bus) -> Stage:
         s.symbols,
         reload_check_seconds=s.inference.reload_check_seconds,
         state_dir=s.inference.state_dir,
+        base_interval=s.base_interval,
     )
 
 
@@ -78,6 +84,7 @@ def _transformer(settings: Settings, bus: Bus) -> Stage:
         s.symbols,
         reload_check_seconds=s.inference.reload_check_seconds,
         state_dir=s.inference.state_dir,
+        base_interval=s.base_interval,
     )
 
 
@@ -160,6 +167,6 @@ def serve(name: str, settings: Settings) -> int:
             where = f"{settings.service.health_addr}:{settings.service.health_port}"
             print(f"error: {name}: cannot serve health on {where}: {exc} (service.health_port)", file=sys.stderr)
             return 2
-        run_service(bus, stage, stop, liveness=liveness)
+        run_service(bus, stage, stop, liveness=liveness, commit_interval_s=settings.service.commit_interval_s)
     print(f"{name}: stopped cleanly", file=sys.stderr, flush=True)
     return 0

@@ -106,15 +106,18 @@ class ExecutionStage(Stage):
         *,
         news: NewsBlackout | None = None,
         gauges: AccountGauges | None = None,
+        base_interval: str = "1m",
     ) -> None:
         super().__init__()
         self.settings = settings
+        #: The candles it marks positions on: the pipeline's base interval (`Settings.base_interval`).
+        self.base_interval = base_interval
         self.rules = settings.guardrails
         self.broker = broker
         self.journal = journal
         self.symbols = list(symbols)
         #: Each 1m candle topic's symbol: a candle of another symbol on it is dead-lettered.
-        self._candle_symbols = {candles(s, "1m"): s for s in self.symbols}
+        self._candle_symbols = {candles(s, base_interval): s for s in self.symbols}
         self.news = news
         self.sizer = KellySizer(settings.kelly_fraction, settings.max_risk_pct)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
@@ -130,11 +133,11 @@ class ExecutionStage(Stage):
 
     # -- Stage -----------------------------------------------------------------------------------
     def inputs(self) -> list[str]:
-        return self.inputs_for(self.symbols)
+        return self.inputs_for(self.symbols, self.base_interval)
 
     @classmethod
-    def inputs_for(cls, symbols: Sequence[str]) -> list[str]:
-        return [SIGNALS_FINAL] + [candles(s, "1m") for s in symbols] + [CONTROL_EXECUTION]
+    def inputs_for(cls, symbols: Sequence[str], base_interval: str = "1m") -> list[str]:
+        return [SIGNALS_FINAL] + [candles(s, base_interval) for s in symbols] + [CONTROL_EXECUTION]
 
     @classmethod
     def outputs_for(cls, symbols: Sequence[str]) -> list[str]:
@@ -217,6 +220,11 @@ class ExecutionStage(Stage):
         if candle.symbol != self._candle_symbols.get(record.topic):
             raise _symbol_topic_mismatch(candle.symbol, record.topic)
         return candle.symbol, candle.open, candle.high, candle.low, candle.close, origin
+
+    def close(self) -> None:
+        """The paper account's last write (a non-durable one writes only here)."""
+        if isinstance(self.broker, PaperBroker):
+            self.broker.close()
 
     def on_time(self, now_ns: int) -> Iterable[Output]:
         outs: list[Output] = []
@@ -634,8 +642,9 @@ def build(settings: Settings) -> ExecutionStage:
     broker: Broker
     if ex.broker == "paper":
         broker = PaperBroker(
-            ex.guardrails.initial_balance, slippage_bps=ex.paper_slippage_bps, state_path=ex.paper_state_path
-        )
+            ex.guardrails.initial_balance, slippage_bps=ex.paper_slippage_bps, state_path=ex.paper_state_path,
+            durable=ex.durable_state,
+        )  # fmt: skip
     else:
         from kstrade.execution.mt5 import open_mt5
 
@@ -649,4 +658,7 @@ def build(settings: Settings) -> ExecutionStage:
 
         gauges = AccountGauges(ex.account)
         gauges.serve(ex.prometheus_port, ex.prometheus_addr)
-    return ExecutionStage(ex, broker, OrderJournal(ex.journal_path), settings.symbols, news=news, gauges=gauges)
+    journal = OrderJournal(ex.journal_path, durable=ex.durable_state)
+    return ExecutionStage(
+        ex, broker, journal, settings.symbols, news=news, gauges=gauges, base_interval=settings.base_interval
+    )

@@ -9,14 +9,22 @@ feature vector out, from the native engine (`kstrade._native.FeatureEngine`).
 
     training = FeatureEngine().update_frame(candles_df)   # polars in, polars out, same code
 
-Higher timeframes contribute only their last closed bar; values still warming up are NaN and
-flagged (`ready`, `ready_{tf}`); `snapshot()` / `restore()` carry the whole state as bytes.
+`FeatureEngine("1h")` runs on hourly candles instead, with 4h, 8h and 1d above them
+(`feature_names_for("1h")`). Higher timeframes contribute only their last closed bar; values
+still warming up are NaN and flagged (`ready`, `ready_{tf}`); `snapshot()` / `restore()` carry the whole state as bytes.
 """
 
 from kstrade._native import FEATURE_COUNT, FEATURE_VERSION, Candle, CandleAggregator, ClosedBar, FeatureVector
-from kstrade.features.engine import FEATURE_NAMES, FeatureEngine, features_from_frame
+from kstrade.features.engine import (
+    BASE_INTERVAL_MS,
+    FEATURE_NAMES,
+    FeatureEngine,
+    feature_names_for,
+    features_from_frame,
+)
 
 __all__ = [
+    "BASE_INTERVAL_MS",
     "FEATURE_COUNT",
     "FEATURE_NAMES",
     "FEATURE_VERSION",
@@ -25,5 +33,6 @@ __all__ = [
     "ClosedBar",
     "FeatureEngine",
     "FeatureVector",
+    "feature_names_for",
     "features_from_frame",
 ]

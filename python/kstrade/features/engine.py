@@ -13,6 +13,15 @@ import kstrade._native as _native
 from kstrade._native import FEATURE_VERSION, MarketError
 
 FEATURE_NAMES: tuple[str, ...] = tuple(_native.FeatureEngine.feature_names())
+#: Milliseconds per candle of each base interval the engine runs on (`kstrade.config.BASE_INTERVALS`).
+BASE_INTERVAL_MS = {"1m": 60_000, "1h": 3_600_000}
+
+
+def feature_names_for(base_interval: str) -> tuple[str, ...]:
+    """The names of an engine's values on `base_interval` candles: `FEATURE_NAMES` on 1m; on 1h
+    the same features named for its timeframes (`1h_`, `4h_`, `8h_`, `1d_`, `gap_hours`)."""
+    return tuple(_native.FeatureEngine.feature_names(base_interval))
+
 
 _PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 
@@ -30,16 +39,16 @@ class FeatureEngine(_native.FeatureEngine):
 
     # No instance `__dict__`: `engine.update` then resolves without a dict probe, which is a
     # measurable share of a sub-microsecond update.
-    __slots__ = ("rejected",)
+    __slots__ = ("names", "rejected")
 
     version: str = FEATURE_VERSION
-    names: tuple[str, ...] = FEATURE_NAMES
 
-    def __init__(self) -> None:
+    def __init__(self, base_interval: str = "1m") -> None:
         self.rejected: list[tuple[int, str, str]] = []
+        self.names: tuple[str, ...] = FEATURE_NAMES if base_interval == "1m" else feature_names_for(base_interval)
 
     def update_frame(self, candles: pl.DataFrame, *, strict: bool = True) -> pl.DataFrame:
-        """Feature rows for a frame of 1m candles (`open_time_ms` or `open_time`, open, high,
+        """Feature rows for a frame of base-interval candles (`open_time_ms` or `open_time`, open, high,
         low, close, volume), one row per accepted candle: `open_time_ms`, `ready`, then the
         features in `FEATURE_NAMES` order. Duplicates produce no row. Rejected candles raise
         `MarketError` when `strict`, else they are listed in `self.rejected` as
@@ -56,15 +65,15 @@ class FeatureEngine(_native.FeatureEngine):
             error.code = code
             raise error
         # Feature-major from the engine: each feature's column is one contiguous slice.
-        values = np.frombuffer(raw, dtype=np.float64).reshape(len(FEATURE_NAMES), len(open_times))
+        values = np.frombuffer(raw, dtype=np.float64).reshape(len(self.names), len(open_times))
         columns: dict[str, object] = {
             "open_time_ms": pl.Series("open_time_ms", open_times, dtype=pl.Int64),
             "ready": pl.Series("ready", ready, dtype=pl.Boolean),
         }
-        columns.update(zip(FEATURE_NAMES, values, strict=True))
+        columns.update(zip(self.names, values, strict=True))
         return pl.DataFrame(columns)
 
 
-def features_from_frame(candles: pl.DataFrame, *, strict: bool = True) -> pl.DataFrame:
-    """Feature rows for a whole history of one symbol's 1m candles, from a fresh engine."""
-    return FeatureEngine().update_frame(candles, strict=strict)
+def features_from_frame(candles: pl.DataFrame, *, strict: bool = True, base_interval: str = "1m") -> pl.DataFrame:
+    """Feature rows for a whole history of one symbol's candles of `base_interval`, from a fresh engine."""
+    return FeatureEngine(base_interval).update_frame(candles, strict=strict)

@@ -1,5 +1,8 @@
 """The features stage: closed 1m candles in, one model input vector per candle out.
 
+On a 1h base interval (`base_interval = "1h"`) read "1h" for "1m" below, and 4h/8h/1d for the
+higher timeframes: the stage reads `market.candles.{symbol}.1h` and its engines build the rest.
+
 Reads `market.candles.{symbol}.1m`, feeds each symbol's native `FeatureEngine` (which builds
 the 5m/15m/1h bars itself from the same minutes, so higher timeframes only ever contribute
 closed bars), and emits a `FeatureVector` on `features.aggregated.{symbol}` once every
@@ -50,7 +53,7 @@ from kstrade.bus import Batch, MessageError, Output, Record
 from kstrade.bus.runner import FUTURE_TIMESTAMP, future_message
 from kstrade.bus.topics import candles, features_aggregated
 from kstrade.codes import DeadLetter
-from kstrade.features.engine import FEATURE_NAMES, FeatureEngine
+from kstrade.features.engine import BASE_INTERVAL_MS, FeatureEngine
 from kstrade.schemas import Candle, FeatureVector
 from kstrade.stage import Stage, save_state
 
@@ -82,15 +85,21 @@ class FeatureStage(Stage):
 
     STATE_VERSION = 1
 
-    def __init__(self, symbols: Sequence[str], state_dir: Path | None = None) -> None:
+    def __init__(self, symbols: Sequence[str], state_dir: Path | None = None, *, base_interval: str = "1m") -> None:
         super().__init__()
         if not symbols:
             raise ValueError("the features stage needs at least one symbol")
+        if base_interval not in BASE_INTERVAL_MS:
+            raise ValueError(f"base interval {base_interval!r}: features are built on {' or '.join(BASE_INTERVAL_MS)}")
         self.symbols = list(symbols)
-        self._topic_symbol = {candles(s, "1m"): s for s in self.symbols}
-        self.engines: dict[str, FeatureEngine] = {s: FeatureEngine() for s in self.symbols}
-        self._names = list(FEATURE_NAMES)
+        self.base_interval = base_interval
+        self._bar_ms = BASE_INTERVAL_MS[base_interval]
+        self._topic_symbol = {candles(s, base_interval): s for s in self.symbols}
+        self.engines: dict[str, FeatureEngine] = {s: FeatureEngine(base_interval) for s in self.symbols}
+        self._names = list(self.engines[self.symbols[0]].names)
         self.stats = FeatureStats()
+        higher = self.engines[self.symbols[0]].timeframes[1:]
+        self.stats.incomplete_bars = dict.fromkeys(higher, 0)
         #: Per symbol, the open time (ms) of the newest candle the engine has consumed.
         self._through_ms: dict[str, int] = {}
         self._restored_ms: dict[str, int] = {}
@@ -105,14 +114,19 @@ class FeatureStage(Stage):
             state = json.loads(path.read_text())
             if state.get("version") != self.STATE_VERSION or state.get("features") != FeatureEngine.version:
                 raise ValueError(f"state version {state.get('version')}/{state.get('features')} is not this build's")
+            if state.get("base_interval", "1m") != self.base_interval:
+                raise ValueError(
+                    f"its engines run on {state.get('base_interval', '1m')} candles, this stage on "
+                    f"{self.base_interval} (base_interval): give it another features.state_dir"
+                )
             limit = self.future_limit_ns()
             for symbol, entry in state["symbols"].items():
                 if symbol in self.engines:
                     through_ms = int(entry["through_ms"])
-                    if limit is not None and (through_ms + _MINUTE_MS) * 1_000_000 > limit:
+                    if limit is not None and (through_ms + self._bar_ms) * 1_000_000 > limit:
                         print(
                             f"features: the checkpoint in {path} has {symbol} at a minute ahead of the clock "
-                            f"({future_message('its newest candle', (through_ms + _MINUTE_MS) * 1_000_000, limit)}): "
+                            f"({future_message('its newest candle', (through_ms + self._bar_ms) * 1_000_000, limit)}): "
                             "discarded, the symbol warms up again",
                             file=sys.stderr,
                             flush=True,
@@ -127,7 +141,7 @@ class FeatureStage(Stage):
     def checkpoint(self) -> None:
         if self.state_file is None or not self._dirty:
             return
-        state = {
+        state: dict[str, Any] = {
             "version": self.STATE_VERSION,
             "features": FeatureEngine.version,
             "symbols": {
@@ -135,15 +149,17 @@ class FeatureStage(Stage):
                 for s, ms in self._through_ms.items()
             },
         }
+        if self.base_interval != "1m":  # a 1m checkpoint reads as it always has
+            state["base_interval"] = self.base_interval
         save_state(self.state_file, state)
         self._dirty = False
 
     def inputs(self) -> list[str]:
-        return self.inputs_for(self.symbols)
+        return self.inputs_for(self.symbols, self.base_interval)
 
     @classmethod
-    def inputs_for(cls, symbols: Sequence[str]) -> list[str]:
-        return [candles(s, "1m") for s in symbols]
+    def inputs_for(cls, symbols: Sequence[str], base_interval: str = "1m") -> list[str]:
+        return [candles(s, base_interval) for s in symbols]
 
     @classmethod
     def outputs_for(cls, symbols: Sequence[str]) -> list[str]:
@@ -165,23 +181,27 @@ class FeatureStage(Stage):
     def _handle(self, record: Record) -> Iterable[Output]:
         symbol = self._topic_symbol.get(record.topic)
         if symbol is None:
-            raise MessageError(DeadLetter.UNKNOWN_TOPIC, f"{record.topic} is not a 1m candle topic of {self.symbols}")
+            raise MessageError(
+                DeadLetter.UNKNOWN_TOPIC, f"{record.topic} is not a {self.base_interval} candle topic of {self.symbols}"
+            )
         candle = self.decode(record, Candle)
         if candle.symbol != symbol:
             raise MessageError(DeadLetter.SYMBOL_TOPIC_MISMATCH, f"a {candle.symbol} candle on {record.topic}")
-        if candle.interval != "1m":
+        if candle.interval != self.base_interval:
             raise MessageError(DeadLetter.WRONG_INTERVAL, f"a {candle.interval} candle on {record.topic}")
         open_time_ms = int(candle.timestamp.timestamp() * 1000)
         limit = self.future_limit_ns()
-        if limit is not None and (open_time_ms + _MINUTE_MS) * 1_000_000 > limit:
+        if limit is not None and (open_time_ms + self._bar_ms) * 1_000_000 > limit:
             # Before the engine: a future minute would become the symbol's clock (LATE_CANDLE after).
-            close_ns = (open_time_ms + _MINUTE_MS) * 1_000_000
+            close_ns = (open_time_ms + self._bar_ms) * 1_000_000
             raise MessageError(FUTURE_TIMESTAMP, f"{symbol}: {future_message('candle close', close_ns, limit)}")
         if open_time_ms <= self._restored_ms.get(symbol, -1):
             self.stats.replayed += 1  # handled before the restart (checkpointed, not yet committed)
             return ()
         self.stats.candles += 1
-        native = NativeCandle(open_time_ms, candle.open, candle.high, candle.low, candle.close, candle.volume)
+        native = NativeCandle(
+            open_time_ms, candle.open, candle.high, candle.low, candle.close, candle.volume, self.base_interval
+        )
         vector = self.engines[symbol].update(native)  # MarketError (with .code) -> dead letter
         if open_time_ms > self._through_ms.get(symbol, -1):
             self._through_ms[symbol] = open_time_ms
@@ -261,15 +281,18 @@ class FeatureStage(Stage):
                 np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)
                 & (v >= 0) & (lo <= np.minimum(o, c)) & (np.maximum(o, c) <= h)
             )  # fmt: skip
-        # A 1m candle is built from one minute, or does not say (the model refuses anything else).
-        valid &= (cols["minutes"] == 1) | (cols["minutes"] == -1)
+        # A 1m candle is built from one minute, or does not say (the model refuses anything else);
+        # a 1h one from at most 60.
+        minutes, most = cols["minutes"], self._bar_ms // _MINUTE_MS
+        valid &= (minutes == -1) | ((minutes >= 1) & (minutes <= most))
+        base = self.base_interval
         for i, row in enumerate(rows.tolist()):
-            ok[row] = bool(valid[i]) and cols["symbol"][i] == symbol and cols["interval"][i] == "1m" and plain[row]
+            ok[row] = bool(valid[i]) and cols["symbol"][i] == symbol and cols["interval"][i] == base and plain[row]
         micros = cols["timestamp"].astype(np.int64)
         ok[rows[micros % 1000 != 0]] = False  # not on a millisecond: left to `handle`'s rounding
         limit = self.future_limit_ns()
         if limit is not None:  # from the future: `handle` dead-letters it (one comparison per poll)
-            ok[rows[micros // 1000 + _MINUTE_MS > limit // 1_000_000]] = False  # in ms: no int64 overflow
+            ok[rows[micros // 1000 + self._bar_ms > limit // 1_000_000]] = False  # in ms: no int64 overflow
         times = np.full(len(records), -1, dtype=np.int64)
         times[rows] = micros // 1000
         where = np.full(len(records), -1, dtype=np.int64)

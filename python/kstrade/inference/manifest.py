@@ -84,6 +84,18 @@ class Manifest(BaseModel):
         text = json.dumps(self.model_dump(mode="json", exclude_none=True), indent=2) + "\n"
         (directory / MANIFEST_FILE).write_text(text)
 
+    def check_base_interval(self, base_interval: str) -> None:
+        """Refuse a model trained on candles of another interval than the pipeline runs on
+        (`timeframe`: the base interval of its features), saying which models to use."""
+        if self.timeframe != base_interval:
+            raise ModelRefused(
+                ModelRefusal.FEATURE_NAMES_MISMATCH,
+                f"{self.model_type} {self.model_version} was trained on features of {self.timeframe} candles, the "
+                f"pipeline runs on {base_interval} candles (base_interval): use models trained on {base_interval} "
+                f"(`python -m kstrade train --interval {base_interval}`; the shipped ones are in "
+                f"{'models/' if base_interval == '1m' else 'models/' + base_interval + '/'})",
+            )
+
     def check_features(self, feature_version: str, feature_names: tuple[str, ...] | list[str]) -> None:
         """Refuse a model trained on other features than the running FeatureEngine emits,
         naming the first difference."""
@@ -114,7 +126,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def manifest_paths(models_dir: Path) -> list[Path]:
+    """The manifests of one models directory (lstm/{symbol}/, transformer/), without those of
+    the models of another base interval kept inside it (models/1h/ beside the 1m models)."""
+    nested = (
+        {d for d in models_dir.iterdir() if d.is_dir() and d.name in ("1m", "1h")} if models_dir.is_dir() else set()
+    )
+    return [p for p in sorted(models_dir.glob("**/" + MANIFEST_FILE)) if not nested & set(p.parents)]
+
+
 def shipped_manifests(models_dir: Path) -> list[Manifest]:
     """Every model manifest under `models_dir` (lstm/{symbol}/, transformer/), e.g. for the
     signals stage's calibrators by model version."""
-    return [Manifest.read(p.parent) for p in sorted(models_dir.glob("**/" + MANIFEST_FILE))]
+    return [Manifest.read(p.parent) for p in manifest_paths(models_dir)]

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from kstrade.codes import ModelRefusal
-from kstrade.features import FEATURE_NAMES, FEATURE_VERSION
+from kstrade.features import FEATURE_VERSION, feature_names_for
 from kstrade.inference.manifest import VERSION_DIGITS, Manifest, ModelRefused
 from kstrade.signals.calibration import Calibrator, calibrator_from_spec
 
@@ -82,11 +82,15 @@ class LoadedModel:
         directory: Path,
         *,
         feature_version: str = FEATURE_VERSION,
-        feature_names: tuple[str, ...] = FEATURE_NAMES,
+        feature_names: tuple[str, ...] | None = None,
         provider_list: list[str] | None = None,
+        base_interval: str = "1m",
     ) -> LoadedModel:
-        """Every check of the module doc, or `ModelRefused` naming the first that failed."""
+        """Every check of the module doc, or `ModelRefused` naming the first that failed.
+        `base_interval`: the candles the pipeline runs on; `feature_names` default to its engine's."""
+        feature_names = feature_names or feature_names_for(base_interval)
         manifest = Manifest.read(directory)
+        manifest.check_base_interval(base_interval)
         manifest.check_features(feature_version, feature_names)
         path = directory / manifest.file
         try:

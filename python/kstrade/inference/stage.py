@@ -133,9 +133,11 @@ class ModelSlot:
     """The one reference through which a model serves, and its reload: the candidate is loaded,
     checked and warmed up on a background thread; the stage swaps it in between two records."""
 
-    def __init__(self, directory: Path, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, directory: Path, executor: ThreadPoolExecutor, base_interval: str = "1m") -> None:
         self.directory = directory
-        self.model = LoadedModel.load(directory)  # at start-up a refusal is fatal, by design
+        self.base_interval = base_interval
+        # At start-up a refusal is fatal, by design.
+        self.model = LoadedModel.load(directory, base_interval=base_interval)
         self._executor = executor
         self._stamp = _manifest_stamp(directory)
         self._pending: Future[LoadedModel] | None = None
@@ -153,7 +155,9 @@ class ModelSlot:
     def request(self) -> None:
         with self._lock:
             if self._pending is None:
-                self._pending = self._executor.submit(LoadedModel.load, self.directory)
+                self._pending = self._executor.submit(
+                    LoadedModel.load, self.directory, base_interval=self.base_interval
+                )
 
     @property
     def pending(self) -> bool:
@@ -209,9 +213,12 @@ class InferenceStage(Stage):
         *,
         reload_check_seconds: float = 2.0,
         state_dir: Path | None = None,
+        base_interval: str = "1m",
     ) -> None:
         super().__init__()
         self.symbols = list(symbols)
+        #: The candles the features come from: a model trained on another interval is refused.
+        self.base_interval = base_interval
         self.reload_check_seconds = reload_check_seconds
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-reload")
         self.slots: dict[str, ModelSlot] = self._slots(models_dir)
@@ -532,7 +539,7 @@ class LSTMInference(InferenceStage):
     model_type = ModelType.LSTM
 
     def _slots(self, models_dir: Path) -> dict[str, ModelSlot]:
-        return {s: ModelSlot(models_dir / "lstm" / s, self._executor) for s in self.symbols}
+        return {s: ModelSlot(models_dir / "lstm" / s, self._executor, self.base_interval) for s in self.symbols}
 
     @staticmethod
     def topic_for(symbol: str) -> str:
@@ -546,7 +553,7 @@ class TransformerInference(InferenceStage):
     model_type = ModelType.TRANSFORMER
 
     def _slots(self, models_dir: Path) -> dict[str, ModelSlot]:
-        slot = ModelSlot(models_dir / "transformer", self._executor)
+        slot = ModelSlot(models_dir / "transformer", self._executor, self.base_interval)
         return dict.fromkeys(self.symbols, slot)
 
     @staticmethod
@@ -559,6 +566,12 @@ def inference_stages(settings: Settings) -> list[InferenceStage]:
     reload cadence), for `Pipeline` or `run_service`."""
     s = settings.inference
     return [
-        kind(s.models_dir, settings.symbols, reload_check_seconds=s.reload_check_seconds, state_dir=s.state_dir)
+        kind(
+            s.models_dir,
+            settings.symbols,
+            reload_check_seconds=s.reload_check_seconds,
+            state_dir=s.state_dir,
+            base_interval=settings.base_interval,
+        )
         for kind in (LSTMInference, TransformerInference)
     ]

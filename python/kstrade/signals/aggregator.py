@@ -77,9 +77,13 @@ class SignalAggregator(Stage):
         symbols: Iterable[str],
         settings: SignalSettings | None = None,
         calibrators: Mapping[str, Calibrator] | None = None,
+        *,
+        base_interval: str = "1m",
     ) -> None:
         super().__init__()
         self.symbols = list(symbols)
+        #: The candles it decides on: the pipeline's base interval (`Settings.base_interval`).
+        self.base_interval = base_interval
         self._symbols = set(self.symbols)
         self.settings = settings or SignalSettings()
         # Manifest calibrators from the settings, then any handed in (they win).
@@ -103,7 +107,7 @@ class SignalAggregator(Stage):
         self._newest_held: dict[tuple[str, int], int] = {}
         self._unordered: set[tuple[str, int]] = set()
         self._lstm_topics = {predictions_lstm(s): s for s in self.symbols}
-        self._candle_topics = {candles(s, "1m"): s for s in self.symbols}
+        self._candle_topics = {candles(s, base_interval): s for s in self.symbols}
         self._feature_topics = {features_aggregated(s): s for s in self.symbols}
         self._topic_raw, self._topic_calibrated = signals("raw"), signals("calibrated")
         self._topic_final, self._topic_filtered = signals("final"), signals("filtered")
@@ -121,17 +125,17 @@ class SignalAggregator(Stage):
     @classmethod
     def from_settings(cls, settings: Settings, calibrators: Mapping[str, Calibrator] | None = None) -> SignalAggregator:
         """The stage as configured: the settings' symbols and `signals` section."""
-        return cls(settings.symbols, settings.signals, calibrators)
+        return cls(settings.symbols, settings.signals, calibrators, base_interval=settings.base_interval)
 
     def inputs(self) -> list[str]:
-        return self.inputs_for(self.symbols)
+        return self.inputs_for(self.symbols, self.base_interval)
 
     @classmethod
-    def inputs_for(cls, symbols: Sequence[str]) -> list[str]:
+    def inputs_for(cls, symbols: Sequence[str], base_interval: str = "1m") -> list[str]:
         return [
             *(predictions_lstm(s) for s in symbols),
             PREDICTIONS_TRANSFORMER,
-            *(candles(s, "1m") for s in symbols),
+            *(candles(s, base_interval) for s in symbols),
             *(features_aggregated(s) for s in symbols),
             EXECUTIONS,
             PNL,
@@ -205,8 +209,10 @@ class SignalAggregator(Stage):
         if topic in self._candle_topics:
             symbol, timestamp, interval, close = self._read_candle(record)
             self._check_symbol(symbol, self._candle_topics[topic], topic)
-            if interval != "1m":
-                raise MessageError(DeadLetter.WRONG_INTERVAL, f"{topic}: a {interval} candle on the 1m topic")
+            if interval != self.base_interval:
+                raise MessageError(
+                    DeadLetter.WRONG_INTERVAL, f"{topic}: a {interval} candle on the {self.base_interval} topic"
+                )
             self.market.add_close(symbol, timestamp, close)
             key = (symbol, timestamp)
             self._hold(key, record)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kstrade.inference.manifest import Manifest
+from kstrade.inference.manifest import Manifest, manifest_paths
 
 _INTRO = """# kstrade models: model card
 
@@ -21,12 +21,12 @@ which are much harder. The bundled real EURUSD file is hourly and the feature en
   of `features.aggregated.{{symbol}}`, standardised with each symbol's training-slice mean/std.
 - Output: P(DOWN), P(FLAT), P(UP) of the close {horizon} minutes later vs the candle's close,
   FLAT within +-{dead_band_pct:.3f}% (relative). The prediction message carries the winning
-  class, its raw probability, and its Platt-calibrated probability (`confidence`).
+  class, its raw probability, and its calibrated probability (`confidence`).
 - `lstm/{{symbol}}`: one per symbol. `transformer`: one model for all symbols.
 
 ## How they were evaluated
 Per symbol, by time, never shuffled across slices: train = first 60% (its last fifth picks the
-epoch), calibration = next 20% (Platt fitted here only), test = last 20% (every number below).
+epoch), calibration = next 20% (the calibrator fitted here only), test = last 20% (every number below).
 Slices are purged by the label horizon. Baselines, fitted on the training slice:
 - always-flat: predicts FLAT, with the training class frequencies as probabilities;
 - last-direction: predicts the direction of the last completed {horizon}-minute move, with the
@@ -153,7 +153,7 @@ def _fresh_section(models_dir: Path) -> str:
 
 
 def write_card(models_dir: Path) -> Path:
-    manifests = [Manifest.read(p.parent) for p in sorted(models_dir.glob("**/manifest.json"))]
+    manifests = [Manifest.read(p.parent) for p in manifest_paths(models_dir)]
     first = manifests[0]
     source = str(first.data.get("source", ""))
     edge = "planted_edge" in source
@@ -217,10 +217,18 @@ def write_card(models_dir: Path) -> Path:
     )
     text += _fresh_section(models_dir)
     text += (
-        "\n## Calibration\n`reliability.png`: confidence (x) vs hit rate (y), 15 bins, grey diagonal = "
-        "perfect; blue = transformer raw, orange = transformer after Platt, green = LSTM BTC-USD after "
-        "Platt; marker size ~ share of samples. Platt parameters are in each manifest's `calibration` "
-        "(read by the signals stage too).\n"
+        "\n## Calibration\nEach model's calibrator maps its winning class's probability to the confidence the "
+        "signals stage trades on: Platt scaling, or isotonic regression (scikit-learn) where that beats Platt. "
+        "Both are fitted on the earlier two thirds of each symbol's calibration rows and scored on the last "
+        "third by the log-loss of whether the winner was right; isotonic is kept only where the 95% "
+        "block-bootstrap interval of Platt's loss minus its own lies above zero, then refitted on the whole "
+        "slice (log-loss, a proper score, rather than ECE, whose bins can call a constant forecast perfect). "
+        "The chosen calibrator is each manifest's `calibration` (read by the signals stage too); "
+        "`calibration_fit.selection` holds both losses and the interval.\n"
+        + "".join(f"- {names[m.model_version]}: {m.calibration.method}\n" for m in manifests)
+        + "\n`reliability.png`: stated confidence (x) vs hit rate (y), 15 bins, the diagonal = perfect; the "
+        "transformer before and after its calibrator and the first LSTM after its own (the legend names "
+        "each, with its ECE); marker area ~ share of samples.\n"
     )
     text += "\n## Files\nPer model directory: `model.onnx` (self-contained, dynamic batch axis), `manifest.json` "
     text += "(sha256, model_version = its first 12 hex digits, features, scaler, window, label, calibration, data "

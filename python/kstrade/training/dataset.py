@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from kstrade.features import FEATURE_NAMES, FEATURE_VERSION, features_from_frame
+from kstrade.features import FEATURE_NAMES, FEATURE_VERSION, feature_names_for, features_from_frame
 from kstrade.ingest import synthetic
 
 #: Classes in the order of the Prediction schema's PredictedDirection enum (DOWN, FLAT, UP).
@@ -29,14 +29,25 @@ class LabelDefinition:
 
     horizon_minutes: int = 5
     dead_band: float = 0.0005
+    #: Minutes per candle of the base interval the labels are made on (60: 1h candles).
+    bar_minutes: int = 1
+
+    @property
+    def horizon_bars(self) -> int:
+        """The horizon in candles (rows) of the base interval."""
+        return self.horizon_minutes // self.bar_minutes
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "target": "direction of close[t + horizon] / close[t] - 1, t = the feature vector's 1m candle",
+        base = "1m" if self.bar_minutes == 1 else f"{self.bar_minutes // 60}h"
+        out: dict[str, object] = {
+            "target": f"direction of close[t + horizon] / close[t] - 1, t = the feature vector's {base} candle",
             "horizon_minutes": self.horizon_minutes,
             "dead_band": self.dead_band,
             "classes": list(CLASSES),
         }
+        if self.bar_minutes != 1:
+            out["horizon_bars"] = self.horizon_bars
+        return out
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,7 @@ class SymbolSeries:
 
 def direction_labels(close: np.ndarray, label: LabelDefinition) -> np.ndarray:
     """Class index per row (0 DOWN, 1 FLAT, 2 UP); -1 for the last `horizon` rows (no future)."""
-    h = label.horizon_minutes
+    h = label.horizon_bars
     out = np.full(close.shape[0], -1, dtype=np.int64)
     if close.shape[0] <= h:
         return out
@@ -76,24 +87,26 @@ def direction_labels(close: np.ndarray, label: LabelDefinition) -> np.ndarray:
     return out
 
 
-def symbol_series(candles: pl.DataFrame, symbol: str, label: LabelDefinition) -> SymbolSeries:
+def symbol_series(
+    candles: pl.DataFrame, symbol: str, label: LabelDefinition, base_interval: str = "1m"
+) -> SymbolSeries:
     """Features from the same engine that serves live candles, labels from the candles' closes.
     Rows still warming up are dropped; labels are aligned by open time, not by position."""
-    frame = candles.select(
-        pl.col("timestamp").dt.epoch("ms").alias("open_time_ms"), "open", "high", "low", "close", "volume"
-    )
-    feats = features_from_frame(frame)
+    time = pl.col("open_time_ms") if "open_time_ms" in candles.columns else pl.col("timestamp").dt.epoch("ms")
+    frame = candles.select(time.alias("open_time_ms"), "open", "high", "low", "close", "volume")
+    feats = features_from_frame(frame, base_interval=base_interval)
     labels = direction_labels(frame["close"].to_numpy(), label)
     # The last completed move: close[t] vs close[t - h], i.e. the label of row t - h.
     previous = np.full_like(labels, -1)
-    previous[label.horizon_minutes :] = labels[: -label.horizon_minutes]
+    previous[label.horizon_bars :] = labels[: -label.horizon_bars]
     by_time = pl.DataFrame({"open_time_ms": frame["open_time_ms"], "label": labels, "previous": previous})
     truth_columns = ["p_down", "p_flat", "p_up"]
     known = all(c in candles.columns for c in truth_columns)
     if known:
         by_time = by_time.with_columns(candles.select(truth_columns))
     joined = feats.join(by_time, on="open_time_ms", how="left").filter(pl.col("ready"))
-    values = joined.select(list(FEATURE_NAMES)).to_numpy().astype(np.float32)
+    names = FEATURE_NAMES if base_interval == "1m" else feature_names_for(base_interval)
+    values = joined.select(list(names)).to_numpy().astype(np.float32)
     finite = np.isfinite(values).all(axis=1)
     joined, values = joined.filter(pl.Series(finite)), values[finite]
     return SymbolSeries(
@@ -162,8 +175,9 @@ def gather_windows(x: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
     return np.ascontiguousarray(x[idx])
 
 
-def feature_contract() -> dict[str, object]:
-    return {"feature_version": FEATURE_VERSION, "feature_names": list(FEATURE_NAMES)}
+def feature_contract(base_interval: str = "1m") -> dict[str, object]:
+    names = FEATURE_NAMES if base_interval == "1m" else feature_names_for(base_interval)
+    return {"feature_version": FEATURE_VERSION, "feature_names": list(names)}
 
 
 DRIFT_REFERENCE_FILE = "drift_reference.json"
@@ -188,11 +202,11 @@ def write_drift_references(models_dir: Path, series: list[SymbolSeries], split: 
     distributions of the rows that model was trained on, in the shape the metrics stage's drift
     monitor reads ({"model_type", "model_version", "features": {name: {"edges", "proportions"}}}).
     A separate file, so the ONNX file and its sha256 stay as they are."""
-    from kstrade.inference.manifest import Manifest  # the manifest format lives with the runtime
+    from kstrade.inference.manifest import Manifest, manifest_paths  # the manifest format lives with the runtime
 
     by_symbol = {s.symbol: s for s in series}
     written = []
-    for path in sorted(models_dir.glob("**/manifest.json")):
+    for path in manifest_paths(models_dir):
         manifest = Manifest.read(path.parent)
         rows = []
         for symbol in manifest.symbols:

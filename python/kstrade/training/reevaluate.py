@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kstrade.inference.manifest import manifest_paths
 from kstrade.inference.runtime import LoadedModel
 from kstrade.training import dataset as ds
 from kstrade.training import evaluation as ev
@@ -69,7 +70,7 @@ def fresh_scores(models_dir: Path, data: ds.DataSpec, label: ds.LabelDefinition 
     label = label or ds.LabelDefinition()
     series = {s.symbol: s for s in ds.load_series(data, label)}
     scores = []
-    for path in sorted(models_dir.glob("**/manifest.json")):
+    for path in manifest_paths(models_dir):
         model = LoadedModel.load(path.parent)
         m = model.manifest
         probabilities, labels = [], []

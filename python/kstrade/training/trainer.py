@@ -1,7 +1,8 @@
 """`python -m kstrade train`: trains the per-symbol LSTMs and the multi-symbol Transformer on the
 bundled SYNTHETIC candles, exports them to ONNX, scores them against naive baselines, fits
-Platt calibration on a later slice, and writes models/ (ONNX, manifest, PyTorch reference
-outputs, reliability diagram, metrics). Imports torch: the optional `train` extra."""
+a calibrator on a later slice (Platt, or isotonic where it beats Platt: `evaluation.choose_calibration`),
+and writes models/ (ONNX, manifest, PyTorch reference outputs, reliability diagram, metrics).
+Imports torch: the optional `train` extra."""
 
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ class TrainOptions:
     batch_size: int = 256
     train_stride: int = 2  # every other window: neighbours overlap almost entirely anyway
     threads: int = 2
+    #: The candles the features are built on (`kstrade.config.BASE_INTERVALS`).
+    base_interval: str = "1m"
+    #: The manifests' `data` for models trained on candles from a file (`training.on_candles`);
+    #: None: the SYNTHETIC market of `data`.
+    data_info: dict[str, Any] | None = None
 
 
 def _progress(items: int, label: str) -> Callable[[int], None]:
@@ -180,6 +186,8 @@ class Slices:
     symbols: list[str]
     #: The true class probabilities of the test windows (planted-edge data), else None.
     truth: np.ndarray | None = None
+    #: Per calibration window: ev.FIT / HELD_OUT / PURGED, for the choice of calibrator.
+    calibration_parts: np.ndarray | None = None
 
 
 def _iso(ms: int) -> str:
@@ -187,9 +195,9 @@ def _iso(ms: int) -> str:
 
 
 def _slices(series: list[ds.SymbolSeries], opts: TrainOptions) -> Slices:
-    w, h = opts.window, opts.label.horizon_minutes
+    w, h = opts.window, opts.label.horizon_bars
     parts: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("xf", "yf", "xv", "yv", "xc", "yc", "xt", "yt", "pt", "ytr", "ptr", "tt")
+        k: [] for k in ("xf", "yf", "xv", "yv", "xc", "yc", "cp", "xt", "yt", "pt", "ytr", "ptr", "tt")
     }
     scalers: dict[str, ds.Scaler] = {}
     ranges: dict[str, dict[str, str]] = {}
@@ -211,6 +219,7 @@ def _slices(series: list[ds.SymbolSeries], opts: TrainOptions) -> Slices:
         parts["yv"].append(s.labels[val_ends])
         parts["xc"].append(ds.gather_windows(x, cal_ends, w))
         parts["yc"].append(s.labels[cal_ends])
+        parts["cp"].append(ev.calibration_parts(cal_ends, b0, b1, h))
         parts["xt"].append(ds.gather_windows(x, test_ends, w))
         parts["yt"].append(s.labels[test_ends])
         parts["pt"].append(s.previous[test_ends])
@@ -225,7 +234,8 @@ def _slices(series: list[ds.SymbolSeries], opts: TrainOptions) -> Slices:
             "calibration": f"{_iso(t[b0])} .. {_iso(t[b1 - 1])}",
             "test": f"{_iso(t[c0])} .. {_iso(t[c1 - 1])}",
         }
-    truth = np.concatenate(parts.pop("tt")) if all(s.truth is not None for s in series) else None
+    known = parts.pop("tt")  # the true probabilities: only where the data knows them (SYNTHETIC)
+    truth = np.concatenate(known) if all(s.truth is not None for s in series) else None
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     return Slices(
         (cat["xf"], cat["yf"]),
@@ -237,6 +247,7 @@ def _slices(series: list[ds.SymbolSeries], opts: TrainOptions) -> Slices:
         ranges,
         [s.symbol for s in series],
         truth,
+        cat["cp"],
     )
 
 
@@ -255,11 +266,13 @@ def _score(
     session: ort.InferenceSession, sl: Slices, logistic: np.ndarray
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, ev.ReliabilityCurve]]:
     """Metrics on the test slice, baselines beside them (and the Bayes ceiling where the truth
-    is known); Platt fitted on the calibration slice."""
+    is known); the calibrator (Platt, or isotonic where it beats Platt) fitted on the calibration
+    slice."""
     xc, yc = sl.calibration
     xt, yt, prev = sl.test
     pc, pt = _predict(session, xc), _predict(session, xt)
-    platt = ev.fit_platt(pc.max(axis=1), np.argmax(pc, axis=1) == yc)
+    parts = sl.calibration_parts if sl.calibration_parts is not None else np.zeros(len(yc), dtype=np.int8)
+    choice = ev.choose_calibration(pc.max(axis=1), np.argmax(pc, axis=1) == yc, parts)
     ytr, ptr = sl.train_labels_previous
     freq = ev.class_frequencies(ytr)
     flat = ev.always_flat(yt, freq)
@@ -267,7 +280,7 @@ def _score(
     last = ev.last_direction(np.where(has_prev, prev, 1), freq, ptr, ytr)
     winner = pt.max(axis=1)
     correct = np.argmax(pt, axis=1) == yt
-    calibrated = ev.calibrate(platt, winner)
+    calibrated = ev.calibrate(choice.calibrator, winner)
     metrics = {
         "slice": "test (last 20% of each symbol's rows, after calibration)",
         "samples": len(yt),
@@ -313,11 +326,12 @@ def _score(
         metrics["intervals"]["accuracy_below_bayes"] = [round(v, 4) for v in ev.interval(gap)]
         metrics["ece_calibrated_vs_truth"] = round(ev.ece_against_truth(calibrated, chosen), 4)
     fit = {
-        "method": "platt",
+        "method": choice.spec["method"],
         "on": "calibration slice (60-80% of each symbol's rows)",
         "samples": len(yc),
-        "a": platt.a,
-        "b": platt.b,
+        "spec": choice.spec,
+        "platt": {"a": choice.platt.a, "b": choice.platt.b},  # on the whole slice, chosen or not
+        "selection": choice.selection,
     }
     curves = {
         "raw": ev.reliability_curve(winner, correct),
@@ -346,6 +360,7 @@ def _finish(
     with torch.no_grad():
         expected = model(torch.from_numpy(xt[pick])).numpy()
     np.savez(directory / REFERENCE_FILE, x=xt[pick], probabilities=expected)
+    calibration = fit.pop("spec")  # what the signals stage applies; `calibration_fit` says how it was chosen
 
     body: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
@@ -356,14 +371,15 @@ def _finish(
         "output_name": OUTPUT_NAME,
         "classes": list(ds.CLASSES),
         "window": opts.window,
-        "timeframe": "1m",
-        "feature_version": FEATURE_VERSION,
-        "feature_names": list(FEATURE_NAMES),
+        "timeframe": opts.base_interval,
+        **ds.feature_contract(opts.base_interval),
         "scaler": Scaler(per_symbol={s: SymbolScaler(**sc.as_dict()) for s, sc in sl.scalers.items()}).model_dump(),
         "label": opts.label.as_dict(),
-        "calibration": {"method": "platt", "a": fit["a"], "b": fit["b"]},
+        "calibration": calibration,
         "calibration_fit": fit,
-        "data": {
+        "data": {**opts.data_info, "ranges": sl.ranges}
+        if opts.data_info  # candles from a file (`training.on_candles`)
+        else {
             "synthetic": True,
             "source": f"SYNTHETIC 1m candles, {synthetic.generator(opts.data.market)}, seed {opts.data.seed}, "
             f"{opts.data.days} days from {opts.data.start:%Y-%m-%d}: not market data",
@@ -394,7 +410,7 @@ def _finish(
     manifest.write(directory)
     # The same checks the inference stage runs, now: sha256, features, shapes, and ONNX against
     # PyTorch on the reference windows. A model that fails them is never left in models/.
-    LoadedModel.load(directory)
+    LoadedModel.load(directory, base_interval=opts.base_interval)
     return manifest, curves
 
 
@@ -463,8 +479,18 @@ def train(opts: TrainOptions) -> list[Manifest]:
     manifests.append(m)
     curves["transformer (raw)"] = c["raw"]
     curves["transformer"] = c["calibrated"]
+    # The diagram: the transformer before and after its calibrator, and the first LSTM after its own.
+    shown = {
+        "transformer, raw": curves["transformer (raw)"],
+        f"transformer, {m.calibration.method}-calibrated": curves["transformer"],
+    }
+    lstm_first = manifests[0] if manifests[0].model_type == "lstm" else None
+    if lstm_first is not None:
+        shown[f"LSTM {lstm_first.symbols[0]}, {lstm_first.calibration.method}-calibrated"] = curves[
+            f"lstm {lstm_first.symbols[0]}"
+        ]
     ev.reliability_png(
-        {k: curves[k] for k in ("transformer (raw)", "transformer", "lstm BTC-USD")}, opts.out / "reliability.png"
+        shown, opts.out / "reliability.png", f"Reliability on the test slice ({opts.data.market} market)"
     )
     summary = {
         "seconds": round(time.monotonic() - started, 1),
@@ -477,11 +503,7 @@ def train(opts: TrainOptions) -> list[Manifest]:
             }
             for m in manifests
         },
-        "reliability_png_series": {
-            "blue": "transformer raw",
-            "orange": "transformer calibrated",
-            "green": "lstm BTC-USD calibrated",
-        },
+        "reliability_png_series": dict(zip(("blue", "orange", "green"), shown, strict=False)),
         "reliability_curves": {k: asdict(v) for k, v in curves.items()},
     }
     summary["fresh"] = _fresh(opts)

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
-use kstrade_market::features::{feature_names, FEATURE_COUNT, FEATURE_VERSION};
+use kstrade_market::features::{feature_names_for, FEATURE_COUNT, FEATURE_VERSION};
 use kstrade_market::indicators::{self as ind, batch};
 use kstrade_market::{
     Candle as RsCandle, CandleAggregator as RsAggregator, ClosedBar, FeatureEngine as RsEngine,
@@ -117,7 +117,7 @@ impl PyCandle {
     }
 }
 
-/// A closed higher-timeframe bar and how many 1m candles it was built from.
+/// A closed higher-timeframe bar and how many base candles (1m by default) it was built from.
 #[pyclass(module = "kstrade._native", name = "ClosedBar", frozen)]
 pub struct PyClosedBar {
     #[pyo3(get)]
@@ -160,12 +160,13 @@ impl PyClosedBar {
     }
 }
 
-fn m1(py: Python<'_>, candle: &PyCandle) -> PyResult<RsCandle> {
-    if candle.interval != Timeframe::M1 {
+/// The candle, if it is of the `base` interval.
+fn of_base(py: Python<'_>, candle: &PyCandle, base: Timeframe) -> PyResult<RsCandle> {
+    if candle.interval != base {
         return Err(err(
             py,
             RsMarketError::WrongInterval {
-                expected: "1m",
+                expected: base.as_str(),
                 got: candle.interval.as_str(),
             },
         ));
@@ -173,7 +174,8 @@ fn m1(py: Python<'_>, candle: &PyCandle) -> PyResult<RsCandle> {
     Ok(candle.inner)
 }
 
-/// 1m candles in, closed 5m/15m/1h bars out (see the Rust docs for the policies).
+/// 1m candles in, closed 5m/15m/1h bars out (or 1h in, 4h/8h/1d out: `base_interval`); see the
+/// Rust docs for the policies.
 #[pyclass(module = "kstrade._native", name = "CandleAggregator")]
 pub struct PyCandleAggregator {
     inner: RsAggregator,
@@ -182,10 +184,12 @@ pub struct PyCandleAggregator {
 #[pymethods]
 impl PyCandleAggregator {
     #[new]
-    fn new() -> Self {
-        Self {
-            inner: RsAggregator::new(),
-        }
+    #[pyo3(signature = (base_interval="1m"))]
+    fn new(py: Python<'_>, base_interval: &str) -> PyResult<Self> {
+        let base = market!(py, Timeframe::parse(base_interval))?;
+        Ok(Self {
+            inner: market!(py, RsAggregator::with_base(base))?,
+        })
     }
 
     /// Returns None for an ignored duplicate, else `(missing_before, [ClosedBar, ...])`.
@@ -194,7 +198,8 @@ impl PyCandleAggregator {
         py: Python<'_>,
         candle: &PyCandle,
     ) -> PyResult<Option<(u32, Vec<PyClosedBar>)>> {
-        match market!(py, self.inner.push(m1(py, candle)?))? {
+        let base = self.inner.ladder()[0];
+        match market!(py, self.inner.push(of_base(py, candle, base)?))? {
             PushOutcome::Duplicate => Ok(None),
             PushOutcome::Accepted(a) => {
                 let bars = a
@@ -630,11 +635,28 @@ fn batch_session_vwap(
 
 // ----------------------------------------------------------------------------- features
 
-static NAMES: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+static NAMES_1M: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+static NAMES_1H: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
 
-fn names_tuple(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
-    let names =
-        NAMES.get_or_try_init(py, || PyTuple::new(py, feature_names()).map(Bound::unbind))?;
+/// The feature names of an engine on `base` candles, built once per base.
+fn names_tuple(py: Python<'_>, base: Timeframe) -> PyResult<&Bound<'_, PyTuple>> {
+    let cell = match base {
+        Timeframe::M1 => &NAMES_1M,
+        Timeframe::H1 => &NAMES_1H,
+        other => {
+            return Err(err(
+                py,
+                RsMarketError::InvalidParameter(format!(
+                    "base interval {}: features are built on 1m or 1h candles",
+                    other.as_str()
+                )),
+            ))
+        }
+    };
+    let names = cell.get_or_try_init(py, || {
+        let names = market!(py, feature_names_for(base))?;
+        PyTuple::new(py, names).map(Bound::unbind)
+    })?;
     Ok(names.bind(py))
 }
 
@@ -651,6 +673,8 @@ pub struct PyFeatureVector {
     ready: bool,
     values: [f64; FEATURE_COUNT],
     closed: Vec<ClosedBar>,
+    /// The engine's base interval (which names its values).
+    base: Timeframe,
 }
 
 impl PyFeatureVector {
@@ -660,6 +684,7 @@ impl PyFeatureVector {
         ready: false,
         values: [f64::NAN; FEATURE_COUNT],
         closed: Vec::new(),
+        base: Timeframe::M1,
     };
 }
 
@@ -682,7 +707,7 @@ impl PyFeatureVector {
 
     #[getter]
     fn names<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        Ok(names_tuple(py)?.clone())
+        Ok(names_tuple(py, self.base)?.clone())
     }
 
     /// Higher-timeframe bars that closed with this candle.
@@ -724,7 +749,14 @@ impl PyFeatureEngine {
         candle: RsCandle,
         validated: bool,
     ) -> PyResult<Option<Bound<'py, PyFeatureVector>>> {
-        let object = Bound::new(py, PyFeatureVector::BLANK)?;
+        let base = self.inner.ladder()[0];
+        let object = Bound::new(
+            py,
+            PyFeatureVector {
+                base,
+                ..PyFeatureVector::BLANK
+            },
+        )?;
         {
             let mut vector = object.borrow_mut();
             let update = if validated {
@@ -745,21 +777,30 @@ impl PyFeatureEngine {
 
 #[pymethods]
 impl PyFeatureEngine {
+    /// An engine on `base_interval` candles: "1m" (5m, 15m, 1h above it) or "1h" (4h, 8h, 1d).
     #[new]
-    fn new() -> Self {
-        Self {
-            inner: RsEngine::new(),
-        }
+    #[pyo3(signature = (base_interval="1m"))]
+    fn new(py: Python<'_>, base_interval: &str) -> PyResult<Self> {
+        let base = market!(py, Timeframe::parse(base_interval))?;
+        Ok(Self {
+            inner: market!(py, RsEngine::with_base(base))?,
+        })
     }
 
-    /// Push a closed 1m `Candle`; None for an ignored duplicate.
+    /// Push a closed `Candle` of the base interval; None for an ignored duplicate.
     fn update<'py>(
         &mut self,
         py: Python<'py>,
         candle: &PyCandle,
     ) -> PyResult<Option<Bound<'py, PyFeatureVector>>> {
-        let c = m1(py, candle)?;
+        let c = of_base(py, candle, self.inner.ladder()[0])?;
         self.push(py, c, true)
+    }
+
+    /// The base interval, then the timeframes built from it: ["1m", "5m", "15m", "1h"].
+    #[getter]
+    fn timeframes(&self) -> [&'static str; 4] {
+        self.inner.ladder().map(Timeframe::as_str)
     }
 
     /// `update` without building a `Candle` first (the ingest hot path); same validation.
@@ -856,9 +897,21 @@ impl PyFeatureEngine {
         Ok(PyBytes::new(py, &bytes).unbind())
     }
 
-    /// Replace this engine's state with a snapshot's.
+    /// Replace this engine's state with a snapshot's (of an engine on the same base interval).
     fn restore(&mut self, py: Python<'_>, snapshot: &[u8]) -> PyResult<()> {
-        self.inner = market!(py, RsEngine::restore(snapshot))?;
+        let restored = market!(py, RsEngine::restore(snapshot))?;
+        let (base, got) = (self.inner.ladder()[0], restored.ladder()[0]);
+        if got != base {
+            return Err(err(
+                py,
+                RsMarketError::Snapshot(format!(
+                    "the snapshot is of an engine on {} candles, this one is on {}",
+                    got.as_str(),
+                    base.as_str()
+                )),
+            ));
+        }
+        self.inner = restored;
         Ok(())
     }
 
@@ -878,9 +931,12 @@ impl PyFeatureEngine {
         Ok(d)
     }
 
+    /// The names of the values of an engine on `base_interval` candles, in order.
     #[staticmethod]
-    fn feature_names(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
-        Ok(names_tuple(py)?.clone())
+    #[pyo3(signature = (base_interval="1m"))]
+    fn feature_names<'py>(py: Python<'py>, base_interval: &str) -> PyResult<Bound<'py, PyTuple>> {
+        let base = market!(py, Timeframe::parse(base_interval))?;
+        Ok(names_tuple(py, base)?.clone())
     }
 }
 

@@ -9,19 +9,51 @@ use crate::error::{MarketError, MarketResult};
 pub const MINUTE_MS: i64 = 60_000;
 const MAX_TIME_MS: u64 = 1 << 53;
 
-/// The timeframes of the pipeline (`market.candles.{symbol}.{1m,5m,15m,1h}`).
+/// The timeframes of the pipeline (`market.candles.{symbol}.{interval}`): the 1m ladder
+/// (1m, 5m, 15m, 1h) by default, the 1h ladder (1h, 4h, 8h, 1d) for hourly data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 pub enum Timeframe {
     M1,
     M5,
     M15,
     H1,
+    H4,
+    H8,
+    D1,
 }
 
+/// Base interval, then the three higher timeframes built from it (see [`Timeframe::ladder`]).
+pub type Ladder = [Timeframe; 4];
+
 impl Timeframe {
-    pub const ALL: [Timeframe; 4] = [Timeframe::M1, Timeframe::M5, Timeframe::M15, Timeframe::H1];
+    /// The default ladder: 1m candles, with 5m, 15m and 1h built from them.
+    pub const ALL: Ladder = [Timeframe::M1, Timeframe::M5, Timeframe::M15, Timeframe::H1];
     /// The timeframes built from 1m candles.
     pub const HIGHER: [Timeframe; 3] = [Timeframe::M5, Timeframe::M15, Timeframe::H1];
+    /// Every timeframe a candle may have.
+    pub const KNOWN: [Timeframe; 7] = [
+        Timeframe::M1,
+        Timeframe::M5,
+        Timeframe::M15,
+        Timeframe::H1,
+        Timeframe::H4,
+        Timeframe::H8,
+        Timeframe::D1,
+    ];
+
+    /// The timeframes a pipeline on this base interval computes features on: 1m -> 5m/15m/1h,
+    /// 1h -> 4h/8h/1d. Not 1w above 1h: the indicators need about 34 bars to warm up, and 34
+    /// weeks is most of a year of hourly history (the bundled EURUSD file holds one).
+    pub fn ladder(self) -> MarketResult<Ladder> {
+        match self {
+            Timeframe::M1 => Ok(Self::ALL),
+            Timeframe::H1 => Ok([Timeframe::H1, Timeframe::H4, Timeframe::H8, Timeframe::D1]),
+            other => Err(MarketError::InvalidParameter(format!(
+                "base interval {}: features are built on 1m or 1h candles",
+                other.as_str()
+            ))),
+        }
+    }
 
     pub fn minutes(self) -> i64 {
         match self {
@@ -29,6 +61,9 @@ impl Timeframe {
             Timeframe::M5 => 5,
             Timeframe::M15 => 15,
             Timeframe::H1 => 60,
+            Timeframe::H4 => 240,
+            Timeframe::H8 => 480,
+            Timeframe::D1 => 1440,
         }
     }
 
@@ -42,6 +77,9 @@ impl Timeframe {
             Timeframe::M5 => "5m",
             Timeframe::M15 => "15m",
             Timeframe::H1 => "1h",
+            Timeframe::H4 => "4h",
+            Timeframe::H8 => "8h",
+            Timeframe::D1 => "1d",
         }
     }
 
@@ -51,6 +89,9 @@ impl Timeframe {
             "5m" => Ok(Timeframe::M5),
             "15m" => Ok(Timeframe::M15),
             "1h" => Ok(Timeframe::H1),
+            "4h" => Ok(Timeframe::H4),
+            "8h" => Ok(Timeframe::H8),
+            "1d" => Ok(Timeframe::D1),
             other => Err(MarketError::UnknownInterval(other.to_string())),
         }
     }
@@ -77,6 +118,9 @@ impl Timeframe {
             Timeframe::M5 => time_ms.rem_euclid(5 * MINUTE_MS),
             Timeframe::M15 => time_ms.rem_euclid(15 * MINUTE_MS),
             Timeframe::H1 => time_ms.rem_euclid(60 * MINUTE_MS),
+            Timeframe::H4 => time_ms.rem_euclid(240 * MINUTE_MS),
+            Timeframe::H8 => time_ms.rem_euclid(480 * MINUTE_MS),
+            Timeframe::D1 => time_ms.rem_euclid(1440 * MINUTE_MS),
         }
     }
 }
@@ -205,7 +249,7 @@ mod tests {
 
     #[test]
     fn buckets_floor_to_utc_boundaries_before_and_after_the_epoch() {
-        for tf in Timeframe::ALL {
+        for tf in Timeframe::KNOWN {
             let width = tf.millis();
             for t in [
                 -width - 1,
@@ -262,6 +306,27 @@ mod tests {
         assert_eq!(
             Timeframe::parse("2m").unwrap_err().code(),
             "UNKNOWN_INTERVAL"
+        );
+    }
+
+    #[test]
+    fn ladders_start_at_their_base_and_divide_evenly() {
+        for base in Timeframe::KNOWN {
+            let Ok(ladder) = base.ladder() else {
+                assert!(![Timeframe::M1, Timeframe::H1].contains(&base));
+                continue;
+            };
+            assert_eq!(ladder[0], base);
+            for pair in ladder.windows(2) {
+                assert_eq!(pair[1].minutes() % pair[0].minutes(), 0, "{pair:?}");
+            }
+            for tf in ladder {
+                assert_eq!(Timeframe::parse(tf.as_str()).unwrap(), tf);
+            }
+        }
+        assert_eq!(
+            Timeframe::M5.ladder().unwrap_err().code(),
+            "INVALID_PARAMETER"
         );
     }
 }

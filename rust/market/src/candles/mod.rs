@@ -5,4 +5,4 @@ mod aggregator;
 mod candle;
 
 pub use aggregator::{Accepted, CandleAggregator, ClosedBar, PushOutcome};
-pub use candle::{Candle, Timeframe, MINUTE_MS};
+pub use candle::{Candle, Ladder, Timeframe, MINUTE_MS};

@@ -1,6 +1,8 @@
 //! The per-symbol feature engine: closed 1m candles in, one feature vector out per accepted
 //! candle.
 //!
+//! - The base interval is 1m by default, or 1h ([`FeatureEngine::with_base`]: 4h/8h/1d above
+//!   it, [`Timeframe::ladder`]); "1m" and "5m/15m/1h" below stand for the base and its ladder.
 //! - 1m indicators update with every candle; 5m/15m/1h indicators update only when the
 //!   [`CandleAggregator`] closes a bar, so a higher timeframe always contributes its last
 //!   CLOSED bar (no look-ahead: a 5m bar is used from the candle that completes it on).
@@ -18,11 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use super::names::{FEATURE_COUNT, FEATURE_VERSION, GLOBAL, PER_TIMEFRAME};
 use super::timeframe::{TimeframeFeatures, N};
-use crate::candles::{Candle, CandleAggregator, PushOutcome, Timeframe};
+use crate::candles::{Candle, CandleAggregator, Ladder, PushOutcome, Timeframe};
 use crate::error::{MarketError, MarketResult};
 
-/// Smoothing of the slow mean of 1m realized volatility (about a day of minutes).
-const VOL_MEAN_ALPHA: f64 = 2.0 / 1441.0;
 const VOL_LOW: f64 = 0.75;
 const VOL_HIGH: f64 = 1.5;
 const SNAPSHOT_FORMAT: u32 = 1;
@@ -65,7 +65,7 @@ pub struct FeatureEngine {
     timeframes: [TimeframeFeatures; 4],
     vol_mean: Option<f64>,
     candles: u64,
-    /// 5m, 15m and 1h bars (as in `Timeframe::HIGHER`) fed to the indicators with fewer 1m
+    /// 5m, 15m and 1h bars (the ladder's higher timeframes) fed to the indicators with fewer 1m
     /// candles than their interval, since this engine was created: a count for the stage's
     /// metrics, not state (a restored engine counts from zero).
     #[serde(skip)]
@@ -80,6 +80,7 @@ struct Snapshot {
 }
 
 impl FeatureEngine {
+    /// An engine on 1m candles (5m, 15m and 1h built from them).
     pub fn new() -> Self {
         let tf = || TimeframeFeatures::new().expect("fixed periods are valid");
         Self {
@@ -91,15 +92,41 @@ impl FeatureEngine {
         }
     }
 
-    /// How many 5m, 15m and 1h bars the indicators were fed with fewer 1m candles than their
-    /// interval (used as built: see the module doc), since this engine was created.
+    /// An engine on `base` candles, with the higher timeframes of `base.ladder()`.
+    pub fn with_base(base: Timeframe) -> MarketResult<Self> {
+        Ok(Self {
+            aggregator: CandleAggregator::with_base(base)?,
+            ..Self::new()
+        })
+    }
+
+    /// The base interval, then the timeframes built from it.
+    pub fn ladder(&self) -> Ladder {
+        self.aggregator.ladder()
+    }
+
+    /// The names of this engine's values, in order ([`super::feature_names_for`]).
+    pub fn names(&self) -> Vec<String> {
+        super::feature_names_for(self.ladder()[0]).expect("an engine's base has a ladder")
+    }
+
+    /// Smoothing of the slow mean of the base timeframe's realized volatility: about a day of
+    /// base candles (2 / 1441 on 1m candles).
+    #[inline]
+    fn vol_mean_alpha(&self) -> f64 {
+        match self.ladder()[0] {
+            Timeframe::M1 => 2.0 / 1441.0,
+            base => 2.0 / ((DAY_MS / base.millis()) as f64 + 1.0),
+        }
+    }
+
+    /// How many higher bars (5m, 15m and 1h on a 1m base) the indicators were fed with fewer
+    /// base candles than their interval (used as built: see the module doc), since this engine
+    /// was created.
     pub fn incomplete_bars(&self) -> [(Timeframe, u64); 3] {
-        let [m5, m15, h1] = self.incomplete_bars;
-        [
-            (Timeframe::M5, m5),
-            (Timeframe::M15, m15),
-            (Timeframe::H1, h1),
-        ]
+        let [_, higher @ ..] = self.ladder();
+        let [a, b, c] = self.incomplete_bars;
+        [(higher[0], a), (higher[1], b), (higher[2], c)]
     }
 
     /// 1m candles accepted so far.
@@ -146,7 +173,7 @@ impl FeatureEngine {
         candle: Candle,
         row: &mut [f64; FEATURE_COUNT],
     ) -> MarketResult<Option<RowUpdate>> {
-        candle.validate(Timeframe::M1)?;
+        candle.validate(self.ladder()[0])?;
         self.update_row_validated(candle, row)
     }
 
@@ -163,8 +190,9 @@ impl FeatureEngine {
         };
         self.candles += 1;
         self.timeframes[0].update(&candle);
+        let ladder = self.ladder();
         for bar in &accepted.closed {
-            let index = Timeframe::ALL
+            let index = ladder
                 .iter()
                 .position(|&tf| tf == bar.timeframe)
                 .unwrap_or(0);
@@ -206,7 +234,7 @@ impl FeatureEngine {
         let ratio = match realized {
             Some(vol) => {
                 let mean = match self.vol_mean {
-                    Some(m) => m + VOL_MEAN_ALPHA * (vol - m),
+                    Some(m) => m + self.vol_mean_alpha() * (vol - m),
                     None => vol,
                 };
                 self.vol_mean = Some(mean);
@@ -485,6 +513,44 @@ mod tests {
         // Not state: a restored engine counts from zero.
         let restored = FeatureEngine::restore(&engine.snapshot().unwrap()).unwrap();
         assert_eq!(restored.incomplete_bars()[0], (Timeframe::M5, 0));
+    }
+
+    #[test]
+    fn an_hourly_engine_warms_up_on_its_ladder_and_streams_like_its_batch() {
+        let hours: Vec<Candle> = candles(24 * 60)
+            .into_iter()
+            .map(|c| Candle {
+                open_time_ms: c.open_time_ms * 60,
+                ..c
+            })
+            .collect();
+        let mut engine = FeatureEngine::with_base(Timeframe::H1).unwrap();
+        assert_eq!(
+            engine.update(candles(2)[1]).unwrap_err().code(),
+            "MISALIGNED_TIME"
+        );
+        let batch = engine.update_batch(&hours);
+        assert!(batch.rejected.is_empty());
+        assert!(
+            *batch.ready.last().unwrap(),
+            "60 days warm the daily timeframe"
+        );
+        let first_ready = batch.ready.iter().position(|&r| r).unwrap();
+        assert!(
+            first_ready > 24 * 30,
+            "ready after {first_ready} hours: the 1d indicators need ~34 days"
+        );
+        let mut streamed = FeatureEngine::with_base(Timeframe::H1).unwrap();
+        let last = hours
+            .iter()
+            .map(|&c| streamed.update(c).unwrap().unwrap())
+            .last()
+            .unwrap();
+        let rows = FeatureEngine::rows(&batch);
+        assert_eq!(rows.last().unwrap(), &last.values);
+        assert_eq!(engine.names()[FEATURE_COUNT - 1], "gap_hours");
+        let restored = FeatureEngine::restore(&engine.snapshot().unwrap()).unwrap();
+        assert_eq!(restored.ladder()[3], Timeframe::D1);
     }
 
     #[test]

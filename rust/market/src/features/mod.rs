@@ -6,4 +6,4 @@ mod names;
 mod timeframe;
 
 pub use engine::{FeatureEngine, FeatureVector, RowUpdate};
-pub use names::{feature_names, FEATURE_COUNT, FEATURE_VERSION, PER_TIMEFRAME};
+pub use names::{feature_names, feature_names_for, FEATURE_COUNT, FEATURE_VERSION, PER_TIMEFRAME};

@@ -2,6 +2,7 @@
 //! stores `FEATURE_VERSION` and the names, and any change to either bumps the version.
 
 use crate::candles::Timeframe;
+use crate::error::MarketResult;
 
 pub const FEATURE_VERSION: &str = "kstrade.features.v1";
 
@@ -51,16 +52,31 @@ pub const FEATURE_COUNT: usize = PER_TIMEFRAME.len() * 4 + GLOBAL.len();
 
 /// All names in vector order: `{tf}_{feature}` for 1m, 5m, 15m, 1h, then the global ones.
 pub fn feature_names() -> Vec<String> {
+    feature_names_for(Timeframe::M1).expect("1m is a base interval")
+}
+
+/// The names of an engine on `base` candles: the same values, named for its ladder. On a 1h
+/// base: `1h_`, `4h_`, `8h_`, `1d_` features, `ready_1h` .. `ready_1d`, and `gap_hours` (hours
+/// missing before the candle) for `gap_minutes`. A model's manifest holds these names, so a model
+/// trained on one base interval is refused features of another.
+pub fn feature_names_for(base: Timeframe) -> MarketResult<Vec<String>> {
+    let ladder = base.ladder()?;
     let mut names = Vec::with_capacity(FEATURE_COUNT);
-    for tf in Timeframe::ALL {
+    for tf in ladder {
         names.extend(
             PER_TIMEFRAME
                 .iter()
                 .map(|f| format!("{}_{}", tf.as_str(), f)),
         );
     }
-    names.extend(GLOBAL.iter().map(|s| s.to_string()));
-    names
+    names.extend(GLOBAL[..9].iter().map(|s| s.to_string()));
+    names.extend(ladder.iter().map(|tf| format!("ready_{}", tf.as_str())));
+    names.push(match base {
+        Timeframe::M1 => "gap_minutes".to_string(),
+        Timeframe::H1 => "gap_hours".to_string(),
+        other => format!("gap_{}_bars", other.as_str()),
+    });
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -74,5 +90,20 @@ mod tests {
         assert!(names.len() >= 50);
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());
+    }
+
+    #[test]
+    fn the_1m_names_are_the_template_and_the_1h_names_follow_the_ladder() {
+        let minute = feature_names();
+        assert_eq!(
+            &minute[4 * PER_TIMEFRAME.len()..],
+            &GLOBAL.map(String::from)[..]
+        );
+        let hour = feature_names_for(Timeframe::H1).unwrap();
+        assert_eq!(hour.len(), FEATURE_COUNT);
+        assert_eq!(hour[0], "1h_log_return");
+        assert!(hour.contains(&"1d_rsi14".to_string()) && hour.contains(&"ready_8h".to_string()));
+        assert_eq!(hour.last().unwrap(), "gap_hours");
+        assert_ne!(minute, hour);
     }
 }
