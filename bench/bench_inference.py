@@ -25,6 +25,7 @@ from kstrade.bus import Bus, Record
 from kstrade.bus.topics import features_aggregated
 from kstrade.features import FEATURE_NAMES, FEATURE_VERSION
 from kstrade.inference import LoadedModel, session_options
+from kstrade.inference.manifest import manifest_paths
 from kstrade.inference.stage import TransformerInference
 from kstrade.schemas import Codec, FeatureVector
 
@@ -73,7 +74,7 @@ def test_model_call_latency(model: str, batch: int) -> None:
 
 def test_memory_of_the_loaded_models() -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    models = [LoadedModel.load(p.parent) for p in sorted(MODELS.glob("**/manifest.json"))]
+    models = [LoadedModel.load(p.parent) for p in manifest_paths(MODELS)]  # the 1m ones (not models/1h)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     sizes = sum((m.directory / m.manifest.file).stat().st_size for m in models)
     print(f"\n{len(models)} models, {sizes / 1e3:.0f} kB of ONNX, peak RSS grew by {(after - before) / 1e3:.1f} MB")

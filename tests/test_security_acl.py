@@ -38,7 +38,7 @@ def _reads(acls: list[Acl]) -> set[str]:
 def test_every_service_has_a_principal_and_the_stage_classes_are_the_services() -> None:
     assert set(acl.declared_stages()) == set(STAGES)
     by_service = acl.pipeline_acls(SYMBOLS)
-    assert set(by_service) == {*STAGES, "ingest", "operator"}
+    assert set(by_service) == {*STAGES, "ingest", "operator", "dashboard"}
     for service, acls in by_service.items():
         assert {a.principal for a in acls} == {f"User:kstrade-{service.replace('.', '-')}"}
 
@@ -66,21 +66,30 @@ def test_each_topic_has_one_writer_and_each_stage_reads_what_it_declares() -> No
     for topic, who in writers.items():
         if topic.startswith("dlq."):  # written by the stages that read it; not the observer, not ingest
             source = topic.removeprefix("dlq.")
-            readers = {s for s, acls in by_service.items() if source in _reads(acls) and s not in ("metrics", "ingest")}
+            readers = {
+                s
+                for s, acls in by_service.items()
+                if source in _reads(acls) and s not in ("metrics", "ingest", "dashboard")
+            }
             assert who == readers, (topic, who)
         else:
             assert len(who) == 1 or topic in SHARED, (topic, who)
     assert writers["dlq.market.candles.BTC-USD.1m"] == {"features", "signals", "execution"}
     assert writers[METRICS_ALERTS] == {"ingest", *STAGES}  # every service: its NO_PROGRESS, at least
-    assert writers[CONTROL_EXECUTION] == {"operator", "metrics"}  # the command line and the Telegram bot
+    # the command line, the Telegram bot and the dashboard's operator buttons
+    assert writers[CONTROL_EXECUTION] == {"operator", "metrics", "dashboard"}
     everything = {t for name in pipeline_topics(SYMBOLS) for t in (name, dlq_topic(name))}
     assert set(writers) <= everything  # nothing outside the catalogue
     # Every topic a stage reads has a writer (the observer also reads features.technical/multi_tf,
     # catalogue topics nothing writes today).
-    read = {t for s, acls in by_service.items() if s != "metrics" for t in _reads(acls) if not t.startswith("dlq.")}
+    # (The dashboard, an observer too, reads what it shows, from the same catalogue.)
+    observers = ("metrics", "dashboard")
+    read = {t for s, acls in by_service.items() if s not in observers for t in _reads(acls) if not t.startswith("dlq.")}
     assert read <= set(writers), read - set(writers)
+    assert _reads(by_service["dashboard"]) <= everything
+    assert _writes(by_service["dashboard"]) == {CONTROL_EXECUTION}
     for service, acls in by_service.items():
-        if service in ("ingest", "metrics", "operator"):
+        if service in ("ingest", "metrics", "operator", "dashboard"):
             continue
         stage = acl.declared_stages()[service]
         assert _reads(acls) == set(stage.inputs_for(SYMBOLS))
@@ -92,7 +101,8 @@ def test_each_topic_has_one_writer_and_each_stage_reads_what_it_declares() -> No
     assert Acl("User:kstrade-metrics", Resource.GROUP, "kstrade.features", Operation.DESCRIBE) in metrics
     for service, acls in by_service.items():  # the only group each may join is its own
         joins = {a.name for a in acls if a.resource is Resource.GROUP and a.operation is Operation.READ}
-        own = {"ingest": {"kstrade.ingest.resume."}, "operator": {"kstrade.operator."}}
+        own = {"ingest": {"kstrade.ingest.resume."}, "operator": {"kstrade.operator."},
+               "dashboard": {"kstrade.dashboard."}}  # fmt: skip
         assert joins == own.get(service, {f"kstrade.{service}"})
 
 
@@ -102,10 +112,20 @@ def test_no_cluster_rights_no_create_and_only_the_throwaway_groups_are_prefixes(
     assert {a.resource for a in every} == {Resource.TOPIC, Resource.GROUP}
     prefixed = [a for a in every if a.pattern is Pattern.PREFIXED]
     assert sorted(prefixed) == [
+        Acl("User:kstrade-dashboard", Resource.GROUP, "kstrade.dashboard.", Operation.READ, Pattern.PREFIXED),
         Acl("User:kstrade-ingest", Resource.GROUP, "kstrade.ingest.resume.", Operation.READ, Pattern.PREFIXED),
         Acl("User:kstrade-operator", Resource.GROUP, "kstrade.operator.", Operation.READ, Pattern.PREFIXED),
     ]
     assert not [a for a in every if "*" in a.name]
+
+
+def test_on_a_1h_base_the_stages_read_the_1h_candle_topics() -> None:
+    hourly = acl.pipeline_acls(SYMBOLS, base_interval="1h")
+    for service in ("features", "signals", "execution"):
+        reads = _reads(hourly[service])
+        assert "market.candles.BTC-USD.1h" in reads and "market.candles.BTC-USD.1m" not in reads, service
+        assert "dlq.market.candles.BTC-USD.1h" in _writes(hourly[service]), service
+    assert _reads(hourly["inference.lstm"]) == _reads(acl.pipeline_acls(SYMBOLS)["inference.lstm"])
 
 
 def test_a_new_symbol_changes_the_acls_with_the_topics() -> None:

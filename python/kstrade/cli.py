@@ -556,7 +556,9 @@ def _cmd_acl(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    by_service = acl.pipeline_acls(settings.symbols, lag_groups=settings.metrics.lag_groups)
+    by_service = acl.pipeline_acls(
+        settings.symbols, lag_groups=settings.metrics.lag_groups, base_interval=settings.base_interval
+    )
     if args.service is not None and args.service not in by_service:
         print(f"error: unknown service {args.service!r}: choose from {', '.join(sorted(by_service))}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """Progress bars for the commands that take a while (data synth, download and import, the broker's
-first fetch): rich, on stderr, and only where stderr is a terminal, so a log file, CI or a pipe
-gets none of their control codes.
+first fetch, train's epochs): rich, on stderr, and only where stderr is a terminal, so a log file,
+CI or a pipe gets none of their control codes.
 
 "A terminal" is rich's reading of stderr: a tty, or `TTY_COMPATIBLE=1` / `FORCE_COLOR` set (and
 `TTY_COMPATIBLE=0` turns the bars off on a tty).

@@ -100,7 +100,7 @@ class DeclaredStage(Protocol):
     name: ClassVar[str]
 
     @classmethod
-    def inputs_for(cls, symbols: Sequence[str]) -> Sequence[str] | str: ...
+    def inputs_for(cls, symbols: Sequence[str], base_interval: str = "1m") -> Sequence[str] | str: ...
 
     @classmethod
     def outputs_for(cls, symbols: Sequence[str]) -> Sequence[str]: ...
@@ -148,10 +148,12 @@ def topics_read(inputs: Sequence[str] | str, symbols: Sequence[str]) -> list[str
     return list(dict.fromkeys(inputs))
 
 
-def stage_acls(stage: type[DeclaredStage], symbols: Sequence[str], *, lag_groups: Iterable[str] = ()) -> list[Acl]:
-    """What the principal of `stage` needs, and nothing else."""
+def stage_acls(
+    stage: type[DeclaredStage], symbols: Sequence[str], *, lag_groups: Iterable[str] = (), base_interval: str = "1m"
+) -> list[Acl]:
+    """What the principal of `stage` needs, and nothing else (its candle topics: `base_interval`'s)."""
     user = principal(stage.name)
-    reads = topics_read(stage.inputs_for(symbols), symbols)
+    reads = topics_read(stage.inputs_for(symbols, base_interval), symbols)
     writes = [*stage.outputs_for(symbols), METRICS_ALERTS]  # NO_PROGRESS (kstrade.liveness)
     if getattr(stage, "writes_dead_letters", True):
         writes += [dlq_topic(t) for t in reads]
@@ -200,12 +202,15 @@ def dashboard_acls(symbols: Sequence[str], *, controls: bool = True) -> list[Acl
     return acls
 
 
-def pipeline_acls(symbols: Sequence[str], *, lag_groups: Iterable[str] = ()) -> dict[str, list[Acl]]:
-    """Every service's ACLs, by service name: ingest, the six stages and the operator."""
+def pipeline_acls(
+    symbols: Sequence[str], *, lag_groups: Iterable[str] = (), base_interval: str = "1m"
+) -> dict[str, list[Acl]]:
+    """Every service's ACLs, by service name: ingest, the six stages, the operator and the
+    dashboard; the stages read the candle topics of `base_interval`."""
     lag = list(lag_groups)
-    out = {INGEST: ingest_acls(symbols), OPERATOR: operator_acls()}
+    out = {INGEST: ingest_acls(symbols), OPERATOR: operator_acls(), DASHBOARD: dashboard_acls(symbols)}
     for name, stage in declared_stages().items():
-        out[name] = stage_acls(stage, symbols, lag_groups=lag if name == "metrics" else ())
+        out[name] = stage_acls(stage, symbols, lag_groups=lag if name == "metrics" else (), base_interval=base_interval)
     return out
 
 

@@ -274,8 +274,8 @@ class InferenceStage(Stage):
         return self.inputs_for(self.symbols)
 
     @classmethod
-    def inputs_for(cls, symbols: Sequence[str]) -> list[str]:
-        return [features_aggregated(s) for s in symbols]
+    def inputs_for(cls, symbols: Sequence[str], base_interval: str = "1m") -> list[str]:
+        return [features_aggregated(s) for s in symbols]  # the same topics on any base interval
 
     @classmethod
     def outputs_for(cls, symbols: Sequence[str]) -> list[str]:

@@ -197,8 +197,8 @@ class MetricsCollector(Stage):
         return self.inputs_for(())
 
     @classmethod
-    def inputs_for(cls, symbols: Sequence[str]) -> str:
-        return INPUTS
+    def inputs_for(cls, symbols: Sequence[str], base_interval: str = "1m") -> str:
+        return INPUTS  # every topic, whatever the base interval
 
     @classmethod
     def outputs_for(cls, symbols: Sequence[str]) -> list[str]:

@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,14 @@ import onnx
 import onnxruntime as ort
 import onnxscript
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from kstrade.features import FEATURE_NAMES, FEATURE_VERSION
 from kstrade.inference.manifest import MANIFEST_FORMAT, VERSION_DIGITS, Manifest, Scaler, SymbolScaler, sha256_of
 from kstrade.inference.runtime import REFERENCE_FILE, LoadedModel, session_options
 from kstrade.ingest import synthetic
+from kstrade.progress import ProgressBars
 from kstrade.training import dataset as ds
 from kstrade.training import evaluation as ev
 from kstrade.training import reevaluate
@@ -62,22 +64,6 @@ class TrainOptions:
     data_info: dict[str, Any] | None = None
 
 
-def _progress(items: int, label: str) -> Callable[[int], None]:
-    """A one-line progress bar on stderr (no dependency)."""
-    start = time.monotonic()
-
-    def tick(done: int) -> None:
-        width = 30
-        filled = width * done // max(items, 1)
-        rate = done / max(time.monotonic() - start, 1e-9)
-        sys.stderr.write(f"\r  {label:<28} [{'#' * filled}{'.' * (width - filled)}] {done}/{items} {rate:,.0f}/s")
-        if done >= items:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return tick
-
-
 def _batches(n: int, size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     order = torch.randperm(n, generator=generator)  # shuffling inside the training slice only
     for i in range(0, n, size):
@@ -103,26 +89,27 @@ def _fit(
     xvt = torch.from_numpy(xv)
     best: tuple[float, dict[str, torch.Tensor], int] | None = None
     history = []
-    for epoch in range(epochs):
-        model.train()
-        tick = _progress(len(x), f"{label} epoch {epoch + 1}/{epochs}")
-        done = 0
-        for idx in _batches(len(x), opts.batch_size, generator):
-            optimiser.zero_grad()
-            loss = loss_fn(model.logits(xt[idx]), yt[idx])  # type: ignore[operator]
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimiser.step()
-            done += len(idx)
-            if done == len(x) or (done // opts.batch_size) % 20 == 0:
-                tick(done)
-        model.eval()
-        with torch.no_grad():
-            pv = torch.cat([model(xvt[i : i + 4096]) for i in range(0, len(xv), 4096)]).numpy()
-        val = ev.log_loss(pv, yv)
-        history.append(round(val, 5))
-        if best is None or val < best[0]:
-            best = (val, {k: v.clone() for k, v in model.state_dict().items()}, epoch + 1)
+    columns = (TextColumn("  {task.description:<28}"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
+               TimeElapsedColumn(), TextColumn("{task.fields[validation]}"))  # fmt: skip
+    with ProgressBars(*columns) as bars:  # on a terminal only (`kstrade.progress`)
+        for epoch in range(epochs):
+            model.train()
+            task = bars.add(f"{label} epoch {epoch + 1}/{epochs}", total=len(x), validation="")
+            for idx in _batches(len(x), opts.batch_size, generator):
+                optimiser.zero_grad()
+                loss = loss_fn(model.logits(xt[idx]), yt[idx])  # type: ignore[operator]
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimiser.step()
+                bars.update(task, advance=len(idx))
+            model.eval()
+            with torch.no_grad():
+                pv = torch.cat([model(xvt[i : i + 4096]) for i in range(0, len(xv), 4096)]).numpy()
+            val = ev.log_loss(pv, yv)
+            bars.update(task, validation=f"validation log-loss {val:.4f}")
+            history.append(round(val, 5))
+            if best is None or val < best[0]:
+                best = (val, {k: v.clone() for k, v in model.state_dict().items()}, epoch + 1)
     assert best is not None
     model.load_state_dict(best[1])
     model.eval()
