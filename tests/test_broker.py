@@ -158,7 +158,8 @@ def test_broker_start_secure_gives_each_service_a_user_and_its_printed_steps_wor
         for path in [*(directory / "secrets").iterdir(), tls / "server.pem", tls / "ca.key", tls / "server.key"]:
             assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
         passwords = [p.read_text().strip() for p in (directory / "secrets").iterdir()]
-        assert len(passwords) == 9 and all(len(p) >= 20 for p in passwords)
+        # admin, ingest, the six stages, the operator and the dashboard
+        assert len(passwords) == 10 and all(len(p) >= 20 for p in passwords)
         assert not any(p in started.stdout + (directory / "cluster.json").read_text() for p in passwords)
 
         # The administrator's steps, in this process (a subprocess each costs seconds of imports).

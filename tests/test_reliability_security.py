@@ -208,7 +208,7 @@ def test_the_production_profile_and_the_derived_acls_are_in_place_over_sasl_ssl(
     applied = secure.applied
     expected = [a for acls in secure.acls.values() for a in acls]
     assert applied.returncode == 0, applied.stderr
-    principals = len(SERVICES) + 1  # the services and the operator (control.execution)
+    principals = len(SERVICES) + 2  # the services, the operator and the dashboard (control.execution)
     assert f"{len(expected)} ACL binding(s) in place for {principals} principal(s)" in applied.stdout
     assert secure.cluster.users["admin"] not in applied.stdout + applied.stderr
     everything = AclBindingFilter(

@@ -214,8 +214,8 @@ def secure_cluster(directory: Path, base_port: int, users: dict[str, str], nodes
 
 
 def service_users() -> list[str]:
-    """The SCRAM users of a pipeline: `admin`, one per service (`kstrade-features`, ...) and the
-    operator's (`kstrade-operator`), as `acl show` names their principals."""
+    """The SCRAM users of a pipeline: `admin`, one per service (`kstrade-features`, ...), the
+    operator's (`kstrade-operator`) and the dashboard's, as `acl show` names their principals."""
     from kstrade.bus import acl
     from kstrade.symbols import DEFAULT_SYMBOLS
 
