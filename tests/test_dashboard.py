@@ -29,7 +29,7 @@ import pytest
 from fastapi.testclient import TestClient
 from websockets.sync.client import connect
 
-from kstrade.app import RUN_AHEAD, RunOptions, _isolated, load_candles, pipeline_stages, warm_up
+from kstrade.app import RUN_AHEAD, Candles, RunOptions, _isolated, load_candles, pipeline_stages, warm_up
 from kstrade.bus import Bus, Record
 from kstrade.bus.topics import CONTROL_EXECUTION, EXECUTIONS, ORDERS_CONFIRMED, ORDERS_PENDING, PNL
 from kstrade.config import Settings, load
@@ -48,7 +48,7 @@ from kstrade.report import collect, headroom
 from kstrade.schemas import Candle, Codec, ControlCommand, Execution
 from kstrade.services import ensure_topics
 from kstrade.signals.decision import epoch_ns
-from kstrade.stage import Pipeline
+from kstrade.stage import Pipeline, PipelineStats
 
 TOKEN = "a-test-operator-token-0123456789"
 STATIC = Path(__file__).resolve().parents[1] / "python" / "kstrade" / "dashboard" / "static"
@@ -60,12 +60,15 @@ class Run:
     bus: Bus
     settings: Settings
     out: Path
+    stats: PipelineStats
+    candles: Candles
 
 
-def _embedded_run(out: Path) -> Run:
+def _embedded_run(out: Path, settings: Settings | None = None) -> Run:
     """`kstrade.app.run`'s pipeline on a bus this test holds: one SYNTHETIC day on the default
-    (planted-edge) market, state isolated in `out` as `run` isolates it."""
-    settings = load(None)
+    (planted-edge) market, state isolated in `out` as `run` isolates it (default settings, or
+    `settings`)."""
+    settings = settings or load(None)
     candles = load_candles(settings, RunOptions(out=out, days=1, live_view=False))
     settings = _isolated(settings, out)
     bus = Bus.memory()
@@ -76,7 +79,7 @@ def _embedded_run(out: Path) -> Run:
     pipeline.run(ReplaySource(candles.period))
     for stage in stages:
         stage.close()
-    return Run(bus, settings, out)
+    return Run(bus, settings, out, pipeline.stats, candles)
 
 
 @pytest.fixture(scope="module")

@@ -21,20 +21,18 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-from kstrade.app import BAR, RUN_AHEAD, RunOptions, _isolated, load_candles, pipeline_stages, warm_up
+from kstrade.app import BAR
 from kstrade.bus import Bus, Record, acl
 from kstrade.bus.topics import CONTROL_EXECUTION, METRICS_DRIFT, signals
 from kstrade.config import Settings, load
 from kstrade.dashboard.view import FOLLOWED_RE, REASONS_KEPT, DashboardView
 from kstrade.dashboard.web import DashboardServer, create_app
-from kstrade.ingest.replay import ReplaySource
 from kstrade.report import headroom, write_run_directory
 from kstrade.schemas import Candle, Codec, ModelDrift, Signal
 from kstrade.services import ensure_topics
 from kstrade.signals.decision import epoch_ns
-from kstrade.stage import Pipeline
 
-from .test_dashboard import CHROMIUM, _all, _Browser
+from .test_dashboard import CHROMIUM, _all, _Browser, _embedded_run
 
 REFERENCE = Path(__file__).resolve().parents[1] / "models" / "transformer" / "drift_reference.json"
 
@@ -55,22 +53,14 @@ def drift_run(tmp_path_factory: pytest.TempPathFactory) -> DriftRun:
     out = runs / "run-drift"
     base = load(None)
     settings = base.model_copy(update={"metrics": base.metrics.model_copy(update={"drift_reference": REFERENCE})})
-    candles = load_candles(settings, RunOptions(out=out, days=1, live_view=False))
-    settings = _isolated(settings, out)
-    bus = Bus.memory()
-    ensure_topics(bus, settings)
-    stages = pipeline_stages(settings, bus)
-    pipeline = Pipeline(bus, stages, ahead=list(RUN_AHEAD), chunk=1024, batched=True)
-    warm_up(stages, candles.history)
-    pipeline.run(ReplaySource(candles.period))
-    for stage in stages:
-        stage.close()
+    run = _embedded_run(out, settings)
+    bus, settings, candles = run.bus, run.settings, run.candles
     times: list[int] = candles.period["open_time_ms"].to_list()
     start = datetime.fromtimestamp(min(times) / 1000, UTC)
     end = datetime.fromtimestamp(max(times) / 1000, UTC)
     meta = {"data": candles.label, "symbols": settings.symbols, "start": start.isoformat(), "end": end.isoformat(),
             "candles": candles.period.height, "bus": "memory", "wall_seconds": 1.0}  # fmt: skip
-    write_run_directory(out, bus, pipeline.stats, meta, rules=settings.execution.guardrails, period=(start, end + BAR))
+    write_run_directory(out, bus, run.stats, meta, rules=settings.execution.guardrails, period=(start, end + BAR))
     return DriftRun(bus, settings, runs, out.name)
 
 

@@ -70,15 +70,17 @@ class PaperBroker:
         if not self.durable:
             self._unsaved = True  # written by `close`
             return
-        self._write(self.state_path, sync=True)
+        self._write(sync=True)
 
     def close(self) -> None:
         """Writes what a non-durable account has not written yet."""
-        if self._unsaved and self.state_path is not None:
-            self._write(self.state_path, sync=False)
+        if self._unsaved:
+            self._write(sync=False)
             self._unsaved = False
 
-    def _write(self, path: Path, *, sync: bool) -> None:
+    def _write(self, *, sync: bool) -> None:
+        path = self.state_path
+        assert path is not None  # only an account with a state file is written
         state = {
             "balance": self.balance, "prices": self.prices, "seq": self._seq,
             "positions": [{**asdict(o), "position": asdict(o.position)} for o in self.positions.values()],

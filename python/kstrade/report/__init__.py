@@ -20,6 +20,7 @@ import json
 import math
 import types
 import typing
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,11 +34,10 @@ from kstrade.bus.topics import EXECUTIONS, METRICS_ALERTS, ORDERS_CONFIRMED, ORD
 from kstrade.config import GuardrailSettings
 from kstrade.execution.guardrails import DailyLossGuard, MaxLossGuard
 from kstrade.report.calibration import calibrated_signals, reliability_of, wilson
-from kstrade.report.recorder import RunRecorder
+from kstrade.report.recorder import RunRecorder, reject_reason
 from kstrade.report.statistics import equity_frame, statistics, trades_frame
 from kstrade.report.svg import bar_chart, histogram, line_chart
 from kstrade.schemas import Alert, Codec, Execution, Message, Order, PnlEvent, Signal
-from kstrade.signals.aggregator import REJECT_REASON
 from kstrade.stage import PipelineStats
 
 
@@ -123,12 +123,8 @@ def _frame(rows: list[dict[str, Any]], sort: Sequence[str], model: type[Message]
     return frame.sort(keys).drop(["_partition", "_offset"])
 
 
-def _rejections(bus: Bus) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for record in _records(bus, signals("filtered"), "kstrade.report.rejections"):
-        reason = (record.header(REJECT_REASON) or b"UNSPECIFIED").decode("ascii", "replace")
-        counts[reason] = counts.get(reason, 0) + 1
-    return counts
+def _rejections(bus: Bus) -> Counter[str]:
+    return Counter(reject_reason(r) for r in _records(bus, signals("filtered"), "kstrade.report.rejections"))
 
 
 def _by_count(counts: Mapping[str, int]) -> dict[str, int]:

@@ -23,6 +23,11 @@ from kstrade.signals.aggregator import REJECT_REASON
 KEPT = (signals("final"), ORDERS_PENDING, ORDERS_CONFIRMED, EXECUTIONS, PNL, METRICS_ALERTS)
 
 
+def reject_reason(record: Record) -> str:
+    """The first reason a `signals.filtered` record gives (UNSPECIFIED where it gives none)."""
+    return (record.header(REJECT_REASON) or b"UNSPECIFIED").decode("ascii", "replace")
+
+
 class RunRecorder:
     """Reads the report's topics in group `kstrade.report`; `read` takes what is there now and
     commits it (so the bus may delete it), `close` leaves the group."""
@@ -49,8 +54,7 @@ class RunRecorder:
                 if topic == self._calibrated_topic:
                     calibrated.append(record)
                 elif topic == self._filtered_topic:
-                    reason = record.header(REJECT_REASON) or b"UNSPECIFIED"
-                    self.rejections[reason.decode("ascii", "replace")] += 1
+                    self.rejections[reject_reason(record)] += 1
                 else:
                     self.records[topic].append(record)
             if calibrated:
