@@ -313,6 +313,41 @@ def test_native_and_fastavro_agree_on_any_feature_vector(values: list[float], ve
 
 
 @given(
+    rows=st.integers(min_value=1, max_value=60),
+    width=st.integers(min_value=1, max_value=12),
+    data=st.data(),
+)
+@settings(max_examples=100, deadline=None)
+def test_feature_columns_encode_as_the_vectors_they_hold(rows: int, width: int, data: st.DataObject) -> None:
+    """The features stage's batch path writes each ready column of the engine's feature-major
+    matrix straight to bytes: the same bytes fastavro writes for that column as a vector."""
+    finite = st.floats(allow_nan=False, allow_infinity=False)
+    matrix = np.array(data.draw(st.lists(finite, min_size=rows * width, max_size=rows * width))).reshape(rows, width)
+    columns = data.draw(st.lists(st.integers(0, width - 1), max_size=width))
+    times = [1_767_225_600_000_000 + 60_000_000 * c for c in columns]
+    names = [f"f{i}" for i in range(rows)]
+    bodies = _native.encode_feature_columns("SOL-USD", "v2.1", names, matrix.tobytes(), columns, times)
+    python = Codec("feature_vector", engine="fastavro")
+    expected = [
+        python.encode(FeatureVector(timestamp=from_micros(t), symbol="SOL-USD", version="v2.1", names=names,
+                                    values=matrix[:, c].tolist()))
+        for c, t in zip(columns, times, strict=True)
+    ]  # fmt: skip
+    assert bodies == expected
+
+
+def test_feature_columns_refuse_a_non_finite_value_and_a_column_out_of_the_matrix() -> None:
+    matrix = np.array([[1.0, math.nan], [2.0, 3.0]])
+    with pytest.raises(CodecError, match=r"values\[0\]"):
+        _native.encode_feature_columns("BTC-USD", "v1", ["a", "b"], matrix.tobytes(), [1], [0])
+    assert len(_native.encode_feature_columns("BTC-USD", "v1", ["a", "b"], matrix.tobytes(), [0], [0])) == 1
+    with pytest.raises(CodecError, match="column 2 of a matrix 2 wide"):
+        _native.encode_feature_columns("BTC-USD", "v1", ["a", "b"], matrix.tobytes(), [2], [0])
+    with pytest.raises(CodecError, match="names x candles"):
+        _native.encode_feature_columns("BTC-USD", "v1", ["a", "b", "c"], matrix.tobytes(), [0], [0])
+
+
+@given(
     probability=st.floats(min_value=0, max_value=1),
     confidence=st.floats(min_value=0, max_value=1),
     direction=st.sampled_from(list(PredictedDirection)),

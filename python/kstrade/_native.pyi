@@ -191,6 +191,11 @@ def decode_feature_vector(
     data: bytes, *, version: int | None = None, topic: str | None = None, offset: int | None = None
 ) -> dict[str, Any]: ...
 def encode_feature_vectors(records: list[dict[str, Any]]) -> list[bytes]: ...
+def encode_feature_columns(
+    symbol: str, version: str, names: list[str], matrix: bytes, columns: list[int], timestamps_us: list[int]
+) -> list[bytes]:
+    """Bare Avro FeatureVector bodies of some columns of a feature-major float64 matrix."""
+
 def decode_feature_vectors(
     values: list[bytes],
     *,

@@ -48,13 +48,14 @@ from typing import Any
 
 import numpy as np
 
+import kstrade._native as _native
 from kstrade._native import Candle as NativeCandle
 from kstrade.bus import Batch, MessageError, Output, Record
 from kstrade.bus.runner import FUTURE_TIMESTAMP, future_message
 from kstrade.bus.topics import candles, features_aggregated
 from kstrade.codes import DeadLetter
 from kstrade.features.engine import BASE_INTERVAL_MS, FeatureEngine
-from kstrade.schemas import Candle, FeatureVector
+from kstrade.schemas import Candle, Codec, FeatureVector
 from kstrade.stage import Stage, save_state
 
 #: Fewer candles of one symbol than this in a poll go the record-at-a-time way (live, a poll is
@@ -331,8 +332,8 @@ class FeatureStage(Stage):
         )
         failed = {index: (code, message) for index, code, message in rejected}
         matrix = np.frombuffer(raw, dtype=np.float64).reshape(len(self._names), len(open_times))
-        codec = self.codec(FeatureVector)
-        pending: list[tuple[Record, dict[str, Any]]] = []
+        finite = np.all(np.isfinite(matrix), axis=0, keepdims=True)[0]  # per column
+        pending: list[tuple[Record, int, int]] = []  # (record, its matrix column, open time ms)
         j = 0
         for k, record in enumerate(records):
             bad = failed.get(k)
@@ -346,27 +347,39 @@ class FeatureStage(Stage):
             if j >= len(open_times) or open_times[j] != open_ms:
                 self.stats.duplicates += 1
                 continue
-            row, is_ready = j, ready[j]
+            column, is_ready = j, ready[j]
             j += 1
             if not is_ready:
                 self.stats.warming += 1
                 continue
-            vector = matrix[:, row]
-            if not np.isfinite(vector).all():
+            if not bool(finite[column]):
                 at = datetime.fromtimestamp(open_ms / 1000, UTC)
                 batch.reject(record, DeadLetter.NON_FINITE_FEATURE, f"{symbol} at {at}: a ready vector with NaN/inf")
                 continue
-            value = {"timestamp": open_ms * 1000, "symbol": symbol, "version": FeatureEngine.version,
-                     "names": self._names, "values": vector.tolist()}  # fmt: skip
-            pending.append((record, value))
+            pending.append((record, column, open_ms))
         if not pending:
             return []
         self.stats.emitted += len(pending)
         self.stats.per_symbol[symbol] = self.stats.per_symbol.get(symbol, 0) + len(pending)
         topic = features_aggregated(symbol)
-        encoded = codec.encode_values([value for _, value in pending])
+        codec = self.codec(FeatureVector)
         outs = []
-        for (record, _), data in zip(pending, encoded, strict=True):
+        for (record, _, _), data in zip(pending, self._encode(codec, symbol, raw, matrix, pending), strict=True):
             origin = self.origin_ns(record)
             outs.append(Output(topic, data, key=record.key, headers=codec.headers(origin, self.name), origin_ns=origin))
         return outs
+
+    def _encode(
+        self, codec: Codec, symbol: str, raw: bytes, matrix: np.ndarray, pending: list[tuple[Record, int, int]]
+    ) -> list[bytes]:
+        """The feature vectors' bodies: straight from the engine's matrix in one native call
+        when the codec writes the native Avro layout, else through the codec's values."""
+        if codec.native and codec.format == "avro":
+            columns = [column for _, column, _ in pending]
+            times_us = [open_ms * 1000 for _, _, open_ms in pending]
+            bodies = _native.encode_feature_columns(symbol, FeatureEngine.version, self._names, raw, columns, times_us)
+            return bodies if codec.wire == "bare" else [codec.frame(body) for body in bodies]
+        values = [{"timestamp": open_ms * 1000, "symbol": symbol, "version": FeatureEngine.version,
+                   "names": self._names, "values": matrix[:, column].tolist()}
+                  for _, column, open_ms in pending]  # fmt: skip
+        return codec.encode_values(values)

@@ -670,6 +670,77 @@ bindings!(
     decode_predictions
 );
 
+/// Bare Avro `FeatureVector` bodies for some columns of a feature-major matrix of float64
+/// (`matrix`: `names.len()` rows of one value per candle, as `FeatureEngine.update_batch` returns
+/// it): body `i` is column `columns[i]` at `timestamps_us[i]`. The same bytes as
+/// `encode_feature_vectors` of the equivalent dicts, without a dict or a float object per value,
+/// encoded with the GIL released. A non-finite value raises `CodecError`, as there.
+#[pyfunction]
+fn encode_feature_columns(
+    py: Python<'_>,
+    symbol: String,
+    version: String,
+    names: Vec<String>,
+    matrix: &[u8],
+    columns: Vec<usize>,
+    timestamps_us: Vec<i64>,
+) -> PyResult<Vec<Py<PyBytes>>> {
+    let rows = names.len();
+    let width = if rows == 0 {
+        0
+    } else {
+        matrix.len() / 8 / rows
+    };
+    if matrix.len() != rows * width * 8 || columns.len() != timestamps_us.len() {
+        return Err(invalid(
+            py,
+            FeatureVector::SCHEMA,
+            "values",
+            "the matrix is not names x candles of float64, or columns and timestamps differ in length".into(),
+        ));
+    }
+    if let Some(&c) = columns.iter().find(|&&c| c >= width) {
+        return Err(invalid(
+            py,
+            FeatureVector::SCHEMA,
+            "values",
+            format!("column {c} of a matrix {width} wide"),
+        ));
+    }
+    let value = |row: usize, column: usize| {
+        let at = (row * width + column) * 8;
+        f64::from_ne_bytes(matrix[at..at + 8].try_into().expect("8 bytes"))
+    };
+    let encoded = py
+        .detach(|| {
+            // One vector reused: only the time and the values change from column to column.
+            let mut vector = FeatureVector {
+                timestamp_us: 0,
+                symbol,
+                version,
+                names,
+                values: Vec::with_capacity(rows),
+            };
+            columns
+                .iter()
+                .zip(&timestamps_us)
+                .map(|(&column, &at)| {
+                    vector.timestamp_us = at;
+                    vector.values.clear();
+                    vector
+                        .values
+                        .extend((0..rows).map(|row| value(row, column)));
+                    codec::encode(&vector)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|e| err(py, e))?;
+    Ok(encoded
+        .iter()
+        .map(|b| PyBytes::new(py, b).unbind())
+        .collect())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("CodecError", py.get_type::<CodecError>())?;
@@ -702,6 +773,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_feature_vector, m)?)?;
     m.add_function(wrap_pyfunction!(decode_feature_vector, m)?)?;
     m.add_function(wrap_pyfunction!(encode_feature_vectors, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_feature_columns, m)?)?;
     m.add_function(wrap_pyfunction!(decode_feature_vectors, m)?)?;
     m.add_function(wrap_pyfunction!(encode_prediction, m)?)?;
     m.add_function(wrap_pyfunction!(decode_prediction, m)?)?;
