@@ -338,7 +338,7 @@ class Pipeline:
             if timed:
                 runner.send(timed)
                 runner.producer.flush()
-                runner.commit_progress()  # what on_time released from `retained` is now done
+                runner.progress()  # what on_time released from `retained` is now done
                 stats.produced[name] += len(timed)
                 polled += len(timed)  # new messages: another round is needed
         stats.rounds += 1  # (a counter: a round of the stages that run ahead may race with it)
@@ -400,6 +400,11 @@ class Pipeline:
         switch = sys.getswitchinterval()
         if pool is not None:
             sys.setswitchinterval(AHEAD_SWITCH_INTERVAL_S)
+        # The bus lives in this process, so a commit per batch would protect nothing: the stages
+        # commit once per chunk, before its records are deleted (the purge reads the commits).
+        on_request = self.bus.transport == "memory"
+        for runner in self.runners:
+            runner.commit_on_request = on_request
         try:
             instants = read()
             if self.ahead:
@@ -416,6 +421,7 @@ class Pipeline:
                         on_batch(batches)
                 if ahead is not None:
                     ahead.result()  # its exception, if any, is this run's
+                self._commit()
                 if on_chunk is not None:
                     on_chunk()
                 if self.keep is not None:
@@ -427,6 +433,14 @@ class Pipeline:
                 pool.shutdown(wait=True)
                 sys.setswitchinterval(switch)
             self._fence(self.ahead, everyone, None)
+            for runner in self.runners:
+                runner.commit_on_request = False
+
+    def _commit(self) -> None:
+        """Commit what every stage has handled (`StageRunner.commit_on_request`)."""
+        for runner in self.runners:
+            if runner.commit_pending:
+                runner.commit_progress()
 
     def _run_lockstep(self, source: Source, on_batch: Callable[[int], None] | None) -> int:
         source.clock = self.clock

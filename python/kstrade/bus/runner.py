@@ -209,6 +209,10 @@ class StageRunner:
         self.commit_interval_s = commit_interval_s
         #: Handled and delivered since the last commit (with a `commit_interval_s`).
         self.commit_pending = False
+        #: Commit only when `commit_progress` is called from outside: a replay on the memory bus
+        #: (`Pipeline.run`), where a commit per batch protects nothing (the bus lives in the
+        #: process) and only the purge between chunks reads the committed offsets.
+        self.commit_on_request = False
         self.future_limit = future_limit
         self.max_backwards_ns = max_backwards_ns
         #: Per (topic, partition), the newest origin_ns handled (with `future_limit`, live only).
@@ -256,7 +260,7 @@ class StageRunner:
             records.sort(key=_timestamp)  # stable: equal stamps keep the partition order
         result = BatchResult(polled=len(records))
         if not records:
-            if self.commit_pending:
+            if self.commit_pending and not self.commit_on_request:
                 self.commit_progress()  # quiet: the moment to commit costs nobody anything
             return result
         self.in_hand, self.in_hand_since = len(records), time.monotonic()
@@ -299,7 +303,7 @@ class StageRunner:
                     continue
             fresh.append(record)
         self._handle_fresh(fresh, result)
-        if (
+        if not self.commit_on_request and (
             self.commit_interval_s <= 0
             or self.committed_at is None
             or time.monotonic() - self.committed_at >= self.commit_interval_s
@@ -372,6 +376,15 @@ class StageRunner:
             print(f"bus: {exc}: left uncommitted (next batch or redelivery)", file=sys.stderr, flush=True)
         else:
             self.committed_at = time.monotonic()
+
+    def progress(self) -> None:
+        """What a batch or a tick handled is done: committed now, or (`commit_interval_s`,
+        `commit_on_request`) acknowledged now and committed later."""
+        if self.commit_on_request:
+            self._deliver_progress()
+            self.commit_pending = True
+        else:
+            self.commit_progress()
 
     def _deliver_progress(self) -> None:
         """Outputs and dead letters acknowledged: what was handled is delivered (a record that
