@@ -24,6 +24,7 @@ from kstrade.bus.topics import INTERVALS, METRICS_INGEST_HEALTH, candles
 from kstrade.clock import EventClock
 from kstrade.data import DATA_DIR
 from kstrade.features import Candle as NativeCandle
+from kstrade.ingest import replay
 from kstrade.ingest.health import HealthReport
 from kstrade.ingest.health import IngestHealth as SourceHealth
 from kstrade.ingest.replay import ReplaySource, Speed, eurusd_1h_candles, interval_of, read_candles
@@ -154,6 +155,27 @@ def test_replay_fills_all_four_timeframes_exactly(bus: Bus, unique: str) -> None
     produced = sum(expected(frame, i).height for i in INTERVALS)
     assert (last.source, last.candles_produced, last.missing_minutes) == ("replay", produced, 6)
     assert last.last_message_age_s is None and len({r.started for r in reports}) == 1
+
+
+@pytest.mark.parametrize("at_once", [1, 2, 5, 7])
+def test_a_replay_reading_its_rows_a_slice_at_a_time_writes_what_it_writes_from_all_of_them(
+    at_once: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source turns its frame into Python rows a slice at a time (bounded memory over a
+    year); an instant whose rows straddle two slices must come out whole, in the same order."""
+    frame = pl.concat([synthetic_minutes(s, 40, seed=i, drop=(3, 4, 17)) for i, s in enumerate(("BTC-USD", "ETH-USD"))])
+
+    def batches() -> list[list[tuple[str, bytes | None]]]:
+        source, out = ReplaySource(frame), []
+        while (batch := source.next_batch()) is not None:
+            out.append([(o.topic, o.value) for o in batch])
+        assert source.remaining == 0
+        return out
+
+    whole = batches()
+    monkeypatch.setattr(replay, "_ROWS_AT_ONCE", at_once)
+    assert batches() == whole
+    assert len(whole) == frame["timestamp"].n_unique()
 
 
 def _unreachable_bus() -> Bus:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -30,6 +31,8 @@ from kstrade.stage import Source
 log = logging.getLogger("kstrade.ingest")
 
 COLUMNS = ("open_time_ms", "symbol", "open", "high", "low", "close", "volume")
+#: Rows `ReplaySource` turns into Python tuples at a time.
+_ROWS_AT_ONCE = 20_000
 
 
 def read_candles(path: Path | str, symbol: str | None = None) -> pl.DataFrame:
@@ -153,7 +156,10 @@ class ReplaySource(Source):
         self.symbols = list(self._rollups)
         self._frame = frame
         self._times = frame.get_column("open_time_ms").to_numpy()
-        self._rows = frame.rows()
+        # The frame's rows as Python tuples, a slice at a time: all of them at once would hold
+        # ~300 bytes per candle for the whole replay (~470 MB for a year of 3 symbols).
+        self._rows: list[tuple[Any, ...]] = []
+        self._rows_from = 0  # the frame index of `_rows[0]`
         self._i = 0
         #: Instants per flush for `run_ingest`: every one when paced (latency), else 1000. Any
         #: number is safe: a restart rebuilds from the most lagging topic (`resume_points`).
@@ -163,20 +169,29 @@ class ReplaySource(Source):
 
     @property
     def remaining(self) -> int:
-        return len(self._rows) - self._i
+        return self._frame.height - self._i
+
+    def _rows_between(self, i: int, j: int) -> list[tuple[Any, ...]]:
+        """Rows `i` to `j` of the frame (i only grows from call to call)."""
+        end = self._rows_from + len(self._rows)
+        if j > end:
+            kept = self._rows[i - self._rows_from :]
+            self._rows = kept + self._frame.slice(end, max(_ROWS_AT_ONCE, j - end)).rows()
+            self._rows_from = i
+        return self._rows[i - self._rows_from : j - self._rows_from]
 
     def next_batch(self) -> list[Output] | None:
         if self._pending:
             out, self._pending = self._pending, []
             return out
-        if self._i >= len(self._rows):
+        n = len(self._times)
+        if self._i >= n:
             return None
         t = int(self._times[self._i])
         j = self._i
-        n = len(self._rows)
         while j < n and int(self._times[j]) == t:
             j += 1
-        rows = self._rows[self._i : j]
+        rows = self._rows_between(self._i, j)
         self._i = j
         close_ns = close_time_ns(t, self.interval)
         self._pace(close_ns)
