@@ -8,7 +8,11 @@ seconds yet every time-based rule (TTLs, grace periods, daily resets) sees the m
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Protocol
+
+#: The Unix epoch, for datetime <-> epoch-unit conversions (one definition for the package).
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Clock(Protocol):

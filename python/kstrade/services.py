@@ -63,29 +63,15 @@ def resolved_models_dir(settings: Settings) -> Path:
 
 
 def _lstm(settings: Settings, bus: Bus) -> Stage:
-    from kstrade.inference.stage import LSTMInference
+    from kstrade.inference.stage import LSTMInference, inference_stage
 
-    s = _models_dir(settings)
-    return LSTMInference(
-        s.inference.models_dir,
-        s.symbols,
-        reload_check_seconds=s.inference.reload_check_seconds,
-        state_dir=s.inference.state_dir,
-        base_interval=s.base_interval,
-    )
+    return inference_stage(LSTMInference, _models_dir(settings))
 
 
 def _transformer(settings: Settings, bus: Bus) -> Stage:
-    from kstrade.inference.stage import TransformerInference
+    from kstrade.inference.stage import TransformerInference, inference_stage
 
-    s = _models_dir(settings)
-    return TransformerInference(
-        s.inference.models_dir,
-        s.symbols,
-        reload_check_seconds=s.inference.reload_check_seconds,
-        state_dir=s.inference.state_dir,
-        base_interval=s.base_interval,
-    )
+    return inference_stage(TransformerInference, _models_dir(settings))
 
 
 def _metrics(settings: Settings, bus: Bus) -> Stage:

@@ -31,7 +31,7 @@ from kstrade.bus.topics import (
     candles,
     signals,
 )
-from kstrade.clock import EventClock
+from kstrade.clock import EPOCH, EventClock
 from kstrade.codes import ORDER_REJECTED_PREFIX, AlertCode, BrokerCode, DeadLetter, Drop, ExitReason
 from kstrade.config import ExecutionSettings, Settings, SymbolSettings
 from kstrade.execution.account import loss_to_stop
@@ -48,7 +48,6 @@ from kstrade.retry import Backoff
 from kstrade.schemas import Codec, MessageHeaders
 from kstrade.schemas.codec import HEADER_ENCODING, HEADER_ORIGIN_NS, HEADER_SCHEMA, HEADER_SCHEMA_VERSION, HEADER_STAGE
 from kstrade.schemas.models import (
-    EPOCH,
     EVERY_ACCOUNT,
     Alert,
     Candle,

@@ -26,12 +26,12 @@ import numpy as np
 
 from kstrade.bus import Batch, MessageError, Output, Record
 from kstrade.bus.topics import METRICS_ALERTS, PREDICTIONS_TRANSFORMER, features_aggregated, predictions_lstm
+from kstrade.clock import EPOCH
 from kstrade.codes import AlertCode, DeadLetter, ModelRefusal
 from kstrade.config import Settings
 from kstrade.inference.manifest import ModelRefused
 from kstrade.inference.runtime import LoadedModel
 from kstrade.schemas.models import (
-    EPOCH,
     Alert,
     FeatureVector,
     ModelType,
@@ -561,17 +561,19 @@ class TransformerInference(InferenceStage):
         return PREDICTIONS_TRANSFORMER
 
 
-def inference_stages(settings: Settings) -> list[InferenceStage]:
-    """Both inference stages as the configuration describes them (models directory, symbols,
-    reload cadence), for `Pipeline` or `run_service`."""
+def inference_stage(kind: type[InferenceStage], settings: Settings) -> InferenceStage:
+    """One inference stage as the configuration describes it (models directory, symbols, reload
+    cadence, checkpoints, base interval), for `Pipeline` or `run_service`."""
     s = settings.inference
-    return [
-        kind(
-            s.models_dir,
-            settings.symbols,
-            reload_check_seconds=s.reload_check_seconds,
-            state_dir=s.state_dir,
-            base_interval=settings.base_interval,
-        )
-        for kind in (LSTMInference, TransformerInference)
-    ]
+    return kind(
+        s.models_dir,
+        settings.symbols,
+        reload_check_seconds=s.reload_check_seconds,
+        state_dir=s.state_dir,
+        base_interval=settings.base_interval,
+    )
+
+
+def inference_stages(settings: Settings) -> list[InferenceStage]:
+    """Both inference stages as the configuration describes them (`inference_stage`)."""
+    return [inference_stage(kind, settings) for kind in (LSTMInference, TransformerInference)]

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,6 +36,7 @@ import orjson
 from pydantic import ValidationError
 
 import kstrade._native as _native
+from kstrade.clock import EPOCH
 from kstrade.codes import DeadLetter
 from kstrade.schemas.models import MODELS, FeatureVector, Message, PredictedDirection, Prediction
 from kstrade.schemas.registry import RegistryError, SchemaRefused
@@ -51,7 +52,6 @@ Format = Literal["avro", "json"]
 Engine = Literal["auto", "native", "fastavro"]
 Wire = Literal["bare", "confluent"]
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 # --- headers ------------------------------------------------------------------------------------

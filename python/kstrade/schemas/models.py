@@ -14,7 +14,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from kstrade.clock import EPOCH
 
 Interval = Literal["1m", "5m", "15m", "1h"]
 #: How many 1m candles make a candle of each interval.

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from kstrade.clock import EPOCH
 from kstrade.codes import FilterReason as FilterReason  # defined with the other codes; imported from here too
 from kstrade.config import SignalSettings, TierBands
-from kstrade.schemas.models import EPOCH, PredictedDirection, Signal, SignalDirection, SignalStage, Tier
+from kstrade.schemas.models import PredictedDirection, Signal, SignalDirection, SignalStage, Tier
 from kstrade.signals.boosters import (
     TF_ALIGNMENT,
     VOLATILITY_ADAPTIVE,
