@@ -41,7 +41,7 @@ from kstrade.bus.topics import (
 )
 from kstrade.config import load
 from kstrade.execution import ExecutionStage
-from kstrade.ingest.health import HealthReport, IngestHealth
+from kstrade.ingest.health import FeedHealth, HealthReport
 from kstrade.metrics import MetricsCollector
 from kstrade.schemas import Codec
 from kstrade.schemas.models import (
@@ -198,7 +198,7 @@ class Stack:
         lost = Alert(timestamp=self.at(131), severity=Severity.CRITICAL, code="INGEST_MINUTE_LOST",
                      source="ingest.coinbase.feed", message="a lost minute")  # fmt: skip
         self.send(METRICS_ALERTS, lost, 131, stage="ingest")
-        health = IngestHealth(last_message_ns=self.t0, reconnects=1, gaps_detected=1, gaps_backfilled=1,
+        health = FeedHealth(last_message_ns=self.t0, reconnects=1, gaps_detected=1, gaps_backfilled=1,
                               candles_produced=8, missing_minutes=2, lost_minutes=1)  # fmt: skip
         report = HealthReport(health, "coinbase", [SYMBOL]).output()
         self.producer.send(report.topic, report.value, key=report.key, headers=report.headers)

@@ -25,8 +25,8 @@ from kstrade.clock import EventClock
 from kstrade.data import DATA_DIR
 from kstrade.features import Candle as NativeCandle
 from kstrade.ingest import replay
+from kstrade.ingest.health import FeedHealth as SourceHealth
 from kstrade.ingest.health import HealthReport
-from kstrade.ingest.health import IngestHealth as SourceHealth
 from kstrade.ingest.replay import ReplaySource, Speed, eurusd_1h_candles, interval_of, read_candles
 from kstrade.ingest.resume import resume_points
 from kstrade.ingest.rollup import INTERVAL_MS, MultiTimeframeCandles

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kstrade.bus import Bus, Output, Record
 from kstrade.bus.topics import METRICS_ALERTS, METRICS_INGEST_HEALTH
 from kstrade.config import MetricsSettings
-from kstrade.ingest.health import HealthReport, IngestHealth
+from kstrade.ingest.health import FeedHealth, HealthReport
 from kstrade.metrics import MetricsCollector
 from kstrade.schemas import Alert, Codec, MessageHeaders
 from kstrade.schemas import models as messages
@@ -60,11 +60,11 @@ def test_health_reports_become_prometheus_series_and_a_stale_feed_alerts(bus: Bu
     make_topic(bus, METRICS_INGEST_HEALTH)
     # Source names of this test only: the Kafka broker is shared with other tests.
     live, replay = f"coinbase-{uuid.uuid4().hex[:8]}", f"replay-{uuid.uuid4().hex[:8]}"
-    feed = IngestHealth(reconnects=2, gaps_detected=3, gaps_backfilled=3, backfilled_candles=61,
+    feed = FeedHealth(reconnects=2, gaps_detected=3, gaps_backfilled=3, backfilled_candles=61,
                         candles_produced=80, messages=1200, rate_limited=1, cross_check_mismatches=1,
                         missing_minutes=7, lost_minutes=2)  # fmt: skip
     feed_report = HealthReport(feed, live, ["BTC-USD", "ETH-USD"])
-    replayed = HealthReport(IngestHealth(candles_produced=500, missing_minutes=4), replay, ["EURUSD"])
+    replayed = HealthReport(FeedHealth(candles_produced=500, missing_minutes=4), replay, ["EURUSD"])
     reported_ns = time.time_ns()
     feed.last_message_ns = reported_ns - 2 * NS  # silent for 2 s when it reports
     _send(bus, [feed_report.output(), replayed.output()])
@@ -119,7 +119,7 @@ def test_health_reports_become_prometheus_series_and_a_stale_feed_alerts(bus: Bu
     assert values[("kstrade_alerts_total", (("code", "INGEST_FEED_STALE"), ("severity", "CRITICAL")))] >= 1
 
     # A restarted ingest (new `started`) reports from zero; the feed is fresh again: resolved.
-    restarted = IngestHealth(reconnects=0, candles_produced=3)
+    restarted = FeedHealth(reconnects=0, candles_produced=3)
     restarted.last_message_ns = time.time_ns()
     _send(bus, [HealthReport(restarted, live, ["BTC-USD", "ETH-USD"]).output()])
     take(1)
@@ -137,7 +137,7 @@ def test_a_feed_whose_reports_stop_goes_stale() -> None:
     # collector ages the last report by its own clock.
     bus = Bus.memory()
     make_topic(bus, METRICS_INGEST_HEALTH)
-    health = IngestHealth(last_message_ns=time.time_ns())
+    health = FeedHealth(last_message_ns=time.time_ns())
     _send(bus, [HealthReport(health, "coinbase", ["BTC-USD"]).output()])
     collector = MetricsCollector(MetricsSettings(ingest_feed_stale_s=60, prometheus_port=0, database_url=""))
     consumer = bus.consumer("m")
@@ -157,7 +157,7 @@ def test_a_report_from_an_ingest_still_writing_v1_is_read_with_no_lost_minutes()
     series at 0 beside them."""
     bus = Bus.memory()
     make_topic(bus, METRICS_INGEST_HEALTH)
-    report = HealthReport(IngestHealth(candles_produced=9, missing_minutes=3), "coinbase", ["BTC-USD"])
+    report = HealthReport(FeedHealth(candles_produced=9, missing_minutes=3), "coinbase", ["BTC-USD"])
     now = time.time_ns()
     v1 = report.message(now).model_dump(exclude={"lost_minutes"})
     body = io.BytesIO()

@@ -24,7 +24,7 @@ from kstrade.bus.topics import (
     signals,
 )
 from kstrade.config import MetricsSettings
-from kstrade.ingest.health import HealthReport, IngestHealth
+from kstrade.ingest.health import FeedHealth, HealthReport
 from kstrade.metrics import DriftReference, FeatureReference, MetricsCollector
 from kstrade.metrics.storage import MetricsStore
 from kstrade.schemas import Candle, Codec, FeatureVector, PnlEvent, Prediction, Signal
@@ -71,7 +71,7 @@ def _feed(bus: Bus) -> None:
     producer.send(PNL, nc.encode(e), key=b"BTC-USD", headers=nc.headers(origin, "execution"))
     producer.send(dlq_topic(PNL), b"bad", key=None)
     producer.send(PNL, b"not a pnl event", key=None)  # unreadable: counted and skipped
-    health = IngestHealth(last_message_ns=origin, reconnects=1, gaps_detected=1, gaps_backfilled=1, candles_produced=8)
+    health = FeedHealth(last_message_ns=origin, reconnects=1, gaps_detected=1, gaps_backfilled=1, candles_produced=8)
     report = HealthReport(health, "coinbase", ["BTC-USD"]).output()
     producer.send(report.topic, report.value, key=report.key, headers=report.headers)
     producer.flush()

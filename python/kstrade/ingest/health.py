@@ -1,7 +1,7 @@
 """Ingest health counters, exposed for the metrics collector: how fresh the feed is, how often it
 reconnected, which gaps it found and filled, and how many candles it produced.
 
-`HealthReport` turns them into `IngestHealth` messages on `metrics.ingest_health` (keyed by
+`HealthReport` turns a source's `FeedHealth` into `IngestHealth` messages on `metrics.ingest_health` (keyed by
 source), which the ingest service publishes every few seconds of wall time and at shutdown.
 """
 
@@ -22,8 +22,9 @@ STAGE = "ingest"
 
 
 @dataclass
-class IngestHealth:
-    """Counters since start. `snapshot()` is what the metrics collector reads."""
+class FeedHealth:
+    """One ingest source's counters since start (the process side; the message it becomes on
+    metrics.ingest_health is `schemas.models.IngestHealth`)."""
 
     #: Wall time (ns) of the last message from the exchange (any channel, heartbeats included).
     last_message_ns: int = 0
@@ -64,7 +65,7 @@ class IngestHealth:
 
 
 #: The counters a message carries: every field but the raw timestamp (sent as an age instead).
-COUNTERS = tuple(f.name for f in fields(IngestHealth) if f.name != "last_message_ns")
+COUNTERS = tuple(f.name for f in fields(FeedHealth) if f.name != "last_message_ns")
 
 
 class HealthReport:
@@ -72,9 +73,7 @@ class HealthReport:
     seconds of wall time. `started` travels with every message, so the collector can tell a
     restarted process (counters from zero again) from counters going backwards."""
 
-    def __init__(
-        self, health: IngestHealth, source: str, symbols: list[str], *, every_s: float = HEALTH_EVERY_S
-    ) -> None:
+    def __init__(self, health: FeedHealth, source: str, symbols: list[str], *, every_s: float = HEALTH_EVERY_S) -> None:
         self.health = health
         self.source = source
         self.symbols = list(symbols)

@@ -22,7 +22,7 @@ from kstrade.bus.topics import INTERVALS
 from kstrade.clock import Clock, EventClock, WallClock
 from kstrade.data import eurusd_1h
 from kstrade.features import Candle as NativeCandle
-from kstrade.ingest.health import IngestHealth
+from kstrade.ingest.health import FeedHealth
 from kstrade.ingest.resume import ResumePoint
 from kstrade.ingest.rollup import INTERVAL_MS, MultiTimeframeCandles, close_time_ns
 from kstrade.schemas import Candle, Codec
@@ -115,7 +115,7 @@ class ReplaySource(Source):
         speed: Speed | None = None,
         resume: Mapping[str, ResumePoint] | None = None,
         source: str = "replay",
-        health: IngestHealth | None = None,
+        health: FeedHealth | None = None,
         pacer: Clock | None = None,
     ) -> None:
         super().__init__()
@@ -125,7 +125,7 @@ class ReplaySource(Source):
         self.interval = interval
         self.speed = speed or Speed()
         self.pacer = pacer or WallClock()
-        self.health = health or IngestHealth()
+        self.health = health or FeedHealth()
         self.source = source
         self.source_name = source  # the key of its health on metrics.ingest_health
         resume = resume or {}

@@ -21,7 +21,7 @@ from kstrade.bus.topics import INTERVALS, candles
 from kstrade.codes import MarketCode
 from kstrade.features import Candle as NativeCandle
 from kstrade.features import CandleAggregator, ClosedBar
-from kstrade.ingest.health import IngestHealth
+from kstrade.ingest.health import FeedHealth
 from kstrade.schemas import Candle, CandleOrigin, Codec
 from kstrade.schemas.codec import HEADER_ORIGIN_NS
 
@@ -72,7 +72,7 @@ class MultiTimeframeCandles:
 
     symbol: str
     source: str
-    health: IngestHealth = field(default_factory=IngestHealth)
+    health: FeedHealth = field(default_factory=FeedHealth)
     resume_after: dict[str, int] = field(default_factory=dict)
     codec: Codec = field(default_factory=lambda: Codec(Candle))
     #: Told of every higher bar emitted (the live feed cross-checks 5m bars with it).

@@ -21,7 +21,7 @@ from kstrade.bus import Bus, BusError
 from kstrade.bus.runner import deliver
 from kstrade.bus.topics import INTERVALS, METRICS_ALERTS, METRICS_INGEST_HEALTH, TopicSpec, candles, create_all
 from kstrade.codes import BusCode
-from kstrade.ingest.health import HEALTH_EVERY_S, HealthReport, IngestHealth
+from kstrade.ingest.health import HEALTH_EVERY_S, FeedHealth, HealthReport
 from kstrade.stage import Source
 
 log = logging.getLogger("kstrade.ingest")
@@ -37,7 +37,7 @@ def ensure_candle_topics(bus: Bus, symbols: Iterable[str], replication_factor: i
 def health_report(source: Source, every_s: float = HEALTH_EVERY_S) -> HealthReport | None:
     """The health report of a source that keeps `health` (the Coinbase feed and the replay)."""
     health = getattr(source, "health", None)
-    if not isinstance(health, IngestHealth):
+    if not isinstance(health, FeedHealth):
         return None
     return HealthReport(
         health, str(getattr(source, "source_name", source.name)), list(getattr(source, "symbols", [])), every_s=every_s

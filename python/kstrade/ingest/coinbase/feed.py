@@ -48,7 +48,7 @@ from kstrade.ingest.coinbase.messages import (
 )
 from kstrade.ingest.coinbase.minutes import MINUTE_MS, LiveMinutes, Window, minute_of, window_text
 from kstrade.ingest.coinbase.rest import CandlesRest
-from kstrade.ingest.health import IngestHealth
+from kstrade.ingest.health import FeedHealth
 from kstrade.ingest.resume import ResumePoint
 from kstrade.ingest.rollup import MultiTimeframeCandles, close_time_ns
 from kstrade.retry import Backoff
@@ -78,13 +78,13 @@ class CoinbaseFeed:
         *,
         resume: Mapping[str, ResumePoint] | None = None,
         clock: Clock | None = None,
-        health: IngestHealth | None = None,
+        health: FeedHealth | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.products = products
         self.settings = settings
         self.clock = clock or WallClock()  # market time: minute closes and backfill due dates
-        self.health = health or IngestHealth()
+        self.health = health or FeedHealth()
         self.rng = rng or random.Random()
         self.out: queue.Queue[tuple[str, list[tuple[NativeCandle, CandleOrigin]]]] = queue.Queue()
         #: (product, minute open time) of minutes found LOST (`LiveMinutes`), for the source.
@@ -333,12 +333,12 @@ class CoinbaseSource(Source):
         *,
         resume: Mapping[str, ResumePoint] | None = None,
         clock: Clock | None = None,
-        health: IngestHealth | None = None,
+        health: FeedHealth | None = None,
         poll_s: float = 0.2,
     ) -> None:
         super().__init__()
         self.symbols = list(products)
-        self.health = health or IngestHealth()
+        self.health = health or FeedHealth()
         self.feed = CoinbaseFeed(products, settings, resume=resume, clock=clock, health=self.health)
         #: Cross-check mismatches to raise on metrics.alerts with the next batch.
         self._alerts: list[Output] = []

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 
 from kstrade.features import Candle as NativeCandle
 from kstrade.ingest.coinbase.messages import Trade
-from kstrade.ingest.health import IngestHealth
+from kstrade.ingest.health import FeedHealth
 from kstrade.schemas import CandleOrigin
 
 log = logging.getLogger("kstrade.ingest.coinbase")
@@ -89,12 +89,12 @@ class LiveMinutes:
         resume_after_ms: int | None,
         grace_ms: int = 5_000,
         rest_delay_ms: int = 5_000,
-        health: IngestHealth | None = None,
+        health: FeedHealth | None = None,
     ) -> None:
         self.product = product
         self.grace_ms = grace_ms
         self.rest_delay_ms = rest_delay_ms
-        self.health = health or IngestHealth()
+        self.health = health or FeedHealth()
         #: Open time of the newest candle handed out (or already on the topics).
         self.last_ms = resume_after_ms
         #: Newest minute built from trades (handed out or held), for spotting late trades.

@@ -16,7 +16,7 @@ import httpx
 
 from kstrade.clock import Clock, WallClock
 from kstrade.features import Candle as NativeCandle
-from kstrade.ingest.health import IngestHealth
+from kstrade.ingest.health import FeedHealth
 from kstrade.retry import Backoff, retry
 
 log = logging.getLogger("kstrade.ingest.coinbase")
@@ -45,12 +45,12 @@ class CandlesRest:
         backoff: Backoff | None = None,
         timeout_s: float = 10.0,
         clock: Clock | None = None,
-        health: IngestHealth | None = None,
+        health: FeedHealth | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.backoff = backoff or Backoff(initial=0.5, max_delay=10.0, attempts=6)
         self.clock = clock or WallClock()  # only for waiting, never for market time
-        self.health = health or IngestHealth()
+        self.health = health or FeedHealth()
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
 
     def close(self) -> None:
