@@ -686,11 +686,7 @@ fn encode_feature_columns(
     timestamps_us: Vec<i64>,
 ) -> PyResult<Vec<Py<PyBytes>>> {
     let rows = names.len();
-    let width = if rows == 0 {
-        0
-    } else {
-        matrix.len() / 8 / rows
-    };
+    let width = (matrix.len() / 8).checked_div(rows).unwrap_or(0);
     if matrix.len() != rows * width * 8 || columns.len() != timestamps_us.len() {
         return Err(invalid(
             py,
