@@ -18,6 +18,7 @@ pub mod embedded {
 }
 pub mod records;
 pub mod signal;
+pub mod signal_core;
 pub mod signal_plan;
 
 pub use avro::{Reader, Writer};
