@@ -6,9 +6,9 @@
 - `wire.read_signal` (the metrics collector's reader) gives the fields `Codec(Signal).decode`
   gives, and refuses exactly the bodies it refuses (values out of range, corrupted bytes);
 - `inputs` accepts a decoded value only when the pydantic model accepts it, with the same fields,
-  and reads `origin_ns` only from headers `Codec.decode_record` accepts;
-- `put_in_time_order` (market book, held offsets) keeps what the old min()/sorted() code kept, and
-  `retained()` is the lowest held offset per partition.
+  and reads `origin_ns` only from headers `Codec.decode_record` accepts.
+
+(The market book, the join and `retained()` live in the native core: tests/test_signals_core.py.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import io
 import itertools
 import math
 import random
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -29,9 +29,8 @@ from kstrade.config import BoosterSettings, SignalSettings, TierBands, Volatilit
 from kstrade.schemas import Candle, Codec, FeatureVector, Prediction, Signal
 from kstrade.schemas.codec import MessageHeaders, from_micros, to_micros
 from kstrade.schemas.models import PredictedDirection, SignalDirection, Tier
-from kstrade.signals import FilterReason, Platt, SignalAggregator, inputs, wire
+from kstrade.signals import FilterReason, Platt, inputs, wire
 from kstrade.signals.decision import CandleContext, ModelVote, decide, epoch_ns, plan_signals
-from kstrade.signals.join import MARKET_BACKLOG, MarketBook, put_in_time_order
 
 T0 = datetime(2026, 1, 5, 12, 0, 17, 123456, tzinfo=UTC)  # not on a minute: every micro counts
 CODEC = Codec(Signal)
@@ -387,86 +386,3 @@ def test_origin_ns_is_read_only_from_headers_the_full_decode_accepts() -> None:
         except Exception:
             expected = None
         assert reader.origin_ns(_Record(headers)) == expected, headers  # type: ignore[arg-type]
-
-
-# -- time-ordered books, held offsets ---------------------------------------------------------------
-def _old_put(book: OrderedDict[datetime, int], t: datetime, v: int, memory: int) -> None:
-    book[t] = v
-    while len(book) > memory:
-        del book[min(book)]
-
-
-def test_put_in_time_order_keeps_what_the_min_deletion_kept() -> None:
-    rng = random.Random(4)
-    for _ in range(200):
-        memory = rng.randint(1, 8)
-        old: OrderedDict[datetime, int] = OrderedDict()
-        new: dict[datetime, int] = {}
-        for j in range(60):
-            t = T0 + timedelta(minutes=j + rng.choice([0, 0, 0, -1, -3, -10, 2]))
-            dropped_before = dict(new)
-            dropped = put_in_time_order(new, t, j, memory)
-            _old_put(old, t, j, memory)
-            assert dict(old) == new and list(new) == sorted(new)
-            gone = [v for k, v in dropped_before.items() if k not in new] + ([j] if t not in new else [])
-            assert sorted(dropped) == sorted(gone)  # what it dropped, the new value itself included
-
-
-def test_market_book_answers_as_before() -> None:
-    rng = random.Random(5)
-    book = MarketBook(memory=6)
-    closes: OrderedDict[datetime, float] = OrderedDict()
-    for j in range(300):
-        t = T0 + timedelta(minutes=j + rng.choice([0, 0, -2, -7]))
-        book.add_close("X", t, float(j))
-        _old_put(closes, t, j, 6)  # type: ignore[arg-type]
-        probe = T0 + timedelta(minutes=j + rng.randint(-9, 2))
-        earlier = [k for k in closes if k < probe]
-        assert book.last_close_before("X", probe) == (closes[max(earlier)] if earlier else None)
-        assert book.close("X", probe) == closes.get(probe)
-    assert book.last_close_before("Y", T0) is None
-
-
-def test_retained_is_the_lowest_held_offset_per_partition() -> None:
-    rng = random.Random(6)
-    stage = SignalAggregator(["BTC-USD", "ETH-USD"])
-    for step in range(3000):
-        symbol = rng.choice(["BTC-USD", "ETH-USD"])
-        t = T0 + timedelta(minutes=step // 4 + rng.choice([0, 0, 0, -1, -5, -80]))
-        record = _Record([], topic=rng.choice(["a", "b"]), partition=rng.randint(0, 1), offset=rng.randint(0, 5000))
-        stage._hold((symbol, t), record)  # type: ignore[arg-type]
-        if rng.random() < 0.05:  # a decision: this candle and older ones of the symbol are done
-            stage.join.decided_through[symbol] = t
-            stage._decided(symbol, t)
-        held = stage._held.get(symbol, {})
-        assert list(held) == sorted(held) and len(held) <= MARKET_BACKLOG
-        low: dict[tuple[str, int], int] = {}
-        for positions in (p for h in stage._held.values() for p in h.values()):
-            for topic, partition, offset in positions:
-                low[(topic, partition)] = min(offset, low.get((topic, partition), offset))
-        assert stage.retained() == low
-
-
-def test_retained_is_the_lowest_held_offset_when_offsets_come_in_order_and_after_a_redelivery() -> None:
-    """The common case (each partition's records in offset order: the first held offset is the
-    lowest) and a rebalance's redelivery (an offset older than one held: then the full min)."""
-    rng = random.Random(8)
-    stage = SignalAggregator(["BTC-USD", "ETH-USD"])
-    next_offset: dict[tuple[str, int], int] = {}
-    for step in range(4000):
-        symbol = rng.choice(["BTC-USD", "ETH-USD"])
-        t = T0 + timedelta(minutes=step // 4 + rng.choice([0, 0, 0, -1, -5]))
-        tp = (rng.choice(["a", "b"]), rng.randint(0, 1))
-        offset = next_offset.get(tp, 0)
-        if step == 2500 and offset > 50:  # a redelivery: the partition is read again from earlier
-            offset -= 50
-        next_offset[tp] = offset + 1
-        stage._hold((symbol, t), _Record([], topic=tp[0], partition=tp[1], offset=offset))  # type: ignore[arg-type]
-        if rng.random() < 0.05:
-            stage.join.decided_through[symbol] = t
-            stage._decided(symbol, t)
-        low: dict[tuple[str, int], int] = {}
-        for positions in (p for h in stage._held.values() for p in h.values()):
-            for topic, partition, held in positions:
-                low[(topic, partition)] = min(held, low.get((topic, partition), held))
-        assert stage.retained() == low, step

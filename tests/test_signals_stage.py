@@ -217,7 +217,7 @@ def test_replay_joins_every_candle_once_and_accounts_for_every_rejection() -> No
         SignalStage.FILTERED, SignalStage.FINAL, SignalStage.FILTERED,
     ]  # fmt: skip
 
-    assert stage.join.stats.late == 1
+    assert stage.join_stats().late == 1
     assert stage.stats.decided == 24 and stage.stats.final == len(final)
     assert sum(stage.stats.rejected.values()) == len(filtered)
     dead = [r for r in records if r.topic.startswith("dlq.")]
@@ -286,7 +286,7 @@ def test_over_the_real_broker_at_most_one_final_per_candle(kafka_bootstrap: str,
     missing = [s for s, _ in final if s.ensemble_weights.get("transformer") == 0.0]
     assert [(s.symbol, s.timestamp) for s in missing] == [(symbols[1], start + timedelta(minutes=4))]
     # The repeats are counted, never used: as repeated if their candle still waited, else late.
-    assert stage.join.stats.repeated + stage.join.stats.late == 2
+    assert stage.join_stats().repeated + stage.join_stats().late == 2
 
 
 def test_over_the_real_broker_a_deadline_waits_until_every_input_on_the_bus_is_read(
@@ -318,16 +318,16 @@ def test_over_the_real_broker_a_deadline_waits_until_every_input_on_the_bus_is_r
 
     try:
         send([*feed.market(symbol, t0, 100.0, 0.5), feed.prediction("lstm", symbol, t0, PredictedDirection.UP, 0.8)])
-        read_until(lambda: (symbol, t0) in stage.join.pending and stage.market.close(symbol, t0) is not None)
+        read_until(lambda: stage.is_pending(symbol, t0) and stage.market_close(symbol, t0) is not None)
         send([feed.prediction("transformer", symbol, t0, PredictedDirection.UP, 0.7)])  # on the bus, not read
         time.sleep(0.5)  # past the deadline
         assert list(stage.on_time(stage.clock.now_ns())) == []  # the transformer is the next record
-        read_until(lambda: (symbol, t0) not in stage.join.pending)
+        read_until(lambda: not stage.is_pending(symbol, t0))
         # Then a candle whose transformer never comes: decided at its deadline, all being read.
         t1 = t0 + timedelta(minutes=1)
         send([*feed.market(symbol, t1, 101.0, 0.5), feed.prediction("lstm", symbol, t1, PredictedDirection.UP, 0.8)])
-        read_until(lambda: (symbol, t1) in stage.join.pending and stage.market.features(symbol, t1) is not None
-                   and stage.market.close(symbol, t1) is not None)  # fmt: skip
+        read_until(lambda: stage.is_pending(symbol, t1) and stage.market_features(symbol, t1) is not None
+                   and stage.market_close(symbol, t1) is not None)  # fmt: skip
         time.sleep(1.2)  # past the deadline, and past the runner's pause after its last "no"
         # As the service loop does: on_time every round until the lag probe says all is read
         # (a probe that times out on a loaded machine is a "no", asked again a second later).

@@ -1,10 +1,12 @@
 """The signals stage: predictions in, calibrated and tiered trading signals out.
 
-`SignalAggregator` is the stage; the pure logic sits beside it: `join` (per-candle join with a
-deadline), `ensemble` (class probabilities and weights), `calibration` (manifest calibrators and
-ECE), `boosters`, `reweighting` (weights from realized outcomes) and `decision` (tiers, levels,
-filters, signal ids); `wire` writes the signal bodies, and `native` does the decision and the
-writing in one call to the Rust core (the same bytes; the Python path stays for what it declines).
+`SignalAggregator` is the stage; its state (market book, per-candle join with a deadline, held
+offsets, open positions) is one native object, `kstrade._native.SignalCore`, and `join` states
+its rules and bounds. The pure logic sits beside it: `ensemble` (class probabilities and
+weights), `calibration` (manifest calibrators and ECE), `boosters`, `reweighting` (weights from
+realized outcomes) and `decision` (tiers, levels, filters, signal ids); `wire` writes the signal
+bodies, and `native` does the decision and the writing in one call to the Rust core (the same
+bytes; the Python path stays for what it declines).
 
 Per (symbol, candle time) the stage waits for every model type weighted > 0, the candle's 1m
 close (the entry) and its feature vector (ATR, alignment, volatility regime), up to

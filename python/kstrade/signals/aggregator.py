@@ -1,18 +1,29 @@
 """`SignalAggregator`: the signals stage. Reads predictions, 1m closes, feature vectors and the
 execution engine's fills and P&L; writes `signals.raw`, `signals.calibrated`, and then each
-signal either to `signals.final` or, with its reason code, to `signals.filtered`."""
+signal either to `signals.final` or, with its reason code, to `signals.filtered`.
+
+Its state (the market book, the prediction join, the inputs each undecided candle holds on the
+bus, the open positions) lives in one native object, `kstrade._native.SignalCore`: in a replay
+the stage runs instant by instant in lockstep with execution, and a record's Python cost was
+most of its time. A batch goes to the core in one call; the core reads the records it can
+(current, well-formed candles, vectors and predictions of their own topics) and decides the
+candles they complete. What it cannot take (anything malformed, of another schema version or
+wire format, on the wrong topic; fills and P&L; decisions the native planner declines) comes
+back here in order and takes the Python path, which judges, raises and dead-letters exactly as
+before and feeds what it read into the same core.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
 import kstrade._native as _native
-from kstrade.bus import MessageError, Output, Record
+from kstrade.bus import Batch, MessageError, Output, Record
 from kstrade.bus.topics import (
     EXECUTIONS,
     PNL,
@@ -23,34 +34,46 @@ from kstrade.bus.topics import (
     predictions_lstm,
     signals,
 )
+from kstrade.clock import EventClock
 from kstrade.codes import DeadLetter, FilterReason
 from kstrade.config import Settings, SignalSettings
 from kstrade.schemas import Candle, Execution, FeatureVector, PnlEvent, Prediction, Signal
-from kstrade.schemas.codec import from_micros
-from kstrade.schemas.models import OrderStatus, PredictedDirection
+from kstrade.schemas.codec import from_micros, to_micros
+from kstrade.schemas.models import INTERVAL_MINUTES, OrderStatus, PredictedDirection
 from kstrade.signals import inputs
 from kstrade.signals.calibration import Calibrator, calibrator_from_spec
-from kstrade.signals.decision import (
-    CandleContext,
-    Decision,
-    ModelVote,
-    SignalPlan,
-    calibrated_vote,
-    epoch_ns,
-    plan_signals,
-)
-from kstrade.signals.join import MARKET_BACKLOG, Key, MarketBook, OpenPositions, PredictionJoin, put_in_time_order
+from kstrade.signals.decision import CandleContext, Decision, ModelVote, calibrated_vote, epoch_ns, plan_signals
+from kstrade.signals.join import MARKET_BACKLOG, MARKET_MEMORY, JoinStats
 from kstrade.signals.native import planner
 from kstrade.signals.reweighting import OutcomeWeights
 from kstrade.signals.wire import encode_plan
 from kstrade.stage import Stage
 
 log = logging.getLogger(__name__)
+#: The join's warnings keep the logger they always had.
+join_log = logging.getLogger("kstrade.signals.join")
 
 #: Header on `signals.filtered` records: the first reason code (see `FilterReason`).
 REJECT_REASON = "reject_reason"
 #: Header on `signals.filtered` records: every reason that applied, comma-separated.
 REJECT_REASONS = "reject_reasons"
+
+
+#: Where a record that raises goes in a batch (`Batch.fail`).
+Fail = Callable[[Record, Exception], None]
+_DIRECTIONS = list(PredictedDirection)
+_DIRECTION_INDEX = {d: i for i, d in enumerate(_DIRECTIONS)}
+#: A candle for the Python path to decide (`SignalCore.feed`): symbol index, time (us), votes
+#: (model, version, direction index, probability, confidence), the wanted features' values (or
+#: None: no vector), close, last close before it, origin_ns, whether its position is open.
+CoreContext = tuple[
+    int, int, list[tuple[str, str, int, float, float]], list[float | None] | None, float | None, float | None, int, bool
+]
+
+
+def _spec(reader: inputs.FastReader) -> tuple[str, int, str]:
+    """The standard headers the core accepts for a reader's messages."""
+    return reader.schema_name, reader.version, reader.encoding
 
 
 @dataclass(slots=True)
@@ -91,21 +114,8 @@ class SignalAggregator(Stage):
             v: calibrator_from_spec(spec) for v, spec in self.settings.calibrators.items()
         }
         self.calibrators.update(calibrators or {})
-        required = {m for m, w in self.settings.weights.items() if w > 0}
-        self.market = MarketBook()
-        self.join = PredictionJoin(required, self.settings.join_deadline_ms * 1_000_000, self.market)
-        self.positions = OpenPositions()
         self.outcome_weights = OutcomeWeights(self.settings.weights, self.settings.reweighting)
         self.stats = SignalStats()
-        #: Where each undecided candle's inputs sit on the bus (candle, features, predictions):
-        #: never committed past until the candle is decided, so a crash redelivers them. Per
-        #: symbol, by candle time, in time order (see `put_in_time_order`).
-        self._held: dict[str, dict[datetime, list[tuple[str, int, int]]]] = {}
-        #: The same offsets as a multiset per (topic, partition): offset -> times held.
-        self._held_offsets: dict[tuple[str, int], dict[int, int]] = {}
-        #: The newest offset held per partition, and the partitions where an older one came after it.
-        self._newest_held: dict[tuple[str, int], int] = {}
-        self._unordered: set[tuple[str, int]] = set()
         self._lstm_topics = {predictions_lstm(s): s for s in self.symbols}
         self._candle_topics = {candles(s, base_interval): s for s in self.symbols}
         self._feature_topics = {features_aggregated(s): s for s in self.symbols}
@@ -121,6 +131,41 @@ class SignalAggregator(Stage):
         self._predictions = inputs.FastReader(self.codec(Prediction))
         #: The decision in one native call (None: only the Python path can decide here).
         self._planner = planner(self.settings, self.calibrators, self._wanted_features)
+        #: The core's symbols, by index (the configured ones, each once), and their record keys.
+        self._core_symbols = list(dict.fromkeys(self.symbols))
+        self._index = {symbol: i for i, symbol in enumerate(self._core_symbols)}
+        self._keys = [symbol.encode() for symbol in self._core_symbols]
+        self._codes: dict[int, list[str]] = {}
+        self.core = self._core()
+
+    def _core(self, *, native: bool = True) -> _native.SignalCore:
+        """The stage's state, and its per-record work where the native readers and planner can
+        do it. With outcome re-weighting the weights change with every close, which only the
+        Python path scores: candles are read and candles decided there. `native=False`: every
+        record read and every candle decided on the Python path (what the tests hold the
+        native path equal to)."""
+        reweighting = self.settings.reweighting.enabled
+        minutes = INTERVAL_MINUTES.get(self.base_interval)
+        candle_reader = None
+        if native and self._candles.enabled and minutes is not None and not reweighting:
+            candle_reader = (_spec(self._candles), self.base_interval, minutes)
+        plans = self._planner.native if native and self._planner is not None and not reweighting else None
+        symbols = self._core_symbols
+        return _native.SignalCore(
+            symbols=symbols,
+            required=sorted(m for m, w in self.settings.weights.items() if w > 0),
+            deadline_ns=self.settings.join_deadline_ms * 1_000_000,
+            memory=MARKET_MEMORY,
+            backlog=MARKET_BACKLOG,
+            planner=plans,
+            candle_topics=[candles(s, self.base_interval) for s in symbols],
+            feature_topics=[features_aggregated(s) for s in symbols],
+            lstm_topics=[predictions_lstm(s) for s in symbols],
+            transformer_topic=PREDICTIONS_TRANSFORMER,
+            candles=candle_reader,
+            features=(_spec(self._vectors), self._wanted_features) if native and self._picker is not None else None,
+            predictions=_spec(self._predictions) if native and self._predictions.enabled else None,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, calibrators: Mapping[str, Calibrator] | None = None) -> SignalAggregator:
@@ -148,97 +193,126 @@ class SignalAggregator(Stage):
 
     # -- records -----------------------------------------------------------------------------
     def retained(self) -> dict[tuple[str, int], int]:
-        """The lowest offset, per partition, of an input of a candle not yet decided."""
-        # A partition's records arrive in offset order, so its held offsets (a dict: insertion
-        # order) start with the lowest; only one that saw an offset come back (a redelivery
-        # after a rebalance) needs the full min().
-        unordered = self._unordered
-        return {
-            tp: min(offsets) if tp in unordered else next(iter(offsets))
-            for tp, offsets in self._held_offsets.items()
-            if offsets
-        }
-
-    def _hold(self, key: Key, record: Record) -> None:
-        symbol, timestamp = key
-        done = self.join.decided_through.get(symbol)
-        if done is not None and timestamp <= done:
-            return  # already decided: nothing to keep
-        held = self._held.get(symbol)
-        if held is None:
-            held = self._held[symbol] = {}
-        tp = (record.topic, record.partition)
-        offsets = self._held_offsets.get(tp)
-        if offsets is None:
-            offsets = self._held_offsets[tp] = {}
-        offset = record.offset
-        if offset < self._newest_held.get(tp, -1):
-            self._unordered.add(tp)
-        self._newest_held[tp] = max(offset, self._newest_held.get(tp, -1))
-        offsets[offset] = offsets.get(offset, 0) + 1
-        where = (record.topic, record.partition, record.offset)
-        positions = held.get(timestamp)
-        if positions is not None:
-            positions.append(where)
-        else:
-            # Bounded like the market book: every candle here is undecided, and is let go only
-            # beyond its backlog (a candle no model ever predicts: warm-up, a model down).
-            for dropped in put_in_time_order(held, timestamp, [where], MARKET_BACKLOG):
-                self._release(dropped)
-
-    def _decided(self, symbol: str, timestamp: datetime) -> None:
-        """A candle is decided: its inputs and those of the symbol's older candles are done."""
-        held = self._held.get(symbol)
-        while held and next(iter(held)) <= timestamp:
-            self._release(held.pop(next(iter(held))))
-
-    def _release(self, positions: list[tuple[str, int, int]]) -> None:
-        """Forget held inputs (their candle is decided or let go)."""
-        for topic, partition, offset in positions:
-            offsets = self._held_offsets[(topic, partition)]
-            n = offsets[offset] - 1
-            if n:
-                offsets[offset] = n
-            else:
-                del offsets[offset]
+        """The lowest offset, per partition, of an input of a candle not yet decided (the core
+        holds a candle's inputs from when it reads them until the candle or a newer one of the
+        symbol is decided; the runner never commits past them, so a crash redelivers them)."""
+        return self.core.retained()
 
     def handle(self, record: Record) -> Iterable[Output]:
+        return self._run([record], self.clock.now_ns(), None)
+
+    def handle_batch(self, batch: Batch) -> Iterable[Output]:
+        """The batch in one native call where it can (see `_run`). On the event clock the time
+        stands still through a batch; on any other, each record gets its own reading of it,
+        as `handle` would."""
+        if isinstance(self.clock, EventClock):
+            return self._run(batch.records, self.clock.now_ns(), batch.fail)
+        out: list[Output] = []
+        for record in batch.records:
+            out += self._run([record], self.clock.now_ns(), batch.fail)
+        return out
+
+    def _run(self, records: list[Record], now_ns: int, fail: Fail | None) -> list[Output]:
+        """`records` in order: the core reads and decides what it can, and stops at what only
+        the Python path can take (a record it does not read natively, or a candle the native
+        planner declines); that one is taken here, and the core goes on after it. A record that
+        raises goes to `fail` (the dead-letter topic), or the exception propagates (`handle`)."""
+        core = self.core
+        out: list[Output] = []
+        i, n = 0, len(records)
+        try:
+            while True:
+                i, decided, context = core.feed(records, i, now_ns)
+                if decided:
+                    out += self._planned(decided)
+                if context is not None:
+                    out += self._decide(context, now_ns)
+                elif i < n:
+                    record = records[i]
+                    i += 1
+                    try:
+                        self._read(record, now_ns)
+                    except Exception as exc:
+                        if fail is None:
+                            raise
+                        fail(record, exc)
+                else:
+                    return out
+        finally:
+            self._log_warnings()
+
+    def _read(self, record: Record, now_ns: int) -> None:
+        """The Python path of one record: read (or raise what it always raised), then fed to
+        the core, which decides what it completes on the next `feed`."""
         topic = record.topic
         if topic in self._lstm_topics or topic == PREDICTIONS_TRANSFORMER:
-            return self._prediction(record)
-        if topic in self._candle_topics:
+            self._prediction(record, now_ns)
+        elif topic in self._candle_topics:
             symbol, timestamp, interval, close = self._read_candle(record)
             self._check_symbol(symbol, self._candle_topics[topic], topic)
             if interval != self.base_interval:
                 raise MessageError(
                     DeadLetter.WRONG_INTERVAL, f"{topic}: a {interval} candle on the {self.base_interval} topic"
                 )
-            self.market.add_close(symbol, timestamp, close)
-            key = (symbol, timestamp)
-            self._hold(key, record)
+            at = to_micros(timestamp)
+            self.core.add_close(self._index[symbol], at, close, topic, record.partition, record.offset)
             self.outcome_weights.close(symbol, timestamp, close)
-            return self._decide_all(self.join.ready(key))
-        if topic in self._feature_topics:
+        elif topic in self._feature_topics:
             symbol, timestamp, features = self._read_features(record)
             self._check_symbol(symbol, self._feature_topics[topic], topic)
-            self.market.add_features(symbol, timestamp, features)
-            key = (symbol, timestamp)
-            self._hold(key, record)
-            return self._decide_all(self.join.ready(key))
-        if topic == EXECUTIONS:
+            values = [features.get(n) for n in self._wanted_features]
+            self.core.add_features(self._index[symbol], to_micros(timestamp), values, topic, record.partition,
+                                   record.offset)  # fmt: skip
+        elif topic == EXECUTIONS:
             fill = self.decode(record, Execution)
             if fill.symbol not in self._symbols:
                 raise MessageError(DeadLetter.UNKNOWN_SYMBOL, f"{topic}: symbol {fill.symbol!r} is not configured")
             if fill.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
-                self.positions.filled(fill.symbol, str(fill.signal_id))
-            return ()
-        if topic == PNL:
+                self.core.filled(self._index[fill.symbol], str(fill.signal_id))
+        elif topic == PNL:
             pnl = self.decode(record, PnlEvent)
             if pnl.symbol not in self._symbols:
                 raise MessageError(DeadLetter.UNKNOWN_SYMBOL, f"{topic}: symbol {pnl.symbol!r} is not configured")
-            self.positions.closed(str(pnl.signal_id))
-            return ()
-        raise MessageError(DeadLetter.UNEXPECTED_TOPIC, f"the signals stage does not read {topic}")
+            self.core.closed(str(pnl.signal_id))
+        else:
+            raise MessageError(DeadLetter.UNEXPECTED_TOPIC, f"the signals stage does not read {topic}")
+
+    def _log_warnings(self) -> None:
+        """What the core has to say, logged as the Python join and market book logged it."""
+        for kind, model, index, micros, count, n in self.core.take_warnings():
+            symbol, at = self._core_symbols[index], from_micros(micros).isoformat()
+            if kind == "late":
+                join_log.warning(
+                    "signals: %s prediction for %s at %s came after the symbol was decided through %s: not used",
+                    model, symbol, at, from_micros(count).isoformat(),
+                )  # fmt: skip
+            else:
+                join_log.warning(
+                    "signals: %s has %d candles not yet decided (the models are behind); forgetting the price "
+                    "of %s (%d so far)", symbol, count, at, n,
+                )  # fmt: skip
+
+    # -- what the core holds, for tests and views ---------------------------------------------
+    def join_stats(self) -> JoinStats:
+        late, repeated, ignored, _ = self.core.stats()
+        return JoinStats(late=late, repeated=repeated, ignored=ignored)
+
+    def is_pending(self, symbol: str, timestamp: datetime) -> bool:
+        """Whether a prediction of the candle is waiting for the rest of its inputs."""
+        return self.core.is_pending(self._index[symbol], to_micros(timestamp))
+
+    def market_close(self, symbol: str, timestamp: datetime) -> float | None:
+        return self.core.close(self._index[symbol], to_micros(timestamp))
+
+    def market_features(self, symbol: str, timestamp: datetime) -> dict[str, float] | None:
+        values = self.core.features(self._index[symbol], to_micros(timestamp))
+        if values is None:
+            return None
+        return {n: v for n, v in zip(self._wanted_features, values, strict=True) if v is not None}
+
+    def decided_through(self, symbol: str) -> datetime | None:
+        micros = self.core.decided_through(self._index[symbol])
+        return None if micros is None else from_micros(micros)
 
     # Inputs: the cheap native read when the record is a well-formed current message, else the
     # full decode, which raises what it always raised (see `kstrade.signals.inputs`).
@@ -287,7 +361,7 @@ class SignalAggregator(Stage):
         )
         return fields, self.origin_ns(record)
 
-    def _prediction(self, record: Record) -> list[Output]:
+    def _prediction(self, record: Record, now_ns: int) -> None:
         (symbol, timestamp, model_type, version, direction, probability, confidence), origin_ns = self._read_prediction(
             record
         )
@@ -299,12 +373,9 @@ class SignalAggregator(Stage):
             raise MessageError(DeadLetter.MODEL_TOPIC_MISMATCH, f"{record.topic}: a {model_type} prediction")
         elif symbol not in self._symbols:
             raise MessageError(DeadLetter.UNKNOWN_SYMBOL, f"{record.topic}: symbol {symbol!r} is not configured")
-        vote = ModelVote(model_type, version, direction, probability, confidence)
-        key = (symbol, timestamp)
-        keys = self.join.add(vote, symbol, timestamp, now_ns=self.clock.now_ns(), origin_ns=origin_ns)
-        if key in self.join.pending:
-            self._hold(key, record)
-        return self._decide_all(keys)
+        vote = (model_type, version, _DIRECTION_INDEX[direction], probability, confidence)
+        self.core.add_prediction(self._index[symbol], to_micros(timestamp), vote, now_ns, origin_ns, record.topic,
+                                 record.partition, record.offset)  # fmt: skip
 
     @staticmethod
     def _check_symbol(symbol: str, expected: str, topic: str) -> None:
@@ -317,49 +388,64 @@ class SignalAggregator(Stage):
         every input on the bus is read (`caught_up`): a deadline that passed while the cluster
         was away, or while this stage catches up after it, says nothing about a model being
         down, since its prediction (or the candle or vector) may be the next record."""
-        due = self.join.due(now_ns)
-        if not due or not self.caught_up():
+        if not self.core.has_due(now_ns) or not self.caught_up():
             return []
+        self.core.queue_due(now_ns)
+        return self._run([], now_ns, None)
+
+    def _planned(self, decided: list[tuple[int, bytes, bytes, bytes, int, int]]) -> list[Output]:
+        """The outputs of candles the core decided (and whose final signals it reserved)."""
         out: list[Output] = []
-        for key in due:
-            out += self._decide(key, now_ns)
+        for index, raw, calibrated, last, reasons, origin_ns in decided:
+            self.stats.decided += 1
+            out += self._written(index, (raw, calibrated, last), self._reason_codes(reasons), origin_ns)
         return out
 
-    def _decide_all(self, keys: list[Key]) -> list[Output]:
-        now_ns = self.clock.now_ns()
-        out: list[Output] = []
-        for key in keys:
-            out += self._decide(key, now_ns)
-        return out
+    def _reason_codes(self, bits: int) -> list[str]:
+        codes = self._codes.get(bits)
+        if codes is None:
+            codes = self._codes[bits] = [r.value for i, r in enumerate(FilterReason) if bits >> i & 1]
+        return codes
 
-    def _decide(self, key: Key, now_ns: int) -> list[Output]:
+    def _decide(self, context: CoreContext, now_ns: int) -> list[Output]:
+        """A candle only the Python path decides (see `kstrade.signals.native`)."""
+        index, micros, votes, values, close, last_close, origin_ns, position_open = context
+        symbol, timestamp = self._core_symbols[index], from_micros(micros)
         try:
-            return self._decide_candle(key, now_ns)
+            self.stats.decided += 1
+            features = None if values is None else {n: v for n, v in zip(self._wanted_features, values, strict=True)
+                                                     if v is not None}  # fmt: skip
+            candle = CandleContext(
+                symbol=symbol,
+                timestamp=timestamp,
+                votes={m: ModelVote(m, version, _DIRECTIONS[d], p, c) for m, version, d, p, c in votes},
+                features=features,
+                close=close,
+                last_close=last_close,
+            )
+            return self._decide_candle(index, candle, origin_ns, now_ns, position_open)
         except Exception:
             # Inputs were validated on the way in, so this is a bug, not bad input: the record
             # that happened to trigger the decision (or none, from on_time) is not to blame, and
             # the other candles must still be decided. Logged and counted, never silent.
             self.stats.errors += 1
-            log.exception("signals: deciding %s at %s failed", key[0], key[1].isoformat())
+            log.exception("signals: deciding %s at %s failed", symbol, timestamp.isoformat())
             return []
 
-    def _decide_candle(self, key: Key, now_ns: int) -> list[Output]:
-        context, origin_ns = self.join.take(key)
-        symbol, timestamp = key
-        self._decided(symbol, timestamp)
-        self.stats.decided += 1
+    def _decide_candle(
+        self, index: int, context: CandleContext, origin_ns: int, now_ns: int, position_open: bool
+    ) -> list[Output]:
         reweighting = self.settings.reweighting.enabled
-        position_open = self.positions.is_open(context.symbol, now_ns)
         weights = self.outcome_weights.weights() if reweighting else None
         if self._planner is not None:
             native = self._planner.plan(context, now_ns=now_ns, position_open=position_open, weights=weights)
             if native is not None:
                 if reweighting and context.close is not None:
                     self._reweigh(context)
+                if not native.reasons:
+                    self._reserve(index, context.timestamp, native.signal_id)
                 written = (native.raw, native.calibrated, native.last)
-                return self._written(
-                    context.symbol, context.timestamp, native.signal_id, written, native.reasons, origin_ns
-                )
+                return self._written(index, written, [r.value for r in native.reasons], origin_ns)
         plan = plan_signals(
             context,
             self.settings,
@@ -381,13 +467,19 @@ class SignalAggregator(Stage):
             self.stats.unpriced += 1
             # Never silent: the market book forgot the candle (a backlog beyond its bound) or
             # no close of the symbol was ever read.
-            log.warning("signals: %s at %s has no price (no close of it or before it): no signal", symbol,
-                        timestamp.isoformat())  # fmt: skip
+            log.warning("signals: %s at %s has no price (no close of it or before it): no signal", context.symbol,
+                        context.timestamp.isoformat())  # fmt: skip
             return []
         if bodies is not None:
-            return self._encoded_outputs(plan, bodies, origin_ns)
+            if not plan.reasons:
+                self._reserve(index, context.timestamp, str(plan.calibrated["signal_id"]))
+            return self._written(index, bodies, [r.value for r in plan.reasons], origin_ns)
         assert decision is not None
-        return self._outputs(decision, origin_ns)
+        return self._outputs(index, decision, origin_ns)
+
+    def _reserve(self, index: int, timestamp: datetime, signal_id: str) -> None:
+        """A final signal reserves its symbol's position until it expires."""
+        self.core.reserve(index, signal_id, epoch_ns(timestamp) + self.settings.ttl_seconds * 1_000_000_000)
 
     def _reweigh(self, context: CandleContext) -> None:
         """The candle's calibrated votes, for the outcome re-weighting to score once it closes."""
@@ -398,24 +490,12 @@ class SignalAggregator(Stage):
     def _headers(self, origin_ns: int) -> list[tuple[str, bytes]]:
         return self.codec(Signal).headers(origin_ns, self.name)
 
-    def _encoded_outputs(self, plan: SignalPlan, bodies: tuple[bytes, bytes, bytes], origin_ns: int) -> list[Output]:
-        """What `_outputs` gives for `plan.decision()`, from bodies `encode_plan` wrote."""
-        calibrated = plan.calibrated
-        symbol, timestamp, signal_id = calibrated["symbol"], calibrated["timestamp"], str(calibrated["signal_id"])
-        return self._written(symbol, timestamp, signal_id, bodies, plan.reasons, origin_ns)
-
     def _written(
-        self,
-        symbol: str,
-        timestamp: datetime,
-        signal_id: str,
-        bodies: tuple[bytes, bytes, bytes],
-        reasons: list[FilterReason],
-        origin_ns: int,
+        self, index: int, bodies: tuple[bytes, bytes, bytes], codes: list[str], origin_ns: int
     ) -> list[Output]:
         """The outputs of a decision whose bodies are written (raw, calibrated, then filtered or
-        final): a final signal reserves the symbol's position until it expires."""
-        key = symbol.encode()
+        final, by its reason codes: none, final); its position is reserved already."""
+        key = self._keys[index]
         codec = self.codec(Signal)
         if codec.wire != "bare":  # the bodies are bare Avro: behind the registry's wire header
             bodies = (codec.frame(bodies[0]), codec.frame(bodies[1]), codec.frame(bodies[2]))
@@ -423,13 +503,10 @@ class SignalAggregator(Stage):
             Output(self._topic_raw, bodies[0], key=key, headers=self._headers(origin_ns)),
             Output(self._topic_calibrated, bodies[1], key=key, headers=self._headers(origin_ns)),
         ]
-        if not reasons:
-            expires = epoch_ns(timestamp) + self.settings.ttl_seconds * 1_000_000_000
-            self.positions.reserve(symbol, signal_id, expires)
+        if not codes:
             self.stats.final += 1
             outs.append(Output(self._topic_final, bodies[2], key=key, headers=self._headers(origin_ns)))
         else:
-            codes = [r.value for r in reasons]
             self.stats.rejected[codes[0]] += 1
             headers = [
                 *self._headers(origin_ns),
@@ -439,7 +516,7 @@ class SignalAggregator(Stage):
             outs.append(Output(self._topic_filtered, bodies[2], key=key, headers=headers))
         return outs
 
-    def _outputs(self, decision: Decision, origin_ns: int) -> list[Output]:
+    def _outputs(self, index: int, decision: Decision, origin_ns: int) -> list[Output]:
         key = decision.raw.symbol.encode()
         outs = [
             self.emit(signals("raw"), decision.raw, key=key, origin_ns=origin_ns),
@@ -448,7 +525,7 @@ class SignalAggregator(Stage):
         if decision.final is not None:
             final = decision.final
             expires = epoch_ns(final.timestamp) + final.ttl_seconds * 1_000_000_000
-            self.positions.reserve(final.symbol, str(final.signal_id), expires)
+            self.core.reserve(index, str(final.signal_id), expires)
             self.stats.final += 1
             outs.append(self.emit(signals("final"), final, key=key, origin_ns=origin_ns))
         elif decision.rejected is not None:

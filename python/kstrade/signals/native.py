@@ -43,7 +43,8 @@ class NativePlanner:
     """A `SignalPlanner` for one stage's settings, calibrators and the features it reads."""
 
     def __init__(self, planner: Any, features: Sequence[str]) -> None:
-        self._planner = planner
+        #: The `_native.SignalPlanner` (the stage's `SignalCore` decides with it too).
+        self.native = planner
         self.features = list(features)
 
     def plan(
@@ -62,7 +63,7 @@ class NativePlanner:
         ]
         features = context.features
         values = None if features is None else [features.get(n) for n in self.features]
-        out = self._planner.plan(
+        out = self.native.plan(
             context.symbol,
             epoch_ns(context.timestamp) // 1000,
             votes,

@@ -100,7 +100,24 @@ struct HeaderSpan {
 }
 
 impl PyRecord {
-    fn header_list(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+    /// For the stages' native readers (`signal_core`): where the record sits and its value.
+    pub(crate) fn topic(&self) -> &Py<PyString> {
+        &self.topic
+    }
+
+    pub(crate) fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    pub(crate) fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    pub(crate) fn value(&self) -> Option<&Py<PyBytes>> {
+        self.value.as_ref()
+    }
+
+    pub(crate) fn header_list(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
         let bytes = &self.header_bytes;
         self.header_spans.iter().map(move |s| {
             let (a, b) = (s.name_start as usize, s.name_end as usize);

@@ -5,6 +5,7 @@
 mod bus;
 mod codec;
 mod market;
+mod signal_core;
 mod signals;
 
 use pyo3::prelude::*;
@@ -16,5 +17,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     codec::register(m)?;
     market::register(m)?;
     signals::register(m)?;
+    signal_core::register(m)?;
     Ok(())
 }

@@ -23,7 +23,7 @@ type CalibratorTuple = (String, String, f64, f64, Vec<f64>, Vec<f64>);
 
 #[pyclass(module = "kstrade._native", name = "SignalPlanner", frozen)]
 pub struct SignalPlanner {
-    settings: PlanSettings,
+    pub(crate) settings: PlanSettings,
 }
 
 #[pymethods]
