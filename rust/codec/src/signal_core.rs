@@ -650,18 +650,25 @@ fn in_datetime_range(micros: i64) -> bool {
     (MIN_MICROS..=MAX_MICROS).contains(&micros)
 }
 
-fn decode<T: AvroRecord>(body: &[u8]) -> Option<T> {
+/// The body as `Codec.decode_value` decodes a bare body of the headers' `version`.
+fn decode<T: AvroRecord>(body: &[u8], version: u32) -> Option<T> {
     let context = Context {
         topic: None,
         offset: None,
     };
-    std::panic::catch_unwind(|| crate::decode::<T>(body, None, &context).ok()).ok()?
+    std::panic::catch_unwind(|| crate::decode::<T>(body, Some(version), &context).ok()).ok()?
 }
 
-/// (symbol, time, close) of a bare current `Candle` body that `Candle` validates, of `interval`
-/// (lasting `minutes`): `inputs.candle` and the stage's interval check. None: the Python path.
-pub fn read_candle(body: &[u8], interval: &str, minutes: i32) -> Option<(String, i64, f64)> {
-    let c: Candle = decode(body)?;
+/// (symbol, time, close) of a bare `Candle` body of `version` that `Candle` validates, of
+/// `interval` (lasting `minutes`): `inputs.candle` and the stage's interval check. None: the
+/// Python path.
+pub fn read_candle(
+    body: &[u8],
+    version: u32,
+    interval: &str,
+    minutes: i32,
+) -> Option<(String, i64, f64)> {
+    let c: Candle = decode(body, version)?;
     let provenance = c.minutes.is_none_or(|m| (1..=minutes).contains(&m))
         && (c.origin.is_none() || interval == "1m");
     let ok = !c.symbol.is_empty()
@@ -676,10 +683,10 @@ pub fn read_candle(body: &[u8], interval: &str, minutes: i32) -> Option<(String,
     ok.then_some((c.symbol, c.timestamp_us, c.close))
 }
 
-/// A bare current `Prediction` body that `Prediction` validates (`inputs.prediction`): the
+/// A bare `Prediction` body of `version` that `Prediction` validates (`inputs.prediction`): the
 /// decoder already holds probability and confidence in [0, 1] and every double finite.
-pub fn read_prediction(body: &[u8]) -> Option<Prediction> {
-    let p: Prediction = decode(body)?;
+pub fn read_prediction(body: &[u8], version: u32) -> Option<Prediction> {
+    let p: Prediction = decode(body, version)?;
     let ok =
         !p.symbol.is_empty() && p.inference_time_ms >= 0.0 && in_datetime_range(p.timestamp_us);
     ok.then_some(p)
@@ -810,6 +817,90 @@ mod tests {
         assert!(c.is_open(0, 1_000));
         c.closed("s2");
         assert!(!c.is_open(0, 1_000));
+    }
+
+    #[test]
+    fn a_candle_or_prediction_is_read_only_when_its_model_would_take_it() {
+        let good = Candle {
+            timestamp_us: 60_000_000,
+            symbol: "BTC-USD".into(),
+            interval: "1m".into(),
+            open: 10.0,
+            high: 12.0,
+            low: 9.0,
+            close: 11.0,
+            volume: 1.0,
+            source: "t".into(),
+            minutes: Some(1),
+            origin: None,
+        };
+        let read = |c: &Candle| read_candle(&crate::encode(c).unwrap(), 2, "1m", 1);
+        assert_eq!(read(&good), Some(("BTC-USD".into(), 60_000_000, 11.0)));
+        let bad = [
+            Candle {
+                low: 10.5,
+                ..good.clone()
+            },
+            Candle {
+                high: 10.5,
+                ..good.clone()
+            },
+            Candle {
+                volume: -1.0,
+                ..good.clone()
+            },
+            Candle {
+                symbol: String::new(),
+                ..good.clone()
+            },
+            Candle {
+                interval: "5m".into(),
+                ..good.clone()
+            },
+            Candle {
+                minutes: Some(2),
+                ..good.clone()
+            },
+            Candle {
+                timestamp_us: MAX_MICROS + 1,
+                ..good.clone()
+            },
+        ];
+        for c in &bad {
+            assert_eq!(read(c), None, "{c:?}");
+        }
+        // A v2 body read as v1 leaves bytes over.
+        assert_eq!(
+            read_candle(&crate::encode(&good).unwrap(), 1, "1m", 1),
+            None
+        );
+
+        let p = Prediction {
+            timestamp_us: 60_000_000,
+            symbol: "BTC-USD".into(),
+            model_type: crate::ModelType::Lstm,
+            model_version: "a".into(),
+            direction: crate::Direction::Up,
+            probability: 0.7,
+            confidence: 0.6,
+            inference_time_ms: 0.3,
+        };
+        let read = |p: &Prediction| read_prediction(&crate::encode(p).unwrap(), 1);
+        assert_eq!(read(&p), Some(p.clone()));
+        assert_eq!(
+            read(&Prediction {
+                inference_time_ms: -0.1,
+                ..p.clone()
+            }),
+            None
+        );
+        assert_eq!(
+            read(&Prediction {
+                symbol: String::new(),
+                ..p.clone()
+            }),
+            None
+        );
     }
 
     #[test]

@@ -285,7 +285,7 @@ impl PySignalCore {
                 if core::origin_ns(headers(), spec).is_none() {
                     return false;
                 }
-                match core::read_candle(body, interval, *minutes) {
+                match core::read_candle(body, spec.version, interval, *minutes) {
                     Some((s, ts, close)) if s == core.symbols()[symbol] => {
                         core.add_close(symbol, ts, close, topic, partition, offset);
                         true
@@ -315,7 +315,7 @@ impl PySignalCore {
                 let Some(origin) = core::origin_ns(headers(), spec) else {
                     return false;
                 };
-                let Some(p) = core::read_prediction(body) else {
+                let Some(p) = core::read_prediction(body, spec.version) else {
                     return false;
                 };
                 let symbol = match input {
