@@ -22,9 +22,8 @@ use crate::records::{AvroRecord, Candle, Prediction};
 use crate::signal_plan::{self, PlanSettings, Vote};
 use crate::Context;
 
-/// Closes and feature values kept per symbol once decided (`join.MARKET_MEMORY`).
-pub const MARKET_MEMORY: usize = 64;
-/// Undecided candles kept per symbol before the oldest is forgotten (`join.MARKET_BACKLOG`).
+/// Candle times whose inputs are held per symbol before the oldest is let go: the books'
+/// backlog (`kstrade.signals.join.MARKET_BACKLOG`, which the stage passes for the books).
 pub const MARKET_BACKLOG: usize = 1440;
 /// The microseconds Python's `datetime` can hold (years 1 to 9999, UTC): a time outside them
 /// is not read here, so the Python path meets it and fails as it always did.
@@ -173,7 +172,7 @@ impl SignalCore {
 
     // -- inputs --------------------------------------------------------------------------------
 
-    /// A 1m close (`MarketBook.add_close`, then the held input, then the join's `ready`).
+    /// A 1m close: into the book, its record held, then the candle queued if complete.
     pub fn add_close(
         &mut self,
         symbol: usize,
@@ -188,7 +187,7 @@ impl SignalCore {
         self.ready(symbol, ts);
     }
 
-    /// The wanted features of a vector (`MarketBook.add_features`, hold, `ready`).
+    /// The wanted features of a vector: into the book, held, queued if complete.
     pub fn add_features(
         &mut self,
         symbol: usize,
@@ -203,7 +202,7 @@ impl SignalCore {
         self.ready(symbol, ts);
     }
 
-    /// A prediction (`PredictionJoin.add`); held while its candle is pending.
+    /// A prediction into the join; its record held while its candle is pending.
     #[allow(clippy::too_many_arguments)]
     pub fn add_prediction(
         &mut self,
@@ -251,7 +250,8 @@ impl SignalCore {
     }
 
     /// If the candle is complete, queue the symbol's older pending candles, oldest first, then
-    /// it: a symbol's candles are decided in time order (`PredictionJoin.ready`).
+    /// it: a symbol's candles are decided in time order (each model predicts a symbol's candles
+    /// in order, so once a newer candle is complete an older one's missing models are not coming).
     fn ready(&mut self, symbol: usize, ts: i64) {
         let state = &self.states[symbol];
         let complete = state.pending.get(&ts).is_some_and(|e| {
@@ -274,7 +274,7 @@ impl SignalCore {
     }
 
     /// Queue the candles whose deadline passed, with every older pending candle of the same
-    /// symbol, by (time, symbol name) (`PredictionJoin.due`).
+    /// symbol, by (time, symbol name).
     pub fn queue_due(&mut self, now_ns: i64) {
         let mut due: Vec<(i64, usize)> = Vec::new();
         for &symbol in &self.by_name {
@@ -291,7 +291,7 @@ impl SignalCore {
 
     // -- the market book -----------------------------------------------------------------------
 
-    /// `MarketBook._put`: a candle's close or features into the symbol's book, which keeps every
+    /// A candle's close or features into the symbol's book, which keeps every
     /// undecided candle up to `backlog` and decided ones while it holds fewer than `memory`.
     fn put(&mut self, symbol: usize, ts: i64, value: Book) {
         let (memory, backlog) = (self.memory, self.backlog);
@@ -416,7 +416,7 @@ impl SignalCore {
 
     // -- positions -----------------------------------------------------------------------------
 
-    /// A fill of `signal_id` (`OpenPositions.filled`).
+    /// A fill of `signal_id`: its symbol stays open until its P&L closes it.
     pub fn filled(&mut self, symbol: usize, signal_id: &str) {
         if let Some(previous) = self.filled.insert(signal_id.to_string(), symbol) {
             self.states[previous].filled -= 1;
@@ -432,19 +432,19 @@ impl SignalCore {
         }
     }
 
-    /// A P&L event closing `signal_id` (`OpenPositions.closed`).
+    /// A P&L event closing `signal_id`.
     pub fn closed(&mut self, signal_id: &str) {
         if let Some(symbol) = self.filled.remove(signal_id) {
             self.states[symbol].filled -= 1;
         }
     }
 
-    /// A final signal reserves its symbol until it expires (`OpenPositions.reserve`).
+    /// A final signal reserves its symbol until it expires (or is filled).
     pub fn reserve(&mut self, symbol: usize, signal_id: String, expires_ns: i64) {
         self.states[symbol].reserved = Some((signal_id, expires_ns));
     }
 
-    /// `OpenPositions.is_open`: a live reservation, or a fill not yet closed.
+    /// Whether the symbol is busy: a live reservation, or a fill not yet closed.
     fn is_open(&mut self, symbol: usize, now_ns: i64) -> bool {
         let state = &mut self.states[symbol];
         if let Some((_, expires)) = state.reserved {
@@ -469,7 +469,8 @@ impl SignalCore {
         }
     }
 
-    /// `PredictionJoin.take`, the aggregator's `_decided` and `is_open`, in that order.
+    /// Take a candle for its decision: out of the join, `decided_through` moved, its inputs (and
+    /// the symbol's older ones) released, and whether its position is open, in that order.
     fn take(&mut self, symbol: usize, ts: i64, now_ns: i64) -> Option<Taken> {
         let state = &mut self.states[symbol];
         let entry = state.pending.remove(&ts)?;
