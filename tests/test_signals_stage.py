@@ -386,13 +386,17 @@ def test_each_kind_of_bad_input_is_dead_lettered_with_its_code() -> None:
         feed.prediction("transformer", "ETH-USD", t, PredictedDirection.UP, 0.7),
         Output(features_aggregated("BTC-USD"), b"", key=b"BTC-USD", headers=wrong_symbol.headers),
     ]
+    # A prediction whose origin does not fit the 64 bits the join keeps times in.
+    fine = feed.prediction("lstm", "BTC-USD", t, PredictedDirection.UP, 0.7)
+    huge = [(n, str(2**64).encode() if n == "origin_ns" else v) for n, v in fine.headers]
+    bad.append(Output(fine.topic, fine.value, key=fine.key, headers=huge))
     feed.source = Replay([(minute(1), bad)])
     pipeline = Pipeline(bus, [stage])
     pipeline.run(feed.source)
     check = bus.consumer("check")
     check.subscribe_pattern(r"^dlq\.")
     codes = sorted(r.header("dlq.error.code") or b"" for r in check.poll(max_records=100, timeout=0.0))
-    assert codes == [b"SCHEMA_MISMATCH", b"SYMBOL_TOPIC_MISMATCH", b"UNKNOWN_SYMBOL", b"WRONG_INTERVAL"]
+    assert codes == [b"BAD_HEADER", b"SCHEMA_MISMATCH", b"SYMBOL_TOPIC_MISMATCH", b"UNKNOWN_SYMBOL", b"WRONG_INTERVAL"]
     assert stage.stats.decided == 0
 
 

@@ -185,9 +185,10 @@ _Spec = tuple[str, int, str]
 _Vote = tuple[str, str, int, float, float]
 _Context = tuple[int, int, list[_Vote], list[float | None] | None, float | None, float | None, int, bool]
 
+@final
 class SignalCore:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         symbols: list[str],
         required: list[str],
@@ -202,7 +203,7 @@ class SignalCore:
         candles: tuple[_Spec, str, int] | None,
         features: tuple[_Spec, list[str]] | None,
         predictions: _Spec | None,
-    ) -> None: ...
+    ) -> Self: ...
     def feed(
         self, records: list[Record], start: int, now_ns: int
     ) -> tuple[int, list[tuple[int, bytes, bytes, bytes, int, int]], _Context | None]: ...

@@ -373,6 +373,8 @@ class SignalAggregator(Stage):
             raise MessageError(DeadLetter.MODEL_TOPIC_MISMATCH, f"{record.topic}: a {model_type} prediction")
         elif symbol not in self._symbols:
             raise MessageError(DeadLetter.UNKNOWN_SYMBOL, f"{record.topic}: symbol {symbol!r} is not configured")
+        if not -(2**63) <= origin_ns < 2**63:  # the core keeps times as 64-bit integers
+            raise MessageError(DeadLetter.BAD_HEADER, f"{record.topic}: origin_ns {origin_ns} does not fit 64 bits")
         vote = (model_type, version, _DIRECTION_INDEX[direction], probability, confidence)
         self.core.add_prediction(self._index[symbol], to_micros(timestamp), vote, now_ns, origin_ns, record.topic,
                                  record.partition, record.offset)  # fmt: skip
