@@ -512,6 +512,14 @@ fn decode_one<'py, T: PyConvert>(
     r.to_dict(py)
 }
 
+/// Encoded bodies as Python bytes, in order.
+fn to_bytes(py: Python<'_>, encoded: &[Vec<u8>]) -> Vec<Py<PyBytes>> {
+    encoded
+        .iter()
+        .map(|b| PyBytes::new(py, b).unbind())
+        .collect()
+}
+
 fn encode_many<T: PyConvert>(
     py: Python<'_>,
     records: &Bound<'_, PyList>,
@@ -532,10 +540,7 @@ fn encode_many<T: PyConvert>(
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(|e| err(py, e))?;
-    Ok(encoded
-        .iter()
-        .map(|b| PyBytes::new(py, b).unbind())
-        .collect())
+    Ok(to_bytes(py, &encoded))
 }
 
 /// Decodes a batch. `errors="raise"` fails on the first bad message; `errors="skip"` leaves bad
@@ -731,10 +736,7 @@ fn encode_feature_columns(
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(|e| err(py, e))?;
-    Ok(encoded
-        .iter()
-        .map(|b| PyBytes::new(py, b).unbind())
-        .collect())
+    Ok(to_bytes(py, &encoded))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
