@@ -11,8 +11,10 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -94,6 +96,12 @@ _FLUSH_ROWS = 5_000
 _REPLAY_FLUSH_ROWS = 25_000
 _SIGN = {"DOWN": -1, "FLAT": 0, "UP": 1}
 _SIGNAL_TOPICS = frozenset(signals(stage) for stage in SIGNAL_STAGES)
+#: A poll's records are taken run by run of one topic.
+_TOPIC = attrgetter("topic")
+#: What the collector reads from one record, given its origin_ns and stage headers.
+Content = Callable[[Record, int, str], None]
+#: What the collector does with a run of records from one topic.
+Route = Callable[[Sequence[Record]], None]
 #: The key of the NO_PROGRESS alert a service's liveness alarm writes (the collector's too).
 _LIVENESS_KEY = AlertCode.NO_PROGRESS.encode()
 #: How long a /flatten waits for its /flatten confirm.
@@ -165,8 +173,8 @@ class MetricsCollector(Stage):
         self.unreadable = 0
         self.lag: dict[tuple[str, str, int], int] = {}
         self._bar_interval = next((k for k, v in _INTERVAL_SECONDS.items() if v == s.bar_seconds), None)
-        #: Candle topic -> whether it carries the bar interval (matched once per topic).
-        self._bar_topics: dict[str, bool] = {}
+        #: Topic -> what is done with its records (decided once per topic: `_route_of`).
+        self._routes: dict[str, Route] = {}
         #: Records per topic not yet added to the Prometheus counter (added once per `on_time`).
         self._unexported: dict[str, int] = {}
         #: `counts` at the last emission: the rates of the window are the difference.
@@ -208,32 +216,103 @@ class MetricsCollector(Stage):
 
     # -- per record: cheap bookkeeping only ---------------------------------------------------------
     def handle_batch(self, batch: Batch) -> Iterable[Output]:
+        """The records of a poll, run by run of one topic (a poll comes partition after
+        partition): the counters move and the topic's route is looked up once per run, not
+        once per record. The runs are taken in poll order, and a run's records in theirs, as
+        `handle` takes them one by one: a candle scores the predictions read before it."""
         with self._busy:
-            return list(batch.each(self.handle))
+            for topic, run in groupby(batch.records, _TOPIC):
+                records = list(run)
+                self._count(topic, len(records))
+                self._route(topic)(records)
+        return ()
 
     def handle(self, record: Record) -> Iterable[Output]:
+        """One record: the same counters and route as `handle_batch`, for a run of one."""
         topic = record.topic
-        self.counts[topic] = self.counts.get(topic, 0) + 1
-        self._unexported[topic] = self._unexported.get(topic, 0) + 1
-        if topic.startswith("dlq."):
-            self.exporter.dead_letters.inc()
-            return ()
-        try:
-            if topic == METRICS_INGEST_HEALTH:  # a report, not a market event: no latency to measure
-                self._ingest_report(self.decode(record, IngestHealth))
-                return ()
-            # Only the headers latency needs; the content's own headers (schema, version,
-            # encoding) are checked where the content is decoded, i.e. where it is used.
-            origin_ns, stage = _origin_and_stage(record)
-            # Kafka create times are whole milliseconds: the middle of the millisecond halves the error.
-            produced_ns = record.timestamp_ms * 1_000_000 + 500_000
-            self.latency.observe(stage=stage, topic=topic, key=record.key, origin_ns=origin_ns, produced_ns=produced_ns)
-            self._content(record, topic, origin_ns, stage)
-        except Exception as exc:  # an observer counts what it cannot read
-            self.unreadable += 1
-            self.exporter.unreadable_of(topic).inc()
-            log.debug("metrics: unreadable record on %s at offset %d: %s", topic, record.offset, exc)
+        self._count(topic, 1)
+        self._route(topic)((record,))
         return ()
+
+    def _count(self, topic: str, n: int) -> None:
+        self.counts[topic] = self.counts.get(topic, 0) + n
+        self._unexported[topic] = self._unexported.get(topic, 0) + n
+
+    def _route(self, topic: str) -> Route:
+        """What to do with a run of records from `topic`, decided once per topic."""
+        route = self._routes.get(topic)
+        if route is None:
+            route = self._routes[topic] = self._route_of(topic)
+        return route
+
+    def _route_of(self, topic: str) -> Route:
+        if topic.startswith("dlq."):
+            return self._dead_letters
+        if topic == METRICS_INGEST_HEALTH:  # a report, not a market event: no latency to measure
+            return self._ingest_reports
+        content = self._content_of(topic)
+        return lambda records: self._timed(topic, records, content)
+
+    def _content_of(self, topic: str) -> Content | None:
+        """How a record of `topic` is read once its latency is taken; None: it is only counted
+        and timed (other timeframes' candles, orders, signals neither final nor stored)."""
+        if topic.startswith("market.candles."):
+            return self._bar if self._is_bar(topic) else self._candle
+        if topic.startswith("features.aggregated."):
+            return self._features if self.psi is not None else None
+        if topic.startswith("predictions."):
+            return self._prediction
+        if topic.startswith("signals."):
+            stored = topic in self._stored_signals()
+            if topic != signals("final") and not stored:
+                return None  # only FINAL signals feed the tiers; the others are only stored
+            return lambda record, origin_ns, stage: self._signal_content(record, stored)
+        return {PNL: self._pnl, EXECUTIONS: self._execution, METRICS_ALERTS: self._relay}.get(topic)
+
+    def _stored_signals(self) -> frozenset[str]:
+        """The signal topics whose records the database keeps."""
+        return _SIGNAL_TOPICS if self.store is not None else frozenset()
+
+    def _dead_letters(self, records: Sequence[Record]) -> None:
+        self.exporter.dead_letters.inc(len(records))
+
+    def _ingest_reports(self, records: Sequence[Record]) -> None:
+        for record in records:
+            try:
+                self._ingest_report(self.decode(record, IngestHealth))
+            except Exception as exc:  # an observer counts what it cannot read
+                self._unreadable(record, exc)
+
+    def _timed(self, topic: str, records: Sequence[Record], content: Content | None) -> None:
+        """The latency of every record of a run whose headers say when and by whom it was made,
+        then the content of each. The latency windows and what the content feeds are apart, so
+        one pass after the other leaves the state one pass per record would. Only the headers
+        latency needs are read here; the content's own headers (schema, version, encoding) are
+        checked where the content is decoded, i.e. where it is used."""
+        read: list[tuple[Record, int, str]] = []
+        for record in records:
+            try:
+                read.append((record, *_origin_and_stage(record)))
+            except Exception as exc:
+                self._unreadable(record, exc)
+        # Kafka create times are whole milliseconds: the middle of the millisecond halves the error.
+        self.latency.observe_run(
+            topic, [(origin_ns, stage, r.key, r.timestamp_ms * 1_000_000 + 500_000) for r, origin_ns, stage in read]
+        )
+        if content is None:
+            return
+        for record, origin_ns, stage in read:
+            try:
+                content(record, origin_ns, stage)
+            except Exception as exc:
+                self._unreadable(record, exc)
+
+    def _unreadable(self, record: Record, exc: Exception) -> None:
+        """An observer counts what it cannot read (the stage that consumes the topic owns its
+        dead letter) and goes on with the other records."""
+        self.unreadable += 1
+        self.exporter.unreadable_of(record.topic).inc()
+        log.debug("metrics: unreadable record on %s at offset %d: %s", record.topic, record.offset, exc)
 
     def _value(self, record: Record, model: type[Message]) -> dict[str, Any]:
         """The record's value as the native codec's plain dict (no pydantic), checked against
@@ -281,66 +360,72 @@ class MetricsCollector(Stage):
         return dict(self.decode(record, Signal))
 
     def _is_bar(self, topic: str) -> bool:
-        bar = self._bar_topics.get(topic)
-        if bar is None:
-            match = _CANDLE.match(topic)
-            bar = self._bar_topics[topic] = bool(match and match["interval"] == self._bar_interval)
-        return bar
+        match = _CANDLE.match(topic)
+        return bool(match and match["interval"] == self._bar_interval)
 
-    def _content(self, record: Record, topic: str, origin_ns: int, stage: str) -> None:
-        if topic.startswith("market.candles."):
-            self._last_candle_ns = self.clock.now_ns()
-            if self._is_bar(topic):  # other timeframes are counted and timed, not decoded
-                candle = self._value(record, Candle)
-                symbol, close = candle["symbol"], candle["close"]
-                if not symbol or not (candle["low"] <= min(candle["open"], close) <= max(candle["open"], close)
-                                      <= candle["high"]):  # fmt: skip
-                    raise ValueError("an invalid candle (empty symbol, or OHLC out of order)")
-                self._closes(symbol).add(origin_ns, close)
-                for (_, tracked), tracker in self.accuracy.items():
-                    if tracked == symbol:
-                        tracker.score()
-        elif topic.startswith("features.aggregated.") and self.psi is not None:
-            vector = self._value(record, FeatureVector)  # the native decoder checks shape and finiteness
-            self.psi.observe(vector["symbol"], vector["names"], vector["values"])
-        elif topic.startswith("predictions."):
-            self._prediction(record, origin_ns)
-        elif topic.startswith("signals."):
-            if topic != signals("final") and (self.store is None or topic not in _SIGNAL_TOPICS):
-                return  # only FINAL signals feed the tiers; the others are only stored
-            signal = self._signal(record)
-            signal_stage: SignalStage = signal["stage"]
-            tier: Tier | None = signal["tier"]
-            if signal_stage is SignalStage.FINAL and tier is not None:
-                self.tiers.signal(signal["signal_id"], tier.value, signal["confidence"])
-            if self.store is not None and topic == signals(signal_stage.value):
-                self.store.signal(signal)
-        elif topic == PNL:
-            event = self.decode(record, PnlEvent)
-            self._saw_trades = True
-            closed_ns = int(event.timestamp.timestamp() * 1e9)
-            for window in self.performances.values():
-                window.record(ClosedTrade(closed_ns, event.realized_pnl, event.balance))
-            self.tiers.outcome(event.signal_id, event.realized_pnl)
-            self.account.pnl(event)
-            if self.store is not None:
-                self.store.trade(event)
-        elif topic == EXECUTIONS:
-            fill = self.decode(record, Execution)
-            self.account.execution(fill)
-            if self.store is not None:
-                self.store.execution(fill)
-        elif topic == METRICS_ALERTS and (stage != self.name or record.key == _LIVENESS_KEY):
-            # Guardrails, circuit breaker, another service's NO_PROGRESS: relayed as they are.
-            # Its own alerts it counted when it raised them, except the one its liveness alarm
-            # raises from outside the stage (`kstrade.liveness`): that one is relayed too.
-            alert = self.decode(record, Alert)
-            self.exporter.alerts_of(alert.code, alert.severity.value).inc()
-            if self.store is not None:
-                self.store.alert(alert)
-            self._notify(alert)
+    def _candle(self, record: Record, origin_ns: int, stage: str) -> None:
+        """A candle of another timeframe: counted and timed, not decoded; ingest is alive."""
+        self._last_candle_ns = self.clock.now_ns()
 
-    def _prediction(self, record: Record, origin_ns: int) -> None:
+    def _bar(self, record: Record, origin_ns: int, stage: str) -> None:
+        """A candle of the bar interval: its close, and the predictions it settles are scored."""
+        self._last_candle_ns = self.clock.now_ns()
+        candle = self._value(record, Candle)
+        symbol, close = candle["symbol"], candle["close"]
+        if not symbol or not (candle["low"] <= min(candle["open"], close) <= max(candle["open"], close)
+                              <= candle["high"]):  # fmt: skip
+            raise ValueError("an invalid candle (empty symbol, or OHLC out of order)")
+        self._closes(symbol).add(origin_ns, close)
+        for (_, tracked), tracker in self.accuracy.items():
+            if tracked == symbol:
+                tracker.score()
+
+    def _features(self, record: Record, origin_ns: int, stage: str) -> None:
+        vector = self._value(record, FeatureVector)  # the native decoder checks shape and finiteness
+        assert self.psi is not None  # routed here only with a drift reference
+        self.psi.observe(vector["symbol"], vector["names"], vector["values"])
+
+    def _signal_content(self, record: Record, stored: bool) -> None:
+        """A final signal feeds the tiers; a signal on the topic of its stage, where that stage
+        is `stored`, is buffered for the database."""
+        signal = self._signal(record)
+        signal_stage: SignalStage = signal["stage"]
+        tier: Tier | None = signal["tier"]
+        if signal_stage is SignalStage.FINAL and tier is not None:
+            self.tiers.signal(signal["signal_id"], tier.value, signal["confidence"])
+        if stored and self.store is not None and record.topic == signals(signal_stage.value):
+            self.store.signal(signal)
+
+    def _pnl(self, record: Record, origin_ns: int, stage: str) -> None:
+        event = self.decode(record, PnlEvent)
+        self._saw_trades = True
+        closed_ns = int(event.timestamp.timestamp() * 1e9)
+        for window in self.performances.values():
+            window.record(ClosedTrade(closed_ns, event.realized_pnl, event.balance))
+        self.tiers.outcome(event.signal_id, event.realized_pnl)
+        self.account.pnl(event)
+        if self.store is not None:
+            self.store.trade(event)
+
+    def _execution(self, record: Record, origin_ns: int, stage: str) -> None:
+        fill = self.decode(record, Execution)
+        self.account.execution(fill)
+        if self.store is not None:
+            self.store.execution(fill)
+
+    def _relay(self, record: Record, origin_ns: int, stage: str) -> None:
+        """Guardrails, circuit breaker, another service's NO_PROGRESS: relayed as they are. Its
+        own alerts it counted when it raised them, except the one its liveness alarm raises from
+        outside the stage (`kstrade.liveness`): that one is relayed too."""
+        if stage == self.name and record.key != _LIVENESS_KEY:
+            return
+        alert = self.decode(record, Alert)
+        self.exporter.alerts_of(alert.code, alert.severity.value).inc()
+        if self.store is not None:
+            self.store.alert(alert)
+        self._notify(alert)
+
+    def _prediction(self, record: Record, origin_ns: int, stage: str) -> None:
         prediction = self._value(record, Prediction)
         symbol, model_type = prediction["symbol"], prediction["model_type"]
         sign = _SIGN[prediction["prediction"]["direction"]]  # an unknown direction is unreadable

@@ -4,6 +4,7 @@ stage and topic, and the time each stage adds between its input and its output."
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -126,24 +127,33 @@ class LatencyTracker:
         self._events: OrderedDict[tuple[int, bytes | None], list[tuple[int, str]]] = OrderedDict()
 
     def observe(self, *, stage: str, topic: str, key: bytes | None, origin_ns: int, produced_ns: int) -> None:
-        latency = produced_ns - origin_ns
-        if -_RESOLUTION_NS < latency < 0:
-            latency = 0  # published within the origin's millisecond: below the timestamp resolution
-        if latency < 0 or latency > self.max_plausible_ns:
-            self.implausible += 1
-            return
-        hist = self.outputs.get((stage, topic))
-        if hist is None:
-            hist = self.outputs[(stage, topic)] = LatencyHistogram()
-        hist.record_ns(latency)
-        event = (origin_ns, key)
-        outputs = self._events.get(event)
-        if outputs is None:
-            outputs = self._events[event] = []
-            if len(self._events) > self.max_events:
-                self._split(self._events.popitem(last=False)[1])
-        if len(outputs) < _MAX_OUTPUTS_PER_EVENT:
-            outputs.append((produced_ns, stage))
+        self.observe_run(topic, ((origin_ns, stage, key, produced_ns),))
+
+    def observe_run(self, topic: str, outputs: Iterable[tuple[int, str, bytes | None, int]]) -> None:
+        """Outputs of one topic, (origin_ns, stage, key, produced_ns) each, in the order read: a
+        poll's run of records takes one call, the histogram looked up once per stage."""
+        histograms, events, max_events = self.outputs, self._events, self.max_events
+        last_stage, hist = None, None
+        for origin_ns, stage, key, produced_ns in outputs:
+            latency = produced_ns - origin_ns
+            if -_RESOLUTION_NS < latency < 0:
+                latency = 0  # published within the origin's millisecond: below the timestamp resolution
+            if latency < 0 or latency > self.max_plausible_ns:
+                self.implausible += 1
+                continue
+            if hist is None or stage != last_stage:
+                last_stage, hist = stage, histograms.get((stage, topic))
+                if hist is None:
+                    hist = histograms[(stage, topic)] = LatencyHistogram()
+            hist.record_ns(latency)
+            event = (origin_ns, key)
+            seen = events.get(event)
+            if seen is None:
+                seen = events[event] = []
+                if len(events) > max_events:
+                    self._split(events.popitem(last=False)[1])
+            if len(seen) < _MAX_OUTPUTS_PER_EVENT:
+                seen.append((produced_ns, stage))
 
     def _split(self, outputs: list[tuple[int, str]]) -> None:
         # Within one millisecond the timestamps cannot order two stages: the pipeline order can.

@@ -1,0 +1,221 @@
+"""The collector's batch path (`handle_batch`: a poll taken run by run of one topic) and its
+record path (`handle`, what `Pipeline(batched=False)` calls) leave the collector in the same
+state and publish the same records, whatever the batch boundaries, the order of the topics and
+the unreadable records mixed in."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import deque
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import generate_latest
+
+from kstrade.bus import Batch, Bus, Output, Record
+from kstrade.bus.dlq import DeadLetters
+from kstrade.bus.topics import (
+    EXECUTIONS,
+    METRICS_ALERTS,
+    METRICS_INGEST_HEALTH,
+    PNL,
+    candles,
+    dlq_topic,
+    features_aggregated,
+    predictions_lstm,
+    signals,
+)
+from kstrade.clock import EventClock
+from kstrade.config import MetricsSettings
+from kstrade.ingest.health import HealthReport, IngestHealth
+from kstrade.metrics import INPUTS, DriftReference, FeatureReference, MetricsCollector
+from kstrade.metrics.storage import MetricsStore, schema
+from kstrade.schemas import Alert, Candle, Codec, Execution, FeatureVector, Message, PnlEvent, Prediction, Signal
+from kstrade.schemas.models import (
+    ModelType,
+    OrderStatus,
+    OrderType,
+    PredictionOutput,
+    Severity,
+    Side,
+    SignalDirection,
+    SignalStage,
+    Tier,
+)
+
+from .conftest import drain
+
+NS = 1_000_000_000
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+SETTINGS = MetricsSettings(prometheus_port=0, database_url="", lag_groups=[], replay_emit_interval_s=600,
+                           psi_min_samples=10, psi_window=20, accuracy_window=10)  # fmt: skip
+REFERENCE = DriftReference(features={"rsi_14": FeatureReference(edges=[30.0, 70.0], proportions=[0.2, 0.6, 0.2])})
+
+
+def _signal(minute: int, stage: SignalStage, symbol: str) -> Signal:
+    return Signal(timestamp=T0 + timedelta(minutes=minute), symbol=symbol, signal_id=UUID(int=minute),
+                  stage=stage, direction=SignalDirection.LONG, confidence=0.5 + minute / 100,
+                  tier=Tier.A if minute % 2 else Tier.B, entry_price=100.0, stop_loss=99.0, take_profit=102.0,
+                  ttl_seconds=60)  # fmt: skip
+
+
+def _messages(minute: int) -> list[tuple[str, Message, bytes | None, str]]:
+    """What one event minute of a replay sends: (topic, message, key, stage)."""
+    at = T0 + timedelta(minutes=minute)
+    out: list[tuple[str, Message, bytes | None, str]] = []
+    for symbol, base in (("BTC-USD", 100.0), ("ETH-USD", 10.0)):
+        close = base + (minute * 7 % 5) - 2
+        candle = Candle(timestamp=at, symbol=symbol, interval="1m", open=base, high=max(base, close) + 1,
+                        low=min(base, close) - 1, close=close, volume=1.0, source="test")  # fmt: skip
+        out.append((candles(symbol, "1m"), candle, symbol.encode(), "ingest"))
+        vector = FeatureVector(timestamp=at, symbol=symbol, version="1", names=["rsi_14"], values=[minute * 13 % 100])
+        out.append((features_aggregated(symbol), vector, symbol.encode(), "features"))
+        prediction = Prediction(timestamp=at, symbol=symbol, model_type=ModelType.LSTM, model_version="1",
+                                prediction=PredictionOutput(direction=("UP", "DOWN", "FLAT")[minute % 3],
+                                                            probability=0.6, confidence=0.2),
+                                inference_time_ms=1.0)  # fmt: skip
+        out.append((predictions_lstm(symbol), prediction, symbol.encode(), "inference"))
+    if minute % 5 == 0:
+        five = Candle(timestamp=at, symbol="BTC-USD", interval="5m", open=1.0, high=1.0, low=1.0, close=1.0,
+                      volume=1.0, source="test")  # fmt: skip
+        out.append((candles("BTC-USD", "5m"), five, b"BTC-USD", "ingest"))
+    last = SignalStage.FINAL if minute % 3 == 0 else SignalStage.FILTERED
+    for stage in (SignalStage.RAW, SignalStage.CALIBRATED, last):
+        out.append((signals(stage.value), _signal(minute, stage, "BTC-USD"), b"BTC-USD", "signals"))
+    if minute % 3 == 0 and minute >= 3:  # the trade of the final signal three minutes before
+        signal_id = UUID(int=minute - 3)
+        fill = Execution(timestamp=at, signal_id=signal_id, order_id=f"o{minute}", execution_id=f"x{minute}",
+                         symbol="BTC-USD", side=Side.BUY, order_type=OrderType.MARKET, quantity=1.0,
+                         status=OrderStatus.FILLED, fill_price=100.0, slippage_bps=0.5, commission=0.1,
+                         latency_ms=1.0, session="s")  # fmt: skip
+        out.append((EXECUTIONS, fill, b"BTC-USD", "execution"))
+        pnl = PnlEvent(timestamp=at, signal_id=signal_id, order_id=f"o{minute}", symbol="BTC-USD", side=Side.BUY,
+                       quantity=1.0, entry_price=100.0, exit_price=100.0 + minute % 4 - 1.5,
+                       realized_pnl=minute % 4 - 1.5, commission=0.1, currency="USD",
+                       balance=10_000.0 + minute)  # fmt: skip
+        out.append((PNL, pnl, b"BTC-USD", "execution"))
+    if minute % 7 == 0:
+        alert = Alert(timestamp=at, severity=Severity.WARNING, source="execution", code="DAILY_LOSS_NEAR",
+                      message=f"minute {minute}")  # fmt: skip
+        out.append((METRICS_ALERTS, alert, b"DAILY_LOSS_NEAR", "execution" if minute % 2 else "metrics"))
+    return out
+
+
+@cache
+def _corpus() -> tuple[Record, ...]:
+    """Twenty event minutes of everything the collector reads, with unreadable records among
+    them (a body that is no message, no headers, an origin that is no integer), as a consumer
+    of the memory bus hands them out."""
+    bus = Bus.memory()
+    producer = bus.producer()
+    sent, topics = 0, set()
+
+    def send(topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]], ms: int) -> None:
+        nonlocal sent
+        if topic not in topics:
+            bus.admin().create_topics([(topic, 1, 1, {})])
+            topics.add(topic)
+        producer.send(topic, value, key=key, headers=headers, timestamp_ms=ms)
+        sent += 1
+
+    for minute in range(20):
+        origin_ns = int((T0 + timedelta(minutes=minute)).timestamp()) * NS
+        for i, (topic, message, key, stage) in enumerate(_messages(minute)):
+            codec = Codec(type(message))
+            send(topic, codec.encode(message), key, codec.headers(origin_ns, stage), origin_ns // 1_000_000 + i)
+        ms = origin_ns // 1_000_000 + 50
+        headers = Codec(Prediction).headers(origin_ns, "inference")
+        if minute % 4 == 1:
+            send(predictions_lstm("BTC-USD"), b"\x00not a prediction", b"BTC-USD", headers, ms)
+            send(signals("final"), b"no headers at all", None, [], ms)
+        if minute % 4 == 2:
+            bad_origin = [(name, b"soon" if name == "origin_ns" else value) for name, value in headers]
+            send(candles("ETH-USD", "1m"), b"", b"ETH-USD", bad_origin, ms)
+            send(dlq_topic(PNL), b"a dead letter", None, [], ms)
+            health = IngestHealth(last_message_ns=origin_ns, reconnects=minute, gaps_detected=0, gaps_backfilled=0,
+                                  candles_produced=minute)  # fmt: skip
+            report = HealthReport(health, "coinbase", ["BTC-USD"]).output()
+            send(report.topic, report.value, report.key, list(report.headers), ms)  # type: ignore[arg-type]
+            send(METRICS_INGEST_HEALTH, b"not a report", None, [], ms)
+    producer.flush()
+    reader = bus.consumer("corpus", {"auto.offset.reset": "earliest"})
+    reader.subscribe_pattern(INPUTS)
+    return tuple(drain(reader, sent))
+
+
+def _collector(store_dir: Path, name: str) -> MetricsCollector:
+    collector = MetricsCollector(SETTINGS, reference=REFERENCE, store=MetricsStore(f"sqlite:///{store_dir / name}"))
+    collector.clock = EventClock(int(T0.timestamp()) * NS)
+    return collector
+
+
+def _published(outputs: list[Output]) -> list[tuple[str, bytes | None, bytes | None, list[Any]]]:
+    return [(o.topic, o.key, o.value, list(o.headers)) for o in outputs]
+
+
+def _plain(x: Any) -> Any:
+    """An object's state as plain values, attribute by attribute (ordered where the object is)."""
+    if isinstance(x, dict):
+        return [(_plain(k), _plain(v)) for k, v in x.items()]
+    if isinstance(x, (list, tuple, deque)):
+        return [_plain(v) for v in x]
+    fields = getattr(type(x), "__slots__", None) or (vars(x) if hasattr(x, "__dict__") else None)
+    if fields is None or isinstance(x, (Message, IngestHealth)):
+        return x
+    return [(f, _plain(getattr(x, f))) for f in fields if f != "__weakref__"]
+
+
+def _state(collector: MetricsCollector) -> dict[str, Any]:
+    """What the records left in the collector: counters, latency windows, drift, trading
+    performance, account, ingest health, the rows written and the Prometheus samples."""
+    store = collector.store
+    assert store is not None and collector.psi is not None
+    store.flush()
+    exported = [line for line in generate_latest(collector.exporter.registry).decode().splitlines()
+                if "_created" not in line]  # fmt: skip
+    return {
+        "counts": collector.counts, "unexported": collector._unexported, "unreadable": collector.unreadable,
+        "latency": _plain(collector.latency), "accuracy": _plain(collector.accuracy),
+        "closes": _plain(collector.close_history), "psi": collector.psi.report(), "tiers": collector.tiers.tiers(),
+        "performance": [w.snapshot(collector.clock.now_ns()) for w in collector.performances.values()],
+        "account": (collector.account.positions_reply(), collector.account.daily_reply(collector.clock.now_ns())),
+        "ingest": collector.ingest_health, "seen": (collector._predictions_seen, collector._saw_trades),
+        "last_candle": collector._last_candle_ns, "rows": {t: store.rows(t) for t in schema.tables},
+        "exported": exported,
+    }  # fmt: skip
+
+
+@settings(max_examples=30, deadline=None)
+@given(order=st.permutations(range(40)), sizes=st.lists(st.integers(1, 60), min_size=1, max_size=30))
+def test_the_batch_path_and_the_record_path_agree(order: list[int], sizes: list[int]) -> None:
+    records = list(_corpus())
+    # Shuffle blocks of the corpus (whole topics' runs move, single records too), then cut it
+    # into polls of the drawn sizes (the last one takes the rest).
+    block = -(-len(records) // len(order))
+    records = [r for b in order for r in records[b * block : (b + 1) * block]]
+    polls, start = [], 0
+    for size in sizes:
+        polls.append(records[start : start + size])
+        start += size
+    polls.append(records[start:])
+    with tempfile.TemporaryDirectory() as tmp:
+        by_record, by_batch = _collector(Path(tmp), "record.db"), _collector(Path(tmp), "batch.db")
+        dead_letters = DeadLetters(Bus.memory().producer(), "metrics")
+        for i, poll in enumerate(polls):
+            now = int((T0 + timedelta(minutes=3 * i)).timestamp()) * NS
+            by_record.clock.advance_to(now)  # type: ignore[attr-defined]
+            by_batch.clock.advance_to(now)  # type: ignore[attr-defined]
+            one = [o for r in poll for o in by_record.handle(r)]
+            many = list(by_batch.handle_batch(Batch(poll, dead_letters)))
+            assert _published(one) == _published(many)
+            assert _published(list(by_record.on_time(now))) == _published(list(by_batch.on_time(now)))
+        assert dead_letters.sent == 0
+        assert by_record.unreadable == by_batch.unreadable == 20
+        assert _state(by_record) == _state(by_batch)
+        by_record.close()
+        by_batch.close()
