@@ -1,7 +1,7 @@
 """The collector's batch path (`handle_batch`: a poll taken run by run of one topic) and its
 record path (`handle`, what `Pipeline(batched=False)` calls) leave the collector in the same
 state and publish the same records, whatever the batch boundaries, the order of the topics and
-the unreadable records mixed in."""
+the unreadable records mixed in; and the database keeps the signal stages its settings name."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from kstrade.bus.topics import (
     predictions_lstm,
     signals,
 )
-from kstrade.clock import EventClock
+from kstrade.clock import EventClock, WallClock
 from kstrade.config import MetricsSettings
 from kstrade.ingest.health import HealthReport, IngestHealth
 from kstrade.metrics import INPUTS, DriftReference, FeatureReference, MetricsCollector
@@ -219,3 +219,29 @@ def test_the_batch_path_and_the_record_path_agree(order: list[int], sizes: list[
         assert _state(by_record) == _state(by_batch)
         by_record.close()
         by_batch.close()
+
+
+def test_the_database_keeps_the_signal_stages_its_settings_name(tmp_path: Path) -> None:
+    """Live every stage by default; a replay (the event clock) only the final signals, unless
+    its setting names more."""
+    records = [r for r in _corpus() if r.topic.startswith("signals.") and r.headers]
+    expected = {stage: sum(1 for r in records if r.topic == signals(stage)) for stage in ("raw", "filtered", "final")}
+    assert min(expected.values()) > 0
+
+    def stored(settings: MetricsSettings, clock: EventClock | WallClock, name: str) -> dict[str, int]:
+        store = MetricsStore(f"sqlite:///{tmp_path / name}")
+        collector = MetricsCollector(settings, store=store)
+        collector.clock = clock
+        collector.handle_batch(Batch(records, DeadLetters(Bus.memory().producer(), "metrics")))
+        collector.close()
+        rows: dict[str, int] = {}
+        for row in MetricsStore(f"sqlite:///{tmp_path / name}").rows("signals"):
+            rows[row["stage"]] = rows.get(row["stage"], 0) + 1
+        return rows
+
+    assert stored(SETTINGS, WallClock(), "live.db") == {**expected, "calibrated": expected["raw"]}
+    assert stored(SETTINGS, EventClock(), "replay.db") == {"final": expected["final"]}
+    more = SETTINGS.model_copy(update={"replay_stored_signal_stages": ["raw", "final"]})
+    assert stored(more, EventClock(), "more.db") == {"raw": expected["raw"], "final": expected["final"]}
+    fewer = SETTINGS.model_copy(update={"stored_signal_stages": []})
+    assert stored(fewer, WallClock(), "fewer.db") == {}

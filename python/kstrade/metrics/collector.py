@@ -31,7 +31,6 @@ from kstrade.bus.topics import (
     METRICS_LATENCY,
     METRICS_PERFORMANCE,
     PNL,
-    SIGNAL_STAGES,
     signals,
 )
 from kstrade.clock import EventClock
@@ -95,7 +94,6 @@ _FLUSH_ROWS = 5_000
 #: emission: SQLite writes 72k signal rows in 1.6 s in one transaction, 4 s in 500-row ones.
 _REPLAY_FLUSH_ROWS = 25_000
 _SIGN = {"DOWN": -1, "FLAT": 0, "UP": 1}
-_SIGNAL_TOPICS = frozenset(signals(stage) for stage in SIGNAL_STAGES)
 #: A poll's records are taken run by run of one topic.
 _TOPIC = attrgetter("topic")
 #: What the collector reads from one record, given its origin_ns and stage headers.
@@ -270,8 +268,13 @@ class MetricsCollector(Stage):
         return {PNL: self._pnl, EXECUTIONS: self._execution, METRICS_ALERTS: self._relay}.get(topic)
 
     def _stored_signals(self) -> frozenset[str]:
-        """The signal topics whose records the database keeps."""
-        return _SIGNAL_TOPICS if self.store is not None else frozenset()
+        """The signal topics whose records the database keeps: the live setting, or the replay's
+        on the event clock (as `intervals_s`)."""
+        if self.store is None:
+            return frozenset()
+        s = self.settings
+        stages = s.replay_stored_signal_stages if isinstance(self.clock, EventClock) else s.stored_signal_stages
+        return frozenset(signals(stage) for stage in stages)
 
     def _dead_letters(self, records: Sequence[Record]) -> None:
         self.exporter.dead_letters.inc(len(records))
