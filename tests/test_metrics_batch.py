@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
+from kstrade._native import latency_headers
 from kstrade.bus import Batch, Bus, Output, Record
 from kstrade.bus.dlq import DeadLetters
 from kstrade.bus.topics import (
@@ -34,6 +35,7 @@ from kstrade.clock import EventClock, WallClock
 from kstrade.config import MetricsSettings
 from kstrade.ingest.health import HealthReport, IngestHealth
 from kstrade.metrics import INPUTS, DriftReference, FeatureReference, MetricsCollector
+from kstrade.metrics.collector import _origin_and_stage
 from kstrade.metrics.storage import MetricsStore, schema
 from kstrade.schemas import Alert, Candle, Codec, Execution, FeatureVector, Message, PnlEvent, Prediction, Signal
 from kstrade.schemas.models import (
@@ -245,3 +247,39 @@ def test_the_database_keeps_the_signal_stages_its_settings_name(tmp_path: Path) 
     assert stored(more, EventClock(), "more.db") == {"raw": expected["raw"], "final": expected["final"]}
     fewer = SETTINGS.model_copy(update={"stored_signal_stages": []})
     assert stored(fewer, WallClock(), "fewer.db") == {}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    headers=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(0, 10**19).map(lambda n: str(n).encode()), st.binary(max_size=6),
+                      st.sampled_from([b" 12", b"+7", b"1_000", b"-3", b"\xd9\xa3", b"0012"])),
+            st.one_of(st.none(), st.sampled_from([b"ingest", b"signals", b""]), st.binary(max_size=4)),
+        ),
+        min_size=1, max_size=20,
+    )
+)  # fmt: skip
+def test_the_native_header_read_agrees_with_python(headers: list[tuple[bytes | None, bytes | None]]) -> None:
+    """`latency_headers` reads what `_origin_and_stage` reads, the same; what it leaves (None)
+    is left to that function, so a record is unreadable exactly where it always was."""
+    bus = Bus.memory()
+    bus.admin().create_topics([("t", 1, 1, {})])
+    producer = bus.producer()
+    for i, (origin, stage) in enumerate(headers):
+        named = [(n, v) for n, v in (("origin_ns", origin), ("stage", stage)) if v is not None]
+        producer.send("t", b"", key=str(i).encode(), headers=named, timestamp_ms=1_000 + i)
+    producer.flush()
+    reader = bus.consumer("r", {"auto.offset.reset": "earliest"})
+    reader.subscribe(["t"])
+    records = drain(reader, len(headers))
+    for record, native in zip(records, latency_headers(records, "origin_ns", "stage"), strict=True):
+        try:
+            python: tuple[int, str] | None = _origin_and_stage(record)
+        except Exception:
+            python = None
+        if native is None:
+            plain = record.header("origin_ns") or b""
+            assert python is None or not (plain.isdigit() and plain.isascii() and len(plain) <= 18)
+        else:
+            assert python is not None and native == (*python, record.key, record.timestamp_ms * 1_000_000 + 500_000)

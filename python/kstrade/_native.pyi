@@ -113,6 +113,14 @@ def partition_for_key(key: bytes, partitions: int) -> int: ...
 def librdkafka_version() -> str: ...
 def probe_kafka(config: dict[str, str], timeout: float = 10.0) -> list[str]: ...
 
+# --- metrics ---
+
+def latency_headers(
+    records: Sequence[Record], origin: str, stage: str
+) -> list[tuple[int, str, bytes | None, int] | None]:
+    """Per record (origin_ns, stage, key, produced_ns) from its `origin` and `stage` headers,
+    or None where they are missing or not plain (the caller reads that record's itself)."""
+
 # --- codec ---
 # Avro codec for the hot message types (kstrade-codec). Records are dicts shaped like fastavro's
 # Avro values, except `timestamp`, which is epoch microseconds. Batch decoders release the GIL

@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from itertools import groupby
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from kstrade._native import latency_headers
 from kstrade.bus import Bus, BusError, Output, Record
 from kstrade.bus.runner import Batch
 from kstrade.bus.topics import (
@@ -100,6 +101,8 @@ _TOPIC = attrgetter("topic")
 Content = Callable[[Record, int, str], None]
 #: What the collector does with a run of records from one topic.
 Route = Callable[[Sequence[Record]], None]
+#: A record's latency: (origin_ns, stage, key, produced_ns), as `LatencyTracker.observe_run` takes it.
+Timed = tuple[int, str, bytes | None, int]
 #: The key of the NO_PROGRESS alert a service's liveness alarm writes (the collector's too).
 _LIVENESS_KEY = AlertCode.NO_PROGRESS.encode()
 #: How long a /flatten waits for its /flatten confirm.
@@ -290,25 +293,39 @@ class MetricsCollector(Stage):
         """The latency of every record of a run whose headers say when and by whom it was made,
         then the content of each. The latency windows and what the content feeds are apart, so
         one pass after the other leaves the state one pass per record would. Only the headers
-        latency needs are read here; the content's own headers (schema, version, encoding) are
-        checked where the content is decoded, i.e. where it is used."""
-        read: list[tuple[Record, int, str]] = []
-        for record in records:
-            try:
-                read.append((record, *_origin_and_stage(record)))
-            except Exception as exc:
-                self._unreadable(record, exc)
-        # Kafka create times are whole milliseconds: the middle of the millisecond halves the error.
-        self.latency.observe_run(
-            topic, [(origin_ns, stage, r.key, r.timestamp_ms * 1_000_000 + 500_000) for r, origin_ns, stage in read]
-        )
+        latency needs are read here (natively, for the whole run); the content's own headers
+        (schema, version, encoding) are checked where the content is decoded, i.e. where it is used."""
+        native = latency_headers(records, HEADER_ORIGIN_NS, HEADER_STAGE)
+        if None in native:  # a record whose latency headers are missing or not plain
+            records, timed = self._read_latency(records, native)
+        else:
+            timed = cast(list[Timed], native)
+        self.latency.observe_run(topic, timed)
         if content is None:
             return
-        for record, origin_ns, stage in read:
+        for record, (origin_ns, stage, _, _) in zip(records, timed, strict=True):
             try:
                 content(record, origin_ns, stage)
             except Exception as exc:
                 self._unreadable(record, exc)
+
+    def _read_latency(self, records: Sequence[Record], timed: list[Timed | None]) -> tuple[list[Record], list[Timed]]:
+        """The records `latency_headers` left to Python read as before (an origin such as
+        '+5' is an integer to `int`), the unreadable ones counted and left out."""
+        kept: list[Record] = []
+        kept_timed: list[Timed] = []
+        for record, latency in zip(records, timed, strict=True):
+            if latency is None:
+                try:
+                    origin_ns, stage = _origin_and_stage(record)
+                except Exception as exc:
+                    self._unreadable(record, exc)
+                    continue
+                # Kafka create times are whole milliseconds: the middle of the millisecond halves the error.
+                latency = (origin_ns, stage, record.key, record.timestamp_ms * 1_000_000 + 500_000)
+            kept.append(record)
+            kept_timed.append(latency)
+        return kept, kept_timed
 
     def _unreadable(self, record: Record, exc: Exception) -> None:
         """An observer counts what it cannot read (the stage that consumes the topic owns its

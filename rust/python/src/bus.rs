@@ -79,11 +79,11 @@ pub struct PyRecord {
     #[pyo3(get)]
     offset: i64,
     #[pyo3(get)]
-    key: Option<Py<PyBytes>>,
+    pub(crate) key: Option<Py<PyBytes>>,
     #[pyo3(get)]
     value: Option<Py<PyBytes>>,
     #[pyo3(get)]
-    timestamp_ms: i64,
+    pub(crate) timestamp_ms: i64,
     /// Header names and values back to back, and where each lies: two allocations per record
     /// however many headers it has.
     header_bytes: Box<[u8]>,
@@ -115,6 +115,16 @@ impl PyRecord {
 
     pub(crate) fn value(&self) -> Option<&Py<PyBytes>> {
         self.value.as_ref()
+    }
+
+    /// The value of the first header with this name; None where there is none, or it is null.
+    pub(crate) fn header_value(&self, name: &str) -> Option<&[u8]> {
+        let (bytes, name) = (&self.header_bytes, name.as_bytes());
+        let s = self
+            .header_spans
+            .iter()
+            .find(|s| &bytes[s.name_start as usize..s.name_end as usize] == name)?;
+        Some(&bytes[s.name_end as usize..s.value_end? as usize])
     }
 
     pub(crate) fn header_list(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
@@ -259,13 +269,7 @@ impl PyRecord {
 
     /// The first header with this name, or None.
     fn header<'py>(&self, py: Python<'py>, name: &str) -> Option<Bound<'py, PyBytes>> {
-        let (bytes, name) = (&self.header_bytes, name.as_bytes());
-        let s = self
-            .header_spans
-            .iter()
-            .find(|s| &bytes[s.name_start as usize..s.name_end as usize] == name)?;
-        let value = &bytes[s.name_end as usize..s.value_end? as usize];
-        Some(PyBytes::new(py, value))
+        Some(PyBytes::new(py, self.header_value(name)?))
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

@@ -5,6 +5,7 @@
 mod bus;
 mod codec;
 mod market;
+mod metrics;
 mod signal_core;
 mod signals;
 
@@ -16,6 +17,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     bus::register(m)?;
     codec::register(m)?;
     market::register(m)?;
+    metrics::register(m)?;
     signals::register(m)?;
     signal_core::register(m)?;
     Ok(())
