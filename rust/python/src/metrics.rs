@@ -11,11 +11,11 @@ use crate::bus::PyRecord;
 /// takes it.
 type Timed = (u64, Py<PyString>, Option<Py<PyBytes>>, i128);
 
-/// Per record, its latency where its `origin` header is plain decimal digits (at most 18) and
-/// its `stage` header ASCII; else None, and the caller reads that record's headers itself (and
-/// counts it unreadable where they are missing, as it always did). `produced_ns` is the middle
-/// of the record's create millisecond (Kafka timestamps are whole milliseconds). Records of one
-/// stage share one `stage` string.
+/// Per record, its latency where its `origin` header is plain decimal digits (at most 19: any
+/// epoch nanosecond up to the year 2286) and its `stage` header ASCII; else None, and the
+/// caller reads that record's headers itself (and counts it unreadable where they are missing,
+/// as it always did). `produced_ns` is the middle of the record's create millisecond (Kafka
+/// timestamps are whole milliseconds). Records of one stage share one `stage` string.
 #[pyfunction]
 fn latency_headers(
     py: Python<'_>,
@@ -50,9 +50,10 @@ fn latency_headers(
         .collect()
 }
 
-/// Plain decimal digits as a number; None for anything else (a sign, blanks, too many digits).
+/// Plain decimal digits as a number (19 fit a u64); None for anything else (a sign, blanks,
+/// more digits).
 fn decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
     Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
