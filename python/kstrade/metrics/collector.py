@@ -174,7 +174,8 @@ class MetricsCollector(Stage):
         self.unreadable = 0
         self.lag: dict[tuple[str, str, int], int] = {}
         self._bar_interval = next((k for k, v in _INTERVAL_SECONDS.items() if v == s.bar_seconds), None)
-        #: Topic -> what is done with its records (decided once per topic: `_route_of`).
+        #: Topic -> what is done with its records, decided at its first record (`_route_of`)
+        #: from the store, the drift reference and the clock: set before the first record.
         self._routes: dict[str, Route] = {}
         #: Records per topic not yet added to the Prometheus counter (added once per `on_time`).
         self._unexported: dict[str, int] = {}
