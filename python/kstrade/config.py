@@ -512,9 +512,10 @@ class MetricsSettings(_Section):
     stored_signal_stages: list[SignalStageName] = Field(default_factory=lambda: list(_SIGNAL_STAGE_NAMES))
     #: The same on the event clock (a replay): only the final signals, those that trade (also
     #: the run directory's signals.parquet). The raw, calibrated and filtered ones were most of
-    #: a 7-day replay's database (90,356 of 106,030 rows) and a third of the collector's time, and
-    #: nothing reads them from a replay's database: the report summarises them as the run goes,
-    #: and the same replay writes them again byte for byte.
+    #: a 7-day replay's database (90,356 of 106,030 rows) and of its write time, and nothing
+    #: reads them from a replay's database: the report summarises them as the run goes, and the
+    #: same replay writes them again byte for byte. (The collector still reads every one: what
+    #: it counts unreadable does not depend on this setting.)
     replay_stored_signal_stages: list[SignalStageName] = Field(default_factory=lambda: list(_REPLAY_SIGNAL_STAGES))
     telegram: TelegramSettings = Field(default_factory=lambda: TelegramSettings())
 

@@ -32,6 +32,7 @@ from kstrade.bus.topics import (
     METRICS_LATENCY,
     METRICS_PERFORMANCE,
     PNL,
+    SIGNAL_STAGES,
     signals,
 )
 from kstrade.clock import EventClock
@@ -95,6 +96,7 @@ _FLUSH_ROWS = 5_000
 #: emission: SQLite writes 72k signal rows in 1.6 s in one transaction, 4 s in 500-row ones.
 _REPLAY_FLUSH_ROWS = 25_000
 _SIGN = {"DOWN": -1, "FLAT": 0, "UP": 1}
+_SIGNAL_TOPICS = frozenset(signals(stage) for stage in SIGNAL_STAGES)
 #: A poll's records are taken run by run of one topic.
 _TOPIC = attrgetter("topic")
 #: What the collector reads from one record, given its origin_ns and stage headers.
@@ -265,9 +267,11 @@ class MetricsCollector(Stage):
         if topic.startswith("predictions."):
             return self._prediction
         if topic.startswith("signals."):
+            if topic != signals("final") and (self.store is None or topic not in _SIGNAL_TOPICS):
+                return None  # only FINAL signals feed the tiers; the others are read for the store
+            # Read even where its stage is not kept: what is counted unreadable does not depend
+            # on what the database keeps.
             stored = topic in self._stored_signals()
-            if topic != signals("final") and not stored:
-                return None  # only FINAL signals feed the tiers; the others are only stored
             return lambda record, origin_ns, stage: self._signal_content(record, stored)
         return {PNL: self._pnl, EXECUTIONS: self._execution, METRICS_ALERTS: self._relay}.get(topic)
 
