@@ -79,11 +79,11 @@ pub struct PyRecord {
     #[pyo3(get)]
     offset: i64,
     #[pyo3(get)]
-    pub(crate) key: Option<Py<PyBytes>>,
+    key: Option<Py<PyBytes>>,
     #[pyo3(get)]
     value: Option<Py<PyBytes>>,
     #[pyo3(get)]
-    pub(crate) timestamp_ms: i64,
+    timestamp_ms: i64,
     /// Header names and values back to back, and where each lies: two allocations per record
     /// however many headers it has.
     header_bytes: Box<[u8]>,
@@ -100,7 +100,8 @@ struct HeaderSpan {
 }
 
 impl PyRecord {
-    /// For the stages' native readers (`signal_core`): where the record sits and its value.
+    /// For the stages' native readers (`signal_core`, `metrics`): where the record sits, its
+    /// key, value and time.
     pub(crate) fn topic(&self) -> &Py<PyString> {
         &self.topic
     }
@@ -115,6 +116,14 @@ impl PyRecord {
 
     pub(crate) fn value(&self) -> Option<&Py<PyBytes>> {
         self.value.as_ref()
+    }
+
+    pub(crate) fn key(&self) -> Option<&Py<PyBytes>> {
+        self.key.as_ref()
+    }
+
+    pub(crate) fn timestamp_ms(&self) -> i64 {
+        self.timestamp_ms
     }
 
     /// The value of the first header with this name; None where there is none, or it is null.

@@ -39,12 +39,12 @@ fn latency_headers(
                     s
                 }
             };
-            let key = r.key.as_ref().map(|k| k.clone_ref(py));
+            let key = r.key().map(|k| k.clone_ref(py));
             Some((
                 origin_ns,
                 name,
                 key,
-                i128::from(r.timestamp_ms) * 1_000_000 + 500_000,
+                i128::from(r.timestamp_ms()) * 1_000_000 + 500_000,
             ))
         })
         .collect()
