@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,10 @@ class PaperBroker:
         self.gap_loss = 0.0
         #: Slippage paid on closes at market (flattening), beyond the mark.
         self.close_slippage = 0.0
+        #: The account as `account` last built it; None once the balance, a position or a mark
+        #: changed. The stage reads the account two or three times per candle, mostly unchanged,
+        #: and tells by identity that nothing moved between two reads (`ExecutionStage.handle`).
+        self._account: AccountSnapshot | None = None
         if self.state_path is not None and self.state_path.exists():
             self._load(self.state_path)
 
@@ -139,6 +143,7 @@ class PaperBroker:
         ticket = self._next("paper")
         fill = Fill(ticket, self._next("deal"), price, request.quantity, commission, now_ns)
         self.balance -= commission
+        self._account = None
         self.positions[ticket] = _Open(
             Position(
                 ticket=ticket, client_order_id=request.client_order_id, symbol=request.symbol, side=request.side,
@@ -159,8 +164,19 @@ class PaperBroker:
         return self.fills.get(client_order_id)
 
     def account(self, now_ns: int) -> AccountSnapshot:
-        positions = tuple(o.position for o in self.positions.values())
-        return AccountSnapshot(self.balance, self.balance + sum(p.floating_pnl for p in positions), positions)
+        """The account now (the paper account does not move with time, only with the changes
+        that drop the cached snapshot): the same object until one of them."""
+        account = self._account
+        if account is None:
+            positions = tuple(o.position for o in self.positions.values())
+            account = AccountSnapshot(self.balance, self.balance + sum(p.floating_pnl for p in positions), positions)
+            self._account = account
+        return account
+
+    def unchanged_since(self, account: AccountSnapshot) -> bool:
+        """True when `account` (a snapshot `account` returned) is still the account: no balance,
+        position or mark changed since."""
+        return self._account is account
 
     def close_position(self, ticket: str, now_ns: int, reason: str) -> BrokerReply:
         held = self.positions.get(ticket)
@@ -198,8 +214,14 @@ class PaperBroker:
                     self._save()
         self.prices[symbol] = close
         for held in self.positions.values():
-            if held.position.symbol == symbol:
-                held.position = replace(held.position, mark=close)
+            p = held.position
+            if p.symbol == symbol:
+                # `replace(p, mark=close)`, spelled out: the same position, several times cheaper.
+                held.position = Position(
+                    p.ticket, p.client_order_id, p.symbol, p.side, p.quantity, p.entry_price, p.stop_loss,
+                    p.take_profit, close, p.value_per_unit, p.close_commission, p.opened_ns,
+                )  # fmt: skip
+                self._account = None
 
     def _trigger(self, p: Position, open: float, high: float, low: float) -> tuple[float | None, str]:
         long = p.side is Side.BUY
@@ -220,6 +242,7 @@ class PaperBroker:
 
     def _close(self, ticket: str, exit_price: float, now_ns: int, reason: str) -> None:
         held = self.positions.pop(ticket)
+        self._account = None
         p = held.position
         gross = p.direction * (exit_price - p.entry_price) * p.quantity * p.value_per_unit
         close_commission = p.quantity * held.commission_per_lot
