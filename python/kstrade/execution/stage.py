@@ -34,7 +34,7 @@ from kstrade.bus.topics import (
 from kstrade.clock import EPOCH, EventClock
 from kstrade.codes import ORDER_REJECTED_PREFIX, AlertCode, BrokerCode, DeadLetter, Drop, ExitReason
 from kstrade.config import ExecutionSettings, Settings, SymbolSettings
-from kstrade.execution.account import loss_to_stop
+from kstrade.execution.account import AccountSnapshot, loss_to_stop
 from kstrade.execution.broker import LINK_ERRORS, Broker, BrokerReply, OrderRequest, Outcome
 from kstrade.execution.circuit import CircuitBreaker
 from kstrade.execution.control import ACK_CODES
@@ -127,6 +127,8 @@ class ExecutionStage(Stage):
         self._broker_down_since: int | None = None
         self._last_down_alert_ns = 0
         self._flatten_alerted: dict[str, int] = {}
+        #: The account the latest `_observe` read (None: the broker was unreachable).
+        self._seen: AccountSnapshot | None = None
         #: The account on Prometheus (`execution.prometheus_port`); None in replays: no cost.
         self.gauges = gauges
 
@@ -163,24 +165,21 @@ class ExecutionStage(Stage):
             return self._on_control(record, now)
         symbol, open_, high, low, close, origin = self._candle(record)
         paper = self.broker if isinstance(self.broker, PaperBroker) else None
-        # A flat paper account: the observation below sees (balance, balance, no positions) and
-        # closes nothing; if the candle then moves nothing either, a second observation would see
-        # the same account at the same time, and the guard gives nothing new for that.
-        flat = paper is not None and not paper.positions
-        balance = paper.balance if paper is not None else 0.0
         outs = self._observe(now, origin)  # roll the Prague day before this candle moves anything
-        if paper is not None:
-            paper.mark_prices(symbol, open_, high, low, close, now)
+        if paper is None:
+            outs += self._closed(now, origin)
+            outs += self._observe(now, origin)
+            return outs
+        seen = self._seen
+        paper.mark_prices(symbol, open_, high, low, close, now)
         closed = self._closed(now, origin)
         outs += closed
-        if (
-            flat
-            and paper is not None
-            and not closed
-            and not paper.positions
-            and paper.balance == balance
-            and self._broker_down_since is None
-        ):
+        # The account the observation above read is still the account: nothing moved since (no
+        # close, no mark of an open position). That observation closed nothing (a close changes
+        # the account), so no loss floor, flatten, news or weekend close met open positions; a
+        # second one of the same account at the same time would roll no day, move no state,
+        # save no guard, emit nothing and leave the gauges as they are (see AccountGuard.observe).
+        if not closed and self._broker_down_since is None and seen is not None and paper.unchanged_since(seen):
             return outs
         outs += self._observe(now, origin)
         return outs
@@ -270,11 +269,15 @@ class ExecutionStage(Stage):
         try:
             account = self.broker.account(now)
         except LINK_ERRORS as exc:
+            self._seen = None
             return self._broker_down(now, origin, exc)
+        self._seen = account
         self._broker_down_since = None
         events = guard.observe(now, account)
         outs = [self._alert(now, origin, e.severity, e.code, e.message) for e in events]
-        if guard.flattening or any(e.flatten and not e.symbols for e in events):
+        if not events:  # the common case: nothing asked to close, unless a halt is flattening
+            closing = list(account.positions) if guard.flattening else []
+        elif guard.flattening or any(e.flatten and not e.symbols for e in events):
             closing = list(account.positions)
         else:
             targeted = {s for e in events if e.flatten for s in e.symbols}
