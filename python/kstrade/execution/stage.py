@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, get_args
 from uuid import UUID
 
+from kstrade._native import decode_candle
 from kstrade.bus import MessageError, Output, Record
 from kstrade.bus.runner import Batch
 from kstrade.bus.topics import (
@@ -127,6 +128,7 @@ class ExecutionStage(Stage):
         self._broker_down_since: int | None = None
         self._last_down_alert_ns = 0
         self._flatten_alerted: dict[str, int] = {}
+        self._candle_reader: _CandleReader | None = None
         #: The account the latest `_observe` read (None: the broker was unreachable).
         self._seen: AccountSnapshot | None = None
         #: The account on Prometheus (`execution.prometheus_port`); None in replays: no cost.
@@ -193,9 +195,12 @@ class ExecutionStage(Stage):
         or any doubt, takes the model's path (`self.decode`), which dead-letters a bad candle
         with the same error as always. On either path a candle whose symbol is not its topic's
         is dead-lettered (SYMBOL_TOPIC_MISMATCH): a dict lookup, not a topic parse."""
-        codec = self.codec(Candle)
-        origin = _current_candle_origin(record.headers, codec)
+        reader = self._candle_reader
+        if reader is None:
+            reader = self._candle_reader = _CandleReader(self.codec(Candle))
+        origin = _current_candle_origin(record.headers, reader)
         if origin is None:
+            codec = reader.codec
             headers = MessageHeaders.from_kafka(record.headers, topic=record.topic, offset=record.offset)
             origin = headers.origin_ns
             current = (
@@ -205,9 +210,10 @@ class ExecutionStage(Stage):
             )
         else:
             current = True
-        if current and codec.native and codec.format == "avro" and codec.wire == "bare" and record.value is not None:
+        data = record.value
+        if current and reader.native and data is not None:
             try:
-                v = codec.decode_value(record.value, version=codec.version, topic=record.topic, offset=record.offset)
+                v = decode_candle(data, version=reader.version, topic=record.topic, offset=record.offset)
             except Exception:  # the model's path below raises the same error
                 v = None
             if v is not None and _valid_candle(v):
@@ -574,7 +580,23 @@ _MICROS_MIN = -62_135_596_800_000_000 + 86_400_000_000
 _MICROS_MAX = 253_402_300_799_999_999 - 86_400_000_000
 
 
-def _current_candle_origin(headers: Any, codec: Codec) -> int | None:
+class _CandleReader:
+    """The stage's candle codec and what a current candle's headers and body decode need from
+    it, worked out once (the codec's properties cost more than the candle's own checks)."""
+
+    __slots__ = ("codec", "encoding", "native", "schema", "version", "version_header")
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self.schema = codec.schema_name.encode()
+        self.version = codec.version
+        self.version_header = str(codec.version).encode()
+        self.encoding = codec.encoding.encode()
+        #: Bare native Avro: `codec.decode_value` of a current body is `decode_candle` itself.
+        self.native = codec.native and codec.format == "avro" and codec.wire == "bare"
+
+
+def _current_candle_origin(headers: Any, reader: _CandleReader) -> int | None:
     """The origin time when the headers are exactly what `Codec.headers` writes for the current
     bare Avro candle (schema, schema_version, origin_ns, stage, encoding; ASCII, a plain decimal
     origin), where `MessageHeaders.from_kafka` would read the same; None for anything else."""
@@ -584,8 +606,8 @@ def _current_candle_origin(headers: Any, codec: Codec) -> int | None:
         return None
     if (
         n0 != HEADER_SCHEMA or n1 != HEADER_SCHEMA_VERSION or n2 != HEADER_ORIGIN_NS or n3 != HEADER_STAGE
-        or n4 != HEADER_ENCODING or v0 != codec.schema_name.encode() or v1 != str(codec.version).encode()
-        or v4 != codec.encoding.encode() or type(v2) is not bytes or type(v3) is not bytes
+        or n4 != HEADER_ENCODING or v0 != reader.schema or v1 != reader.version_header
+        or v4 != reader.encoding or type(v2) is not bytes or type(v3) is not bytes
         or not v2.isdigit() or not v3.isascii()
     ):  # fmt: skip
         return None
