@@ -225,19 +225,25 @@ class PaperBroker:
 
     def _trigger(self, p: Position, open: float, high: float, low: float) -> tuple[float | None, str]:
         long = p.side is Side.BUY
-        stop_fill = self._slipped(p.stop_loss, Side.SELL if long else Side.BUY)
-        gapped_stop = open <= p.stop_loss if long else open >= p.stop_loss
-        gapped_target = open >= p.take_profit if long else open <= p.take_profit
+        stop, target = p.stop_loss, p.take_profit
+        # Most candles reach neither: none of the tests below holds, so no fill price is computed.
+        if long and not (open <= stop or open >= target or low <= stop or high >= target):
+            return None, ""
+        if not long and not (open >= stop or open <= target or high >= stop or low <= target):
+            return None, ""
+        stop_fill = self._slipped(stop, Side.SELL if long else Side.BUY)
+        gapped_stop = open <= stop if long else open >= stop
+        gapped_target = open >= target if long else open <= target
         if gapped_stop:
             gap_fill = self._slipped(open, Side.SELL if long else Side.BUY)
             self.gap_loss += abs(stop_fill - gap_fill) * p.quantity * p.value_per_unit
             return gap_fill, ExitReason.STOP_LOSS_GAP
         if gapped_target:
             return open, ExitReason.TAKE_PROFIT
-        if (low <= p.stop_loss) if long else (high >= p.stop_loss):
+        if (low <= stop) if long else (high >= stop):
             return stop_fill, ExitReason.STOP_LOSS
-        if (high >= p.take_profit) if long else (low <= p.take_profit):
-            return p.take_profit, ExitReason.TAKE_PROFIT
+        if (high >= target) if long else (low <= target):
+            return target, ExitReason.TAKE_PROFIT
         return None, ""
 
     def _close(self, ticket: str, exit_price: float, now_ns: int, reason: str) -> None:
