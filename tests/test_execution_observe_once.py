@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,11 @@ def test_skipping_an_unchanged_observation_changes_nothing(tmp_path: Path, steps
 
 def test_a_mark_is_the_position_with_the_new_price() -> None:
     """`mark_prices` builds the marked position field by field: every other field stays."""
+    # It names the fields in this order: a field added to Position must be added there too.
+    assert [f.name for f in fields(Position)] == [
+        "ticket", "client_order_id", "symbol", "side", "quantity", "entry_price", "stop_loss", "take_profit", "mark",
+        "value_per_unit", "close_commission", "opened_ns",
+    ], "Position changed: PaperBroker.mark_prices builds one field by field"  # fmt: skip
     broker = PaperBroker(100_000)
     held = Position("t-1", "ks-1", "BTC-USD", Side.SELL, 2.5, 50_000.0, 51_000.0, 48_000.0, 50_000.0, 3.0, 7.5, 42)
     broker.positions["t-1"] = _Open(held, 7.5, 3.0, "t-1")
