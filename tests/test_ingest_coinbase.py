@@ -32,7 +32,7 @@ from kstrade.ingest.coinbase.messages import (
 )
 from kstrade.ingest.coinbase.minutes import LiveMinutes, Window
 from kstrade.ingest.coinbase.rest import CandlesRest, RestError
-from kstrade.ingest.health import IngestHealth as SourceHealth
+from kstrade.ingest.health import FeedHealth as SourceHealth
 from kstrade.ingest.resume import resume_points
 from kstrade.ingest.rollup import INTERVAL_MS, MultiTimeframeCandles
 from kstrade.ingest.service import ensure_candle_topics, run_ingest
