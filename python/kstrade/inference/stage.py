@@ -116,6 +116,41 @@ class FeatureWindow:
         return out
 
 
+class _BatchHistory:
+    """What the windows of a batch's symbols hold, told as it goes (`before` the first push of a
+    symbol, then every push), so that every full window of the batch can be cut out of one array
+    at the end (`rows`): per symbol, its window before the batch, then its vectors of the batch."""
+
+    def __init__(self, windows: dict[str, FeatureWindow]) -> None:
+        self._windows = windows
+        self._start: dict[str, np.ndarray] = {}  # per symbol: its window's rows before the batch
+        self._pushed: dict[str, list[int]] = {}  # per symbol: rows of the decoded vectors pushed
+        self._full: list[tuple[str, int]] = []  # per full window, in order: symbol, its pushes so far
+
+    def before(self, symbol: str, window: FeatureWindow) -> None:
+        if symbol not in self._start:
+            self._start[symbol] = window.rows.copy()
+            self._pushed[symbol] = []
+
+    def pushed(self, symbol: str, row: int, full: bool) -> None:
+        pushed = self._pushed[symbol]
+        pushed.append(row)
+        if full:
+            self._full.append((symbol, len(pushed)))
+
+    def rows(self, vectors: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """One array of every symbol's rows (window before the batch, then its pushes), and for
+        each full window, in order, where its newest row lies in it."""
+        parts: list[np.ndarray] = []
+        base: dict[str, int] = {}
+        at = 0
+        for symbol, start in self._start.items():
+            base[symbol] = at + len(start) - 1  # the newest row before the batch
+            parts += [start, vectors[self._pushed[symbol]]]
+            at += len(start) + len(self._pushed[symbol])
+        return np.concatenate(parts), [base[symbol] + n for symbol, n in self._full]
+
+
 def _manifest_stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
     """What a new version changes: the manifest and the ONNX files beside it (name, mtime, size)."""
     stamp = []
@@ -415,6 +450,9 @@ class InferenceStage(Stage):
         # (at most one per record), and how many so far.
         staged: dict[int, tuple[np.ndarray, int]] = {}
         order: list[tuple[int, list[Output] | None]] = []  # per record: its outputs, or None: predicted
+        # When every record is plain, the windows are gathered after the loop, all at once
+        # (`_gather`): a numpy call per window lets the GIL go and waits to get it back.
+        history = _BatchHistory(self._windows) if plain.all() else None
         for k, record in enumerate(records):
             if not plain[k]:
                 order.append((k, list(batch.each(self.handle, [record]))))
@@ -422,11 +460,19 @@ class InferenceStage(Stage):
             i = int(decoded[k])
             symbol = cols["symbol"][i]
             window = self._windows[symbol]
+            if history is not None:
+                history.before(symbol, window)
             if not window.push(int(micros[i]), as32[i]):
                 self.duplicates += 1
                 continue
             self._dirty = True
+            if history is not None:
+                history.pushed(symbol, i, window.full)
             if not window.full:
+                continue
+            wanted.append((k, symbol, int(micros[i])))
+            order.append((k, None))
+            if history is not None:
                 continue
             slot = self.slots[symbol]
             model = slot.model
@@ -434,13 +480,46 @@ class InferenceStage(Stage):
             inputs, n = staged.get(id(slot)) or (np.empty((len(records), *window.rows.shape), dtype=np.float32), 0)
             window.scaled_into(mean, inv_std, inputs[n : n + 1])
             staged[id(slot)] = (inputs, n + 1)
-            wanted.append((k, symbol, int(micros[i])))
-            order.append((k, None))
+        if history is not None:
+            staged = self._gather(history, as32, wanted)
         predicted = self._run_models(staged, wanted, records)
         out: list[Output] = []
         for k, outputs in order:
             out += predicted[k] if outputs is None else outputs
         return out
+
+    def _gather(
+        self, history: _BatchHistory, vectors: np.ndarray, wanted: list[tuple[int, str, int]]
+    ) -> dict[int, tuple[np.ndarray, int]]:
+        """Every full window of the batch, scaled, per model slot in the order of `wanted`: one
+        gather and one scaling per slot. Each element is computed as `FeatureWindow.scaled_into`
+        computes it ((x - mean) * inv_std in float32), so the model sees the same bits."""
+        rows, ends = history.rows(vectors)
+        per_slot: dict[int, list[int]] = {}
+        for n, (_, symbol, _) in enumerate(wanted):
+            per_slot.setdefault(id(self.slots[symbol]), []).append(n)
+        staged: dict[int, tuple[np.ndarray, int]] = {}
+        for slot in self.distinct_slots():
+            picked = per_slot.get(id(slot))
+            if not picked:
+                continue
+            symbols = [wanted[n][1] for n in picked]
+            length = slot.model.window
+            last = np.asarray([ends[n] for n in picked], dtype=np.int64)
+            inputs = rows[last[:, None] + np.arange(1 - length, 1, dtype=np.int64)]
+            scalers = slot.model.scalers
+            order = list(dict.fromkeys(symbols))
+            which = np.asarray([order.index(s) for s in symbols], dtype=np.int64) if len(order) > 1 else None
+            means = np.stack([scalers[s][0] for s in order])
+            inv_stds = np.stack([scalers[s][1] for s in order])
+            if which is None:
+                np.subtract(inputs, means[0], out=inputs)
+                np.multiply(inputs, inv_stds[0], out=inputs)
+            else:
+                np.subtract(inputs, means[which][:, None, :], out=inputs)
+                np.multiply(inputs, inv_stds[which][:, None, :], out=inputs)
+            staged[id(slot)] = (inputs, len(picked))
+        return staged
 
     def _run_models(
         self, staged: dict[int, tuple[np.ndarray, int]], wanted: list[tuple[int, str, int]], records: list[Record]
