@@ -8,11 +8,22 @@ seconds yet every time-based rule (TTLs, grace periods, daily resets) sees the m
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 #: The Unix epoch, for datetime <-> epoch-unit conversions (one definition for the package).
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def to_micros(t: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime (the messages' timestamps)."""
+    return (t - EPOCH) // _US
+
+
+def from_micros(us: int) -> datetime:
+    """The UTC datetime `us` microseconds after the Unix epoch."""
+    return EPOCH + timedelta(microseconds=us)
 
 
 class Clock(Protocol):

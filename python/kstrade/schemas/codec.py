@@ -11,23 +11,21 @@ Candles, feature vectors and predictions encode natively (`kstrade._native`, han
 these schemas); every type also encodes with fastavro from the same `.avsc` files, and both
 agree byte for byte (tests/vectors). Failures raise `CodecError` whose `.code` is stable and
 whose message names the schema, field, topic and offset.
+
+Beside it: `headers` (the headers and `CodecError`), `files` (where the schemas are read from),
+`diagnosis` (where a bad body broke); their names are re-exported here.
 """
 
 from __future__ import annotations
 
 import io
 import itertools
-import json
 import logging
-import os
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import cache
-from pathlib import Path
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import fastavro
@@ -36,361 +34,35 @@ import orjson
 from pydantic import ValidationError
 
 import kstrade._native as _native
-from kstrade.clock import EPOCH
+from kstrade.clock import from_micros, to_micros
 from kstrade.codes import DeadLetter
+from kstrade.schemas.diagnosis import field_path, locate_failure
+from kstrade.schemas.files import full_name, released_versions, schema_dir, schema_json
+from kstrade.schemas.files import parsed_schema as _parsed
+from kstrade.schemas.headers import (
+    ENCODINGS,
+    HEADER_ENCODING,
+    HEADER_ORIGIN_NS,
+    HEADER_SCHEMA,
+    HEADER_SCHEMA_VERSION,
+    HEADER_STAGE,
+    CodecError,
+    MessageHeaders,
+    codec_error,
+)
 from kstrade.schemas.models import MODELS, FeatureVector, Message, PredictedDirection, Prediction
 from kstrade.schemas.registry import RegistryError, SchemaRefused
 
 if TYPE_CHECKING:
     from kstrade.schemas.registry import SchemaRegistry
 
-CodecError = _native.CodecError
-
 log = logging.getLogger(__name__)
 
 Format = Literal["avro", "json"]
 Engine = Literal["auto", "native", "fastavro"]
 Wire = Literal["bare", "confluent"]
-
-_US = timedelta(microseconds=1)
-
-# --- headers ------------------------------------------------------------------------------------
-
-HEADER_SCHEMA = "schema"
-HEADER_SCHEMA_VERSION = "schema_version"
-HEADER_ORIGIN_NS = "origin_ns"
-HEADER_STAGE = "stage"
-HEADER_ENCODING = "encoding"
 #: A codec's constant headers for one stage: schema, schema_version, stage, encoding.
 _HeaderTemplate = tuple[tuple[str, bytes], tuple[str, bytes], tuple[str, bytes], tuple[str, bytes]]
-#: `encoding` header values: bare Avro body, Confluent wire format, or JSON.
-ENCODINGS = ("avro", "avro-confluent", "json")
-
-
-def codec_error(
-    code: str,
-    reason: str,
-    *,
-    schema: str = "",
-    field: str = "",
-    topic: str | None = None,
-    offset: int | None = None,
-) -> Exception:
-    """A `CodecError` shaped like the native ones: same attributes, same message layout."""
-    where = f"field '{field}' of {schema}" if field else schema
-    if topic is not None and offset is not None:
-        where += f" (topic '{topic}', offset {offset})"
-    elif topic is not None:
-        where += f" (topic '{topic}')"
-    elif offset is not None:
-        where += f" (offset {offset})"
-    e = CodecError(f"{code.lower().replace('_', ' ')} at {where}: {reason}")
-    e.code, e.schema, e.field, e.topic, e.offset = code, schema, field, topic, offset
-    return e
-
-
-@dataclass(frozen=True)
-class MessageHeaders:
-    """The headers on every message. Values are ASCII text, like the bus's `dlq.*` headers.
-
-    - `schema`: full Avro name of the value, e.g. `kstrade.Candle`
-    - `schema_version`: the `version` of that schema the value was written with, e.g. `1`
-    - `origin_ns`: epoch nanoseconds of the market event that caused this message (the candle
-      close that started the chain); every stage copies it from its input, so any consumer can
-      measure end-to-end latency as `now - origin_ns`
-    - `stage`: the stage that produced the message (ingest, features, inference, ...)
-    - `encoding`: `avro` (bare body), `avro-confluent` (magic byte + schema id + body) or `json`
-    """
-
-    schema: str
-    schema_version: int
-    origin_ns: int
-    stage: str
-    encoding: str = "avro"
-
-    def to_kafka(self) -> list[tuple[str, bytes]]:
-        return [
-            (HEADER_SCHEMA, self.schema.encode()),
-            (HEADER_SCHEMA_VERSION, str(self.schema_version).encode()),
-            (HEADER_ORIGIN_NS, str(self.origin_ns).encode()),
-            (HEADER_STAGE, self.stage.encode()),
-            (HEADER_ENCODING, self.encoding.encode()),
-        ]
-
-    @classmethod
-    def from_kafka(
-        cls,
-        headers: Iterable[tuple[str, bytes | None]],
-        *,
-        topic: str | None = None,
-        offset: int | None = None,
-    ) -> MessageHeaders:
-        """Reads the headers of a consumed record; the first occurrence of each name wins."""
-        found: dict[str, str] = {}
-        for name, value in headers:
-            if name in found or value is None:
-                continue
-            try:
-                found[name] = value.decode("ascii")
-            except UnicodeDecodeError:
-                raise codec_error(
-                    DeadLetter.BAD_HEADER, "not ASCII text", schema="headers", field=name, topic=topic, offset=offset
-                ) from None
-        for name in (HEADER_SCHEMA, HEADER_SCHEMA_VERSION, HEADER_ORIGIN_NS, HEADER_STAGE):
-            if name not in found:
-                raise codec_error(
-                    DeadLetter.MISSING_HEADER,
-                    "required on every message",
-                    schema="headers",
-                    field=name,
-                    topic=topic,
-                    offset=offset,
-                )
-        encoding = found.get(HEADER_ENCODING, "avro")
-        if encoding not in ENCODINGS:
-            raise codec_error(
-                DeadLetter.BAD_HEADER,
-                f"unknown encoding {encoding!r}",
-                schema="headers",
-                field=HEADER_ENCODING,
-                topic=topic,
-                offset=offset,
-            )
-        ints = {}
-        for name in (HEADER_SCHEMA_VERSION, HEADER_ORIGIN_NS):
-            try:
-                ints[name] = int(found[name])
-            except ValueError:
-                raise codec_error(
-                    DeadLetter.BAD_HEADER,
-                    f"{found[name]!r} is not an integer",
-                    schema="headers",
-                    field=name,
-                    topic=topic,
-                    offset=offset,
-                ) from None
-        return cls(
-            found[HEADER_SCHEMA],
-            ints[HEADER_SCHEMA_VERSION],
-            ints[HEADER_ORIGIN_NS],
-            found[HEADER_STAGE],
-            encoding,
-        )
-
-
-# --- schemas ------------------------------------------------------------------------------------
-
-
-def schema_dir() -> Path | None:
-    """`$KSTRADE_SCHEMAS_DIR`, else the repository's `schemas/` when running from a checkout, else
-    None: an installed wheel reads the copies embedded in the native module at build time."""
-    env = os.environ.get("KSTRADE_SCHEMAS_DIR")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[3] / "schemas"
-    return repo if repo.is_dir() else None
-
-
-def _schema_text(relative: str) -> str:
-    base = schema_dir()
-    if base is None:
-        try:
-            return _native.SCHEMA_FILES[relative]
-        except KeyError:
-            raise FileNotFoundError(f"no schema {relative} in this build of kstrade") from None
-    if not base.is_dir():
-        raise FileNotFoundError(
-            f"the message schemas are not at {base}: set KSTRADE_SCHEMAS_DIR to the schemas/ folder"
-        )
-    return (base / relative).read_text()
-
-
-@cache
-def schema_json(name: str, version: int | None = None) -> dict[str, Any]:
-    """The schema `name` (file stem) as JSON: the current one, or a released `version`."""
-    relative = f"{name}.avsc" if version is None else f"released/{name}.v{version}.avsc"
-    result: dict[str, Any] = json.loads(_schema_text(relative))
-    return result
-
-
-@cache
-def released_versions(name: str) -> tuple[int, ...]:
-    base = schema_dir()
-    names = (
-        [p.name for p in (base / "released").glob(f"{name}.v*.avsc")]
-        if base is not None
-        else [k.removeprefix("released/") for k in _native.SCHEMA_FILES if k.startswith(f"released/{name}.v")]
-    )
-    out = []
-    for file in names:
-        suffix = file[len(name) + 2 : -len(".avsc")]
-        if suffix.isdigit():
-            out.append(int(suffix))
-    return tuple(sorted(out))
-
-
-@cache
-def _parsed(name: str, version: int | None = None) -> Any:
-    return fastavro.parse_schema(schema_json(name, version))
-
-
-def full_name(schema: dict[str, Any]) -> str:
-    ns = schema.get("namespace")
-    return f"{ns}.{schema['name']}" if ns else str(schema["name"])
-
-
-# --- time ---------------------------------------------------------------------------------------
-
-
-def to_micros(t: datetime) -> int:
-    return (t - EPOCH) // _US
-
-
-def from_micros(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
-
-
-# --- where a bad Avro body broke ----------------------------------------------------------------
-
-
-class _Stop(Exception):
-    def __init__(self, code: str, field: str) -> None:
-        self.code, self.field = code, field
-
-
-def locate_failure(schema: Any, data: bytes) -> tuple[str, str]:
-    """Walks `data` against a parsed schema and returns (code, field path) of the first problem.
-
-    fastavro says *that* a body is bad, not *where*; this runs only on that error path.
-    """
-    named: dict[str, Any] = {}
-    pos = 0
-
-    def need(n: int, field: str) -> None:
-        if n < 0:
-            raise _Stop(DeadLetter.MALFORMED, field)
-        if pos + n > len(data):
-            raise _Stop(DeadLetter.TRUNCATED, field)
-
-    def long(field: str) -> int:
-        nonlocal pos
-        z, shift = 0, 0
-        while True:
-            need(1, field)
-            b = data[pos]
-            pos += 1
-            z |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return (z >> 1) ^ -(z & 1)
-            if shift >= 70:
-                raise _Stop(DeadLetter.MALFORMED, field)
-
-    def min_size(s: Any) -> int:
-        """The fewest bytes a value of this type takes (0 for null)."""
-        if isinstance(s, str) and s in named:
-            s = named[s]
-        if isinstance(s, list):
-            return 1
-        t = s if isinstance(s, str) else s["type"]
-        if isinstance(t, (dict, list)):
-            return min_size(t)
-        if t == "null":
-            return 0
-        if t in ("float", "double"):
-            return 4 if t == "float" else 8
-        if t == "fixed":
-            return int(s["size"])
-        if t == "record":
-            return sum(min_size(f["type"]) for f in s["fields"])
-        return 1
-
-    def walk(s: Any, field: str) -> None:
-        nonlocal pos
-        if isinstance(s, str) and s in named:
-            s = named[s]
-        if isinstance(s, list):
-            i = long(field)
-            if not 0 <= i < len(s):
-                raise _Stop(DeadLetter.MALFORMED, field)
-            walk(s[i], field)
-            return
-        t = s if isinstance(s, str) else s["type"]
-        if isinstance(s, dict) and "name" in s and t in ("record", "enum", "fixed"):
-            named[s["name"]] = s
-        if t == "null":
-            return
-        if t == "boolean":
-            need(1, field)
-            if data[pos] > 1:
-                raise _Stop(DeadLetter.MALFORMED, field)
-            pos += 1
-        elif t in ("int", "long"):
-            long(field)
-        elif t in ("float", "double"):
-            n = 4 if t == "float" else 8
-            need(n, field)
-            pos += n
-        elif t in ("bytes", "string"):
-            n = long(field)
-            need(n, field)
-            if t == "string":
-                try:
-                    data[pos : pos + n].decode()
-                except UnicodeDecodeError:
-                    raise _Stop(DeadLetter.MALFORMED, field) from None
-            pos += n
-        elif t == "fixed":
-            need(s["size"], field)
-            pos += s["size"]
-        elif t == "enum":
-            i = long(field)
-            if not 0 <= i < len(s["symbols"]):
-                raise _Stop(DeadLetter.MALFORMED, field)
-        elif t in ("array", "map"):
-            while True:
-                count = long(field)
-                if count == 0:
-                    break
-                if count < 0:
-                    count = -count
-                    long(field)
-                # As the native codec: a count the rest of the body cannot hold is a truncation
-                # of the array itself (and never a reason to loop 2**40 times).
-                item = min_size(s["values"] if t == "map" else s["items"]) + (1 if t == "map" else 0)
-                if count * max(item, 1) > len(data) - pos:
-                    raise _Stop(DeadLetter.TRUNCATED, field)
-                for i in range(count):
-                    if t == "map":
-                        walk("string", field)
-                        walk(s["values"], f"{field}[{i}]")
-                    else:
-                        walk(s["items"], f"{field}[{i}]")
-        elif t == "record":
-            for f in s["fields"]:
-                walk(f["type"], f"{field}.{f['name']}" if field else f["name"])
-        elif isinstance(t, (dict, list)):
-            walk(t, field)
-        else:
-            walk(named.get(t, t), field)
-
-    try:
-        walk(schema, "")
-    except _Stop as stop:
-        return stop.code, stop.field
-    except RecursionError:
-        return DeadLetter.MALFORMED, ""
-    if pos != len(data):
-        return DeadLetter.TRAILING_BYTES, ""
-    return DeadLetter.MALFORMED, ""
-
-
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
 
 # --- JSON shapes of the design document -----------------------------------------------------------
 
@@ -602,7 +274,7 @@ class Codec:
     def _invalid(self, e: ValidationError, topic: str | None, offset: int | None) -> Exception:
         first = e.errors()[0]
         code = DeadLetter.NON_FINITE if first["type"] == "finite_number" else DeadLetter.INVALID
-        return self._err(code, first["msg"], _field_path(first["loc"]), topic, offset)
+        return self._err(code, first["msg"], field_path(first["loc"]), topic, offset)
 
     def _check_version(self, version: int | None, topic: str | None, offset: int | None) -> int | None:
         """None for the current version, else an older released version to resolve from."""
@@ -1021,6 +693,7 @@ __all__ = [
     "Prediction",
     "codec_error",
     "from_micros",
+    "full_name",
     "locate_failure",
     "released_versions",
     "schema_dir",
