@@ -114,6 +114,19 @@ macro_rules! set {
     };
 }
 
+/// Columns of a batch of records into `out`, one per `"name": kind = |r| value`, in order:
+/// `i64`/`f64` pack the values as little-endian bytes (numpy reads them without a copy),
+/// `f64_flat` packs the values of every record back to back, `list` builds a Python list.
+macro_rules! columns {
+    ($py:expr, $recs:expr, $out:expr; $($name:literal: $kind:ident = |$r:ident| $value:expr),+ $(,)?) => {
+        $( set!($out, $name, columns!(@$kind $py, $recs.iter(), |$r| $value))?; )+
+    };
+    (@i64 $py:expr, $it:expr, $f:expr) => { le_i64($py, $it.map($f)) };
+    (@f64 $py:expr, $it:expr, $f:expr) => { le_f64($py, $it.map($f)) };
+    (@f64_flat $py:expr, $it:expr, $f:expr) => { le_f64($py, $it.flat_map($f)) };
+    (@list $py:expr, $it:expr, $f:expr) => { PyList::new($py, $it.map($f))? };
+}
+
 fn le_f64(py: Python<'_>, v: impl Iterator<Item = f64>) -> Bound<'_, PyBytes> {
     let buf: Vec<u8> = v.flat_map(f64::to_le_bytes).collect();
     PyBytes::new(py, &buf)
@@ -175,50 +188,24 @@ impl PyConvert for Candle {
     /// `minutes` is an int64 column with -1 where it is not stated (null); `origin` a list of
     /// symbols and None.
     fn columns<'py>(py: Python<'py>, recs: &[Self], out: &Bound<'py, PyDict>) -> PyResult<()> {
-        set!(
-            out,
-            "timestamp",
-            le_i64(py, recs.iter().map(|r| r.timestamp_us))
-        )?;
-        set!(
-            out,
-            "symbol",
-            PyList::new(py, recs.iter().map(|r| r.symbol.as_str()))?
-        )?;
-        set!(
-            out,
-            "interval",
-            PyList::new(py, recs.iter().map(|r| r.interval.as_str()))?
-        )?;
-        set!(out, "open", le_f64(py, recs.iter().map(|r| r.open)))?;
-        set!(out, "high", le_f64(py, recs.iter().map(|r| r.high)))?;
-        set!(out, "low", le_f64(py, recs.iter().map(|r| r.low)))?;
-        set!(out, "close", le_f64(py, recs.iter().map(|r| r.close)))?;
-        set!(out, "volume", le_f64(py, recs.iter().map(|r| r.volume)))?;
-        set!(
-            out,
-            "source",
-            PyList::new(py, recs.iter().map(|r| r.source.as_str()))?
-        )?;
-        set!(
-            out,
-            "minutes",
-            le_i64(py, recs.iter().map(|r| r.minutes.map_or(-1, i64::from)))
-        )?;
         let (trades, rest) = (intern!(py, "TRADES"), intern!(py, "REST"));
-        set!(
-            out,
-            "origin",
-            PyList::new(
-                py,
-                recs.iter().map(|r| {
-                    r.origin.map(|o| match o {
-                        CandleOrigin::Trades => trades,
-                        CandleOrigin::Rest => rest,
-                    })
-                })
-            )?
-        )?;
+        let origin = |o| match o {
+            CandleOrigin::Trades => trades,
+            CandleOrigin::Rest => rest,
+        };
+        columns!(py, recs, out;
+            "timestamp": i64 = |r| r.timestamp_us,
+            "symbol": list = |r| r.symbol.as_str(),
+            "interval": list = |r| r.interval.as_str(),
+            "open": f64 = |r| r.open,
+            "high": f64 = |r| r.high,
+            "low": f64 = |r| r.low,
+            "close": f64 = |r| r.close,
+            "volume": f64 = |r| r.volume,
+            "source": list = |r| r.source.as_str(),
+            "minutes": i64 = |r| r.minutes.map_or(-1, i64::from),
+            "origin": list = |r| r.origin.map(origin),
+        );
         Ok(())
     }
 }
@@ -261,37 +248,21 @@ impl PyConvert for FeatureVector {
             };
             set_of.push(i as i64);
         }
-        set!(
-            out,
-            "timestamp",
-            le_i64(py, recs.iter().map(|r| r.timestamp_us))
-        )?;
-        set!(
-            out,
-            "symbol",
-            PyList::new(py, recs.iter().map(|r| r.symbol.as_str()))?
-        )?;
-        set!(
-            out,
-            "version",
-            PyList::new(py, recs.iter().map(|r| r.version.as_str()))?
-        )?;
+        columns!(py, recs, out;
+            "timestamp": i64 = |r| r.timestamp_us,
+            "symbol": list = |r| r.symbol.as_str(),
+            "version": list = |r| r.version.as_str(),
+        );
         set!(
             out,
             "feature_sets",
             PyList::new(py, sets.iter().map(|s| s.to_vec()))?
         )?;
         set!(out, "feature_set", le_i64(py, set_of.into_iter()))?;
-        set!(
-            out,
-            "lengths",
-            le_i64(py, recs.iter().map(|r| r.values.len() as i64))
-        )?;
-        set!(
-            out,
-            "values",
-            le_f64(py, recs.iter().flat_map(|r| r.values.iter().copied()))
-        )?;
+        columns!(py, recs, out;
+            "lengths": i64 = |r| r.values.len() as i64,
+            "values": f64_flat = |r| r.values.iter().copied(),
+        );
         Ok(())
     }
 }
@@ -347,47 +318,19 @@ impl PyConvert for Prediction {
     }
 
     fn columns<'py>(py: Python<'py>, recs: &[Self], out: &Bound<'py, PyDict>) -> PyResult<()> {
-        set!(
-            out,
-            "timestamp",
-            le_i64(py, recs.iter().map(|r| r.timestamp_us))
-        )?;
-        set!(
-            out,
-            "symbol",
-            PyList::new(py, recs.iter().map(|r| r.symbol.as_str()))?
-        )?;
-        set!(
-            out,
-            "model_type",
-            PyList::new(py, recs.iter().map(|r| r.model_type.symbol()))?
-        )?;
-        set!(
-            out,
-            "model_version",
-            PyList::new(py, recs.iter().map(|r| r.model_version.as_str()))?
-        )?;
+        columns!(py, recs, out;
+            "timestamp": i64 = |r| r.timestamp_us,
+            "symbol": list = |r| r.symbol.as_str(),
+            "model_type": list = |r| r.model_type.symbol(),
+            "model_version": list = |r| r.model_version.as_str(),
+        );
         // The design's -1 / 0 / 1, ready for arithmetic.
-        set!(
-            out,
-            "direction",
-            le_i64(py, recs.iter().map(|r| i64::from(r.direction.sign())))
-        )?;
-        set!(
-            out,
-            "probability",
-            le_f64(py, recs.iter().map(|r| r.probability))
-        )?;
-        set!(
-            out,
-            "confidence",
-            le_f64(py, recs.iter().map(|r| r.confidence))
-        )?;
-        set!(
-            out,
-            "inference_time_ms",
-            le_f64(py, recs.iter().map(|r| r.inference_time_ms))
-        )?;
+        columns!(py, recs, out;
+            "direction": i64 = |r| i64::from(r.direction.sign()),
+            "probability": f64 = |r| r.probability,
+            "confidence": f64 = |r| r.confidence,
+            "inference_time_ms": f64 = |r| r.inference_time_ms,
+        );
         Ok(())
     }
 }
