@@ -28,18 +28,16 @@ from kstrade.inference.stage import InferenceStage
 from kstrade.ingest import synthetic
 from kstrade.report import write_run_directory
 from kstrade.report.recorder import RunRecorder
-from kstrade.services import STAGES, ensure_topics
+from kstrade.services import ensure_topics
 from kstrade.stage import Pipeline, Stage
+
+# The stages of a full run come from the registry: the built-in ones in PIPELINE_ORDER, the user's
+# `[pipeline] extra_stages` before metrics; RUN_AHEAD those that a replay runs ahead (re-exported).
+from kstrade.stages import PIPELINE_ORDER as PIPELINE_ORDER
+from kstrade.stages import RUN_AHEAD, pipeline_stages
 
 if TYPE_CHECKING:
     from kstrade.dashboard.web import DashboardServer
-
-#: The stages of a full run, in pipeline order (each drains before the next in every round).
-PIPELINE_ORDER = ("features", "inference.lstm", "inference.transformer", "signals", "execution", "metrics")
-#: The stages that read nothing a later stage writes: a replay runs them over many instants at
-#: once (big batches, one model call for many vectors); the rest go instant by instant behind an
-#: event-time fence, since signals and execution feed each other (`Pipeline`).
-RUN_AHEAD = ("features", "inference.lstm", "inference.transformer")
 
 
 #: History replayed into the indicators and the models' windows before a run's period (`warm_up`):
@@ -101,8 +99,7 @@ def test_period_start(settings: Settings) -> datetime | None:
     market data (their manifests' `data.ranges`): before it, some model has seen the data in
     training. None for the SYNTHETIC training's models (`train` without --data: they never saw
     a file's candles); models trained on candles (`train --data`) say their data's `kind`."""
-    from kstrade.inference.manifest import shipped_manifests
-    from kstrade.services import resolved_models_dir
+    from kstrade.inference.manifest import resolved_models_dir, shipped_manifests
 
     starts = []
     for manifest in shipped_manifests(resolved_models_dir(settings)):
@@ -141,11 +138,6 @@ class RunOptions:
     #: Called with the dashboard's address once the run directory is written, before the
     #: dashboard stops (the CLI waits there for Ctrl-C).
     dashboard_hold: Callable[[str], None] | None = None
-
-
-def pipeline_stages(settings: Settings, bus: Bus) -> list[Stage]:
-    """Every stage this build has, in pipeline order."""
-    return [STAGES[name](settings, bus) for name in PIPELINE_ORDER if name in STAGES]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Stages by name, and running one as its own process: `python -m kstrade service NAME`.
+"""Running one stage as its own process: `python -m kstrade service NAME` (the stages by name:
+`kstrade.stages`, the built-in ones and the user's).
 
 Each service is one member of the consumer group `kstrade.{name}`: start more processes with
 the same name to split the partitions among them (stages that join several topics per symbol
@@ -19,90 +20,27 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from contextlib import ExitStack
-from pathlib import Path
 from types import FrameType
 
+from kstrade import stages
 from kstrade.bus import Bus, BusError
 from kstrade.bus.reach import check_reachable
 from kstrade.bus.topics import catalogue, create_all
 from kstrade.config import Settings
 from kstrade.liveness import Liveness, watching
 from kstrade.stage import Stage, run_service
+from kstrade.stages import BUILT_IN
 
-
-def _features(settings: Settings, bus: Bus) -> Stage:
-    from kstrade.features.stage import FeatureStage
-
-    return FeatureStage(settings.symbols, settings.features.state_dir, base_interval=settings.base_interval)
-
-
-def _signals(settings: Settings, bus: Bus) -> Stage:
-    from kstrade.signals.aggregator import SignalAggregator
-
-    return SignalAggregator.from_settings(settings)
-
-
-def _models_dir(settings: Settings) -> Settings:
-    """A relative models_dir that does not exist here means the models shipped inside the package
-    (kstrade/models, also reached as models/ in a checkout), so `run` works from any directory,
-    from a checkout or from an installed wheel."""
-    configured = settings.inference.models_dir
-    if configured.is_absolute() or configured.exists():
-        return settings
-    shipped = Path(__file__).resolve().parent / configured
-    if not shipped.exists():
-        return settings
-    return settings.model_copy(update={"inference": settings.inference.model_copy(update={"models_dir": shipped})})
-
-
-def resolved_models_dir(settings: Settings) -> Path:
-    """The models directory the inference stages load from (`_models_dir`)."""
-    return _models_dir(settings).inference.models_dir
-
-
-def _lstm(settings: Settings, bus: Bus) -> Stage:
-    from kstrade.inference.stage import LSTMInference, inference_stage
-
-    return inference_stage(LSTMInference, _models_dir(settings))
-
-
-def _transformer(settings: Settings, bus: Bus) -> Stage:
-    from kstrade.inference.stage import TransformerInference, inference_stage
-
-    return inference_stage(TransformerInference, _models_dir(settings))
-
-
-def _metrics(settings: Settings, bus: Bus) -> Stage:
-    from kstrade.metrics.collector import build_collector
-
-    return build_collector(settings.metrics, bus)
-
-
-def _execution(settings: Settings, bus: Bus) -> Stage:
-    from kstrade.execution.stage import build as build_execution
-
-    return build_execution(settings)
-
-
-#: Every stage that can run as a service, by name.
-STAGES: dict[str, Callable[[Settings, Bus], Stage]] = {
-    "features": _features,
-    "inference.lstm": _lstm,
-    "inference.transformer": _transformer,
-    "signals": _signals,
-    "execution": _execution,
-    "metrics": _metrics,
-}
+#: The built-in stages, by name (the registry's `kstrade.stages.BUILT_IN`, under the name the
+#: tests and the deploy checks know).
+STAGES = BUILT_IN
 
 
 def build(name: str, settings: Settings, bus: Bus) -> Stage:
-    try:
-        factory = STAGES[name]
-    except KeyError:
-        raise ValueError(f"unknown stage {name!r}: choose from {', '.join(sorted(STAGES))}") from None
-    stage = factory(settings, bus)
+    """The stage `name` for a service (`kstrade.stages.build`), with the live door's limits on
+    market time from `[bus]` (`Stage.max_future_skew_ns`, `max_past_jump_ns`)."""
+    stage = stages.build(name, settings, bus)
     stage.max_future_skew_ns = int(settings.bus.max_future_skew_s * 1e9)
     stage.max_past_jump_ns = int(settings.bus.max_past_jump_s * 1e9)
     return stage
@@ -127,8 +65,7 @@ def ensure_topics(bus: Bus, settings: Settings) -> None:
 
 
 def serve(name: str, settings: Settings) -> int:
-    if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}: choose from {', '.join(sorted(STAGES))}")
+    stages.stage_class(name, settings)  # an unknown name or a bad extra stage: one line, before any connection
     bus = Bus.from_settings(settings.bus)
     check_reachable(bus, settings.bus.protocol)  # a wrong address or protocol: one line, in seconds
     ensure_topics(bus, settings)

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from kstrade.bus import Batch, Bus, Consumer, Output, Record, StageRunner
 from kstrade.bus.runner import Stamp
@@ -47,6 +47,9 @@ from kstrade.clock import Clock, EventClock, WallClock
 from kstrade.liveness import Liveness, group_backlog
 from kstrade.schemas import Codec, Message, MessageHeaders
 from kstrade.schemas.codec import HEADER_ORIGIN_NS
+
+if TYPE_CHECKING:
+    from kstrade.config import Settings
 
 M = TypeVar("M", bound=Message)
 
@@ -114,6 +117,15 @@ class Stage(_Emitter, ABC):
         #: bound to its runner's lag probe (`StageRunner.caught_up`): false while the cluster
         #: is away and while it catches up after.
         self.caught_up: Callable[[], bool] = _always
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bus: Bus) -> Stage:
+        """The stage as the configuration describes it: the one constructor by which `run`,
+        `backtest` and `service NAME` build every stage, built-in or the user's
+        (`kstrade.stages`). Given the whole `Settings` (the stage reads its section, the symbols,
+        the base interval) and the bus it will run on (most stages never touch it). A stage
+        that is only ever built by hand (a test's) need not override it."""
+        raise NotImplementedError(f"{cls.__module__}.{cls.__qualname__} has no from_settings(settings, bus)")
 
     @property
     def group(self) -> str:

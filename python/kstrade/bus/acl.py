@@ -40,7 +40,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
 from kstrade.bus.topics import (
     CONTROL_EXECUTION,
@@ -116,23 +116,11 @@ def principal(service: str) -> str:
 
 
 def declared_stages() -> dict[str, type[DeclaredStage]]:
-    """The six stage classes that run as services, by service name (imported here, not at the
-    top: the bus package sits below the stages)."""
-    from kstrade.execution.stage import ExecutionStage
-    from kstrade.features.stage import FeatureStage
-    from kstrade.inference.stage import LSTMInference, TransformerInference
-    from kstrade.metrics.collector import MetricsCollector
-    from kstrade.signals.aggregator import SignalAggregator
+    """The six built-in stage classes that run as services, by service name (the registry,
+    `kstrade.stages`: imported here, not at the top, since the bus package sits below the stages)."""
+    from kstrade.stages import BUILT_IN, load_class
 
-    classes: list[type[DeclaredStage]] = [
-        FeatureStage,
-        LSTMInference,
-        TransformerInference,
-        SignalAggregator,
-        ExecutionStage,
-        MetricsCollector,
-    ]
-    return {c.name: c for c in classes}
+    return {name: cast(type[DeclaredStage], load_class(reference)) for name, reference in BUILT_IN.items()}
 
 
 def catalogue_topics(symbols: Sequence[str]) -> list[str]:

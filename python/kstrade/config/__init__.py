@@ -9,7 +9,7 @@ file, and are redacted whenever the config is printed: by one rule on the name
     KSTRADE_BUS__TRANSPORT=kafka KSTRADE_BUS__BOOTSTRAP=10.0.0.5:9092 python -m kstrade config show
 
 The package holds one module per stage's settings (`bus`, `ingest`, `features`, `inference`,
-`signals`, `execution`, `metrics`, `service`); this root holds the top `Settings`,
+`signals`, `execution`, `metrics`, `service`, `pipeline`); this root holds the top `Settings`,
 the base interval's defaults, and loading (discovery, TOML, environment, flags). Every public
 name of the section modules is re-exported here, so `from kstrade.config import SignalSettings`
 works as it always has.
@@ -40,6 +40,7 @@ from kstrade.config.features import FeatureSettings
 from kstrade.config.inference import InferenceSettings
 from kstrade.config.ingest import CoinbaseSettings, IngestSettings
 from kstrade.config.metrics import MetricsSettings, SignalStageName, TelegramSettings
+from kstrade.config.pipeline import PipelineSettings
 from kstrade.config.service import ServiceSettings
 from kstrade.config.signals import (
     BoosterSettings,
@@ -113,6 +114,7 @@ class Settings(BaseSettings):
     features: FeatureSettings = Field(default_factory=lambda: FeatureSettings())
     inference: InferenceSettings = Field(default_factory=lambda: InferenceSettings())
     service: ServiceSettings = Field(default_factory=lambda: ServiceSettings())
+    pipeline: PipelineSettings = Field(default_factory=lambda: PipelineSettings())
 
     @model_validator(mode="before")
     @classmethod
@@ -297,6 +299,7 @@ __all__ = [
     "IngestSettings",
     "MetricsSettings",
     "OutcomeReweighting",
+    "PipelineSettings",
     "ServiceSettings",
     "Settings",
     "SignalSettings",

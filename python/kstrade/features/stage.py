@@ -44,19 +44,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 import kstrade._native as _native
 from kstrade._native import Candle as NativeCandle
-from kstrade.bus import Batch, MessageError, Output, Record
+from kstrade.bus import Batch, Bus, MessageError, Output, Record
 from kstrade.bus.runner import FUTURE_TIMESTAMP, future_message
 from kstrade.bus.topics import candles, features_aggregated
 from kstrade.codes import DeadLetter
 from kstrade.features.engine import BASE_INTERVAL_MS, FeatureEngine
 from kstrade.schemas import Candle, Codec, FeatureVector
 from kstrade.stage import Stage, save_state
+
+if TYPE_CHECKING:
+    from kstrade.config import Settings
 
 #: Fewer candles of one symbol than this in a poll go the record-at-a-time way (live, a poll is
 #: usually one candle: nothing to gain from columns).
@@ -108,6 +111,11 @@ class FeatureStage(Stage):
         self.state_file = None if state_dir is None else Path(state_dir).expanduser() / "features-state.json"
         if self.state_file is not None and self.state_file.exists():
             self._restore(self.state_file)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bus: Bus | None = None) -> Self:
+        """The stage as configured: the settings' symbols, base interval and `features.state_dir`."""
+        return cls(settings.symbols, settings.features.state_dir, base_interval=settings.base_interval)
 
     # -- state ---------------------------------------------------------------------------------
     def _restore(self, path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kstrade.codes import ModelRefusal
-from kstrade.config import CalibratorSpec
+from kstrade.config import CalibratorSpec, Settings
 
 MANIFEST_FORMAT: Literal["kstrade.model-manifest/1"] = "kstrade.model-manifest/1"
 MANIFEST_FILE = "manifest.json"
@@ -139,3 +139,19 @@ def shipped_manifests(models_dir: Path) -> list[Manifest]:
     """Every model manifest under `models_dir` (lstm/{symbol}/, transformer/), e.g. for the
     signals stage's calibrators by model version."""
     return [Manifest.read(p.parent) for p in manifest_paths(models_dir)]
+
+
+#: The package's own directory: a relative models_dir that is not here is looked for under it.
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def resolved_models_dir(settings: Settings) -> Path:
+    """The models directory the inference stages load from. A relative `inference.models_dir`
+    that does not exist here means the models shipped inside the package (kstrade/models, also
+    reached as models/ in a checkout), so `run` works from any directory, from a checkout or
+    from an installed wheel."""
+    configured = settings.inference.models_dir
+    if configured.is_absolute() or configured.exists():
+        return configured
+    shipped = _PACKAGE / configured
+    return shipped if shipped.exists() else configured

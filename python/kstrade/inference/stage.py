@@ -20,16 +20,16 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
 
-from kstrade.bus import Batch, MessageError, Output, Record
+from kstrade.bus import Batch, Bus, MessageError, Output, Record
 from kstrade.bus.topics import METRICS_ALERTS, PREDICTIONS_TRANSFORMER, features_aggregated, predictions_lstm
 from kstrade.clock import EPOCH
 from kstrade.codes import AlertCode, DeadLetter, ModelRefusal
 from kstrade.config import Settings
-from kstrade.inference.manifest import ModelRefused
+from kstrade.inference.manifest import ModelRefused, resolved_models_dir
 from kstrade.inference.runtime import LoadedModel
 from kstrade.schemas.models import (
     Alert,
@@ -274,6 +274,20 @@ class InferenceStage(Stage):
         self.state_file = None if state_dir is None else Path(state_dir).expanduser() / f"{self.name}-state.json"
         if self.state_file is not None and self.state_file.exists():
             self._restore(self.state_file)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bus: Bus | None = None) -> Self:
+        """One inference stage as configured: the models directory (`resolved_models_dir`: the
+        shipped models where a relative one is not here), symbols, reload cadence, checkpoints
+        and base interval."""
+        s = settings.inference
+        return cls(
+            resolved_models_dir(settings),
+            settings.symbols,
+            reload_check_seconds=s.reload_check_seconds,
+            state_dir=s.state_dir,
+            base_interval=settings.base_interval,
+        )
 
     # -- state ---------------------------------------------------------------------------------
     def _restore(self, path: Path) -> None:
@@ -640,19 +654,6 @@ class TransformerInference(InferenceStage):
         return PREDICTIONS_TRANSFORMER
 
 
-def inference_stage(kind: type[InferenceStage], settings: Settings) -> InferenceStage:
-    """One inference stage as the configuration describes it (models directory, symbols, reload
-    cadence, checkpoints, base interval), for `Pipeline` or `run_service`."""
-    s = settings.inference
-    return kind(
-        s.models_dir,
-        settings.symbols,
-        reload_check_seconds=s.reload_check_seconds,
-        state_dir=s.state_dir,
-        base_interval=settings.base_interval,
-    )
-
-
 def inference_stages(settings: Settings) -> list[InferenceStage]:
-    """Both inference stages as the configuration describes them (`inference_stage`)."""
-    return [inference_stage(kind, settings) for kind in (LSTMInference, TransformerInference)]
+    """Both inference stages as the configuration describes them (`InferenceStage.from_settings`)."""
+    return [kind.from_settings(settings) for kind in (LSTMInference, TransformerInference)]

@@ -37,7 +37,7 @@ from kstrade.bus.topics import (
 )
 from kstrade.clock import EventClock
 from kstrade.codes import RESOLVED_SUFFIX, AlertCode, DeadLetter
-from kstrade.config import MetricsSettings
+from kstrade.config import MetricsSettings, Settings
 from kstrade.execution.control import make_command
 from kstrade.metrics.account import AccountView
 from kstrade.metrics.alerts import AlertRules, RaisedAlert
@@ -861,6 +861,12 @@ class MetricsCollector(Stage):
             self.lag_probe.close()
         if self.notifier is not None:
             self.notifier.close()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bus: Bus) -> MetricsCollector:
+        """The collector as configured (`build_collector`, which its tests call with the metrics
+        section alone): storage, Prometheus endpoint and Telegram as set."""
+        return build_collector(settings.metrics, bus)
 
 
 def load_reference(path: Path) -> DriftReference:

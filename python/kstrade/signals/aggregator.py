@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import ClassVar
 
 import kstrade._native as _native
-from kstrade.bus import Batch, MessageError, Output, Record
+from kstrade.bus import Batch, Bus, MessageError, Output, Record
 from kstrade.bus.topics import (
     EXECUTIONS,
     PNL,
@@ -168,7 +168,9 @@ class SignalAggregator(Stage):
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, calibrators: Mapping[str, Calibrator] | None = None) -> SignalAggregator:
+    def from_settings(
+        cls, settings: Settings, bus: Bus | None = None, calibrators: Mapping[str, Calibrator] | None = None
+    ) -> SignalAggregator:
         """The stage as configured: the settings' symbols and `signals` section."""
         return cls(settings.symbols, settings.signals, calibrators, base_interval=settings.base_interval)
 
