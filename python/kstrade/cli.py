@@ -640,7 +640,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
                          runs=args.runs, run=args.run)  # fmt: skip
 
 
-#: The stages `service NAME` runs (kstrade.services.STAGES, which a test holds this to; not
+#: The built-in stages `service NAME` runs (kstrade.stages.BUILT_IN, which a test holds this to; not
 #: imported here: it loads every stage's settings, and `--help` should answer at once).
 #: `kstrade.ingest.synthetic.MARKETS`, named here so that --help does not import numpy (a test
 #: holds the two equal).
@@ -792,9 +792,10 @@ def build_parser() -> argparse.ArgumentParser:
     service = add("service", "run one stage as its own process (its own consumer group)",
                   ["service features --bootstrap 127.0.0.1:9092 --bus kafka", "service signals --config prod.toml"],
                   description="Runs one stage as its own process, in consumer group kstrade.NAME, until SIGTERM. "
-                  f"Stages: {', '.join(SERVICE_NAMES)}.")  # fmt: skip
-    # Not argparse choices: an unknown name is one line naming the stages (kstrade.services.build).
-    service.add_argument("name", metavar="NAME", help=f"one of: {', '.join(SERVICE_NAMES)}")
+                  f"Stages: {', '.join(SERVICE_NAMES)}, and your own ([pipeline] extra_stages in the config, or "
+                  "an entry point in group kstrade.stages).")  # fmt: skip
+    # Not argparse choices: an unknown name is one line naming the stages (kstrade.stages.stage_class).
+    service.add_argument("name", metavar="NAME", help=f"one of: {', '.join(SERVICE_NAMES)}, or your own stage's name")
     service.add_argument(
         "--config",
         help="TOML file (then KSTRADE_* variables override it); default: $KSTRADE_CONFIG, else ./kstrade.toml",

@@ -168,6 +168,8 @@ class AlertCode(_Code):
     )
     # inference
     MODEL_RELOADED = "MODEL_RELOADED", "INFO", "a new model file was checked and now serves", "inference.stage"
+    # the example of a user's own stage (README, "Your own stage")
+    WIDE_BAR = "WIDE_BAR", "INFO", "a bar wider than max_range of its close", "examples.wide_bars"
     # metrics: threshold rules (each followed by <CODE>_RESOLVED) and detectors
     LATENCY_P99_OVER_TARGET = (
         "LATENCY_P99_OVER_TARGET",

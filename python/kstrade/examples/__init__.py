@@ -1,0 +1,1 @@
+"""Runnable examples of extending kstrade from outside (README, "Your own stage")."""
