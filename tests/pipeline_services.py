@@ -75,9 +75,10 @@ from kstrade.schemas import (
     Prediction,
     Signal,
 )
-from kstrade.services import ensure_topics
 from kstrade.signals.aggregator import SignalAggregator
 from kstrade.stage import Pipeline
+
+from .helpers import memory_bus
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -201,8 +202,7 @@ def send_candles(producer: Any, batch: Iterable[Candle]) -> None:
 
 def warm_features(stream: Stream, settings: Settings) -> None:
     """The features warm-up in process, checkpointed into settings.features.state_dir."""
-    bus = Bus.memory()
-    ensure_topics(bus, settings)
+    bus = memory_bus(settings)
     send_candles(bus.producer(), stream.warm)
     stage = FeatureStage(settings.symbols, settings.features.state_dir)
     Pipeline(bus, [stage]).drain()  # the runner checkpoints before each commit
@@ -219,8 +219,7 @@ def expected(stream: Stream, settings: Settings, work: Path) -> dict[str, dict[s
             "inference": settings.inference.model_copy(update={"state_dir": None}),
         }
     )
-    bus = Bus.memory()
-    ensure_topics(bus, reference)
+    bus = memory_bus(reference)
     stages = [
         FeatureStage(reference.symbols, reference.features.state_dir),
         *inference_stages(reference),

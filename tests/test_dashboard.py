@@ -29,7 +29,7 @@ import pytest
 from fastapi.testclient import TestClient
 from websockets.sync.client import connect
 
-from kstrade.app import RUN_AHEAD, Candles, RunOptions, _isolated, load_candles, pipeline_stages, warm_up
+from kstrade.app import RUN_AHEAD, Candles, RunOptions, _isolated, load_candles, warm_up
 from kstrade.bus import Bus, Record
 from kstrade.bus.topics import CONTROL_EXECUTION, EXECUTIONS, ORDERS_CONFIRMED, ORDERS_PENDING, PNL
 from kstrade.config import Settings, load
@@ -48,7 +48,9 @@ from kstrade.report import collect, headroom
 from kstrade.schemas import Candle, Codec, ControlCommand, Execution
 from kstrade.services import ensure_topics
 from kstrade.signals.decision import epoch_ns
-from kstrade.stage import Pipeline, PipelineStats
+from kstrade.stage import PipelineStats
+
+from .helpers import embedded_pipeline, memory_bus
 
 TOKEN = "a-test-operator-token-0123456789"
 STATIC = Path(__file__).resolve().parents[1] / "python" / "kstrade" / "dashboard" / "static"
@@ -71,10 +73,7 @@ def _embedded_run(out: Path, settings: Settings | None = None) -> Run:
     settings = settings or load(None)
     candles = load_candles(settings, RunOptions(out=out, days=1, live_view=False))
     settings = _isolated(settings, out)
-    bus = Bus.memory()
-    ensure_topics(bus, settings)
-    stages = pipeline_stages(settings, bus)
-    pipeline = Pipeline(bus, stages, ahead=list(RUN_AHEAD), chunk=1024, batched=True)
+    bus, stages, pipeline = embedded_pipeline(settings, ahead=list(RUN_AHEAD), chunk=1024, batched=True)
     warm_up(stages, candles.history)
     pipeline.run(ReplaySource(candles.period))
     for stage in stages:
@@ -303,8 +302,7 @@ def _commands(bus: Bus) -> list[ControlCommand]:
 @pytest.fixture
 def control_bus() -> Iterator[tuple[Bus, TestClient]]:
     settings = load(None)
-    bus = Bus.memory()
-    ensure_topics(bus, settings)
+    bus = memory_bus(settings)
     with TestClient(create_app(bus, settings, token=TOKEN, follow=False)) as c:
         yield bus, c
 
@@ -346,8 +344,7 @@ def test_with_the_token_an_action_sends_exactly_one_command(control_bus: tuple[B
 
 def test_without_a_configured_token_the_controls_are_disabled_and_say_why() -> None:
     settings = load(None)
-    bus = Bus.memory()
-    ensure_topics(bus, settings)
+    bus = memory_bus(settings)
     with TestClient(create_app(bus, settings, token=None, follow=False)) as c:
         control = c.get("/api/control").json()
         assert control["enabled"] is False and TOKEN_ENV in control["reason"]

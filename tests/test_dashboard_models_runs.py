@@ -29,9 +29,9 @@ from kstrade.dashboard.view import FOLLOWED_RE, REASONS_KEPT, DashboardView
 from kstrade.dashboard.web import DashboardServer, create_app
 from kstrade.report import headroom, write_run_directory
 from kstrade.schemas import Candle, Codec, ModelDrift, Signal
-from kstrade.services import ensure_topics
 from kstrade.signals.decision import epoch_ns
 
+from .helpers import memory_bus
 from .test_dashboard import CHROMIUM, _all, _Browser, _embedded_run
 
 REFERENCE = Path(__file__).resolve().parents[1] / "models" / "transformer" / "drift_reference.json"
@@ -281,8 +281,7 @@ def test_every_series_the_view_keeps_is_bounded_and_the_account_stays_exact(drif
 
 def _through_a_bus(settings: Settings, topic: str, messages: list[tuple[bytes, bytes, list[Any]]]) -> list[Record]:
     """`messages` (value, key, headers) as records of `topic`, in the order sent."""
-    bus = Bus.memory()
-    ensure_topics(bus, settings)
+    bus = memory_bus(settings)
     producer = bus.producer()
     for value, key, headers in messages:
         producer.send(topic, value, key, headers)

@@ -31,8 +31,9 @@ from kstrade.ingest.replay import ReplaySource
 from kstrade.report.recorder import RunRecorder
 from kstrade.schemas import Codec
 from kstrade.schemas.models import Candle, Prediction
-from kstrade.services import ensure_topics
 from kstrade.stage import Pipeline, Source
+
+from .helpers import memory_bus
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -201,8 +202,7 @@ def minutes() -> pl.DataFrame:
 
 
 def _replay(frame: pl.DataFrame, bad_at: set[int], make: Callable[[Bus, list[Any]], Pipeline]) -> Rows:
-    bus = Bus.memory()
-    ensure_topics(bus, Settings(symbols=["BTC-USD", "ETH-USD"]))
+    bus = memory_bus(Settings(symbols=["BTC-USD", "ETH-USD"]))
     stages = _front_stages()
     make(bus, stages).run(WithBadCandles(frame, bad_at))
     for stage in stages:

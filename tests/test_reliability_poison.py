@@ -41,7 +41,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from kstrade.app import _isolated, pipeline_stages
+from kstrade.app import _isolated
 from kstrade.bus import Bus, BusError, Output, Record, StageRunner
 from kstrade.bus.topics import dlq_topic
 from kstrade.codes import DeadLetter, MarketCode
@@ -51,9 +51,10 @@ from kstrade.ingest.replay import ReplaySource
 from kstrade.schemas import Codec
 from kstrade.schemas import models as schema_models
 from kstrade.services import STAGES, build, ensure_topics
-from kstrade.stage import Pipeline, Stage
+from kstrade.stage import Stage
 
 from .conftest import FAST_GROUP
+from .helpers import embedded_pipeline
 
 SYMBOLS = ["BTC-USD", "ETH-USD"]
 UNKNOWN_SYMBOL = "ZZZ-USD"
@@ -230,10 +231,7 @@ def _settings(out: Path) -> Settings:
 
 def _run(out: Path, frame: pl.DataFrame, templates: dict[str, tuple[Sample, Sample]] | None) -> Run:
     settings = _settings(out)
-    bus = Bus.memory()
-    ensure_topics(bus, settings)
-    stages = pipeline_stages(settings, bus)
-    pipeline = Pipeline(bus, stages)
+    bus, stages, pipeline = embedded_pipeline(settings)
     producer = bus.producer()
     source = ReplaySource(frame)
     source.clock = pipeline.clock

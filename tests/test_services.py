@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,9 +16,9 @@ import pytest
 from kstrade.bus import Bus
 from kstrade.bus.topics import METRICS_ALERTS, ORDERS_PENDING, candles, features_aggregated, signals
 from kstrade.ingest.synthetic import generate
-from kstrade.schemas import Candle, Codec
 
 from .conftest import drain
+from .helpers import send_minutes
 from .pipeline_services import (
     SERVICES,
     TRADE_TOPICS,
@@ -70,18 +70,8 @@ def test_features_service_works_stops_cleanly_and_restarts_warm(
         assert "consuming as kstrade.features" in proc.stderr.readline()  # topics exist from here on
         bus = Bus.kafka(kafka_bootstrap)
         minutes = generate("BTC-USD", datetime(2026, 1, 5, tzinfo=UTC), 2, seed=9)  # SYNTHETIC
-        codec = Codec(Candle)
         producer = bus.producer()
-        for row in minutes.iter_rows(named=True):
-            c = Candle(
-                timestamp=row["timestamp"], symbol=symbol, interval="1m", open=row["open"], high=row["high"],
-                low=row["low"], close=row["close"], volume=row["volume"], source="synthetic",
-            )  # fmt: skip
-            close_ns = int((row["timestamp"] + timedelta(minutes=1)).timestamp() * 1e9)
-            producer.send(
-                candles(symbol, "1m"), codec.encode(c), key=symbol.encode(), headers=codec.headers(close_ns, "t")
-            )
-        producer.flush()
+        send_minutes(producer, minutes, symbol)
         check = bus.consumer(f"check-{unique}")
         check.subscribe([features_aggregated(symbol)])
         assert len(drain(check, 100, timeout=60)) == 100  # vectors flow once the 1h timeframe is warm
@@ -110,16 +100,7 @@ def test_features_service_works_stops_cleanly_and_restarts_warm(
             text=True,
         )
         later = generate("BTC-USD", datetime(2026, 1, 7, tzinfo=UTC), 1, seed=10).head(30)  # the next 30 minutes
-        for row in later.iter_rows(named=True):
-            c = Candle(
-                timestamp=row["timestamp"], symbol=symbol, interval="1m", open=row["open"], high=row["high"],
-                low=row["low"], close=row["close"], volume=row["volume"], source="synthetic",
-            )  # fmt: skip
-            close_ns = int((row["timestamp"] + timedelta(minutes=1)).timestamp() * 1e9)
-            producer.send(
-                candles(symbol, "1m"), codec.encode(c), key=symbol.encode(), headers=codec.headers(close_ns, "t")
-            )
-        producer.flush()
+        send_minutes(producer, later, symbol)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and sum(bus.admin().end_offsets(features_aggregated(symbol))) < before + 30:
             time.sleep(0.5)

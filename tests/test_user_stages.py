@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -21,12 +21,13 @@ import pytest
 from kstrade import stages
 from kstrade.app import PIPELINE_ORDER, RunOptions, load_candles
 from kstrade.bus import Bus
-from kstrade.bus.topics import METRICS_ALERTS, candles
+from kstrade.bus.topics import METRICS_ALERTS
 from kstrade.config import ConfigError, load
 from kstrade.examples.wide_bars import WideBars
 from kstrade.ingest.synthetic import generate
-from kstrade.schemas import Alert, Candle, Codec
+from kstrade.schemas import Alert, Codec
 
+from .helpers import send_minutes
 from .userstages import HOUR_MARK, HourMarks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,18 +154,7 @@ def test_a_user_stage_runs_as_a_service_through_the_config_alone(
         assert "consuming as kstrade.hour_marks" in proc.stderr.readline()  # topics exist from here on
         bus = Bus.kafka(kafka_bootstrap)
         minutes = generate("BTC-USD", datetime(2026, 1, 5, tzinfo=UTC), 1, seed=9).head(150)  # SYNTHETIC
-        codec = Codec(Candle)
-        producer = bus.producer()
-        for row in minutes.iter_rows(named=True):
-            c = Candle(
-                timestamp=row["timestamp"], symbol=symbol, interval="1m", open=row["open"], high=row["high"],
-                low=row["low"], close=row["close"], volume=row["volume"], source="synthetic",
-            )  # fmt: skip
-            close_ns = int((row["timestamp"] + timedelta(minutes=1)).timestamp() * 1e9)
-            producer.send(
-                candles(symbol, "1m"), codec.encode(c), key=symbol.encode(), headers=codec.headers(close_ns, "t")
-            )
-        producer.flush()
+        send_minutes(bus.producer(), minutes, symbol)
         expected = minutes.filter(pl.col("timestamp").dt.minute() == 59).height
         check = bus.consumer(f"check-{unique}")
         check.subscribe([METRICS_ALERTS])

@@ -1,0 +1,47 @@
+"""Set-ups the test modules share, written once: a memory bus that holds the catalogue's topics,
+`kstrade.app.run`'s stages in a `Pipeline` on it, and SYNTHETIC minutes sent as one symbol's
+candles (with the origin header a live feed gives them)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import polars as pl
+
+from kstrade.bus import Bus, Producer
+from kstrade.bus.topics import candles
+from kstrade.config import Settings
+from kstrade.schemas import Candle, Codec
+from kstrade.services import ensure_topics
+from kstrade.stage import Pipeline, Stage
+from kstrade.stages import pipeline_stages
+
+
+def memory_bus(settings: Settings) -> Bus:
+    """A memory bus holding every catalogue topic of `settings`, as `run` starts one."""
+    bus = Bus.memory()
+    ensure_topics(bus, settings)
+    return bus
+
+
+def embedded_pipeline(settings: Settings, **options: Any) -> tuple[Bus, list[Stage], Pipeline]:
+    """`run`'s stages (`kstrade.stages.pipeline_stages`) in a `Pipeline` (`options`: its keyword
+    arguments) on a fresh memory bus (`memory_bus`)."""
+    bus = memory_bus(settings)
+    stages = pipeline_stages(settings, bus)
+    return bus, stages, Pipeline(bus, stages, **options)
+
+
+def send_minutes(producer: Producer, minutes: pl.DataFrame, symbol: str) -> None:
+    """SYNTHETIC minutes (`kstrade.ingest.synthetic.generate`) as `symbol`'s 1m candles, each with
+    its close as origin, flushed."""
+    codec = Codec(Candle)
+    for row in minutes.iter_rows(named=True):
+        c = Candle(
+            timestamp=row["timestamp"], symbol=symbol, interval="1m", open=row["open"], high=row["high"],
+            low=row["low"], close=row["close"], volume=row["volume"], source="synthetic",
+        )  # fmt: skip
+        close_ns = int((row["timestamp"] + timedelta(minutes=1)).timestamp() * 1e9)
+        producer.send(candles(symbol, "1m"), codec.encode(c), key=symbol.encode(), headers=codec.headers(close_ns, "t"))
+    producer.flush()
