@@ -33,15 +33,20 @@ def embedded_pipeline(settings: Settings, **options: Any) -> tuple[Bus, list[Sta
     return bus, stages, Pipeline(bus, stages, **options)
 
 
+def send_minute(producer: Producer, codec: Codec, symbol: str, row: dict[str, Any]) -> None:
+    """One SYNTHETIC minute (a row of `kstrade.ingest.synthetic.generate`) as `symbol`'s 1m candle,
+    with the headers a feed gives it (its close as origin); not flushed."""
+    c = Candle(
+        timestamp=row["timestamp"], symbol=symbol, interval="1m", open=row["open"], high=row["high"],
+        low=row["low"], close=row["close"], volume=row["volume"], source="synthetic",
+    )  # fmt: skip
+    close_ns = int((row["timestamp"] + timedelta(minutes=1)).timestamp() * 1e9)
+    producer.send(candles(symbol, "1m"), codec.encode(c), key=symbol.encode(), headers=codec.headers(close_ns, "t"))
+
+
 def send_minutes(producer: Producer, minutes: pl.DataFrame, symbol: str) -> None:
-    """SYNTHETIC minutes (`kstrade.ingest.synthetic.generate`) as `symbol`'s 1m candles, each with
-    its close as origin, flushed."""
+    """Every minute of `minutes` (`send_minute`), then flushed."""
     codec = Codec(Candle)
     for row in minutes.iter_rows(named=True):
-        c = Candle(
-            timestamp=row["timestamp"], symbol=symbol, interval="1m", open=row["open"], high=row["high"],
-            low=row["low"], close=row["close"], volume=row["volume"], source="synthetic",
-        )  # fmt: skip
-        close_ns = int((row["timestamp"] + timedelta(minutes=1)).timestamp() * 1e9)
-        producer.send(candles(symbol, "1m"), codec.encode(c), key=symbol.encode(), headers=codec.headers(close_ns, "t"))
+        send_minute(producer, codec, symbol, row)
     producer.flush()

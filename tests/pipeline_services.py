@@ -243,6 +243,41 @@ def expected(stream: Stream, settings: Settings, work: Path) -> dict[str, dict[s
     return out
 
 
+@dataclass
+class Prepared:
+    """What a services test starts from (`prepare`): its symbols, the run's settings as `overrides`
+    gives them (`nested`), the stream, the features warmed into the run's state directory, and
+    what an uninterrupted run writes (`want`, from `expected`)."""
+
+    symbols: list[str]
+    nested: dict[str, Any]
+    stream: Stream
+    want: dict[str, dict[str, str]]
+    logs: Path
+
+    def services(self, bus: dict[str, Any], properties: dict[str, str] | None = None) -> tuple[Services, Bus]:
+        """The services on the cluster `bus` describes (bus settings: transport, bootstrap, ...), with
+        librdkafka `properties`, logging into `logs`; and a client of that cluster."""
+        bootstrap = str(bus["bootstrap"])
+        env = env_for(bus, self.symbols, self.nested, properties)
+        return Services(bootstrap, env, self.logs), Bus.kafka(bootstrap)
+
+
+def prepare(aliases: dict[str, str], work: Path, minutes: int, source: str = "synthetic") -> Prepared:
+    """The set-up every services test shares, in `work`: models renamed for the `aliases`' symbols,
+    a stream of `minutes` (`Stream.make`, `shortened`), the features warmed from its head, the
+    reference run of its tail, and a directory for the services' logs."""
+    symbols = list(aliases)
+    nested = overrides(work / "run", aliased_models(work / "models", aliases))
+    stream = Stream.make(aliases, source=source).shortened(minutes)
+    settings = settings_for(symbols, nested)
+    warm_features(stream, settings)
+    want = expected(stream, settings, work / "reference")
+    logs = work / "logs"
+    logs.mkdir()
+    return Prepared(symbols, nested, stream, want, logs)
+
+
 def data_topics(symbols: list[str]) -> list[str]:
     """Topics whose every record the reference predicts."""
     per_symbol = [t for s in symbols for t in (candles(s, "1m"), features_aggregated(s), predictions_lstm(s))]

@@ -13,9 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka import ElectionType
@@ -23,7 +22,6 @@ from confluent_kafka.admin import AdminClient
 
 from kstrade.broker import Cluster
 from kstrade.bus import Bus, BusError
-from kstrade.bus.core import Producer
 from kstrade.bus.topics import RETENTION_MS, candles, catalogue, dlq_topic
 from kstrade.config import load
 from kstrade.ingest.synthetic import generate
@@ -31,6 +29,7 @@ from kstrade.schemas import Candle, Codec
 from kstrade.services import ensure_topics
 
 from .conftest import FAST_GROUP
+from .helpers import send_minute
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kafka]
 
@@ -246,16 +245,6 @@ def _committed(bus: Bus, group: str, topic: str, partitions: int, timeout: float
         probe.close()
 
 
-def _send_candle(producer: Producer, codec: Codec, symbol: str, row: dict[str, Any]) -> None:
-    """One synthetic 1m candle on the symbol's candle topic, with the headers a feed gives it."""
-    c = Candle(
-        timestamp=row["timestamp"], symbol=symbol, interval="1m", open=row["open"], high=row["high"],
-        low=row["low"], close=row["close"], volume=row["volume"], source="synthetic",
-    )  # fmt: skip
-    close_ns = int((row["timestamp"] + timedelta(minutes=1)).timestamp() * 1e9)
-    producer.send(candles(symbol, "1m"), codec.encode(c), key=symbol.encode(), headers=codec.headers(close_ns, "t"))
-
-
 def _features_committed(bus: Bus, topic: str, ends: list[int], timeout: float) -> list[int]:
     """The features group's committed offsets on `topic`, once they reach `ends` or at the timeout."""
     deadline = time.monotonic() + timeout
@@ -297,7 +286,7 @@ def test_a_stage_sigkilled_mid_stream_resumes_from_its_commits_and_consumes_ever
         producer = bus.producer()
         killed_at_commit = -1
         for i, row in enumerate(rows):
-            _send_candle(producer, codec, symbol, row)
+            send_minute(producer, codec, symbol, row)
             if i % 40 == 39:
                 producer.flush()
                 time.sleep(0.05)  # a steady stream, not one burst

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from kstrade.broker import Cluster
-from kstrade.bus import Bus
 from kstrade.bus.topics import METRICS_ALERTS, ORDERS_PENDING, signals
 
 from .conftest import FAST_GROUP, proc_status
@@ -28,20 +27,14 @@ from .pipeline_services import (
     SERVICES,
     TRADE_TOPICS,
     Services,
-    Stream,
     TopicReader,
-    aliased_models,
     data_topics,
-    env_for,
-    expected,
     judge,
     missing,
     order_breaks,
-    overrides,
-    settings_for,
+    prepare,
     undecided_finals,
     wait_until,
-    warm_features,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kafka]
@@ -78,17 +71,11 @@ def test_the_whole_cluster_away_mid_stream_every_process_rides_it_out_and_nothin
     three: Cluster, unique: str, tmp_path: Path, how: str, outage_s: float
 ) -> None:
     aliases = {f"B{unique}": "BTC-USD", f"E{unique}": "ETH-USD"}
-    symbols = list(aliases)
-    nested = overrides(tmp_path / "run", aliased_models(tmp_path / "models", aliases))
-    stream = Stream.make(aliases, source="replay").shortened(MINUTES)
-    settings = settings_for(symbols, nested)
-    warm_features(stream, settings)
-    want = expected(stream, settings, tmp_path / "reference")
+    setup = prepare(aliases, tmp_path, MINUTES, source="replay")
+    symbols, stream, want = setup.symbols, setup.stream, setup.want
     tail = stream.write_tail(tmp_path / "tail.parquet")
-    (tmp_path / "logs").mkdir()
     profile = {"transport": "kafka", "bootstrap": three.bootstrap, "replication_factor": 3, "min_insync_replicas": 2}
-    services = Services(three.bootstrap, env_for(profile, symbols, nested, PROPERTIES), tmp_path / "logs")
-    bus = Bus.kafka(three.bootstrap)
+    services, bus = setup.services(profile, PROPERTIES)
     reader: TopicReader | None = None
     try:
         for name in SERVICES:

@@ -17,28 +17,20 @@ from pathlib import Path
 import pytest
 
 from kstrade.broker import Cluster
-from kstrade.bus import Bus
 from kstrade.bus.topics import METRICS_ALERTS, ORDERS_PENDING, signals
 
 from .conftest import FAST_GROUP
 from .pipeline_services import (
     SERVICES,
     TRADE_TOPICS,
-    Services,
-    Stream,
     TopicReader,
-    aliased_models,
     data_topics,
-    env_for,
-    expected,
     feed,
     judge,
     missing,
-    overrides,
-    settings_for,
+    prepare,
     undecided_finals,
     wait_until,
-    warm_features,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kafka]
@@ -65,16 +57,10 @@ def test_a_stage_sigkilled_mid_stream_loses_nothing_and_repeats_only_identical_r
     (pytest -s): counts and repeats per topic, and per kill the pause from the kill to the
     restarted process's first output (the dead member's session, 30 s, must expire first)."""
     aliases = {f"B{unique}": "BTC-USD", f"E{unique}": "ETH-USD"}
-    symbols = list(aliases)
-    nested = overrides(tmp_path / "run", aliased_models(tmp_path / "models", aliases))
-    stream = Stream.make(aliases).shortened(150)
-    settings = settings_for(symbols, nested)
-    warm_features(stream, settings)
-    want = expected(stream, settings, tmp_path / "reference")
-    (tmp_path / "logs").mkdir()
+    setup = prepare(aliases, tmp_path, 150)
+    symbols, stream, want = setup.symbols, setup.stream, setup.want
     profile = {"transport": "kafka", "bootstrap": three.bootstrap, "replication_factor": 3, "min_insync_replicas": 2}
-    services = Services(three.bootstrap, env_for(profile, symbols, nested, PROPERTIES), tmp_path / "logs")
-    bus = Bus.kafka(three.bootstrap)
+    services, bus = setup.services(profile, PROPERTIES)
     killed_ms: dict[str, int] = {}
     reader: TopicReader | None = None
     try:

@@ -27,18 +27,11 @@ from kstrade.schemas.registry import CONTENT_TYPE, RegistryError, SchemaRegistry
 
 from .pipeline_services import (
     SERVICES,
-    Services,
-    Stream,
     TopicReader,
-    aliased_models,
     data_topics,
-    env_for,
-    expected,
     missing,
-    overrides,
-    settings_for,
+    prepare,
     wait_until,
-    warm_features,
 )
 from .test_codec import signal, vectors
 
@@ -258,17 +251,11 @@ def test_a_pipeline_with_the_registry_on_is_read_by_confluent_kafka_and_its_own_
     from confluent_kafka.serialization import MessageField, SerializationContext
 
     aliases = {f"B{unique}": "BTC-USD", f"E{unique}": "ETH-USD"}
-    symbols = list(aliases)
-    nested = overrides(tmp_path / "run", aliased_models(tmp_path / "models", aliases))
-    stream = Stream.make(aliases, source="replay").shortened(60)
-    settings = settings_for(symbols, nested)
-    warm_features(stream, settings)
-    want = expected(stream, settings, tmp_path / "reference")
+    setup = prepare(aliases, tmp_path, 60, source="replay")
+    symbols, stream, want = setup.symbols, setup.stream, setup.want
     tail = stream.write_tail(tmp_path / "tail.parquet")
-    (tmp_path / "logs").mkdir()
     bus_env = {"transport": "kafka", "bootstrap": kafka_bootstrap, "schema_registry_url": schema_registry_url}
-    services = Services(kafka_bootstrap, env_for(bus_env, symbols, nested), tmp_path / "logs")
-    bus = Bus.kafka(kafka_bootstrap)
+    services, bus = setup.services(bus_env)
     reader: TopicReader | None = None
     try:
         for name in SERVICES:

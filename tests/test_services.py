@@ -22,21 +22,14 @@ from .helpers import send_minutes
 from .pipeline_services import (
     SERVICES,
     TRADE_TOPICS,
-    Services,
-    Stream,
     TopicReader,
-    aliased_models,
     data_topics,
-    env_for,
-    expected,
     feed,
     judge,
     missing,
-    overrides,
-    settings_for,
+    prepare,
     undecided_finals,
     wait_until,
-    warm_features,
 )
 
 
@@ -122,20 +115,12 @@ def test_every_service_stopped_and_restarted_mid_stream_loses_and_duplicates_not
     uninterrupted process (ids and contents), nothing twice, and execution decided each final
     signal once (an order or a dropped-signal alert). Printed: counts per topic and durations."""
     aliases = {f"B{unique}": "BTC-USD", f"E{unique}": "ETH-USD"}
-    symbols = list(aliases)
-    run_dir = tmp_path / "run"
-    nested = overrides(run_dir, aliased_models(tmp_path / "models", aliases))
-    stream = Stream.make(aliases).shortened(150)
-    settings = settings_for(symbols, nested)
     started = time.monotonic()
-    warm_features(stream, settings)
-    want = expected(stream, settings, tmp_path / "reference")
+    setup = prepare(aliases, tmp_path, 150)
+    symbols, stream, want = setup.symbols, setup.stream, setup.want
     assert all(want[signals(s)] for s in ("filtered", "final"))  # orders flow, and some are filtered
     prepared = time.monotonic() - started
-    (tmp_path / "logs").mkdir()
-    env = env_for({"transport": "kafka", "bootstrap": kafka_bootstrap}, symbols, nested)
-    services = Services(kafka_bootstrap, env, tmp_path / "logs")
-    bus = Bus.kafka(kafka_bootstrap)
+    services, bus = setup.services({"transport": "kafka", "bootstrap": kafka_bootstrap})
     restarts = {15 + 20 * i: name for i, name in enumerate(SERVICES)}  # minute -> service
     reader: TopicReader | None = None
     try:

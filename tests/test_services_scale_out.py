@@ -18,27 +18,19 @@ from confluent_kafka import ConsumerGroupState, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from kstrade import _native
-from kstrade.bus import Bus
 from kstrade.bus.topics import METRICS_ALERTS, ORDERS_PENDING, PREDICTIONS_TRANSFORMER, candles, signals
 
 from .pipeline_services import (
     SERVICES,
     TRADE_TOPICS,
-    Services,
-    Stream,
     TopicReader,
-    aliased_models,
     data_topics,
-    env_for,
-    expected,
     feed,
     judge,
     missing,
-    overrides,
-    settings_for,
+    prepare,
     undecided_finals,
     wait_until,
-    warm_features,
 )
 
 pytestmark = pytest.mark.kafka
@@ -74,17 +66,10 @@ def test_two_signals_and_two_lstm_workers_write_what_one_of_each_does(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
     aliases = _split_symbols(unique)
-    symbols = list(aliases)
-    nested = overrides(tmp_path / "run", aliased_models(tmp_path / "models", aliases))
-    stream = Stream.make(aliases).shortened(90)
-    settings = settings_for(symbols, nested)
-    warm_features(stream, settings)
-    want = expected(stream, settings, tmp_path / "reference")
+    setup = prepare(aliases, tmp_path, 90)
+    symbols, stream, want = setup.symbols, setup.stream, setup.want
     assert want[signals("final")]
-    (tmp_path / "logs").mkdir()
-    env = env_for({"transport": "kafka", "bootstrap": kafka_bootstrap}, symbols, nested)
-    services = Services(kafka_bootstrap, env, tmp_path / "logs")
-    bus = Bus.kafka(kafka_bootstrap)
+    services, bus = setup.services({"transport": "kafka", "bootstrap": kafka_bootstrap})
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     reader: TopicReader | None = None
     try:
