@@ -146,6 +146,21 @@ def read_signal_fields(
 ) -> tuple[int, str, str, int, int, float, int | None, float, float, float, float | None]: ...
 
 @final
+class CandleMarks:
+    def __new__(
+        cls,
+        *,
+        schema: str,
+        version: int,
+        encoding: str,
+        intervals: dict[str, int],
+        origins: list[str],
+        micros_min: int,
+        micros_max: int,
+    ) -> Self: ...
+    def read(self, records: list[Record]) -> list[tuple[str, float, float, float, float, int] | None]: ...
+
+@final
 class FeaturePicker:
     def __new__(cls, wanted: list[str]) -> Self: ...
     @property

@@ -234,6 +234,13 @@ class AccountGuard:
         self.operator: OperatorHold | None = None
         #: Moves whenever `trading_days` or `day_profit` may have changed (see `durable_key`).
         self._revision = 0
+        #: Counts the changes made outside `observe` (an order, an opening, a close, an
+        #: operator's hold or release, a restore). `observe` repeated at the same time, on the
+        #: same account, with none of them between, finds what the last one found and changes
+        #: nothing: the stage skips such a repeat (`ExecutionStage._observe`).
+        self.changes = 0
+        #: The account the last full observation read, and `changes` then (`_settled`).
+        self._observed: tuple[AccountSnapshot, int] | None = None
 
     # -- floors ----------------------------------------------------------------------------------
     @property
@@ -262,6 +269,9 @@ class AccountGuard:
 
     # -- state -----------------------------------------------------------------------------------
     def observe(self, now_ns: int, account: AccountSnapshot) -> list[GuardEvent]:
+        if self._settled(now_ns, account):
+            self.last_seen_ns = now_ns
+            return []
         events: list[GuardEvent] = []
         before = self.state
         if self.daily.roll(now_ns, account.balance):
@@ -323,7 +333,27 @@ class AccountGuard:
                 GuardEvent(AlertCode.WEEKEND_CLOSE, "INFO", "funded account: closing before the weekend", True)
             )
         events += self._objectives(account)
+        self._observed = (account, self.changes)
         return events
+
+    def _settled(self, now_ns: int, account: AccountSnapshot) -> bool:
+        """True when `observe` would only note the time: the same account object as the last
+        full observation (a paper account's snapshot is the same object until it changes), no
+        change to the guard since (`changes`), the same Prague day, no halt that ends in
+        between, and no news or weekend close that could meet an open position. Then no day
+        rolls, every state test finds what it found (the floors, the equity and the halts are
+        the same; a breach found last time has set its halt already, whose end is still
+        ahead), and the objectives are as they were: no event, and only `last_seen_ns` moves."""
+        observed = self._observed
+        if observed is None or observed[0] is not account or observed[1] != self.changes:
+            return False
+        if account.positions and (self.news is not None or self.weekend is not None):
+            return False
+        start, end = self.daily.bounds()
+        if not start <= now_ns < end or self.last_seen_ns is None or not start <= self.last_seen_ns < end:
+            return False
+        until = self.halted_until_ns
+        return until is None or now_ns < until
 
     def _near_a_limit(self, account: AccountSnapshot) -> bool:
         share = self.rules.reducing_at_pct / 100
@@ -395,24 +425,29 @@ class AccountGuard:
             hold = OperatorHold(hold.command_id, hold.issued_by, hold.reason, hold.issued_ns, flatten=True)
         self.operator = hold
         self.state = TradingState.HALTED
+        self.changes += 1
 
     def release(self) -> None:
         """An operator resumes: lifts the operator's hold only. A loss limit's halt stands (the
         next `observe` recomputes the state from the account)."""
         self.operator = None
+        self.changes += 1
 
     def record_order(self, now_ns: int) -> None:
         self.rate.record(now_ns)
+        self.changes += 1
 
     def record_open(self, now_ns: int) -> None:
         # FTMO: a day counts as a trading day when a position was opened on it.
         self.trading_days.add(trading_day(now_ns))
         self._revision += 1
+        self.changes += 1
 
     def record_close(self, now_ns: int, realized: float) -> None:
         day = trading_day(now_ns)
         self.day_profit[day] = self.day_profit.get(day, 0.0) + realized
         self._revision += 1
+        self.changes += 1
 
     # -- persistence across restarts --------------------------------------------------------------
     def durable_key(self) -> tuple[Any, ...]:
@@ -467,5 +502,6 @@ class AccountGuard:
         operator = data.get("operator")
         self.operator = None if operator is None else OperatorHold.restore(operator)
         self._revision += 1
+        self.changes += 1
         if self.halted_for_good or self.halted_until_ns is not None or self.operator is not None:
             self.state = TradingState.HALTED

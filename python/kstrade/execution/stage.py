@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, get_args
 from uuid import UUID
 
-from kstrade._native import decode_candle
+from kstrade._native import CandleMarks, decode_candle
 from kstrade.bus import Bus, MessageError, Output, Record
 from kstrade.bus.runner import Batch
 from kstrade.bus.topics import (
@@ -50,8 +50,10 @@ from kstrade.schemas import Codec, MessageHeaders
 from kstrade.schemas.codec import HEADER_ENCODING, HEADER_ORIGIN_NS, HEADER_SCHEMA, HEADER_SCHEMA_VERSION, HEADER_STAGE
 from kstrade.schemas.models import (
     EVERY_ACCOUNT,
+    INTERVAL_MINUTES,
     Alert,
     Candle,
+    CandleOrigin,
     ControlAction,
     ControlCommand,
     Execution,
@@ -131,6 +133,9 @@ class ExecutionStage(Stage):
         self._candle_reader: _CandleReader | None = None
         #: The account the latest `_observe` read (None: the broker was unreachable).
         self._seen: AccountSnapshot | None = None
+        #: (time, account, guard changes) of the latest observation of the paper account that
+        #: closed nothing, in a replay (no gauges): a repeat of it is skipped (`_observe`).
+        self._quiet: tuple[int, AccountSnapshot, int] | None = None
         #: The account on Prometheus (`execution.prometheus_port`); None in replays: no cost.
         self.gauges = gauges
 
@@ -152,12 +157,33 @@ class ExecutionStage(Stage):
         polled together with a signal stops that signal's order, whichever came first."""
         records = batch.records
         if not any(r.topic == CONTROL_EXECUTION for r in records):
-            return batch.each(self.handle)
+            return self._in_order(batch, records)
         return self._commands_first(batch)
 
     def _commands_first(self, batch: Batch) -> Iterator[Output]:
         yield from batch.each(self.handle, [r for r in batch.records if r.topic == CONTROL_EXECUTION])
-        yield from batch.each(self.handle, [r for r in batch.records if r.topic != CONTROL_EXECUTION])
+        yield from self._in_order(batch, [r for r in batch.records if r.topic != CONTROL_EXECUTION])
+
+    def _in_order(self, batch: Batch, records: list[Record]) -> list[Output]:
+        """`handle` for each record, in order, as `Batch.each` calls it (a record that raises goes
+        to the dead-letter topic alone, the others go on), except that the current candles of
+        the poll are read in one native call first (`kstrade._native.CandleMarks`, the checks
+        of `_candle` in Rust): a candle it reads goes straight to `_on_candle`; any other
+        record, or a candle it leaves (a bad one included), takes `handle` as always."""
+        marks = self._reader().marks
+        if marks is None:
+            return list(batch.each(self.handle, records))
+        symbols, clock = self._candle_symbols, self.clock
+        out: list[Output] = []
+        for record, mark in zip(records, marks.read(records), strict=True):
+            try:
+                if mark is not None and mark[0] == symbols.get(record.topic):
+                    out += self._on_candle(clock.now_ns(), *mark)
+                else:
+                    out += list(self.handle(record))
+            except Exception as exc:
+                batch.fail(record, exc)
+        return out
 
     def handle(self, record: Record) -> Iterable[Output]:
         now = self.clock.now_ns()
@@ -165,7 +191,13 @@ class ExecutionStage(Stage):
             return self._on_signal(record, now)
         if record.topic == CONTROL_EXECUTION:
             return self._on_control(record, now)
-        symbol, open_, high, low, close, origin = self._candle(record)
+        return self._on_candle(now, *self._candle(record))
+
+    def _on_candle(
+        self, now: int, symbol: str, open_: float, high: float, low: float, close: float, origin: int
+    ) -> list[Output]:
+        """A candle of `symbol`: the paper broker's stops, targets and marks, and the account
+        observed before and after (a live broker marks itself: the account is observed)."""
         paper = self.broker if isinstance(self.broker, PaperBroker) else None
         outs = self._observe(now, origin)  # roll the Prague day before this candle moves anything
         if paper is None:
@@ -195,9 +227,7 @@ class ExecutionStage(Stage):
         or any doubt, takes the model's path (`self.decode`), which dead-letters a bad candle
         with the same error as always. On either path a candle whose symbol is not its topic's
         is dead-lettered (SYMBOL_TOPIC_MISMATCH): a dict lookup, not a topic parse."""
-        reader = self._candle_reader
-        if reader is None:
-            reader = self._candle_reader = _CandleReader(self.codec(Candle))
+        reader = self._reader()
         origin = _current_candle_origin(record.headers, reader)
         if origin is None:
             codec = reader.codec
@@ -224,6 +254,12 @@ class ExecutionStage(Stage):
         if candle.symbol != self._candle_symbols.get(record.topic):
             raise _symbol_topic_mismatch(candle.symbol, record.topic)
         return candle.symbol, candle.open, candle.high, candle.low, candle.close, origin
+
+    def _reader(self) -> _CandleReader:
+        reader = self._candle_reader
+        if reader is None:
+            reader = self._candle_reader = _CandleReader(self.codec(Candle))
+        return reader
 
     def close(self) -> None:
         """The paper account's last write (a non-durable one writes only here)."""
@@ -270,8 +306,23 @@ class ExecutionStage(Stage):
         return [self._alert(now, origin, "CRITICAL", AlertCode.BROKER_UNAVAILABLE, f"{self.broker.name}: {exc}")]
 
     def _observe(self, now: int, origin: int) -> list[Output]:
-        self._last_observe_ns = now
         guard = self.guard
+        quiet = self._quiet
+        if quiet is not None:
+            # The last observation, at this same time, closed nothing; since then the guard
+            # changed only by observing, the paper account not at all, the broker is up: this
+            # one would read the same account, roll no day, move no state, emit nothing and
+            # close nothing (see `AccountGuard.changes`). A candle of a symbol without a
+            # position, or a dropped signal, after another record of the same instant.
+            at, account, changes = quiet
+            paper = self.broker
+            if (
+                at == now and changes == guard.changes and self._broker_down_since is None
+                and isinstance(paper, PaperBroker) and paper.unchanged_since(account)
+            ):  # fmt: skip
+                return []
+            self._quiet = None
+        self._last_observe_ns = now
         try:
             account = self.broker.account(now)
         except LINK_ERRORS as exc:
@@ -309,6 +360,8 @@ class ExecutionStage(Stage):
             self._saved_guard = key
         if self.gauges is not None:  # positions being closed: their account is read next time
             self.gauges.observe(now, None if closing else account, guard, self.breaker)
+        elif not closing and isinstance(self.broker, PaperBroker):
+            self._quiet = (now, account, guard.changes)
         return outs
 
     def _closed(self, now: int, origin: int) -> list[Output]:
@@ -603,6 +656,7 @@ class ExecutionStage(Stage):
 
 
 _INTERVALS = frozenset(get_args(Interval))
+_CANDLE_ORIGINS = frozenset(o.value for o in CandleOrigin)
 _CANDLE_FIELDS = frozenset(Candle.model_fields)
 #: Epoch microseconds a datetime holds (years 1 to 9999), with a day to spare either side.
 _MICROS_MIN = -62_135_596_800_000_000 + 86_400_000_000
@@ -613,7 +667,7 @@ class _CandleReader:
     """The stage's candle codec and what a current candle's headers and body decode need from
     it, worked out once (the codec's properties cost more than the candle's own checks)."""
 
-    __slots__ = ("codec", "encoding", "native", "schema", "version", "version_header")
+    __slots__ = ("codec", "encoding", "marks", "native", "schema", "version", "version_header")
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
@@ -623,6 +677,15 @@ class _CandleReader:
         self.encoding = codec.encoding.encode()
         #: Bare native Avro: `codec.decode_value` of a current body is `decode_candle` itself.
         self.native = codec.native and codec.format == "avro" and codec.wire == "bare"
+        #: The same reading as `_current_candle_origin` and `_valid_candle` for a whole poll, in
+        #: Rust (None where the body is not bare native Avro: each candle then takes `_candle`).
+        self.marks: CandleMarks | None = None
+        if self.native:
+            intervals = {i: m for i, m in INTERVAL_MINUTES.items() if i in _INTERVALS}
+            self.marks = CandleMarks(
+                schema=codec.schema_name, version=codec.version, encoding=codec.encoding, intervals=intervals,
+                origins=sorted(_CANDLE_ORIGINS), micros_min=_MICROS_MIN, micros_max=_MICROS_MAX,
+            )  # fmt: skip
 
 
 def _current_candle_origin(headers: Any, reader: _CandleReader) -> int | None:

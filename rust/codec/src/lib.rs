@@ -10,6 +10,7 @@
 //! that names the schema, the field, and the topic and offset the caller passed in.
 
 mod avro;
+pub mod candle_mark;
 pub mod error;
 pub mod feature_pick;
 /// The schema files, embedded at build time from `schemas/` (see build.rs).

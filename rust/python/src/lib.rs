@@ -4,6 +4,7 @@
 
 mod bus;
 mod codec;
+mod execution;
 mod market;
 mod metrics;
 mod signal_core;
@@ -16,6 +17,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     bus::register(m)?;
     codec::register(m)?;
+    execution::register(m)?;
     market::register(m)?;
     metrics::register(m)?;
     signals::register(m)?;
