@@ -366,9 +366,20 @@ class Pipeline:
         """Run rounds until no stage has anything left to do."""
         self._drain(0, len(self.stages), max_rounds)
 
-    def _drain(self, first: int, last: int, max_rounds: int = 1_000_000) -> None:
+    def _drain(self, first: int, last: int, max_rounds: int = 1_000_000, *, settle: bool = False) -> None:
+        """Rounds until one polls nothing. With `settle` (a replay's instant on the memory bus),
+        also until, after a round, no stage has anything to read (`Consumer.has_pending`): the
+        next round would poll nothing and ask each stage's `on_time`, at the same time and with
+        nothing handled since, what it has just answered. Half the rounds of a replay."""
         for _ in range(max_rounds):
-            if self._round(first, last, self.clock.now_ns()) == 0:
+            now = self.clock.now_ns()
+            if self._round(first, last, now) == 0:
+                return
+            if (
+                settle
+                and self.clock.now_ns() == now
+                and not any(runner.consumer.has_pending() for runner in self.runners[first:last])
+            ):
                 return
         raise RuntimeError(f"pipeline still busy after {max_rounds} rounds")
 
@@ -439,7 +450,7 @@ class Pipeline:
                 for at in instants:
                     clock.advance_to(at)
                     self._fence(self.ahead, everyone, at // 1_000_000)
-                    self._drain(self.ahead, everyone)
+                    self._drain(self.ahead, everyone, settle=on_request)
                     batches += 1
                     if on_batch is not None:
                         on_batch(batches)

@@ -208,6 +208,11 @@ class Consumer:
     def lag(self, timeout: float = 10.0) -> dict[tuple[str, int], int]:
         return self._native.lag(timeout)
 
+    def has_pending(self) -> bool:
+        """Whether a `poll` now would return a record (or rebalance events), taking none (memory
+        bus only): a replay asks it instead of polling every stage again to end an instant."""
+        return self._native.has_pending()
+
     def set_read_until(self, until_ms: int | None) -> None:
         """Event-time fence (memory bus only): `poll` stops on each partition before the first
         record stamped later than `until_ms`. A replay reads its later stages instant by

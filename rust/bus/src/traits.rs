@@ -81,6 +81,14 @@ pub trait Consumer: Send {
             "read_until (an event-time fence) exists only on the memory transport".into(),
         ))
     }
+    /// Whether a `poll` now would return a record (or rebalance events), without taking any:
+    /// a replay asks it of each stage behind the fence, instead of a round of empty polls, to
+    /// know that an instant is done. Only the memory transport answers it.
+    fn has_pending(&mut self) -> BusResult<bool> {
+        Err(crate::error::BusError::Config(
+            "has_pending exists only on the memory transport".into(),
+        ))
+    }
     /// Leave the group. Uncommitted progress is not committed: callers commit first.
     fn close(&mut self) -> BusResult<()>;
 }

@@ -533,6 +533,12 @@ impl PyConsumer {
         PyList::new(py, records)
     }
 
+    /// Whether a `poll` now would return a record or rebalance events, taking none (memory
+    /// transport only).
+    fn has_pending(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |c| c.has_pending())
+    }
+
     /// Event-time fence (memory transport only): `poll` then stops, on each partition, before
     /// the first record stamped later than `until_ms`; None lifts it.
     #[pyo3(signature = (until_ms))]

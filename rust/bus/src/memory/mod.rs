@@ -388,6 +388,28 @@ impl MemoryConsumer {
         n
     }
 
+    /// Whether `fetch` would hand out a record now: a partition with records from its position
+    /// on, the first of them within the fence. Moves nothing.
+    fn pending(&self, state: &State) -> bool {
+        if self.drained_at == Some(state.version) {
+            return false;
+        }
+        self.owned.iter().any(|tp| {
+            if !self.paused.is_empty() && self.paused.contains(tp) {
+                return false;
+            }
+            let Some(log) = state.topics.get(&tp.topic) else {
+                return false;
+            };
+            let part = &log.partitions[tp.partition as usize];
+            let pos = self.positions.get(tp).copied().unwrap_or(0);
+            let start = (pos.clamp(part.start, part.end()) - part.start) as usize;
+            part.records
+                .get(start)
+                .is_some_and(|s| self.until_ms.is_none_or(|until| s.timestamp_ms <= until))
+        })
+    }
+
     fn check_open(&self) -> BusResult<()> {
         if self.closed {
             Err(BusError::Closed)
@@ -598,6 +620,14 @@ impl Consumer for MemoryConsumer {
 
     fn take_rebalance_events(&mut self) -> Vec<RebalanceEvent> {
         std::mem::take(&mut self.events)
+    }
+
+    fn has_pending(&mut self) -> BusResult<bool> {
+        self.check_open()?;
+        let broker = Arc::clone(&self.broker);
+        let state = broker.state.lock();
+        self.sync_assignment(&state);
+        Ok(!self.events.is_empty() || self.pending(&state))
     }
 
     fn set_read_until(&mut self, until_ms: Option<i64>) -> BusResult<()> {
@@ -859,6 +889,45 @@ mod tests {
         assert_eq!((rest.len(), rest[0].offset), (1, 3));
         c.set_read_until(None).unwrap();
         assert!(c.poll(100, Duration::ZERO).unwrap().is_empty());
+    }
+
+    #[test]
+    fn has_pending_says_whether_a_poll_would_return_a_record_within_the_fence() {
+        let (broker, p, _) = setup(1);
+        let send = |ts: i64| {
+            p.send(OutRecord {
+                topic: "t".into(),
+                value: Some(ts.to_string().into_bytes()),
+                timestamp_ms: Some(ts),
+                ..Default::default()
+            })
+            .unwrap();
+        };
+        let mut c = consumer(&broker, "g");
+        c.take_rebalance_events();
+        assert!(!c.has_pending().unwrap());
+        send(10);
+        send(30);
+        c.set_read_until(Some(20)).unwrap();
+        assert!(c.has_pending().unwrap());
+        assert!(c.has_pending().unwrap(), "asking takes nothing");
+        assert_eq!(c.poll(100, Duration::ZERO).unwrap().len(), 1);
+        assert!(!c.has_pending().unwrap(), "30 lies beyond the fence");
+        send(20); // behind the record of 30 in the log: the fence stops at 30 first
+        assert!(!c.has_pending().unwrap());
+        assert!(c.poll(100, Duration::ZERO).unwrap().is_empty());
+        c.set_read_until(Some(30)).unwrap();
+        assert!(c.has_pending().unwrap());
+        assert_eq!(c.poll(100, Duration::ZERO).unwrap().len(), 2);
+        assert!(!c.has_pending().unwrap());
+        c.pause(&[TopicPartition::new("t", 0)]).unwrap();
+        send(25);
+        assert!(
+            !c.has_pending().unwrap(),
+            "a paused partition is not polled"
+        );
+        c.resume(&[TopicPartition::new("t", 0)]).unwrap();
+        assert!(c.has_pending().unwrap());
     }
 
     #[test]
