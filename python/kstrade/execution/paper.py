@@ -169,9 +169,20 @@ class PaperBroker:
         account = self._account
         if account is None:
             positions = tuple(o.position for o in self.positions.values())
-            account = AccountSnapshot(self.balance, self.balance + sum(p.floating_pnl for p in positions), positions)
+            # `sum(p.floating_pnl ...)` with the property spelled out (the same expression,
+            # evaluated in the same order): rebuilt after every mark of an open position.
+            buy = Side.BUY
+            floating = sum(
+                (1 if p.side is buy else -1) * (p.mark - p.entry_price) * p.quantity * p.value_per_unit
+                for p in positions
+            )
+            account = AccountSnapshot(self.balance, self.balance + floating, positions)
             self._account = account
         return account
+
+    def has_closed_trades(self) -> bool:
+        """Whether `closed_trades` has anything to report (it is asked after every candle)."""
+        return bool(self._closed)
 
     def unchanged_since(self, account: AccountSnapshot) -> bool:
         """True when `account` (a snapshot `account` returned) is still the account: no balance,

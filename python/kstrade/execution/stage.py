@@ -206,7 +206,7 @@ class ExecutionStage(Stage):
             return outs
         seen = self._seen
         paper.mark_prices(symbol, open_, high, low, close, now)
-        closed = self._closed(now, origin)
+        closed = self._closed(now, origin) if paper.has_closed_trades() else []
         outs += closed
         # The account the observation above read is still the account: nothing moved since (no
         # close, no mark of an open position). That observation closed nothing (a close changes
@@ -333,7 +333,7 @@ class ExecutionStage(Stage):
         events = guard.observe(now, account)
         outs = [self._alert(now, origin, e.severity, e.code, e.message) for e in events]
         if not events:  # the common case: nothing asked to close, unless a halt is flattening
-            closing = list(account.positions) if guard.flattening else []
+            closing = list(account.positions) if account.positions and guard.flattening else []
         elif guard.flattening or any(e.flatten and not e.symbols for e in events):
             closing = list(account.positions)
         else:
