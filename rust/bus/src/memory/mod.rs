@@ -219,13 +219,43 @@ enum OffsetReset {
     Latest,
 }
 
+/// The broker's topics looked up in ascending name order, as a walk: each `find` moves
+/// forward from where the last one stopped (a partition list in topic order costs one pass).
+struct TopicWalk<'a> {
+    logs: std::iter::Peekable<std::collections::btree_map::Iter<'a, String, TopicLog>>,
+}
+
+impl<'a> TopicWalk<'a> {
+    fn new(topics: &'a BTreeMap<String, TopicLog>) -> Self {
+        Self {
+            logs: topics.iter().peekable(),
+        }
+    }
+
+    /// The log of `topic`, for names asked in ascending order (a repeat finds it again).
+    fn find(&mut self, topic: &str) -> Option<&'a TopicLog> {
+        while let Some((name, log)) = self.logs.peek() {
+            match name.as_str().cmp(topic) {
+                std::cmp::Ordering::Less => {
+                    self.logs.next();
+                }
+                std::cmp::Ordering::Equal => return Some(log),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
+    }
+}
+
 pub struct MemoryConsumer {
     broker: Arc<MemoryBroker>,
     group_id: String,
     member: Option<u64>,
     generation: u64,
     owned: BTreeSet<TopicPartition>,
-    positions: HashMap<TopicPartition, i64>,
+    /// The next offset to read of every owned partition (the keys are `owned`, in its order,
+    /// so `fetch` walks them beside the broker's topics without a lookup per partition).
+    positions: BTreeMap<TopicPartition, i64>,
     /// Partitions whose position moved (or was set) since the last commit of all positions:
     /// what `commit(None)` writes. Committing an unchanged offset again changes nothing, and a
     /// pattern subscriber (the metrics collector) owns hundreds of partitions.
@@ -266,7 +296,7 @@ impl MemoryConsumer {
             member: None,
             generation: 0,
             owned: BTreeSet::new(),
-            positions: HashMap::new(),
+            positions: BTreeMap::new(),
             moved: Vec::new(),
             paused: HashSet::new(),
             events: Vec::new(),
@@ -329,23 +359,21 @@ impl MemoryConsumer {
         }
         let mut n = 0;
         let mut headers: Vec<(&str, Option<&[u8]>)> = Vec::new();
-        for tp in &self.owned {
+        // Owned partitions and the broker's topics are both in topic order: one walk through
+        // each, not a lookup per partition (a pattern subscriber like the metrics collector
+        // owns hundreds, and a replay polls it at every instant).
+        let mut logs = TopicWalk::new(&state.topics);
+        for (tp, pos) in self.positions.iter_mut() {
             if n >= max {
                 break;
             }
             if !self.paused.is_empty() && self.paused.contains(tp) {
                 continue;
             }
-            let Some(log) = state.topics.get(&tp.topic) else {
+            let Some(log) = logs.find(&tp.topic) else {
                 continue;
             };
             let part = &log.partitions[tp.partition as usize];
-            // A poll visits every owned partition: look the position up without cloning the
-            // key (a pattern subscriber like the metrics collector owns hundreds).
-            let pos = match self.positions.get_mut(tp) {
-                Some(pos) => pos,
-                None => self.positions.entry(tp.clone()).or_insert(0),
-            };
             // A position before the log start (its records were deleted) reads from the start,
             // as Kafka's auto.offset.reset=earliest does after retention.
             let start = ((*pos).clamp(part.start, part.end()) - part.start) as usize;
@@ -394,15 +422,15 @@ impl MemoryConsumer {
         if self.drained_at == Some(state.version) {
             return false;
         }
-        self.owned.iter().any(|tp| {
+        let mut logs = TopicWalk::new(&state.topics);
+        self.positions.iter().any(|(tp, &pos)| {
             if !self.paused.is_empty() && self.paused.contains(tp) {
                 return false;
             }
-            let Some(log) = state.topics.get(&tp.topic) else {
+            let Some(log) = logs.find(&tp.topic) else {
                 return false;
             };
             let part = &log.partitions[tp.partition as usize];
-            let pos = self.positions.get(tp).copied().unwrap_or(0);
             let start = (pos.clamp(part.start, part.end()) - part.start) as usize;
             part.records
                 .get(start)
@@ -843,6 +871,68 @@ mod tests {
             ..Default::default()
         };
         p.send(rec).unwrap();
+    }
+
+    #[test]
+    fn a_pattern_consumer_reads_every_partition_in_topic_order_around_gaps_and_pauses() {
+        let (broker, p, admin) = setup(2);
+        let names = ["b", "a", "b.x", "ab", "c"];
+        let specs: Vec<TopicSpec> = names
+            .iter()
+            .map(|n| TopicSpec {
+                name: (*n).into(),
+                partitions: 2,
+                replication_factor: 1,
+                configs: BTreeMap::new(),
+            })
+            .collect();
+        admin.create_topics(&specs, Duration::ZERO).unwrap();
+        let send_all = |round: &str, topics: &[&str]| {
+            for name in topics {
+                for partition in 0..2 {
+                    p.send(OutRecord {
+                        topic: (*name).into(),
+                        value: Some(format!("{round}{name}/{partition}").into_bytes()),
+                        partition: Some(partition),
+                        ..Default::default()
+                    })
+                    .unwrap();
+                }
+            }
+        };
+        send_all("1:", &["t", "b", "a", "b.x", "ab", "c"]);
+        let config: HashMap<String, String> =
+            [("group.id", "all"), ("auto.offset.reset", "earliest")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into();
+        let mut c = MemoryConsumer::new(Arc::clone(&broker), &config).unwrap();
+        c.subscribe(Subscription::Pattern(".*".into())).unwrap();
+        let read = |c: &mut MemoryConsumer| -> Vec<String> {
+            c.poll(1000, Duration::ZERO)
+                .unwrap()
+                .into_iter()
+                .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
+                .collect()
+        };
+        let mut expected: Vec<String> = ["a", "ab", "b", "b.x", "c", "t"]
+            .iter()
+            .flat_map(|n| (0..2).map(move |q| format!("1:{n}/{q}")))
+            .collect();
+        assert_eq!(read(&mut c), expected);
+        // A paused partition and a topic that is gone are stepped over; the rest is read.
+        let paused = TopicPartition::new("b", 1);
+        c.pause(std::slice::from_ref(&paused)).unwrap();
+        admin.delete_topics(&["ab".into()], Duration::ZERO).unwrap();
+        send_all("2:", &["t", "b", "a", "b.x", "c"]);
+        expected = [
+            "a/0", "a/1", "b/0", "b.x/0", "b.x/1", "c/0", "c/1", "t/0", "t/1",
+        ]
+        .iter()
+        .map(|s| format!("2:{s}"))
+        .collect();
+        assert_eq!(read(&mut c), expected);
+        c.resume(&[paused]).unwrap();
+        assert_eq!(read(&mut c), vec!["2:b/1".to_string()]);
     }
 
     #[test]
