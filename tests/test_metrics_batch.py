@@ -6,7 +6,6 @@ the unreadable records mixed in; and the database keeps the signal stages its se
 from __future__ import annotations
 
 import tempfile
-from collections import deque
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -168,18 +167,6 @@ def _published(outputs: list[Output]) -> list[tuple[str, bytes | None, bytes | N
     return [(o.topic, o.key, o.value, list(o.headers)) for o in outputs]
 
 
-def _plain(x: Any) -> Any:
-    """An object's state as plain values, attribute by attribute (ordered where the object is)."""
-    if isinstance(x, dict):
-        return [(_plain(k), _plain(v)) for k, v in x.items()]
-    if isinstance(x, (list, tuple, deque)):
-        return [_plain(v) for v in x]
-    fields = getattr(type(x), "__slots__", None) or (vars(x) if hasattr(x, "__dict__") else None)
-    if fields is None or isinstance(x, Message):
-        return x
-    return [(f, _plain(getattr(x, f))) for f in fields if f != "__weakref__"]
-
-
 def _state(collector: MetricsCollector) -> dict[str, Any]:
     """What the records left in the collector: counters, latency windows, drift, trading
     performance, account, ingest health, the rows written and the Prometheus samples."""
@@ -190,8 +177,8 @@ def _state(collector: MetricsCollector) -> dict[str, Any]:
                 if "_created" not in line]  # fmt: skip
     return {
         "counts": collector.counts, "unexported": collector._unexported, "unreadable": collector.unreadable,
-        "latency": _plain(collector.latency), "accuracy": _plain(collector.accuracy),
-        "closes": _plain(collector.close_history), "psi": collector.psi.report(), "tiers": collector.tiers.tiers(),
+        # the native core's state: counts, latency windows and events, closes, direction accuracy
+        "core": collector._core.dump(), "psi": collector.psi.report(), "tiers": collector.tiers.tiers(),
         "performance": [w.snapshot(collector.clock.now_ns()) for w in collector.performances.values()],
         "account": (collector.account.positions_reply(), collector.account.daily_reply(collector.clock.now_ns())),
         "ingest": collector.ingest_health, "seen": (collector._predictions_seen, collector._saw_trades),
@@ -215,20 +202,26 @@ def test_the_batch_path_and_the_record_path_agree(order: list[int], sizes: list[
     polls.append(records[start:])
     with tempfile.TemporaryDirectory() as tmp:
         by_record, by_batch = _collector(Path(tmp), "record.db"), _collector(Path(tmp), "batch.db")
+        # the Python path (no native reading): the reference both native paths must equal
+        by_python = _collector(Path(tmp), "python.db")
+        by_python.native = False
         dead_letters = DeadLetters(Bus.memory().producer(), "metrics")
         for i, poll in enumerate(polls):
             now = int((T0 + timedelta(minutes=3 * i)).timestamp()) * NS
-            by_record.clock.advance_to(now)  # type: ignore[attr-defined]
-            by_batch.clock.advance_to(now)  # type: ignore[attr-defined]
+            for collector in (by_record, by_batch, by_python):
+                collector.clock.advance_to(now)  # type: ignore[attr-defined]
             one = [o for r in poll for o in by_record.handle(r)]
             many = list(by_batch.handle_batch(Batch(poll, dead_letters)))
-            assert _published(one) == _published(many)
-            assert _published(list(by_record.on_time(now))) == _published(list(by_batch.on_time(now)))
+            python = list(by_python.handle_batch(Batch(poll, dead_letters)))
+            assert _published(one) == _published(many) == _published(python)
+            ticks = [_published(list(c.on_time(now))) for c in (by_record, by_batch, by_python)]
+            assert ticks[0] == ticks[1] == ticks[2]
         assert dead_letters.sent == 0
-        assert by_record.unreadable == by_batch.unreadable == 25
-        assert _state(by_record) == _state(by_batch)
+        assert by_record.unreadable == by_batch.unreadable == by_python.unreadable == 25
+        assert _state(by_record) == _state(by_batch) == _state(by_python)
         by_record.close()
         by_batch.close()
+        by_python.close()
 
 
 def test_the_database_keeps_the_signal_stages_its_settings_name(tmp_path: Path) -> None:

@@ -144,13 +144,13 @@ def test_collector_reports_accuracy_and_error_drift_per_model_and_symbol() -> No
     consumer.subscribe(topics)
     for r in drain(consumer, 2 * n):
         collector.handle(r)
-    tracker = collector.accuracy[("lstm", "SOL-USD")]
-    assert len(tracker.hits) == 200
-    assert 0.35 < (tracker.accuracy or 0) < 0.65  # always UP on a coin-flip market
+    accuracy, hits, _ = collector.accuracy()[("lstm", "SOL-USD")]
+    assert hits == 200
+    assert 0.35 < (accuracy or 0) < 0.65  # always UP on a coin-flip market
     collector.on_time(0)
     outs = list(collector.on_time(10 * NS))
     drift = {d.metric: d for d in (Codec(ModelDrift).decode(o.value) for o in outs if o.topic == METRICS_DRIFT)}
-    assert isinstance(drift["accuracy"], ModelDrift) and drift["accuracy"].value == tracker.accuracy
+    assert isinstance(drift["accuracy"], ModelDrift) and drift["accuracy"].value == accuracy
     assert drift["page_hinkley"].threshold == 50.0
 
 

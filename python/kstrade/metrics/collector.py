@@ -20,7 +20,7 @@ from typing import Any, ClassVar, cast
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from kstrade._native import latency_headers
+from kstrade._native import MetricsCore, latency_headers
 from kstrade.bus import Bus, BusError, Output, Record
 from kstrade.bus.runner import Batch
 from kstrade.bus.topics import (
@@ -41,16 +41,9 @@ from kstrade.config import MetricsSettings, Settings
 from kstrade.execution.control import make_command
 from kstrade.metrics.account import AccountView
 from kstrade.metrics.alerts import AlertRules, RaisedAlert
-from kstrade.metrics.drift import (
-    PSI_SIGNIFICANT,
-    CloseHistory,
-    DirectionAccuracy,
-    DriftReference,
-    PageHinkley,
-    PsiMonitor,
-)
+from kstrade.metrics.drift import PSI_SIGNIFICANT, DriftReference, PsiMonitor
 from kstrade.metrics.lag import LagProbe
-from kstrade.metrics.latency import STAGE_TIME, LatencyTracker
+from kstrade.metrics.latency import STAGE_TIME, LatencySummary, LatencyTracker
 from kstrade.metrics.performance import ClosedTrade, PerformanceWindow, TierCalibration
 from kstrade.metrics.prometheus import MetricsExporter
 from kstrade.metrics.storage import MetricsStore
@@ -109,6 +102,14 @@ Timed = tuple[int, str, bytes | None, int]
 _LIVENESS_KEY = AlertCode.NO_PROGRESS.encode()
 #: How long a /flatten waits for its /flatten confirm.
 FLATTEN_CONFIRM_S = 60.0
+#: What `MetricsCore.feed` stopped at (see rust/python/src/metrics_core.rs): every record done,
+#: a topic to register, a record for the Python path whole, its content only (its latency taken
+#: natively), a record that is no native `Record` (not counted either).
+_DONE, _NEW_TOPIC, _WHOLE, _CONTENT, _FOREIGN = range(5)
+#: A signal topic -> the index of its stage in the schema's enum (the native core's stage numbers).
+_STAGE_INDEX = {signals(stage.value): i for i, stage in enumerate(SignalStage)}
+#: The largest origin the native core holds (i128): an origin beyond is unreadable.
+_ORIGIN_LIMIT = 2**127
 
 
 def _origin_and_stage(record: Record) -> tuple[int, str]:
@@ -155,7 +156,6 @@ class MetricsCollector(Stage):
     ) -> None:
         super().__init__()
         self.settings = s = settings or MetricsSettings()
-        self.latency = LatencyTracker()
         self.performances = {
             w: PerformanceWindow(
                 window_seconds=w, bar_seconds=s.bar_seconds, trading_days_per_year=s.trading_days_per_year
@@ -165,32 +165,25 @@ class MetricsCollector(Stage):
         self.tiers = TierCalibration(window_trades=s.tier_window_trades)
         self.reference = reference
         self.psi = PsiMonitor(reference, window=s.psi_window, min_samples=s.psi_min_samples) if reference else None
-        self.accuracy: dict[tuple[str, str], DirectionAccuracy] = {}
-        self.close_history: dict[str, CloseHistory] = {}
         self.rules = AlertRules(repeat_after_s=s.alert_repeat_s)
         self.lag_probe = LagProbe(bus, list(s.lag_groups)) if bus is not None and s.lag_groups else None
         self.store = store
         self.exporter = exporter or MetricsExporter()
         self.notifier = notifier
-        self.counts: dict[str, int] = {}
         self.unreadable = 0
         self.lag: dict[tuple[str, str, int], int] = {}
         self._bar_interval = next((k for k, v in _INTERVAL_SECONDS.items() if v == s.bar_seconds), None)
         #: Topic -> what is done with its records, decided at its first record (`_route_of`)
         #: from the store, the drift reference and the clock: set before the first record.
         self._routes: dict[str, Route] = {}
-        #: Records per topic not yet added to the Prometheus counter (added once per `on_time`).
-        self._unexported: dict[str, int] = {}
         #: `counts` at the last emission: the rates of the window are the difference.
         self._tick_counts: dict[str, int] = {}
         #: Per hot type: its codec and the schema / encoding headers it reads, as bytes.
         self._expect: dict[type[Message], tuple[Any, bytes, bytes]] = {}
         self._last_emit_ns: int | None = None
         self._last_lag_ns: int | None = None
-        self._last_candle_ns: int | None = None
         #: The latest health report of each ingest source.
         self.ingest_health: dict[str, IngestHealth] = {}
-        self._predictions_seen = 0
         self._saw_trades = False
         self._operator: deque[RaisedAlert] = deque(maxlen=100)  # from the Telegram thread
         #: Operator commands from Telegram, written to control.execution on the next `on_time`.
@@ -204,6 +197,62 @@ class MetricsCollector(Stage):
         self._storage_failing = False
         #: Open positions and today's P&L from the fills and closes seen (/positions, /daily).
         self.account = AccountView()
+        #: Topic -> how a record's content is read once its latency is taken (`_content_of`).
+        self._contents: dict[str, Content | None] = {}
+        #: False: every record goes through the Python path (the tests compare both paths).
+        self.native = True
+        #: The per-record state: message counts, latency windows, closes and direction
+        #: accuracy; and the per-record work where the native readers can take a record.
+        self._core = self._new_core()
+        #: Latency windows (`take_window`), read from the core.
+        self.latency = _CoreLatency(self._core)
+
+    def _new_core(self) -> MetricsCore:
+        """The native core, with the settings' windows and a reader for each hot type whose
+        codec reads bare Avro natively (the others' records all go to the Python path)."""
+        s = self.settings
+
+        def spec(model: type[Message], *, native: bool = True) -> tuple[str, int, str] | None:
+            codec = self.codec(model)
+            if codec.format != "avro" or (native and not codec.native):
+                return None
+            return codec.schema_name, codec.version, codec.encoding
+
+        bounds = LatencyTracker()  # the tracker's bounds: one source for both paths
+        return MetricsCore(
+            headers=(HEADER_ORIGIN_NS, HEADER_STAGE, HEADER_SCHEMA, HEADER_SCHEMA_VERSION, HEADER_ENCODING),
+            max_plausible_ns=bounds.max_plausible_ns, max_events=bounds.max_events, settle_ns=bounds.settle_ns,
+            bar_ns=s.bar_seconds * 1_000_000_000, horizon_bars=s.horizon_bars, flat_band=s.flat_band_bps / 10_000,
+            window=s.accuracy_window, delta=s.page_hinkley_delta, threshold=s.page_hinkley_threshold,
+            sample_every=s.prediction_sample_every if self.store is not None else None,
+            candle=spec(Candle), prediction=spec(Prediction),
+            # signals: the reader of `wire.read_signal` (bare v1 bodies while its layout matches)
+            signal=spec(Signal, native=False) if wire.ENABLED else None,
+            final_stage=list(SignalStage).index(SignalStage.FINAL),
+        )  # fmt: skip
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Records seen per topic."""
+        return dict(self._core.counts())
+
+    @property
+    def _unexported(self) -> dict[str, int]:
+        """Records per topic not yet added to the Prometheus counter (added once per `on_time`)."""
+        return dict(self._core.unexported())
+
+    @property
+    def _predictions_seen(self) -> int:
+        return self._core.predictions_seen
+
+    @property
+    def _last_candle_ns(self) -> int | None:
+        """The clock's time at the latest candle read."""
+        return self._core.last_candle_ns
+
+    def accuracy(self) -> dict[tuple[str, str], tuple[float | None, int, float]]:
+        """(model, symbol) -> (rolling accuracy, hits in the window, Page-Hinkley statistic)."""
+        return {(m, sym): (acc, hits, stat) for m, sym, acc, hits, stat, _, _ in self._core.accuracy(take=False)}
 
     def inputs(self) -> str:
         return self.inputs_for(())
@@ -225,22 +274,56 @@ class MetricsCollector(Stage):
         once per record. The runs are taken in poll order, and a run's records in theirs, as
         `handle` takes them one by one: a candle scores the predictions read before it."""
         with self._busy:
-            for topic, run in groupby(batch.records, _TOPIC):
-                records = list(run)
-                self._count(topic, len(records))
-                self._route(topic)(records)
+            if self.native:
+                self._feed(batch.records)
+            else:
+                for topic, run in groupby(batch.records, _TOPIC):
+                    self._python((topic,), list(run))
         return ()
 
     def handle(self, record: Record) -> Iterable[Output]:
         """One record: the same counters and route as `handle_batch`, for a run of one."""
-        topic = record.topic
-        self._count(topic, 1)
-        self._route(topic)((record,))
+        if self.native:
+            self._feed([record])
+        else:
+            self._python((record.topic,), (record,))
         return ()
 
-    def _count(self, topic: str, n: int) -> None:
-        self.counts[topic] = self.counts.get(topic, 0) + n
-        self._unexported[topic] = self._unexported.get(topic, 0) + n
+    def _python(self, topic: tuple[str], records: Sequence[Record]) -> None:
+        """The Python path for a run of one topic: counted, then routed."""
+        route = self._route(topic[0])  # registers the topic with the core
+        self._core.count(topic[0], len(records))
+        route(records)
+
+    def _feed(self, records: list[Record]) -> None:
+        """The records through the native core, which counts them and reads what it can (its
+        latency headers, a current well-formed bar, prediction or signal of the hot topics);
+        each record it stops at is read here, in order, as the Python path reads it."""
+        core, now_ns, i, n = self._core, self.clock.now_ns(), 0, len(records)
+        if type(records) is not list:
+            records = list(records)
+        while i < n:
+            i, step = core.feed(records, i, now_ns)
+            if step == _DONE:
+                return
+            record = records[i]
+            topic = record.topic
+            if step == _NEW_TOPIC:
+                self._route(topic)
+                continue
+            if step == _CONTENT:  # counted and timed: its content
+                content = self._contents[topic]
+                assert content is not None  # the core takes a record whole where it has no content
+                origin_ns, stage = _origin_and_stage(record)
+                try:
+                    content(record, origin_ns, stage)
+                except Exception as exc:
+                    self._unreadable(record, exc)
+            elif step == _WHOLE:  # counted: its headers too
+                self._routes[topic]((record,))
+            else:
+                self._python((topic,), (record,))
+            i += 1
 
     def _route(self, topic: str) -> Route:
         """What to do with a run of records from `topic`, decided once per topic."""
@@ -250,12 +333,32 @@ class MetricsCollector(Stage):
         return route
 
     def _route_of(self, topic: str) -> Route:
-        if topic.startswith("dlq."):
-            return self._dead_letters
-        if topic == METRICS_INGEST_HEALTH:  # a report, not a market event: no latency to measure
-            return self._ingest_reports
-        content = self._content_of(topic)
+        """The topic's route, and what the native core does with its records (`_kind`)."""
+        if topic.startswith("dlq.") or topic == METRICS_INGEST_HEALTH:
+            # dead letters are counted; a report is not a market event: no latency to measure
+            self._core.topic(topic, "python")
+            return self._dead_letters if topic.startswith("dlq.") else self._ingest_reports
+        content = self._contents[topic] = self._content_of(topic)
+        kind, stored = self._kind(topic, content)
+        self._core.topic(topic, kind, stored)
         return lambda records: self._timed(topic, records, content)
+
+    def _kind(self, topic: str, content: Content | None) -> tuple[str, int | None]:
+        """What the native core reads of a timed topic's records (its latency always): their
+        content where `_content_of` chose one it has (else the Python path reads the content);
+        for a signal topic, the stage whose signals on it the database keeps (those, and the
+        final ones with a tier, it leaves to the Python path)."""
+        if content is None:
+            return "timed", None
+        if content == self._candle:
+            return "candle", None
+        if content == self._bar:
+            return "bar", None
+        if content == self._prediction:
+            return "prediction", None
+        if topic.startswith("signals."):
+            return "signal", _STAGE_INDEX.get(topic) if topic in self._stored_signals() else None
+        return "timed_python", None
 
     def _content_of(self, topic: str) -> Content | None:
         """How a record of `topic` is read once its latency is taken; None: it is only counted
@@ -305,7 +408,7 @@ class MetricsCollector(Stage):
             records, timed = self._read_latency(records, native)
         else:
             timed = cast(list[Timed], native)
-        self.latency.observe_run(topic, timed)
+        self._core.observe_run(topic, timed)
         if content is None:
             return
         for record, (origin_ns, stage, _, _) in zip(records, timed, strict=True):
@@ -323,6 +426,8 @@ class MetricsCollector(Stage):
             if latency is None:
                 try:
                     origin_ns, stage = _origin_and_stage(record)
+                    if not -_ORIGIN_LIMIT <= origin_ns < _ORIGIN_LIMIT:
+                        raise ValueError(f"origin_ns {origin_ns} is out of range")
                 except Exception as exc:
                     self._unreadable(record, exc)
                     continue
@@ -390,20 +495,17 @@ class MetricsCollector(Stage):
 
     def _candle(self, record: Record, origin_ns: int, stage: str) -> None:
         """A candle of another timeframe: counted and timed, not decoded; ingest is alive."""
-        self._last_candle_ns = self.clock.now_ns()
+        self._core.candle_seen(self.clock.now_ns())
 
     def _bar(self, record: Record, origin_ns: int, stage: str) -> None:
         """A candle of the bar interval: its close, and the predictions it settles are scored."""
-        self._last_candle_ns = self.clock.now_ns()
+        self._core.candle_seen(self.clock.now_ns())
         candle = self._value(record, Candle)
         symbol, close = candle["symbol"], candle["close"]
         if not symbol or not (candle["low"] <= min(candle["open"], close) <= max(candle["open"], close)
                               <= candle["high"]):  # fmt: skip
             raise ValueError("an invalid candle (empty symbol, or OHLC out of order)")
-        self._closes(symbol).add(origin_ns, close)
-        for (_, tracked), tracker in self.accuracy.items():
-            if tracked == symbol:
-                tracker.score()
+        self._core.add_bar(symbol, origin_ns, close)
 
     def _features(self, record: Record, origin_ns: int, stage: str) -> None:
         vector = self._value(record, FeatureVector)  # the native decoder checks shape and finiteness
@@ -456,21 +558,8 @@ class MetricsCollector(Stage):
         sign = _SIGN[prediction["prediction"]["direction"]]  # an unknown direction is unreadable
         if not symbol:
             raise ValueError("a prediction without a symbol")
-        key = (model_type, symbol)
-        tracker = self.accuracy.get(key)
-        if tracker is None:
-            s = self.settings
-            tracker = self.accuracy[key] = DirectionAccuracy(
-                bar_ns=s.bar_seconds * 1_000_000_000,
-                horizon_bars=s.horizon_bars,
-                flat_band=s.flat_band_bps / 10_000,
-                window=s.accuracy_window,
-                detector=PageHinkley(delta=s.page_hinkley_delta, threshold=s.page_hinkley_threshold),
-                closes=self._closes(symbol),
-            )
-        tracker.prediction(origin_ns, sign)
-        self._predictions_seen += 1
-        if self.store is not None and self._predictions_seen % self.settings.prediction_sample_every == 0:
+        seen = self._core.add_prediction(model_type, symbol, origin_ns, sign)
+        if self.store is not None and seen % self.settings.prediction_sample_every == 0:
             # The sampled one is validated in full (pydantic), as it is stored.
             value = dict(prediction, timestamp=from_micros(prediction["timestamp"]))
             self.store.prediction(
@@ -483,12 +572,6 @@ class MetricsCollector(Stage):
             return  # an older report redelivered: the newer one stands
         self.ingest_health[report.source] = report
         self.exporter.ingest.reports[report.source] = report
-
-    def _closes(self, symbol: str) -> CloseHistory:
-        history = self.close_history.get(symbol)
-        if history is None:
-            history = self.close_history[symbol] = CloseHistory(self.settings.bar_seconds * 1_000_000_000)
-        return history
 
     # -- on the clock: summaries, alerts, exports -----------------------------------------------------
     def intervals_s(self) -> tuple[float, float]:
@@ -515,7 +598,7 @@ class MetricsCollector(Stage):
         if self._operator or self._controls or self.ingest_health or self._last_emit_ns is None:
             return False
         replay = isinstance(self.clock, EventClock)
-        if self._unexported and not replay:
+        if not replay and self._unexported:
             return False
         emit_interval_s, lag_interval_s = self.intervals_s()
         if now_ns - self._last_emit_ns >= emit_interval_s * 1e9:
@@ -533,7 +616,7 @@ class MetricsCollector(Stage):
         # lockstep round: nothing scrapes them while the clock races. (The operator's replies
         # still follow every fill: a simulated operator may ask at any instant.)
         replay = isinstance(self.clock, EventClock)
-        if self._unexported and not replay:  # the per-topic message counters, added once per batch
+        if not replay and self._unexported:  # the per-topic message counters, added once per batch
             self._export_counts()
         outputs: list[Output] = []
         raised: list[RaisedAlert] = []
@@ -593,9 +676,8 @@ class MetricsCollector(Stage):
 
     def _export_counts(self) -> None:
         messages_of = self.exporter.messages_of
-        for topic, n in self._unexported.items():
+        for topic, n in self._core.take_unexported():
             messages_of(topic).inc(n)
-        self._unexported = {}
 
     def _ingest_feeds(self, now_ns: int) -> list[RaisedAlert]:
         """Each ingest source's freshness as of now: the age its last report gave, plus the time
@@ -700,10 +782,8 @@ class MetricsCollector(Stage):
                 )  # fmt: skip
                 if alert:
                     raised.append(alert)
-        for (model_type, symbol), tracker in sorted(self.accuracy.items()):
-            accuracy = tracker.accuracy
-            fired = tracker.take_drift()
-            self.exporter.error_drift_of(model_type, symbol).set(tracker.detector.statistic)
+        for model_type, symbol, accuracy, _, statistic, threshold, fired in self._core.accuracy(take=True):
+            self.exporter.error_drift_of(model_type, symbol).set(statistic)
             if accuracy is None:
                 continue
             self.exporter.model_accuracy_of(model_type, symbol).set(accuracy)
@@ -716,8 +796,7 @@ class MetricsCollector(Stage):
             ), key=symbol.encode(), origin_ns=now_ns))  # fmt: skip
             out.append(self.emit(METRICS_DRIFT, ModelDrift(
                 timestamp=at, model_type=ModelType(model_type), model_version=version, symbol=symbol,
-                metric="page_hinkley", value=tracker.detector.statistic,
-                threshold=tracker.detector.threshold, drifted=fired,
+                metric="page_hinkley", value=statistic, threshold=threshold, drifted=fired,
             ), key=symbol.encode(), origin_ns=now_ns))  # fmt: skip
             if fired:
                 raised.append(self.rules.event(
@@ -867,6 +946,26 @@ class MetricsCollector(Stage):
         """The collector as configured (`build_collector`, which its tests call with the metrics
         section alone): storage, Prometheus endpoint and Telegram as set."""
         return build_collector(settings.metrics, bus)
+
+
+class _CoreLatency:
+    """The latency windows the core keeps, as `LatencyTracker` hands them out."""
+
+    def __init__(self, core: MetricsCore) -> None:
+        self._core = core
+
+    @property
+    def implausible(self) -> int:
+        """Latencies counted, not recorded (negative or implausibly large)."""
+        return self._core.implausible
+
+    def take_window(self, now_ns: int) -> tuple[dict[tuple[str, str], LatencySummary], dict[str, LatencySummary]]:
+        """Summaries of the window that ends now; the next window starts empty."""
+        outputs, stages = self._core.take_window(now_ns)
+        return (
+            {(stage, topic): LatencySummary(n, p50, p95, p99, top) for stage, topic, n, p50, p95, p99, top in outputs},
+            {stage: LatencySummary(n, p50, p95, p99, top) for stage, _, n, p50, p95, p99, top in stages},
+        )
 
 
 def load_reference(path: Path) -> DriftReference:

@@ -17,6 +17,7 @@ pub mod feature_pick;
 pub mod embedded {
     include!(concat!(env!("OUT_DIR"), "/schema_files.rs"));
 }
+pub mod metrics_core;
 pub mod records;
 pub mod signal;
 pub mod signal_core;

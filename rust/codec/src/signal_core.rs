@@ -647,12 +647,12 @@ fn digits(text: &[u8]) -> Option<i64> {
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
-fn in_datetime_range(micros: i64) -> bool {
+pub(crate) fn in_datetime_range(micros: i64) -> bool {
     (MIN_MICROS..=MAX_MICROS).contains(&micros)
 }
 
 /// The body as `Codec.decode_value` decodes a bare body of the headers' `version`.
-fn decode<T: AvroRecord>(body: &[u8], version: u32) -> Option<T> {
+pub(crate) fn decode<T: AvroRecord>(body: &[u8], version: u32) -> Option<T> {
     let context = Context {
         topic: None,
         offset: None,

@@ -7,6 +7,7 @@ mod codec;
 mod execution;
 mod market;
 mod metrics;
+mod metrics_core;
 mod signal_core;
 mod signals;
 
@@ -20,6 +21,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     execution::register(m)?;
     market::register(m)?;
     metrics::register(m)?;
+    metrics_core::register(m)?;
     signals::register(m)?;
     signal_core::register(m)?;
     Ok(())
