@@ -178,7 +178,7 @@ class MetricsStore:
 
     @property
     def pending(self) -> int:
-        return sum(len(rows) for rows in self._rows.values())
+        return sum(map(len, self._rows.values()))
 
     def trade(self, e: PnlEvent) -> None:
         self._rows["trades"].append(

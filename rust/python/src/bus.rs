@@ -136,6 +136,22 @@ impl PyRecord {
         Some(&bytes[s.name_end as usize..s.value_end? as usize])
     }
 
+    /// `header_value` of each of `names`, in one pass over the headers.
+    pub(crate) fn header_values<const N: usize>(&self, names: &[&str; N]) -> [Option<&[u8]>; N] {
+        let bytes = &self.header_bytes;
+        let (mut out, mut seen) = ([None; N], [false; N]);
+        for s in &self.header_spans {
+            let (a, b) = (s.name_start as usize, s.name_end as usize);
+            for k in 0..N {
+                if !seen[k] && &bytes[a..b] == names[k].as_bytes() {
+                    seen[k] = true;
+                    out[k] = s.value_end.map(|e| &bytes[b..e as usize]);
+                }
+            }
+        }
+        out
+    }
+
     pub(crate) fn header_list(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
         let bytes = &self.header_bytes;
         self.header_spans.iter().map(move |s| {

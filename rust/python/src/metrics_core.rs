@@ -169,13 +169,15 @@ impl PyMetricsCore {
                     None => return Ok((i, NEW_TOPIC)),
                 },
             };
-            let [origin, stage, schema, version, encoding] = &self.names;
+            let [o, s, sc, v, e] = &self.names;
+            let [origin, stage, schema, version, encoding] =
+                r.header_values(&[o.as_str(), s.as_str(), sc.as_str(), v.as_str(), e.as_str()]);
             let input = RecordIn {
-                origin: r.header_value(origin),
-                stage: r.header_value(stage),
-                schema: r.header_value(schema),
-                version: r.header_value(version),
-                encoding: r.header_value(encoding),
+                origin,
+                stage,
+                schema,
+                version,
+                encoding,
                 key: r.key().map(|k| k.as_bytes(py)),
                 value: r.value().map(|v| v.as_bytes(py)),
                 timestamp_ms: r.timestamp_ms(),
