@@ -278,21 +278,23 @@ class MetricsCollector(Stage):
                 self._feed(batch.records)
             else:
                 for topic, run in groupby(batch.records, _TOPIC):
-                    self._python((topic,), list(run))
+                    self._python(topic, list(run))
         return ()
 
     def handle(self, record: Record) -> Iterable[Output]:
-        """One record: the same counters and route as `handle_batch`, for a run of one."""
-        if self.native:
-            self._feed([record])
-        else:
-            self._python((record.topic,), (record,))
+        """One record: the same counters and route as `handle_batch`, for a run of one (under
+        `_busy` too: the core is not to be read by an operator's reply while it is written)."""
+        with self._busy:
+            if self.native:
+                self._feed([record])
+            else:
+                self._python(record.topic, (record,))
         return ()
 
-    def _python(self, topic: tuple[str], records: Sequence[Record]) -> None:
+    def _python(self, topic: str, records: Sequence[Record]) -> None:
         """The Python path for a run of one topic: counted, then routed."""
-        route = self._route(topic[0])  # registers the topic with the core
-        self._core.count(topic[0], len(records))
+        route = self._route(topic)  # registers the topic with the core
+        self._core.count(topic, len(records))
         route(records)
 
     def _feed(self, records: list[Record]) -> None:
@@ -322,7 +324,7 @@ class MetricsCollector(Stage):
             elif step == _WHOLE:  # counted: its headers too
                 self._routes[topic]((record,))
             else:
-                self._python((topic,), (record,))
+                self._python(topic, (record,))
             i += 1
 
     def _route(self, topic: str) -> Route:

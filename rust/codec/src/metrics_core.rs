@@ -1014,6 +1014,69 @@ mod tests {
     }
 
     #[test]
+    fn a_current_well_formed_bar_is_read_here_and_anything_else_left_to_python() {
+        use crate::AvroRecord;
+        let spec = HeaderSpec {
+            schema: Candle::SCHEMA.into(),
+            version: Candle::VERSION,
+            encoding: "avro".into(),
+        };
+        let mut c = core();
+        c.readers.candle = Some(spec);
+        let t = c.topic("market.candles.BTC-USD.1m", Kind::Bar);
+        let candle = |close: f64| Candle {
+            timestamp_us: 0,
+            symbol: "BTC-USD".into(),
+            interval: "1m".into(),
+            open: 100.0,
+            high: 101.0,
+            low: 99.0,
+            close,
+            volume: 1.0,
+            source: "test".into(),
+            minutes: None,
+            origin: None,
+        };
+        fn record<'a>(body: &'a [u8], version: &'a [u8]) -> RecordIn<'a> {
+            RecordIn {
+                origin: Some(b"60000000000"),
+                stage: Some(b"ingest"),
+                schema: Some(Candle::SCHEMA.as_bytes()),
+                version: Some(version),
+                encoding: None,
+                key: None,
+                value: Some(body),
+                timestamp_ms: 60_001,
+            }
+        }
+        let (good, high) = (
+            crate::encode(&candle(100.5)).unwrap(),
+            crate::encode(&candle(102.0)).unwrap(),
+        );
+        let version = Candle::VERSION.to_string();
+        let (good, version) = (good.as_slice(), version.as_bytes());
+        assert_eq!(c.take(t, &record(good, version), 7), Step::Done);
+        assert_eq!(c.last_candle_ns, Some(7));
+        assert!(c
+            .dump()
+            .contains("closes BTC-USD latest=60000000000 60000000000:100.5"));
+        // out of order (close above high), an older version's header, not plain, truncated
+        assert_eq!(c.take(t, &record(&high, version), 8), Step::Content);
+        assert_eq!(c.take(t, &record(good, b"1"), 8), Step::Content);
+        assert_eq!(c.take(t, &record(good, b"+2"), 8), Step::Content);
+        assert_eq!(
+            c.take(t, &record(&good[..good.len() - 1], version), 8),
+            Step::Content
+        );
+        let confluent = RecordIn {
+            encoding: Some(b"avro-confluent"),
+            ..record(good, version)
+        };
+        assert_eq!(c.take(t, &confluent, 8), Step::Content);
+        assert_eq!(c.counts(), vec![("market.candles.BTC-USD.1m", 6)]);
+    }
+
+    #[test]
     fn a_record_with_unplain_headers_goes_to_python_counted() {
         let mut c = core();
         let t = c.topic("x", Kind::Timed);
