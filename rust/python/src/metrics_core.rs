@@ -27,17 +27,16 @@ const NEW_TOPIC: u8 = 1;
 const WHOLE: u8 = 2;
 const CONTENT: u8 = 3;
 const FOREIGN: u8 = 4;
-/// Topic strings remembered by identity (beyond, topics are looked up by name).
-const MAX_SEEN: usize = 256;
 
 #[pyclass(module = "kstrade._native", name = "MetricsCore")]
 pub struct PyMetricsCore {
     core: MetricsCore,
     /// The header names: origin, stage, schema, schema version, encoding.
     names: [String; 5],
-    /// Topic strings seen -> topic id: a topic's records share one string, so a lookup is
-    /// mostly a pointer comparison (the strings are held, so the pointers stay theirs).
-    seen: Vec<(Py<PyString>, usize)>,
+    /// The last record's topic string and its id: a poll comes in runs of one topic whose
+    /// records share one string, so a lookup is mostly a pointer comparison (the string is
+    /// held, so the pointer stays its own).
+    last: Option<(Py<PyString>, usize)>,
 }
 
 fn spec((schema, version, encoding): SpecTuple) -> HeaderSpec {
@@ -112,7 +111,7 @@ impl PyMetricsCore {
                 sample_every,
             ),
             names: [origin, stage, schema, version, encoding],
-            seen: Vec::new(),
+            last: None,
         })
     }
 
@@ -157,13 +156,11 @@ impl PyMetricsCore {
             };
             let r = record.get();
             let name = r.topic();
-            let topic = match self.seen.iter().find(|(s, _)| s.as_ptr() == name.as_ptr()) {
-                Some(&(_, id)) => id,
-                None => match self.core.topic_id(name.bind(py).to_str()?) {
+            let topic = match &self.last {
+                Some((s, id)) if s.as_ptr() == name.as_ptr() => *id,
+                _ => match self.core.topic_id(name.bind(py).to_str()?) {
                     Some(id) => {
-                        if self.seen.len() < MAX_SEEN {
-                            self.seen.push((name.clone_ref(py), id));
-                        }
+                        self.last = Some((name.clone_ref(py), id));
                         id
                     }
                     None => return Ok((i, NEW_TOPIC)),
