@@ -138,17 +138,21 @@ class _BatchHistory:
         if full:
             self._full.append((symbol, len(pushed)))
 
-    def rows(self, vectors: np.ndarray) -> tuple[np.ndarray, list[int]]:
-        """One array of every symbol's rows (window before the batch, then its pushes), and for
-        each full window, in order, where its newest row lies in it."""
+    def rows(self, vectors: np.ndarray) -> tuple[np.ndarray, dict[str, slice], list[int]]:
+        """One array of every symbol's rows (window before the batch, then its pushes), where
+        each symbol's rows lie in it, and for each full window, in order, where its newest row
+        lies in it."""
         parts: list[np.ndarray] = []
-        base: dict[str, int] = {}
+        blocks: dict[str, slice] = {}
         at = 0
         for symbol, start in self._start.items():
-            base[symbol] = at + len(start) - 1  # the newest row before the batch
-            parts += [start, vectors[self._pushed[symbol]]]
-            at += len(start) + len(self._pushed[symbol])
-        return np.concatenate(parts), [base[symbol] + n for symbol, n in self._full]
+            pushed = self._pushed[symbol]
+            parts += [start, vectors[pushed]]
+            blocks[symbol] = slice(at, at + len(start) + len(pushed))
+            at += len(start) + len(pushed)
+        # The newest row before the batch is the last of the window it started with.
+        ends = [blocks[symbol].start + len(self._start[symbol]) - 1 + n for symbol, n in self._full]
+        return np.concatenate(parts), blocks, ends
 
 
 def _manifest_stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
@@ -505,10 +509,15 @@ class InferenceStage(Stage):
     def _gather(
         self, history: _BatchHistory, vectors: np.ndarray, wanted: list[tuple[int, str, int]]
     ) -> dict[int, tuple[np.ndarray, int]]:
-        """Every full window of the batch, scaled, per model slot in the order of `wanted`: one
-        gather and one scaling per slot. Each element is computed as `FeatureWindow.scaled_into`
-        computes it ((x - mean) * inv_std in float32), so the model sees the same bits."""
-        rows, ends = history.rows(vectors)
+        """Every full window of the batch, scaled, per model slot in the order of `wanted`: each
+        row scaled once (a row stands in up to `window` windows), then one gather per slot. Each
+        element is computed as `FeatureWindow.scaled_into` computes it ((x - mean) * inv_std in
+        float32, per symbol), so the model sees the same bits."""
+        rows, blocks, ends = history.rows(vectors)
+        for symbol, block in blocks.items():
+            mean, inv_std = self.slots[symbol].model.scalers[symbol]
+            np.subtract(rows[block], mean, out=rows[block])
+            np.multiply(rows[block], inv_std, out=rows[block])
         per_slot: dict[int, list[int]] = {}
         for n, (_, symbol, _) in enumerate(wanted):
             per_slot.setdefault(id(self.slots[symbol]), []).append(n)
@@ -517,22 +526,9 @@ class InferenceStage(Stage):
             picked = per_slot.get(id(slot))
             if not picked:
                 continue
-            symbols = [wanted[n][1] for n in picked]
             length = slot.model.window
             last = np.asarray([ends[n] for n in picked], dtype=np.int64)
-            inputs = rows[last[:, None] + np.arange(1 - length, 1, dtype=np.int64)]
-            scalers = slot.model.scalers
-            order = list(dict.fromkeys(symbols))
-            which = np.asarray([order.index(s) for s in symbols], dtype=np.int64) if len(order) > 1 else None
-            means = np.stack([scalers[s][0] for s in order])
-            inv_stds = np.stack([scalers[s][1] for s in order])
-            if which is None:
-                np.subtract(inputs, means[0], out=inputs)
-                np.multiply(inputs, inv_stds[0], out=inputs)
-            else:
-                np.subtract(inputs, means[which][:, None, :], out=inputs)
-                np.multiply(inputs, inv_stds[which][:, None, :], out=inputs)
-            staged[id(slot)] = (inputs, len(picked))
+            staged[id(slot)] = (rows[last[:, None] + np.arange(1 - length, 1, dtype=np.int64)], len(picked))
         return staged
 
     def _run_models(
