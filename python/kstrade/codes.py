@@ -363,7 +363,7 @@ class DeadLetter(_Code):
     )
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE", "the record is over the stage's max_message_bytes", "bus.runner"
     # decoding (the Python codec and the native one agree on these)
-    TRUNCATED = "TRUNCATED", "the body ends inside a field", "schemas.codec, rust/codec"
+    TRUNCATED = "TRUNCATED", "the body ends inside a field", "schemas.diagnosis, rust/codec"
     MALFORMED = (
         "MALFORMED",
         "the body is not a valid record of its schema",
@@ -378,8 +378,8 @@ class DeadLetter(_Code):
         "schemas.codec, rust/codec",
     )
     UNKNOWN_SCHEMA_ID = "UNKNOWN_SCHEMA_ID", "a registry schema id this build does not know", "schemas.codec"
-    BAD_HEADER = "BAD_HEADER", "a header that is not ASCII or not a valid value", "schemas.codec"
-    MISSING_HEADER = "MISSING_HEADER", "a required header is missing", "schemas.codec, metrics.collector"
+    BAD_HEADER = "BAD_HEADER", "a header that is not ASCII or not a valid value", "schemas.headers"
+    MISSING_HEADER = "MISSING_HEADER", "a required header is missing", "schemas.headers, metrics.collector"
     SCHEMA_MISMATCH = "SCHEMA_MISMATCH", "the schema header names another schema", "schemas.codec, metrics.collector"
     FORMAT_MISMATCH = (
         "FORMAT_MISMATCH",
