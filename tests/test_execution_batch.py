@@ -14,7 +14,6 @@ the native read against `_candle` on varied single candles."""
 from __future__ import annotations
 
 import functools
-import json
 import math
 import struct
 import tempfile
@@ -33,7 +32,7 @@ from kstrade.bus import Bus, Output, Record
 from kstrade.bus.runner import Batch
 from kstrade.bus.topics import CONTROL_EXECUTION, candles, dlq_topic, signals
 from kstrade.execution import ExecutionStage, OrderJournal, PaperBroker
-from kstrade.execution.guardrails import AccountGuard, NewsBlackout, NewsEvent
+from kstrade.execution.guardrails import AccountGuard
 from kstrade.execution.stage import _MICROS_MAX, _MICROS_MIN
 from kstrade.schemas import Codec
 from kstrade.schemas.models import (
@@ -45,11 +44,11 @@ from kstrade.schemas.models import (
     SignalDirection,
     SignalStage,
 )
-from tests.test_execution_observe_once import AlwaysObserved
-from tests.test_execution_stage import BTC, T0, Harness, ns
+from tests.test_execution_observe_once import SYMBOLS, AlwaysObserved, _id
+from tests.test_execution_observe_once import harness as observe_once_harness
+from tests.test_execution_stage import T0, Harness, ns
 from tests.test_execution_stage import settings as execution_settings
 
-SYMBOLS = ["BTC-USD", "ETH-USD"]
 PRICE = {"BTC-USD": 50_000.0, "ETH-USD": 3_000.0}
 #: A price no generated candle has: its 8 bytes in a body are replaced by a NaN.
 _MARKER = 12_345.678125
@@ -68,25 +67,10 @@ class Reference(ExecutionStage):
 
 
 def harness(path: Path, *, reference: bool, funded: bool) -> tuple[Harness, list[str]]:
-    cfg = execution_settings(max_daily_loss_pct=1.0, max_open_positions=3, funded=funded, reducing_at_pct=20.0)
-    cfg = cfg.model_copy(update={"symbols": dict.fromkeys(SYMBOLS, BTC)})
     broker = (AlwaysObserved if reference else PaperBroker)(100_000, slippage_bps=0.0)
-    h = Harness(path, cfg, broker, SYMBOLS)
+    h, saved = observe_once_harness(path, broker, funded=funded)
     if reference:  # the same stage object in the same pipeline, with the old batch handler
         h.stage.__class__ = Reference
-    h.bus.admin().create_topics(
-        [(t, 1, 1, {}) for t in (CONTROL_EXECUTION, dlq_topic(CONTROL_EXECUTION), *map(dlq_topic, h.stage.inputs()))]
-    )
-    # a USD release two hours in: a funded account closes positions on both symbols ahead of it
-    h.stage.news = NewsBlackout([NewsEvent(ns(T0 + timedelta(hours=2)), ("USD",), "release")], 2)
-    saved: list[str] = []
-    save = h.journal.save_guard
-
-    def saving(data: dict[str, Any]) -> None:
-        saved.append(json.dumps(data, sort_keys=True))
-        save(data)
-
-    h.journal.save_guard = saving  # type: ignore[method-assign]
     return h, saved
 
 
@@ -118,10 +102,6 @@ record = st.sampled_from(["candle"] * 6 + ["signal"] * 3 + ["control", "bad"]).f
 instant = st.tuples(st.sampled_from([1] * 6 + [5, 60, 700, 2000]), st.lists(record, min_size=1, max_size=6))
 
 Sent = tuple[str, Message | bytes, bytes]
-
-
-def _id(n: int) -> uuid.UUID:
-    return uuid.UUID(int=(n + 1) << 100)
 
 
 def messages(instants: list[tuple[int, list[tuple[Any, ...]]]]) -> list[tuple[int, list[Sent]]]:

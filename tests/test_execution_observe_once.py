@@ -51,14 +51,15 @@ class AlwaysObserved(PaperBroker):
         return False
 
 
-def harness(path: Path, broker: PaperBroker) -> tuple[Harness, list[str]]:
-    cfg = execution_settings(max_daily_loss_pct=1.0, max_open_positions=3, funded=True, reducing_at_pct=20.0)
+def harness(path: Path, broker: PaperBroker, *, funded: bool = True) -> tuple[Harness, list[str]]:
+    """An execution stage on `broker` (funded by default), news ahead, every guard save kept."""
+    cfg = execution_settings(max_daily_loss_pct=1.0, max_open_positions=3, funded=funded, reducing_at_pct=20.0)
     cfg = cfg.model_copy(update={"symbols": dict.fromkeys(SYMBOLS, BTC)})
     h = Harness(path, cfg, broker, SYMBOLS)
     h.bus.admin().create_topics(
         [(t, 1, 1, {}) for t in (CONTROL_EXECUTION, dlq_topic(CONTROL_EXECUTION), *map(dlq_topic, h.stage.inputs()))]
     )
-    # a USD release two hours in: positions on both symbols are closed ahead of it
+    # a USD release two hours in: a funded account closes positions on both symbols ahead of it
     h.stage.news = NewsBlackout([NewsEvent(ns(T0 + timedelta(hours=2)), ("USD",), "release")], 2)
     saved: list[str] = []
     save = h.journal.save_guard
