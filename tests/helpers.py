@@ -1,11 +1,12 @@
 """Set-ups the test modules share, written once: a memory bus that holds the catalogue's topics,
-`kstrade.app.run`'s stages in a `Pipeline` on it, and SYNTHETIC minutes sent as one symbol's
-candles (with the origin header a live feed gives them)."""
+`kstrade.app.run`'s stages in a `Pipeline` on it, SYNTHETIC minutes sent as one symbol's
+candles (with the origin header a live feed gives them), and records cut into polls."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -50,3 +51,16 @@ def send_minutes(producer: Producer, minutes: pl.DataFrame, symbol: str) -> None
     for row in minutes.iter_rows(named=True):
         send_minute(producer, codec, symbol, row)
     producer.flush()
+
+
+T = TypeVar("T")
+
+
+def polls_of(records: Sequence[T], sizes: Sequence[int]) -> list[list[T]]:
+    """`records` cut into polls of `sizes`, in order; the last poll takes the rest (maybe none)."""
+    polls, start = [], 0
+    for size in sizes:
+        polls.append(list(records[start : start + size]))
+        start += size
+    polls.append(list(records[start:]))
+    return polls

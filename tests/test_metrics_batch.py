@@ -50,6 +50,7 @@ from kstrade.schemas.models import (
 )
 
 from .conftest import drain
+from .helpers import polls_of
 
 NS = 1_000_000_000
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -195,11 +196,7 @@ def test_the_batch_path_and_the_record_path_agree(order: list[int], sizes: list[
     # into polls of the drawn sizes (the last one takes the rest).
     block = -(-len(records) // len(order))
     records = [r for b in order for r in records[b * block : (b + 1) * block]]
-    polls, start = [], 0
-    for size in sizes:
-        polls.append(records[start : start + size])
-        start += size
-    polls.append(records[start:])
+    polls = polls_of(records, sizes)
     with tempfile.TemporaryDirectory() as tmp:
         by_record, by_batch = _collector(Path(tmp), "record.db"), _collector(Path(tmp), "batch.db")
         # the Python path (no native reading): the reference both native paths must equal

@@ -31,6 +31,7 @@ from kstrade.metrics.storage import MetricsStore
 from kstrade.schemas import Codec
 
 from .conftest import drain
+from .helpers import polls_of
 from .test_metrics_batch import NS, REFERENCE, SETTINGS, T0, _messages, _published, _state
 
 #: A record as sent: (topic, value, key, headers, timestamp ms).
@@ -149,11 +150,7 @@ def test_the_native_paths_and_the_python_path_agree(changes: list[tuple[int, int
         else:
             sent.insert(i + 1, changed)
     records = _records(sent)
-    polls, start = [], 0
-    for size in sizes:
-        polls.append(records[start : start + size])
-        start += size
-    polls.append(records[start:])
+    polls = polls_of(records, sizes)
     with tempfile.TemporaryDirectory() as tmp:
         batched = _collector(Path(tmp) / "batched.db", native=True)
         one_by_one = _collector(Path(tmp) / "record.db", native=True)
