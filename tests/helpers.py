@@ -1,6 +1,7 @@
 """Set-ups the test modules share, written once: a memory bus that holds the catalogue's topics,
 `kstrade.app.run`'s stages in a `Pipeline` on it, SYNTHETIC minutes sent as one symbol's
-candles (with the origin header a live feed gives them), and records cut into polls."""
+candles (with the origin header a live feed gives them), outputs as the records a stage
+consumes, and records cut into polls."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from kstrade.bus import Bus, Producer
+from kstrade.bus import Bus, Output, Producer, Record
 from kstrade.bus.topics import candles
 from kstrade.config import Settings
 from kstrade.schemas import Candle, Codec
@@ -64,3 +65,18 @@ def polls_of(records: Sequence[T], sizes: Sequence[int]) -> list[list[T]]:
         start += size
     polls.append(list(records[start:]))
     return polls
+
+
+def consumed(outs: Sequence[Output], symbols: Sequence[str]) -> list[Record]:
+    """`outs` as a stage would consume them, in their order: sent on a memory bus holding the
+    catalogue of `symbols` (each with a `seq` header: its index) and polled back."""
+    bus = memory_bus(Settings(symbols=list(symbols)))
+    producer = bus.producer()
+    for i, out in enumerate(outs):
+        producer.send(out.topic, out.value, key=out.key, headers=[*out.headers, ("seq", str(i).encode())])
+    producer.flush()
+    consumer = bus.consumer("consumed")
+    consumer.subscribe(sorted({out.topic for out in outs}))
+    got = consumer.poll(max_records=100_000, timeout=0.0)
+    assert len(got) == len(outs)
+    return sorted(got, key=lambda r: int(r.header("seq") or b""))

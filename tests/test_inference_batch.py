@@ -16,12 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kstrade.bus import Batch, Bus, Output, Record
+from kstrade.bus import Batch, Output, Record
 from kstrade.bus.topics import features_aggregated
-from kstrade.config import Settings
 from kstrade.inference.stage import InferenceStage, LSTMInference, TransformerInference
 from kstrade.schemas.models import FeatureVector, Prediction
-from kstrade.services import ensure_topics
+
+from .helpers import consumed
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD"]
@@ -60,17 +60,7 @@ def _vectors(stage: InferenceStage, rng: random.Random, minutes: int, bad: bool)
         huge = vector.model_copy(update={"values": [1e300, *vector.values[1:]]})  # inf as float32
         outs.insert(len(outs) // 3, Output(outs[-1].topic, codec.encode(huge), key=outs[-1].key,
                                            headers=outs[-1].headers))  # fmt: skip
-    bus = Bus.memory()
-    ensure_topics(bus, Settings(symbols=SYMBOLS))
-    producer = bus.producer()
-    for i, out in enumerate(outs):
-        producer.send(out.topic, out.value, key=out.key, headers=[*out.headers, ("seq", str(i).encode())])
-    producer.flush()
-    consumer = bus.consumer("inference-batch-test")
-    consumer.subscribe(sorted({out.topic for out in outs}))
-    got = consumer.poll(max_records=100_000, timeout=0.0)
-    assert len(got) == len(outs)
-    return sorted(got, key=lambda r: int(r.header("seq") or b""))
+    return consumed(outs, SYMBOLS)
 
 
 def _comparable(stage: InferenceStage, outputs: list[Output]) -> list[tuple[str, bytes | None, dict[str, Any]]]:

@@ -21,14 +21,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import kstrade._native as _native
-from kstrade.bus import Batch, Bus, Output, Record
+from kstrade.bus import Batch, Output, Record
 from kstrade.bus.topics import (
     EXECUTIONS,
     PNL,
     PREDICTIONS_TRANSFORMER,
     candles,
-    catalogue,
-    create_all,
     predictions_lstm,
     signals,
 )
@@ -39,6 +37,7 @@ from kstrade.schemas.models import PredictedDirection
 from kstrade.signals import SignalAggregator, signal_id
 from kstrade.signals.join import MARKET_BACKLOG
 
+from .helpers import consumed
 from .test_signals_stage import VERSIONS, Feed, minute, ns
 
 SYMBOLS = ["BTC-USD", "ETH-USD"]
@@ -112,17 +111,7 @@ def _scenario(rng: random.Random) -> list[Output]:
 def _records(outs: list[Output], rng: random.Random) -> list[Record]:
     """The outputs as consumed records, in their order, then shuffled a little and with some
     redelivered (the same record again, later)."""
-    bus = Bus.memory()
-    create_all(bus.admin(), catalogue(SYMBOLS))
-    producer = bus.producer()
-    for i, out in enumerate(outs):
-        producer.send(out.topic, out.value, key=out.key, headers=[*out.headers, ("seq", str(i).encode())])
-    producer.flush()
-    consumer = bus.consumer("core-test")
-    consumer.subscribe(sorted({out.topic for out in outs}))
-    got = consumer.poll(max_records=100_000, timeout=0.0)
-    assert len(got) == len(outs)
-    records = sorted(got, key=lambda r: int(r.header("seq") or b""))
+    records = consumed(outs, SYMBOLS)
     for i in range(len(records) - 1):
         if rng.random() < 0.1:  # out of order
             records[i], records[i + 1] = records[i + 1], records[i]
