@@ -252,9 +252,8 @@ pub struct MemoryConsumer {
     group_id: String,
     member: Option<u64>,
     generation: u64,
-    owned: BTreeSet<TopicPartition>,
-    /// The next offset to read of every owned partition (the keys are `owned`, in its order,
-    /// so `fetch` walks them beside the broker's topics without a lookup per partition).
+    /// The partitions this consumer owns, each with the next offset to read: in topic order,
+    /// so `fetch` walks them beside the broker's topics without a lookup per partition.
     positions: BTreeMap<TopicPartition, i64>,
     /// Partitions whose position moved (or was set) since the last commit of all positions:
     /// what `commit(None)` writes. Committing an unchanged offset again changes nothing, and a
@@ -295,7 +294,6 @@ impl MemoryConsumer {
             group_id,
             member: None,
             generation: 0,
-            owned: BTreeSet::new(),
             positions: BTreeMap::new(),
             moved: Vec::new(),
             paused: HashSet::new(),
@@ -323,8 +321,17 @@ impl MemoryConsumer {
             .get(&member)
             .map(|v| v.iter().cloned().collect())
             .unwrap_or_default();
-        let revoked: Vec<TopicPartition> = self.owned.difference(&now).cloned().collect();
-        let assigned: Vec<TopicPartition> = now.difference(&self.owned).cloned().collect();
+        let revoked: Vec<TopicPartition> = self
+            .positions
+            .keys()
+            .filter(|tp| !now.contains(*tp))
+            .cloned()
+            .collect();
+        let assigned: Vec<TopicPartition> = now
+            .iter()
+            .filter(|tp| !self.positions.contains_key(*tp))
+            .cloned()
+            .collect();
         for tp in &revoked {
             self.positions.remove(tp);
             self.paused.remove(tp);
@@ -348,7 +355,6 @@ impl MemoryConsumer {
         if !assigned.is_empty() {
             self.events.push(RebalanceEvent::Assigned(assigned));
         }
-        self.owned = now;
     }
 
     /// Hand up to `max` records to `visit`, partition after partition, where the log keeps
@@ -407,7 +413,7 @@ impl MemoryConsumer {
             n += take;
             *pos = first + take as i64;
         }
-        if self.moved.len() > 2 * self.owned.len() + 64 {
+        if self.moved.len() > 2 * self.positions.len() + 64 {
             // A consumer that commits explicit offsets only (`retained`) never drains the list.
             self.moved.sort_unstable();
             self.moved.dedup();
@@ -538,7 +544,7 @@ impl Consumer for MemoryConsumer {
         };
         // Like Kafka's generation check: a member may only commit partitions it owns now, so a
         // consumer that lost a partition cannot move the new owner's offset. While the group is
-        // at the generation this consumer last synced, what it owns is `self.owned`.
+        // at the generation this consumer last synced, what it owns is `self.positions`' keys.
         let current = group.generation == self.generation;
         let owned: HashSet<&TopicPartition> = if current {
             HashSet::new()
@@ -551,7 +557,7 @@ impl Consumer for MemoryConsumer {
         };
         let owns = |tp: &TopicPartition| {
             if current {
-                self.owned.contains(tp)
+                self.positions.contains_key(tp)
             } else {
                 owned.contains(tp)
             }
@@ -588,7 +594,7 @@ impl Consumer for MemoryConsumer {
 
     fn seek(&mut self, tp: &TopicPartition, offset: i64) -> BusResult<()> {
         self.check_open()?;
-        if !self.owned.contains(tp) {
+        if !self.positions.contains_key(tp) {
             return Err(BusError::NotAssigned {
                 topic: tp.topic.clone(),
                 partition: tp.partition,
@@ -617,31 +623,28 @@ impl Consumer for MemoryConsumer {
         let broker = Arc::clone(&self.broker);
         let state = broker.state.lock();
         self.sync_assignment(&state);
-        Ok(self.owned.iter().cloned().collect())
+        Ok(self.positions.keys().cloned().collect())
     }
 
     fn position(&mut self) -> BusResult<Vec<(TopicPartition, i64)>> {
         Ok(self
-            .owned
+            .positions
             .iter()
-            .map(|tp| (tp.clone(), self.positions.get(tp).copied().unwrap_or(0)))
+            .map(|(tp, pos)| (tp.clone(), *pos))
             .collect())
     }
 
     fn lag(&mut self, _timeout: Duration) -> BusResult<BTreeMap<TopicPartition, i64>> {
         let state = self.broker.state.lock();
         Ok(self
-            .owned
+            .positions
             .iter()
-            .map(|tp| {
+            .map(|(tp, pos)| {
                 let end = state
                     .topics
                     .get(&tp.topic)
                     .map_or(0, |t| t.partitions[tp.partition as usize].end());
-                (
-                    tp.clone(),
-                    (end - self.positions.get(tp).copied().unwrap_or(0)).max(0),
-                )
+                (tp.clone(), (end - pos).max(0))
             })
             .collect())
     }
